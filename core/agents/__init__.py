@@ -1,0 +1,1 @@
+"""Policies (expert, random, Hugging Face model) and the ReAct prompt format."""

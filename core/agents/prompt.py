@@ -1,0 +1,105 @@
+"""The ReAct chat format shared by collection, training, import and export.
+
+A conversation is a list of `{"role": "user"|"assistant", "content": str}` messages:
+
+    user       <env system prompt>             \
+    assistant  OK                               |  prefix: role, then a one-shot example
+    user       <example task message>           |  written from an expert episode
+    assistant  Thought: ...\nAction: ...        |
+    user       Observation: ...                /
+    user       <task message>                  <- the task: instruction (+ first observation)
+    assistant  Thought: ...\nAction: ...
+    user       Observation: ...
+    ...
+
+This is the layout of ETO / the paper's reference; the ETO importers and exporters map it 1:1
+to `{"from": "human"|"gpt", "value"}` turns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from core.trajectory import Step
+
+Message = dict[str, str]
+
+_ACTION_RE = re.compile(r"^\s*action\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+_THOUGHT_RE = re.compile(r"^\s*thought\s*:\s*(.*?)(?=^\s*action\s*:|\Z)", re.IGNORECASE | re.MULTILINE | re.DOTALL)
+
+
+def format_assistant(thought: str, action: str) -> str:
+    """One assistant turn in the ReAct format."""
+    return f"Thought: {thought}\nAction: {action}" if thought else f"Action: {action}"
+
+
+def format_observation(observation: str) -> str:
+    return f"Observation: {observation}"
+
+
+def task_message(instruction: str, initial_observation: str = "") -> str:
+    """The user turn that starts a task."""
+    if initial_observation:
+        return f"{instruction}\n{format_observation(initial_observation)}"
+    return instruction
+
+
+def parse_reply(text: str) -> tuple[str, str | None]:
+    """Split a model reply into (thought, action). The thought may be missing; the action is
+    None when no `Action:` line (or bare single line) can be found."""
+    m = _ACTION_RE.search(text)
+    if m:
+        action = m.group(1).strip()
+        t = _THOUGHT_RE.search(text)
+        thought = t.group(1).strip() if t else text[: m.start()].strip()
+        return thought, (action or None)
+    t = _THOUGHT_RE.search(text)
+    if t:  # a thought with no action
+        return t.group(1).strip(), None
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if len(lines) == 1:  # a bare action, as small models often answer
+        return "", lines[0]
+    return text.strip(), None
+
+
+def step_messages(steps: Sequence[Step], final_observation: bool = True) -> list[Message]:
+    """Alternating assistant/observation turns for steps (the last observation optional)."""
+    out: list[Message] = []
+    for i, s in enumerate(steps):
+        out.append({"role": "assistant", "content": format_assistant(s.thought, s.action)})
+        if final_observation or i < len(steps) - 1:
+            out.append({"role": "user", "content": format_observation(s.observation)})
+    return out
+
+
+def prefix_messages(system_prompt: str, example_instruction: str,
+                    example_steps: Sequence[Step]) -> list[Message]:
+    """The system turn, "OK", then the one-shot example."""
+    msgs: list[Message] = [
+        {"role": "user", "content": system_prompt},
+        {"role": "assistant", "content": "OK"},
+    ]
+    if example_instruction:
+        msgs.append({"role": "user", "content": example_instruction})
+        msgs.extend(step_messages(example_steps))
+    return msgs
+
+
+def env_prefix(env: str) -> list[Message]:
+    """The prompt prefix (role + one-shot) of a registered environment, without starting it."""
+    from core.envs.base import _REGISTRY, _load_builtin
+
+    _load_builtin()
+    cls = _REGISTRY.get(env)
+    if cls is None:
+        return prefix_messages(DEFAULT_SYSTEM_PROMPT, "", [])
+    system = getattr(cls, "system_prompt", "") or DEFAULT_SYSTEM_PROMPT
+    ex_instr, ex_steps = getattr(cls, "one_shot", lambda: ("", []))()
+    return prefix_messages(system, ex_instr, ex_steps)
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an agent acting in a text environment. Respond with one thought and one action per "
+    "turn, in the format:\nThought: ...\nAction: ..."
+)

@@ -1,0 +1,63 @@
+"""`w2stree` command line: one sub-command module per area, each exposing `register(sub)`.
+
+Every known user error is printed as one line (`w2stree: error: ...`) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Command modules, in the order their verbs appear in --help.
+COMMAND_MODULES = (
+    "core.cli.data",      # import, tree, mcts, pairs, export, stats
+    "core.cli.envs",      # collect, replay
+    "core.cli.models",    # models build|list
+    "core.cli.train",     # train, jobs
+    "core.cli.pipeline",  # eval, pipeline
+    "core.cli.app",       # dashboard, up
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="w2stree",
+        description="Weak-to-strong generalization with trajectory trees.",
+    )
+    parser.add_argument("--db", help="DuckDB store (default: $W2STREE_DB or data/w2stree.duckdb)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:  # that area is not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `w2stree` console script."""
+    from core.envs.base import UnknownEnvError
+    from core.errors import UserError
+    from core.store import StoreBusyError
+
+    args = build_parser().parse_args(argv)
+    if args.db:
+        os.environ["W2STREE_DB"] = os.path.abspath(args.db)
+    try:
+        rc = args.func(args)
+    except (UserError, UnknownEnvError, StoreBusyError, FileNotFoundError) as exc:
+        print(f"w2stree: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("w2stree: interrupted; what was finished is stored", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

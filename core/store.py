@@ -1,0 +1,522 @@
+"""The DuckDB store: one file holding tasks, runs, trajectories, trees, pairs, jobs and models.
+
+Concurrency: DuckDB lets one process hold a file for writing, and no other process may open it
+meanwhile. Every method here therefore opens a short-lived connection and closes it at once;
+opening retries with back-off while another process holds the lock (up to `timeout` seconds),
+so the dashboard, a CLI command and a collection run can share one file without a
+"database is locked" error reaching the user. Training jobs do not write here while they run:
+they write to their own job folder, which is ingested (see core.train.jobs).
+
+Bulk writes go through Arrow tables, never row-by-row inserts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import networkx as nx
+import pandas as pd
+import pyarrow as pa
+
+from core.paths import default_db
+from core.trajectory import Pair, Run, Step, Task, Trajectory
+
+SCHEMA_VERSION = 1
+
+# Forward migrations: MIGRATIONS[v] takes a store at version v to v + 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+    CREATE TABLE IF NOT EXISTS tasks (
+        env VARCHAR, task_id VARCHAR, split VARCHAR, instruction VARCHAR,
+        PRIMARY KEY (env, task_id));
+    CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, kind VARCHAR, env VARCHAR, policy VARCHAR, model VARCHAR,
+        settings JSON, status VARCHAR, created_at TIMESTAMP, finished_at TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS trajectories (
+        traj_id VARCHAR PRIMARY KEY, run_id VARCHAR, env VARCHAR, task_id VARCHAR,
+        instruction VARCHAR, reward DOUBLE, success BOOLEAN, source VARCHAR, model VARCHAR,
+        temperature DOUBLE, top_p DOUBLE, n_steps INTEGER, meta JSON, created_at TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS steps (
+        traj_id VARCHAR, idx INTEGER, thought VARCHAR, action VARCHAR, observation VARCHAR,
+        reward DOUBLE, score DOUBLE);
+    CREATE TABLE IF NOT EXISTS trees (
+        tree_id VARCHAR PRIMARY KEY, env VARCHAR, task_id VARCHAR, instruction VARCHAR,
+        merge VARCHAR, settings JSON, n_trajectories INTEGER, n_nodes INTEGER,
+        n_branching INTEGER, mcts_iterations INTEGER, mcts_c DOUBLE, best_path INTEGER[],
+        created_at TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS nodes (
+        tree_id VARCHAR, node_id INTEGER, parent_id INTEGER, depth INTEGER, action VARCHAR,
+        thoughts VARCHAR[], observations VARCHAR[], visits INTEGER, value_sum DOUBLE,
+        successes INTEGER, failures INTEGER, terminal_rewards DOUBLE[], mcts_visits INTEGER,
+        mcts_value_sum DOUBLE, traj_ids VARCHAR[]);
+    CREATE TABLE IF NOT EXISTS pairs (
+        pair_id VARCHAR PRIMARY KEY, tree_id VARCHAR, env VARCHAR, task_id VARCHAR,
+        node_id INTEGER, granularity VARCHAR, value_kind VARCHAR, prompt JSON, chosen JSON,
+        rejected JSON, chosen_value DOUBLE, rejected_value DOUBLE, margin DOUBLE,
+        chosen_node INTEGER, rejected_node INTEGER, chosen_success BOOLEAN,
+        rejected_success BOOLEAN, created_at TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS jobs (
+        job_id VARCHAR PRIMARY KEY, kind VARCHAR, status VARCHAR, config JSON, pid INTEGER,
+        step INTEGER, max_steps INTEGER, job_dir VARCHAR, output_path VARCHAR, error VARCHAR,
+        created_at TIMESTAMP, started_at TIMESTAMP, updated_at TIMESTAMP,
+        finished_at TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS metrics (
+        job_id VARCHAR, step INTEGER, name VARCHAR, value DOUBLE, ts DOUBLE);
+    CREATE TABLE IF NOT EXISTS models (
+        name VARCHAR PRIMARY KEY, path VARCHAR, role VARCHAR, base VARCHAR, params BIGINT,
+        job_id VARCHAR, data VARCHAR, lineage JSON, created_at TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS results (
+        experiment_id VARCHAR, env VARCHAR, method VARCHAR, model VARCHAR, seed INTEGER,
+        trajs_per_task INTEGER, avg_reward DOUBLE, success_rate DOUBLE, n_examples INTEGER,
+        n_episodes INTEGER, created_at TIMESTAMP);
+    """,
+]
+
+NODE_LIST_FIELDS = ("thoughts", "observations", "terminal_rewards", "traj_ids")
+NODE_FIELDS = (
+    "depth", "action", "thoughts", "observations", "visits", "value_sum", "successes",
+    "failures", "terminal_rewards", "mcts_visits", "mcts_value_sum", "traj_ids",
+)
+
+
+class StoreBusyError(RuntimeError):
+    """Another process held the store for longer than the timeout."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "being used" in text
+
+
+class Store:
+    """A w2stree store backed by one DuckDB file (created and migrated on first use)."""
+
+    def __init__(self, path: str | Path | None = None, timeout: float = 120.0) -> None:
+        self.path = Path(path) if path else default_db()
+        self.timeout = timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------------
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; waits (with jittered back-off) while another process
+        holds the file, then raises StoreBusyError naming the file."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    if _is_lock_error(exc):
+                        raise StoreBusyError(
+                            f"store {self.path} stayed locked by another process for "
+                            f"{self.timeout:.0f}s; stop that process or pass another --db"
+                        ) from exc
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.6, 0.5)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN/COMMIT that bumps the change counter; rolls back on error."""
+        with self.connect() as con:
+            con.begin()
+            try:
+                yield con
+                con.execute(
+                    "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
+                    "WHERE key = 'changes'"
+                )
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+
+    def _migrate(self) -> None:
+        with self.connect() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"store {self.path} has schema {version}, newer than this w2stree "
+                    f"({SCHEMA_VERSION}); upgrade w2stree"
+                )
+            for v in range(version, SCHEMA_VERSION):
+                con.begin()
+                con.execute(MIGRATIONS[v])
+                con.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(v + 1)]
+                )
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('changes', '0')")
+                con.commit()
+
+    # -- generic -----------------------------------------------------------------------------
+    def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+        """Run a read query and return a DataFrame."""
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+    def schema_version(self) -> int:
+        return int(self.query("SELECT value FROM meta WHERE key='schema_version'").iloc[0, 0])
+
+    def changes(self) -> int:
+        """A counter bumped by every write: a cheap cache key for readers."""
+        return int(self.query("SELECT value FROM meta WHERE key='changes'").iloc[0, 0])
+
+    # -- tasks and runs ----------------------------------------------------------------------
+    def upsert_tasks(self, tasks: Iterable[Task]) -> int:
+        rows = [(t.env, t.task_id, t.split, t.instruction) for t in tasks]
+        if not rows:
+            return 0
+        table = pa.table(dict(zip(("env", "task_id", "split", "instruction"), zip(*rows), strict=True)))
+        with self.transaction() as con:
+            con.register("new_tasks", table)
+            con.execute("INSERT OR REPLACE INTO tasks SELECT * FROM new_tasks")
+        return len(rows)
+
+    def tasks(self, env: str | None = None, split: str | None = None) -> pd.DataFrame:
+        where, params = _where(env=env, split=split)
+        return self.query(f"SELECT * FROM tasks {where} ORDER BY env, task_id", params)
+
+    def add_run(self, run: Run, status: str = "running") -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                [run.run_id, run.kind, run.env, run.policy, run.model,
+                 json.dumps(run.settings), status, _now()],
+            )
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+                [status, _now(), run_id],
+            )
+
+    def runs(self, kind: str | None = None, env: str | None = None) -> pd.DataFrame:
+        where, params = _where(kind=kind, env=env)
+        return self.query(f"SELECT * FROM runs {where} ORDER BY created_at", params)
+
+    # -- trajectories ------------------------------------------------------------------------
+    def add_trajectories(self, trajs: Iterable[Trajectory], con: duckdb.DuckDBPyConnection | None = None) -> int:
+        """Insert trajectories and their steps in one transaction (Arrow batches)."""
+        trajs = list(trajs)
+        if not trajs:
+            return 0
+        now = _now()
+        head = pa.table({
+            "traj_id": [t.traj_id for t in trajs],
+            "run_id": [t.run_id for t in trajs],
+            "env": [t.env for t in trajs],
+            "task_id": [t.task_id for t in trajs],
+            "instruction": [t.instruction for t in trajs],
+            "reward": pa.array([float(t.reward) for t in trajs], pa.float64()),
+            "success": [bool(t.success) for t in trajs],
+            "source": [t.source for t in trajs],
+            "model": [t.model for t in trajs],
+            "temperature": pa.array([t.temperature for t in trajs], pa.float64()),
+            "top_p": pa.array([t.top_p for t in trajs], pa.float64()),
+            "n_steps": pa.array([len(t.steps) for t in trajs], pa.int32()),
+            "meta": [json.dumps(t.meta) for t in trajs],
+            "created_at": pa.array([now] * len(trajs), pa.timestamp("us")),
+        })
+        steps = pa.table({
+            "traj_id": [t.traj_id for t in trajs for _ in t.steps],
+            "idx": pa.array([i for t in trajs for i in range(len(t.steps))], pa.int32()),
+            "thought": [s.thought for t in trajs for s in t.steps],
+            "action": [s.action for t in trajs for s in t.steps],
+            "observation": [s.observation for t in trajs for s in t.steps],
+            "reward": pa.array([float(s.reward) for t in trajs for s in t.steps], pa.float64()),
+            "score": pa.array([s.score for t in trajs for s in t.steps], pa.float64()),
+        })
+
+        def write(c: duckdb.DuckDBPyConnection) -> None:
+            c.register("new_trajs", head)
+            c.register("new_steps", steps)
+            c.execute("INSERT INTO trajectories SELECT * FROM new_trajs")
+            c.execute("INSERT INTO steps SELECT * FROM new_steps")
+            c.unregister("new_trajs")
+            c.unregister("new_steps")
+
+        if con is not None:
+            write(con)
+        else:
+            with self.transaction() as c:
+                write(c)
+        return len(trajs)
+
+    def trajectory_index(self, env: str | None = None, task_id: str | None = None,
+                         source: str | None = None, run_id: str | None = None,
+                         model: str | None = None) -> pd.DataFrame:
+        """Trajectory headers (no steps) matching the filters."""
+        where, params = _where(env=env, task_id=task_id, source=source, run_id=run_id, model=model)
+        return self.query(f"SELECT * FROM trajectories {where} ORDER BY created_at, traj_id", params)
+
+    def trajectories(self, env: str | None = None, task_id: str | None = None,
+                     source: str | None = None, run_id: str | None = None,
+                     model: str | None = None, traj_ids: list[str] | None = None,
+                     limit: int | None = None) -> list[Trajectory]:
+        """Load full trajectories (with steps), in insertion order."""
+        where, params = _where(env=env, task_id=task_id, source=source, run_id=run_id, model=model)
+        if traj_ids is not None:
+            where += (" AND " if where else "WHERE ") + "traj_id IN (SELECT unnest(?))"
+            params.append(list(traj_ids))
+        lim = f"LIMIT {int(limit)}" if limit else ""
+        with self.connect() as con:
+            head = con.execute(
+                f"SELECT * FROM trajectories {where} ORDER BY created_at, traj_id {lim}", params
+            ).df()
+            if head.empty:
+                return []
+            con.register("sel", pa.table({"traj_id": head["traj_id"].tolist()}))
+            steps = con.execute(
+                "SELECT s.* FROM steps s JOIN sel USING (traj_id) ORDER BY s.traj_id, s.idx"
+            ).df()
+        by_traj: dict[str, list[Step]] = {}
+        for tid, thought, action, obs, rew, score in zip(
+            steps["traj_id"], steps["thought"], steps["action"], steps["observation"],
+            steps["reward"], steps["score"], strict=True,
+        ):
+            by_traj.setdefault(tid, []).append(Step(
+                action=action, observation=obs, thought=thought, reward=float(rew),
+                score=None if pd.isna(score) else float(score),
+            ))
+        return [
+            Trajectory(
+                env=r.env, task_id=r.task_id, instruction=r.instruction,
+                steps=by_traj.get(r.traj_id, []), reward=float(r.reward), success=bool(r.success),
+                source=r.source, run_id=r.run_id, model=r.model,
+                temperature=None if pd.isna(r.temperature) else float(r.temperature),
+                top_p=None if pd.isna(r.top_p) else float(r.top_p),
+                meta=json.loads(r.meta) if r.meta else {}, traj_id=r.traj_id,
+            )
+            for r in head.itertuples(index=False)
+        ]
+
+    # -- trees -------------------------------------------------------------------------------
+    def save_trees(self, graphs: Iterable[nx.DiGraph]) -> list[str]:
+        """Persist trees (replacing earlier trees of the same id) as node rows."""
+        graphs = list(graphs)
+        if not graphs:
+            return []
+        now = _now()
+        heads, cols = [], {k: [] for k in ("tree_id", "node_id", "parent_id", *NODE_FIELDS)}
+        for g in graphs:
+            tid = g.graph["tree_id"]
+            best = list(g.graph.get("best_path", []))
+            n_branch = sum(1 for n in g if g.out_degree(n) > 1)
+            heads.append((tid, g.graph["env"], g.graph["task_id"], g.graph.get("instruction", ""),
+                          g.graph.get("merge", "action"), json.dumps(g.graph.get("settings", {})),
+                          int(g.graph.get("n_trajectories", 0)), g.number_of_nodes(), n_branch,
+                          int(g.graph.get("mcts_iterations", 0)), float(g.graph.get("mcts_c", 0.0)),
+                          best, now))
+            for n, d in g.nodes(data=True):
+                preds = list(g.predecessors(n))
+                cols["tree_id"].append(tid)
+                cols["node_id"].append(int(n))
+                cols["parent_id"].append(int(preds[0]) if preds else None)
+                for k in NODE_FIELDS:
+                    v = d.get(k)
+                    if k in NODE_LIST_FIELDS:
+                        v = list(v or [])
+                    cols[k].append(v)
+        head_cols = ("tree_id", "env", "task_id", "instruction", "merge", "settings",
+                     "n_trajectories", "n_nodes", "n_branching", "mcts_iterations", "mcts_c",
+                     "best_path", "created_at")
+        head_tab = pa.table({
+            **{k: list(v) for k, v in zip(head_cols[:-3], zip(*heads), strict=False)},
+            "mcts_c": pa.array([h[10] for h in heads], pa.float64()),
+            "best_path": pa.array([h[11] for h in heads], pa.list_(pa.int32())),
+            "created_at": pa.array([now] * len(heads), pa.timestamp("us")),
+        })
+        node_tab = pa.table({
+            "tree_id": cols["tree_id"],
+            "node_id": pa.array(cols["node_id"], pa.int32()),
+            "parent_id": pa.array(cols["parent_id"], pa.int32()),
+            "depth": pa.array(cols["depth"], pa.int32()),
+            "action": pa.array(cols["action"], pa.string()),
+            "thoughts": pa.array(cols["thoughts"], pa.list_(pa.string())),
+            "observations": pa.array(cols["observations"], pa.list_(pa.string())),
+            "visits": pa.array(cols["visits"], pa.int32()),
+            "value_sum": pa.array(cols["value_sum"], pa.float64()),
+            "successes": pa.array(cols["successes"], pa.int32()),
+            "failures": pa.array(cols["failures"], pa.int32()),
+            "terminal_rewards": pa.array(cols["terminal_rewards"], pa.list_(pa.float64())),
+            "mcts_visits": pa.array([v or 0 for v in cols["mcts_visits"]], pa.int32()),
+            "mcts_value_sum": pa.array([v or 0.0 for v in cols["mcts_value_sum"]], pa.float64()),
+            "traj_ids": pa.array(cols["traj_ids"], pa.list_(pa.string())),
+        })
+        ids = pa.table({"tree_id": [h[0] for h in heads]})
+        with self.transaction() as con:
+            con.register("ids", ids)
+            con.register("new_trees", head_tab)
+            con.register("new_nodes", node_tab)
+            con.execute("DELETE FROM nodes WHERE tree_id IN (SELECT tree_id FROM ids)")
+            con.execute("DELETE FROM trees WHERE tree_id IN (SELECT tree_id FROM ids)")
+            con.execute(f"INSERT INTO trees ({', '.join(head_cols)}) "
+                        f"SELECT {', '.join(head_cols)} FROM new_trees")
+            con.execute("INSERT INTO nodes SELECT * FROM new_nodes")
+        return [h[0] for h in heads]
+
+    def trees(self, env: str | None = None, task_id: str | None = None) -> pd.DataFrame:
+        """Tree headers (one row per tree)."""
+        where, params = _where(env=env, task_id=task_id)
+        return self.query(f"SELECT * FROM trees {where} ORDER BY env, task_id", params)
+
+    def load_tree(self, tree_id: str) -> nx.DiGraph:
+        """The stored tree as a networkx DiGraph (node ids, attributes and graph attributes)."""
+        with self.connect() as con:
+            head = con.execute("SELECT * FROM trees WHERE tree_id = ?", [tree_id]).df()
+            if head.empty:
+                raise KeyError(f"no tree {tree_id!r}; run `w2stree tree` first")
+            nodes = con.execute(
+                "SELECT * FROM nodes WHERE tree_id = ? ORDER BY node_id", [tree_id]
+            ).df()
+        h = head.iloc[0]
+        g = nx.DiGraph(
+            tree_id=tree_id, env=h["env"], task_id=h["task_id"], instruction=h["instruction"],
+            merge=h["merge"], settings=json.loads(h["settings"] or "{}"),
+            n_trajectories=int(h["n_trajectories"]), mcts_iterations=int(h["mcts_iterations"]),
+            mcts_c=float(h["mcts_c"]),
+            best_path=[int(x) for x in (h["best_path"] if h["best_path"] is not None else [])],
+        )
+        for r in nodes.to_dict("records"):
+            attrs = {k: r[k] for k in NODE_FIELDS}
+            for k in NODE_LIST_FIELDS:
+                attrs[k] = list(attrs[k]) if attrs[k] is not None else []
+            attrs["terminal_rewards"] = [float(x) for x in attrs["terminal_rewards"]]
+            for k in ("depth", "visits", "successes", "failures", "mcts_visits"):
+                attrs[k] = int(attrs[k])
+            for k in ("value_sum", "mcts_value_sum"):
+                attrs[k] = float(attrs[k])
+            g.add_node(int(r["node_id"]), **attrs)
+            if not pd.isna(r["parent_id"]):
+                g.add_edge(int(r["parent_id"]), int(r["node_id"]))
+        return g
+
+    def load_trees(self, env: str | None = None, task_id: str | None = None) -> list[nx.DiGraph]:
+        return [self.load_tree(t) for t in self.trees(env, task_id)["tree_id"]]
+
+    # -- pairs -------------------------------------------------------------------------------
+    def save_pairs(self, pairs: Iterable[Pair], replace_trees: Iterable[str] = (),
+                   replace_tasks: Iterable[tuple[str, str, str]] = ()) -> int:
+        """Insert pairs; first delete the pairs of `replace_trees` and of
+        `replace_tasks` ((env, task_id, granularity) triples) so re-running replaces them."""
+        pairs = list(pairs)
+        now = _now()
+        table = pa.table({
+            "pair_id": [p.pair_id for p in pairs],
+            "tree_id": pa.array([p.tree_id for p in pairs], pa.string()),
+            "env": pa.array([p.env for p in pairs], pa.string()),
+            "task_id": pa.array([p.task_id for p in pairs], pa.string()),
+            "node_id": pa.array([p.node_id for p in pairs], pa.int32()),
+            "granularity": pa.array([p.granularity for p in pairs], pa.string()),
+            "value_kind": pa.array([p.value_kind for p in pairs], pa.string()),
+            "prompt": pa.array([json.dumps(p.prompt) for p in pairs], pa.string()),
+            "chosen": pa.array([json.dumps(p.chosen) for p in pairs], pa.string()),
+            "rejected": pa.array([json.dumps(p.rejected) for p in pairs], pa.string()),
+            "chosen_value": pa.array([p.chosen_value for p in pairs], pa.float64()),
+            "rejected_value": pa.array([p.rejected_value for p in pairs], pa.float64()),
+            "margin": pa.array([p.margin for p in pairs], pa.float64()),
+            "chosen_node": pa.array([p.chosen_node for p in pairs], pa.int32()),
+            "rejected_node": pa.array([p.rejected_node for p in pairs], pa.int32()),
+            "chosen_success": pa.array([p.chosen_success for p in pairs], pa.bool_()),
+            "rejected_success": pa.array([p.rejected_success for p in pairs], pa.bool_()),
+            "created_at": pa.array([now] * len(pairs), pa.timestamp("us")),
+        })
+        with self.transaction() as con:
+            rt = list(replace_trees)
+            if rt:
+                con.execute("DELETE FROM pairs WHERE tree_id IN (SELECT unnest(?))", [rt])
+            for env, task_id, gran in replace_tasks:
+                con.execute("DELETE FROM pairs WHERE env = ? AND task_id = ? AND granularity = ?",
+                            [env, task_id, gran])
+            if pairs:
+                con.register("new_pairs", table)
+                con.execute("INSERT INTO pairs SELECT * FROM new_pairs")
+        return len(pairs)
+
+    def pairs(self, env: str | None = None, task_id: str | None = None,
+              granularity: str | None = None, tree_id: str | None = None,
+              min_margin: float | None = None) -> list[Pair]:
+        """Stored pairs matching the filters."""
+        df = self.pairs_frame(env, task_id, granularity, tree_id, min_margin)
+        return [
+            Pair(env=r.env, task_id=r.task_id, prompt=json.loads(r.prompt),
+                 chosen=json.loads(r.chosen), rejected=json.loads(r.rejected),
+                 chosen_value=float(r.chosen_value), rejected_value=float(r.rejected_value),
+                 granularity=r.granularity, value_kind=r.value_kind, tree_id=r.tree_id or "",
+                 node_id=int(r.node_id), chosen_node=int(r.chosen_node),
+                 rejected_node=int(r.rejected_node), chosen_success=bool(r.chosen_success),
+                 rejected_success=bool(r.rejected_success), pair_id=r.pair_id)
+            for r in df.itertuples(index=False)
+        ]
+
+    def pairs_frame(self, env: str | None = None, task_id: str | None = None,
+                    granularity: str | None = None, tree_id: str | None = None,
+                    min_margin: float | None = None) -> pd.DataFrame:
+        where, params = _where(env=env, task_id=task_id, granularity=granularity, tree_id=tree_id)
+        if min_margin is not None:
+            where += (" AND " if where else "WHERE ") + "margin >= ?"
+            params.append(float(min_margin))
+        return self.query(f"SELECT * FROM pairs {where} ORDER BY env, task_id, node_id, pair_id", params)
+
+    # -- models and results ------------------------------------------------------------------
+    def register_model(self, name: str, path: str, role: str = "", base: str = "",
+                       params: int = 0, job_id: str = "", data: str = "",
+                       lineage: dict[str, Any] | None = None) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, str(path), role, base, int(params), job_id, data,
+                 json.dumps(lineage or {}), _now()],
+            )
+
+    def models(self) -> pd.DataFrame:
+        return self.query("SELECT * FROM models ORDER BY created_at")
+
+    def add_results(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        cols = ("experiment_id", "env", "method", "model", "seed", "trajs_per_task",
+                "avg_reward", "success_rate", "n_examples", "n_episodes")
+        df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows])
+        df["created_at"] = _now()
+        with self.transaction() as con:
+            con.register("new_results", df)
+            con.execute("INSERT INTO results SELECT * FROM new_results")
+
+    def results(self, experiment_id: str | None = None) -> pd.DataFrame:
+        where, params = _where(experiment_id=experiment_id)
+        return self.query(f"SELECT * FROM results {where} ORDER BY created_at", params)
+
+
+def _where(**filters: Any) -> tuple[str, list[Any]]:
+    """A WHERE clause (and its parameters) for the filters that are not None."""
+    parts, params = [], []
+    for col, val in filters.items():
+        if val is not None:
+            parts.append(f"{col} = ?")
+            params.append(val)
+    return ("WHERE " + " AND ".join(parts) if parts else ""), params

@@ -1,0 +1,39 @@
+"""Shared test fixtures: a fresh store per test, the shared fixtures folder, one torch thread."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("JAVA_TOOL_OPTIONS", "-Xmx300m")
+
+try:
+    import torch
+
+    torch.set_num_threads(1)  # 2-core machines: other processes run beside the tests
+except ImportError:  # pragma: no cover
+    pass
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture
+def shared() -> Path:
+    """The ../shared folder (fixtures and reference data)."""
+    if not SHARED.exists():
+        pytest.skip("../shared is not beside the checkout")
+    return SHARED
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh Store in a temporary folder; W2STREE_HOME/W2STREE_DB point there too."""
+    from core.store import Store
+
+    monkeypatch.setenv("W2STREE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("W2STREE_DB", str(tmp_path / "home" / "w2stree.duckdb"))
+    return Store(tmp_path / "home" / "w2stree.duckdb")
