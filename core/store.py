@@ -266,6 +266,52 @@ class Store:
                 write(c)
         return len(trajs)
 
+    def import_trajectories(self, trajs: Iterable[Trajectory], runs: Iterable[Run] = (),
+                            split: str = "train") -> int:
+        """Store imported trajectories, their runs and tasks in ONE transaction (all or none).
+
+        Trajectories whose id is already stored are replaced (importers derive ids from the
+        content, so importing a file twice does not duplicate it); tasks not yet known are added
+        to `split`; runs are recorded as finished imports."""
+        trajs = list(trajs)
+        if not trajs:
+            return 0
+        tasks = {(t.env, t.task_id): t.instruction for t in trajs}
+        task_tab = pa.table({
+            "env": [k[0] for k in tasks], "task_id": [k[1] for k in tasks],
+            "split": [split] * len(tasks), "instruction": list(tasks.values()),
+        })
+        with self.transaction() as con:
+            con.register("old_ids", pa.table({"traj_id": [t.traj_id for t in trajs]}))
+            con.execute("DELETE FROM steps WHERE traj_id IN (SELECT traj_id FROM old_ids)")
+            con.execute("DELETE FROM trajectories WHERE traj_id IN (SELECT traj_id FROM old_ids)")
+            con.unregister("old_ids")
+            for run in runs:
+                con.execute(
+                    "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, 'finished', ?, ?)",
+                    [run.run_id, run.kind, run.env, run.policy, run.model,
+                     json.dumps(run.settings), _now(), _now()],
+                )
+            con.register("new_tasks", task_tab)
+            con.execute("INSERT OR IGNORE INTO tasks SELECT * FROM new_tasks")
+            con.unregister("new_tasks")
+            self.add_trajectories(trajs, con=con)
+            # Readers list trajectories by created_at: space them 1 µs apart so they keep
+            # the order of the files (trees keep first-insertion order of children).
+            con.register("import_order", pa.table({"traj_id": [t.traj_id for t in trajs],
+                                                   "seq": list(range(len(trajs)))}))
+            con.execute("UPDATE trajectories SET created_at = created_at + to_microseconds(o.seq) "
+                        "FROM import_order o WHERE trajectories.traj_id = o.traj_id")
+            con.unregister("import_order")
+        return len(trajs)
+
+    def counts(self) -> dict[str, int]:
+        """Row count of every table (cheap; used by stats and to check that nothing changed)."""
+        tables = ("tasks", "runs", "trajectories", "steps", "trees", "nodes", "pairs", "jobs",
+                  "metrics", "models", "results")
+        with self.connect() as con:
+            return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+
     def trajectory_index(self, env: str | None = None, task_id: str | None = None,
                          source: str | None = None, run_id: str | None = None,
                          model: str | None = None) -> pd.DataFrame:

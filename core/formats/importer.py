@@ -1,0 +1,134 @@
+"""Files → store. Each input file is all-or-nothing: it is read and validated completely before
+anything is written, and its trajectories are written in one transaction, so a bad file leaves
+the store as it was while the good files of the same call are imported.
+
+Trajectory ids are derived from the file's resolved path and the record's position
+(`imp-<hash>-<n>`), so importing the same file again replaces what it imported before instead of
+duplicating it. Good files are written in batches (never splitting a file) to keep big imports fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core.errors import UserError
+from core.formats import FormatError
+from core.formats.eto import explore_files, read_eto_explore_file, read_eto_sft
+from core.formats.jsonl import read_jsonl
+from core.store import Store
+from core.trajectory import Run, Trajectory
+
+KINDS = ("jsonl", "eto-sft", "eto-explore")
+BATCH_TRAJECTORIES = 20_000
+
+
+@dataclass
+class ImportSummary:
+    """What an import call did: files and trajectories imported, and one error line per skipped file."""
+
+    files: int = 0
+    trajectories: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.errors)
+
+    def line(self) -> str:
+        text = f"imported {self.trajectories} trajectories from {self.files} file(s)"
+        return text + (f"; skipped {self.skipped} file(s) with errors" if self.errors else "")
+
+
+def _files(kind: str, path: Path) -> list[Path]:
+    if kind == "eto-explore":
+        return explore_files(path)
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.jsonl" if kind == "jsonl" else "*.json") if p.is_file())
+    if not path.exists():
+        raise FileNotFoundError("no such file or folder")
+    return [path]
+
+
+def _reader(kind: str, env: str) -> Callable[[Path], list[Trajectory]]:
+    if kind == "jsonl":
+        return read_jsonl
+    if kind == "eto-sft":
+        return lambda p: read_eto_sft(p, env)
+    return lambda p: [read_eto_explore_file(p, env)]
+
+
+def _runs(path: Path, kind: str, trajs: list[Trajectory]) -> list[Run]:
+    """Give trajectories without a run the file's import run; one Run row per run id."""
+    for t in trajs:
+        t.run_id = t.run_id or f"import:{path.name}"
+    runs: dict[str, Run] = {}
+    for t in trajs:
+        if t.run_id not in runs:
+            folder = path.parent if kind == "eto-explore" else path
+            runs[t.run_id] = Run(run_id=t.run_id, kind="import", env=t.env, policy="import",
+                                 model=t.model, settings={"format": kind, "path": str(folder)})
+    return list(runs.values())
+
+
+def read_file(kind: str, path: Path, env: str) -> tuple[list[Trajectory], list[Run]]:
+    """Read and validate one file (raises FormatError); ids and runs assigned for the store."""
+    trajs = _reader(kind, env)(path)
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    for n, t in enumerate(trajs):
+        t.traj_id = f"imp-{key}-{n:06d}"
+    return trajs, _runs(path, kind, trajs)
+
+
+def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str | None = None,
+                 progress: bool = True) -> ImportSummary:
+    """Import every file named by `paths` (files or folders) of one kind; returns the summary.
+
+    `env` names the environment of ETO files (default "sciworld"); JSONL records name their own.
+    """
+    if kind not in KINDS:
+        raise UserError(f"unknown import format {kind!r}; use one of {', '.join(KINDS)}")
+    if kind == "jsonl" and env:
+        raise UserError("--env applies to ETO files only; JSONL records name their own env")
+    env = env or "sciworld"
+    summary = ImportSummary()
+    files: list[Path] = []
+    for p in paths:
+        try:
+            found = _files(kind, Path(p))
+        except FileNotFoundError as exc:
+            summary.errors.append(f"{p}: {exc}")
+            continue
+        if not found:
+            summary.errors.append(f"{p}: no {kind} files in this folder")
+        files.extend(found)
+
+    batch: list[tuple[Path, list[Trajectory], list[Run]]] = []
+
+    def flush() -> None:
+        if batch:
+            _write(store, batch)
+            summary.files += len(batch)
+            summary.trajectories += sum(len(b[1]) for b in batch)
+            batch.clear()
+
+    for path in tqdm(files, desc=f"import {kind}", unit="file", disable=not progress or None):
+        try:
+            trajs, runs = read_file(kind, path, env)
+        except FormatError as exc:
+            summary.errors.append(str(exc))
+            continue
+        batch.append((path, trajs, runs))
+        if sum(len(b[1]) for b in batch) >= BATCH_TRAJECTORIES:
+            flush()
+    flush()
+    return summary
+
+
+def _write(store: Store, batch: list[tuple[Path, list[Trajectory], list[Run]]]) -> None:
+    runs = {r.run_id: r for _, _, rs in batch for r in rs}  # folders share a run
+    store.import_trajectories([t for _, ts, _ in batch for t in ts], runs.values())
