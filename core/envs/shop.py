@@ -1,0 +1,376 @@
+"""`shop`: the built-in WebShop-style environment (pure Python, deterministic from a seed).
+
+Pages and actions follow WebShop's text environment:
+
+* search page — `search[keywords]`;
+* results page — 10 products per page out of the top 50 BM25 hits, `click[next >]`,
+  `click[< prev]`, `click[back to search]`, `click[<asin>]`;
+* item page — option values (`click[black]`), `click[description]` / `click[features]` /
+  `click[reviews]` (each a sub-page with `< prev`), `click[buy now]`, `click[< prev]` (back to
+  the results), `click[back to search]`.
+
+Observations list the page's text with `[SEP]` between elements, as WebShop's text mode does;
+clickables are shown as WebShop shows them (`Buy Now`, `Next >`, `B0ABCDEFGH`) and matched
+case-insensitively. One deliberate difference: the instruction is shown on the search page
+only (the first observation, which opens the task message), not repeated on every page, to keep
+prompts short for small models. Clicking an option answers `You have clicked <value>.` as
+WebShop's text env does.
+
+`buy now` ends the episode with WebShop's reward (core.envs.shop_catalog.reward); success is
+reward 1. When the step limit is hit first, the episode ends with reward 0. Search is BM25
+(`rank_bm25.BM25Okapi`) over title, breadcrumb, attributes and option values; the index and
+catalogue are built once per (seed, size) and shared by all env instances in the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.envs.base import Env, ExpertStep, StepResult, UnknownEnvError, register_env
+from core.envs.shop_catalog import (
+    MAX_CATEGORIES,
+    Goal,
+    Product,
+    generate_catalog,
+    make_goal,
+    reward,
+    satisfies,
+)
+from core.errors import UserError
+from core.trajectory import Step, Task
+
+RESULTS_PER_PAGE = 10
+MAX_RESULTS = 50  # WebShop's search returns the top 50
+SEARCH_TEMPLATE = "search[...]"
+DEMO_TASK = "demo_0"
+_ACTION_RE = re.compile(r"^\s*(search|click)\s*\[(.*)\]\s*$", re.IGNORECASE | re.DOTALL)
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_BUTTONS = {"back to search": "Back to Search", "< prev": "< Prev", "next >": "Next >",
+            "description": "Description", "features": "Features", "reviews": "Reviews",
+            "buy now": "Buy Now"}
+_DETAILS = ("description", "features", "reviews")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case alphanumeric tokens (the search engine's analyzer)."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+class Catalog:
+    """Products, the BM25 index over them, and the task sets; shared per (seed, size)."""
+
+    def __init__(self, seed: int, n_products: int, n_categories: int) -> None:
+        from rank_bm25 import BM25Okapi
+
+        self.seed = seed
+        self.products: list[Product] = generate_catalog(seed, n_products, n_categories)
+        self.by_asin = {p.asin.lower(): i for i, p in enumerate(self.products)}
+        self.bm25 = BM25Okapi([tokenize(p.search_text()) for p in self.products])
+        self._search_cache: dict[tuple[str, ...], list[int]] = {}
+
+    def search(self, query: str) -> list[int]:
+        """Indices of the top-50 products for `query` (BM25 score > 0, ties by catalogue order)."""
+        key = tuple(tokenize(query))
+        hit = self._search_cache.get(key)
+        if hit is None:
+            scores = self.bm25.get_scores(list(key)) if key else np.zeros(len(self.products))
+            order = np.argsort(-scores, kind="stable")[:MAX_RESULTS]
+            hit = [int(i) for i in order if scores[i] > 0]
+            if len(self._search_cache) > 50_000:  # bounded: random policies invent many queries
+                self._search_cache.clear()
+            self._search_cache[key] = hit
+        return hit
+
+
+@functools.cache
+def _catalog(seed: int, n_products: int, n_categories: int) -> Catalog:
+    return Catalog(seed, n_products, n_categories)
+
+
+@dataclass
+class _TaskSet:
+    tasks: dict[str, Task]
+    goals: dict[str, Goal]
+    splits: dict[str, list[str]]
+
+
+@functools.cache
+def _task_set(seed: int, n_products: int, n_categories: int, n_train: int, n_test: int) -> _TaskSet:
+    """Test tasks target distinct products; train tasks target the others (cycling when there
+    are more train tasks than products left). The demo task (one-shot example) is neither."""
+    cat = _catalog(seed, n_products, n_categories)
+    order = list(range(len(cat.products)))
+    random.Random(f"shop-tasks/{seed}").shuffle(order)
+    test_targets = order[:n_test]
+    rest = order[n_test:] or order
+    plan = [("test", i, test_targets[i % len(test_targets)]) for i in range(n_test)]
+    plan += [("train", i, rest[i % len(rest)]) for i in range(n_train)]
+    plan.append(("demo", 0, order[-1]))
+    tasks, goals, splits = {}, {}, {"train": [], "test": [], "demo": []}
+    for split, i, target in plan:
+        tid = f"{split}_{i}"
+        goal = make_goal(cat.products[target], random.Random(f"shop-goal/{seed}/{tid}"))
+        goals[tid] = goal
+        tasks[tid] = Task(env="shop", task_id=tid, split=split, instruction=goal.instruction)
+        splits[split].append(tid)
+    return _TaskSet(tasks, goals, splits)
+
+
+@dataclass
+class _State:
+    goal: Goal
+    page: str = "search"  # search / results / item / detail
+    results: list[int] = field(default_factory=list)
+    result_page: int = 0
+    product: int = -1
+    detail: str = ""
+    selected: dict[str, str] = field(default_factory=dict)
+    steps: int = 0
+    done: bool = False
+
+
+@register_env("shop")
+class ShopEnv(Env):
+    """WebShop-style shop over a generated catalogue (see the module docstring)."""
+
+    name = "shop"
+    system_prompt = (
+        "You are web shopping. I will give you an instruction about what to buy. Every round I "
+        "give you an observation of the page, with its elements separated by [SEP]; you answer "
+        "with one thought and one action.\n"
+        "The actions are:\n"
+        "search[keywords] (only on the search page)\n"
+        "click[value] (value is a clickable element of the page: a button such as Buy Now or "
+        "Next >, a product id, or an option value)\n"
+        "An invalid action does nothing. Choose search keywords carefully; check the product's "
+        "options and price before you buy.\n"
+        "Answer in the format:\nThought: I think ...\nAction: click[something]"
+    )
+
+    def __init__(self, seed: int = 0, n_products: int = 1000, n_categories: int = 12,
+                 n_train: int = 1000, n_test: int = 200, max_steps: int = 15) -> None:
+        if not 10 <= n_categories <= MAX_CATEGORIES:
+            raise UserError(f"shop: n_categories must be between 10 and {MAX_CATEGORIES}, got {n_categories}")
+        if n_products < n_categories or n_train < 1 or n_test < 1 or max_steps < 1:
+            raise UserError(
+                f"shop: need n_products >= n_categories and positive n_train, n_test, max_steps "
+                f"(got n_products={n_products}, n_train={n_train}, n_test={n_test}, max_steps={max_steps})"
+            )
+        self.seed, self.n_products, self.n_categories = seed, n_products, n_categories
+        self.step_limit = max_steps
+        self.catalog = _catalog(seed, n_products, n_categories)
+        self._tasks = _task_set(seed, n_products, n_categories, n_train, n_test)
+        self._state: _State | None = None
+        self._instruction = ""
+
+    # -- tasks -------------------------------------------------------------------------------
+    def splits(self) -> list[str]:
+        return ["train", "test"]
+
+    def tasks(self, split: str = "train") -> list[Task]:
+        if split not in self._tasks.splits:
+            raise UnknownEnvError(f"shop has no split {split!r}; splits: train, test")
+        return [self._tasks.tasks[t] for t in self._tasks.splits[split]]
+
+    def goal(self, task_id: str) -> Goal:
+        """The goal behind a task (its target product, attributes, options, price limit)."""
+        goal = self._tasks.goals.get(task_id)
+        if goal is None:
+            n_train, n_test = len(self._tasks.splits["train"]), len(self._tasks.splits["test"])
+            raise UnknownEnvError(
+                f"shop has no task {task_id!r}; tasks are train_0..train_{n_train - 1} and "
+                f"test_0..test_{n_test - 1}"
+            )
+        return goal
+
+    def max_steps(self, task_id: str | None = None) -> int:
+        return self.step_limit
+
+    # -- episode -----------------------------------------------------------------------------
+    def reset(self, task_id: str) -> tuple[str, str]:
+        goal = self.goal(task_id)
+        self._state = _State(goal=goal)
+        self._instruction = goal.instruction
+        return self._render(), goal.instruction
+
+    def step(self, action: str) -> StepResult:
+        st = self._state
+        if st is None:
+            return StepResult("Invalid action: no episode is running; call reset first.", 0.0, True,
+                              {"invalid": True})
+        if st.done:
+            return StepResult("Invalid action: the episode is over.", 0.0, True, {"invalid": True})
+        st.steps += 1
+        obs, rew, invalid = self._apply(st, action)
+        if not st.done and st.steps >= self.step_limit:
+            st.done = True  # out of steps without buying: reward 0
+        info: dict = {"invalid": invalid, "page": st.page}
+        if st.done:
+            info["success"] = rew >= 1.0
+        return StepResult(obs, rew, st.done, info)
+
+    def _apply(self, st: _State, action: str) -> tuple[str, float, bool]:
+        """Play one action: (observation, reward, invalid)."""
+        m = _ACTION_RE.match(action)
+        if m is None:
+            return ("Invalid action: actions look like search[keywords] or click[value].", 0.0, True)
+        verb, arg = m.group(1).lower(), " ".join(m.group(2).lower().split())
+        if verb == "search":
+            if st.page != "search":
+                return ("Invalid action: there is no search box on this page; click[back to search] first.",
+                        0.0, True)
+            if not tokenize(arg):
+                return "Invalid action: search needs keywords, like search[red lipstick].", 0.0, True
+            st.results, st.result_page, st.page = self.catalog.search(arg), 0, "results"
+            return self._render(), 0.0, False
+        if arg not in self._clickables(st):
+            return f"Invalid action: {arg!r} is not clickable on this page.", 0.0, True
+        if arg == "back to search":
+            st.page, st.results, st.product, st.selected = "search", [], -1, {}
+        elif arg == "next >":
+            st.result_page += 1
+        elif arg == "< prev":
+            if st.page == "results":
+                st.result_page -= 1
+            elif st.page == "item":
+                st.page, st.product, st.selected = "results", -1, {}
+            else:
+                st.page = "item"
+        elif arg in _DETAILS:
+            st.page, st.detail = "detail", arg
+        elif arg == "buy now":
+            st.done = True
+            r = reward(self.catalog.products[st.product], st.selected, st.goal)
+            return f"Thank you for shopping with us! [SEP] Your score (min 0.0, max 1.0) [SEP] {r:.2f}", r, False
+        elif st.page == "results":
+            st.page, st.product, st.selected = "item", self.catalog.by_asin[arg], {}
+        else:  # an option value of the product
+            for dim, values in self.catalog.products[st.product].options.items():
+                if arg in values:
+                    st.selected[dim] = arg
+            return f"You have clicked {arg}.", 0.0, False
+        return self._render(), 0.0, False
+
+    # -- pages -------------------------------------------------------------------------------
+    def _clickables(self, st: _State) -> list[str]:
+        """The lower-cased clickable values of the current page, in page order."""
+        if st.page == "search":
+            return []
+        if st.page == "results":
+            out = ["back to search"]
+            if st.result_page > 0:
+                out.append("< prev")
+            if (st.result_page + 1) * RESULTS_PER_PAGE < len(st.results):
+                out.append("next >")
+            out += [self.catalog.products[i].asin.lower() for i in self._page_items(st)]
+            return out
+        if st.page == "item":
+            p = self.catalog.products[st.product]
+            return ["back to search", "< prev", *(v for vals in p.options.values() for v in vals),
+                    "description", "features", "reviews", "buy now"]
+        return ["back to search", "< prev"]
+
+    def _page_items(self, st: _State) -> list[int]:
+        start = st.result_page * RESULTS_PER_PAGE
+        return st.results[start:start + RESULTS_PER_PAGE]
+
+    def _render(self) -> str:
+        st = self._state
+        assert st is not None
+        if st.page == "search":
+            return f"WebShop [SEP] Instruction: [SEP] {self._instruction} [SEP] Search"
+        parts = ["Back to Search"]
+        if st.page == "results":
+            parts.append(f"Page {st.result_page + 1} (Total results: {len(st.results)})")
+            if st.result_page > 0:
+                parts.append("< Prev")
+            if (st.result_page + 1) * RESULTS_PER_PAGE < len(st.results):
+                parts.append("Next >")
+            for i in self._page_items(st):
+                p = self.catalog.products[i]
+                parts += [p.asin, p.title, f"${p.price:.2f}"]
+            return " [SEP] ".join(parts)
+        p = self.catalog.products[st.product]
+        parts.append("< Prev")
+        if st.page == "item":
+            for dim, values in p.options.items():
+                parts += [dim, *values]
+            parts += [p.title, f"Price: ${p.price:.2f}", f"Rating: {p.rating}", "Description",
+                      "Features", "Reviews", "Buy Now"]
+        elif st.detail == "description":
+            parts.append(p.description)
+        elif st.detail == "features":
+            parts += p.features
+        else:
+            parts += p.reviews
+        return " [SEP] ".join(parts)
+
+    def valid_actions(self) -> list[str] | None:
+        st = self._state
+        if st is None or st.done:
+            return []
+        if st.page == "search":
+            return [SEARCH_TEMPLATE]
+        return [f"click[{c}]" for c in self._clickables(st)]
+
+    # -- expert ------------------------------------------------------------------------------
+    def expert(self, task_id: str) -> list[ExpertStep]:
+        """A demonstration reaching reward 1: search with the goal's words; take the first
+        result (paging up to the last page) that satisfies the goal, else search the target's
+        title; pick each wanted option; buy."""
+        goal = self.goal(task_id)
+        products = self.catalog.products
+        query = " ".join(goal.query)
+        hits = self.catalog.search(query)
+        pick = next((i for i in hits if satisfies(products[i], goal)), None)
+        steps = [ExpertStep(f"I need {_a(goal.product_type)} {goal.product_type}; let me search for the "
+                            "features the instruction asks for.", f"search[{query}]")]
+        if pick is None:  # no match in the top 50: the target's exact title finds it
+            query = products[self.catalog.by_asin[goal.asin.lower()]].title.lower()
+            hits = self.catalog.search(query)
+            pick = next(i for i in hits if products[i].asin == goal.asin)
+            steps = [ExpertStep(f"I need {_a(goal.product_type)} {goal.product_type}; let me search for "
+                                "a product I know fits.", f"search[{query}]")]
+        for _ in range(hits.index(pick) // RESULTS_PER_PAGE):
+            steps.append(ExpertStep("None of these products fits; let me look at the next page.",
+                                    "click[next >]"))
+        p = products[pick]
+        steps.append(ExpertStep(
+            f"{p.asin} is {_a(p.product_type)} {p.product_type} that is {', '.join(goal.attributes)} "
+            f"and costs ${p.price:.2f}, under the ${goal.price_upper:.2f} limit; let me open it.",
+            f"click[{p.asin.lower()}]"))
+        for dim, value in goal.options.items():
+            steps.append(ExpertStep(f"The instruction wants {dim} {value}; let me select it.",
+                                    f"click[{value}]"))
+        steps.append(ExpertStep("It has everything the instruction asks for; let me buy it.",
+                                "click[buy now]"))
+        return steps
+
+    @classmethod
+    def one_shot(cls) -> tuple[str, list[Step]]:
+        """The one-shot example: the expert episode of the default catalogue's demo task
+        (a task in neither split)."""
+        return _one_shot()
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+@functools.cache
+def _one_shot() -> tuple[str, list[Step]]:
+    from core.agents.prompt import task_message
+
+    env = ShopEnv()
+    obs, instruction = env.reset(DEMO_TASK)
+    steps = []
+    for ex in env.expert(DEMO_TASK):
+        res = env.step(ex.action)
+        steps.append(Step(action=ex.action, observation=res.observation, thought=ex.thought,
+                          reward=res.reward))
+    return task_message(instruction, obs), steps
