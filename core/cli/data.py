@@ -1,0 +1,336 @@
+"""Data commands: import, tree, mcts, pairs, export, stats.
+
+    w2stree import {jsonl,eto-sft,eto-explore} PATH... [--env ENV]
+    w2stree tree   [--env] [--task] [--merge action|observation|semantic] [--threshold 0.9]
+                   [--source S] [--model M]
+    w2stree mcts   [--env] [--task] [--iterations 1000] [--c 1.41] [--rule uct|puct|mean]
+    w2stree pairs  [--env] [--task] [--granularity step|continuation|trajectory]
+                   [--min-margin X] [--value data|mcts]
+    w2stree export {trajectories,pairs,best-paths,tree} OUT [--format jsonl|eto|trl|json] ...
+    w2stree stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import networkx as nx
+from tqdm import tqdm
+
+from core.errors import UserError
+from core.store import Store
+from core.trajectory import Pair, Trajectory
+
+CHUNK = 500  # trees built / scored / saved per store write
+
+EXPORT_FORMATS = {
+    "trajectories": ("jsonl",),
+    "pairs": ("trl", "eto"),
+    "best-paths": ("trl", "eto"),
+    "tree": ("json",),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the data verbs to the `w2stree` parser."""
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("import", help="import trajectory files (project JSONL, ETO SFT, ETO explore folders)",
+                       formatter_class=fmt, description=(
+                           "Import trajectory files into the store. Each file is all-or-nothing: a bad\n"
+                           "file is reported (file, record, field) and skipped; the others import.\n"
+                           "Importing a file again replaces what it imported before.\n"
+                           "  jsonl        project JSONL, one trajectory per line (records name their env)\n"
+                           "  eto-sft      ETO expert SFT file: [{id, conversations}] -> model 'expert'\n"
+                           "  eto-explore  folder <root>/<model>/<experiment>/<task_id>.json"))
+    p.add_argument("format", choices=("jsonl", "eto-sft", "eto-explore"))
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    p.add_argument("--env", help="environment of ETO files (default: sciworld)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("tree", help="(re)build trajectory trees, one per (env, task)",
+                       description="Merge the selected trajectories into one tree per (env, task) and "
+                                   "store it (replacing an earlier tree of that task). Default: all "
+                                   "trajectories except evaluation episodes.")
+    _filters(p)
+    p.add_argument("--merge", choices=("action", "observation", "semantic"), default="action",
+                   help="join steps on equal action (default), action + observation, or action + "
+                        "MiniLM similarity of observation and thought")
+    p.add_argument("--threshold", type=float, default=0.9, help="cosine threshold of --merge semantic")
+    p.add_argument("--source", help="only trajectories of this source (collect, import, eval)")
+    p.add_argument("--model", help="only trajectories of this model")
+    p.set_defaults(func=cmd_tree)
+
+    p = sub.add_parser("mcts", help="run offline MCTS over stored trees",
+                       description="Score stored trees with offline MCTS (no environment calls) and "
+                                   "store the visit statistics and the best path.")
+    _filters(p)
+    p.add_argument("--iterations", type=int, default=1000, help="iterations per tree (default 1000)")
+    p.add_argument("--c", type=float, default=1.41, help="exploration constant (default 1.41)")
+    p.add_argument("--rule", choices=("uct", "puct", "mean"), default="uct",
+                   help="selection rule (default uct, as the paper's reference code)")
+    p.set_defaults(func=cmd_mcts)
+
+    p = sub.add_parser("pairs", help="cut TreeDPO preference pairs at branching nodes",
+                       description="Extract preference pairs from stored trees, replacing earlier pairs "
+                                   "of the same granularity for those tasks. `trajectory` gives the "
+                                   "ETO-style baseline (whole success vs whole failure of a task).")
+    _filters(p)
+    p.add_argument("--granularity", choices=("step", "continuation", "trajectory"), default="step")
+    p.add_argument("--min-margin", type=float, default=None,
+                   help="least value difference of a pair (default: one side succeeds, the other not)")
+    p.add_argument("--value", choices=("data", "mcts"), default="data",
+                   help="compare children by data mean reward or MCTS Q (needs `w2stree mcts`)")
+    p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser("export", help="write trajectories, pairs, best paths or trees to a file",
+                       formatter_class=fmt, description=(
+                           "Export stored data ('-' as OUT writes to stdout).\n"
+                           "  trajectories  jsonl (project format)\n"
+                           "  pairs         trl (JSONL prompt/chosen/rejected messages) | eto (JSON list)\n"
+                           "  best-paths    trl (JSONL {messages}) | eto (JSON [{id, prompt, conversations}])\n"
+                           "  tree          json ({env, task_id, nodes, best_path}; a list for several trees)"))
+    p.add_argument("what", choices=tuple(EXPORT_FORMATS))
+    p.add_argument("out", metavar="OUT", help="output file, or - for stdout")
+    p.add_argument("--format", dest="fmt", choices=("jsonl", "eto", "trl", "json"),
+                   help="default: jsonl for trajectories, trl for pairs and best paths, json for trees")
+    _filters(p)
+    p.add_argument("--granularity", choices=("step", "continuation", "trajectory"), help="pairs only")
+    p.add_argument("--source", help="trajectories only: this source")
+    p.add_argument("--model", help="trajectories only: this model")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("stats", help="counts per env/task: trajectories, success rate, nodes, pairs")
+    p.set_defaults(func=cmd_stats)
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", help="only this environment")
+    p.add_argument("--task", help="only this task id")
+
+
+def _scope(args: argparse.Namespace) -> str:
+    parts = [f"env {args.env!r}" if args.env else "", f"task {args.task!r}" if args.task else ""]
+    text = " ".join(x for x in parts if x)
+    return f" for {text}" if text else ""
+
+
+def _chunks(items: list, n: int = CHUNK) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+# -- import ---------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    from core.formats.importer import import_paths
+
+    summary = import_paths(Store(), args.format, args.paths, env=args.env)
+    for line in summary.errors:
+        print(f"w2stree: skipped {line}", file=sys.stderr)
+    print(summary.line())
+    return 1 if summary.errors else 0
+
+
+# -- trees ----------------------------------------------------------------------------------
+def select_trajectories(store: Store, env: str | None, task: str | None, source: str | None,
+                        model: str | None) -> list[Trajectory]:
+    """The trajectories a tree is built from: the filters, and never evaluation episodes unless
+    `source` asks for them."""
+    trajs = store.trajectories(env=env, task_id=task, source=source, model=model)
+    return trajs if source else [t for t in trajs if t.source != "eval"]
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    from core.tree import build_trees
+
+    store = Store()
+    trajs = select_trajectories(store, args.env, args.task, args.source, args.model)
+    if not trajs:
+        raise UserError(f"no trajectories{_scope(args)}"
+                     f"{' from source ' + repr(args.source) if args.source else ''}"
+                     f"{' of model ' + repr(args.model) if args.model else ''}; "
+                     "run `w2stree import` or `w2stree collect` first")
+    by_task: dict[tuple[str, str], list[Trajectory]] = {}
+    for t in trajs:
+        by_task.setdefault((t.env, t.task_id), []).append(t)
+    groups = list(by_task.values())
+    n_trees = n_nodes = 0
+    bar = tqdm(total=len(groups), desc="trees", unit="tree", disable=None if len(groups) > 1 else True)
+    for chunk in _chunks(groups):
+        graphs = build_trees([t for g in chunk for t in g], merge=args.merge, threshold=args.threshold)
+        store.save_trees(graphs)
+        n_trees += len(graphs)
+        n_nodes += sum(g.number_of_nodes() for g in graphs)
+        bar.update(len(chunk))
+    bar.close()
+    print(f"built {n_trees} trees ({n_nodes} nodes) from {len(trajs)} trajectories, merge={args.merge}")
+    return 0
+
+
+def _trees(store: Store, args: argparse.Namespace) -> list[str]:
+    ids = store.trees(args.env, args.task)["tree_id"].tolist()
+    if not ids:
+        raise UserError(f"no trees{_scope(args)}; run `w2stree tree` first")
+    return ids
+
+
+def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[nx.DiGraph]]:
+    """Trees in chunks, with a progress bar over all of them."""
+    bar = tqdm(total=len(ids), desc=desc, unit="tree", disable=None if len(ids) > 1 else True)
+    for chunk in _chunks(ids):
+        yield [store.load_tree(t) for t in chunk]
+        bar.update(len(chunk))
+    bar.close()
+
+
+def cmd_mcts(args: argparse.Namespace) -> int:
+    from core.mcts import run_mcts
+
+    if args.iterations < 1:
+        raise UserError(f"--iterations must be at least 1, got {args.iterations}")
+    store = Store()
+    ids = _trees(store, args)
+    for graphs in _load(store, ids, "mcts"):
+        for g in graphs:
+            run_mcts(g, iterations=args.iterations, c=args.c, rule=args.rule)
+            g.graph["mcts_iterations"], g.graph["mcts_c"] = args.iterations, args.c
+            g.graph.setdefault("settings", {})["mcts_rule"] = args.rule
+        store.save_trees(graphs)
+    print(f"ran MCTS on {len(ids)} trees: {args.iterations} iterations, c={args.c}, rule={args.rule}")
+    return 0
+
+
+# -- pairs ----------------------------------------------------------------------------------
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from core.pairs import eto_pairs, tree_pairs
+
+    store = Store()
+    ids = _trees(store, args)
+    total = 0
+    for graphs in _load(store, ids, f"pairs ({args.granularity})"):
+        pairs: list[Pair] = []
+        for g in graphs:
+            if args.granularity == "trajectory":
+                # the ETO baseline uses exactly the trajectories of the tree (same data, no tree)
+                pairs += eto_pairs(store.trajectories(traj_ids=list(g.nodes[0].get("traj_ids") or [])))
+                continue
+            if args.value == "mcts" and not int(g.graph.get("mcts_iterations") or 0):
+                raise UserError(f"tree {g.graph['tree_id']!r} has no MCTS statistics; run `w2stree mcts` "
+                                "first or use --value data")
+            pairs += tree_pairs(g, granularity=args.granularity, value=args.value,
+                                min_margin=args.min_margin)
+        if args.granularity == "trajectory" and args.min_margin is not None:
+            pairs = [p for p in pairs if p.margin >= args.min_margin]
+        replace = [(g.graph["env"], g.graph["task_id"], args.granularity) for g in graphs]
+        total += store.save_pairs(pairs, replace_tasks=replace)
+    print(f"stored {total} {args.granularity} pairs from {len(ids)} trees (value={args.value})")
+    return 0
+
+
+# -- export ---------------------------------------------------------------------------------
+@contextmanager
+def _open_out(out: str) -> Iterator[IO[str]]:
+    if out == "-":
+        yield sys.stdout
+        return
+    path = Path(out)
+    if path.parent and not path.parent.exists():
+        raise UserError(f"folder {path.parent} of the output file does not exist; create it first")
+    with path.open("w", encoding="utf-8") as fh:
+        yield fh
+
+
+def _write_rows(rows: list[dict[str, Any]], out: str, as_list: bool) -> None:
+    with _open_out(out) as fh:
+        if as_list:
+            json.dump(rows, fh, ensure_ascii=False, indent=1)
+            fh.write("\n")
+        else:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.formats import export
+
+    fmt = args.fmt or EXPORT_FORMATS[args.what][0]
+    if fmt not in EXPORT_FORMATS[args.what]:
+        raise UserError(f"export {args.what} has no --format {fmt}; use one of "
+                        f"{', '.join(EXPORT_FORMATS[args.what])}")
+    store = Store()
+    what = args.what
+    if what == "trajectories":
+        from core.formats.jsonl import write_jsonl
+
+        trajs = store.trajectories(env=args.env, task_id=args.task, source=args.source, model=args.model)
+        if not trajs:
+            raise UserError(f"no trajectories{_scope(args)} to export; run `w2stree import` first")
+        with _open_out(args.out) as fh:
+            n = write_jsonl(trajs, fh)
+    elif what == "pairs":
+        pairs = store.pairs(env=args.env, task_id=args.task, granularity=args.granularity)
+        if not pairs:
+            raise UserError(f"no pairs{_scope(args)}{' of granularity ' + args.granularity if args.granularity else ''}"
+                            "; run `w2stree pairs` first")
+        rows = export.pairs_eto(pairs) if fmt == "eto" else export.pairs_trl(pairs)
+        _write_rows(rows, args.out, as_list=fmt == "eto")
+        n = len(rows)
+    else:
+        graphs = [g for chunk in _load(store, _trees(store, args), "export") for g in chunk]
+        build: Callable[[list[nx.DiGraph]], list[dict[str, Any]]] = {
+            ("best-paths", "eto"): export.best_paths_eto, ("best-paths", "trl"): export.best_paths_trl,
+            ("tree", "json"): lambda gs: [export.tree_json(g) for g in gs],
+        }[(what, fmt)]
+        rows = build(graphs)
+        n = len(rows)
+        if what == "tree":
+            with _open_out(args.out) as fh:
+                json.dump(rows[0] if n == 1 else rows, fh, ensure_ascii=False, indent=1)
+                fh.write("\n")
+        else:
+            _write_rows(rows, args.out, as_list=fmt == "eto")
+    if args.out != "-":
+        print(f"wrote {n} {what} ({fmt}) to {args.out}")
+    return 0
+
+
+# -- stats ----------------------------------------------------------------------------------
+STATS_SQL = """
+WITH t AS (SELECT env, task_id, count(*) AS trajectories, avg(success::INT) AS success_rate,
+                  avg(reward) AS mean_reward
+           FROM trajectories GROUP BY ALL),
+     tr AS (SELECT env, task_id, sum(n_nodes) AS nodes, sum(n_branching) AS branching
+            FROM trees GROUP BY ALL),
+     p AS (SELECT env, task_id, count(*) AS pairs FROM pairs GROUP BY ALL)
+SELECT env, task_id AS task, coalesce(t.trajectories, 0) AS trajectories, t.success_rate,
+       t.mean_reward, coalesce(tr.nodes, 0) AS nodes, coalesce(tr.branching, 0) AS branching,
+       coalesce(p.pairs, 0) AS pairs
+FROM t FULL JOIN tr USING (env, task_id) FULL JOIN p USING (env, task_id)
+ORDER BY env, task_id
+"""
+
+
+def stats_frame(store: Store):
+    """Per (env, task): trajectories, success rate, mean reward, tree nodes, branching nodes, pairs."""
+    return store.query(STATS_SQL)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    store = Store()
+    df = stats_frame(store)
+    if df.empty:
+        print("the store is empty; run `w2stree import` or `w2stree collect` first")
+        return 0
+    for col in ("success_rate", "mean_reward"):
+        df[col] = df[col].map(lambda v: "-" if v != v else f"{v:.2f}")  # NaN: no trajectories
+    print(df.to_string(index=False))
+    c = store.counts()
+    print(f"\ntotal: {c['trajectories']} trajectories, {c['trees']} trees, {c['nodes']} nodes, "
+          f"{c['pairs']} pairs")
+    return 0

@@ -1,0 +1,119 @@
+"""Exports: preference pairs, MCTS best paths, trees and trajectories as files other tools read.
+
+* Pairs → ETO preference JSON (`[{id, prompt, chosen, rejected}]`, each a list of
+  `{"from": "human"|"gpt", "value"}` turns) or TRL conversational DPO rows (JSONL of
+  `{"prompt", "chosen", "rejected"}` message lists). Both prompts start with the environment's
+  prefix (role prompt, "OK", one-shot example) from `core.agents.prompt.env_prefix`.
+* MCTS best paths → ETO-style `[{id, prompt, conversations}]` (`prompt` = prefix + task message,
+  `conversations` = the whole conversation, so the file is also a valid ETO SFT file) or TRL
+  `{"messages": [...]}` rows.
+* Trees → `{"env", "task_id", "nodes": [...], "best_path": [...]}`.
+* Trajectories → the project JSONL (core.formats.jsonl).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+
+from core.agents.prompt import Message, env_prefix, format_assistant, format_observation, task_message
+from core.errors import UserError
+from core.trajectory import Pair
+
+TREE_NODE_FIELDS = ("depth", "action", "visits", "value_sum", "successes", "failures",
+                    "mcts_visits", "mcts_value_sum")
+_FROM = {"user": "human", "assistant": "gpt", "system": "human"}
+
+
+def to_eto_turns(messages: Iterable[Message]) -> list[dict[str, str]]:
+    """Chat messages → ETO `{"from", "value"}` turns."""
+    return [{"from": _FROM[m["role"]], "value": m["content"]} for m in messages]
+
+
+def _tree_path_trajectory(g: nx.DiGraph, path: list[int]) -> str | None:
+    """A trajectory that goes through the whole path (its deepest node's first), if recorded."""
+    ids = g.nodes[path[-1]].get("traj_ids") or []
+    return ids[0] if ids else None
+
+
+def _pick(attrs: dict[str, Any], key: str, traj: str | None) -> str:
+    """The node's thought/observation seen by `traj` (lists align with traj_ids when equally
+    long), else the first one recorded."""
+    values = list(attrs.get(key) or [])
+    ids = list(attrs.get("traj_ids") or [])
+    if traj is not None and len(values) == len(ids) and traj in ids:
+        return values[ids.index(traj)]
+    return values[0] if values else ""
+
+
+def best_path_messages(g: nx.DiGraph, final_observation: bool = False) -> list[Message]:
+    """The MCTS best path of a tree as chat messages, WITHOUT the env prefix: the task message,
+    then one assistant `Thought/Action` turn per node and the observation that followed it (the
+    last observation only with `final_observation`, so SFT rows end on an assistant turn).
+    Thoughts and observations come from one trajectory through the whole path where recorded."""
+    path = [int(n) for n in g.graph.get("best_path") or []]
+    if path and path[0] == 0:
+        path = path[1:]
+    if not path:
+        raise UserError(f"tree {g.graph.get('tree_id', '?')!r} has no best path; run `w2stree mcts` first")
+    traj = _tree_path_trajectory(g, path)
+    msgs: list[Message] = [{"role": "user", "content": task_message(
+        g.graph.get("instruction", ""), g.graph.get("initial_observation", ""))}]
+    for i, n in enumerate(path):
+        attrs = g.nodes[n]
+        msgs.append({"role": "assistant", "content": format_assistant(_pick(attrs, "thoughts", traj),
+                                                                       attrs.get("action", ""))})
+        if final_observation or i < len(path) - 1:
+            msgs.append({"role": "user", "content": format_observation(_pick(attrs, "observations", traj))})
+    return msgs
+
+
+def pairs_eto(pairs: Iterable[Pair]) -> list[dict[str, Any]]:
+    """Pairs as ETO preference records `{id, prompt, chosen, rejected}` (prefix in the prompt)."""
+    prefixes: dict[str, list[Message]] = {}
+    out = []
+    for p in pairs:
+        prefix = prefixes.setdefault(p.env, env_prefix(p.env))
+        out.append({"id": p.pair_id, "prompt": to_eto_turns(prefix + p.prompt),
+                    "chosen": to_eto_turns(p.chosen), "rejected": to_eto_turns(p.rejected)})
+    return out
+
+
+def pairs_trl(pairs: Iterable[Pair]) -> list[dict[str, Any]]:
+    """Pairs as TRL conversational preference rows `{prompt, chosen, rejected}` (prefix in the prompt)."""
+    prefixes: dict[str, list[Message]] = {}
+    return [{"prompt": prefixes.setdefault(p.env, env_prefix(p.env)) + p.prompt,
+             "chosen": list(p.chosen), "rejected": list(p.rejected)} for p in pairs]
+
+
+def best_paths_eto(trees: Iterable[nx.DiGraph]) -> list[dict[str, Any]]:
+    """Best paths as ETO SFT-style records `{id, prompt, conversations}`."""
+    out = []
+    for g in trees:
+        msgs = env_prefix(g.graph["env"]) + best_path_messages(g, final_observation=True)
+        n_prompt = len(env_prefix(g.graph["env"])) + 1
+        turns = to_eto_turns(msgs)
+        out.append({"id": g.graph["tree_id"], "prompt": turns[:n_prompt], "conversations": turns})
+    return out
+
+
+def best_paths_trl(trees: Iterable[nx.DiGraph]) -> list[dict[str, Any]]:
+    """Best paths as TRL conversational SFT rows `{"messages": [...]}` (prefix included)."""
+    return [{"messages": env_prefix(g.graph["env"]) + best_path_messages(g)} for g in trees]
+
+
+def tree_json(g: nx.DiGraph) -> dict[str, Any]:
+    """One tree as `{"env", "task_id", "nodes": [{"id", "parent", ...stats}], "best_path"}`."""
+    nodes = []
+    for n in sorted(g.nodes):
+        preds = list(g.predecessors(n))
+        attrs = g.nodes[n]
+        row: dict[str, Any] = {"id": int(n), "parent": int(preds[0]) if preds else None}
+        for k in TREE_NODE_FIELDS:
+            v = attrs.get(k, "" if k == "action" else 0)
+            row[k] = float(v) if k in ("value_sum", "mcts_value_sum") else v if k == "action" else int(v)
+        nodes.append(row)
+    return {"env": g.graph["env"], "task_id": g.graph["task_id"], "nodes": nodes,
+            "best_path": [int(x) for x in g.graph.get("best_path") or []]}
