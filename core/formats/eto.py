@@ -12,10 +12,12 @@ Where the task starts is detected, not assumed: after the role prompt and its "O
 message is the LAST human turn that is not an `Observation:` turn (a one-shot example's turns
 come before it and its own task message is an earlier non-observation turn). When every human
 turn there is an observation (WebShop-style task messages start with "Observation:"), the first
-human turn after "OK" is the task message. The task message is kept verbatim as the
-instruction (so exports reproduce it); when it has the exact form `<instruction>\\nObservation: <obs>`
-it is split into the instruction and `meta["initial_observation"]`, as `prompt.task_message` joins
-them. Per-step rewards are not in these files: the final reward is put on the last step.
+human turn after "OK" is the task message. ETO's "Task Description:" header line is dropped,
+so the instruction is the environment's own task text (as the sciworld env gives it and as the
+project's prompts use it); when the rest has the exact form `<instruction>\\nObservation: <obs>` it
+is split into the instruction and `meta["initial_observation"]`, as `prompt.task_message` joins
+them; otherwise it is kept verbatim. Per-step rewards are not in these files: the final reward
+is put on the last step.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ GPT = {"gpt", "assistant"}
 _ACTION_LINE = re.compile(r"^\s*action\s*:", re.IGNORECASE | re.MULTILINE)
 _OBS_PREFIX = re.compile(r"^\s*observation\s*:\s?", re.IGNORECASE)
 _TASK_OBS_SEP = "\nObservation: "
+_TASK_PREFIX = re.compile(r"^Task Description:\s*\n")
 
 
 def _is_observation(text: str) -> bool:
@@ -84,7 +87,7 @@ def parse_conversation(conv: Any, file: str, record: str) -> tuple[str, str, lis
     if start >= len(turns) or turns[start][0] != "human":
         raise FormatError(file, record, f"conversations[{min(start, len(turns) - 1)}]",
                           "no task message (a human turn after the role prompt and 'OK')")
-    task = turns[start][1]
+    task = _TASK_PREFIX.sub("", turns[start][1], count=1)
     instruction, initial_obs = task, ""
     if task.count(_TASK_OBS_SEP) == 1:
         instruction, initial_obs = task.split(_TASK_OBS_SEP)

@@ -1,0 +1,302 @@
+"""Formats: project JSONL and ETO/TraTree import (real fixtures), malformed files, exports."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from core.agents.prompt import env_prefix
+from core.formats import FormatError
+from core.formats.eto import find_task_start, parse_conversation, read_eto_explore_file, read_eto_sft
+from core.formats.export import (
+    best_path_messages,
+    best_paths_eto,
+    best_paths_trl,
+    pairs_eto,
+    pairs_trl,
+    tree_json,
+)
+from core.formats.importer import import_paths
+from core.formats.jsonl import read_jsonl, write_jsonl
+from core.store import Store
+from core.trajectory import Pair, Step, Trajectory
+
+ENV = "toy"  # not registered: env_prefix gives the default role prompt and "OK"
+
+
+def _trajs() -> list[Trajectory]:
+    return [
+        Trajectory(env=ENV, task_id="t1", instruction="find the key", reward=1.0, model="weak",
+                   run_id="r1", meta={"initial_observation": "You are in a hall."},
+                   steps=[Step("go north", "A kitchen.", "North looks promising.", 0.0, 10.0),
+                          Step("take key", "Taken.", "", 1.0, 100.0)]),
+        Trajectory(env=ENV, task_id="t1", instruction="find the key", reward=0.25, success=False,
+                   steps=[Step("go south", "A wall \u2014 \"no\" way.\nSecond line.", "hmm", 0.25)]),
+    ]
+
+
+# -- project JSONL ---------------------------------------------------------------------------
+def test_jsonl_round_trip(tmp_path):
+    src = _trajs()
+    buf = io.StringIO()
+    assert write_jsonl(src, buf) == 2
+    path = tmp_path / "t.jsonl"
+    path.write_text(buf.getvalue() + "\n")  # a trailing blank line is allowed
+    back = read_jsonl(path)
+    for a, b in zip(src, back, strict=True):
+        assert (b.env, b.task_id, b.instruction, b.reward, b.success, b.model, b.run_id) == \
+               (a.env, a.task_id, a.instruction, a.reward, a.success, a.model, a.run_id)
+        assert b.steps == a.steps
+        assert b.source == "import" and b.meta["source"] == "collect" and b.meta["traj_id"] == a.traj_id
+    assert back[0].meta["initial_observation"] == "You are in a hall."
+
+
+def test_jsonl_defaults(tmp_path):
+    path = tmp_path / "min.jsonl"
+    path.write_text(json.dumps({"env": "shop", "task_id": 7, "instruction": "buy", "reward": 1,
+                                "steps": [{"action": "click[buy now]"}]}) + "\n")
+    (t,) = read_jsonl(path)
+    assert t.task_id == "7" and t.success is True and t.steps == [Step("click[buy now]")]
+    assert t.model == "" and t.meta == {}
+
+
+def test_import_jsonl_into_store(store: Store, tmp_path):
+    path = tmp_path / "t.jsonl"
+    with path.open("w") as fh:
+        write_jsonl(_trajs(), fh)
+    s = import_paths(store, "jsonl", [path], progress=False)
+    assert (s.files, s.trajectories, s.errors) == (1, 2, [])
+    back = store.trajectories(env=ENV)
+    assert [t.steps for t in back] == [t.steps for t in _trajs()]  # file order kept
+    assert {t.source for t in back} == {"import"}
+    assert back[1].run_id == "import:t.jsonl"  # no run in the record: the file's import run
+    assert set(store.runs()["run_id"]) == {"r1", "import:t.jsonl"}
+    assert store.tasks(env=ENV)["instruction"].tolist() == ["find the key"]
+    # importing the same file again replaces, never duplicates
+    import_paths(store, "jsonl", [path], progress=False)
+    assert store.counts()["trajectories"] == 2 and store.counts()["steps"] == 3
+
+
+# -- ETO / TraTree -------------------------------------------------------------------------
+def test_eto_sft_fixture(shared: Path, store: Store):
+    trajs = read_eto_sft(shared / "fixtures" / "eto-sft.json", "sciworld")
+    # conversations of 51, 27 and 39 turns: role prompt, OK, task, then (gpt, observation) pairs
+    assert [(t.task_id, len(t.steps)) for t in trajs] == [
+        ("freeze_1", 24), ("find-animal_1", 12), ("test-conductivity_1", 18)]
+    t = trajs[0]
+    assert t.model == "expert" and t.source == "import" and t.reward == 1.0 and t.success
+    assert t.instruction.startswith("Your task is to freeze water.")  # "Task Description:" dropped
+    assert t.steps[0] == Step("open door to hallway", "The door is now open.", "I will open door to hallway.")
+    assert t.steps[-1].observation == "You decide to wait for 10 iterations."
+    s = import_paths(store, "eto-sft", [shared / "fixtures" / "eto-sft.json"], progress=False)
+    assert (s.files, s.trajectories) == (1, 3)
+    assert store.trajectory_index(model="expert")["n_steps"].tolist() == [24, 12, 18]
+
+
+def test_eto_explore_fixture(shared: Path, store: Store):
+    fx = shared / "fixtures"
+    expected = json.loads((fx / "eto-explore-expected.json").read_text())
+    s = import_paths(store, "eto-explore", [fx / "eto-explore"], env="sciworld", progress=False)
+    assert (s.files, s.trajectories, s.errors) == (12, 12, [])
+    got: dict[str, list[dict]] = {}
+    for t in store.trajectories(env="sciworld"):
+        got.setdefault(t.task_id, []).append({"run": t.model, "reward": t.reward, "steps": len(t.steps)})
+        assert t.run_id == f"import:{t.model}/sciworld_explore" and t.source == "import"
+        assert t.success == (t.reward == 1.0)
+    assert {k: sorted(v, key=lambda r: r["run"]) for k, v in got.items()} == \
+           {k: sorted(v, key=lambda r: r["run"]) for k, v in expected.items()}
+    # the task message, not the one-shot example's ("find a(n) non-living thing")
+    (plant,) = store.trajectories(task_id="find-plant_0", model="weak-run2")
+    assert plant.instruction.startswith("Your task is to find a(n) plant.")
+    assert plant.steps[0].action == "open door to greenhouse"
+    assert plant.steps[-1].reward == 0.17 and plant.steps[0].reward == 0.0
+    assert len(store.runs(kind="import")) == 4
+
+
+def _conv(*turns: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"from": f, "value": v} for f, v in turns]
+
+
+def test_task_start_detection():
+    role, ok = ("human", "You are an agent."), ("gpt", "OK")
+    act = ("gpt", "Thought: t\nAction: a")
+    obs = ("human", "Observation: o")
+    plain = _conv(role, ok, ("human", "do x"), act, obs)
+    one_shot = _conv(role, ok, ("human", "example task"), act, obs, act, obs, ("human", "do x"), act)
+    webshop = _conv(role, ok, ("human", "Observation:\nWebShop [SEP] i need shoes"), act, obs)
+    assert find_task_start(_turns(plain)) == 2
+    assert find_task_start(_turns(one_shot)) == 7
+    assert find_task_start(_turns(webshop)) == 2
+    instr, first_obs, steps = parse_conversation(
+        _conv(role, ok, ("human", "do x\nObservation: a room"), act, obs, act), "f", "r")
+    assert (instr, first_obs, len(steps)) == ("do x", "a room", 2)
+    assert steps[1].observation == ""  # the last action's observation is not in the file
+
+
+def _turns(conv):
+    return [("human" if t["from"] == "human" else "gpt", t["value"]) for t in conv]
+
+
+# -- malformed files -----------------------------------------------------------------------
+GOOD = {"env": "shop", "task_id": "1", "instruction": "buy", "reward": 0.5,
+        "steps": [{"thought": "t", "action": "search[x]", "observation": "o"}]}
+
+
+@pytest.mark.parametrize("line2, parts", [
+    ("{not json", ["line 2", "not valid JSON"]),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "reward"}), ["line 2", "field 'reward'", "missing"]),
+    (json.dumps({**GOOD, "reward": "high"}), ["line 2", "field 'reward'", "finite number"]),
+    (json.dumps({**GOOD, "reward": 3}), ["line 2", "field 'reward'", "between 0 and 1"]),
+    (json.dumps({**GOOD, "sucess": True}), ["line 2", "field 'sucess'", "unknown field"]),
+    (json.dumps({**GOOD, "steps": [{"thought": "t"}]}), ["line 2", "field 'steps[0].action'", "missing"]),
+    (json.dumps({**GOOD, "steps": [{"action": 5}]}), ["line 2", "field 'steps[0].action'", "must be a string"]),
+    (json.dumps({**GOOD, "env": ""}), ["line 2", "field 'env'", "must not be empty"]),
+    (json.dumps([1, 2]), ["line 2", "must be a JSON object"]),
+])
+def test_bad_jsonl(tmp_path, line2, parts):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + line2 + "\n")
+    with pytest.raises(FormatError) as exc:
+        read_jsonl(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    for part in parts:
+        assert part in msg
+
+
+def _sft(conv, **extra) -> list[dict]:
+    role, ok = ("human", "role"), ("gpt", "OK")
+    good = _conv(role, ok, ("human", "do x"), ("gpt", "Thought: t\nAction: a"), ("human", "Observation: o"))
+    return [{"id": "good_1", "conversations": good}, {"id": "bad_2", "conversations": conv, **extra}]
+
+
+@pytest.mark.parametrize("records, parts", [
+    (_sft(_conv(("human", "role"), ("gpt", "OK"), ("human", "do x"), ("gpt", "I will just go north"))),
+     ["record 1 (id 'bad_2')", "field 'conversations[3]'", "no 'Action:' line"]),
+    (_sft(_conv(("human", "role"), ("gpt", "OK"), ("human", "do x"), ("gpt", "Action: a"), ("gpt", "Action: b"))),
+     ["record 1 (id 'bad_2')", "field 'conversations[4]'", "second gpt turn"]),
+    (_sft([{"from": "robot", "value": "x"}]), ["record 1 (id 'bad_2')", "field 'conversations[0].from'"]),
+    (_sft(_conv(("human", "role"), ("gpt", "OK"), ("human", "do x"), ("gpt", "Action: a")), reward=2),
+     ["record 1 (id 'bad_2')", "field 'reward'", "between 0 and 1"]),
+    ([{"conversations": []}], ["record 0", "field 'id'", "missing"]),
+    ({"id": "x"}, ["file", "must be a JSON list"]),
+])
+def test_bad_eto_sft(tmp_path, records, parts):
+    path = tmp_path / "sft.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(FormatError) as exc:
+        read_eto_sft(path, "sciworld")
+    for part in [str(path), *parts]:
+        assert part in str(exc.value)
+
+
+def test_bad_eto_explore(tmp_path):
+    folder = tmp_path / "weak" / "exp"
+    folder.mkdir(parents=True)
+    path = folder / "melt_0.json"
+    conv = _conv(("human", "role"), ("gpt", "OK"), ("human", "do x"), ("gpt", "Action: a"))
+    path.write_text(json.dumps({"meta": {"steps": 1}, "conversations": conv}))
+    with pytest.raises(FormatError, match=r"melt_0\.json: file: field 'meta\.reward': missing"):
+        read_eto_explore_file(path, "sciworld")
+    path.write_text('{"meta": ')
+    with pytest.raises(FormatError, match=r"melt_0\.json: line 1: not valid JSON"):
+        read_eto_explore_file(path, "sciworld")
+
+
+def test_bad_file_imports_nothing_good_files_do(store: Store, tmp_path):
+    good, bad = tmp_path / "a_good.jsonl", tmp_path / "b_bad.jsonl"
+    good.write_text(json.dumps(GOOD) + "\n")
+    # the bad line comes after good ones: none of them may be stored
+    bad.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "steps": 3}) + "\n")
+    before = store.counts()
+    s = import_paths(store, "jsonl", [bad], progress=False)
+    assert store.counts() == before
+    assert s.errors == [f"{bad}: line 3: field 'steps': must be a list, got int"]
+    s = import_paths(store, "jsonl", [bad, good, tmp_path / "missing.jsonl"], progress=False)
+    assert (s.files, s.trajectories, s.skipped) == (1, 1, 2)
+    assert s.line() == "imported 1 trajectories from 1 file(s); skipped 2 file(s) with errors"
+    assert f"{tmp_path / 'missing.jsonl'}: no such file or folder" in s.errors
+    assert store.counts()["trajectories"] == 1 and store.counts()["steps"] == 1
+
+
+# -- exports -------------------------------------------------------------------------------
+def _tree() -> nx.DiGraph:
+    """root -> 1 "go north" -> {2 "take key" (success), 3 "sleep" (fail)}; best path 0-1-2."""
+    g = nx.DiGraph(tree_id=f"{ENV}/t1", env=ENV, task_id="t1", instruction="find the key",
+                   initial_observation="You are in a hall.", best_path=[0, 1, 2])
+    g.add_node(0, depth=0, action="", visits=3, value_sum=1.0, successes=1, failures=2,
+               traj_ids=["a", "b", "c"], mcts_visits=0, mcts_value_sum=0.0)
+    g.add_node(1, depth=1, action="go north", thoughts=["north?", "go up", "n"],
+               observations=["Kitchen A.", "Kitchen B.", "Kitchen C."], traj_ids=["a", "b", "c"],
+               visits=3, value_sum=1.0, successes=1, failures=2, mcts_visits=10, mcts_value_sum=4.0)
+    g.add_node(2, depth=2, action="take key", thoughts=["grab it"], observations=["Taken."],
+               traj_ids=["b"], visits=1, value_sum=1.0, successes=1, failures=0, mcts_visits=6,
+               mcts_value_sum=6.0)
+    g.add_node(3, depth=2, action="sleep", thoughts=["tired", "zz"], observations=["Zzz.", "Zzz."],
+               traj_ids=["a", "c"], visits=2, value_sum=0.0, successes=0, failures=2, mcts_visits=4,
+               mcts_value_sum=0.0)
+    g.add_edges_from([(0, 1), (1, 2), (1, 3)])
+    return g
+
+
+def test_best_path_messages_follow_one_trajectory():
+    msgs = best_path_messages(_tree())
+    # trajectory "b" is the one through the leaf: its thought and observation at node 1
+    assert msgs == [
+        {"role": "user", "content": "find the key\nObservation: You are in a hall."},
+        {"role": "assistant", "content": "Thought: go up\nAction: go north"},
+        {"role": "user", "content": "Observation: Kitchen B."},
+        {"role": "assistant", "content": "Thought: grab it\nAction: take key"},
+    ]
+    assert best_path_messages(_tree(), final_observation=True)[-1] == \
+        {"role": "user", "content": "Observation: Taken."}
+    g = _tree()
+    g.graph["best_path"] = []
+    with pytest.raises(Exception, match="no best path; run `w2stree mcts` first"):
+        best_path_messages(g)
+
+
+def test_best_paths_eto_reimports_as_sft(tmp_path):
+    prefix = env_prefix(ENV)
+    (rec,) = best_paths_eto([_tree()])
+    assert rec["id"] == f"{ENV}/t1"
+    assert rec["prompt"] == rec["conversations"][: len(prefix) + 1]
+    assert rec["prompt"][0] == {"from": "human", "value": prefix[0]["content"]}
+    assert rec["conversations"][-1] == {"from": "human", "value": "Observation: Taken."}
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps([rec]))
+    (t,) = read_eto_sft(path, ENV)  # the export is a valid ETO SFT file
+    assert [s.action for s in t.steps] == ["go north", "take key"]
+    assert t.instruction == "find the key" and t.meta["initial_observation"] == "You are in a hall."
+    (row,) = best_paths_trl([_tree()])
+    assert row["messages"][: len(prefix)] == prefix and row["messages"][-1]["role"] == "assistant"
+
+
+def test_pair_exports():
+    p = Pair(env=ENV, task_id="t1", prompt=[{"role": "user", "content": "find the key"}],
+             chosen=[{"role": "assistant", "content": "Action: take key"}],
+             rejected=[{"role": "assistant", "content": "Action: sleep"}],
+             chosen_value=1.0, rejected_value=0.0)
+    prefix = env_prefix(ENV)
+    (eto,) = pairs_eto([p])
+    assert eto["id"] == p.pair_id
+    assert eto["prompt"][-1] == {"from": "human", "value": "find the key"}
+    assert len(eto["prompt"]) == len(prefix) + 1 and eto["prompt"][1] == {"from": "gpt", "value": "OK"}
+    assert eto["chosen"] == [{"from": "gpt", "value": "Action: take key"}]
+    assert eto["rejected"] == [{"from": "gpt", "value": "Action: sleep"}]
+    (trl,) = pairs_trl([p])
+    assert trl["prompt"] == prefix + p.prompt and trl["chosen"] == p.chosen and trl["rejected"] == p.rejected
+
+
+def test_tree_json():
+    d = tree_json(_tree())
+    assert d["env"] == ENV and d["task_id"] == "t1" and d["best_path"] == [0, 1, 2]
+    assert d["nodes"][0] == {"id": 0, "parent": None, "depth": 0, "action": "", "visits": 3,
+                             "value_sum": 1.0, "successes": 1, "failures": 2, "mcts_visits": 0,
+                             "mcts_value_sum": 0.0}
+    assert [(n["id"], n["parent"], n["mcts_visits"]) for n in d["nodes"][1:]] == [(1, 0, 10), (2, 1, 6), (3, 1, 4)]
+    json.dumps(d)  # plain JSON types only
