@@ -1,0 +1,57 @@
+"""The w2stree dashboard: `streamlit run dashboard/app.py [-- --db PATH]` or `w2stree dashboard`.
+
+The store comes from `--db` (after `--`), else `W2STREE_DB`, else data/w2stree.duckdb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a plain checkout
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from core.errors import UserError  # noqa: E402
+from core.store import StoreBusyError  # noqa: E402
+
+PAGES = Path(__file__).parent / "pages"
+
+
+def _apply_db_argument() -> None:
+    """`streamlit run dashboard/app.py -- --db PATH` sets the store for this server."""
+    if "--db" not in sys.argv:
+        return
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    if args.db:
+        os.environ["W2STREE_DB"] = os.path.abspath(args.db)
+
+
+def main() -> None:
+    _apply_db_argument()
+    st.set_page_config(page_title="w2stree", page_icon=":material/account_tree:", layout="wide")
+    nav = st.navigation([
+        st.Page(PAGES / "overview.py", title="Overview", icon=":material/home:", default=True),
+        st.Page(PAGES / "trees.py", title="Trees", icon=":material/account_tree:", url_path="trees"),
+        st.Page(PAGES / "pairs.py", title="Pairs", icon=":material/compare_arrows:", url_path="pairs"),
+        st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", url_path="train"),
+        st.Page(PAGES / "compare.py", title="Compare", icon=":material/view_column:", url_path="compare"),
+        st.Page(PAGES / "results.py", title="Results", icon=":material/table_chart:", url_path="results"),
+    ])
+    from dashboard.data import db_path
+
+    st.sidebar.caption("Store")
+    st.sidebar.code(db_path(), language=None, wrap_lines=True)
+    try:
+        nav.run()
+    except (UserError, StoreBusyError) as exc:  # one clear line, not a traceback
+        st.error(str(exc))
+
+
+main()

@@ -1,0 +1,145 @@
+"""The dashboard's access to the store, cached per (store path, change counter).
+
+Every cached reader takes the store path and `Store.changes()` as its first two arguments, so a
+write anywhere (a CLI command, a job, the pipeline) invalidates exactly the stale entries and
+navigation between pages is served from memory otherwise. Job state is not cached: it changes
+in job folders, outside the store.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.paths import default_db
+from core.store import Store
+from core.trajectory import Trajectory
+from dashboard.figures import icicle_figure, tree_figure
+from dashboard.layout import layout_tree
+
+
+def db_path() -> str:
+    """The store file the dashboard reads: `W2STREE_DB` (set by `--db`), else the default."""
+    return str(default_db())
+
+
+@st.cache_resource(show_spinner=False)
+def _open(path: str) -> Store:
+    return Store(path)
+
+
+def store() -> Store:
+    """The (shared, migrated) Store of this dashboard."""
+    return _open(db_path())
+
+
+def key() -> tuple[str, int]:
+    """(store path, change counter): the first two arguments of every cached reader."""
+    s = store()
+    return str(s.path), s.changes()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def summary(path: str, changes: int) -> pd.DataFrame:
+    """Per environment: tasks, trajectories by source, success rate, trees, nodes, pairs."""
+    return _open(path).query("""
+        WITH envs AS (SELECT env FROM tasks UNION SELECT env FROM trajectories
+                      UNION SELECT env FROM trees UNION SELECT env FROM pairs)
+        SELECT e.env,
+          (SELECT count(*) FROM tasks t WHERE t.env = e.env) AS tasks,
+          (SELECT count(*) FROM trajectories t WHERE t.env = e.env AND t.source <> 'eval') AS trajectories,
+          (SELECT avg(CAST(success AS DOUBLE)) FROM trajectories t
+             WHERE t.env = e.env AND t.source <> 'eval') AS success_rate,
+          (SELECT count(*) FROM trajectories t WHERE t.env = e.env AND t.source = 'eval') AS eval_episodes,
+          (SELECT count(*) FROM trees t WHERE t.env = e.env) AS trees,
+          (SELECT coalesce(sum(n_nodes), 0) FROM trees t WHERE t.env = e.env) AS nodes,
+          (SELECT count(*) FROM pairs p WHERE p.env = e.env) AS pairs
+        FROM envs e ORDER BY e.env""")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def runs(path: str, changes: int) -> pd.DataFrame:
+    """Collect / eval / import runs with their trajectory counts."""
+    return _open(path).query("""
+        SELECT r.run_id, r.kind, r.env, r.policy, r.model, r.status, r.created_at,
+               count(t.traj_id) AS trajectories, avg(CAST(t.success AS DOUBLE)) AS success_rate
+        FROM runs r LEFT JOIN trajectories t USING (run_id)
+        GROUP BY ALL ORDER BY r.created_at DESC""")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def models(path: str, changes: int) -> pd.DataFrame:
+    return _open(path).models()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def results(path: str, changes: int) -> pd.DataFrame:
+    return _open(path).results()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def tree_index(path: str, changes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(tree headers, root rows with visits and successes) for the task picker."""
+    s = _open(path)
+    roots = s.query("SELECT tree_id, visits, successes FROM nodes WHERE node_id = 0")
+    return s.trees(), roots
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def tree(path: str, changes: int, tree_id: str) -> nx.DiGraph:
+    return _open(path).load_tree(tree_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def pairs(path: str, changes: int, env: str | None = None, task_id: str | None = None,
+          granularity: str | None = None, tree_id: str | None = None) -> pd.DataFrame:
+    return _open(path).pairs_frame(env=env, task_id=task_id, granularity=granularity, tree_id=tree_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def eval_index(path: str, changes: int) -> pd.DataFrame:
+    """Headers of the evaluation episodes (source = eval)."""
+    return _open(path).trajectory_index(source="eval")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def episodes(path: str, changes: int, traj_ids: tuple[str, ...]) -> list[Trajectory]:
+    return _open(path).trajectories(traj_ids=list(traj_ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def eval_scores(path: str, changes: int, env: str) -> pd.DataFrame:
+    """Per-step scores of the evaluation episodes of `env` (model, traj_id, idx, score)."""
+    return _open(path).query("""
+        SELECT t.model, s.traj_id, s.idx, s.score
+        FROM steps s JOIN trajectories t USING (traj_id)
+        WHERE t.source = 'eval' AND t.env = ? ORDER BY s.traj_id, s.idx""", [env])
+
+
+def jobs() -> pd.DataFrame:
+    """The jobs table, fresh (jobs API when it exists: it also refreshes running jobs)."""
+    try:
+        from core.train.jobs import list_jobs
+    except ImportError:
+        return store().query("SELECT * FROM jobs ORDER BY created_at DESC")
+    return list_jobs(store())
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def tree_picture(path: str, changes: int, tree_id: str, kind: str, max_depth: int | None,
+                 max_children: int | None, selected: int | None) -> tuple[go.Figure, list[int]]:
+    """The Trees page figure and the node ids it draws (caps keep the best path and the
+    selected node visible)."""
+    g = tree(path, changes, tree_id)
+    best = [int(n) for n in g.graph.get("best_path") or []]
+    keep = best[-1:] + ([selected] if selected is not None else [])
+    view = layout_tree(g, max_depth, max_children, keep)
+    return tree_figure(g, view, kind, selected), view.nodes
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def icicle_picture(path: str, changes: int, tree_id: str, kind: str, max_depth: int | None) -> go.Figure:
+    """The icicle overview of a whole tree."""
+    return icicle_figure(tree(path, changes, tree_id), kind, max_depth)

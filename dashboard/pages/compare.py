@@ -1,0 +1,86 @@
+"""Compare: one task, up to four models' evaluation episodes side by side, step-aligned, with
+the first step where they diverge marked and final rewards on top (the paper's Figure 5)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, shaping, ui
+
+MAX_MODELS = 4
+MAX_STEPS = 60
+
+
+def pick(index) -> tuple[str, str, list[str]]:
+    """Env, task and models to compare."""
+    c = st.columns([1, 2, 3])
+    envs = sorted(index["env"].unique())
+    ui.keep_choice("compare_env", envs)
+    env = c[0].selectbox("Environment", envs, key="compare_env")
+    part = index[index["env"] == env]
+    # Tasks that the most models were evaluated on come first.
+    per_task = part.groupby("task_id")["model"].nunique().sort_values(ascending=False, kind="stable")
+    tasks = per_task.index.tolist()
+    ui.keep_choice("compare_task", tasks)
+    task = c[1].selectbox("Task (type to search)", tasks, key="compare_task",
+                          format_func=lambda t: f"{t} · {per_task[t]} models")
+    available = sorted(part[part["task_id"] == task]["model"].unique())
+    path, changes = data.key()
+    default = shaping.default_compare_models(available, data.results(path, changes))
+    chosen = [m for m in st.session_state.get("compare_models", default) if m in available]
+    st.session_state["compare_models"] = chosen or default
+    models = c[2].multiselect("Models (up to four)", available, key="compare_models",
+                              max_selections=MAX_MODELS)
+    return env, task, models
+
+
+def main() -> None:
+    st.title("Compare")
+    path, changes = data.key()
+    index = data.eval_index(path, changes)
+    if index.empty:
+        ui.empty("No evaluation episodes yet. `w2stree eval` (or the pipeline) stores each model's "
+                 "test episodes; they appear here side by side.")
+        return
+    env, task, models = pick(index)
+    if not models:
+        ui.empty("Pick at least one model.")
+        return
+    part = index[(index["env"] == env) & (index["task_id"] == task)]
+    # The latest episode of each model on this task.
+    latest = part.sort_values("created_at").groupby("model").tail(1).set_index("model")
+    episodes = data.episodes(path, changes, tuple(latest.loc[m, "traj_id"] for m in models))
+    by_id = {e.traj_id: e for e in episodes}
+    episodes = [by_id[latest.loc[m, "traj_id"]] for m in models]
+
+    st.text(episodes[0].instruction)
+    cols = st.columns(len(models))
+    for col, model, ep in zip(cols, models, episodes, strict=True):
+        col.metric(model, f"{ep.reward:.2f}", delta="success" if ep.success else "failure",
+                   delta_color="normal" if ep.success else "inverse", delta_arrow="off",
+                   help=f"final reward after {len(ep.steps)} steps")
+    diverge = shaping.first_divergence([e.actions for e in episodes])
+    if len(models) > 1:
+        st.caption("The episodes take the same actions throughout." if diverge is None
+                   else f"The episodes first diverge at step {diverge + 1} (boxed in orange).")
+    rows = shaping.compare_rows(episodes)
+    if len(rows) > MAX_STEPS:
+        st.caption(f"Showing the first {MAX_STEPS} of {len(rows)} steps.")
+    for i, row in enumerate(rows[:MAX_STEPS]):
+        if i == diverge:
+            st.markdown(f":orange[**▶ step {i + 1}: first divergence**]")
+        cols = st.columns(len(models))
+        for col, step in zip(cols, row, strict=True):
+            with col.container(border=True):
+                if step is None:
+                    st.caption(f"step {i + 1}: episode over")
+                    continue
+                st.caption(f"step {i + 1} · reward {step['reward']}")
+                if step["thought"]:
+                    st.text(step["thought"])
+                st.code(step["action"] or " ", language=None, wrap_lines=True)
+                with st.expander("observation", expanded=i == diverge):
+                    st.text(step["observation"])
+
+
+main()

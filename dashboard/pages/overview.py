@@ -1,0 +1,97 @@
+"""Overview: what the store holds (environments, tasks, trajectories, trees, pairs, models, jobs)
+and the results table of the last pipeline run; on an empty store, one button fills the
+embedded default."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, shaping, ui
+
+
+def fill_default_button() -> None:
+    """Explain the empty store and offer to fill it with the embedded default."""
+    ui.empty(
+        "This store is empty. w2stree fills it in stages: an environment's tasks, expert "
+        "demonstrations, a weak model's exploration (successful and failed trajectories), "
+        "trajectory trees merging them, MCTS statistics over each tree, and TreeDPO pairs cut "
+        "at the branching points. The embedded default does all of this offline in a few "
+        "minutes with the built-in shop environment and tiny local models."
+    )
+    try:
+        from core.pipeline import fill_default
+    except ImportError:
+        st.caption("The embedded-default filler (`core.pipeline`) is not installed in this build; "
+                   "fill the store from the command line with `w2stree up --no-serve`.")
+        return
+    if st.button("Fill the embedded default", type="primary", icon=":material/play_arrow:"):
+        bar = st.progress(0.0, text="starting")
+
+        def progress(fraction: float, message: str = "") -> None:
+            bar.progress(min(max(float(fraction), 0.0), 1.0), text=str(message)[:120])
+
+        fill_default(data.store(), progress=progress)
+        bar.progress(1.0, text="done")
+        st.rerun()
+
+
+def main() -> None:
+    st.title("Overview")
+    path, changes = data.key()
+    summary = data.summary(path, changes)
+    if summary.empty or (summary[["tasks", "trajectories", "trees"]].sum().sum() == 0):
+        fill_default_button()
+        return
+
+    models = data.models(path, changes)
+    jobs = data.jobs()
+    trajectories = int(summary["trajectories"].sum())
+    rate = (summary["success_rate"] * summary["trajectories"]).sum() / max(trajectories, 1)
+    cols = st.columns(7)
+    cols[0].metric("Environments", len(summary))
+    cols[1].metric("Tasks", int(summary["tasks"].sum()))
+    cols[2].metric("Trajectories", trajectories, help="collected and imported (not evaluation)")
+    cols[3].metric("Success rate", f"{rate:.0%}")
+    cols[4].metric("Trees", int(summary["trees"].sum()))
+    cols[5].metric("Pairs", int(summary["pairs"].sum()))
+    cols[6].metric("Models", len(models))
+
+    st.subheader("Per environment")
+    st.dataframe(summary, hide_index=True, column_config={
+        "success_rate": st.column_config.ProgressColumn("success rate", min_value=0, max_value=1,
+                                                        format="percent")})
+
+    results = data.results(path, changes)
+    st.subheader("Results of the last pipeline run")
+    exp = shaping.latest_experiment(results)
+    if exp is None:
+        ui.empty("No results yet: `w2stree pipeline` (or `w2stree up`) trains and evaluates the methods.")
+    else:
+        st.caption(f"experiment {exp}")
+        st.dataframe(shaping.method_table(results[results["experiment_id"] == exp]).round(3))
+
+    st.subheader("Jobs")
+    if jobs.empty:
+        ui.empty("No training jobs yet: start one on the Train page or with `w2stree train`.")
+    else:
+        show = [c for c in ("job_id", "kind", "status", "step", "max_steps", "created_at", "error")
+                if c in jobs.columns]
+        st.dataframe(jobs[show], hide_index=True)
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Runs")
+        runs = data.runs(path, changes)
+        if runs.empty:
+            ui.empty("No collect or eval runs recorded.")
+        else:
+            st.dataframe(runs, hide_index=True)
+    with right:
+        st.subheader("Models")
+        if models.empty:
+            ui.empty("No models registered: `w2stree models build` makes the tiny local ones.")
+        else:
+            st.dataframe(models[["name", "role", "base", "params", "data", "path"]], hide_index=True)
+
+
+main()

@@ -1,0 +1,158 @@
+"""Trees: one task's trajectory tree, drawn top-down, with data or MCTS statistics; click a node
+(or pick it in the list) for its actions, thoughts, observations, statistics and pairs.
+
+Deep link: `?tree=<tree id>&node=<node id>` (the Pairs page links here this way).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, layout, shaping, ui
+
+CHART_KEY = "trees_chart"
+
+
+def on_chart_select() -> None:
+    """A click on the chart selects that node in the node list (the single source of truth)."""
+    state = st.session_state.get(CHART_KEY) or {}
+    for point in (state.get("selection") or {}).get("points") or []:
+        cd = point.get("customdata")
+        if isinstance(cd, list | tuple):
+            cd = cd[0] if cd else None
+        if cd is None:
+            continue
+        if int(cd) >= 0:
+            st.session_state["trees_node"] = int(cd)
+            st.session_state.pop("trees_folded", None)
+        else:
+            st.session_state["trees_folded"] = int(cd)
+        return
+
+
+def pick_tree(trees, roots) -> str:
+    """Env, sort order and the searchable task picker; returns the chosen tree id."""
+    envs = sorted(trees["env"].unique())
+    env_of = dict(zip(trees["tree_id"], trees["env"], strict=True))
+    linked = ui.sync_query("trees", {"tree": ("trees_tree", str), "node": ("trees_node", int)})
+    if linked and st.session_state.get("trees_tree") in env_of:
+        st.session_state["trees_env"] = env_of[st.session_state["trees_tree"]]
+    c_env, c_sort, c_task = st.columns([1, 1, 4])
+    ui.keep_choice("trees_env", envs)
+    env = c_env.selectbox("Environment", envs, key="trees_env")
+    sort = c_sort.selectbox("Sort tasks by", list(shaping.TASK_SORTS), key="trees_sort")
+    table = shaping.task_table(trees[trees["env"] == env], roots, sort)
+    labels = {r["tree_id"]: shaping.task_label(r) for r in table.to_dict("records")}
+    ids = list(labels)
+    ui.keep_choice("trees_tree", ids)
+    return c_task.selectbox("Task (type to search)", ids, format_func=labels.__getitem__,
+                            key="trees_tree")
+
+
+def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
+    """Everything about one node, as text."""
+    d = shaping.node_details(g, node)
+    st.subheader(f"Node {node}" + (" · root" if node == 0 else ""))
+    st.caption(f"depth {d['depth']} · {d['children']} children"
+               + (" · on the MCTS best path" if d["on_best_path"] else ""))
+    m = st.columns(3)
+    m[0].metric("Visits", d["visits"])
+    m[1].metric("Mean reward", shaping.fmt(d["value"]))
+    m[2].metric("Success / fail", f"{d['successes']} / {d['failures']}")
+    m = st.columns(3)
+    m[0].metric("MCTS visits", d["mcts_visits"])
+    m[1].metric("MCTS Q", shaping.fmt(d["q"]))
+    m[2].metric("Ends here", len(d["terminal_rewards"]),
+                help="trajectories that stop at this node; their final rewards: "
+                     + ", ".join(f"{r:.2f}" for r in d["terminal_rewards"][:20]))
+    ui.text("Action", d["action"] or "(root: the task starts here)", code=True)
+    for i, t in enumerate(d["thoughts"][:5]):
+        ui.text(f"Thought {i + 1} of {len(d['thoughts'])}", t)
+    for i, o in enumerate(d["observations"][:3]):
+        ui.text(f"Observation {i + 1} of {len(d['observations'])}", o, code=True)
+    if d["path"]:
+        with st.expander(f"Path from the root ({len(d['path'])} actions)"):
+            st.code("\n".join(f"{i + 1}. {a}" for i, a in enumerate(d["path"])), language=None,
+                    wrap_lines=True)
+    pairs = data.pairs(path, changes, tree_id=tree_id)
+    here = pairs[pairs["node_id"] == node] if not pairs.empty else pairs
+    st.markdown(f"**Pairs cut at this node:** {len(here)}")
+    if not here.empty:
+        rows = []
+        for r in here.to_dict("records"):
+            v = shaping.pair_view(r)
+            rows.append({"granularity": r["granularity"],
+                         "chosen": v.chosen[0]["content"] if v.chosen else "",
+                         "rejected": v.rejected[0]["content"] if v.rejected else "",
+                         "chosen value": round(v.chosen_value, 3),
+                         "rejected value": round(v.rejected_value, 3)})
+        st.dataframe(rows, hide_index=True)
+        st.page_link("pages/pairs.py", label="Read these pairs", icon=":material/compare_arrows:",
+                     query_params={"tree": tree_id, "node": str(node)})
+
+
+def main() -> None:
+    st.title("Trees")
+    path, changes = data.key()
+    trees, roots = data.tree_index(path, changes)
+    if trees.empty:
+        ui.empty("No trajectory trees yet. Collect trajectories and build trees with `w2stree tree` "
+                 "(or fill the embedded default from the Overview page).")
+        return
+    tree_id = pick_tree(trees, roots)
+    g = data.tree(path, changes, tree_id)
+    head = trees[trees["tree_id"] == tree_id].iloc[0]
+    st.caption(f"{g.number_of_nodes()} nodes · {int(head['n_trajectories'])} trajectories · "
+               f"{int(head['n_branching'])} branching nodes · merge rule {head['merge']} · "
+               f"MCTS {int(head['mcts_iterations'])} iterations (c = {float(head['mcts_c']):g})")
+    with st.expander("Instruction", expanded=False):
+        st.text(head["instruction"] or "–")
+
+    c_kind, c_depth, c_children = st.columns([2, 1, 1])
+    has_mcts = int(head["mcts_iterations"]) > 0
+    kind = c_kind.segmented_control(
+        "Statistics", ["data", "mcts"], default="data", required=True, key="trees_kind",
+        format_func={"data": "Data (visits, mean reward)", "mcts": "MCTS (visits, Q)"}.get,
+    )
+    if kind == "mcts" and not has_mcts:
+        c_kind.caption("No MCTS statistics on this tree yet: run `w2stree mcts`.")
+    cap_depth, cap_children = layout.default_caps(g.number_of_nodes())
+    max_depth = c_depth.number_input("Depth cap (0 = none)", 0, 500, cap_depth or 0,
+                                     key=f"trees_depth_{tree_id}")
+    max_children = c_children.number_input("Children cap (0 = none)", 0, 500, cap_children or 0,
+                                           key=f"trees_children_{tree_id}")
+
+    if st.session_state.get("_trees_prev") != tree_id:
+        if st.session_state.get("_trees_prev") is not None:
+            st.session_state["trees_node"] = 0
+        st.session_state["_trees_prev"] = tree_id
+    node_ids = sorted(g.nodes)
+    ui.keep_choice("trees_node", node_ids, 0)
+
+    left, right = st.columns([3, 2], gap="medium")
+    with right:
+        node = st.selectbox(
+            "Node (or click one in the tree)", node_ids, key="trees_node",
+            format_func=lambda n: f"{n} · depth {g.nodes[n].get('depth', 0)} · "
+                                  f"{(g.nodes[n].get('action') or '(root)')[:60]}",
+        )
+        node_panel(g, tree_id, node, path, changes)
+    with left:
+        fig, drawn = data.tree_picture(path, changes, tree_id, kind, max_depth or None,
+                                       max_children or None, node)
+        if len(drawn) < g.number_of_nodes():
+            st.caption(f"Drawing {len(drawn)} of {g.number_of_nodes()} nodes (caps); squares fold "
+                       "children, hover a node for what its caps hide.")
+        st.plotly_chart(fig, key=CHART_KEY, on_select=on_chart_select, selection_mode="points",
+                        config={"displaylogo": False, "scrollZoom": True},
+                        alt=f"Trajectory tree of {tree_id}")
+        if st.session_state.pop("trees_folded", None) is not None:
+            st.info("That square folds less-visited children: raise the children cap to draw them.")
+        with st.expander("Whole-tree overview (icicle sized by visits)",
+                         expanded=g.number_of_nodes() > 300):
+            st.plotly_chart(data.icicle_picture(path, changes, tree_id, kind, max_depth or 6),
+                            key="trees_icicle", config={"displaylogo": False})
+    ui.write_query("trees", {"tree": tree_id, "node": node})
+
+
+main()

@@ -1,0 +1,310 @@
+"""Data shaping for the dashboard pages: plain functions from store frames and trees to what a
+page shows. No Streamlit here; every function is unit-tested on hand-made inputs.
+
+Text that comes from trajectories (actions, thoughts, observations, instructions) is untrusted:
+`escape` makes it safe for Plotly labels, which interpret a few HTML tags.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import pandas as pd
+
+from core.trajectory import Trajectory
+from core.tree import normalize_action, path_to
+
+_SPACE = re.compile(r"\s+")
+
+
+def escape(text: Any, limit: int | None = None) -> str:
+    """`text` as a string safe inside Plotly hover labels and node labels: shortened to `limit`
+    characters (with an ellipsis), newlines flattened, then `&`, `<`, `>` and quotes escaped."""
+    s = _SPACE.sub(" ", "" if text is None else str(text)).strip()
+    if limit is not None and len(s) > limit:
+        s = s[: max(limit - 1, 0)] + "…"
+    return html.escape(s, quote=True)
+
+
+# -- node statistics --------------------------------------------------------------------------
+def fmt(x: float | None, digits: int = 2) -> str:
+    """A statistic for display: fixed digits, or a dash when it is missing (None / NaN)."""
+    return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def mean(total: float, count: int) -> float:
+    """total / count, or NaN when nothing was counted."""
+    return total / count if count else math.nan
+
+
+def node_stats(g: nx.DiGraph, node: int, groups: Mapping[int, Sequence[int]] | None = None,
+               kind: str = "data") -> tuple[int, float]:
+    """(visits, mean value) of a node for the chosen statistics: `data` (trajectories through
+    it, mean final reward) or `mcts` (MCTS visits, Q). A group id (< 0) sums its members."""
+    members = groups[node] if node < 0 and groups else [node]
+    if kind == "mcts":
+        visits = sum(int(g.nodes[m].get("mcts_visits", 0) or 0) for m in members)
+        total = sum(float(g.nodes[m].get("mcts_value_sum", 0.0) or 0.0) for m in members)
+    else:
+        visits = sum(int(g.nodes[m].get("visits", 0) or 0) for m in members)
+        total = sum(float(g.nodes[m].get("value_sum", 0.0) or 0.0) for m in members)
+    return visits, mean(total, visits)
+
+
+def leaf_outcome(g: nx.DiGraph, node: int) -> str | None:
+    """"success" / "failure" for a node where trajectories end (a leaf of the tree, or an inner
+    node some trajectory stopped at), by its best terminal reward; None elsewhere."""
+    rewards = g.nodes[node].get("terminal_rewards") or []
+    if not rewards and g.out_degree(node) == 0 and g.nodes[node].get("visits"):
+        # A leaf without stored terminal rewards: its trajectories all ended here.
+        return "success" if g.nodes[node].get("successes", 0) else "failure"
+    if not rewards:
+        return None
+    return "success" if max(rewards) >= 1.0 else "failure"
+
+
+def best_path_edges(g: nx.DiGraph) -> set[tuple[int, int]]:
+    """The (parent, child) edges of the MCTS best path stored in g.graph["best_path"]
+    (with or without the root at its head)."""
+    path = [int(n) for n in g.graph.get("best_path") or []]
+    if not path:
+        return set()
+    if path[0] != 0:
+        path = [0, *path]
+    return {(a, b) for a, b in zip(path, path[1:], strict=False) if g.has_edge(a, b)}
+
+
+def unique(texts: Sequence[str] | None) -> list[str]:
+    """Distinct non-empty texts in first-seen order."""
+    seen: dict[str, None] = {}
+    for t in texts or []:
+        if t and t not in seen:
+            seen[t] = None
+    return list(seen)
+
+
+def node_details(g: nx.DiGraph, node: int) -> dict[str, Any]:
+    """Everything the node panel shows (raw strings: the page renders them as text)."""
+    d = g.nodes[node]
+    visits, value = node_stats(g, node)
+    mcts_visits, q = node_stats(g, node, kind="mcts")
+    return {
+        "node": node,
+        "depth": int(d.get("depth", 0)),
+        "action": d.get("action", "") or "",
+        "thoughts": unique(d.get("thoughts")),
+        "observations": unique(d.get("observations")),
+        "visits": visits,
+        "value": value,
+        "successes": int(d.get("successes", 0) or 0),
+        "failures": int(d.get("failures", 0) or 0),
+        "terminal_rewards": list(d.get("terminal_rewards") or []),
+        "mcts_visits": mcts_visits,
+        "q": q,
+        "children": g.out_degree(node),
+        "path": [g.nodes[n].get("action", "") for n in path_to(g, node)[1:]],
+        "on_best_path": node == 0 or any(node == b for _, b in best_path_edges(g)),
+    }
+
+
+# -- task picker ------------------------------------------------------------------------------
+TASK_SORTS = {
+    "size": ("n_nodes", False),
+    "success rate": ("success_rate", False),
+    "branching": ("n_branching", False),
+    "task id": ("task_id", True),
+}
+
+
+def task_table(trees: pd.DataFrame, roots: pd.DataFrame, sort: str = "size") -> pd.DataFrame:
+    """One row per tree: env, task_id, tree_id, instruction, n_nodes, n_trajectories,
+    n_branching, success_rate (successes / visits at the root), sorted by `sort`
+    (a key of TASK_SORTS; ties by task id)."""
+    cols = ["tree_id", "env", "task_id", "instruction", "n_nodes", "n_trajectories", "n_branching"]
+    if trees.empty:
+        return pd.DataFrame(columns=[*cols, "success_rate"])
+    df = trees[cols].copy()
+    rate = roots.set_index("tree_id").eval("successes / visits") if not roots.empty else pd.Series()
+    df["success_rate"] = df["tree_id"].map(rate).astype(float)
+    col, ascending = TASK_SORTS[sort]
+    keys = [col] if col == "task_id" else [col, "task_id"]
+    return df.sort_values(keys, ascending=[ascending] + [True] * (len(keys) - 1),
+                          na_position="last").reset_index(drop=True)
+
+
+def task_label(row: Mapping[str, Any]) -> str:
+    """The picker's line for a tree: task id, size, success rate, branching, instruction."""
+    rate = row.get("success_rate")
+    rate_s = "–" if rate is None or pd.isna(rate) else f"{rate:.0%}"
+    instr = _SPACE.sub(" ", str(row.get("instruction") or ""))[:70]
+    return (f"{row['task_id']} · {int(row['n_nodes'])} nodes · {rate_s} success · "
+            f"{int(row['n_branching'])} branches · {instr}")
+
+
+# -- pairs ------------------------------------------------------------------------------------
+def messages(value: Any) -> list[dict[str, str]]:
+    """A stored conversation (JSON text or list) as a list of {role, content}."""
+    if isinstance(value, str):
+        value = json.loads(value) if value else []
+    return [{"role": str(m.get("role", "")), "content": str(m.get("content", ""))} for m in value or []]
+
+
+def first_difference(a: Sequence[Any], b: Sequence[Any]) -> int | None:
+    """Index of the first position where two sequences differ (a shorter one differs where it
+    ends); None when they are equal."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+@dataclass
+class PairView:
+    """One pair ready to show: the shared prefix, both continuations, where they diverge."""
+
+    prompt: list[dict[str, str]]
+    chosen: list[dict[str, str]]
+    rejected: list[dict[str, str]]
+    diverge: int | None  # index in chosen/rejected of the first differing message
+    chosen_value: float
+    rejected_value: float
+    chosen_success: bool
+    rejected_success: bool
+
+
+def pair_view(row: Mapping[str, Any]) -> PairView:
+    """Shape a row of Store.pairs_frame for display."""
+    chosen, rejected = messages(row["chosen"]), messages(row["rejected"])
+    return PairView(
+        prompt=messages(row["prompt"]), chosen=chosen, rejected=rejected,
+        diverge=first_difference([m["content"] for m in chosen], [m["content"] for m in rejected]),
+        chosen_value=float(row["chosen_value"]), rejected_value=float(row["rejected_value"]),
+        chosen_success=bool(row["chosen_success"]), rejected_success=bool(row["rejected_success"]),
+    )
+
+
+def pair_label(row: Mapping[str, Any]) -> str:
+    """A pair's line in the picker."""
+    return (f"{row['task_id']} · node {int(row['node_id'])} · {row['granularity']} · "
+            f"margin {float(row['margin']):.2f} · {row['pair_id']}")
+
+
+# -- compare ----------------------------------------------------------------------------------
+def first_divergence(action_lists: Sequence[Sequence[str]]) -> int | None:
+    """First step index where the episodes' (normalized) actions are not all equal, counting an
+    episode that has already ended as different; None when all are identical (or fewer than 2)."""
+    if len(action_lists) < 2:
+        return None
+    norm = [[normalize_action(a) for a in acts] for acts in action_lists]
+    longest = max(len(a) for a in norm)
+    for i in range(longest):
+        if len({a[i] if i < len(a) else None for a in norm}) > 1:
+            return i
+    return None
+
+
+def compare_rows(episodes: Sequence[Trajectory]) -> list[list[dict[str, str] | None]]:
+    """Step-aligned rows: row i holds, for each episode, its step i as {thought, action,
+    observation, reward}, or None once that episode has ended."""
+    longest = max((len(e.steps) for e in episodes), default=0)
+    rows = []
+    for i in range(longest):
+        row: list[dict[str, str] | None] = []
+        for e in episodes:
+            if i < len(e.steps):
+                s = e.steps[i]
+                row.append({"thought": s.thought, "action": s.action,
+                            "observation": s.observation, "reward": f"{s.reward:.2f}"})
+            else:
+                row.append(None)
+        rows.append(row)
+    return rows
+
+
+DEFAULT_COMPARE = ("sft-weak", "sft-strong", "treedpo", "mcts")
+
+
+def default_compare_models(available: Sequence[str], results: pd.DataFrame) -> list[str]:
+    """Up to four models to compare by default: the models of the methods weak SFT, strong SFT,
+    TreeDPO and MCTS in the results table (the paper's Figure 5), else the first four."""
+    picked: list[str] = []
+    if not results.empty and {"method", "model"} <= set(results.columns):
+        latest = results.sort_values("created_at") if "created_at" in results else results
+        by_method = {_method_key(m): mod for m, mod in zip(latest["method"], latest["model"], strict=True)}
+        for key in DEFAULT_COMPARE:
+            mod = by_method.get(key)
+            if mod in available and mod not in picked:
+                picked.append(mod)
+    if not picked:
+        picked = list(available[:4])
+    return picked
+
+
+def _method_key(method: str) -> str:
+    """"SFT (weak)", "sft_weak", "SFT-weak" → "sft-weak"."""
+    return re.sub(r"[^a-z0-9]+", "-", str(method).lower()).strip("-")
+
+
+# -- results ----------------------------------------------------------------------------------
+def latest_experiment(results: pd.DataFrame) -> str | None:
+    """The experiment id of the most recent results row."""
+    if results.empty:
+        return None
+    return str(results.sort_values("created_at")["experiment_id"].iloc[-1])
+
+
+def method_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Average reward and success rate per method (rows, in first-appearance order) and env
+    (columns `<env> reward`, `<env> success`), averaged over seeds; only the largest
+    trajectories-per-task setting of each method and env counts."""
+    if results.empty:
+        return pd.DataFrame()
+    df = results.copy()
+    df["trajs_per_task"] = df["trajs_per_task"].fillna(-1)
+    top = df.groupby(["method", "env"])["trajs_per_task"].transform("max")
+    df = df[df["trajs_per_task"] == top]
+    agg = df.groupby(["method", "env"], sort=False)[["avg_reward", "success_rate"]].mean()
+    wide = agg.unstack("env")
+    wide.columns = [f"{env} {'reward' if col == 'avg_reward' else 'success'}" for col, env in wide.columns]
+    order = list(dict.fromkeys(df["method"]))
+    envs = list(dict.fromkeys(df["env"]))
+    cols = [f"{e} {k}" for e in envs for k in ("reward", "success")]
+    return wide.reindex(index=order, columns=cols)
+
+
+def score_curves(steps: pd.DataFrame) -> pd.DataFrame:
+    """Mean score per time step and model (the paper's Figure 3). `steps` has columns
+    model, traj_id, idx, score; an episode that ended keeps its last score for later steps.
+    Returns columns model, step (1-based), score."""
+    if steps.empty:
+        return pd.DataFrame(columns=["model", "step", "score"])
+    s = steps.dropna(subset=["score"])
+    if s.empty:
+        return pd.DataFrame(columns=["model", "step", "score"])
+    wide = s.pivot_table(index="traj_id", columns="idx", values="score", aggfunc="last")
+    wide = wide.reindex(columns=range(int(s["idx"].max()) + 1)).ffill(axis=1)
+    model = s.drop_duplicates("traj_id").set_index("traj_id")["model"]
+    wide["model"] = model.reindex(wide.index)
+    long = wide.groupby("model").mean().stack().rename("score").reset_index()
+    long.columns = ["model", "step", "score"]
+    long["step"] = long["step"].astype(int) + 1
+    return long
+
+
+def trajectory_curves(results: pd.DataFrame) -> pd.DataFrame:
+    """Performance versus number of trajectories per task (the paper's Figure 4): for each
+    method and env with results at 2+ settings, the mean over seeds at each setting."""
+    if results.empty:
+        return pd.DataFrame(columns=["method", "env", "trajs_per_task", "avg_reward", "success_rate"])
+    df = results.dropna(subset=["trajs_per_task"])
+    counts = df.groupby(["method", "env"])["trajs_per_task"].transform("nunique")
+    df = df[counts >= 2]
+    return (df.groupby(["method", "env", "trajs_per_task"], as_index=False)[["avg_reward", "success_rate"]]
+            .mean().sort_values(["env", "method", "trajs_per_task"]).reset_index(drop=True))

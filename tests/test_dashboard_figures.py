@@ -1,0 +1,247 @@
+"""Pure dashboard functions: tree layout and caps, tree/icicle figures, escaping, data shaping."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.trajectory import Step, Trajectory
+from core.tree import build_tree
+from dashboard import figures, layout, shaping
+
+
+def make_tree(parents: dict[int, int], visits: dict[int, int] | None = None,
+              values: dict[int, float] | None = None, best: list[int] | None = None) -> nx.DiGraph:
+    """A small tree from {child: parent}; visits default 1, value_sum default 0."""
+    g = nx.DiGraph(tree_id="shop/x", env="shop", task_id="x", best_path=best or [])
+    ids = [0, *parents]
+    for n in ids:
+        g.add_node(n, depth=0, action=f"a{n}" if n else "", thoughts=[], observations=[],
+                   visits=(visits or {}).get(n, 1), value_sum=(values or {}).get(n, 0.0),
+                   successes=0, failures=0, terminal_rewards=[], mcts_visits=0, mcts_value_sum=0.0)
+    for c, p in parents.items():
+        g.add_edge(p, c)
+        g.nodes[c]["depth"] = g.nodes[p]["depth"] + 1
+    return g
+
+
+# root 0 -> 1, 2, 3 ; 1 -> 4, 5 ; 3 -> 6 ; 6 -> 7
+PARENTS = {1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 3, 7: 6}
+
+
+def assert_tidy(view: layout.TreeView) -> None:
+    """Parents one row above their children; nodes of one row at least 1 apart; children
+    left to right in display order."""
+    for i, p in enumerate(view.parents):
+        if p >= 0:
+            assert view.depth[i] == view.depth[p] + 1
+    for d in set(view.depth.tolist()):
+        xs = np.sort(view.x[view.depth == d])
+        assert np.all(np.diff(xs) >= 1 - 1e-9)
+    kids: dict[int, list[int]] = {}
+    for i, p in enumerate(view.parents):
+        kids.setdefault(p, []).append(i)
+    for ks in kids.values():
+        assert list(view.x[ks]) == sorted(view.x[ks])
+
+
+def test_layout_is_a_tidy_top_down_tree():
+    g = make_tree(PARENTS)
+    view = layout.layout_tree(g)
+    assert sorted(view.nodes) == list(range(8))
+    assert view.depth[view.index(0)] == 0 and view.depth[view.index(7)] == 3
+    assert_tidy(view)
+    # insertion order: 1 left of 2 left of 3
+    assert view.x[view.index(1)] < view.x[view.index(2)] < view.x[view.index(3)]
+
+
+def test_layout_of_a_real_built_tree_is_tidy():
+    trajs = [Trajectory("shop", "t", "buy", [Step(a) for a in acts], reward=r)
+             for acts, r in ((["s", "a", "b"], 1.0), (["s", "a", "c"], 0.0), (["s", "d"], 0.5),
+                             (["e"], 0.0), (["s", "a", "b", "f"], 0.2))]
+    g = build_tree(trajs)
+    view = layout.layout_tree(g)
+    assert len(view.nodes) == g.number_of_nodes()
+    assert_tidy(view)
+
+
+def test_children_cap_folds_least_visited_and_keeps_best_path():
+    visits = {0: 10, 1: 1, 2: 5, 3: 4, 4: 1, 5: 1, 6: 4, 7: 4}
+    g = make_tree(PARENTS, visits=visits)
+    nodes, parents, hidden, groups = layout.cap_tree(g, max_children=2)
+    # node 0 keeps 2 and 3 (most visits), folds 1 with its subtree (1, 4, 5)
+    assert groups == {layout.group_id(0): [1]}
+    assert 1 not in nodes and 4 not in nodes
+    assert hidden[nodes.index(layout.group_id(0))] == 3
+    # cap 1 keeps the most visited child (2) plus the path to node 4 (1, then 4); the rest folds
+    nodes, _, _, groups = layout.cap_tree(g, max_children=1, keep=[4])
+    assert 1 in nodes and 4 in nodes and 2 in nodes
+    assert groups[layout.group_id(0)] == [3]
+    assert groups[layout.group_id(1)] == [5]
+
+
+def test_depth_cap_hides_deeper_nodes_and_counts_them():
+    g = make_tree(PARENTS)
+    nodes, _, hidden, _ = layout.cap_tree(g, max_depth=1)
+    assert sorted(nodes) == [0, 1, 2, 3]
+    assert hidden[nodes.index(1)] == 2 and hidden[nodes.index(3)] == 2 and hidden[nodes.index(2)] == 0
+    nodes, _, hidden, _ = layout.cap_tree(g, max_depth=1, keep=[7])  # the path to 7 goes on
+    assert sorted(nodes) == [0, 1, 2, 3, 6, 7]
+    assert hidden[nodes.index(3)] == 0
+
+
+def test_tree_figure_colours_sizes_and_best_path():
+    visits = {0: 4, 1: 2, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1}
+    values = {0: 2.0, 1: 1.5, 2: 0.0, 3: 0.5, 4: 1.0, 5: 0.5, 6: 0.5, 7: 0.5}
+    g = make_tree(PARENTS, visits, values, best=[1, 4])
+    g.nodes[4]["terminal_rewards"] = [1.0]
+    g.nodes[5]["terminal_rewards"] = [0.5]
+    view = layout.layout_tree(g)
+    fig = figures.tree_figure(g, view, "data", selected=5)
+    nodes = next(t for t in fig.data if t.name == "nodes")
+    ids = list(nodes.customdata)
+    assert sorted(ids) == list(range(8))
+    colors = dict(zip(ids, nodes.marker.color, strict=True))
+    assert colors[0] == pytest.approx(0.5) and colors[1] == pytest.approx(0.75) and colors[2] == 0.0
+    sizes = dict(zip(ids, nodes.marker.size, strict=True))
+    assert sizes[0] > sizes[1] > sizes[2]  # size grows with visits
+    assert list(nodes.text)[ids.index(0)] == "4"  # label = visits
+    symbols = dict(zip(ids, nodes.marker.symbol, strict=True))
+    assert symbols[4] == "star" and symbols[5] == "x" and symbols[1] == "circle"
+    best = next(t for t in fig.data if t.name == "MCTS best path")
+    segs = {(best.x[i], best.y[i], best.x[i + 1], best.y[i + 1]) for i in range(0, len(best.x), 3)}
+    pos = {n: (view.x[view.index(n)], view.depth[view.index(n)]) for n in (0, 1, 4)}
+    assert segs == {(*pos[0], *pos[1]), (*pos[1], *pos[4])}
+    assert fig.layout.yaxis.autorange == "reversed"  # root on top
+    assert any(t.name == "selected" and list(t.customdata) == [5] for t in fig.data)
+
+
+def test_mcts_kind_colours_by_q_and_greys_unvisited():
+    g = make_tree({1: 0, 2: 0})
+    g.nodes[1].update(mcts_visits=4, mcts_value_sum=3.0)
+    fig = figures.tree_figure(g, layout.layout_tree(g), "mcts")
+    nodes = next(t for t in fig.data if t.name == "nodes")
+    colors = dict(zip(nodes.customdata, nodes.marker.color, strict=True))
+    assert colors[1] == pytest.approx(0.75)
+    grey = next(t for t in fig.data if t.name == "no statistics")
+    assert sorted(grey.customdata) == [0, 2]
+    assert nodes.marker.colorbar.title.text == "MCTS Q"
+
+
+def test_hover_text_and_icicle_labels_escape_html():
+    g = make_tree({1: 0})
+    g.nodes[1]["action"] = "click[<script>alert(1)</script> & <b>x</b>]"
+    fig = figures.tree_figure(g, layout.layout_tree(g))
+    hover = " ".join(next(t for t in fig.data if t.name == "nodes").hovertext)
+    assert "<script>" not in hover and "<b>x" not in hover
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;x&lt;/b&gt;" in hover
+    ice = figures.icicle_figure(g)
+    assert "<script>" not in json.dumps(list(ice.data[0].labels) + list(ice.data[0].hovertext))
+    assert list(ice.data[0].values) == [1, 1] and ice.data[0].branchvalues == "total"
+
+
+def test_escape_flattens_and_shortens():
+    assert shaping.escape("a\n  <i>b</i>", 6) == "a &lt;i&gt;…"
+    assert shaping.escape(None) == ""
+
+
+def test_folded_group_sums_members():
+    visits = {0: 9, 1: 5, 2: 3, 3: 1}
+    values = {0: 4.0, 1: 2.0, 2: 1.5, 3: 0.5}
+    g = make_tree({1: 0, 2: 0, 3: 0}, visits, values)
+    view = layout.layout_tree(g, max_children=1)
+    gid = layout.group_id(0)
+    assert view.groups[gid] == [2, 3]
+    assert shaping.node_stats(g, gid, view.groups) == (4, pytest.approx(0.5))
+    fig = figures.tree_figure(g, view)
+    nodes = next(t for t in fig.data if t.name == "nodes")
+    assert dict(zip(nodes.customdata, nodes.marker.symbol, strict=True))[gid] == "square"
+
+
+def test_node_details_and_leaf_outcome():
+    trajs = [Trajectory("shop", "t", "buy", [Step("s", "obs1", "think"), Step("a", "won")], reward=1.0),
+             Trajectory("shop", "t", "buy", [Step("s", "obs1", "think"), Step("b", "lost")], reward=0.0),
+             Trajectory("shop", "t", "buy", [Step("s", "obs2", "other")], reward=0.0)]
+    g = build_tree(trajs)
+    s = next(iter(g.successors(0)))
+    d = shaping.node_details(g, s)
+    assert d["action"] == "s" and d["visits"] == 3 and d["value"] == pytest.approx(1 / 3)
+    assert d["thoughts"] == ["think", "other"] and d["observations"] == ["obs1", "obs2"]
+    assert (d["successes"], d["failures"], d["children"], d["path"]) == (1, 2, 2, ["s"])
+    a, b = sorted(g.successors(s))
+    assert shaping.leaf_outcome(g, a) == "success" and shaping.leaf_outcome(g, b) == "failure"
+    assert shaping.leaf_outcome(g, s) == "failure"  # the third trajectory stopped here
+    assert shaping.node_details(g, b)["path"] == ["s", "b"]
+    assert math.isnan(shaping.node_details(g, a)["q"])  # no MCTS yet
+
+
+def test_first_divergence():
+    assert shaping.first_divergence([["a", "b"], ["A ", "c"]]) == 1
+    assert shaping.first_divergence([["a", "b"], ["a", "b"]]) is None
+    assert shaping.first_divergence([["a", "b"], ["a", "b", "c"]]) == 2  # one ended
+    assert shaping.first_divergence([["x"], ["a"], ["a"]]) == 0
+    assert shaping.first_divergence([["a"]]) is None
+
+
+def test_pair_view_marks_the_diverging_message():
+    row = {"prompt": json.dumps([{"role": "user", "content": "task"}]),
+           "chosen": json.dumps([{"role": "assistant", "content": "Action: a"},
+                                 {"role": "user", "content": "Observation: o"},
+                                 {"role": "assistant", "content": "Action: win"}]),
+           "rejected": json.dumps([{"role": "assistant", "content": "Action: a"},
+                                   {"role": "user", "content": "Observation: o"},
+                                   {"role": "assistant", "content": "Action: lose"}]),
+           "chosen_value": 1.0, "rejected_value": 0.0, "chosen_success": True, "rejected_success": False}
+    v = shaping.pair_view(row)
+    assert v.diverge == 2 and v.prompt[0]["content"] == "task" and v.chosen_success
+
+
+def test_task_table_sorts():
+    trees = pd.DataFrame({"tree_id": ["e/a", "e/b", "e/c"], "env": "e", "task_id": ["a", "b", "c"],
+                          "instruction": "", "n_nodes": [5, 9, 7], "n_trajectories": 4,
+                          "n_branching": [3, 1, 2]})
+    roots = pd.DataFrame({"tree_id": ["e/a", "e/b", "e/c"], "visits": [4, 4, 4], "successes": [1, 0, 4]})
+    assert shaping.task_table(trees, roots, "size")["task_id"].tolist() == ["b", "c", "a"]
+    assert shaping.task_table(trees, roots, "branching")["task_id"].tolist() == ["a", "c", "b"]
+    t = shaping.task_table(trees, roots, "success rate")
+    assert t["task_id"].tolist() == ["c", "a", "b"] and t["success_rate"].tolist() == [1.0, 0.25, 0.0]
+
+
+def test_method_table_and_curves():
+    res = pd.DataFrame([
+        {"experiment_id": "x", "env": "shop", "method": "sft-weak", "model": "w", "seed": 0,
+         "trajs_per_task": 4, "avg_reward": 0.2, "success_rate": 0.1},
+        {"experiment_id": "x", "env": "shop", "method": "sft-weak", "model": "w", "seed": 1,
+         "trajs_per_task": 4, "avg_reward": 0.4, "success_rate": 0.3},
+        {"experiment_id": "x", "env": "shop", "method": "treedpo", "model": "t", "seed": 0,
+         "trajs_per_task": 2, "avg_reward": 0.5, "success_rate": 0.5},
+        {"experiment_id": "x", "env": "shop", "method": "treedpo", "model": "t", "seed": 0,
+         "trajs_per_task": 4, "avg_reward": 0.7, "success_rate": 0.6},
+    ])
+    table = shaping.method_table(res)
+    assert table.index.tolist() == ["sft-weak", "treedpo"]
+    assert table.loc["sft-weak", "shop reward"] == pytest.approx(0.3)
+    assert table.loc["treedpo", "shop success"] == pytest.approx(0.6)  # largest setting only
+    curves = shaping.trajectory_curves(res)
+    assert curves["method"].unique().tolist() == ["treedpo"]
+    assert curves["avg_reward"].tolist() == [0.5, 0.7]
+
+
+def test_score_curves_carry_the_last_score_forward():
+    steps = pd.DataFrame({"model": ["m", "m", "m", "m", "m"], "traj_id": ["a", "a", "a", "b", "b"],
+                          "idx": [0, 1, 2, 0, 1], "score": [10.0, 20.0, 50.0, 0.0, 30.0]})
+    c = shaping.score_curves(steps)
+    assert c["step"].tolist() == [1, 2, 3]
+    assert c["score"].tolist() == pytest.approx([5.0, 25.0, 40.0])  # b keeps 30 at step 3
+
+
+def test_default_compare_models_follow_figure_5():
+    res = pd.DataFrame({"method": ["SFT-weak", "TreeDPO", "mcts", "SFT strong"],
+                        "model": ["w", "t", "m", "s"], "created_at": pd.Timestamp("2026-01-01")})
+    assert shaping.default_compare_models(["m", "s", "t", "w", "z"], res) == ["w", "s", "t", "m"]
+    assert shaping.default_compare_models(["a", "b"], res.iloc[:0]) == ["a", "b"]
