@@ -70,7 +70,13 @@ class Catalog:
         self.seed = seed
         self.products: list[Product] = generate_catalog(seed, n_products, n_categories)
         self.by_asin = {p.asin.lower(): i for i, p in enumerate(self.products)}
-        self.bm25 = BM25Okapi([tokenize(p.search_text()) for p in self.products])
+        docs = [tokenize(p.search_text()) for p in self.products]
+        self.bm25 = BM25Okapi(docs)
+        # which products hold each token: BM25 only needs to score those (the rest score 0)
+        self._postings: dict[str, set[int]] = {}
+        for i, doc in enumerate(docs):
+            for tok in doc:
+                self._postings.setdefault(tok, set()).add(i)
         self._search_cache: dict[tuple[str, ...], list[int]] = {}
 
     def search(self, query: str) -> list[int]:
@@ -78,9 +84,10 @@ class Catalog:
         key = tuple(tokenize(query))
         hit = self._search_cache.get(key)
         if hit is None:
-            scores = self.bm25.get_scores(list(key)) if key else np.zeros(len(self.products))
+            cand = np.array(sorted(set().union(*(self._postings.get(t, ()) for t in key))), dtype=int)
+            scores = np.asarray(self.bm25.get_batch_scores(list(key), cand)) if len(cand) else np.zeros(0)
             order = np.argsort(-scores, kind="stable")[:MAX_RESULTS]
-            hit = [int(i) for i in order if scores[i] > 0]
+            hit = [int(cand[i]) for i in order if scores[i] > 0]
             if len(self._search_cache) > 50_000:  # bounded: random policies invent many queries
                 self._search_cache.clear()
             self._search_cache[key] = hit

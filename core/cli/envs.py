@@ -1,0 +1,154 @@
+"""Environment commands: collect, replay.
+
+    w2stree collect --env ENV --policy {expert,random,MODEL} [--split train]
+                    [--tasks N | --task-ids ID ...] [--schedule paper | --samples K
+                    --temperature T --top-p P] [--max-steps S] [--workers W] [--batch-size B]
+                    [--resume RUN_ID] [--seed S] [--env-arg KEY=VALUE ...] [--source collect|eval]
+    w2stree replay  [--env ENV] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from core.agents.base import PAPER_SCHEDULE, Policy, Sampling
+from core.errors import UserError
+from core.store import Store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the environment verbs to the `w2stree` parser."""
+    p = sub.add_parser("collect", help="run a policy on an environment's tasks and store the episodes",
+                       description="Run episodes (one per task and sampling setting) and store every "
+                                   "trajectory as it finishes. Ctrl-C keeps what finished; continue "
+                                   "with --resume RUN_ID.")
+    p.add_argument("--env", required=True, help="environment: shop, sciworld, alfworld, webshop")
+    p.add_argument("--policy", required=True,
+                   help="expert, random, or a model (preset name, local path or hub id)")
+    p.add_argument("--split", default="train", help="task split (default: train)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--tasks", type=int, metavar="N", help="the first N tasks of the split (default: all)")
+    which.add_argument("--task-ids", nargs="+", metavar="ID", help="these task ids")
+    p.add_argument("--schedule", choices=("paper",),
+                   help="paper: greedy + (T, top-p) = (0.7, 0.9), (1.0, 0.8), (1.0, 0.9)")
+    p.add_argument("--samples", type=int, default=1, metavar="K", help="K episodes per task at one setting")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, metavar="S", help="step limit (default: the env's)")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="env worker processes (default 1)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B",
+                   help="episodes run in lockstep, one env each (default 32)")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished episodes")
+    p.add_argument("--seed", type=int, default=0, help="policy / sampling seed (default 0)")
+    p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment constructor argument, e.g. seed=1 or n_products=2000 (repeatable)")
+    p.add_argument("--source", choices=("collect", "eval"), default="collect",
+                   help="stored source: collect (exploration, demonstrations) or eval")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("replay", help="replay stored trajectories and check their rewards and scores",
+                       description="Replay every stored trajectory in a fresh env of its task and report "
+                                   "where the reward (or ScienceWorld's per-step score) differs. Exit "
+                                   "status 1 when anything differs.")
+    p.add_argument("--env", help="only this environment")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N trajectories")
+    p.set_defaults(func=cmd_replay)
+
+
+def parse_env_args(items: list[str]) -> dict[str, Any]:
+    """`["seed=1", "name=x"]` -> `{"seed": 1, "name": "x"}` (values as JSON when they parse)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--env-arg {item!r} is not KEY=VALUE; e.g. --env-arg seed=1")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def schedule_from_args(args: argparse.Namespace) -> list[Sampling]:
+    """The sampling settings: the paper schedule, or K samples at one (temperature, top-p)."""
+    if args.schedule == "paper":
+        return list(PAPER_SCHEDULE)
+    if args.samples < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise UserError("need --samples >= 1, --temperature >= 0 and 0 < --top-p <= 1")
+    base = Sampling(args.temperature, args.top_p)
+    if args.samples == 1:
+        return [base]
+    if base.greedy:
+        raise UserError(f"--samples {args.samples} with greedy decoding gives identical episodes; "
+                        "set --temperature > 0")
+    return [Sampling(base.temperature, base.top_p, f"{base.name()}#{i}") for i in range(args.samples)]
+
+
+def make_policy(name: str, env: str, env_kwargs: dict[str, Any], seed: int, store: Store) -> Policy:
+    """expert / random / a model handled by core.agents.hf.HFPolicy."""
+    from core.agents.scripted import ExpertPolicy, RandomPolicy
+
+    if name == "expert":
+        return ExpertPolicy(env, **env_kwargs)
+    if name == "random":
+        return RandomPolicy(seed)
+    try:
+        from core.agents.hf import HFPolicy
+    except ModuleNotFoundError as exc:
+        if exc.name != "core.agents.hf":
+            raise
+        raise UserError(f"--policy {name!r}: model policies are not available in this install "
+                        "(core.agents.hf is missing); use expert or random") from exc
+    return HFPolicy(name, seed=seed, store=store)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from core.collect import collect
+    from core.envs.base import make_env
+
+    env_kwargs = parse_env_args(args.env_arg)
+    schedule = schedule_from_args(args)
+    store = Store()
+    if args.task_ids:
+        task_ids = args.task_ids
+    else:
+        with make_env(args.env, **env_kwargs) as env:
+            if args.split not in env.splits():
+                raise UserError(f"env {args.env!r} has no split {args.split!r}; splits: {', '.join(env.splits())}")
+            task_ids = [t.task_id for t in env.tasks(args.split)]
+        if args.tasks is not None:
+            if args.tasks < 1:
+                raise UserError(f"--tasks must be >= 1, got {args.tasks}")
+            task_ids = task_ids[:args.tasks]
+    policy = make_policy(args.policy, args.env, env_kwargs, args.seed, store)
+    try:
+        res = collect(store, args.env, policy, task_ids, schedule, max_steps=args.max_steps,
+                      workers=args.workers, batch_size=args.batch_size, source=args.source,
+                      run_id=args.resume, resume=bool(args.resume), env_kwargs=env_kwargs, seed=args.seed)
+    finally:
+        policy.close()
+    print(f"run {res.run_id}: {res.n_episodes} episodes, average reward {res.avg_reward:.3f}, "
+          f"success rate {res.success_rate:.1%} (store {store.path})")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from core.replay import replay
+
+    report = replay(Store(), env=args.env, limit=args.limit)
+    print(f"replayed {report.checked} trajectories: {len(report.mismatches)} mismatches, "
+          f"{len(report.skipped)} skipped")
+    reasons: dict[str, int] = {}
+    for _, reason in report.skipped:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, n in reasons.items():
+        print(f"  skipped {n}: {reason}")
+    for m in report.mismatches[:50]:
+        print(f"  {m.traj_id} ({m.env}/{m.task_id}) step {m.step}: {m.field} expected {m.expected!r}, "
+              f"got {m.got!r}", file=sys.stderr)
+    if len(report.mismatches) > 50:
+        print(f"  ... and {len(report.mismatches) - 50} more", file=sys.stderr)
+    return 1 if report.mismatches else 0
