@@ -1,0 +1,165 @@
+"""`HFPolicy`: a Hugging Face causal LM answering many live episodes per `generate` call.
+
+* Prompt: the request's chat (`request.messages`) through the tokenizer's chat template with
+  `add_generation_prompt=True`.
+* History truncation: when the prompt plus `max_new_tokens` exceeds the context, the oldest step
+  turns (assistant reply + its observation, in pairs) are dropped first; the prefix — system turn,
+  "OK", the one-shot example and the task message — is always kept, and so are the newest turns.
+  Only if the prefix plus the last turn alone still do not fit are the oldest tokens cut.
+* Batching: requests are sorted by prompt length and answered in chunks of `batch_size`, each with
+  one left-padded `generate` call.
+* Sampling per request: `request.sampling` may differ inside one batch (the `paper` schedule).
+  Generation itself is greedy; a logits processor draws the token of each sampled row (temperature,
+  then top-p) and leaves only that token, so greedy rows are exactly greedy. Each sampled row
+  draws from its own generator seeded by (policy seed, request seed, task, step), so an episode
+  samples the same way whatever batch it is in, and a run is reproducible.
+* Stop: at the model's end-of-turn / eos tokens; the reply is the decoded new text, cut before a
+  hallucinated `Observation:` line.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from core.agents.base import Policy, Request, Sampling
+from core.errors import UserError
+
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+class _RowSampler(LogitsProcessor):
+    """Per-row temperature/top-p sampling inside a greedy `generate`: a sampled row's scores
+    become -inf except for the drawn token; greedy rows (None) pass through untouched."""
+
+    def __init__(self, settings: Sequence[Sampling | None], seeds: Sequence[int]) -> None:
+        self.rows = [i for i, s in enumerate(settings) if s is not None and not s.greedy]
+        self.temps = torch.tensor([settings[i].temperature for i in self.rows])
+        self.top_p = torch.tensor([settings[i].top_p for i in self.rows])
+        self.gens = [torch.Generator().manual_seed(seeds[i]) for i in self.rows]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.rows:
+            return scores
+        rows = torch.tensor(self.rows, device=scores.device)
+        logits = scores[rows].float().cpu() / self.temps[:, None]
+        probs = logits.softmax(-1)
+        sorted_p, order = probs.sort(-1, descending=True)
+        # keep the smallest set of most likely tokens whose mass reaches top_p (at least one)
+        drop_sorted = ((sorted_p.cumsum(-1) - sorted_p) >= self.top_p[:, None]) & (self.top_p[:, None] < 1.0)
+        probs = probs.scatter(-1, order, sorted_p.masked_fill(drop_sorted, 0.0))
+        picks = [int(torch.multinomial(probs[k], 1, generator=g)) for k, g in enumerate(self.gens)]
+        out = scores.clone()
+        out[rows] = float("-inf")
+        out[rows, torch.tensor(picks, device=scores.device)] = 0.0
+        return out
+
+
+class HFPolicy(Policy):
+    """A causal LM as a batched ReAct policy (see the module docstring for the exact behaviour)."""
+
+    def __init__(self, model: str, *, device: str | None = None, max_new_tokens: int = 64,
+                 max_context: int | None = None, batch_size: int = 16, seed: int = 0,
+                 store=None, adapter: str | None = None) -> None:
+        from core.models.loading import load_model, model_name
+
+        if max_new_tokens < 1 or batch_size < 1:
+            raise UserError("HFPolicy: max_new_tokens and batch_size must be positive")
+        self.name = model_name(model, store)
+        self.model, self.tokenizer = load_model(model, device=device, adapter=adapter, merge=True,
+                                                store=store)
+        if not self.tokenizer.chat_template:
+            raise UserError(f"model {self.name!r} has no chat template; use an instruct/chat model "
+                            "or one of the presets (`w2stree models build`)")
+        self.tokenizer.padding_side = "left"
+        self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed
+        limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self.max_context = min(max_context, limit) if max_context else limit
+        if self.max_context <= max_new_tokens:
+            raise UserError(f"HFPolicy: max_context {self.max_context} leaves no room for the prompt "
+                            f"with max_new_tokens {max_new_tokens}")
+        self.stop_ids = self._stop_ids()
+        self.device = next(self.model.parameters()).device
+
+    def _stop_ids(self) -> list[int]:
+        tok = self.tokenizer
+        ids = {tok.eos_token_id}
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        vocab = tok.get_vocab()
+        ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
+        return sorted(i for i in ids if i is not None)
+
+    # -- prompts ---------------------------------------------------------------------------
+    def _encode(self, messages: list[dict[str, str]]) -> list[int]:
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        return list(out["input_ids"])
+
+    def prompt_ids(self, request: Request) -> list[int]:
+        """The prompt token ids of a request, truncated to fit (module docstring)."""
+        budget = self.max_context - self.max_new_tokens
+        msgs = request.messages
+        ids = self._encode(msgs)
+        if len(ids) <= budget:
+            return ids
+        # prefix = everything before the step turns (2 messages per step of history)
+        n_prefix = max(1, len(msgs) - 2 * len(request.history))
+        n_pairs = (len(msgs) - n_prefix) // 2
+        lo, hi = 1, n_pairs - 1  # drop the `k` oldest pairs; the newest pair always stays
+        best = None
+        while lo <= hi:
+            k = (lo + hi) // 2
+            cand = self._encode(msgs[:n_prefix] + msgs[n_prefix + 2 * k:])
+            if len(cand) <= budget:
+                best, hi = cand, k - 1
+            else:
+                lo = k + 1
+        if best is None:
+            best = self._encode(msgs[:n_prefix] + msgs[n_prefix + 2 * max(n_pairs - 1, 0):])[-budget:]
+        return best
+
+    def _row_seed(self, r: Request) -> int:
+        return zlib.crc32(f"{self.seed}/{r.seed}/{r.env}/{r.task_id}/{len(r.history)}".encode())
+
+    # -- generation ------------------------------------------------------------------------
+    def act(self, requests: list[Request]) -> list[str]:
+        """One reply per request, generated in left-padded batches of `batch_size`."""
+        prompts = [self.prompt_ids(r) for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
+        replies: list[str] = [""] * len(requests)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            texts = self._generate([prompts[i] for i in chunk], [requests[i] for i in chunk])
+            for i, text in zip(chunk, texts):
+                replies[i] = text
+        return replies
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[list[int]], requests: list[Request]) -> list[str]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            input_ids[row, width - len(p):] = torch.tensor(p)
+            attention[row, width - len(p):] = 1
+        sampler = _RowSampler([r.sampling for r in requests], [self._row_seed(r) for r in requests])
+        config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                                  eos_token_id=self.stop_ids, pad_token_id=pad)
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+            generation_config=config, logits_processor=LogitsProcessorList([sampler]),
+        )
+        return [self._decode(row[width:].tolist()) for row in out]
+
+    def _decode(self, ids: list[int]) -> str:
+        stops = set(self.stop_ids)
+        cut = next((i for i, t in enumerate(ids) if t in stops), len(ids))
+        text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+        lines = text.split("\n")
+        keep = next((i for i, ln in enumerate(lines) if i and ln.lstrip().lower().startswith("observation:")),
+                    len(lines))
+        return "\n".join(lines[:keep]).strip()

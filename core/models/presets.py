@@ -1,0 +1,118 @@
+"""Local model presets for the embedded default: one tokenizer, a `weak` and a `strong` model.
+
+Both models are Qwen2-style decoders built from scratch (random init, seeded), sharing the
+environment's tokenizer (core.models.tokenizer), so TreeDPO can use the SFT weak model as the
+reference of the strong one, as in the paper's W2S setting. Sizes: `weak` ≈ 0.4 M parameters,
+`strong` ≈ 6 M (embeddings tied). They are saved under `<models_dir>/<env>-tokenizer`,
+`<env>-weak`, `<env>-strong`, registered in the store under those names, and reused when present.
+
+The context (`max_position_embeddings`, 2048) holds the shop ReAct prompt (system turn, one-shot
+example, task) plus a full expert-length episode; tests/test_models.py measures it.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import UserError
+from core.paths import models_dir
+from core.store import Store
+
+#: Model sizes by role (Qwen2Config keyword arguments). Override per call with `configs=`.
+PRESET_CONFIGS: dict[str, dict[str, Any]] = {
+    "weak": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2),
+    "strong": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6,
+                   num_attention_heads=8, num_key_value_heads=4),
+}
+VOCAB_SIZE = 4096
+CONTEXT = 2048
+
+
+def preset_names(env: str) -> dict[str, str]:
+    """Store names of an environment's presets, by role."""
+    return {role: f"{env}-{role}" for role in ("tokenizer", "weak", "strong")}
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def saved_params(path: Path) -> int:
+    """Parameters stored in a model folder's safetensors files (read from headers only)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(f, framework="pt") as st:
+            total += sum(math.prod(st.get_slice(key).get_shape()) for key in st.keys())
+    return total
+
+
+def build_presets(env: str = "shop", store: Store | None = None, force: bool = False, *,
+                  out_dir: str | Path | None = None, n_tasks: int | None = None,
+                  configs: dict[str, dict[str, Any]] | None = None,
+                  vocab_size: int = VOCAB_SIZE, context: int = CONTEXT, seed: int = 0) -> dict[str, Path]:
+    """Build (or reuse) the tokenizer, weak and strong presets of `env`; returns their folders by role.
+
+    `out_dir` defaults to `core.paths.models_dir()`; `n_tasks` limits the expert episodes the
+    tokenizer is trained on (all train tasks when None); `force` rebuilds everything. Each model
+    is registered in `store` (the default store when None) with its role and parameter count.
+    """
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from core.models.tokenizer import env_corpus, train_tokenizer
+
+    root = Path(out_dir) if out_dir is not None else models_dir()
+    names = preset_names(env)
+    paths = {role: root / name for role, name in names.items()}
+    sizes = {**PRESET_CONFIGS, **(configs or {})}
+
+    tok_dir = paths["tokenizer"]
+    if force or not (tok_dir / "tokenizer.json").exists():
+        _clear(tok_dir)
+        tokenizer = train_tokenizer(env_corpus(env, n_tasks), vocab_size=vocab_size, model_max_length=context)
+        tokenizer.save_pretrained(tok_dir)
+        force = True  # new token ids: models built on an old tokenizer are stale
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+
+    params: dict[str, int] = {"tokenizer": 0}
+    for role in ("weak", "strong"):
+        path = paths[role]
+        if not force and (path / "config.json").exists():
+            params[role] = saved_params(path)
+            continue
+        _clear(path)
+        config = Qwen2Config(
+            vocab_size=len(tokenizer), max_position_embeddings=context, tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, **sizes[role],
+        )
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(seed + (0 if role == "weak" else 1))
+            model = Qwen2ForCausalLM(config)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        params[role] = count_params(model)
+
+    store = store if store is not None else Store()
+    for role, name in names.items():
+        store.register_model(name, str(paths[role]), role=role, params=params[role],
+                             data=f"{env} (built locally)")
+    return paths
+
+
+def _clear(path: Path) -> None:
+    """Remove a stale preset folder (only ever one of ours, under the models folder)."""
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{path} exists and is not a folder; move it away and rebuild")
+        shutil.rmtree(path)
