@@ -1,0 +1,42 @@
+"""Training the strong model: SFT, TreeDPO, MCTS-SFT and ETO-style DPO with TRL + PEFT, as jobs.
+
+Public API (the CLI, the dashboard's Train page and the pipeline use these):
+
+* `train(kind, config, store) -> Path`: train in this process (recorded as a job), return the model.
+* `start_job(kind, config, store=None, detach=True) -> job_id`: the same in a separate process.
+* `job_status`, `job_metrics`, `job_log_tail`, `list_jobs`, `sync_job`, `stop_job`, `resume_job`.
+* `command_line(kind, config)`: the equivalent `w2stree train ...` command.
+* `make_config(kind, preset, **overrides)`, `SFTTrainConfig`, `DPOTrainConfig`, `PRESETS`.
+
+Heavy libraries (torch, TRL) load only when a trainer is built, so the dashboard imports this
+module cheaply.
+"""
+
+from core.train.config import (
+    KINDS,
+    PRESETS,
+    DPOTrainConfig,
+    SFTTrainConfig,
+    TrainConfig,
+    config_class,
+    field_help,
+    make_config,
+)
+from core.train.jobs import (
+    command_line,
+    job_log_tail,
+    job_metrics,
+    job_status,
+    list_jobs,
+    resume_job,
+    start_job,
+    stop_job,
+    sync_job,
+    train,
+)
+
+__all__ = [
+    "KINDS", "PRESETS", "DPOTrainConfig", "SFTTrainConfig", "TrainConfig", "command_line", "config_class",
+    "field_help", "job_log_tail", "job_metrics", "job_status", "list_jobs", "make_config", "resume_job",
+    "start_job", "stop_job", "sync_job", "train",
+]

@@ -1,0 +1,106 @@
+"""What every trainer shares: device and threads, model loading, LoRA, TRL arguments, saving.
+
+Version notes (DESIGN.md section 8): TRL 1.16 turns bf16 and activation checkpointing on by
+default; on CPU both must be off. transformers 5.24 names the checkpointing field
+`activation_checkpointing` (`gradient_checkpointing` is a deprecated alias) while 5.17, on the GPU
+image, only has `gradient_checkpointing`; the warm-up ratio moved from `warmup_ratio` into a float
+`warmup_steps`. The field is picked by what the installed version has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import UserError
+from core.train.config import TrainConfig
+
+
+def use_cuda(cfg: TrainConfig) -> bool:
+    """Whether this run trains on CUDA."""
+    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+
+
+def setup_threads(cfg: TrainConfig) -> None:
+    """Torch CPU threads: the configured count, else 1 on CPU (other work shares the cores; two
+    contending threads measured 4-30x slower than one)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif not use_cuda(cfg):
+        torch.set_num_threads(1)
+
+
+def load_policy(name: str, cfg: TrainConfig) -> tuple[Any, Any]:
+    """(model, tokenizer) for training: fp32 on CPU, bf16 on CUDA; right padding for training."""
+    from core.models.loading import load_model
+
+    model, tokenizer = load_model(name, device="cuda" if use_cuda(cfg) else "cpu")
+    model.train()
+    return model, tokenizer
+
+
+def lora_config(cfg: TrainConfig) -> Any:
+    """The PEFT LoRA config (all linear layers), or None without --lora."""
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: int) -> dict[str, Any]:
+    """Keyword arguments for a TRL config class (`SFTConfig`, `DPOConfig`) from our config."""
+    names = {f.name for f in dataclasses.fields(arg_cls)}
+    cuda = use_cuda(cfg)
+    kw: dict[str, Any] = dict(
+        output_dir=str(out_dir), num_train_epochs=float(cfg.epochs), learning_rate=float(cfg.lr),
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        max_steps=cfg.max_steps, lr_scheduler_type="cosine", logging_steps=cfg.logging_steps,
+        logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
+        seed=cfg.seed, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda, max_length=max_length,
+    )
+    if "warmup_ratio" in names:
+        kw["warmup_ratio"] = cfg.warmup_ratio
+    else:
+        kw["warmup_steps"] = float(cfg.warmup_ratio)
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        if name in names:  # the first one the installed version has; never both
+            kw[name] = False
+            break
+    return kw
+
+
+def context_length(model: Any, cfg: TrainConfig) -> int:
+    """The token limit: the configured one, clamped to the model's context."""
+    limit = getattr(model.config, "max_position_embeddings", None) or cfg.max_length
+    return min(cfg.max_length, int(limit))
+
+
+def check_not_empty(trainer: Any, n_rows: int, cfg: TrainConfig) -> None:
+    """A UserError when the trainer dropped every row (each longer than the token limit)."""
+    if len(trainer.train_dataset) == 0:
+        raise UserError(f"all {n_rows} training examples were dropped: none fits max_length={cfg.max_length} "
+                        "tokens (or the model's context) with its answer; raise --max-length or use shorter data")
+
+
+def save_model(trainer: Any, tokenizer: Any, out: Path, merge_lora: bool) -> Path:
+    """Save the trained model (LoRA merged into the weights unless `merge_lora` is False) with its
+    tokenizer to `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def is_main_process() -> bool:
+    """False in the non-zero ranks of a multi-process (accelerate) launch."""
+    return os.environ.get("RANK", "0") == "0"

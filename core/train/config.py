@@ -1,0 +1,167 @@
+"""Typed training configurations, one per method family, with the reference defaults.
+
+Kinds: `sft` (supervised on demonstrations / weak successes), `mcts` (SFT of the strong SFT model
+on MCTS best paths), `treedpo` (DPO on tree pairs) and `dpo` (ETO-style whole-trajectory DPO).
+`sft` and `mcts` take an `SFTTrainConfig`; `treedpo` and `dpo` a `DPOTrainConfig`.
+
+Presets: `paper` holds the reference's values for real 0.5-13 B models (LoRA r 128 / alpha 256,
+lr 2e-5 for SFT and 5e-6 for DPO, 3 epochs, effective batch 32, beta 0.1, sigmoid loss).
+`tiny` holds values for the embedded default's from-scratch models (0.2-20 M parameters, no
+pretraining): they need a far larger learning rate and a small batch to learn anything in a few
+hundred steps, and LoRA is pointless at that size.
+
+Every field carries its help text in `metadata["help"]` (the CLI and the dashboard show it).
+`validate_fields` checks values without touching the store or any model, so a bad config is
+rejected before a process starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import UserError
+
+KINDS = ("sft", "mcts", "treedpo", "dpo")
+SFT_KINDS = ("sft", "mcts")
+DPO_KINDS = ("treedpo", "dpo")
+DPO_LOSSES = ("sigmoid", "hinge", "ipo")
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every training kind."""
+
+    model: str = field(default="", metadata={
+        "help": "model to train: a name under data/models, a local folder or a hub id"})
+    data: str = field(default="", metadata={
+        "help": "training data SPEC, e.g. expert:shop, pairs:shop:step (see `w2stree train --help`)"})
+    output: str = field(default="", metadata={
+        "help": "name of the trained model under data/models (default: <kind>-<job id>)"})
+    preset: str = field(default="paper", metadata={
+        "help": "defaults the other fields started from: paper (real models) or tiny (embedded models)"})
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights"})
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (scaling = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
+    merge_lora: bool = field(default=True, metadata={
+        "help": "save the LoRA-merged full model (else only the adapter beside its base)"})
+    epochs: float = field(default=3.0, metadata={"help": "passes over the training data"})
+    lr: float = field(default=2e-5, metadata={"help": "peak learning rate"})
+    batch_size: int = field(default=4, metadata={"help": "examples per device per step"})
+    grad_accum: int = field(default=8, metadata={
+        "help": "gradient accumulation steps (effective batch = batch_size x grad_accum x devices)"})
+    max_length: int = field(default=4096, metadata={
+        "help": "token limit per sequence (clamped to the model's context): multi-turn ReAct episodes "
+                "with their one-shot prefix are long"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs)"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps with a rising learning rate"})
+    save_steps: int = field(default=50, metadata={"help": "write a resumable checkpoint every N steps"})
+    logging_steps: int = field(default=1, metadata={"help": "record metrics every N steps"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    threads: int = field(default=0, metadata={
+        "help": "CPU threads for torch (0: 1 on CPU, since other work shares the cores)"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA + bf16 when present), cuda or cpu"})
+
+
+@dataclass
+class SFTTrainConfig(TrainConfig):
+    """Supervised fine-tuning, loss on assistant turns only (`sft`, `mcts`)."""
+
+
+@dataclass
+class DPOTrainConfig(TrainConfig):
+    """Direct preference optimisation (`treedpo`, `dpo`)."""
+
+    lr: float = field(default=5e-6, metadata={"help": "peak learning rate"})
+    ref: str = field(default="", metadata={
+        "help": "reference model: the SFT weak model when it shares the tokenizer (W2S setting); "
+                "empty or a tokenizer mismatch: the trained model's own starting weights"})
+    beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the pull to the reference"})
+    loss_type: str = field(default="sigmoid", metadata={"help": "DPO loss: sigmoid, hinge or ipo"})
+
+
+# Values that differ from the class defaults, per preset and kind family.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"sft": {}, "dpo": {}},
+    "tiny": {
+        "sft": {"lr": 1e-3, "epochs": 3.0, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.05,
+                "save_steps": 25, "lora_r": 8, "lora_alpha": 16},
+        "dpo": {"lr": 2e-4, "epochs": 2.0, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.05,
+                "save_steps": 25, "lora_r": 8, "lora_alpha": 16},
+    },
+}
+
+
+def config_class(kind: str) -> type[TrainConfig]:
+    """The config dataclass of a training kind."""
+    if kind in SFT_KINDS:
+        return SFTTrainConfig
+    if kind in DPO_KINDS:
+        return DPOTrainConfig
+    raise UserError(f"unknown training kind {kind!r}; use one of {', '.join(KINDS)}")
+
+
+def make_config(kind: str, preset: str = "paper", **overrides: Any) -> TrainConfig:
+    """A config of `kind` from `preset`, then `overrides` (unknown names are a UserError)."""
+    cls = config_class(kind)
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset]["sft" if kind in SFT_KINDS else "dpo"])
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in overrides.items():
+        if key not in names:
+            raise UserError(f"{kind} config has no field {key!r}; fields: {', '.join(sorted(names))}")
+        if value is not None:
+            values[key] = value
+    return cls(preset=preset, **values)
+
+
+def config_from_dict(kind: str, values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config saved with `dataclasses.asdict` (fields unknown to this version ignored)."""
+    cls = config_class(kind)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def field_help(cls: type[TrainConfig]) -> dict[str, str]:
+    """Field name -> help text."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def validate_fields(kind: str, cfg: TrainConfig) -> None:
+    """Reject impossible values with a one-line UserError naming the field and the fix."""
+    if not isinstance(cfg, config_class(kind)):
+        raise UserError(f"{kind} needs a {config_class(kind).__name__}, got {type(cfg).__name__}")
+    if not cfg.model:
+        raise UserError(f"{kind}: no model given; pass --model NAME (see `w2stree models list`)")
+    if not cfg.data:
+        raise UserError(f"{kind}: no training data given; pass --data SPEC (see `w2stree train --help`)")
+
+    def need(ok: bool, name: str, fix: str) -> None:
+        if not ok:
+            raise UserError(f"{kind}: {name}={getattr(cfg, name)!r} is invalid; {fix}")
+
+    need(math.isfinite(cfg.lr) and cfg.lr > 0, "lr", "use a positive learning rate such as 2e-5")
+    need(cfg.lr < 1.0, "lr", "a learning rate of 1 or more diverges; use e.g. 2e-5 (tiny models: 1e-3)")
+    need(cfg.epochs > 0, "epochs", "use a positive number of epochs")
+    need(cfg.batch_size >= 1, "batch_size", "use at least 1")
+    need(cfg.grad_accum >= 1, "grad_accum", "use at least 1")
+    need(cfg.max_length >= 16, "max_length", "use at least 16 tokens")
+    need(cfg.max_steps == -1 or cfg.max_steps >= 1, "max_steps", "use -1 (train by epochs) or a positive count")
+    need(0 <= cfg.warmup_ratio < 1, "warmup_ratio", "use a value in [0, 1)")
+    need(cfg.save_steps >= 1, "save_steps", "use at least 1")
+    need(cfg.logging_steps >= 1, "logging_steps", "use at least 1")
+    need(cfg.threads >= 0, "threads", "use 0 (automatic) or a positive count")
+    need(cfg.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
+    if cfg.lora:
+        need(cfg.lora_r >= 1, "lora_r", "use a positive LoRA rank")
+        need(cfg.lora_alpha > 0, "lora_alpha", "use a positive LoRA alpha")
+        need(0 <= cfg.lora_dropout < 1, "lora_dropout", "use a value in [0, 1)")
+    if cfg.output and ("/" in cfg.output or cfg.output.startswith(".")):
+        raise UserError(f"{kind}: output={cfg.output!r} is invalid; give a plain model name like tree-dpo-1")
+    if isinstance(cfg, DPOTrainConfig):
+        need(math.isfinite(cfg.beta) and cfg.beta > 0, "beta", "use a positive beta such as 0.1")
+        need(cfg.loss_type in DPO_LOSSES, "loss_type", f"use one of {', '.join(DPO_LOSSES)}")

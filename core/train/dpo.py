@@ -1,0 +1,139 @@
+"""DPO trainers: TreeDPO on tree pairs (`treedpo`) and the ETO-style whole-trajectory baseline (`dpo`).
+
+Both run TRL's `DPOTrainer` (sigmoid loss, beta 0.1 by default). `step` pairs (one assistant turn
+per side) go through TRL unchanged. `continuation` and `trajectory` pairs are multi-turn: their
+completions hold `Observation:` user turns written by the environment, not by the policy, and
+plain TRL would count those tokens in the sequence log-probabilities. `MaskedDPOTrainer` adds a
+per-token loss mask that keeps only the tokens of assistant turns (content and end-of-turn; the
+template's `<|im_start|>assistant` header after an observation is also masked, like the first
+one, which TRL puts in the prompt) and `MaskedPreferenceCollator` folds it into TRL's
+`completion_mask`, which then zeroes those positions for both the policy and the reference.
+
+The assistant spans are found from the chat template itself, by tokenizing the conversation
+prefix by prefix, so it works with any template (generation markers not required).
+
+Reference model (DESIGN.md section 4): the `--ref` model (the SFT weak model in the paper's W2S
+setting) when it has the same vocabulary as the trained model; otherwise the trained model's
+starting weights (TRL's copy, or the base under a LoRA adapter).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from core.train.common import check_not_empty, context_length, load_policy, lora_config, trainer_kwargs
+from core.train.config import DPOTrainConfig
+from core.train.data import to_dataset
+
+log = logging.getLogger(__name__)
+
+MASK_COLUMNS = ("chosen_loss_mask", "rejected_loss_mask")
+
+
+def _ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
+                                        return_dict=True)
+    return list(out["input_ids"])
+
+
+def assistant_mask(tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]],
+                   start: int, length: int) -> list[int]:
+    """1 for completion tokens inside an assistant turn, 0 elsewhere (observation turns and the
+    template's headers); positions `start .. start+length` of the tokenized prompt+completion."""
+    spans = []
+    for k, msg in enumerate(completion):
+        if msg["role"] != "assistant":
+            continue
+        lo = len(_ids(tokenizer, prompt + completion[:k], generation_prompt=True))
+        hi = len(_ids(tokenizer, prompt + completion[: k + 1], generation_prompt=False))
+        spans.append((lo, hi))
+    return [int(any(lo <= start + j < hi for lo, hi in spans)) for j in range(length)]
+
+
+@dataclass
+class MaskedPreferenceCollator(DataCollatorForPreference):
+    """TRL's preference collator, with the per-token loss masks (when present) applied to its
+    `completion_mask` after the same truncation and padding."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super().torch_call(examples)
+        if MASK_COLUMNS[0] not in examples[0]:
+            return out
+        masks = [[1] * len(e["prompt_ids"]) + list(e[col]) for col in MASK_COLUMNS for e in examples]
+        if self.max_length is not None:
+            sl = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+            masks = [m[sl] for m in masks]
+        width = out["completion_mask"].shape[1]
+        keep = torch.zeros_like(out["completion_mask"])
+        for i, m in enumerate(masks):
+            keep[i, : len(m)] = torch.tensor(m[:width], dtype=keep.dtype)
+        out["completion_mask"] = out["completion_mask"] * keep
+        return out
+
+
+class MaskedDPOTrainer(DPOTrainer):
+    """`DPOTrainer` whose sequence log-probabilities count assistant tokens only.
+
+    Rows whose completions are a single assistant turn get no mask column and train exactly as
+    with plain TRL."""
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: DPOConfig, dataset_name: str) -> Any:
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        first = dataset[0]
+        multi_turn = isinstance(first.get("prompt"), list) and any(
+            len(r) > 1 for col in ("chosen", "rejected") for r in dataset[col])
+        if not multi_turn:
+            return dataset
+
+        def add_masks(example: dict[str, Any]) -> dict[str, list[int]]:
+            start = len(example["prompt_ids"])
+            return {f"{side}_loss_mask": assistant_mask(processing_class, example["prompt"], example[side],
+                                                        start, len(example[f"{side}_ids"]))
+                    for side in ("chosen", "rejected")}
+
+        return dataset.map(add_masks, desc=f"Masking observation turns of {dataset_name} dataset")
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = [*self._signature_columns, *MASK_COLUMNS]
+
+
+def same_vocab(tok_a: Any, tok_b: Any) -> bool:
+    """Whether two tokenizers map text to the same ids (same vocabulary and specials)."""
+    return tok_a.get_vocab() == tok_b.get_vocab()
+
+
+def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: Path,
+                      callbacks: list[Any] | None = None, masked: bool = True) -> tuple[Any, Any]:
+    """(trainer, tokenizer) for DPO on preference rows. `masked=False` builds plain TRL's
+    `DPOTrainer` (the benchmark's baseline)."""
+    model, tokenizer = load_policy(cfg.model, cfg)
+    ref_model = None
+    if cfg.ref:
+        ref, ref_tok = load_policy(cfg.ref, cfg)
+        if same_vocab(tokenizer, ref_tok):
+            ref_model = ref.eval()
+        else:
+            log.warning("reference %s has another tokenizer than %s; using the trained model's starting "
+                        "weights as reference", cfg.ref, cfg.model)
+    max_length = context_length(model, cfg)
+    args = DPOConfig(**trainer_kwargs(cfg, out_dir, DPOConfig, max_length), beta=cfg.beta,
+                     loss_type=[cfg.loss_type], truncation_mode="keep_end")
+    collator = None
+    if masked:
+        collator = MaskedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
+                                            truncation_mode=args.truncation_mode,
+                                            pad_to_multiple_of=args.pad_to_multiple_of)
+    cls = MaskedDPOTrainer if masked else DPOTrainer
+    trainer = cls(model=model, ref_model=ref_model, args=args, data_collator=collator,
+                  train_dataset=to_dataset(rows), processing_class=tokenizer,
+                  peft_config=lora_config(cfg), callbacks=callbacks)
+    check_not_empty(trainer, len(rows), cfg)
+    return trainer, tokenizer

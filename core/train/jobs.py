@@ -1,0 +1,521 @@
+"""Training jobs: every training run is a job with its own folder, process, status and metrics.
+
+A job folder `<home>/jobs/<job_id>/` holds::
+
+    config.json     kind, the full config (model paths resolved), data spec, lineage
+    data.jsonl      the training rows, materialised when the job is created (reproducible resume)
+    status.json     status, pid, step, max_steps, eta_s, error, output_path (written atomically)
+    launch.json     what the launcher started: pid / process group, command, start time
+    metrics.jsonl   one line per logged step: step, ts, loss, learning_rate, rewards/... (append)
+    log.txt         the process's stdout and stderr
+    checkpoints/    TRL checkpoints every `save_steps` (and one at a requested stop)
+    stop            present once a stop was requested
+
+Concurrency: DuckDB allows one writing process, so the job process never opens the store. It
+only writes its folder; readers (`sync_job`, `list_jobs`, the dashboard) ingest the folder into
+the `jobs` and `metrics` tables with short-lived connections. No metric is lost (the folder is
+the record) and no lock error can come from a running job.
+
+Liveness: a job whose status says queued/running but whose process is gone (killed, machine
+restarted) reads as `stopped` if a stop was requested, else `failed`, and is written so.
+
+Stopping: SIGTERM to the job's process group (the process runs in its own session): the runner
+asks the trainer to save a checkpoint and stop at the end of the current step, and records
+`stopped`. After `grace` seconds SIGKILL to the group finishes whatever is left.
+
+Several GPUs: the job is launched through `accelerate launch --multi_gpu --num_processes N -m
+core.train.runner JOB_DIR` (data parallel; only rank 0 writes the folder). For models that do not
+fit one GPU, write an accelerate config and point `W2STREE_ACCELERATE_CONFIG` at it; it is passed
+as `--config_file`. FSDP (`accelerate config` -> FSDP, `fsdp_sharding_strategy: FULL_SHARD`,
+`fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP`, `fsdp_state_dict_type: SHARDED_STATE_DICT`) or
+DeepSpeed ZeRO-3 (`deepspeed_config: {zero_stage: 3, offload_optimizer_device: none}`) both work
+with TRL's trainers unchanged; with a separate DPO reference model prefer ZeRO-3 or
+`precompute_ref_log_probs`. (Not testable on these CPU machines.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from core.errors import UserError
+from core.paths import jobs_dir, models_dir
+from core.store import Store
+from core.train.config import (
+    DPO_KINDS,
+    SFT_KINDS,
+    TrainConfig,
+    config_class,
+    config_from_dict,
+    make_config,
+    validate_fields,
+)
+from core.train.data import build_rows, check_rows, parse_spec, read_rows, write_rows
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "stopped")
+REPO = Path(__file__).resolve().parents[2]
+_CHILDREN: dict[str, subprocess.Popen] = {}  # launched here: polled so they never linger as zombies
+
+
+# -- folder I/O -----------------------------------------------------------------------------------
+
+def _now() -> str:
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def update_status(job_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into status.json (with `updated_at`) and return the new status."""
+    status = _read_json(job_dir / "status.json")
+    status.update(fields, updated_at=_now())
+    _write_json(job_dir / "status.json", status)
+    return status
+
+
+def job_dir_of(job_id_or_dir: str | Path) -> Path:
+    """The folder of a job id (under the jobs folder) or a folder path; UserError if missing."""
+    path = Path(job_id_or_dir)
+    if not (path / "config.json").exists():
+        path = jobs_dir() / str(job_id_or_dir)
+    if not (path / "config.json").exists():
+        raise UserError(f"no job {job_id_or_dir!r}; see `w2stree jobs list`")
+    return path
+
+
+# -- preparing and launching ----------------------------------------------------------------------
+
+def coerce_config(kind: str, config: TrainConfig | dict[str, Any]) -> TrainConfig:
+    """A config object from a config or a dict of overrides (`preset` key honoured)."""
+    if isinstance(config, TrainConfig):
+        return config
+    values = dict(config)
+    return make_config(kind, values.pop("preset", "paper"), **values)
+
+
+def prepare(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None
+            ) -> tuple[TrainConfig, list[dict[str, Any]], dict[str, Any]]:
+    """Validate everything a job needs before any process starts: field values, the model (and
+    reference) exist, the data SPEC parses, names a non-empty set of rows of the right shape.
+    Returns (config with resolved model paths, rows, lineage)."""
+    from core.models.loading import model_name, resolve_model
+
+    cfg = coerce_config(kind, config)
+    validate_fields(kind, cfg)
+    spec = parse_spec(cfg.data)
+    if kind in DPO_KINDS and spec.source not in ("pairs", "file"):
+        raise UserError(f"{kind} trains on preference pairs; pass --data pairs:ENV:GRANULARITY or a file")
+    if kind in SFT_KINDS and spec.source == "pairs":
+        raise UserError(f"{kind} trains on demonstrations; pass --data expert:ENV, successes:ENV:MODEL, "
+                        "best-paths:ENV or a file (pairs are for treedpo / dpo)")
+    store = store if store is not None else (Store() if spec.source != "file" else None)
+    lineage = {"kind": kind, "base": model_name(cfg.model, store), "data": cfg.data}
+    cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, store))
+    if getattr(cfg, "ref", ""):
+        lineage["ref"] = model_name(cfg.ref, store)
+        cfg = dataclasses.replace(cfg, ref=resolve_model(cfg.ref, store))
+    rows = build_rows(spec, store)
+    check_rows(rows, preference=kind in DPO_KINDS, what=cfg.data)
+    lineage["n_examples"] = len(rows)
+    return cfg, rows, lineage
+
+
+def new_job_id(kind: str) -> str:
+    return f"{kind}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
+
+
+def create_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None) -> str:
+    """Validate, then make the job folder and its `queued` row; returns the job id."""
+    cfg, rows, lineage = prepare(kind, config, store)
+    job_id = new_job_id(kind)
+    folder = jobs_dir() / job_id
+    (folder / "checkpoints").mkdir(parents=True)
+    output = str(models_dir() / (cfg.output or job_id))
+    _write_json(folder / "config.json", {"job_id": job_id, "kind": kind, "config": dataclasses.asdict(cfg),
+                                         "lineage": lineage, "output_path": output, "created_at": _now()})
+    write_rows(rows, folder / "data.jsonl")
+    update_status(folder, status="queued", step=0, max_steps=None, eta_s=None, error=None, pid=None,
+                  output_path=None, created_at=_now())
+    sync_job(store if store is not None else Store(), job_id)
+    return job_id
+
+
+def launch_command(job_dir: Path, resume: bool = False) -> list[str]:
+    """The command that runs a job: python -m core.train.runner, or accelerate launch on several GPUs."""
+    args = ["-m", "core.train.runner", str(job_dir)] + (["--resume"] if resume else [])
+    cfg = _read_json(job_dir / "config.json").get("config", {})
+    n_gpus = _gpu_count() if cfg.get("device", "auto") != "cpu" else 0
+    if n_gpus <= 1:
+        return [sys.executable, *args]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n_gpus)]
+    if os.environ.get("W2STREE_ACCELERATE_CONFIG"):
+        cmd += ["--config_file", os.environ["W2STREE_ACCELERATE_CONFIG"]]
+    return [*cmd, *args]
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _launch(job_id: str, job_dir: Path, resume: bool) -> subprocess.Popen:
+    cmd = launch_command(job_dir, resume)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(job_dir / "log.txt", "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # own process group: stop kills the whole tree
+    _CHILDREN[job_id] = proc
+    _write_json(job_dir / "launch.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd,
+                                          "resume": resume, "launched_at": _now()})
+    return proc
+
+
+def start_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None,
+              detach: bool = True) -> str:
+    """Validate `config` (UserError before any process starts), create the job and start its
+    process. With `detach=False` wait for it to end (and ingest it). Returns the job id."""
+    store = store if store is not None else Store()
+    job_id = create_job(kind, config, store)
+    proc = _launch(job_id, jobs_dir() / job_id, resume=False)
+    if not detach:
+        proc.wait()
+    sync_job(store, job_id)
+    return job_id
+
+
+def resume_job(job_id: str, store: Store | None = None, detach: bool = True) -> str:
+    """Start a stopped or failed job again from its last checkpoint (same folder, same id)."""
+    folder = job_dir_of(job_id)
+    status = job_status(folder)
+    if status["status"] in ACTIVE:
+        raise UserError(f"job {job_id} is {status['status']}; stop it before resuming")
+    if status["status"] == "succeeded":
+        raise UserError(f"job {job_id} already succeeded; start a new job to train further")
+    if last_checkpoint(folder) is None:
+        raise UserError(f"job {job_id} has no checkpoint yet (saved every save_steps); start it again "
+                        "with `w2stree train`")
+    (folder / "stop").unlink(missing_ok=True)
+    update_status(folder, status="queued", error=None, eta_s=None)
+    proc = _launch(folder.name, folder, resume=True)
+    store = store if store is not None else Store()
+    if not detach:
+        proc.wait()
+    sync_job(store, folder.name)
+    return folder.name
+
+
+def last_checkpoint(job_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` folder of a job, or None."""
+    ckpts = [p for p in (job_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+# -- liveness, stop ---------------------------------------------------------------------------------
+
+def _alive(pid: int | None, runner: bool) -> bool:
+    """Whether `pid` runs (not a zombie); for runner processes also that it is still ours (pid reuse)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+            if runner and b"core.train.runner" not in (proc / "cmdline").read_bytes():
+                return False
+        except (FileNotFoundError, IndexError, ProcessLookupError):
+            return False
+    return True
+
+
+def _pids(job_dir: Path) -> tuple[int | None, int | None, bool]:
+    """(pid, process group, started-as-runner) of a job."""
+    launch = _read_json(job_dir / "launch.json")
+    status = _read_json(job_dir / "status.json")
+    if status.get("inproc"):
+        return status.get("pid"), None, False
+    return launch.get("pid") or status.get("pid"), launch.get("pgid"), True
+
+
+def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
+    """The job's status.json (+ job_id, kind, job_dir, progress in [0, 1]); a job that says
+    queued/running but whose process is gone is marked stopped (stop requested) or failed."""
+    folder = job_dir_of(job_id_or_dir)
+    child = _CHILDREN.get(folder.name)
+    if child is not None and child.poll() is not None:
+        _CHILDREN.pop(folder.name, None)
+    status = _read_json(folder / "status.json")
+    if status.get("status") in ACTIVE:
+        pid, _, runner = _pids(folder)
+        launched = (folder / "launch.json").exists() or status.get("inproc")
+        if launched and not _alive(pid, runner) and _read_json(folder / "status.json").get("status") in ACTIVE:
+            if (folder / "stop").exists():
+                status = update_status(folder, status="stopped", eta_s=None, finished_at=_now())
+            else:
+                status = update_status(folder, status="failed", eta_s=None, finished_at=_now(),
+                                       error=status.get("error") or f"process {pid} ended without reporting "
+                                       "(killed, out of memory, or the machine restarted); see log.txt")
+    cfg = _read_json(folder / "config.json")
+    step, max_steps = status.get("step") or 0, status.get("max_steps") or 0
+    return {**status, "job_id": folder.name, "kind": cfg.get("kind"), "job_dir": str(folder),
+            "progress": min(1.0, step / max_steps) if max_steps else 0.0}
+
+
+def stop_job(job_id: str, store: Store | None = None, grace: float = 15.0) -> dict[str, Any]:
+    """Stop a job: SIGTERM to its process group (checkpoint, then exit), SIGKILL after `grace`
+    seconds. Returns the final status (stopped)."""
+    folder = job_dir_of(job_id)
+    status = job_status(folder)
+    if status["status"] not in ACTIVE:
+        return status
+    pid, pgid, runner = _pids(folder)
+    if not runner:
+        raise UserError(f"job {job_id} runs inside process {pid} (in-process training); stop that process")
+    (folder / "stop").touch()
+    if pgid and _alive(pid, runner):
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid, runner) and time.monotonic() < deadline:
+            _reap(folder.name)
+            time.sleep(0.1)
+        _signal_group(pgid, signal.SIGKILL)  # whatever is left of the tree (workers, launcher)
+        while _alive(pid, runner):
+            _reap(folder.name)
+            time.sleep(0.05)
+    if _read_json(folder / "status.json").get("status") in ACTIVE:
+        update_status(folder, status="stopped", eta_s=None, finished_at=_now())
+    if store is not None:
+        sync_job(store, folder.name)
+    return job_status(folder)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _reap(job_id: str) -> None:
+    child = _CHILDREN.get(job_id)
+    if child is not None:
+        child.poll()
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+def _metric_lines(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            continue
+    return out
+
+
+def _long_metrics(lines: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [(int(m["step"]), k, float(v), float(m["ts"])) for m in lines for k, v in m.items()
+            if k not in ("step", "ts") and isinstance(v, int | float) and not isinstance(v, bool)]
+    return pd.DataFrame(rows, columns=["step", "name", "value", "ts"])
+
+
+def job_metrics(job_id: str, store: Store | None = None) -> pd.DataFrame:
+    """Metrics of a job as a long frame [step, name, value] (last value per step and name, so the
+    steps replayed after a resume count once). Read live from the job folder; from the store
+    when the folder is gone."""
+    try:
+        df = _long_metrics(_metric_lines(job_dir_of(job_id)))
+    except UserError:
+        if store is None:
+            raise
+        df = store.query("SELECT step, name, value, ts FROM metrics WHERE job_id = ?", [job_id])
+    if df.empty:
+        return pd.DataFrame(columns=["step", "name", "value"])
+    df = df.sort_values("ts").drop_duplicates(["step", "name"], keep="last")
+    return df.sort_values(["step", "name"])[["step", "name", "value"]].reset_index(drop=True)
+
+
+def job_log_tail(job_id: str, n: int = 50) -> str:
+    """The last `n` lines of the job's log."""
+    path = job_dir_of(job_id) / "log.txt"
+    if not path.exists():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 200 * (n + 1)))
+        text = fh.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-n:])
+
+
+def sync_job(store: Store, job_id: str) -> dict[str, Any]:
+    """Ingest a job folder into the store: the job row, new metric lines, and (once succeeded)
+    the output model with its lineage. Returns the job status."""
+    status = job_status(job_id)
+    folder = Path(status["job_dir"])
+    meta = _read_json(folder / "config.json")
+    ts = lambda key: pd.Timestamp(status[key]) if status.get(key) else None  # noqa: E731
+    row = [job_id, meta["kind"], status.get("status"), json.dumps(meta["config"]), status.get("pid"),
+           int(status.get("step") or 0), status.get("max_steps"), str(folder), status.get("output_path"),
+           status.get("error"), ts("created_at"), ts("started_at"), ts("updated_at"), ts("finished_at")]
+    with store.connect() as con:
+        last = con.execute("SELECT max(ts) FROM metrics WHERE job_id = ?", [job_id]).fetchone()[0]
+        registered = con.execute("SELECT count(*) FROM models WHERE job_id = ?", [job_id]).fetchone()[0]
+    new = _long_metrics([m for m in _metric_lines(folder) if last is None or m.get("ts", 0) > last])
+    with store.transaction() as con:
+        con.execute("DELETE FROM jobs WHERE job_id = ?", [job_id])
+        con.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        if not new.empty:
+            table = pa.table({"job_id": [job_id] * len(new), "step": pa.array(new["step"], pa.int32()),
+                              "name": new["name"].tolist(), "value": pa.array(new["value"], pa.float64()),
+                              "ts": pa.array(new["ts"], pa.float64())})
+            con.register("new_metrics", table)
+            con.execute("INSERT INTO metrics SELECT * FROM new_metrics")
+    if status.get("status") == "succeeded" and not registered and status.get("output_path"):
+        _register_output(store, job_id, meta, status)
+    return status
+
+
+def _register_output(store: Store, job_id: str, meta: dict[str, Any], status: dict[str, Any]) -> None:
+    lineage = {**meta.get("lineage", {}), "job_id": job_id, "config": meta["config"]}
+    store.register_model(Path(status["output_path"]).name, status["output_path"], role=meta["kind"],
+                         base=lineage.get("base", ""), params=int(status.get("params") or 0), job_id=job_id,
+                         data=meta["config"].get("data", ""), lineage=lineage)
+
+
+def list_jobs(store: Store | None = None) -> pd.DataFrame:
+    """All jobs of the store (active ones synced from their folders first), newest first."""
+    store = store if store is not None else Store()
+    active = store.query("SELECT job_id FROM jobs WHERE status IN ('queued', 'running')")["job_id"]
+    for job_id in active:
+        try:
+            sync_job(store, job_id)
+        except UserError:  # folder deleted by hand: keep the row as it was
+            continue
+    return store.query("SELECT * FROM jobs ORDER BY created_at DESC")
+
+
+# -- the equivalent command line ---------------------------------------------------------------------
+
+def command_line(kind: str, config: TrainConfig | dict[str, Any]) -> str:
+    """The `w2stree train ...` command that starts the same job (fields left at their preset's
+    defaults are omitted)."""
+    cfg = coerce_config(kind, config)
+    base = make_config(kind, cfg.preset)
+    parts = ["w2stree", "train", kind]
+    if cfg.preset != "paper":
+        parts += ["--preset", cfg.preset]
+    for f in dataclasses.fields(config_class(kind)):
+        value, default = getattr(cfg, f.name), getattr(base, f.name)
+        if f.name == "preset" or value == default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+# -- running (inside the job process, or in-process) ----------------------------------------------------
+
+def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
+    """Run the job of `job_dir` in this process; returns the output model folder. Writes status,
+    progress and metrics to the folder; on error records `failed` with the error and re-raises."""
+    from transformers import PrinterCallback
+
+    from core.train.common import is_main_process, save_model, setup_threads
+    from core.train.progress import JobProgress
+
+    meta = _read_json(job_dir / "config.json")
+    kind = meta["kind"]
+    cfg = config_from_dict(kind, meta["config"])
+    main = is_main_process()
+    if main:
+        update_status(job_dir, status="running", pid=os.getpid(), inproc=inproc, error=None, finished_at=None,
+                      started_at=_read_json(job_dir / "status.json").get("started_at") or _now())
+    try:
+        setup_threads(cfg)
+        progress = JobProgress(job_dir, write=main)
+        if not inproc:
+            signal.signal(signal.SIGTERM, progress.request_stop)
+        ckpt = last_checkpoint(job_dir) if resume else None
+        trainer, tokenizer = _build_trainer(kind, cfg, read_rows(job_dir / "data.jsonl"), job_dir, progress)
+        trainer.remove_callback(PrinterCallback)  # JobProgress prints one line per log instead
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        if progress.stop_requested:
+            if main:
+                update_status(job_dir, status="stopped", eta_s=None, finished_at=_now())
+            return Path(meta["output_path"])
+        out = Path(meta["output_path"])
+        if main:
+            save_model(trainer, tokenizer, out, cfg.merge_lora)
+            params = sum(p.numel() for p in trainer.model.parameters())
+            update_status(job_dir, status="succeeded", eta_s=0, output_path=str(out), params=params,
+                          finished_at=_now())
+        return out
+    except BaseException as exc:
+        if main:
+            lines = [ln for ln in traceback.format_exception_only(exc)[-1].splitlines() if ln.strip()]
+            update_status(job_dir, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
+                          error=lines[-1] if lines else type(exc).__name__, eta_s=None, finished_at=_now())
+        raise
+
+
+def _build_trainer(kind: str, cfg: TrainConfig, rows: list[dict[str, Any]], job_dir: Path,
+                   progress: Any) -> tuple[Any, Any]:
+    if kind in SFT_KINDS:
+        from core.train.sft import build_sft_trainer
+
+        return build_sft_trainer(cfg, rows, job_dir / "checkpoints", callbacks=[progress])
+    from core.train.dpo import build_dpo_trainer
+
+    return build_dpo_trainer(cfg, rows, job_dir / "checkpoints", callbacks=[progress])
+
+
+def train(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None) -> Path:
+    """Train in this process (the pipeline's path) as a recorded job; returns the output model
+    folder, registered in the store with its lineage."""
+    store = store if store is not None else Store()
+    job_id = create_job(kind, config, store)
+    try:
+        return execute(jobs_dir() / job_id, inproc=True)
+    finally:
+        sync_job(store, job_id)

@@ -1,0 +1,62 @@
+"""The trainer callback that writes a job's progress and metrics into its folder.
+
+Progress (step, max_steps, ETA) goes to status.json at every optimizer step; every logged metric
+dict (loss, learning_rate, grad_norm, and for DPO rewards/chosen, rewards/rejected,
+rewards/margins, rewards/accuracies, logps/...) becomes one line of metrics.jsonl with its step
+and a timestamp, and one human-readable line on stdout (the job's log.txt). A stop request
+(SIGTERM, see `request_stop`) makes the trainer save a checkpoint and stop at the end of the
+current step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class JobProgress(TrainerCallback):
+    """Writes progress and metrics of a running trainer to `job_dir` (only when `write`: rank 0)."""
+
+    def __init__(self, job_dir: Path, write: bool = True) -> None:
+        self.job_dir = Path(job_dir)
+        self.write = write
+        self.stop_requested = False
+        self._t0 = time.monotonic()
+        self._step0 = 0
+
+    def request_stop(self, *_: Any) -> None:
+        """Signal handler: checkpoint and stop at the end of the current step."""
+        self.stop_requested = True
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._t0, self._step0 = time.monotonic(), state.global_step
+        self._status(step=state.global_step, max_steps=state.max_steps)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        done = state.global_step - self._step0
+        eta = (time.monotonic() - self._t0) / done * (state.max_steps - state.global_step) if done else None
+        self._status(step=state.global_step, max_steps=state.max_steps, eta_s=eta)
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        values = {k: float(v) for k, v in (logs or {}).items()
+                  if isinstance(v, int | float) and not isinstance(v, bool)}
+        if not values or not self.write:
+            return
+        with open(self.job_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": state.global_step, "ts": time.time(), **values}) + "\n")
+        shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+        print(f"step {state.global_step}/{state.max_steps} {shown}", flush=True)
+
+    def _status(self, **fields: Any) -> None:
+        if self.write:
+            from core.train.jobs import update_status
+
+            update_status(self.job_dir, **fields)

@@ -1,0 +1,32 @@
+"""Supervised fine-tuning (`sft`, and `mcts` = SFT of the strong SFT model on MCTS best paths).
+
+TRL's `SFTTrainer` on `{"prompt", "completion"}` conversational rows with
+`assistant_only_loss=True`: the loss covers the assistant turns of the completion only (thought,
+action and end-of-turn), never the fixed env prefix, the task message or the observations. (The
+paper's reference code trains on every token, a bug this does not copy.) It needs a chat template
+with `{% generation %}` markers, which the local presets carry; for other models TRL swaps in its
+training template where it knows one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trl import SFTConfig, SFTTrainer
+
+from core.train.common import check_not_empty, context_length, load_policy, lora_config, trainer_kwargs
+from core.train.config import SFTTrainConfig
+from core.train.data import to_dataset
+
+
+def build_sft_trainer(cfg: SFTTrainConfig, rows: list[dict[str, Any]], out_dir: Path,
+                      callbacks: list[Any] | None = None) -> tuple[Any, Any]:
+    """(trainer, tokenizer) for SFT on chat rows."""
+    model, tokenizer = load_policy(cfg.model, cfg)
+    args = SFTConfig(**trainer_kwargs(cfg, out_dir, SFTConfig, context_length(model, cfg)),
+                     assistant_only_loss=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
+                         peft_config=lora_config(cfg), callbacks=callbacks)
+    check_not_empty(trainer, len(rows), cfg)
+    return trainer, tokenizer
