@@ -29,7 +29,7 @@ import pyarrow as pa
 from core.paths import default_db
 from core.trajectory import Pair, Run, Step, Task, Trajectory
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Forward migrations: MIGRATIONS[v] takes a store at version v to v + 1.
 MIGRATIONS: list[str] = [
@@ -79,6 +79,8 @@ MIGRATIONS: list[str] = [
         trajs_per_task INTEGER, avg_reward DOUBLE, success_rate DOUBLE, n_examples INTEGER,
         n_episodes INTEGER, created_at TIMESTAMP);
     """,
+    # v2: trees keep the first observation of their task (the task message needs it)
+    "ALTER TABLE trees ADD COLUMN initial_observation VARCHAR DEFAULT '';",
 ]
 
 NODE_LIST_FIELDS = ("thoughts", "observations", "terminal_rewards", "traj_ids")
@@ -376,7 +378,7 @@ class Store:
                           g.graph.get("merge", "action"), json.dumps(g.graph.get("settings", {})),
                           int(g.graph.get("n_trajectories", 0)), g.number_of_nodes(), n_branch,
                           int(g.graph.get("mcts_iterations", 0)), float(g.graph.get("mcts_c", 0.0)),
-                          best, now))
+                          best, now, str(g.graph.get("initial_observation", ""))))
             for n, d in g.nodes(data=True):
                 preds = list(g.predecessors(n))
                 cols["tree_id"].append(tid)
@@ -389,12 +391,13 @@ class Store:
                     cols[k].append(v)
         head_cols = ("tree_id", "env", "task_id", "instruction", "merge", "settings",
                      "n_trajectories", "n_nodes", "n_branching", "mcts_iterations", "mcts_c",
-                     "best_path", "created_at")
+                     "best_path", "created_at", "initial_observation")
         head_tab = pa.table({
-            **{k: list(v) for k, v in zip(head_cols[:-3], zip(*heads), strict=False)},
+            **{k: list(v) for k, v in zip(head_cols[:-4], zip(*heads), strict=False)},
             "mcts_c": pa.array([h[10] for h in heads], pa.float64()),
             "best_path": pa.array([h[11] for h in heads], pa.list_(pa.int32())),
             "created_at": pa.array([now] * len(heads), pa.timestamp("us")),
+            "initial_observation": pa.array([h[13] for h in heads], pa.string()),
         })
         node_tab = pa.table({
             "tree_id": cols["tree_id"],
@@ -446,6 +449,7 @@ class Store:
             n_trajectories=int(h["n_trajectories"]), mcts_iterations=int(h["mcts_iterations"]),
             mcts_c=float(h["mcts_c"]),
             best_path=[int(x) for x in (h["best_path"] if h["best_path"] is not None else [])],
+            initial_observation=h["initial_observation"] or "",
         )
         for r in nodes.to_dict("records"):
             attrs = {k: r[k] for k in NODE_FIELDS}

@@ -31,3 +31,33 @@ def test_tree_round_trip(store: Store):
     assert back.graph["best_path"] == [0, 1]
     store.save_trees([g])  # rebuilding replaces, never duplicates
     assert len(store.query("SELECT * FROM nodes")) == 2
+
+
+def test_tree_keeps_initial_observation(store: Store):
+    g = nx.DiGraph(tree_id="shop/8", env="shop", task_id="8", instruction="buy",
+                   initial_observation="WebShop [SEP] Search")
+    g.add_node(0, depth=0, action="", visits=1, value_sum=1.0, successes=1, failures=0)
+    store.save_trees([g])
+    assert store.load_tree("shop/8").graph["initial_observation"] == "WebShop [SEP] Search"
+
+
+def test_migration_from_v1(tmp_path):
+    """A store written by schema 1 (no trees.initial_observation) opens, migrates and loads."""
+    import duckdb
+
+    from core.store import MIGRATIONS
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(MIGRATIONS[0])
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1'), ('changes', '0')")
+    con.execute("INSERT INTO trees (tree_id, env, task_id, instruction, merge, settings, n_trajectories, "
+                "n_nodes, n_branching, mcts_iterations, mcts_c, best_path) "
+                "VALUES ('shop/1', 'shop', '1', 'buy', 'action', '{}', 1, 1, 0, 0, 0, [])")
+    con.execute("INSERT INTO nodes (tree_id, node_id, depth, action, visits, value_sum, successes, "
+                "failures, mcts_visits, mcts_value_sum) VALUES ('shop/1', 0, 0, '', 1, 1.0, 1, 0, 0, 0)")
+    con.close()
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    g = store.load_tree("shop/1")
+    assert g.graph["initial_observation"] == "" and g.nodes[0]["visits"] == 1
