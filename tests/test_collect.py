@@ -1,0 +1,145 @@
+"""Collection into a real store: expert and random policies, lockstep batching, workers, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.agents.base import PAPER_SCHEDULE, Policy, Request
+from core.agents.scripted import ExpertPolicy, RandomPolicy
+from core.cli import main
+from core.collect import collect
+from core.envs import UnknownEnvError, make_env
+from core.errors import UserError
+
+TASKS = [f"train_{i}" for i in range(12)]
+
+
+class CountingExpert(ExpertPolicy):
+    """The expert, recording the batch size of every call; optionally Ctrl-C on call `stop_at`."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        super().__init__("shop")
+        self.batches: list[int] = []
+        self.stop_at = stop_at
+
+    def act(self, requests: list[Request]) -> list[str]:
+        self.batches.append(len(requests))
+        if self.stop_at is not None and len(self.batches) == self.stop_at:
+            raise KeyboardInterrupt
+        return super().act(requests)
+
+
+def _episodes(store, run_id: str) -> list[tuple]:
+    return sorted((t.task_id, t.meta["sampling"], tuple((s.action, s.observation, s.reward) for s in t.steps),
+                   t.reward) for t in store.trajectories(run_id=run_id))
+
+
+def test_expert_collection_fills_the_store(store) -> None:
+    policy = CountingExpert()
+    res = collect(store, "shop", policy, TASKS, batch_size=5, progress=False)
+    assert (res.n_episodes, res.avg_reward, res.success_rate, res.status) == (12, 1.0, 1.0, "finished")
+    # lockstep: one act call per step for all live episodes, never more than the batch size
+    assert max(policy.batches) == 5 and sum(policy.batches) == sum(
+        len(t.steps) for t in store.trajectories(run_id=res.run_id))
+    trajs = store.trajectories(run_id=res.run_id)
+    assert sorted(t.traj_id for t in trajs) == sorted(res.traj_ids)
+    env = make_env("shop")
+    for t in trajs:
+        first_obs, instruction = env.reset(t.task_id)
+        assert (t.model, t.source, t.success, t.instruction) == ("expert", "collect", True, instruction)
+        assert t.meta["initial_observation"] == first_obs and t.meta["sampling"] == "greedy"
+        assert [s.action for s in t.steps] == [s.action for s in env.expert(t.task_id)]
+        assert all(s.thought for s in t.steps) and t.steps[-1].reward == 1.0
+        assert (t.temperature, t.top_p) == (0.0, 1.0)
+    run = store.runs().set_index("run_id").loc[res.run_id]
+    assert (run["kind"], run["policy"], run["model"], run["status"]) == ("collect", "expert", "expert", "finished")
+    assert json.loads(run["settings"])["batch_size"] == 5
+    n_steps = store.query("SELECT count(*) AS n FROM steps")["n"][0]
+    assert n_steps == sum(len(t.steps) for t in trajs)
+    assert set(store.tasks(env="shop")["task_id"]) == set(TASKS)
+
+
+def test_random_policy_with_the_paper_schedule(store) -> None:
+    res = collect(store, "shop", RandomPolicy(seed=1), TASKS[:5], PAPER_SCHEDULE, max_steps=8,
+                  source="eval", model="rand-model", progress=False)
+    trajs = store.trajectories(run_id=res.run_id)
+    assert res.n_episodes == len(trajs) == 20
+    assert {(t.temperature, t.top_p) for t in trajs} == {(0.0, 1.0), (0.7, 0.9), (1.0, 0.8), (1.0, 0.9)}
+    assert {t.meta["sampling"] for t in trajs} == {s.name() for s in PAPER_SCHEDULE}
+    assert all(len(t.steps) <= 8 and t.model == "rand-model" and t.source == "eval" for t in trajs)
+    assert store.runs().set_index("run_id").loc[res.run_id, "kind"] == "eval"
+    # episodes of one task differ between settings (each has its own seed), and rewards are the env's
+    assert len({tuple(t.actions) for t in trajs if t.task_id == TASKS[0]}) > 1
+    assert all(t.reward == t.steps[-1].reward for t in trajs)
+    # the random policy does not depend on batching
+    again = collect(store, "shop", RandomPolicy(seed=1), TASKS[:5], PAPER_SCHEDULE, max_steps=8,
+                    batch_size=3, progress=False)
+    assert [e[1:] for e in _episodes(store, again.run_id)] == [e[1:] for e in _episodes(store, res.run_id)]
+
+
+class Mumbler(Policy):
+    name = "mumbler"
+
+    def act(self, requests: list[Request]) -> list[str]:
+        return ["I am not sure\nwhat to do here" for _ in requests]
+
+
+def test_unparsable_replies_become_invalid_steps(store) -> None:
+    res = collect(store, "shop", Mumbler(), TASKS[:2], max_steps=3, progress=False)
+    for t in store.trajectories(run_id=res.run_id):
+        assert len(t.steps) == 3 and t.reward == 0.0 and not t.success
+        assert all(s.action == "I am not sure\nwhat to do here" and s.thought == "" for s in t.steps)
+        assert all(s.observation.startswith("Invalid action") for s in t.steps)
+        assert t.meta["n_invalid"] == 3 and t.meta["truncated"]
+
+
+def test_interrupt_keeps_finished_episodes_and_resume_skips_them(store) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        collect(store, "shop", CountingExpert(stop_at=12), TASKS, batch_size=4, run_id="run-x",
+                progress=False)
+    kept = store.trajectories(run_id="run-x")
+    assert 0 < len(kept) < len(TASKS)
+    assert store.runs().set_index("run_id").loc["run-x", "status"] == "interrupted"
+    with pytest.raises(UserError, match="--resume run-x"):
+        collect(store, "shop", CountingExpert(), TASKS, run_id="run-x", progress=False)
+    res = collect(store, "shop", CountingExpert(), TASKS, run_id="run-x", resume=True, progress=False)
+    assert res.n_episodes == len(TASKS) - len(kept)
+    all_trajs = store.trajectories(run_id="run-x")
+    assert sorted(t.task_id for t in all_trajs) == sorted(TASKS)  # each task exactly once
+    assert store.runs().set_index("run_id").loc["run-x", "status"] == "finished"
+    done = collect(store, "shop", CountingExpert(), TASKS, run_id="run-x", resume=True, progress=False)
+    assert done.n_episodes == 0
+
+
+def test_workers_give_the_same_trajectories(store) -> None:
+    one = collect(store, "shop", ExpertPolicy("shop"), TASKS[:8], batch_size=4, progress=False)
+    two = collect(store, "shop", ExpertPolicy("shop"), TASKS[:8], batch_size=4, workers=2, progress=False)
+    assert two.avg_reward == 1.0
+    assert _episodes(store, one.run_id) == _episodes(store, two.run_id)
+
+
+def test_bad_input_is_a_clear_error(store) -> None:
+    with pytest.raises(UnknownEnvError, match="has no task.*'nope'"):
+        collect(store, "shop", RandomPolicy(), ["nope"], progress=False)
+    with pytest.raises(UnknownEnvError, match="available: .*shop"):
+        collect(store, "no-such-env", RandomPolicy(), ["x"], progress=False)
+    with pytest.raises(UserError, match="no run"):
+        collect(store, "shop", RandomPolicy(), TASKS, run_id="run-none", resume=True, progress=False)
+
+
+def test_cli_collect_and_replay(store, capsys) -> None:
+    assert main(["collect", "--env", "shop", "--policy", "expert", "--tasks", "3"]) == 0
+    assert main(["collect", "--env", "shop", "--policy", "random", "--split", "test", "--tasks", "2",
+                 "--samples", "2", "--temperature", "1", "--top-p", "0.9", "--env-arg", "max_steps=5"]) == 0
+    out = capsys.readouterr().out
+    assert "3 episodes, average reward 1.000" in out and "4 episodes" in out
+    idx = store.trajectory_index()
+    assert len(idx) == 7 and set(idx["model"]) == {"expert", "random"}
+    assert main(["replay"]) == 0
+    assert "replayed 7 trajectories: 0 mismatches" in capsys.readouterr().out
+    assert main(["collect", "--env", "shop", "--policy", "expert", "--task-ids", "bogus"]) == 2
+    assert "has no task" in capsys.readouterr().err
+    assert main(["collect", "--env", "shop", "--policy", "random", "--samples", "3"]) == 2
+    assert "--temperature" in capsys.readouterr().err
