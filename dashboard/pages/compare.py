@@ -14,11 +14,11 @@ MAX_STEPS = 60
 def pick(index) -> tuple[str, str, list[str]]:
     """Env, task and models to compare."""
     c = st.columns([1, 2, 3])
-    envs = sorted(index["env"].unique())
+    # Environments and tasks that the most models were evaluated on come first.
+    envs = index.groupby("env")["model"].nunique().sort_values(ascending=False, kind="stable").index.tolist()
     ui.keep_choice("compare_env", envs)
     env = c[0].selectbox("Environment", envs, key="compare_env")
     part = index[index["env"] == env]
-    # Tasks that the most models were evaluated on come first.
     per_task = part.groupby("task_id")["model"].nunique().sort_values(ascending=False, kind="stable")
     tasks = per_task.index.tolist()
     ui.keep_choice("compare_task", tasks)

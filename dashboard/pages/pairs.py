@@ -51,7 +51,7 @@ def filters(pairs: pd.DataFrame) -> pd.DataFrame:
     ui.keep_choice("pairs_gran", grans)
     gran = c[2].selectbox("Granularity", grans, key="pairs_gran")
     top = float(max(df["margin"].max(), 0.0)) if not df.empty else 1.0
-    margin = c[3].slider("Min margin", 0.0, max(top, 0.01), 0.0, step=0.01, key="pairs_margin")
+    margin = c[3].slider("Min margin", 0.0, max(top, 1.0), 0.0, step=0.01, key="pairs_margin")
     if task != ALL:
         df = df[df["task_id"] == task]
     nodes = [ALL, *sorted(int(n) for n in df["node_id"].unique())]

@@ -1,0 +1,204 @@
+"""Every dashboard page under streamlit.testing.v1.AppTest, on an empty store and on a store
+filled here through the Store API (synthetic shop trajectories merged by core.tree, MCTS and
+pairs, evaluation episodes of four models, ScienceWorld-style scored episodes, results)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.store import Store
+from core.trajectory import Pair, Run, Step, Task, Trajectory
+from core.tree import build_trees
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+PAGES = ("pages/overview.py", "pages/trees.py", "pages/pairs.py", "pages/train.py",
+         "pages/compare.py", "pages/results.py")
+XSS = "<script>alert('x')</script>"
+
+# (actions, final reward) per task: shared prefixes make branching trees.
+EPISODES = {
+    "t1": [(["search[red shoes]", "click[item a]", "click[buy now]"], 1.0),
+           (["search[red shoes]", "click[item b]", "click[buy now]"], 0.4),
+           (["search[red shoes]", "click[item a]", "click[back]", "click[buy now]"], 0.0),
+           (["search[blue shoes]", "click[item c]", "click[buy now]"], 0.2)],
+    "t2": [(["search[lamp]", "click[item d]", "click[buy now]"], 1.0),
+           (["search[lamp]", "click[item e]"], 0.0)],
+}
+
+
+def episode(task: str, actions: list[str], reward: float, **kw) -> Trajectory:
+    steps = [Step(action=a, thought=f"I think {a} helps", observation=f"page after {a} {XSS}",
+                  reward=reward if i == len(actions) - 1 else 0.0)
+             for i, a in enumerate(actions)]
+    return Trajectory("shop", task, f"buy something for {task}", steps, reward=reward, **kw)
+
+
+def fill_store(store: Store) -> None:
+    """A small but complete store: every page has something to show."""
+    store.upsert_tasks([Task("shop", t, "train", f"buy something for {t}") for t in EPISODES]
+                       + [Task("sciworld", "boil-0", "test", "boil water")])
+    store.add_run(Run("run-collect", "collect", "shop", "weak", "weak-sft"), status="finished")
+    trajs = [episode(t, a, r, model="weak-sft", run_id="run-collect")
+             for t, eps in EPISODES.items() for a, r in eps]
+    store.add_trajectories(trajs)
+    trees = build_trees(trajs)
+    for g in trees:  # MCTS-like statistics: Q = data mean, one MCTS visit per data visit
+        for n, d in g.nodes(data=True):
+            if n:
+                d["mcts_visits"], d["mcts_value_sum"] = d["visits"], d["value_sum"]
+        g.graph.update(mcts_iterations=10, mcts_c=1.41)
+        node, best = 0, []
+        while g.out_degree(node):
+            node = max(g.successors(node), key=lambda c: g.nodes[c]["value_sum"] / g.nodes[c]["visits"])
+            best.append(node)
+        g.graph["best_path"] = best
+    store.save_trees(trees)
+    g = trees[0]
+    branch = next(n for n in sorted(g) if g.out_degree(n) > 1 and n)  # after the first search
+    a, b = sorted(g.successors(branch))
+    msg = [{"role": "user", "content": f"buy something for t1 {XSS}"},
+           {"role": "assistant", "content": "Thought: search\nAction: search[red shoes]"},
+           {"role": "user", "content": "Observation: results"}]
+    store.save_pairs([Pair("shop", "t1", msg,
+                           [{"role": "assistant", "content": f"Thought: t\nAction: {g.nodes[a]['action']}"}],
+                           [{"role": "assistant", "content": f"Thought: t\nAction: {g.nodes[b]['action']}"}],
+                           chosen_value=0.5, rejected_value=0.4, tree_id=g.graph["tree_id"],
+                           node_id=branch, chosen_node=a, rejected_node=b, chosen_success=True)])
+    models = {"sft-weak": "weak-sft", "sft-strong": "strong-sft", "treedpo": "strong-treedpo",
+              "mcts": "strong-mcts"}
+    evals = [episode("t1", a, r, model=m, source="eval") for (a, r), m in
+             zip(EPISODES["t1"], models.values(), strict=True)]
+    sci = [Trajectory("sciworld", "boil-0", "boil water",
+                      [Step(f"act {i}", "obs", score=s) for i, s in enumerate(scores)],
+                      reward=scores[-1] / 100, source="eval", model=m)
+           for m, scores in (("weak-sft", [0, 10, 10]), ("strong-treedpo", [10, 40, 70, 100]))]
+    store.add_trajectories(evals + sci)
+    for name in models.values():
+        store.register_model(name, f"/models/{name}", role="strong" if "strong" in name else "weak")
+    store.add_results([
+        {"experiment_id": "exp-1", "env": "shop", "method": meth, "model": mod, "seed": 0,
+         "trajs_per_task": n, "avg_reward": 0.2 + 0.1 * i + 0.05 * n, "success_rate": 0.1 * i}
+        for i, (meth, mod) in enumerate(models.items()) for n in (2, 4)
+    ])
+
+
+@pytest.fixture
+def filled(store):
+    fill_store(store)
+    return store
+
+
+def run_page(page: str, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page != "pages/overview.py":
+        at.switch_page(page)
+    for k, v in query.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    """Everything the page shows as text, code, markdown, captions and metrics."""
+    parts = [e.value for kind in ("text", "code", "markdown", "caption", "title", "subheader", "info")
+             for e in getattr(at, kind)]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_explains_an_empty_store(store, page):
+    at = run_page(page)
+    assert not at.exception, at.exception
+    assert at.info, f"{page} shows no explanation on an empty store"
+
+
+def test_overview_offers_the_default_filler_when_empty(store):
+    at = run_page("pages/overview.py")
+    assert "store is empty" in at.info[0].value
+    labels = [b.label for b in at.button]
+    assert labels == ["Fill the embedded default"] or not labels  # the button once core.pipeline exists
+
+
+def test_overview_summarizes_the_store(filled):
+    at = run_page("pages/overview.py")
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Trajectories"] == "6" and metrics["Trees"] == "2" and metrics["Pairs"] == "1"
+    assert metrics["Environments"] == "2" and metrics["Models"] == "4"
+    assert "experiment exp-1" in texts(at)
+
+
+def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
+    at = run_page("pages/trees.py")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="trees_tree").value == "shop/t1"  # biggest tree first
+    assert at.get("plotly_chart"), "no tree figure"
+    body = texts(at)
+    assert "Node 0" in body and "(root: the task starts here)" in body
+    g = filled.load_tree("shop/t1")
+    target = next(n for n in g if g.nodes[n]["action"] == "click[item b]")
+    at.selectbox(key="trees_node").set_value(target).run()
+    assert not at.exception
+    body = texts(at)
+    assert f"Node {target}" in body and "click[item b]" in [c.value for c in at.code]
+    assert f"page after click[item b] {XSS}" in [c.value for c in at.code]  # shown as text
+    assert at.query_params["node"] == str(target)
+
+
+def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
+    g = filled.load_tree("shop/t2")
+    at = run_page("pages/trees.py", tree="shop/t2", node="2")
+    assert not at.exception
+    assert at.selectbox(key="trees_tree").value == "shop/t2"
+    assert at.selectbox(key="trees_node").value == 2
+    assert g.nodes[2]["action"] in [c.value for c in at.code]
+    at.segmented_control(key="trees_kind").set_value("mcts").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["MCTS visits"] == str(g.nodes[2]["mcts_visits"])
+
+
+def test_pairs_page_shows_prefix_and_both_continuations(filled):
+    at = run_page("pages/pairs.py")
+    assert not at.exception, at.exception
+    body = texts(at)
+    assert "1 of 1 pairs match" in body
+    assert f"buy something for t1 {XSS}" in body  # untrusted prompt text, shown as text
+    assert "Thought: t\nAction: click[item a]" in body and "Thought: t\nAction: click[item b]" in body
+    assert any("diverges here" in m.value for m in at.markdown)
+    at.slider(key="pairs_margin").set_value(0.5).run()
+    assert "No pair matches" in texts(at)
+
+
+def test_pairs_page_deep_link_filters_to_a_node(filled):
+    pair = filled.pairs()[0]
+    at = run_page("pages/pairs.py", tree=pair.tree_id, node=str(pair.node_id))
+    assert not at.exception
+    assert at.selectbox(key="pairs_task").value == "t1"
+    assert at.selectbox(key="pairs_node").value == pair.node_id
+
+
+def test_compare_page_aligns_four_models_and_marks_divergence(filled):
+    at = run_page("pages/compare.py")
+    assert not at.exception, at.exception
+    assert at.multiselect(key="compare_models").value == ["weak-sft", "strong-sft", "strong-treedpo",
+                                                          "strong-mcts"]
+    metrics = [(m.label, m.value) for m in at.metric]
+    assert metrics == [("weak-sft", "1.00"), ("strong-sft", "0.40"), ("strong-treedpo", "0.00"),
+                       ("strong-mcts", "0.20")]
+    assert "first diverge at step 1" in texts(at)
+    at.multiselect(key="compare_models").set_value(["weak-sft", "strong-treedpo"]).run()
+    assert "first diverge at step 3" in texts(at)
+
+
+def test_results_page_shows_table_and_both_curves(filled):
+    at = run_page("pages/results.py")
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table.index.tolist() == ["sft-weak", "sft-strong", "treedpo", "mcts"]
+    assert table.loc["treedpo", "shop reward"] == pytest.approx(0.6)
+    assert at.selectbox(key="results_env").value == "sciworld"
+    assert len(at.get("plotly_chart")) == 2  # score per step + trajectories per task
