@@ -1,0 +1,145 @@
+"""TreeDPO pairs on a hand-built tree (which pairs, prompts, continuations, margins, MCTS Q) and
+the ETO-style whole-trajectory baseline."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import UserError
+from core.mcts import run_mcts
+from core.pairs import eto_pairs, tree_pairs
+from core.trajectory import Step, Trajectory
+from core.tree import build_tree, node_value
+
+
+def traj(steps: list[tuple[str, str, str]], reward: float, task: str = "mug", **kw) -> Trajectory:
+    return Trajectory(env="shop", task_id=task, instruction="buy a mug",
+                      steps=[Step(thought=t, action=a, observation=o) for t, a, o in steps],
+                      reward=reward, meta={"initial_observation": "home page"}, **kw)
+
+
+SEARCH = ("I need a mug", "search[mug]", "results")
+CLICK_A = ("A looks right", "click[mug A]", "item A")
+CLICK_B = ("B is cheap", "click[mug B]", "item B")
+BUY = ("buy it", "click[buy now]", "bought")
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def asst(step: tuple[str, str, str]) -> dict[str, str]:
+    return {"role": "assistant", "content": f"Thought: {step[0]}\nAction: {step[1]}"}
+
+
+@pytest.fixture
+def g():
+    """0 root
+    |- 1 search[mug]   visits 3, value 1.4 (mean 0.4667), 1 success
+    |  |- 2 click[mug A]   2 visits, value 1.0 (mean 0.5), 1 success
+    |  |  |- 3 buy now         1.0, success
+    |  |  |- 7 back            0.0
+    |  |- 4 click[mug B]   1 visit, 0.4
+    |     |- 5 buy now         0.4
+    |- 6 search[cup]   0.0
+    |- 8 go to shop    1.0, success
+    """
+    return build_tree([
+        traj([SEARCH, CLICK_A, BUY], 1.0),
+        traj([SEARCH, CLICK_B, ("buy it anyway", "click[buy now]", "bought B")], 0.4),
+        traj([("maybe a cup", "search[cup]", "cup results")], 0.0),
+        traj([SEARCH, ("A looks right", "click[mug A]", "item A"), ("wrong one", "click[back]", "results")], 0.0),
+        traj([("walk in", "go to shop", "a shop")], 1.0),
+    ])
+
+
+def test_default_pairs_split_success_from_failure(g):
+    assert [g.nodes[n]["action"] for n in range(9)] == [
+        "", "search[mug]", "click[mug A]", "click[buy now]", "click[mug B]", "click[buy now]",
+        "search[cup]", "click[back]", "go to shop"]
+    pairs = tree_pairs(g)
+    # Root: (1 vs 6) and (8 vs 6) split success/failure; (1, 8) both hold a success: no pair.
+    # Node 1: 2 holds the success, 4 none. Node 2: 3 vs 7.
+    assert [(p.node_id, p.chosen_node, p.rejected_node) for p in pairs] == [
+        (0, 1, 6), (0, 8, 6), (1, 2, 4), (2, 3, 7)]
+    p = pairs[2]
+    assert (p.chosen_value, p.rejected_value, p.chosen_success, p.rejected_success) == (0.5, 0.4, True, False)
+    assert p.margin == pytest.approx(0.1)
+    assert (p.env, p.task_id, p.tree_id, p.granularity, p.value_kind) == ("shop", "mug", "shop/mug", "step", "data")
+    assert p.prompt == [user("buy a mug\nObservation: home page"), asst(SEARCH), user("Observation: results")]
+    assert p.chosen == [asst(CLICK_A)] and p.rejected == [asst(CLICK_B)]
+    assert pairs[3].prompt == p.prompt + [asst(CLICK_A), user("Observation: item A")]
+    assert pairs[0].prompt == [user("buy a mug\nObservation: home page")]
+
+
+def test_margin_pairs_choose_the_higher_value(g):
+    # Values: 1 = 1.4/3, 6 = 0.0, 8 = 1.0; 2 = 0.5, 4 = 0.4; 3 = 1.0, 7 = 0.0.
+    got = [(p.node_id, p.chosen_node, p.rejected_node) for p in tree_pairs(g, min_margin=0.3)]
+    assert got == [(0, 1, 6), (0, 8, 1), (0, 8, 6), (2, 3, 7)]  # 0.5 vs 0.4 is below 0.3
+    got = [(p.node_id, p.chosen_node, p.rejected_node) for p in tree_pairs(g, min_margin=0.05)]
+    assert (1, 2, 4) in got and len(got) == 5
+    assert all(p.margin >= 0.05 for p in tree_pairs(g, min_margin=0.05))
+
+
+def test_continuations_follow_best_and_worst_children(g):
+    pairs = {(p.chosen_node, p.rejected_node): p
+             for p in tree_pairs(g, granularity="continuation", min_margin=0.3)}
+    # Chosen 1: best child 2 (0.5 > 0.4), then 3 (1.0 > 0.0). No trailing observation.
+    p = pairs[(1, 6)]
+    assert p.chosen == [asst(SEARCH), user("Observation: results"), asst(CLICK_A),
+                        user("Observation: item A"), asst(BUY)]
+    assert p.rejected == [asst(("maybe a cup", "search[cup]", "cup results"))]
+    assert p.granularity == "continuation"
+    # Rejected 1 (against 8): worst child 4 (0.4 < 0.5), then its only child.
+    p = pairs[(8, 1)]
+    assert p.chosen == [asst(("walk in", "go to shop", "a shop"))]
+    assert p.rejected == [asst(SEARCH), user("Observation: results"), asst(CLICK_B),
+                          user("Observation: item B"), asst(("buy it anyway", "click[buy now]", "bought B"))]
+
+
+def test_mcts_values(g):
+    with pytest.raises(UserError, match="MCTS"):
+        tree_pairs(g, value="mcts")
+    run_mcts(g, iterations=500)
+    pairs = tree_pairs(g, value="mcts", min_margin=0.0)
+    assert pairs and all(p.value_kind == "mcts" for p in pairs)
+    for p in pairs:
+        assert p.chosen_value == node_value(g, p.chosen_node, "mcts") > p.rejected_value
+        assert p.rejected_value == node_value(g, p.rejected_node, "mcts")
+    # The success rule does not depend on the values: same pairs as with data values.
+    assert [(p.node_id, p.chosen_node, p.rejected_node) for p in tree_pairs(g, value="mcts")] == [
+        (p.node_id, p.chosen_node, p.rejected_node) for p in tree_pairs(g)]
+
+
+def test_bad_arguments(g):
+    with pytest.raises(UserError, match="granularity"):
+        tree_pairs(g, granularity="token")
+    with pytest.raises(UserError, match="value"):
+        tree_pairs(g, value="reward")
+    with pytest.raises(UserError, match="margin"):
+        tree_pairs(g, min_margin=-0.1)
+
+
+def test_no_branching_no_pairs():
+    assert tree_pairs(build_tree([traj([SEARCH, BUY], 1.0), traj([SEARCH], 0.0)])) == []
+
+
+def test_eto_pairs():
+    wins = [traj([SEARCH, CLICK_A, BUY], 1.0, traj_id=f"w{i}") for i in range(2)]
+    losses = [traj([SEARCH, CLICK_B], 0.1 * i, traj_id=f"l{i}") for i in range(3)]
+    other = [traj([SEARCH], 0.0, task="cup"), traj([BUY], 0.5, task="cup")]  # no success: no pair
+    pairs = eto_pairs(wins + losses + other)
+    assert len(pairs) == 6
+    p = pairs[0]
+    assert p.prompt == [user("buy a mug\nObservation: home page")]
+    assert p.chosen == [asst(SEARCH), user("Observation: results"), asst(CLICK_A),
+                        user("Observation: item A"), asst(BUY)]
+    assert p.rejected == [asst(SEARCH), user("Observation: results"), asst(CLICK_B)]
+    assert (p.granularity, p.value_kind, p.tree_id, p.node_id) == ("trajectory", "reward", "", -1)
+    assert (p.chosen_value, p.rejected_value, p.chosen_success, p.rejected_success) == (1.0, 0.0, True, False)
+    assert sorted((q.chosen_value, q.rejected_value) for q in pairs) == sorted(
+        (1.0, 0.1 * i) for i in range(3) for _ in range(2))
+    capped = eto_pairs(wins + losses, max_pairs_per_task=2)
+    # Round-robin: the two kept pairs use different failures.
+    assert [q.rejected_value for q in capped] == [0.0, 0.1]
+    assert eto_pairs(wins + losses, max_pairs_per_task=0) == []
