@@ -73,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _filters(p)
     p.add_argument("--iterations", type=int, default=1000, help="iterations per tree (default 1000)")
     p.add_argument("--c", type=float, default=1.41, help="exploration constant (default 1.41)")
-    p.add_argument("--rule", choices=("uct", "puct", "mean"), default="uct",
-                   help="selection rule (default uct, as the paper's reference code)")
+    p.add_argument("--rule", choices=("uct", "reference", "puct", "mean"), default="uct",
+                   help="uct (default, DESIGN.md), reference (the released code's statistics: search "
+                        "seeded with the data), puct, or mean (data means, no search)")
     p.set_defaults(func=cmd_mcts)
 
     p = sub.add_parser("pairs", help="cut TreeDPO preference pairs at branching nodes",
@@ -199,8 +200,6 @@ def cmd_mcts(args: argparse.Namespace) -> int:
     for graphs in _load(store, ids, "mcts"):
         for g in graphs:
             run_mcts(g, iterations=args.iterations, c=args.c, rule=args.rule)
-            g.graph["mcts_iterations"], g.graph["mcts_c"] = args.iterations, args.c
-            g.graph.setdefault("settings", {})["mcts_rule"] = args.rule
         store.save_trees(graphs)
     print(f"ran MCTS on {len(ids)} trees: {args.iterations} iterations, c={args.c}, rule={args.rule}")
     return 0
@@ -220,9 +219,6 @@ def cmd_pairs(args: argparse.Namespace) -> int:
                 # the ETO baseline uses exactly the trajectories of the tree (same data, no tree)
                 pairs += eto_pairs(store.trajectories(traj_ids=list(g.nodes[0].get("traj_ids") or [])))
                 continue
-            if args.value == "mcts" and not int(g.graph.get("mcts_iterations") or 0):
-                raise UserError(f"tree {g.graph['tree_id']!r} has no MCTS statistics; run `w2stree mcts` "
-                                "first or use --value data")
             pairs += tree_pairs(g, granularity=args.granularity, value=args.value,
                                 min_margin=args.min_margin)
         if args.granularity == "trajectory" and args.min_margin is not None:
@@ -305,7 +301,7 @@ STATS_SQL = """
 WITH t AS (SELECT env, task_id, count(*) AS trajectories, avg(success::INT) AS success_rate,
                   avg(reward) AS mean_reward
            FROM trajectories GROUP BY ALL),
-     tr AS (SELECT env, task_id, sum(n_nodes) AS nodes, sum(n_branching) AS branching
+     tr AS (SELECT env, task_id, sum(n_nodes)::BIGINT AS nodes, sum(n_branching)::BIGINT AS branching
             FROM trees GROUP BY ALL),
      p AS (SELECT env, task_id, count(*) AS pairs FROM pairs GROUP BY ALL)
 SELECT env, task_id AS task, coalesce(t.trajectories, 0) AS trajectories, t.success_rate,

@@ -49,7 +49,8 @@ def load_json(path: Path) -> Any:
         with path.open(encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise FormatError(str(path), f"line {exc.lineno}", "", f"not valid JSON ({exc.msg})") from None
+        hint = "; one JSON value per line is JSONL: use `w2stree import jsonl`" if exc.msg == "Extra data" else ""
+        raise FormatError(str(path), f"line {exc.lineno}", "", f"not valid JSON ({exc.msg}){hint}") from None
     except UnicodeDecodeError:
         raise FormatError(str(path), "file", "", "not UTF-8 text") from None
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import networkx as nx
@@ -70,38 +70,46 @@ def best_path_messages(g: nx.DiGraph, final_observation: bool = False) -> list[M
     return msgs
 
 
+def _prefixes() -> Callable[[str], list[Message]]:
+    """env_prefix, computed once per environment within one export."""
+    cache: dict[str, list[Message]] = {}
+
+    def get(env: str) -> list[Message]:
+        if env not in cache:
+            cache[env] = env_prefix(env)
+        return list(cache[env])
+    return get
+
+
 def pairs_eto(pairs: Iterable[Pair]) -> list[dict[str, Any]]:
     """Pairs as ETO preference records `{id, prompt, chosen, rejected}` (prefix in the prompt)."""
-    prefixes: dict[str, list[Message]] = {}
-    out = []
-    for p in pairs:
-        prefix = prefixes.setdefault(p.env, env_prefix(p.env))
-        out.append({"id": p.pair_id, "prompt": to_eto_turns(prefix + p.prompt),
-                    "chosen": to_eto_turns(p.chosen), "rejected": to_eto_turns(p.rejected)})
-    return out
+    prefix = _prefixes()
+    return [{"id": p.pair_id, "prompt": to_eto_turns(prefix(p.env) + p.prompt),
+             "chosen": to_eto_turns(p.chosen), "rejected": to_eto_turns(p.rejected)} for p in pairs]
 
 
 def pairs_trl(pairs: Iterable[Pair]) -> list[dict[str, Any]]:
     """Pairs as TRL conversational preference rows `{prompt, chosen, rejected}` (prefix in the prompt)."""
-    prefixes: dict[str, list[Message]] = {}
-    return [{"prompt": prefixes.setdefault(p.env, env_prefix(p.env)) + p.prompt,
-             "chosen": list(p.chosen), "rejected": list(p.rejected)} for p in pairs]
+    prefix = _prefixes()
+    return [{"prompt": prefix(p.env) + p.prompt, "chosen": list(p.chosen), "rejected": list(p.rejected)}
+            for p in pairs]
 
 
 def best_paths_eto(trees: Iterable[nx.DiGraph]) -> list[dict[str, Any]]:
     """Best paths as ETO SFT-style records `{id, prompt, conversations}`."""
+    prefix = _prefixes()
     out = []
     for g in trees:
-        msgs = env_prefix(g.graph["env"]) + best_path_messages(g, final_observation=True)
-        n_prompt = len(env_prefix(g.graph["env"])) + 1
-        turns = to_eto_turns(msgs)
-        out.append({"id": g.graph["tree_id"], "prompt": turns[:n_prompt], "conversations": turns})
+        head = prefix(g.graph["env"])
+        turns = to_eto_turns(head + best_path_messages(g, final_observation=True))
+        out.append({"id": g.graph["tree_id"], "prompt": turns[:len(head) + 1], "conversations": turns})
     return out
 
 
 def best_paths_trl(trees: Iterable[nx.DiGraph]) -> list[dict[str, Any]]:
     """Best paths as TRL conversational SFT rows `{"messages": [...]}` (prefix included)."""
-    return [{"messages": env_prefix(g.graph["env"]) + best_path_messages(g)} for g in trees]
+    prefix = _prefixes()
+    return [{"messages": prefix(g.graph["env"]) + best_path_messages(g)} for g in trees]
 
 
 def tree_json(g: nx.DiGraph) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""The data CLI end to end through `core.cli.main`: import → tree → mcts → pairs → export → stats,
+on a JSONL file written here, with hand-computed tree and MCTS statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.agents.prompt import env_prefix
+from core.cli import main
+from core.store import Store
+
+ENV = "toy"  # unregistered: the export prefix is the default role prompt and "OK"
+
+
+def _line(actions: list[str], reward: float, run: str) -> str:
+    steps = [{"thought": f"why {a}", "action": a, "observation": f"after {a}"} for a in actions]
+    return json.dumps({"env": ENV, "task_id": "t1", "instruction": "open the box", "reward": reward,
+                       "steps": steps, "model": "weak", "run": run,
+                       "meta": {"initial_observation": "A box."}})
+
+
+@pytest.fixture
+def data_file(tmp_path) -> Path:
+    """Tree: 0 -> 1 "a" -> {2 "b" (reward 1), 3 "c" (0)}; 0 -> 4 "d" (0.5)."""
+    path = tmp_path / "trajs.jsonl"
+    path.write_text("\n".join([_line(["a", "b"], 1.0, "r0"), _line(["a", "c"], 0.0, "r1"),
+                               _line(["d"], 0.5, "r2")]) + "\n")
+    return path
+
+
+def test_pipeline_end_to_end(store: Store, data_file: Path, tmp_path, capsys):
+    assert main(["--db", str(store.path), "import", "jsonl", str(data_file)]) == 0
+    assert "imported 3 trajectories from 1 file(s)" in capsys.readouterr().out
+    assert main(["tree"]) == 0
+    assert "built 1 trees (5 nodes) from 3 trajectories" in capsys.readouterr().out
+    assert main(["mcts", "--iterations", "4"]) == 0
+    assert main(["pairs"]) == 0
+    assert "stored 2 step pairs" in capsys.readouterr().out
+    assert main(["pairs", "--granularity", "trajectory"]) == 0
+    assert main(["pairs"]) == 0  # re-running replaces that granularity's pairs
+    assert store.pairs_frame().groupby("granularity").size().to_dict() == {"step": 2, "trajectory": 2}
+
+    out = tmp_path / "tree.json"
+    assert main(["export", "tree", str(out), "--env", ENV]) == 0
+    tree = json.loads(out.read_text())
+    assert (tree["env"], tree["task_id"]) == (ENV, "t1")
+    rows = {n["id"]: n for n in tree["nodes"]}
+    # data statistics, by hand
+    stats = {i: (rows[i]["parent"], rows[i]["action"], rows[i]["visits"], rows[i]["value_sum"],
+                 rows[i]["successes"], rows[i]["failures"]) for i in rows}
+    assert stats == {0: (None, "", 3, 1.5, 1, 2), 1: (0, "a", 2, 1.0, 1, 1), 2: (1, "b", 1, 1.0, 1, 0),
+                     3: (1, "c", 1, 0.0, 0, 1), 4: (0, "d", 1, 0.5, 0, 1)}
+    # 4 UCT iterations, c = 1.41, by hand: 0-1-2 (leaf value 1), 0-4 (0.5; unvisited first),
+    # 0-1-3 (UCB 2.17 vs 1.67; value 0), 0-4 (UCB 1.55 vs 1.98; value 0.5). Root not backed up.
+    mcts = {i: (rows[i]["mcts_visits"], rows[i]["mcts_value_sum"]) for i in rows}
+    assert mcts == {0: (0, 0.0), 1: (2, 1.0), 2: (1, 1.0), 3: (1, 0.0), 4: (2, 1.0)}
+    # Q(1) = Q(4) = 0.5: tie to the earlier child 1, then 2 (Q 1.0) over 3 (Q 0.0)
+    assert tree["best_path"] == [0, 1, 2]
+
+    best = tmp_path / "best.jsonl"
+    assert main(["export", "best-paths", str(best)]) == 0
+    (row,) = [json.loads(x) for x in best.read_text().splitlines()]
+    prefix = env_prefix(ENV)
+    assert row["messages"] == prefix + [
+        {"role": "user", "content": "open the box\nObservation: A box."},
+        {"role": "assistant", "content": "Thought: why a\nAction: a"},
+        {"role": "user", "content": "Observation: after a"},
+        {"role": "assistant", "content": "Thought: why b\nAction: b"},
+    ]
+
+    pairs_path = tmp_path / "pairs.json"
+    assert main(["export", "pairs", str(pairs_path), "--format", "eto", "--granularity", "step"]) == 0
+    eto = json.loads(pairs_path.read_text())
+    assert [(p["chosen"][0]["value"], p["rejected"][0]["value"]) for p in eto] == [
+        ("Thought: why a\nAction: a", "Thought: why d\nAction: d"),
+        ("Thought: why b\nAction: b", "Thought: why c\nAction: c")]
+    assert eto[0]["prompt"][: len(prefix)] == [{"from": "human", "value": prefix[0]["content"]},
+                                               {"from": "gpt", "value": "OK"}]
+    trl = tmp_path / "pairs.jsonl"
+    assert main(["export", "pairs", str(trl), "--granularity", "trajectory"]) == 0
+    rows_trl = [json.loads(x) for x in trl.read_text().splitlines()]
+    assert len(rows_trl) == 2 and all(r["prompt"][: len(prefix)] == prefix for r in rows_trl)
+
+    trajs = tmp_path / "back.jsonl"
+    assert main(["export", "trajectories", str(trajs)]) == 0
+    back = [json.loads(x) for x in trajs.read_text().splitlines()]
+    assert [[s["action"] for s in r["steps"]] for r in back] == [["a", "b"], ["a", "c"], ["d"]]
+
+    capsys.readouterr()
+    assert main(["stats"]) == 0
+    out = capsys.readouterr().out
+    header, line = out.splitlines()[:2]
+    assert header.split() == ["env", "task", "trajectories", "success_rate", "mean_reward", "nodes",
+                              "branching", "pairs"]
+    assert line.split() == [ENV, "t1", "3", "0.33", "0.50", "5", "2", "4"]
+    assert "total: 3 trajectories, 1 trees, 5 nodes, 4 pairs" in out
+
+
+def test_clear_errors_when_nothing_matches(store: Store, data_file: Path, tmp_path, capsys):
+    assert main(["stats"]) == 0
+    assert "the store is empty" in capsys.readouterr().out
+    assert main(["tree"]) == 2
+    assert "no trajectories; run `w2stree import`" in capsys.readouterr().err
+    main(["import", "jsonl", str(data_file)])
+    assert main(["mcts", "--env", "nope"]) == 2
+    assert "w2stree: error: no trees for env 'nope'; run `w2stree tree` first" in capsys.readouterr().err
+    assert main(["tree", "--task", "zz"]) == 2
+    assert "no trajectories for task 'zz'" in capsys.readouterr().err
+    main(["tree"])
+    assert main(["export", "best-paths", str(tmp_path / "b.jsonl")]) == 2
+    assert "has no best path; run `w2stree mcts` first" in capsys.readouterr().err
+    assert main(["pairs", "--value", "mcts"]) == 2
+    assert "no MCTS statistics; run `w2stree mcts` first" in capsys.readouterr().err
+    assert main(["export", "pairs", str(tmp_path / "p.jsonl")]) == 2
+    assert "no pairs; run `w2stree pairs` first" in capsys.readouterr().err
+    assert main(["export", "tree", str(tmp_path / "t.jsonl"), "--format", "trl"]) == 2
+    assert "export tree has no --format trl; use one of json" in capsys.readouterr().err
+    assert main(["import", "eto-sft", str(data_file), "--env", "sciworld"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (f"w2stree: skipped {data_file}: line 2: not valid JSON (Extra data); one JSON "
+                           "value per line is JSONL: use `w2stree import jsonl`")
+
+
+def test_import_reports_skipped_files_and_keeps_good_ones(store: Store, data_file: Path, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(_line(["a"], 1.0, "x") + "\n" + _line(["a"], 1.0, "x").replace('"action"', '"act"') + "\n")
+    assert main(["import", "jsonl", str(bad), str(data_file)]) == 1
+    cap = capsys.readouterr()
+    assert cap.err.strip() == (f"w2stree: skipped {bad}: line 2: field 'steps[0].act': unknown field "
+                               "(allowed: action, observation, reward, score, thought)")
+    assert cap.out.strip() == "imported 3 trajectories from 1 file(s); skipped 1 file(s) with errors"
+    assert store.counts()["trajectories"] == 3
+
+
+def test_several_trees_export_as_a_list(store: Store, tmp_path):
+    path = tmp_path / "two.jsonl"
+    path.write_text(_line(["a"], 1.0, "r") + "\n" + _line(["b"], 0.0, "r").replace('"t1"', '"t2"') + "\n")
+    main(["import", "jsonl", str(path)])
+    main(["tree"])
+    out = tmp_path / "trees.json"
+    assert main(["export", "tree", str(out)]) == 0
+    trees = json.loads(out.read_text())
+    assert [t["task_id"] for t in trees] == ["t1", "t2"] and trees[0]["best_path"] == []
+    assert main(["export", "tree", str(out), "--task", "t2"]) == 0
+    assert json.loads(out.read_text())["nodes"][1]["action"] == "b"
