@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.mcts import run_mcts
+from core.pairs import tree_pairs
 from core.store import Store
-from core.trajectory import Pair, Run, Step, Task, Trajectory
+from core.trajectory import Run, Step, Task, Trajectory
 from core.tree import build_trees
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -45,28 +47,11 @@ def fill_store(store: Store) -> None:
              for t, eps in EPISODES.items() for a, r in eps]
     store.add_trajectories(trajs)
     trees = build_trees(trajs)
-    for g in trees:  # MCTS-like statistics: Q = data mean, one MCTS visit per data visit
-        for n, d in g.nodes(data=True):
-            if n:
-                d["mcts_visits"], d["mcts_value_sum"] = d["visits"], d["value_sum"]
-        g.graph.update(mcts_iterations=10, mcts_c=1.41)
-        node, best = 0, []
-        while g.out_degree(node):
-            node = max(g.successors(node), key=lambda c: g.nodes[c]["value_sum"] / g.nodes[c]["visits"])
-            best.append(node)
-        g.graph["best_path"] = best
+    for g in trees:
+        run_mcts(g, iterations=50)
     store.save_trees(trees)
-    g = trees[0]
-    branch = next(n for n in sorted(g) if g.out_degree(n) > 1 and n)  # after the first search
-    a, b = sorted(g.successors(branch))
-    msg = [{"role": "user", "content": f"buy something for t1 {XSS}"},
-           {"role": "assistant", "content": "Thought: search\nAction: search[red shoes]"},
-           {"role": "user", "content": "Observation: results"}]
-    store.save_pairs([Pair("shop", "t1", msg,
-                           [{"role": "assistant", "content": f"Thought: t\nAction: {g.nodes[a]['action']}"}],
-                           [{"role": "assistant", "content": f"Thought: t\nAction: {g.nodes[b]['action']}"}],
-                           chosen_value=0.5, rejected_value=0.4, tree_id=g.graph["tree_id"],
-                           node_id=branch, chosen_node=a, rejected_node=b, chosen_success=True)])
+    pairs = [p for g in trees for gran in ("step", "continuation") for p in tree_pairs(g, gran)]
+    store.save_pairs(pairs)
     models = {"sft-weak": "weak-sft", "sft-strong": "strong-sft", "treedpo": "strong-treedpo",
               "mcts": "strong-mcts"}
     evals = [episode("t1", a, r, model=m, source="eval") for (a, r), m in
@@ -126,7 +111,7 @@ def test_overview_summarizes_the_store(filled):
     at = run_page("pages/overview.py")
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Trajectories"] == "6" and metrics["Trees"] == "2" and metrics["Pairs"] == "1"
+    assert metrics["Trajectories"] == "6" and metrics["Trees"] == "2" and metrics["Pairs"] == "8"
     assert metrics["Environments"] == "2" and metrics["Models"] == "4"
     assert "experiment exp-1" in texts(at)
 
@@ -164,21 +149,29 @@ def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
 def test_pairs_page_shows_prefix_and_both_continuations(filled):
     at = run_page("pages/pairs.py")
     assert not at.exception, at.exception
+    assert "8 of 8 pairs match" in texts(at)
+    frame = filled.pairs_frame(tree_id="shop/t1", granularity="continuation")
+    pick = frame[frame["node_id"] == 1]["pair_id"].iloc[0]
+    at.selectbox(key="pairs_pick").set_value(pick).run()
     body = texts(at)
-    assert "1 of 1 pairs match" in body
-    assert f"buy something for t1 {XSS}" in body  # untrusted prompt text, shown as text
-    assert "Thought: t\nAction: click[item a]" in body and "Thought: t\nAction: click[item b]" in body
-    assert any("diverges here" in m.value for m in at.markdown)
+    # the shared prefix (with its untrusted observation, shown as text), then both sides
+    assert f"Observation: page after search[red shoes] {XSS}" in body
+    assert "Thought: I think click[item a] helps\nAction: click[item a]" in body
+    assert "Thought: I think click[item b] helps\nAction: click[item b]" in body
+    assert sum("diverges here" in m.value for m in at.markdown) == 2  # one mark per side
+    assert {m.label: m.value for m in at.metric}["Margin"] == "0.100"
     at.slider(key="pairs_margin").set_value(0.5).run()
-    assert "No pair matches" in texts(at)
+    assert "4 of 8 pairs match" in texts(at)
+    at.slider(key="pairs_margin").set_value(1.0).run()
+    assert "4 of 8 pairs match" in texts(at)
 
 
 def test_pairs_page_deep_link_filters_to_a_node(filled):
-    pair = filled.pairs()[0]
-    at = run_page("pages/pairs.py", tree=pair.tree_id, node=str(pair.node_id))
+    at = run_page("pages/pairs.py", tree="shop/t2", node="1")
     assert not at.exception
-    assert at.selectbox(key="pairs_task").value == "t1"
-    assert at.selectbox(key="pairs_node").value == pair.node_id
+    assert at.selectbox(key="pairs_task").value == "t2"
+    assert at.selectbox(key="pairs_node").value == 1
+    assert "2 of 8 pairs match" in texts(at)
 
 
 def test_compare_page_aligns_four_models_and_marks_divergence(filled):

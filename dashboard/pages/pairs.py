@@ -50,8 +50,11 @@ def filters(pairs: pd.DataFrame) -> pd.DataFrame:
     grans = [ALL, *sorted(df["granularity"].unique())]
     ui.keep_choice("pairs_gran", grans)
     gran = c[2].selectbox("Granularity", grans, key="pairs_gran")
-    top = float(max(df["margin"].max(), 0.0)) if not df.empty else 1.0
-    margin = c[3].slider("Min margin", 0.0, max(top, 1.0), 0.0, step=0.01, key="pairs_margin")
+    # Success-based pairs can have a negative margin (the successful side has the lower mean).
+    lo = min(float(df["margin"].min()), 0.0) if not df.empty else 0.0
+    hi = max(float(df["margin"].max()), 1.0) if not df.empty else 1.0
+    lo = round(lo - 0.005, 2)  # round outward so the smallest margin stays in range
+    margin = c[3].slider("Min margin", lo, hi, lo, step=0.01, key="pairs_margin")
     if task != ALL:
         df = df[df["task_id"] == task]
     nodes = [ALL, *sorted(int(n) for n in df["node_id"].unique())]
