@@ -9,8 +9,8 @@ template's `<|im_start|>assistant` header after an observation is also masked, l
 one, which TRL puts in the prompt) and `MaskedPreferenceCollator` folds it into TRL's
 `completion_mask`, which then zeroes those positions for both the policy and the reference.
 
-The assistant spans are found from the chat template itself, by tokenizing the conversation
-prefix by prefix, so it works with any template (generation markers not required).
+The assistant spans come from the chat template: its `{% generation %}` spans where it has them
+(the local presets), else by tokenizing the conversation prefix by prefix (any template).
 
 Reference model (DESIGN.md section 4): the `--ref` model (the SFT weak model in the paper's W2S
 setting) when it has the same vocabulary as the trained model; otherwise the trained model's
@@ -20,6 +20,7 @@ starting weights (TRL's copy, or the base under a LoRA adapter).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,16 +38,34 @@ log = logging.getLogger(__name__)
 MASK_COLUMNS = ("chosen_loss_mask", "rejected_loss_mask")
 
 
-def _ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+def _ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, **kw: Any) -> Any:
     out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
-                                        return_dict=True)
-    return list(out["input_ids"])
+                                        return_dict=True, **kw)
+    return out if kw else list(out["input_ids"])
+
+
+_GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 def assistant_mask(tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]],
                    start: int, length: int) -> list[int]:
-    """1 for completion tokens inside an assistant turn, 0 elsewhere (observation turns and the
-    template's headers); positions `start .. start+length` of the tokenized prompt+completion."""
+    """1 for completion tokens the policy writes (assistant turns), 0 elsewhere (observation turns,
+    template headers), for positions `start .. start+length` of the tokenized prompt+completion.
+
+    With `{% generation %}` markers in the chat template the template's own assistant mask is
+    used (exactly what SFT's assistant-only loss trains). Without them, each assistant turn spans
+    from the end of the conversation before it (with the generation prompt) to the end of the
+    conversation including it, found by tokenizing prefix by prefix; that span also holds the
+    whitespace the template writes after the end-of-turn token."""
+    if _GENERATION.search(tokenizer.chat_template or ""):
+        full = _ids(tokenizer, prompt + completion, False, return_assistant_tokens_mask=True)
+        return [int(m) for m in full["assistant_masks"][start:start + length]]
+    return boundary_mask(tokenizer, prompt, completion, start, length)
+
+
+def boundary_mask(tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]],
+                  start: int, length: int) -> list[int]:
+    """The assistant mask from prefix tokenizations (any chat template)."""
     spans = []
     for k, msg in enumerate(completion):
         if msg["role"] != "assistant":
@@ -125,7 +144,7 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
                         "weights as reference", cfg.ref, cfg.model)
     max_length = context_length(model, cfg)
     args = DPOConfig(**trainer_kwargs(cfg, out_dir, DPOConfig, max_length), beta=cfg.beta,
-                     loss_type=[cfg.loss_type], truncation_mode="keep_end")
+                     loss_type=[cfg.loss_type])
     collator = None
     if masked:
         collator = MaskedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
