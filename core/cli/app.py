@@ -1,0 +1,108 @@
+"""`w2stree dashboard` (serve the Streamlit dashboard) and `w2stree up` (fill the embedded default
+when the store has no results yet, then serve). The dashboard is bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.errors import UserError
+from core.store import Store
+
+DEFAULT_PORT = 8501
+
+
+def app_path() -> Path:
+    """dashboard/app.py of this installation (it ships beside the `core` package)."""
+    import dashboard
+
+    return Path(dashboard.__file__).resolve().parent / "app.py"
+
+
+def serve_command(port: int) -> list[str]:
+    """The `streamlit run` command serving the dashboard on 127.0.0.1:`port`."""
+    return [sys.executable, "-m", "streamlit", "run", str(app_path()),
+            "--server.address", "127.0.0.1", "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none"]
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+def _apply_db(args: argparse.Namespace) -> None:
+    if getattr(args, "app_db", None):
+        os.environ["W2STREE_DB"] = os.path.abspath(args.app_db)
+
+
+def serve(port: int) -> int:
+    """Run the dashboard in the foreground until Ctrl-C."""
+    if not app_path().exists():
+        raise UserError(f"{app_path()} is missing; reinstall w2stree (pip install -e .)")
+    db = Store().path  # create/migrate it here, so a bad path fails as one line, not in the browser
+    print(f"w2stree dashboard: http://127.0.0.1:{port}  (store {db}; Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(serve_command(port), env=dict(os.environ, W2STREE_DB=str(db)))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    _apply_db(args)
+    return serve(args.port)
+
+
+def fill_embedded_default(store: Store) -> None:
+    """The embedded-default main job: the shop env with tiny models, trained and evaluated.
+    Falls back to filling data only (demos, exploration, trees, MCTS, pairs) when this build has
+    no full pipeline."""
+    try:
+        import core.pipeline as pipeline
+    except ModuleNotFoundError as exc:
+        raise UserError("this build has no core.pipeline to fill the embedded default; fill the "
+                        "store with `w2stree collect`, `tree`, `mcts` and `pairs`") from exc
+
+    def progress(fraction: float, message: str = "") -> None:
+        print(f"[{fraction:4.0%}] {message}", flush=True)
+
+    if hasattr(pipeline, "run_pipeline"):
+        pipeline.run_pipeline(env="shop", preset="tiny")
+    else:
+        pipeline.fill_default(store, progress=progress)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _apply_db(args)
+    store = Store()
+    if store.results().empty:
+        print(f"w2stree up: {store.path} has no results yet; running the embedded default "
+              "(shop env, tiny models; a few minutes on a laptop)", flush=True)
+        fill_embedded_default(store)
+    else:
+        print(f"w2stree up: {store.path} already has results; serving them", flush=True)
+    if args.no_serve:
+        return 0
+    return serve(args.port)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `dashboard` and `up` verbs."""
+    for name, func, text in (
+        ("dashboard", cmd_dashboard, "serve the dashboard on http://127.0.0.1:PORT"),
+        ("up", cmd_up, "fill the embedded default if the store has no results, then serve the dashboard"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--db", dest="app_db", metavar="PATH",
+                       help="DuckDB store (default: $W2STREE_DB or data/w2stree.duckdb)")
+        p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+        if name == "up":
+            p.add_argument("--no-serve", action="store_true",
+                           help="only fill the store; do not start the dashboard")
+        p.set_defaults(func=func)
