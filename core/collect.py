@@ -26,14 +26,16 @@ import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
 from core.envs.base import Env, UnknownEnvError, list_envs, make_env
 from core.errors import UserError
-from core.store import Store
 from core.trajectory import Run, Step, Task, Trajectory, new_id
+
+if TYPE_CHECKING:  # spawned env workers import this module: keep DuckDB/pandas out of them
+    from core.store import Store
 
 # -- env slots, in this process or in workers ------------------------------------------------
 # An op is (slot, "reset", task_id) or (slot, "step", action); its outcome is
