@@ -37,7 +37,7 @@ class TrainConfig:
     model: str = field(default="", metadata={
         "help": "model to train: a name under data/models, a local folder or a hub id"})
     data: str = field(default="", metadata={
-        "help": "training data SPEC, e.g. expert:shop, pairs:shop:step (see `w2stree train --help`)"})
+        "help": "training data SPEC, e.g. expert:shop or pairs:shop:step (grammar below)"})
     output: str = field(default="", metadata={
         "help": "name of the trained model under data/models (default: <kind>-<job id>)"})
     preset: str = field(default="paper", metadata={

@@ -1,0 +1,174 @@
+"""`w2stree train {sft,treedpo,mcts,dpo}` and `w2stree jobs list|show|stop|resume`.
+
+Every config field of the kind is a flag (`--lora-r`, `--batch-size`, ...; booleans also take
+`--no-...`); flags not given keep the value of `--preset`. Training always runs as a job in its
+own process; without `--detach` the command follows the job's log until it ends (Ctrl-C stops it,
+keeping a checkpoint for `w2stree jobs resume`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+KIND_HELP = {
+    "sft": "supervised fine-tuning on demonstrations (expert:ENV, successes:ENV:MODEL, a file)",
+    "treedpo": "TreeDPO on tree pairs (pairs:ENV:step or pairs:ENV:continuation), --ref = SFT weak model",
+    "mcts": "SFT of the strong SFT model on the MCTS best paths (best-paths:ENV)",
+    "dpo": "ETO-style DPO on whole-trajectory pairs (pairs:ENV:trajectory)",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `train` and `jobs` commands."""
+    from core.train.config import KINDS, PRESETS, config_class, field_help
+    from core.train.data import SPEC_HELP
+
+    p = sub.add_parser("train", help="train a model (SFT, TreeDPO, MCTS, ETO-DPO) as a job",
+                       description="Train a model as a job (its own process). `w2stree train KIND --help` "
+                       "lists every option.", epilog="data SPEC grammar:\n" + SPEC_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    tsub = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind in KINDS:
+        k = tsub.add_parser(kind, help=KIND_HELP[kind], description=KIND_HELP[kind],
+                            epilog="data SPEC grammar:\n" + SPEC_HELP,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        cls = config_class(kind)
+        helps = field_help(cls)
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            if f.name == "preset":
+                k.add_argument(flag, choices=sorted(PRESETS), default="paper", help=helps[f.name])
+            elif f.type in ("bool", bool):
+                k.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps[f.name])
+            else:
+                conv = {"int": int, "float": float}.get(str(f.type), str)
+                k.add_argument(flag, type=conv, default=None, metavar=f.name.upper(), help=helps[f.name])
+        k.add_argument("--detach", action="store_true", help="start the job and return at once")
+        k.set_defaults(func=_train)
+
+    j = sub.add_parser("jobs", help="list, show, stop or resume training jobs")
+    jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION")
+    jsub.add_parser("list", help="all jobs, newest first").set_defaults(func=_list)
+    for name, fn, text in (("show", _show, "status, progress, last metrics and log tail of a job"),
+                           ("stop", _stop, "stop a running job (it keeps a checkpoint)"),
+                           ("resume", _resume, "continue a stopped or failed job from its last checkpoint")):
+        a = jsub.add_parser(name, help=text)
+        a.add_argument("job_id")
+        if name == "resume":
+            a.add_argument("--detach", action="store_true", help="return at once instead of following")
+        if name == "show":
+            a.add_argument("-n", type=int, default=20, help="log lines to show (default 20)")
+        a.set_defaults(func=fn)
+    j.set_defaults(func=_list)
+
+
+def config_from_args(kind: str, args: argparse.Namespace):
+    """The config that the parsed `w2stree train KIND ...` flags describe."""
+    from core.train.config import config_class, make_config
+
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(config_class(kind))}
+    return make_config(kind, values.pop("preset") or "paper", **values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from core.train import command_line, start_job
+
+    cfg = config_from_args(args.kind, args)
+    store = Store()
+    job_id = start_job(args.kind, cfg, store, detach=True)
+    print(f"job {job_id} started: {command_line(args.kind, cfg)}")
+    if args.detach:
+        print(f"follow it with `w2stree jobs show {job_id}`; stop it with `w2stree jobs stop {job_id}`")
+        return 0
+    return _follow(store, job_id)
+
+
+def _follow(store, job_id: str) -> int:
+    """Stream the job's log until it ends; Ctrl-C stops the job. Exit 0 only on success."""
+    from core.train import job_status, stop_job, sync_job
+
+    log = Path(job_status(job_id)["job_dir"]) / "log.txt"
+    pos = log.stat().st_size if log.exists() else 0
+    try:
+        while True:
+            status = job_status(job_id)
+            if log.exists():
+                with open(log, "rb") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+                    pos = fh.tell()
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
+            if status["status"] not in ("queued", "running"):
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print(f"\nstopping job {job_id} ...", file=sys.stderr)
+        status = stop_job(job_id, store)
+    status = sync_job(store, job_id)
+    print(_summary(status))
+    return 0 if status["status"] == "succeeded" else 1
+
+
+def _summary(status: dict) -> str:
+    line = f"job {status['job_id']}: {status['status']}, step {status.get('step') or 0}/{status.get('max_steps') or '?'}"
+    if status.get("output_path"):
+        line += f", model {status['output_path']}"
+    if status.get("error"):
+        line += f", error: {status['error']}"
+    return line
+
+
+def _list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from core.train import list_jobs
+
+    df = list_jobs()
+    if df.empty:
+        print("no jobs yet; start one with `w2stree train`")
+        return 0
+    df["progress"] = [f"{s}/{'?' if pd.isna(m) else int(m)}" for s, m in zip(df["step"], df["max_steps"])]
+    print(df[["job_id", "kind", "status", "progress", "created_at", "output_path"]].fillna("").to_string(index=False))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from core.train import job_log_tail, job_metrics, sync_job
+
+    status = sync_job(Store(), args.job_id)
+    print(_summary(status))
+    if status.get("eta_s"):
+        print(f"progress {status['progress']:.0%}, about {status['eta_s']:.0f}s left")
+    metrics = job_metrics(args.job_id)
+    if not metrics.empty:
+        last = metrics[metrics["step"] == metrics["step"].max()]
+        print(f"metrics at step {int(last['step'].iloc[0])}: "
+              + ", ".join(f"{n}={v:.4g}" for n, v in zip(last["name"], last["value"])))
+    print("--- log ---")
+    print(job_log_tail(args.job_id, args.n))
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from core.train import stop_job
+
+    print(_summary(stop_job(args.job_id, Store())))
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from core.train import resume_job
+
+    store = Store()
+    job_id = resume_job(args.job_id, store, detach=True)
+    print(f"job {job_id} resumed from its last checkpoint")
+    return 0 if args.detach else _follow(store, job_id)
