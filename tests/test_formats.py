@@ -58,9 +58,12 @@ def test_jsonl_round_trip(tmp_path):
 def test_jsonl_defaults(tmp_path):
     path = tmp_path / "min.jsonl"
     path.write_text(json.dumps({"env": "shop", "task_id": 7, "instruction": "buy", "reward": 1,
-                                "steps": [{"action": "click[buy now]"}]}) + "\n")
+                                "steps": [{"action": "click[buy now]"},
+                                          {"action": "x", "reward": 1, "score": 50}]}) + "\n")
     (t,) = read_jsonl(path)
-    assert t.task_id == "7" and t.success is True and t.steps == [Step("click[buy now]")]
+    assert t.task_id == "7" and t.success is True
+    assert t.steps == [Step("click[buy now]"), Step("x", reward=1.0, score=50.0)]
+    assert isinstance(t.steps[1].score, float)
     assert t.model == "" and t.meta == {}
 
 

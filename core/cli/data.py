@@ -214,18 +214,20 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     total = 0
     for graphs in _load(store, ids, f"pairs ({args.granularity})"):
         pairs: list[Pair] = []
-        for g in graphs:
-            if args.granularity == "trajectory":
-                # the ETO baseline uses exactly the trajectories of the tree (same data, no tree)
-                pairs += eto_pairs(store.trajectories(traj_ids=list(g.nodes[0].get("traj_ids") or [])))
-                continue
-            pairs += tree_pairs(g, granularity=args.granularity, value=args.value,
-                                min_margin=args.min_margin)
-        if args.granularity == "trajectory" and args.min_margin is not None:
-            pairs = [p for p in pairs if p.margin >= args.min_margin]
+        if args.granularity == "trajectory":
+            # the ETO baseline uses exactly the trajectories of the trees (same data, no tree)
+            ids_of = [t for g in graphs for t in g.nodes[0].get("traj_ids") or []]
+            pairs = eto_pairs(store.trajectories(traj_ids=ids_of))
+            if args.min_margin is not None:
+                pairs = [p for p in pairs if p.margin >= args.min_margin]
+        else:
+            for g in graphs:
+                pairs += tree_pairs(g, granularity=args.granularity, value=args.value,
+                                    min_margin=args.min_margin)
         replace = [(g.graph["env"], g.graph["task_id"], args.granularity) for g in graphs]
         total += store.save_pairs(pairs, replace_tasks=replace)
-    print(f"stored {total} {args.granularity} pairs from {len(ids)} trees (value={args.value})")
+    detail = "" if args.granularity == "trajectory" else f" (value={args.value})"
+    print(f"stored {total} {args.granularity} pairs from {len(ids)} trees{detail}")
     return 0
 
 

@@ -31,6 +31,18 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _plain_step(s: Any) -> bool:
+    """True for a step that passes every check below with float/None numbers (fast path)."""
+    return (type(s) is dict and s.keys() <= STEP_FIELDS and type(s.get("action")) is str
+            and s["action"].strip() != "" and type(s.get("thought", "")) is str
+            and type(s.get("observation", "")) is str
+            and _float_or_none(s.get("reward")) and _float_or_none(s.get("score")))
+
+
+def _float_or_none(v: Any) -> bool:
+    return v is None or (type(v) is float and math.isfinite(v))
+
+
 class _Checker:
     """Field checks that raise FormatError naming the file and record."""
 
@@ -94,6 +106,10 @@ def parse_record(obj: Any, file: str, record: str) -> Trajectory:
         raise c.fail("steps", f"must be a list, got {type(steps_raw).__name__}")
     steps = []
     for i, s in enumerate(steps_raw):
+        if _plain_step(s):  # the common case, checked fast; anything else gets the named checks
+            steps.append(Step(s["action"], s.get("observation", ""), s.get("thought", ""),
+                              float(s.get("reward") or 0.0), s.get("score")))
+            continue
         f = f"steps[{i}]"
         if not isinstance(s, dict):
             raise c.fail(f, f"must be an object, got {type(s).__name__}")
