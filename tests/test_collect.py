@@ -12,6 +12,7 @@ from core.cli import main
 from core.collect import collect
 from core.envs import UnknownEnvError, make_env
 from core.errors import UserError
+from core.trajectory import Step
 
 TASKS = [f"train_{i}" for i in range(12)]
 
@@ -143,3 +144,37 @@ def test_cli_collect_and_replay(store, capsys) -> None:
     assert "has no task" in capsys.readouterr().err
     assert main(["collect", "--env", "shop", "--policy", "random", "--samples", "3"]) == 2
     assert "--temperature" in capsys.readouterr().err
+
+
+class Crasher(ExpertPolicy):
+    def __init__(self) -> None:
+        super().__init__("shop")
+        self.calls = 0
+
+    def act(self, requests: list[Request]) -> list[str]:
+        self.calls += 1
+        if self.calls == 7:
+            raise RuntimeError("model fell over")
+        return super().act(requests)
+
+
+def test_a_failing_policy_closes_the_workers_and_marks_the_run(store) -> None:
+    import multiprocessing
+
+    with pytest.raises(RuntimeError, match="fell over"):
+        collect(store, "shop", Crasher(), TASKS, batch_size=3, workers=2, run_id="run-f", progress=False)
+    assert multiprocessing.active_children() == []
+    assert store.runs().set_index("run_id").loc["run-f", "status"] == "failed"
+    assert len(store.trajectories(run_id="run-f")) >= 3  # the first batch finished before the crash
+
+
+def test_random_policy_without_valid_actions_clicks_a_word_it_saw() -> None:
+    req = Request(env="x", task_id="t", instruction="buy a red hat", messages=[],
+                  history=[Step(action="look", observation="You see a door and a lamp.")])
+    reply = RandomPolicy(seed=3).act([req])[0]
+    assert reply.startswith("Thought: ") and reply.split("Action: ")[1] in {
+        f"click[{w}]" for w in ("you", "see", "a", "door", "and", "lamp")}
+    templated = Request(env="x", task_id="t", instruction="buy a red hat", messages=[],
+                        valid_actions=["search[...]"])
+    words = RandomPolicy().act([templated])[0].split("Action: search[")[1].rstrip("]").split()
+    assert 1 <= len(words) <= 4 and set(words) <= {"buy", "a", "red", "hat"}
