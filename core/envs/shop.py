@@ -180,7 +180,7 @@ class ShopEnv(Env):
         return ["train", "test"]
 
     def tasks(self, split: str = "train") -> list[Task]:
-        if split not in self._tasks.splits:
+        if split not in self.splits():  # the demo task (one-shot example) is in neither split
             raise UnknownEnvError(f"shop has no split {split!r}; splits: train, test")
         return [self._tasks.tasks[t] for t in self._tasks.splits[split]]
 
