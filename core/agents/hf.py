@@ -75,6 +75,7 @@ class HFPolicy(Policy):
             raise UserError(f"model {self.name!r} has no chat template; use an instruct/chat model "
                             "or one of the presets (`w2stree models build`)")
         self.tokenizer.padding_side = "left"
+        self.tokenizer.model_max_length = 1 << 30  # truncation is done here, turn-wise: no warning
         self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed
         limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_context = min(max_context, limit) if max_context else limit
