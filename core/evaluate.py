@@ -1,0 +1,107 @@
+"""Evaluation: greedy episodes of one model on a split, stored as an eval run.
+
+Every episode goes through `core.collect.collect` with `source="eval"` and `model=<label>`, so the
+dashboard's Compare page can put the episodes of several models side by side; the returned
+average reward and success rate are computed from exactly the episodes that were stored.
+ScienceWorld's per-step 0-100 scores travel inside the stored steps (`Step.score`).
+
+`model` is a registered or preset model name, a local folder or a hub id (run through
+`core.agents.hf.HFPolicy`), or one of the scripted policies `expert` and `random`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from core.errors import UserError
+from core.store import Store
+
+SCRIPTED = ("expert", "random")
+
+
+@dataclass
+class EvalResult:
+    """The outcome of one evaluation run."""
+
+    run_id: str
+    model: str  # what was evaluated (name or path)
+    label: str  # the name the episodes are stored under
+    env: str
+    split: str
+    n_episodes: int
+    avg_reward: float
+    success_rate: float
+    task_ids: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.label} on {self.env}/{self.split}: avg reward {self.avg_reward:.3f}, "
+                f"success rate {self.success_rate:.3f} over {self.n_episodes} episodes "
+                f"(run {self.run_id})")
+
+
+def make_policy(model: str, env: str, *, batch_size: int = 16, seed: int = 0,
+                store: Store | None = None):
+    """The policy behind a model name: the scripted `expert` / `random`, else an HF model."""
+    if model == "expert":
+        from core.agents.scripted import ExpertPolicy
+
+        return ExpertPolicy(env)
+    if model == "random":
+        from core.agents.scripted import RandomPolicy
+
+        return RandomPolicy(seed)
+    from core.agents.hf import HFPolicy
+
+    return HFPolicy(model, batch_size=batch_size, seed=seed, store=store)
+
+
+def select_tasks(env, split: str, tasks: int | None = None,
+                 task_ids: Sequence[str] | None = None) -> list[str]:
+    """The task ids to run: `task_ids` as given (checked), else the first `tasks` of `split`."""
+    known = [t.task_id for t in env.tasks(split)]
+    if task_ids is not None:
+        ids = list(task_ids)
+        missing = sorted(set(ids) - set(known))
+        if missing:
+            raise UserError(f"task ids {missing[:5]} are not in the {split!r} split of "
+                            f"{env.name or 'this env'}; list them with `w2stree stats`")
+        return ids
+    if not known:
+        raise UserError(f"split {split!r} of {env.name or 'this env'} has no tasks; "
+                        f"choose one of {env.splits()}")
+    if tasks is not None:
+        if tasks < 1:
+            raise UserError(f"--tasks must be at least 1 (got {tasks})")
+        known = known[:tasks]
+    return known
+
+
+def evaluate(store: Store, model: str, env: str, split: str = "test", tasks: int | None = None,
+             task_ids: Sequence[str] | None = None, *, max_steps: int | None = None,
+             batch_size: int = 16, workers: int = 1, label: str | None = None,
+             progress: bool = False) -> EvalResult:
+    """Run `model` greedily on the tasks of `split` (all, the first `tasks`, or `task_ids`),
+    store every episode (source=eval, model=`label` or `model`) and return the averages."""
+    from core.agents.base import Sampling
+    from core.collect import collect
+    from core.envs import make_env
+
+    name = label or model
+    with make_env(env) as e:
+        ids = select_tasks(e, split, tasks, task_ids)
+    policy = make_policy(model, env, batch_size=batch_size, store=store)
+    try:
+        res = collect(store, env, policy, ids, schedule=(Sampling(0.0, 1.0, "greedy"),),
+                      max_steps=max_steps, workers=workers, batch_size=batch_size, source="eval",
+                      model=name, progress=progress)
+    finally:
+        policy.close()
+    # Recompute from the store: the numbers reported are those of the stored episodes.
+    head = store.trajectory_index(run_id=res.run_id)
+    n = len(head)
+    return EvalResult(
+        run_id=res.run_id, model=model, label=name, env=env, split=split, n_episodes=n,
+        avg_reward=float(head["reward"].mean()) if n else 0.0,
+        success_rate=float(head["success"].mean()) if n else 0.0, task_ids=ids,
+    )
