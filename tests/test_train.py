@@ -284,9 +284,8 @@ def test_bad_configs_rejected_before_any_process(store, models, kind, over, matc
 
 
 def test_presets_and_command_line():
-    from core.cli.train import config_from_args
-
     from core.cli import build_parser
+    from core.cli.train import config_from_args
     from core.train import command_line, make_config
 
     paper, tiny = make_config("treedpo"), make_config("treedpo", "tiny")
