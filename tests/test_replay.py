@@ -79,7 +79,11 @@ def test_sciworld_expert_trajectories_replay_with_their_scores(store) -> None:
 
     with make_env("sciworld") as env:
         task_id = env.tasks("dev")[0].task_id
-    res = collect(store, "sciworld", ExpertPolicy("sciworld"), [task_id], progress=False)
+    policy = ExpertPolicy("sciworld")
+    try:
+        res = collect(store, "sciworld", policy, [task_id], progress=False)
+    finally:
+        policy.close()  # its env holds a JVM
     [traj] = store.trajectories(run_id=res.run_id)
     assert traj.success and all(s.score is not None for s in traj.steps)
     assert replay(store).checked == 1 and replay(store).ok
