@@ -242,11 +242,12 @@ def test_datasets_fingerprint_fallback(monkeypatch, filled, models, tmp_path):
             return real_dumps(value)
         raise pickle.PicklingError("Can't pickle <class 'MonthDayNano'>")
 
-    monkeypatch.setattr(fp, "dumps", failing_dumps)
     from datasets import Dataset
 
+    plain = Dataset.from_dict({"a": [1]})
+    monkeypatch.setattr(fp, "dumps", failing_dumps)
     with pytest.raises(pickle.PicklingError):
-        Dataset(Dataset.from_dict({"a": [1]}).data)  # the failure is real without the fallback...
+        fp.generate_fingerprint(plain)  # the failure is real without the fallback...
     ds = to_dataset([{"a": 1}, {"a": 2}])
     assert len(ds) == 2 and len(ds._fingerprint) == 16
     assert to_dataset([{"a": 1}])._fingerprint != to_dataset([{"a": 1}])._fingerprint  # random
