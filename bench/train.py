@@ -1,0 +1,146 @@
+"""Training throughput: our `treedpo` trainer against plain TRL `DPOTrainer`, and SFT.
+
+Builds the shop presets (or smaller `--size tiny` models) in a temporary home, collects expert +
+random episodes on a few train tasks, builds trees, runs MCTS and cuts step / continuation pairs
+(all real modules), then measures training tokens/s (tokens = non-padding tokens of the batches,
+TRL's `num_tokens`; the first `--warmup` steps are not timed) for:
+
+  * treedpo step pairs, ours (MaskedDPOTrainer + collator)   vs plain TRL DPOTrainer, same pairs
+  * treedpo continuation pairs, ours (observation-masked)    vs plain TRL (unmasked), same pairs
+  * SFT on expert demonstrations (assistant-only loss)
+
+Variants alternate within each round; medians over `--rounds`; ratio = ours / plain TRL.
+Reference model: the weak preset (the W2S setting). CPU: one torch thread.
+
+    python bench/train.py [--rounds 3] [--steps 6] [--warmup 1] [--batch 4] [--size preset|tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from transformers import PrinterCallback, TrainerCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TINY = {"weak": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                     num_key_value_heads=1),
+        "strong": dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1)}
+
+
+def setup(home: Path, size: str, n_tasks: int) -> dict[str, Path]:
+    """Models and a store with trajectories, trees and pairs under `home`."""
+    from core.agents.scripted import ExpertPolicy, RandomPolicy
+    from core.collect import collect
+    from core.envs.base import make_env
+    from core.mcts import run_mcts
+    from core.models import build_presets
+    from core.pairs import tree_pairs
+    from core.store import Store
+    from core.tree import build_trees
+
+    store = Store()
+    models = build_presets("shop", store=store, n_tasks=20, configs=TINY if size == "tiny" else None)
+    tids = [t.task_id for t in make_env("shop").tasks("train")[:n_tasks]]
+    collect(store, "shop", ExpertPolicy("shop"), tids, model="expert", progress=False)
+    for seed in (1, 2):
+        collect(store, "shop", RandomPolicy(seed=seed), tids, model="weak", progress=False, max_steps=5,
+                run_id=f"random-{seed}")
+    trees = build_trees(store.trajectories(env="shop"))
+    for g in trees:
+        run_mcts(g, iterations=200)
+    store.save_trees(trees)
+    store.save_pairs([p for g in trees for gran in ("step", "continuation") for p in tree_pairs(g, gran)])
+    return models
+
+
+class Clock(TrainerCallback):
+    """Time and the trainer's token count (TRL's `_total_train_tokens`) at every step end."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, float]] = []
+        self.trainer = None
+
+    def on_step_end(self, args, state, control, **kw):
+        self.marks.append((time.perf_counter(), float(self.trainer._total_train_tokens)))
+
+
+def tokens_per_s(kind: str, rows: list, models: dict, steps: int, warmup: int, batch: int, masked: bool,
+                 out: Path) -> float:
+    from core.train import make_config
+    from core.train.dpo import build_dpo_trainer
+    from core.train.sft import build_sft_trainer
+
+    clock = Clock()
+    common = dict(model=str(models["strong"]), data="bench", max_steps=steps + warmup, batch_size=batch,
+                  save_steps=10_000, logging_steps=1, warmup_ratio=0.0)
+    if kind == "sft":
+        cfg = make_config("sft", "tiny", **common)
+        trainer, _ = build_sft_trainer(cfg, rows, out, callbacks=[clock])
+    else:
+        cfg = make_config("treedpo", "tiny", ref=str(models["weak"]), **common)
+        trainer, _ = build_dpo_trainer(cfg, rows, out, callbacks=[clock], masked=masked)
+    clock.trainer = trainer
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    (t0, n0), (t1, n1) = clock.marks[warmup - 1], clock.marks[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=6, help="timed optimizer steps per measurement")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--tasks", type=int, default=6)
+    ap.add_argument("--size", choices=("preset", "tiny"), default="preset")
+    args = ap.parse_args()
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["W2STREE_HOME"] = tmp
+        os.environ.pop("W2STREE_DB", None)
+        models = setup(Path(tmp), args.size, args.tasks)
+        from core.train.data import build_rows
+
+        data = {"step": build_rows("pairs:shop:step"), "continuation": build_rows("pairs:shop:continuation"),
+                "sft": build_rows("expert:shop")}
+        device = "cuda" if torch.cuda.is_available() else "cpu (1 thread)"
+        print(f"device {device}; strong = {models['strong'].name}, ref = {models['weak'].name}; "
+              f"{len(data['step'])} step pairs, {len(data['continuation'])} continuation pairs, "
+              f"{len(data['sft'])} SFT rows; batch {args.batch}, {args.steps} timed steps, {args.rounds} rounds")
+        results: dict[str, list[float]] = {}
+        for r in range(args.rounds):
+            for name, kind, rows, masked in (("treedpo-step ours", "dpo", data["step"], True),
+                                             ("treedpo-step plain TRL", "dpo", data["step"], False),
+                                             ("treedpo-continuation ours", "dpo", data["continuation"], True),
+                                             ("treedpo-continuation plain TRL", "dpo", data["continuation"], False),
+                                             ("sft", "sft", data["sft"], True)):
+                tps = tokens_per_s(kind, rows, models, args.steps, args.warmup, args.batch, masked,
+                                   Path(tmp) / f"run-{r}-{name.replace(' ', '-')}")
+                results.setdefault(name, []).append(tps)
+                print(f"  round {r}: {name:32s} {tps:10.0f} tokens/s", flush=True)
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print("\nmedian training tokens/s")
+        for k, v in med.items():
+            print(f"  {k:32s} {v:10.0f}")
+        for gran in ("step", "continuation"):
+            ratio = med[f"treedpo-{gran} ours"] / med[f"treedpo-{gran} plain TRL"]
+            print(f"  ratio treedpo-{gran} ours / plain TRL: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
