@@ -435,38 +435,49 @@ class Store:
 
     def load_tree(self, tree_id: str) -> nx.DiGraph:
         """The stored tree as a networkx DiGraph (node ids, attributes and graph attributes)."""
-        with self.connect() as con:
-            head = con.execute("SELECT * FROM trees WHERE tree_id = ?", [tree_id]).df()
-            if head.empty:
-                raise KeyError(f"no tree {tree_id!r}; run `w2stree tree` first")
-            nodes = con.execute(
-                "SELECT * FROM nodes WHERE tree_id = ? ORDER BY node_id", [tree_id]
-            ).df()
-        h = head.iloc[0]
-        g = nx.DiGraph(
-            tree_id=tree_id, env=h["env"], task_id=h["task_id"], instruction=h["instruction"],
-            merge=h["merge"], settings=json.loads(h["settings"] or "{}"),
-            n_trajectories=int(h["n_trajectories"]), mcts_iterations=int(h["mcts_iterations"]),
-            mcts_c=float(h["mcts_c"]),
-            best_path=[int(x) for x in (h["best_path"] if h["best_path"] is not None else [])],
-            initial_observation=h["initial_observation"] or "",
-        )
-        for r in nodes.to_dict("records"):
-            attrs = {k: r[k] for k in NODE_FIELDS}
-            for k in NODE_LIST_FIELDS:
-                attrs[k] = list(attrs[k]) if attrs[k] is not None else []
-            attrs["terminal_rewards"] = [float(x) for x in attrs["terminal_rewards"]]
-            for k in ("depth", "visits", "successes", "failures", "mcts_visits"):
-                attrs[k] = int(attrs[k])
-            for k in ("value_sum", "mcts_value_sum"):
-                attrs[k] = float(attrs[k])
-            g.add_node(int(r["node_id"]), **attrs)
-            if not pd.isna(r["parent_id"]):
-                g.add_edge(int(r["parent_id"]), int(r["node_id"]))
-        return g
+        graphs = self.load_trees(tree_ids=[tree_id])
+        if not graphs:
+            raise KeyError(f"no tree {tree_id!r}; run `w2stree tree` first")
+        return graphs[0]
 
-    def load_trees(self, env: str | None = None, task_id: str | None = None) -> list[nx.DiGraph]:
-        return [self.load_tree(t) for t in self.trees(env, task_id)["tree_id"]]
+    def load_trees(self, env: str | None = None, task_id: str | None = None,
+                   tree_ids: list[str] | None = None) -> list[nx.DiGraph]:
+        """Stored trees matching the filters (by env and task), or exactly `tree_ids` in that
+        order (unknown ids are left out); one connection and two queries for all of them."""
+        with self.connect() as con:
+            if tree_ids is None:
+                where, params = _where(env=env, task_id=task_id)
+                heads = con.sql(f"SELECT * FROM trees {where} ORDER BY env, task_id", params=params)
+            else:
+                con.register("want", pa.table({"tree_id": list(tree_ids),
+                                               "pos": list(range(len(tree_ids)))}))
+                heads = con.sql("SELECT t.* FROM trees t JOIN want USING (tree_id) ORDER BY want.pos")
+            heads = heads.to_arrow_table()
+            con.register("sel", heads.select(["tree_id"]))
+            nodes = con.sql("SELECT n.* FROM nodes n JOIN sel USING (tree_id) "
+                            "ORDER BY n.tree_id, n.node_id").to_arrow_table()
+        graphs: dict[str, nx.DiGraph] = {}
+        for h in heads.to_pylist():
+            graphs[h["tree_id"]] = nx.DiGraph(
+                tree_id=h["tree_id"], env=h["env"], task_id=h["task_id"], instruction=h["instruction"],
+                merge=h["merge"], settings=json.loads(h["settings"] or "{}"),
+                n_trajectories=int(h["n_trajectories"]), mcts_iterations=int(h["mcts_iterations"] or 0),
+                mcts_c=float(h["mcts_c"] or 0.0), best_path=[int(x) for x in h["best_path"] or []],
+                initial_observation=h["initial_observation"] or "",
+            )
+        cols = {k: nodes.column(k).to_pylist() for k in ("tree_id", "node_id", "parent_id", *NODE_FIELDS)}
+        for k in NODE_LIST_FIELDS:
+            cols[k] = [v if v is not None else [] for v in cols[k]]
+        for k in ("mcts_visits", "mcts_value_sum"):
+            cols[k] = [v or 0 for v in cols[k]]
+        cols["value_sum"] = [float(v) for v in cols["value_sum"]]
+        cols["mcts_value_sum"] = [float(v) for v in cols["mcts_value_sum"]]
+        for i, (tid, nid, parent) in enumerate(zip(cols["tree_id"], cols["node_id"], cols["parent_id"])):
+            g = graphs[tid]
+            g.add_node(nid, **{k: cols[k][i] for k in NODE_FIELDS})
+            if parent is not None:
+                g.add_edge(parent, nid)
+        return list(graphs.values())
 
     # -- pairs -------------------------------------------------------------------------------
     def save_pairs(self, pairs: Iterable[Pair], replace_trees: Iterable[str] = (),

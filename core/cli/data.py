@@ -185,7 +185,7 @@ def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[nx.DiGraph]]
     """Trees in chunks, with a progress bar over all of them."""
     bar = tqdm(total=len(ids), desc=desc, unit="tree", disable=None if len(ids) > 1 else True)
     for chunk in _chunks(ids):
-        yield [store.load_tree(t) for t in chunk]
+        yield store.load_trees(tree_ids=chunk)
         bar.update(len(chunk))
     bar.close()
 
