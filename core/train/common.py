@@ -34,11 +34,15 @@ def setup_threads(cfg: TrainConfig) -> None:
         torch.set_num_threads(1)
 
 
-def load_policy(name: str, cfg: TrainConfig) -> tuple[Any, Any]:
-    """(model, tokenizer) for training: fp32 on CPU, bf16 on CUDA; right padding for training."""
+def load_policy(name: str, cfg: TrainConfig, frozen: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) for training. Weights stay fp32 for full fine-tuning (bf16 autocast does
+    the compute on CUDA; bf16 weights would round away updates at lr 5e-6); a frozen model (the
+    DPO reference) and the frozen base under LoRA are loaded in bf16 on CUDA."""
     from core.models.loading import load_model
 
-    model, tokenizer = load_model(name, device="cuda" if use_cuda(cfg) else "cpu")
+    cuda = use_cuda(cfg)
+    dtype = torch.bfloat16 if cuda and (cfg.lora or frozen) and torch.cuda.is_bf16_supported() else torch.float32
+    model, tokenizer = load_model(name, device="cuda" if cuda else "cpu", dtype=dtype)
     model.train()
     return model, tokenizer
 
@@ -90,14 +94,19 @@ def check_not_empty(trainer: Any, n_rows: int, cfg: TrainConfig) -> None:
 
 
 def save_model(trainer: Any, tokenizer: Any, out: Path, merge_lora: bool) -> Path:
-    """Save the trained model (LoRA merged into the weights unless `merge_lora` is False) with its
-    tokenizer to `out`."""
+    """Save the trained model with its tokenizer to `out`: LoRA merged into the weights unless
+    `merge_lora` is False (then the adapter alone, which `load_model` applies to its base).
+    Called on every rank: TRL's `save_model` gathers FSDP / DeepSpeed shards."""
     out.mkdir(parents=True, exist_ok=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
+    main = trainer.accelerator.is_main_process
     if merge_lora and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+        if main:
+            model.merge_and_unload().save_pretrained(out)
+    else:
+        trainer.save_model(str(out))
+    if main:
+        tokenizer.save_pretrained(out)
     return out
 
 

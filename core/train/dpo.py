@@ -136,7 +136,7 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
     model, tokenizer = load_policy(cfg.model, cfg)
     ref_model = None
     if cfg.ref:
-        ref, ref_tok = load_policy(cfg.ref, cfg)
+        ref, ref_tok = load_policy(cfg.ref, cfg, frozen=True)
         if same_vocab(tokenizer, ref_tok):
             ref_model = ref.eval()
         else:

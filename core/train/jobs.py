@@ -477,6 +477,8 @@ def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
         if not inproc:
             signal.signal(signal.SIGTERM, progress.request_stop)
         ckpt = last_checkpoint(job_dir) if resume else None
+        if ckpt is not None:
+            print(f"resuming from {ckpt.name}", flush=True)
         trainer, tokenizer = _build_trainer(kind, cfg, read_rows(job_dir / "data.jsonl"), job_dir, progress)
         trainer.remove_callback(PrinterCallback)  # JobProgress prints one line per log instead
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -484,9 +486,8 @@ def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
             if main:
                 update_status(job_dir, status="stopped", eta_s=None, finished_at=_now())
             return Path(meta["output_path"])
-        out = Path(meta["output_path"])
+        out = save_model(trainer, tokenizer, Path(meta["output_path"]), cfg.merge_lora)
         if main:
-            save_model(trainer, tokenizer, out, cfg.merge_lora)
             params = sum(p.numel() for p in trainer.model.parameters())
             update_status(job_dir, status="succeeded", eta_s=0, output_path=str(out), params=params,
                           finished_at=_now())
