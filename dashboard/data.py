@@ -8,6 +8,9 @@ in job folders, outside the store.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import networkx as nx
 import pandas as pd
 import plotly.graph_objects as go
@@ -16,6 +19,7 @@ import streamlit as st
 from core.paths import default_db
 from core.store import Store
 from core.trajectory import Trajectory
+from dashboard import shaping
 from dashboard.figures import icicle_figure, tree_figure
 from dashboard.layout import layout_tree
 
@@ -143,3 +147,24 @@ def tree_picture(path: str, changes: int, tree_id: str, kind: str, max_depth: in
 def icicle_picture(path: str, changes: int, tree_id: str, kind: str, max_depth: int | None) -> go.Figure:
     """The icicle overview of a whole tree."""
     return icicle_figure(tree(path, changes, tree_id), kind, max_depth)
+
+
+def gpu_memory() -> list[tuple[int, int]]:
+    """(used, total) MiB per CUDA GPU from nvidia-smi; empty without NVIDIA GPUs."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=5, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return shaping.gpu_memory(out)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def explorers(path: str, changes: int, env: str) -> list[str]:
+    """Models with successful collected trajectories in `env` (for `successes:ENV:MODEL`)."""
+    df = _open(path).query("SELECT DISTINCT model FROM trajectories WHERE env = ? AND source <> 'eval' "
+                           "AND success AND model <> '' ORDER BY model", [env])
+    return df["model"].tolist()

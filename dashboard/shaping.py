@@ -308,3 +308,59 @@ def trajectory_curves(results: pd.DataFrame) -> pd.DataFrame:
     df = df[counts >= 2]
     return (df.groupby(["method", "env", "trajs_per_task"], as_index=False)[["avg_reward", "success_rate"]]
             .mean().sort_values(["env", "method", "trajs_per_task"]).reset_index(drop=True))
+
+
+# -- training ---------------------------------------------------------------------------------
+def data_spec(source: str, env: str, arg: str = "", tasks: int = 0, min_margin: float = 0.0) -> str:
+    """A training data SPEC (core.train.data grammar) from the form's choices: `pairs` takes the
+    granularity as `arg`, `successes` the model; options tasks=N and min_margin=X when set."""
+    head = f"{source}:{env}" + (f":{arg}" if source in ("pairs", "successes") else "")
+    opts = []
+    if tasks:
+        opts.append(f"tasks={int(tasks)}")
+    if source == "pairs" and min_margin:
+        opts.append(f"min_margin={min_margin:g}")
+    return head + ("?" + "&".join(opts) if opts else "")
+
+
+def duration(seconds: float | None) -> str:
+    """1h 02m / 3m 05s / 12s; a dash when unknown."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "–"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def progress_text(status: Mapping[str, Any]) -> str:
+    """The progress bar's line: status, step / max steps, ETA."""
+    step, top = int(status.get("step") or 0), status.get("max_steps")
+    text = f"{status.get('status', '?')} · step {step}" + (f" / {int(top)}" if top else "")
+    if status.get("status") == "running":
+        text += f" · ETA {duration(status.get('eta_s'))}"
+    return text
+
+
+def gpu_memory(nvidia_smi_csv: str) -> list[tuple[int, int]]:
+    """(used MiB, total MiB) per GPU from
+    `nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits`."""
+    out = []
+    for line in nvidia_smi_csv.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and all(p.isdigit() for p in parts):
+            out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
+LOSS_METRICS = ["loss", "eval_loss"]
+
+
+def dpo_metric_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(reward curves, accuracy curves) among logged metric names: rewards/chosen, rejected,
+    margins on one chart; rewards/accuracies (in [0, 1]) on another."""
+    rewards = [n for n in names if n.startswith("rewards/") and "accurac" not in n]
+    acc = [n for n in names if n.startswith("rewards/") and "accurac" in n]
+    return sorted(rewards), sorted(acc)

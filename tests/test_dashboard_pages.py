@@ -195,3 +195,64 @@ def test_results_page_shows_table_and_both_curves(filled):
     assert table.loc["treedpo", "shop reward"] == pytest.approx(0.6)
     assert at.selectbox(key="results_env").value == "sciworld"
     assert len(at.get("plotly_chart")) == 2  # score per step + trajectories per task
+
+
+def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
+    at = run_page("pages/train.py")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="train_env").value == "shop"
+    commands = [c.value for c in at.code if c.value.startswith("w2stree train")]
+    assert commands == ["w2stree train treedpo --preset tiny --model strong-sft "
+                        "--data pairs:shop:step --ref weak-sft"]
+    at.text_input(key="train_output").input("../escape").run()  # invalid output name
+    assert "output='../escape' is invalid" in at.error[0].value
+    assert not any(b.key == "train_start" for b in at.button)
+    at.text_input(key="train_output").input("").run()
+    at.button(key="train_start").click().run()  # registered, but its folder does not exist
+    assert at.error and "strong-sft" in at.error[0].value
+    assert filled.query("SELECT count(*) AS n FROM jobs")["n"][0] == 0
+
+
+@pytest.mark.slow
+def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
+    import json
+    import os
+    import time
+
+    from test_train import tiny_models
+
+    from core.train.jobs import job_status
+
+    paths = tiny_models(tmp_path_factory.getbasetemp())
+    for role in ("weak", "strong"):
+        filled.register_model(f"shop-{role}", str(paths[role]), role=role, params=1000)
+    at = run_page("pages/train.py")
+    at.selectbox(key="train_model_treedpo").set_value("shop-strong")
+    at.selectbox(key="train_ref").set_value("shop-weak").run()
+    steps = next(w for w in at.number_input if w.key.startswith("train_steps_"))
+    steps.set_value(100_000).run()
+    assert "--max-steps 100000" in " ".join(c.value for c in at.code)
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    jobs = filled.query("SELECT job_id, status FROM jobs")
+    assert len(jobs) == 1 and jobs["status"][0] in ("queued", "running")
+    job_id = jobs["job_id"][0]
+    assert at.selectbox(key="train_job").value == job_id
+    pid = json.loads((Path(job_status(job_id)["job_dir"]) / "launch.json").read_text())["pid"]
+    os.kill(pid, 0)  # the job process runs
+    # a new session (reload / second tab) finds the running job by itself
+    other = run_page("pages/train.py")
+    assert other.selectbox(key="train_job").value == job_id
+    other.button(key="train_stop").click().run()
+    assert not other.exception, other.exception
+    assert job_status(job_id)["status"] == "stopped"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"job process {pid} still runs after Stop")
+    assert filled.query("SELECT status FROM jobs")["status"][0] == "stopped"
