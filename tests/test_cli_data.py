@@ -146,3 +146,32 @@ def test_several_trees_export_as_a_list(store: Store, tmp_path):
     assert [t["task_id"] for t in trees] == ["t1", "t2"] and trees[0]["best_path"] == []
     assert main(["export", "tree", str(out), "--task", "t2"]) == 0
     assert json.loads(out.read_text())["nodes"][1]["action"] == "b"
+
+
+def test_eto_fixture_pipeline(store: Store, shared: Path, tmp_path, capsys):
+    """The real ScienceWorld fixture runs: import → trees that branch → pairs that prefer the
+    successful branch → best paths that replay a successful run (re-imported as ETO SFT)."""
+    fx = shared / "fixtures"
+    expected = json.loads((fx / "eto-explore-expected.json").read_text())
+    assert main(["import", "eto-explore", str(fx / "eto-explore"), "--env", ENV]) == 0
+    assert main(["tree"]) == 0
+    trees = {g.graph["task_id"]: g for g in store.load_trees(env=ENV)}
+    assert set(trees) == set(expected)
+    for task, runs in expected.items():
+        root = trees[task].nodes[0]
+        assert root["visits"] == len(runs)
+        assert root["value_sum"] == pytest.approx(sum(r["reward"] for r in runs))
+        assert root["successes"] == sum(r["reward"] == 1.0 for r in runs)
+        assert any(trees[task].out_degree(n) > 1 for n in trees[task])  # the runs branch
+    assert main(["mcts", "--iterations", "200"]) == 0
+    assert main(["pairs", "--granularity", "continuation"]) == 0
+    pairs = store.pairs(env=ENV)
+    assert {p.task_id for p in pairs} == set(expected)
+    assert all(p.chosen_success and not p.rejected_success for p in pairs)
+    out = tmp_path / "best.json"
+    assert main(["export", "best-paths", str(out), "--format", "eto"]) == 0
+    successes = {(t.task_id, tuple(t.actions)) for t in store.trajectories(env=ENV) if t.success}
+    capsys.readouterr()
+    assert main(["import", "eto-sft", str(out), "--env", "replayed"]) == 0
+    for t in store.trajectories(env="replayed"):
+        assert (t.task_id.split("/")[1], tuple(t.actions)) in successes
