@@ -127,6 +127,8 @@ def test_expert_thoughts():
 
 # ---------------------------------------------------------------- the real simulator
 
+# find-animal_225's gold path (16 steps) is longer than ETO's 15-step limit: fine to play here,
+# truncated by collection
 SHORT = ["find-animal_225", "lifespan-longest-lived_1", "identify-life-stages-2_6"]
 
 
@@ -196,7 +198,8 @@ def test_fast_and_full_step_agree(sw):
         sw.reset(task)
         r = sw.step(gold[0])
         assert {"look", "inv", "valid", "moves"} <= set(r.info) and r.info["moves"] == 1
-        assert gold[1] in r.info["valid"] and sw.valid_actions() == r.info["valid"]
+        # object referents are named differently from call to call: compare membership only
+        assert gold[1] in r.info["valid"] and gold[1] in sw.valid_actions()
     finally:
         sw.fast_step = True
     assert fast == full and fast[-1][3] == 100
@@ -243,11 +246,11 @@ def test_collect_expert_then_replay_matches(store):
 
     policy = ExpertPolicy("sciworld")
     try:
-        collect(store, "sciworld", policy, SHORT[:2], batch_size=1, progress=False)
+        collect(store, "sciworld", policy, SHORT[1:], batch_size=1, progress=False)
     finally:
         policy.close()
     trajs = store.trajectories(env="sciworld")
-    assert sorted(t.task_id for t in trajs) == sorted(SHORT[:2])
+    assert sorted(t.task_id for t in trajs) == sorted(SHORT[1:])
     for t in trajs:
         scores = [s.score for s in t.steps]
         assert t.reward == 1.0 and t.success and scores[-1] == 100 and scores == sorted(scores)
