@@ -135,7 +135,7 @@ def test_import_reports_skipped_files_and_keeps_good_ones(store: Store, data_fil
     assert store.counts()["trajectories"] == 3
 
 
-def test_several_trees_export_as_a_list(store: Store, tmp_path):
+def test_several_trees_export_as_a_list(store: Store, tmp_path, capsys):
     path = tmp_path / "two.jsonl"
     path.write_text(_line(["a"], 1.0, "r") + "\n" + _line(["b"], 0.0, "r").replace('"t1"', '"t2"') + "\n")
     main(["import", "jsonl", str(path)])
@@ -144,8 +144,9 @@ def test_several_trees_export_as_a_list(store: Store, tmp_path):
     assert main(["export", "tree", str(out)]) == 0
     trees = json.loads(out.read_text())
     assert [t["task_id"] for t in trees] == ["t1", "t2"] and trees[0]["best_path"] == []
-    assert main(["export", "tree", str(out), "--task", "t2"]) == 0
-    assert json.loads(out.read_text())["nodes"][1]["action"] == "b"
+    capsys.readouterr()
+    assert main(["export", "tree", "-", "--task", "t2"]) == 0  # "-": stdout
+    assert json.loads(capsys.readouterr().out)["nodes"][1]["action"] == "b"
 
 
 def test_eto_fixture_pipeline(store: Store, shared: Path, tmp_path, capsys):

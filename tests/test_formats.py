@@ -131,9 +131,12 @@ def test_task_start_detection():
     plain = _conv(role, ok, ("human", "do x"), act, obs)
     one_shot = _conv(role, ok, ("human", "example task"), act, obs, act, obs, ("human", "do x"), act)
     webshop = _conv(role, ok, ("human", "Observation:\nWebShop [SEP] i need shoes"), act, obs)
+    webshop_one_shot = _conv(role, ok, ("human", "Observation:\nWebShop [SEP] example"), act, obs,
+                             ("human", "Observation:\nWebShop [SEP] i need shoes"), act, obs, act)
     assert find_task_start(_turns(plain)) == 2
     assert find_task_start(_turns(one_shot)) == 7
     assert find_task_start(_turns(webshop)) == 2
+    assert find_task_start(_turns(webshop_one_shot)) == 5
     instr, first_obs, steps = parse_conversation(
         _conv(role, ok, ("human", "do x\nObservation: a room"), act, obs, act), "f", "r")
     assert (instr, first_obs, len(steps)) == ("do x", "a room", 2)

@@ -9,10 +9,10 @@
   example (its own task message and turns) sits between the "OK" and the task message.
 
 Where the task starts is detected, not assumed: after the role prompt and its "OK", the task
-message is the LAST human turn that is not an `Observation:` turn (a one-shot example's turns
-come before it and its own task message is an earlier non-observation turn). When every human
-turn there is an observation (WebShop-style task messages start with "Observation:"), the first
-human turn after "OK" is the task message. ETO's "Task Description:" header line is dropped,
+message is the LAST human turn that is not an `Observation:` turn or that follows another human
+turn (a one-shot example's turns come before it, and the example ends on its observation, so
+even a WebShop-style task message starting with "Observation:" is found). When there is no such
+turn (WebShop SFT files: no example), the first human turn after "OK" is the task message. ETO's "Task Description:" header line is dropped,
 so the instruction is the environment's own task text (as the sciworld env gives it and as the
 project's prompts use it); when the rest has the exact form `<instruction>\\nObservation: <obs>` it
 is split into the instruction and `meta["initial_observation"]`, as `prompt.task_message` joins
@@ -76,8 +76,8 @@ def _turns(conv: Any, file: str, record: str) -> list[tuple[str, str]]:
 def find_task_start(turns: list[tuple[str, str]]) -> int:
     """Index of the task message in a conversation (see the module docstring for the rule)."""
     body = 2 if len(turns) > 1 and turns[1][0] == "gpt" and turns[1][1].strip() == "OK" else 1
-    candidates = [i for i in range(body, len(turns))
-                  if turns[i][0] == "human" and not _is_observation(turns[i][1])]
+    candidates = [i for i in range(body, len(turns)) if turns[i][0] == "human"
+                  and (not _is_observation(turns[i][1]) or turns[i - 1][0] == "human")]
     return candidates[-1] if candidates else body
 
 
