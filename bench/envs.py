@@ -7,9 +7,11 @@ Medians over repeats, ratios against a baseline measured in the same run:
   * collection throughput (episodes/s, expert on shop, into a temporary store) with 1 and 2
     env worker processes: the ratio is 2 workers / 1 worker;
   * ScienceWorld steps/s with `fast_step=True` against `fast_step=False` on the same gold
-    actions (skipped with a message when core.envs.sciworld or Java is missing).
+    actions, and expert collection with 1 vs 2 workers (one JVM per episode slot); skipped
+    with a message when core.envs.sciworld or Java is missing.
 
-    python bench/envs.py [--repeats 5] [--tasks 200] [--sciworld-steps 60] [--no-sciworld]
+    python bench/envs.py [--repeats 5] [--tasks 200] [--sciworld-steps 60] [--sciworld-tasks 4]
+                         [--no-sciworld]
 """
 
 from __future__ import annotations
@@ -141,17 +143,48 @@ def bench_sciworld(repeats: int, n_steps: int) -> None:
           f"{rates[True] / rates[False]:.2f})")
 
 
+def bench_sciworld_collect(n_tasks: int) -> None:
+    """Expert collection of `n_tasks` ScienceWorld `boil` tasks with two episode slots (two JVMs)
+    in 1 vs 2 worker processes; gold plans are computed before timing."""
+    from core.agents.scripted import ExpertPolicy
+    from core.collect import collect
+    from core.envs import make_env
+    from core.store import Store
+
+    with make_env("sciworld") as env:
+        task_ids = [t.task_id for t in env.tasks("dev") if t.task_id.startswith("boil_")][:n_tasks]
+    policy = ExpertPolicy("sciworld")
+    try:
+        steps = sum(len(policy.plan(t)) for t in task_ids)
+        rates = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(Path(tmp) / "bench.duckdb")
+            for workers in (1, 2):
+                t0 = time.perf_counter()
+                collect(store, "sciworld", policy, task_ids, workers=workers, batch_size=2, progress=False)
+                rates[workers] = len(task_ids) / (time.perf_counter() - t0)
+    finally:
+        policy.close()
+    print(f"sciworld collection, expert ({len(task_ids)} episodes, {steps} steps, 2 slots = 2 JVMs, "
+          "JVM start-up included, one run each):")
+    print(f"  workers=1             {rates[1]:10,.2f} episodes/s")
+    print(f"  workers=2             {rates[2]:10,.2f} episodes/s   (ratio 2/1: {rates[2] / rates[1]:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=200, help="shop tasks per measurement")
     ap.add_argument("--sciworld-steps", type=int, default=60)
+    ap.add_argument("--sciworld-tasks", type=int, default=2, help="episodes of the sciworld collection run")
     ap.add_argument("--no-sciworld", action="store_true")
     args = ap.parse_args()
     bench_shop(args.repeats, args.tasks)
     bench_collect(max(1, args.repeats // 2), args.tasks)
     if not args.no_sciworld:
         bench_sciworld(max(1, args.repeats // 2), args.sciworld_steps)
+        if importlib.util.find_spec("core.envs.sciworld") is not None and shutil.which("java"):
+            bench_sciworld_collect(args.sciworld_tasks)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from core.agents.base import PAPER_SCHEDULE, Policy, Request
+from core.agents.prompt import env_prefix, step_messages, task_message
 from core.agents.scripted import ExpertPolicy, RandomPolicy
 from core.cli import main
 from core.collect import collect
@@ -24,9 +25,11 @@ class CountingExpert(ExpertPolicy):
         super().__init__("shop")
         self.batches: list[int] = []
         self.stop_at = stop_at
+        self.requests: list[Request] = []
 
     def act(self, requests: list[Request]) -> list[str]:
         self.batches.append(len(requests))
+        self.requests += requests
         if self.stop_at is not None and len(self.batches) == self.stop_at:
             raise KeyboardInterrupt
         return super().act(requests)
@@ -46,6 +49,13 @@ def test_expert_collection_fills_the_store(store) -> None:
         len(t.steps) for t in store.trajectories(run_id=res.run_id))
     trajs = store.trajectories(run_id=res.run_id)
     assert sorted(t.traj_id for t in trajs) == sorted(res.traj_ids)
+    # the prompt: env prefix (role, "OK", one-shot), the task message, then the turns so far
+    prefix = env_prefix("shop")
+    first, later = policy.requests[0], next(r for r in policy.requests if len(r.history) == 2)
+    assert first.messages == [*prefix, {"role": "user", "content": task_message(
+        first.instruction, next(t for t in trajs if t.task_id == first.task_id).meta["initial_observation"])}]
+    assert later.messages[len(prefix) + 1:] == step_messages(later.history)
+    assert later.valid_actions and all(a.startswith("click[") for a in later.valid_actions)
     env = make_env("shop")
     for t in trajs:
         first_obs, instruction = env.reset(t.task_id)
