@@ -72,8 +72,9 @@ def run_mcts(g: nx.DiGraph, iterations: int = 1000, c: float = 1.41, rule: str =
         iterations = 0
     else:
         vis, val = _search(arr, iterations, float(c), rule)
+    nodes = g._node  # the attribute dicts g.nodes[n] returns, without the view's per-call cost
     for i, node in enumerate(arr.ids):
-        d = g.nodes[node]
+        d = nodes[node]
         d["mcts_visits"] = vis[i]
         d["mcts_value_sum"] = val[i]
     best = [arr.ids[i] for i in _best_path(arr.kids, vis, val)]

@@ -56,22 +56,21 @@ def tree_pairs(g: nx.DiGraph, granularity: str = "step", value: str = "data",
     task = [{"role": "user", "content": task_message(g.graph.get("instruction", ""),
                                                       g.graph.get("initial_observation", ""))}]
     pairs: list[Pair] = []
-    for b in sorted(g.nodes):
+    for b in sorted(n for n, kids in g.succ.items() if len(kids) > 1):
         kids = children(g, b)
-        if len(kids) < 2:
-            continue
-        prompt = task + step_messages([_step(g, n) for n in path_to(g, b)[1:]])
         val = {k: node_value(g, k, value) for k in kids}
         ok = {k: nodes[k]["successes"] > 0 for k in kids}
+        cut = []
         for i, j in combinations(kids, 2):
             if min_margin is None:
-                if ok[i] == ok[j]:
-                    continue
-                win, lose = (i, j) if ok[i] else (j, i)
-            else:
-                if val[i] == val[j] or abs(val[i] - val[j]) < min_margin:
-                    continue
-                win, lose = (i, j) if val[i] > val[j] else (j, i)
+                if ok[i] != ok[j]:
+                    cut.append((i, j) if ok[i] else (j, i))
+            elif val[i] != val[j] and abs(val[i] - val[j]) >= min_margin:
+                cut.append((i, j) if val[i] > val[j] else (j, i))
+        if not cut:
+            continue
+        prompt = task + step_messages([_step(g, n) for n in path_to(g, b)[1:]])
+        for win, lose in cut:
             pairs.append(Pair(
                 env=g.graph["env"], task_id=g.graph["task_id"], prompt=list(prompt),
                 chosen=_completion(g, win, granularity, value, best=True),
