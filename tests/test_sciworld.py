@@ -260,6 +260,27 @@ def test_collect_expert_then_replay_matches(store):
 
 
 @pytest.mark.slow
+def test_real_eto_episodes_replay_to_their_rewards(sw, shared):
+    """Fixture episodes recorded with ScienceWorld 1.2.3 in ETO's layout: replaying their actions
+    here gives their first observation, their final rewards and step counts."""
+    from core.formats.eto import read_eto_explore_file
+
+    expected = json.loads((shared / "fixtures" / "eto-explore-expected.json").read_text())
+    for task_id, runs in expected.items():
+        for run in runs:
+            # the (short) failed runs, and one success, keep this bounded
+            if run["run"] != "weak-run2" and (task_id, run["run"]) != ("find-plant_0", "weak-run0"):
+                continue
+            path = shared / "fixtures" / "eto-explore" / run["run"] / "sciworld_explore" / f"{task_id}.json"
+            traj = read_eto_explore_file(path, "sciworld")
+            obs, _ = sw.reset(task_id)
+            assert traj.meta.get("initial_observation", obs) == obs
+            results = [sw.step(s.action) for s in traj.steps]
+            assert len(results) == run["steps"]
+            assert results[-1].reward == pytest.approx(run["reward"]), (task_id, run["run"])
+
+
+@pytest.mark.slow
 def test_no_java_left_behind(sw):
     sw.close()
     assert _java_children() == []

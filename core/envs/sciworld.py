@@ -337,10 +337,12 @@ class SciWorldEnv(Env):
             return self._noop(ENDED, done=True)
         if not action:
             return self._noop("Invalid action: empty input. " + NO_MATCH)
+        from py4j.protocol import Py4JJavaError
+
         server = self._sw.server
         try:
             obs = str(server.step(action))
-        except Exception:  # py4j errors on input the parser chokes on: a no-op, never a crash
+        except Py4JJavaError:  # the simulator's parser threw on this input: a no-op, not a crash
             return self._noop(f"Invalid action: {action!r}. " + NO_MATCH)
         self._history.append(action)
         raw = int(round(100 * server.getScore()))
