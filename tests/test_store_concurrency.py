@@ -17,13 +17,18 @@ from core.trajectory import Run, Step, Trajectory
 REPO = Path(__file__).resolve().parents[1]
 
 # Holds the store in one long transaction first (the other process must wait for it), then
-# keeps writing metric rows in short transactions while the other process writes too.
+# keeps writing metric rows in short transactions while the other process writes too. With a
+# fifth argument it first waits for the writer's "ready" file, so the writer is surely running
+# (interpreter start-up included) when the long transaction begins.
 HOLDER = """
 import sys, time
 from pathlib import Path
 from core.store import Store
 db, flag, hold, n = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 store = Store(db)
+ready = flag.with_name("ready")
+while len(sys.argv) > 5 and not ready.exists():  # wait until the other process is started
+    time.sleep(0.005)
 with store.transaction() as con:
     flag.write_text("holding")
     for i in range(10):
@@ -43,6 +48,7 @@ from pathlib import Path
 from core.store import Store
 from core.trajectory import Step, Trajectory
 db, flag, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+flag.with_name("ready").write_text("ready")
 while not flag.exists():
     time.sleep(0.005)
 t0 = time.monotonic()
@@ -65,7 +71,7 @@ def test_two_processes_write_concurrently(tmp_path):
     db, flag = tmp_path / "shared.duckdb", tmp_path / "holding"
     Store(db)  # created and migrated before the race
     hold, n_holder, n_writer = 1.0, 10, 10
-    holder = _spawn(HOLDER, db, flag, hold, n_holder)
+    holder = _spawn(HOLDER, db, flag, hold, n_holder, "wait-for-ready")
     writer = _spawn(WRITER, db, flag, n_writer)
     out_w, err_w = writer.communicate(timeout=120)
     out_h, err_h = holder.communicate(timeout=120)
@@ -83,6 +89,7 @@ def test_two_processes_write_concurrently(tmp_path):
     assert store.changes() == 1 + n_holder + n_writer
 
 
+@pytest.mark.slow  # a second interpreter: ~5 s on busy cores
 def test_reader_waits_for_writer_then_sees_its_data(tmp_path):
     """A read while another process holds the store waits instead of failing."""
     db, flag = tmp_path / "r.duckdb", tmp_path / "holding"
