@@ -126,3 +126,12 @@ def test_truncation_drops_oldest_steps_and_keeps_the_prefix(weak):
     ids = pol.prompt_ids(req)
     assert len(ids) == 300 - pol.max_new_tokens
     assert tok.decode(ids).endswith("<|im_start|>assistant\n")
+
+
+def test_shared_prefix_cache_changes_nothing(policy, weak):
+    reqs = _requests()
+    assert len({policy._shared_ids(r) for r in reqs}) == 1  # one env prefix, computed once
+    plain = HFPolicy(weak, max_new_tokens=24, batch_size=4, prefix_cache=False)
+    assert plain.act(reqs) == policy.act(reqs)
+    sampled = [dataclasses.replace(r, sampling=Sampling(0.7, 0.9)) for r in reqs]
+    assert plain.act(sampled) == policy.act(sampled)

@@ -7,7 +7,12 @@
   "OK", the one-shot example and the task message — is always kept, and so are the newest turns.
   Only if the prefix plus the last turn alone still do not fit are the oldest tokens cut.
 * Batching: requests are sorted by prompt length and answered in chunks of `batch_size`, each with
-  one left-padded `generate` call.
+  one padded `generate` call.
+* Shared prefix: the turns before the task message (system turn, "OK", one-shot example) are the
+  same for every episode of an env and are most of a short episode's prompt. Their keys/values
+  are computed once and reused (`prefix_cache=True`); each row is laid out as
+  `[shared prefix][padding][rest of its prompt]`, with positions taken from the attention mask,
+  so a row's logits do not depend on the others (tests compare against one-at-a-time runs).
 * Sampling per request: `request.sampling` may differ inside one batch (the `paper` schedule).
   Generation itself is greedy; a logits processor draws the token of each sampled row (temperature,
   then top-p) and leaves only that token, so greedy rows are exactly greedy. Each sampled row
@@ -19,8 +24,11 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -63,7 +71,7 @@ class HFPolicy(Policy):
 
     def __init__(self, model: str, *, device: str | None = None, max_new_tokens: int = 64,
                  max_context: int | None = None, batch_size: int = 16, seed: int = 0,
-                 store=None, adapter: str | None = None) -> None:
+                 store=None, adapter: str | None = None, prefix_cache: bool = True) -> None:
         from core.models.loading import load_model, model_name
 
         if max_new_tokens < 1 or batch_size < 1:
@@ -84,6 +92,13 @@ class HFPolicy(Policy):
                             f"with max_new_tokens {max_new_tokens}")
         self.stop_ids = self._stop_ids()
         self.device = next(self.model.parameters()).device
+        self.prefix_cache = prefix_cache
+        self._forward_params = set(inspect.signature(self.model.forward).parameters)
+        # transformers 5.24 renamed generate's `past_key_values` to `cache`; 5.17 (GPU image) has the old name
+        self._cache_kw = "cache" if "cache" in self._forward_params else "past_key_values"
+        self._kv: dict[tuple[int, ...], Any] = {}
+
+        self._shared_memo: dict[int, tuple[int, ...]] = {}
 
     def _stop_ids(self) -> list[int]:
         tok = self.tokenizer
@@ -125,34 +140,77 @@ class HFPolicy(Policy):
     def _row_seed(self, r: Request) -> int:
         return zlib.crc32(f"{self.seed}/{r.seed}/{r.env}/{r.task_id}/{len(r.history)}".encode())
 
+    def _shared_ids(self, request: Request) -> tuple[int, ...]:
+        """Token ids of the request's turns before its task message (system turn + one-shot):
+        the part every episode of an env shares, whose keys/values are computed once."""
+        n_prefix = max(1, len(request.messages) - 2 * len(request.history))
+        shared = request.messages[: n_prefix - 1]
+        if not shared:
+            return ()
+        key = hash(tuple((m["role"], m["content"]) for m in shared))
+        ids = self._shared_memo.get(key)
+        if ids is None:
+            ids = tuple(self.tokenizer.apply_chat_template(shared, return_dict=True)["input_ids"])
+            self._shared_memo[key] = ids
+        return ids
+
     # -- generation ------------------------------------------------------------------------
     def act(self, requests: list[Request]) -> list[str]:
-        """One reply per request, generated in left-padded batches of `batch_size`."""
+        """One reply per request: grouped by shared prefix, sorted by length, `batch_size` per
+        `generate` call."""
         prompts = [self.prompt_ids(r) for r in requests]
-        order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (r, p) in enumerate(zip(requests, prompts)):
+            shared = self._shared_ids(r) if self.prefix_cache else ()
+            if len(p) <= len(shared) or tuple(p[: len(shared)]) != shared:
+                shared = ()  # left-truncated prompt: no shared prefix to reuse
+            groups.setdefault(shared, []).append(i)
         replies: list[str] = [""] * len(requests)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            texts = self._generate([prompts[i] for i in chunk], [requests[i] for i in chunk])
-            for i, text in zip(chunk, texts):
-                replies[i] = text
+        for shared, members in groups.items():
+            order = sorted(members, key=lambda i: len(prompts[i]))
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                texts = self._generate([prompts[i] for i in chunk], [requests[i] for i in chunk], shared)
+                for i, text in zip(chunk, texts):
+                    replies[i] = text
         return replies
 
+    def _prefix_kv(self, shared: tuple[int, ...], rows: int):
+        """A fresh cache holding the keys/values of `shared`, repeated for `rows` rows."""
+        cache = self._kv.pop(shared, None)
+        if cache is None:
+            kwargs = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_params else {}
+            out = self.model(input_ids=torch.tensor([shared], device=self.device), use_cache=True, **kwargs)
+            cache = getattr(out, "cache", None) or out.past_key_values
+        self._kv[shared] = cache  # most recently used last
+        while len(self._kv) > 4:
+            self._kv.pop(next(iter(self._kv)))
+        fresh = copy.deepcopy(cache)  # generate extends the cache in place
+        fresh.batch_repeat_interleave(rows)
+        return fresh
+
     @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], requests: list[Request]) -> list[str]:
+    def _generate(self, prompts: list[list[int]], requests: list[Request], shared: tuple[int, ...]) -> list[str]:
+        """One `generate` call: rows are `shared` (cached), left padding, then each prompt's rest;
+        positions come from the attention mask, so the padding is invisible to every row."""
         pad = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompts)
+        p = len(shared)
+        width = p + max(len(q) - p for q in prompts)
         input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            input_ids[row, width - len(p):] = torch.tensor(p)
-            attention[row, width - len(p):] = 1
+        if p:
+            input_ids[:, :p] = torch.tensor(shared)
+            attention[:, :p] = 1
+        for row, q in enumerate(prompts):
+            input_ids[row, width - len(q) + p:] = torch.tensor(q[p:])
+            attention[row, width - len(q) + p:] = 1
         sampler = _RowSampler([r.sampling for r in requests], [self._row_seed(r) for r in requests])
         config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
                                   eos_token_id=self.stop_ids, pad_token_id=pad)
+        kwargs = {self._cache_kw: self._prefix_kv(shared, len(prompts))} if p else {}
         out = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-            generation_config=config, logits_processor=LogitsProcessorList([sampler]),
+            generation_config=config, logits_processor=LogitsProcessorList([sampler]), **kwargs,
         )
         return [self._decode(row[width:].tolist()) for row in out]
 
