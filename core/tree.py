@@ -234,12 +234,17 @@ def _assign_semantic(flat: _Flat, threshold: float, embed: Embedder) -> _Nodes:
         for s in t.steps:
             states.append(" ".join(x for x in (prev.strip(), s.thought.strip()) if x))
             prev = s.observation
-    uniq = list(dict.fromkeys(states))
-    vecs = np.asarray(embed(uniq), dtype=np.float64) if uniq else np.zeros((0, 1))
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True) if len(uniq) else np.zeros((0, 1))
-    vecs = vecs / np.where(norms > 0, norms, 1.0)
-    state_idx = {s: i for i, s in enumerate(uniq)}
     codes = flat.action_codes()
+    # Only steps that can meet another one are compared: same tree, depth and action, another
+    # state text. Embed just those, in one batch.
+    seen: dict[tuple[int, int, int], set[str]] = {}
+    for tree, depth, code, text in zip(flat.traj_tree[flat.row_traj].tolist(), flat.row_depth.tolist(),
+                                       codes.tolist(), states):
+        seen.setdefault((tree, depth, code), set()).add(text)
+    uniq = list(dict.fromkeys(t for texts in seen.values() if len(texts) > 1 for t in sorted(texts)))
+    vecs = np.asarray(embed(uniq), dtype=np.float64).reshape(len(uniq), -1) if uniq else np.zeros((0, 1))
+    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    state_idx = {s: i for i, s in enumerate(uniq)}
     row_node = np.empty(len(states), dtype=np.int64)
     parent: list[int] = []
     first_row: list[int] = []
@@ -255,11 +260,11 @@ def _assign_semantic(flat: _Flat, threshold: float, embed: Embedder) -> _Nodes:
         for ti in range(bounds[tree], bounds[tree + 1]):
             node = 0
             for _ in range(flat.lengths[ti]):
-                si = state_idx[states[row]]
+                text = states[row]
                 found = -1
                 for c in cands.setdefault((node, int(codes[row])), []):
-                    cs = state_idx[states[first_row[base + c]]]
-                    if cs == si or float(vecs[cs] @ vecs[si]) >= threshold:
+                    other = states[first_row[base + c]]
+                    if other == text or float(vecs[state_idx[other]] @ vecs[state_idx[text]]) >= threshold:
                         found = c
                         break
                 if found < 0:

@@ -106,8 +106,8 @@ def table_embedder(table: dict[str, list[float]]):
 def test_semantic_rule_with_known_cosines():
     # State text = previous observation (or initial observation) + " " + thought.
     trajs = [
-        traj([("go left", "move", "room A"), ("open it", "open", "done")], 1.0,
-             meta={"initial_observation": "start"}),
+        traj([("go left", "move", "room A"), ("open it", "open", "done"), ("close it", "close", "shut")],
+             1.0, meta={"initial_observation": "start"}),
         traj([("walk left", "move", "room B"), ("open it", "open", "done")], 0.0,
              meta={"initial_observation": "start"}),
         traj([("fly away", "move", "room C")], 0.0, meta={"initial_observation": "start"}),
@@ -116,14 +116,16 @@ def test_semantic_rule_with_known_cosines():
         "start go left": [1.0, 0.0], "start walk left": [0.95, 0.312], "start fly away": [0.0, 1.0],
         "room A open it": [1.0, 0.0], "room B open it": [0.8, 0.6],
     }
+    # "done close it" meets no other step (the only "close" at depth 3): never embedded (the
+    # table has no entry for it).
     g = build_tree(trajs, merge="semantic", threshold=0.9, embedder=table_embedder(table))
     # "walk left" vs "go left": cosine 0.95 >= 0.9 -> same node; "fly away": cosine 0 -> new node.
     # Step 2: "room B open it" vs "room A open it": cosine 0.8 < 0.9 -> a second "open" child.
-    assert sorted(g.edges) == [(0, 1), (0, 4), (1, 2), (1, 3)]
+    assert sorted(g.edges) == [(0, 1), (0, 5), (1, 2), (1, 4), (2, 3)]
     assert g.nodes[1]["visits"] == 2 and g.nodes[1]["thoughts"] == ["go left", "walk left"]
     assert g.graph["settings"] == {"merge": "semantic", "threshold": 0.9, "model": "all-MiniLM-L6-v2"}
     lax = build_tree(trajs, merge="semantic", threshold=0.75, embedder=table_embedder(table))
-    assert sorted(lax.edges) == [(0, 1), (0, 3), (1, 2)]
+    assert sorted(lax.edges) == [(0, 1), (0, 4), (1, 2), (2, 3)]
     with pytest.raises(UserError, match="threshold"):
         build_tree(trajs, merge="semantic", threshold=1.5, embedder=table_embedder(table))
 
