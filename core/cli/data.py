@@ -154,9 +154,9 @@ def cmd_tree(args: argparse.Namespace) -> int:
     trajs = select_trajectories(store, args.env, args.task, args.source, args.model)
     if not trajs:
         raise UserError(f"no trajectories{_scope(args)}"
-                     f"{' from source ' + repr(args.source) if args.source else ''}"
-                     f"{' of model ' + repr(args.model) if args.model else ''}; "
-                     "run `w2stree import` or `w2stree collect` first")
+                        f"{' from source ' + repr(args.source) if args.source else ''}"
+                        f"{' of model ' + repr(args.model) if args.model else ''}; "
+                        "run `w2stree import` or `w2stree collect` first")
     by_task: dict[tuple[str, str], list[Trajectory]] = {}
     for t in trajs:
         by_task.setdefault((t.env, t.task_id), []).append(t)
