@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", dest="fmt", choices=("jsonl", "eto", "trl", "json"),
                    help="default: jsonl for trajectories, trl for pairs and best paths, json for trees")
     _filters(p)
-    p.add_argument("--granularity", choices=("step", "continuation", "trajectory"), help="pairs only")
+    p.add_argument("--granularity", choices=("step", "continuation", "trajectory"),
+                   help="pairs only: this granularity (default: all stored pairs)")
     p.add_argument("--source", help="trajectories only: this source")
     p.add_argument("--model", help="trajectories only: this model")
     p.set_defaults(func=cmd_export)
