@@ -1,0 +1,68 @@
+"""`w2stree eval` (greedy evaluation of one model) and `w2stree pipeline` (the W2S experiment)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `eval` and `pipeline` commands."""
+    e = sub.add_parser("eval", help="greedy episodes of a model on a split, stored as an eval run")
+    e.add_argument("--model", required=True,
+                   help="registered model name, folder or hub id; or `expert` / `random`")
+    e.add_argument("--env", default="shop", help="environment (default: shop)")
+    e.add_argument("--split", default="test", help="task split (default: test)")
+    e.add_argument("--tasks", type=int, default=None, metavar="N", help="the first N tasks of the split")
+    e.add_argument("--label", default=None,
+                   help="name the episodes are stored under (default: the model name)")
+    e.add_argument("--max-steps", type=int, default=None, help="cap episodes below the env's step limit")
+    e.add_argument("--batch-size", type=int, default=16, help="episodes per generate call (default: 16)")
+    e.add_argument("--workers", type=int, default=1, help="env worker processes (default: 1)")
+    e.set_defaults(func=_eval)
+
+    p = sub.add_parser("pipeline", help="the weak-to-strong experiment end to end, with its results table",
+                       description="Build models, SFT weak and strong on expert demonstrations, explore "
+                                   "with the SFT-weak model, build trees, MCTS and pairs, train the strong "
+                                   "model four ways (W2S-SFT, ETO-DPO, TreeDPO, MCTS), evaluate all six.")
+    p.add_argument("--env", default="shop", help="environment (default: shop)")
+    p.add_argument("--preset", default="tiny",
+                   help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models)")
+    p.add_argument("--quick", action="store_true", help="the smoke-test preset (same as --preset quick)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
+    p.add_argument("--trajs-per-task", type=int, nargs="+", default=None, metavar="K",
+                   help="trajectories per explored task; several values sweep K (Figure 4)")
+    p.add_argument("--test-tasks", type=int, default=None, metavar="N", help="test tasks evaluated")
+    p.add_argument("--weak", default=None, help="base weak model (default: the preset's)")
+    p.add_argument("--strong", default=None, help="base strong model (default: the preset's)")
+    p.set_defaults(func=_pipeline)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from core.evaluate import evaluate
+    from core.store import Store
+
+    res = evaluate(Store(), args.model, args.env, args.split, args.tasks, max_steps=args.max_steps,
+                   batch_size=args.batch_size, workers=args.workers, label=args.label, progress=True)
+    print(f"model         {res.label}")
+    print(f"episodes      {res.n_episodes} ({args.env}/{args.split}, run {res.run_id})")
+    print(f"avg reward    {res.avg_reward:.4f}")
+    print(f"success rate  {res.success_rate:.4f}")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from core.errors import UserError
+    from core.pipeline import format_table, run_pipeline
+    from core.store import Store
+
+    if args.test_tasks is not None and args.test_tasks < 1:
+        raise UserError("--test-tasks must be at least 1")
+    ks = args.trajs_per_task
+    ks = ks[0] if ks and len(ks) == 1 else ks
+    df = run_pipeline(args.env, "quick" if args.quick else args.preset, seeds=args.seeds, trajs_per_task=ks,
+                      store=Store(), progress=True, weak=args.weak, strong=args.strong,
+                      test_tasks=args.test_tasks)
+    print(format_table(df))
+    print(f"experiment {df.attrs['experiment_id']}: {df.attrs['wall_s']:.0f}s; stages: "
+          + ", ".join(f"{k} {v:.0f}s" for k, v in df.attrs["timings"].items()))
+    return 0

@@ -1,0 +1,657 @@
+"""The weak-to-strong experiment end to end (`w2stree pipeline`), and the dashboard's quick fill.
+
+`run_pipeline` reproduces the paper's table on one environment, per seed:
+
+1. models: the env's local presets (`<env>-weak`, `<env>-strong`, built if missing) or the
+   preset's named models;
+2. expert demonstrations (`ExpertPolicy`, model "expert") on `demo_tasks` train tasks;
+3. SFT-weak and SFT-strong: each base model fine-tuned on those demonstrations;
+4. exploration: the SFT-weak model plays `explore_tasks` other train tasks with the paper's
+   schedule (greedy, (0.7, 0.9), (1.0, 0.8), (1.0, 0.9); more settings when K > 4);
+5. trees (one per task), MCTS on each, TreeDPO `step` pairs and ETO-style whole-trajectory pairs;
+6. the strong SFT model trained four ways: W2S-SFT (weak successes), ETO-style DPO, TreeDPO (tree
+   pairs; both DPO runs use the SFT-weak model as reference, the paper's W2S setting) and MCTS
+   (SFT on the MCTS best path of every tree);
+7. all six models evaluated greedily on `test_tasks` test tasks (episodes stored, source=eval,
+   under the labels `sft-weak`, `sft-strong`, `w2s-sft`, `eto-dpo`, `treedpo`, `mcts`);
+8. one results row per (method, seed, K) in the store's `results` table.
+
+Trained models are registered as `<env>-<method>-s<seed>` (with `-k<K>` when the number of
+trajectories per task is swept), eval labels get the same `-s<seed>` / `-k<K>` suffixes for seeds
+other than 0 and swept K. Training runs are jobs (`w2stree jobs list` shows them), `parallel` at
+a time, one torch thread each. The training rows of each run are kept as JSONL under
+`<home>/experiments/<experiment id>/` so every job can be re-run by hand.
+
+Presets (`PRESETS`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
+tuned to finish in under 20 minutes on 2 cores; `quick` is a smoke-test size (a few minutes);
+`paper` uses real Hugging Face models (by default Qwen2.5-0.5B-Instruct weak and
+Qwen2.5-7B-Instruct strong, with LoRA and the reference's hyper-parameters) and the full splits:
+it needs a GPU and the models available locally or `HF_HUB_OFFLINE=0`; pass `weak=` / `strong=`
+to use others.
+
+`fill_default` is the quick part for the dashboard's empty-store button: models, expert demos,
+an exploration by a noisy expert (successes and failures), trees, MCTS and pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
+from core.errors import UserError
+from core.store import Store
+from core.trajectory import Trajectory, new_id
+
+Progress = Callable[[float, str], None]
+
+#: Methods in table order: (method, eval label, training kind or "" for the SFT baselines).
+METHODS: tuple[tuple[str, str], ...] = (
+    ("SFT-weak", "sft-weak"),
+    ("SFT-strong", "sft-strong"),
+    ("W2S-SFT", "w2s-sft"),
+    ("ETO-DPO", "eto-dpo"),
+    ("TreeDPO", "treedpo"),
+    ("MCTS", "mcts"),
+)
+
+
+@dataclass(frozen=True)
+class PipelinePreset:
+    """Sizes and hyper-parameters of one experiment. Training overrides are passed to
+    `core.train.make_config(kind, train_preset, **overrides)`."""
+
+    name: str
+    weak: str = ""  # base weak model: "" = the env's local preset <env>-weak
+    strong: str = ""  # base strong model: "" = <env>-strong
+    train_preset: str = "tiny"
+    demo_tasks: int = 100  # the first train tasks, with expert demonstrations (SFT-weak / SFT-strong)
+    explore_from: int = 0  # the SFT-weak model explores train tasks [explore_from, +explore_tasks)
+    explore_tasks: int = 100  # (0: the demonstrated tasks, as in ETO and the paper)
+    test_tasks: int = 50  # test tasks every model is evaluated on
+    trajs_per_task: int = 4  # K: trajectories per explored task
+    max_steps: int | None = 10  # episode step cap for exploration and evaluation
+    sft_weak: dict[str, Any] = field(default_factory=dict)
+    sft_strong: dict[str, Any] = field(default_factory=dict)
+    w2s_sft: dict[str, Any] = field(default_factory=dict)
+    mcts_sft: dict[str, Any] = field(default_factory=dict)
+    dpo: dict[str, Any] = field(default_factory=dict)  # TreeDPO and ETO-style DPO
+    mcts_iterations: int = 1000
+    max_pairs: int | None = None  # random subset of the TreeDPO / ETO pairs (bounds DPO time)
+    gen_batch: int = 16  # episodes per generate call
+    explorer: str = ""  # "" = the SFT-weak model (the method); "noisy-expert" = a scripted stand-in
+    parallel: int = 2  # training jobs at once (one torch thread each)
+
+
+PRESETS: dict[str, PipelinePreset] = {
+    "tiny": PipelinePreset(
+        name="tiny", demo_tasks=60, explore_tasks=60, test_tasks=40, max_steps=10,
+        sft_weak=dict(epochs=8.0, lr=3e-3, batch_size=4),
+        sft_strong=dict(epochs=4.0, lr=1e-3, batch_size=4),
+        w2s_sft=dict(epochs=2.0, lr=3e-4, batch_size=4),
+        mcts_sft=dict(epochs=2.0, lr=3e-4, batch_size=4),
+        dpo=dict(epochs=1.0, lr=5e-5, batch_size=4, beta=0.1),
+        max_pairs=120,
+    ),
+    "quick": PipelinePreset(
+        name="quick", demo_tasks=6, explore_tasks=4, test_tasks=3, trajs_per_task=4, max_steps=6,
+        sft_weak=dict(epochs=1.0, lr=3e-3, batch_size=4),
+        sft_strong=dict(epochs=1.0, lr=1e-3, batch_size=4),
+        w2s_sft=dict(epochs=1.0, lr=3e-4, batch_size=4),
+        mcts_sft=dict(epochs=1.0, lr=3e-4, batch_size=4),
+        dpo=dict(epochs=1.0, lr=5e-5, batch_size=4),
+        mcts_iterations=200, max_pairs=8, gen_batch=16, explorer="noisy-expert",
+    ),
+    "paper": PipelinePreset(
+        name="paper", weak="Qwen/Qwen2.5-0.5B-Instruct", strong="Qwen/Qwen2.5-7B-Instruct",
+        train_preset="paper", demo_tasks=1000, explore_tasks=1000, test_tasks=200, max_steps=15,
+        sft_weak=dict(lora=True), sft_strong=dict(lora=True), w2s_sft=dict(lora=True),
+        mcts_sft=dict(lora=True), dpo=dict(lora=True), parallel=1,
+    ),
+}
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+
+class _Reporter:
+    """Stage timings plus progress lines (to a callback, stderr, or nowhere)."""
+
+    def __init__(self, progress: Progress | bool | None) -> None:
+        self.callback = progress if callable(progress) else None
+        self.echo = progress is True
+        self.timings: dict[str, float] = {}
+        self.t0 = time.monotonic()
+        self.fraction = 0.0
+
+    def say(self, fraction: float | None, text: str) -> None:
+        """Report `text`; `fraction` of the whole done (None: unchanged)."""
+        if fraction is not None:
+            self.fraction = min(max(fraction, 0.0), 1.0)
+        if self.callback is not None:
+            self.callback(self.fraction, text)
+        if self.echo:
+            print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+    def timed(self, stage: str, start: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.monotonic() - start
+
+
+def schedule_for(k: int) -> tuple[Sampling, ...]:
+    """K decoding settings: the paper schedule's first K; beyond 4, its sampled settings again
+    under new labels (each label draws its own samples)."""
+    if k < 1:
+        raise UserError(f"trajectories per task must be at least 1 (got {k})")
+    out = list(PAPER_SCHEDULE[:k])
+    sampled = [s for s in PAPER_SCHEDULE if not s.greedy]
+    for i in range(k - len(out)):
+        s = sampled[i % len(sampled)]
+        out.append(Sampling(s.temperature, s.top_p, f"{s.name()}-{i // len(sampled) + 2}"))
+    return tuple(out)
+
+
+def suffix(seed: int, k: int | None) -> str:
+    """Name suffix of a run: `-s<seed>` plus `-k<K>` when K is swept."""
+    return f"-s{seed}" + (f"-k{k}" if k is not None else "")
+
+
+def eval_label(label: str, seed: int, k: int | None) -> str:
+    """The eval label of a method: plain for seed 0 at the default K (what the Compare page
+    shows by default), suffixed otherwise."""
+    return label if seed == 0 and k is None else label + suffix(seed, k)
+
+
+def _split_ids(store_env: Any, split: str) -> list[str]:
+    return [t.task_id for t in store_env.tasks(split)]
+
+
+def _experts(store: Store, env: str, task_ids: list[str]) -> list[Trajectory]:
+    """Expert demonstrations of `task_ids`: those already stored, plus the missing ones collected."""
+    from core.agents.scripted import ExpertPolicy
+    from core.collect import collect
+
+    have = {t.task_id: t for t in store.trajectories(env=env, source="collect", model="expert")}
+    missing = [t for t in task_ids if t not in have]
+    if missing:
+        res = collect(store, env, ExpertPolicy(env), missing, model="expert", progress=False)
+        for t in store.trajectories(run_id=res.run_id):
+            have.setdefault(t.task_id, t)
+    return [have[t] for t in task_ids if t in have]
+
+
+def sft_rows(trajs: Sequence[Trajectory]) -> list[dict[str, Any]]:
+    """SFT rows (prompt = env prefix + task message, completion = the episode's turns)."""
+    from core.agents.prompt import step_messages, task_message
+    from core.train.data import sft_row
+
+    return [sft_row(t.env, task_message(t.instruction, t.meta.get("initial_observation", "")),
+                    step_messages(t.steps, final_observation=False)) for t in trajs if t.steps]
+
+
+def best_path_rows(graphs: Sequence[Any]) -> list[dict[str, Any]]:
+    """SFT rows of the MCTS best path of every tree (trees without one skipped)."""
+    from core.formats.export import best_path_messages
+    from core.train.data import sft_row
+
+    rows = []
+    for g in graphs:
+        if not g.graph.get("best_path"):
+            continue
+        msgs = best_path_messages(g)
+        if len(msgs) > 1:
+            rows.append(sft_row(g.graph["env"], msgs[0]["content"], msgs[1:]))
+    return rows
+
+
+def pair_rows(pairs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Preference rows of pairs (pairs with an empty side dropped)."""
+    from core.train.data import preference_row
+
+    rows = [preference_row(p.env, p.prompt, p.chosen, p.rejected) for p in pairs]
+    return [r for r in rows if r["chosen"] and r["rejected"]]
+
+
+def _cap(items: list[Any], n: int | None, seed: int) -> list[Any]:
+    """A seeded random subset of at most n items, in their original order."""
+    if n is None or len(items) <= n:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+# -- running work, `parallel` units at a time ----------------------------------------------------------
+
+@dataclass
+class _Work:
+    """A unit of work: a training job (`kind` + `config`, its own process, see core.train.jobs) or a
+    call of a module-level function in a worker process. Starts once its `deps` are done."""
+
+    name: str
+    kind: str = ""
+    config: Any = None
+    fn: Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+    deps: tuple[str, ...] = ()
+    n_examples: int = 0
+    result: Any = None
+
+
+def _worker_init() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # one core per unit: `parallel` units share the machine
+
+
+def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -> dict[str, _Work]:
+    """Run the units, at most `parallel` at a time, in list order as their dependencies allow;
+    returns them by name with `result` filled (a training job: its output folder). Any failure
+    stops the rest and raises with the job's error and log tail."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from core.train import job_log_tail, job_status, start_job, stop_job, sync_job
+
+    parallel = max(1, parallel)
+    pending, running, done = list(items), {}, {}
+    pool = ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    try:
+        while pending or running:
+            for w in [w for w in pending if all(d in done for d in w.deps)]:
+                if len(running) >= parallel:
+                    break
+                pending.remove(w)
+                if w.kind:
+                    handle: Any = start_job(w.kind, w.config, store, detach=True)
+                    rep.say(None, f"start {w.name} ({w.kind}, {w.n_examples} examples, job {handle})")
+                else:
+                    handle = pool.submit(w.fn, *w.args)
+                    rep.say(None, f"start {w.name}")
+                running[w.name] = (w, handle, time.monotonic())
+            if not running:
+                missing = sorted({d for w in pending for d in w.deps} - set(done) - {w.name for w in pending})
+                raise RuntimeError(f"pipeline units wait on unknown dependencies {missing}")
+            time.sleep(0.5)
+            for name, (w, handle, t0) in list(running.items()):
+                if w.kind:
+                    status = job_status(handle)
+                    if status["status"] in ("queued", "running"):
+                        continue
+                    sync_job(store, handle)
+                    if status["status"] != "succeeded":
+                        raise RuntimeError(f"training job {handle} ({w.name}) {status['status']}: "
+                                           f"{status.get('error')}\n{job_log_tail(handle, 20)}")
+                    w.result = Path(status["output_path"])
+                else:
+                    if not handle.done():
+                        continue
+                    w.result = handle.result()
+                del running[name]
+                done[name] = w
+                rep.timed(name.split(" ")[0], t0)
+                rep.say(None, f"done {w.name} in {time.monotonic() - t0:.0f}s")
+    finally:
+        for w, handle, _ in running.values():
+            if w.kind:
+                stop_job(handle, store, grace=5.0)
+        pool.shutdown(wait=True, cancel_futures=True)
+    return done
+
+
+def _explore_unit(db: str, model: str, env: str, task_ids: list[str], schedule: tuple[Sampling, ...],
+                  max_steps: int | None, batch: int, name: str, seed: int) -> str:
+    """Worker: the SFT-weak model (or the noisy expert) explores; returns the collect run id."""
+    from core.agents.hf import HFPolicy
+    from core.collect import collect
+
+    store = Store(db)
+    policy: Policy = (NoisyExpertPolicy(env, seed=seed) if model == NoisyExpertPolicy.name
+                      else HFPolicy(model, batch_size=batch, seed=seed, store=store))
+    try:
+        return collect(store, env, policy, task_ids, schedule=schedule, max_steps=max_steps, batch_size=batch,
+                       model=name, seed=seed, progress=False).run_id
+    finally:
+        policy.close()
+
+
+def _eval_unit(db: str, model: str, env: str, task_ids: list[str], max_steps: int | None, batch: int,
+               label: str) -> dict[str, Any]:
+    """Worker: one greedy evaluation; returns its averages."""
+    from core.evaluate import evaluate
+
+    res = evaluate(Store(db), model, env, task_ids=task_ids, max_steps=max_steps, batch_size=batch, label=label)
+    return dict(label=res.label, avg_reward=res.avg_reward, success_rate=res.success_rate,
+                n_episodes=res.n_episodes, run_id=res.run_id)
+
+
+def _train_unit(method: str, kind: str, cfg: PipelinePreset, overrides: dict[str, Any], n: int,
+                deps: tuple[str, ...] = (), **fields: Any) -> _Work:
+    from core.train import make_config
+
+    config = make_config(kind, cfg.train_preset, **{**overrides, **fields})
+    return _Work(f"train {method}", kind=kind, config=config, deps=deps, n_examples=n)
+
+
+# -- the experiment ------------------------------------------------------------------------------------
+
+def run_pipeline(env: str = "shop", preset: str | PipelinePreset = "tiny", seeds: Sequence[int] = (0,),
+                 trajs_per_task: int | Sequence[int] | None = None, store: Store | None = None,
+                 progress: Progress | bool | None = True, *, weak: str | None = None,
+                 strong: str | None = None, test_tasks: int | None = None,
+                 experiment_id: str | None = None) -> pd.DataFrame:
+    """Run the weak-to-strong experiment (module docstring) and return one row per
+    (method, seed, K): method, label, model, seed, trajs_per_task, avg_reward, success_rate,
+    n_examples, n_episodes. Rows are also stored in the store's `results` table under one
+    experiment id. `trajs_per_task` may be a list of K values (Figure 4): the weak model explores
+    once with the largest K and each K uses the first K trajectories of every task. Stage wall
+    times (summed over units running side by side) are in `df.attrs["timings"]`."""
+    from core.envs import make_env
+    from core.paths import home
+
+    cfg = PRESETS.get(preset) if isinstance(preset, str) else preset
+    if cfg is None:
+        raise UserError(f"unknown pipeline preset {preset!r}; use one of {', '.join(PRESETS)}")
+    cfg = dataclasses.replace(cfg, weak=weak or cfg.weak, strong=strong or cfg.strong,
+                              test_tasks=test_tasks or cfg.test_tasks)
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    if not seeds:
+        raise UserError("no seeds given; pass --seeds 0 (or several)")
+    sweep = trajs_per_task is not None and not isinstance(trajs_per_task, int)
+    if trajs_per_task is None:
+        ks = [cfg.trajs_per_task]
+    elif isinstance(trajs_per_task, int):
+        ks = [trajs_per_task]
+    else:
+        ks = sorted(set(int(k) for k in trajs_per_task))
+        if not ks:
+            raise UserError("--trajs-per-task got no values")
+    for k in ks:
+        schedule_for(k)  # validates K
+    store = store if store is not None else Store()
+    rep = _Reporter(progress)
+    exp_id = experiment_id or f"exp-{env}-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
+    exp_dir = home() / "experiments" / exp_id
+    exp_dir.mkdir(parents=True, exist_ok=True)
+
+    with make_env(env) as e:
+        train_ids, test_ids = _split_ids(e, "train"), _split_ids(e, "test")
+    need = max(cfg.demo_tasks, cfg.explore_from + cfg.explore_tasks)
+    if len(train_ids) < need:
+        raise UserError(f"{env} has {len(train_ids)} train tasks; preset {cfg.name} needs {need}: "
+                        "choose a smaller preset")
+    demo_ids = train_ids[: cfg.demo_tasks]
+    explore_ids = train_ids[cfg.explore_from: cfg.explore_from + cfg.explore_tasks]
+    test_ids = test_ids[: cfg.test_tasks]
+
+    t0 = time.monotonic()
+    weak_base, strong_base = cfg.weak, cfg.strong
+    if not weak_base or not strong_base:
+        from core.models import build_presets, preset_names
+
+        rep.say(0.01, f"models: local presets of {env}")
+        build_presets(env, store)
+        names = preset_names(env)
+        weak_base, strong_base = weak_base or names["weak"], strong_base or names["strong"]
+    demos = _experts(store, env, demo_ids)
+    demo_file = _write(sft_rows(demos), exp_dir / "expert.jsonl")
+    rep.timed("models + expert demos", t0)
+    rep.say(0.03, f"expert demonstrations: {len(demos)} tasks")
+
+    rows: list[dict[str, Any]] = []
+    for si, seed in enumerate(seeds):
+        run = _SeedRun(store, env, cfg, seed, ks, sweep, weak_base, strong_base, demo_file, len(demos),
+                       explore_ids, test_ids, exp_dir / f"s{seed}", rep,
+                       lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f)
+        rows += run.run()
+    df = pd.DataFrame(rows)
+    store.add_results([{**r, "experiment_id": exp_id, "env": env} for r in rows])
+    df.attrs.update(timings=dict(rep.timings), experiment_id=exp_id, wall_s=time.monotonic() - rep.t0)
+    rep.say(1.0, f"experiment {exp_id} done in {df.attrs['wall_s']:.0f}s")
+    return df
+
+
+def _write(rows: list[dict[str, Any]], path: Path) -> Path:
+    from core.train.data import write_rows
+
+    write_rows(rows, path)
+    return path
+
+
+@dataclass
+class _SeedRun:
+    """One seed of the experiment: SFT baselines and exploration, then per K the trees, pairs,
+    four strong trainings and all evaluations."""
+
+    store: Store
+    env: str
+    cfg: PipelinePreset
+    seed: int
+    ks: list[int]
+    sweep: bool
+    weak_base: str
+    strong_base: str
+    demo_file: Path
+    n_demos: int
+    explore_ids: list[str]
+    test_ids: list[str]
+    folder: Path
+    rep: _Reporter
+    frac: Callable[[float], float]
+
+    def model_path(self, name: str) -> Path:
+        from core.paths import models_dir
+
+        return models_dir() / name
+
+    def eval_unit(self, method: str, model: Path, k: int | None, deps: tuple[str, ...]) -> _Work:
+        label = eval_label(dict(METHODS)[method], self.seed, k)
+        return _Work(f"eval {method}", fn=_eval_unit, deps=deps, args=(
+            str(self.store.path), str(model), self.env, self.test_ids, self.cfg.max_steps, self.cfg.gen_batch,
+            label))
+
+    def run(self) -> list[dict[str, Any]]:
+        cfg, env, seed, rep = self.cfg, self.env, self.seed, self.rep
+        self.folder.mkdir(parents=True, exist_ok=True)
+        weak_name, strong_name = f"{env}-sft-weak-s{seed}", f"{env}-sft-strong-s{seed}"
+        weak_sft, strong_sft = self.model_path(weak_name), self.model_path(strong_name)
+        k_max = max(self.ks)
+        data = str(self.demo_file)
+        rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
+                                 f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
+        units = [
+            _train_unit("SFT-weak", "sft", cfg, cfg.sft_weak, self.n_demos, model=self.weak_base, data=data,
+                        output=weak_name, seed=seed),
+            _train_unit("SFT-strong", "sft", cfg, cfg.sft_strong, self.n_demos, model=self.strong_base,
+                        data=data, output=strong_name, seed=seed),
+            _Work("explore", fn=_explore_unit, deps=("train SFT-weak",), args=(
+                str(self.store.path), cfg.explorer or str(weak_sft), env, self.explore_ids, schedule_for(k_max),
+                cfg.max_steps, cfg.gen_batch, cfg.explorer or weak_name, seed)),
+            self.eval_unit("SFT-weak", weak_sft, None, ("train SFT-weak",)),
+            self.eval_unit("SFT-strong", strong_sft, None, ("train SFT-strong",)),
+        ]
+        done = _run_work(units, self.store, cfg.parallel, rep)
+        run_id = done["explore"].result
+        explored = self.store.trajectories(run_id=run_id)
+        n = len(explored)
+        rep.say(self.frac(0.4), f"seed {seed}: exploration avg reward "
+                                f"{sum(t.reward for t in explored) / max(n, 1):.3f}, success rate "
+                                f"{sum(bool(t.success) for t in explored) / max(n, 1):.3f} ({n} episodes)")
+        base_rows = [dict(method=m, model=p.name, n_examples=self.n_demos, **done[f"eval {m}"].result)
+                     for m, p in (("SFT-weak", weak_sft), ("SFT-strong", strong_sft))]
+        rows: list[dict[str, Any]] = []
+        for ki, k in enumerate(self.ks):
+            labels = {s.name() for s in schedule_for(k)}
+            trajs = [t for t in explored if t.meta.get("sampling") in labels]
+            kdir = self.folder / f"k{k}"
+            kdir.mkdir(exist_ok=True)
+            files, counts = _tree_data(self.store, cfg, trajs, seed, kdir, rep, save=(k == k_max))
+            rows += [{**r, "seed": seed, "trajs_per_task": k} for r in base_rows]
+            rows += [{**r, "seed": seed, "trajs_per_task": k} for r in self.strong_methods(
+                k if self.sweep else None, files, counts, weak_sft, strong_sft, done["eval SFT-strong"].result, ki)]
+        return rows
+
+    def strong_methods(self, k: int | None, files: dict[str, Path], counts: dict[str, int], weak_sft: Path,
+                       strong_sft: Path, strong_eval: dict[str, Any], ki: int) -> list[dict[str, Any]]:
+        """Train the strong SFT model four ways on one K's data and evaluate them."""
+        cfg, env, rep = self.cfg, self.env, self.rep
+        sfx = suffix(self.seed, k)
+        ref = dict(ref=str(weak_sft))
+        plans = [  # longest first: the last unit to start bounds the wall time
+            ("TreeDPO", "treedpo", cfg.dpo, "tree_pairs", ref),
+            ("ETO-DPO", "dpo", cfg.dpo, "eto_pairs", ref),
+            ("MCTS", "mcts", cfg.mcts_sft, "best_paths", {}),
+            ("W2S-SFT", "sft", cfg.w2s_sft, "successes", {}),
+        ]
+        rep.say(self.frac(0.5 + 0.5 * ki / len(self.ks)),
+                f"seed {self.seed} K={k or max(self.ks)}: training the strong model four ways")
+        trains, evals, models = [], [], {}
+        for method, kind, over, data, extra in plans:
+            if counts[data] == 0:  # nothing to learn from: the method leaves SFT-strong as it is
+                rep.say(None, f"no {data.replace('_', ' ')}: {method} is SFT-strong unchanged")
+                models[method] = strong_sft
+                continue
+            name = f"{env}-{dict(METHODS)[method]}{sfx}"
+            models[method] = self.model_path(name)
+            trains.append(_train_unit(method, kind, cfg, over, counts[data], model=str(strong_sft),
+                                      data=str(files[data]), output=name, seed=self.seed, **extra))
+            evals.append(self.eval_unit(method, models[method], k, (f"train {method}",)))
+        done = _run_work(trains + evals, self.store, cfg.parallel, rep)
+        data_of = {m: d for m, _, _, d, _ in plans}
+        # an untrained method is SFT-strong itself: greedy, so its evaluation is SFT-strong's
+        return [dict(method=m, model=models[m].name, n_examples=counts[data_of[m]],
+                     **(done[f"eval {m}"].result if f"eval {m}" in done else strong_eval))
+                for m, _ in METHODS[2:]]
+
+
+def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], seed: int, folder: Path,
+               rep: _Reporter, save: bool) -> tuple[dict[str, Path], dict[str, int]]:
+    """Trees, MCTS, pairs and the four training files (in `folder`) of one set of exploration
+    trajectories; with `save` the trees and pairs also go to the store for the dashboard."""
+    from core.mcts import run_mcts
+    from core.pairs import eto_pairs, tree_pairs
+    from core.tree import build_trees
+
+    t0 = time.monotonic()
+    graphs = build_trees(trajs)
+    for g in graphs:
+        run_mcts(g, iterations=cfg.mcts_iterations)
+    tpairs = [p for g in graphs for p in tree_pairs(g)]
+    epairs = eto_pairs(trajs)
+    if save:
+        _save_tree_data(store, graphs, tpairs, epairs)
+    data = {
+        "successes": sft_rows([t for t in trajs if t.success]),
+        "best_paths": best_path_rows(graphs),
+        "tree_pairs": _cap(pair_rows(tpairs), cfg.max_pairs, seed),
+        "eto_pairs": _cap(pair_rows(epairs), cfg.max_pairs, seed),
+    }
+    files = {name: _write(rows, folder / f"{name}.jsonl") for name, rows in data.items()}
+    counts = {name: len(rows) for name, rows in data.items()}
+    n_branch = sum(1 for g in graphs for n in g if g.out_degree(n) > 1)
+    rep.timed("trees + MCTS + pairs", t0)
+    rep.say(None, f"{len(graphs)} trees ({n_branch} branching nodes), {len(tpairs)} tree pairs, "
+                  f"{len(epairs)} ETO pairs; training rows: {counts}")
+    return files, counts
+
+
+def _save_tree_data(store: Store, graphs: list[Any], tpairs: list[Any], epairs: list[Any]) -> None:
+    """Store trees and pairs, replacing earlier ones of the same trees / tasks."""
+    store.save_trees(graphs)
+    store.save_pairs(tpairs, replace_trees=[g.graph["tree_id"] for g in graphs])
+    store.save_pairs(epairs, replace_tasks={(p.env, p.task_id, "trajectory") for p in epairs})
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per (method, K), in table order."""
+    if df.empty:
+        return df
+    order = {m: i for i, (m, _) in enumerate(METHODS)}
+    g = df.groupby(["trajs_per_task", "method"], sort=False)
+    out = g.agg(avg_reward=("avg_reward", "mean"), avg_reward_std=("avg_reward", "std"),
+                success_rate=("success_rate", "mean"), success_rate_std=("success_rate", "std"),
+                n_examples=("n_examples", "mean"), seeds=("seed", "nunique")).reset_index()
+    out["_o"] = out["method"].map(order)
+    return out.sort_values(["trajs_per_task", "_o"]).drop(columns="_o").fillna({"avg_reward_std": 0.0,
+                                                                                  "success_rate_std": 0.0})
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """The results table as text: method, avg reward, success rate (mean ± std over seeds),
+    #training examples, per K."""
+    s = summarize(df)
+    lines = []
+    for k, part in s.groupby("trajs_per_task", sort=False):
+        lines.append(f"trajectories per task: {k}  (seeds: {int(part['seeds'].max())})")
+        lines.append(f"{'method':<12} {'avg reward':>17} {'success rate':>17} {'#train ex.':>10}")
+        for r in part.itertuples(index=False):
+            lines.append(f"{r.method:<12} {r.avg_reward:>8.3f} ± {r.avg_reward_std:<6.3f} "
+                         f"{r.success_rate:>8.3f} ± {r.success_rate_std:<6.3f} {r.n_examples:>10.0f}")
+    return "\n".join(lines)
+
+
+# -- the dashboard's quick fill --------------------------------------------------------------------------
+
+class NoisyExpertPolicy(Policy):
+    """A stand-in weak explorer without any training: the expert's step, replaced by a random
+    valid action with probability `noise x temperature` (greedy episodes are pure expert). It
+    yields the mix of successes and failures that makes trees branch, in seconds."""
+
+    name = "noisy-expert"
+
+    def __init__(self, env: str, noise: float = 0.25, seed: int = 0) -> None:
+        from core.agents.scripted import ExpertPolicy, RandomPolicy
+
+        self.expert, self.random, self.noise, self.seed = ExpertPolicy(env), RandomPolicy(seed), noise, seed
+
+    def act(self, requests: list[Request]) -> list[str]:
+        expert, rand = self.expert.act(requests), self.random.act(requests)
+        out = []
+        for r, e, x in zip(requests, expert, rand):
+            draw = zlib.crc32(f"{self.seed}/{r.seed}/{r.task_id}/{len(r.history)}".encode()) / 2**32
+            out.append(x if draw < self.noise * r.sampling.temperature else e)
+        return out
+
+    def close(self) -> None:
+        self.expert.close()
+
+
+def fill_default(store: Store, progress: Progress | None = None, env: str = "shop", n_tasks: int = 20) -> None:
+    """Fill an empty store for the dashboard in a minute or two: the env's local models (built if
+    missing), expert demonstrations of `n_tasks` train tasks, an exploration of the same tasks
+    with the paper schedule by `NoisyExpertPolicy`, trees, MCTS (1000 iterations), step pairs and
+    ETO pairs."""
+    from core.collect import collect
+    from core.envs import make_env
+    from core.mcts import run_mcts
+    from core.models import build_presets
+    from core.pairs import eto_pairs, tree_pairs
+    from core.tree import build_trees
+
+    rep = _Reporter(progress)
+    rep.say(0.0, "building the local models (tokenizer, weak, strong)")
+    build_presets(env, store, n_tasks=200)
+    with make_env(env) as e:
+        ids = _split_ids(e, "train")[:n_tasks]
+    rep.say(0.4, f"expert demonstrations of {len(ids)} tasks")
+    _experts(store, env, ids)
+    rep.say(0.55, "exploration (noisy expert, paper schedule)")
+    policy = NoisyExpertPolicy(env)
+    try:
+        res = collect(store, env, policy, ids, schedule=PAPER_SCHEDULE, model=policy.name, progress=False)
+    finally:
+        policy.close()
+    trajs = store.trajectories(run_id=res.run_id)
+    rep.say(0.75, "trees, MCTS and pairs")
+    graphs = build_trees(trajs)
+    for g in graphs:
+        run_mcts(g)
+    _save_tree_data(store, graphs, [p for g in graphs for p in tree_pairs(g)], eto_pairs(trajs))
+    rep.say(1.0, f"done: {len(trajs)} trajectories, {len(graphs)} trees")

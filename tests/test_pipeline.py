@@ -1,0 +1,109 @@
+"""The W2S experiment: schedules, names, the results table, the dashboard fill, and a quick run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from core.agents.base import PAPER_SCHEDULE, Request, Sampling
+from core.errors import UserError
+from core.pipeline import (
+    METHODS,
+    NoisyExpertPolicy,
+    eval_label,
+    fill_default,
+    format_table,
+    run_pipeline,
+    schedule_for,
+    summarize,
+)
+
+
+def test_schedule_for_k():
+    assert schedule_for(1) == (Sampling(0.0, 1.0, "greedy"),)
+    assert schedule_for(4) == PAPER_SCHEDULE
+    six = schedule_for(6)
+    assert six[:4] == PAPER_SCHEDULE
+    assert [(s.temperature, s.top_p) for s in six[4:]] == [(0.7, 0.9), (1.0, 0.8)]
+    assert len({s.name() for s in six}) == 6  # distinct labels: distinct samples
+    with pytest.raises(UserError, match="at least 1"):
+        schedule_for(0)
+
+
+def test_eval_labels():
+    assert eval_label("treedpo", 0, None) == "treedpo"  # what the Compare page shows by default
+    assert eval_label("treedpo", 2, None) == "treedpo-s2"
+    assert eval_label("mcts", 0, 3) == "mcts-s0-k3"
+
+
+def test_summary_is_mean_and_std_over_seeds():
+    rows = []
+    for seed, (weak, tree) in enumerate([(0.2, 0.5), (0.4, 0.7), (0.3, 0.9)]):
+        rows += [dict(method="TreeDPO", seed=seed, trajs_per_task=4, avg_reward=tree, success_rate=tree / 2,
+                      n_examples=10 + seed),
+                 dict(method="SFT-weak", seed=seed, trajs_per_task=4, avg_reward=weak, success_rate=0.0,
+                      n_examples=5)]
+    s = summarize(pd.DataFrame(rows))
+    assert list(s["method"]) == ["SFT-weak", "TreeDPO"]  # table order, not input order
+    tree = s[s["method"] == "TreeDPO"].iloc[0]
+    assert tree["avg_reward"] == pytest.approx(0.7)
+    assert tree["avg_reward_std"] == pytest.approx(0.2)  # sample std of 0.5, 0.7, 0.9
+    assert tree["success_rate"] == pytest.approx(0.35)
+    assert tree["n_examples"] == pytest.approx(11)
+    text = format_table(pd.DataFrame(rows))
+    assert "TreeDPO         0.700 ± 0.200" in text and "seeds: 3" in text
+
+
+def test_noisy_expert_is_the_expert_when_greedy():
+    policy = NoisyExpertPolicy("shop", noise=1.0)
+    from core.agents.scripted import ExpertPolicy
+
+    expert = ExpertPolicy("shop")
+    greedy = Request(env="shop", task_id="train_0", instruction="x", messages=[], sampling=Sampling())
+    hot = Request(env="shop", task_id="train_0", instruction="buy a red lamp", messages=[],
+                  valid_actions=["search[...]"], sampling=Sampling(1.0, 1.0), seed=7)
+    assert policy.act([greedy]) == expert.act([greedy])
+    # noise x temperature = 1: always the random action, and the same one every time
+    assert policy.act([hot]) == policy.act([hot]) != expert.act([hot])
+    assert "search[" in policy.act([hot])[0]
+
+
+@pytest.mark.slow
+def test_fill_default_gives_trees_with_pairs(store):
+    seen = []
+    fill_default(store, progress=lambda f, text: seen.append(f), n_tasks=6)
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    trees = store.trees(env="shop")
+    assert len(trees) == 6
+    assert set(store.models()["name"]) >= {"shop-weak", "shop-strong", "shop-tokenizer"}
+    explored = store.trajectory_index(model="noisy-expert")
+    assert len(explored) == 6 * 4
+    assert explored["success"].any() and not explored["success"].all()
+    assert len(store.pairs(granularity="step")) > 0 and len(store.pairs(granularity="trajectory")) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_pipeline_end_to_end(store):
+    df = run_pipeline("shop", "quick", seeds=(0,), store=store, progress=False)
+    methods = [m for m, _ in METHODS]
+    assert sorted(df["method"]) == sorted(methods)
+    assert (df["n_episodes"] == 3).all() and df["avg_reward"].between(0, 1).all()
+    # every method had data to train on (the quick preset explores with the noisy expert)
+    assert (df["n_examples"] > 0).all()
+    exp = df.attrs["experiment_id"]
+    stored = store.results(exp)
+    assert sorted(stored["method"]) == sorted(methods)
+    assert set(stored["env"]) == {"shop"} and set(stored["seed"]) == {0}
+    models = set(store.models()["name"])
+    for name in ("sft-weak", "sft-strong", "w2s-sft", "eto-dpo", "treedpo", "mcts"):
+        assert f"shop-{name}-s0" in models
+    assert len(store.trees(env="shop")) == 4
+    assert len(store.pairs(granularity="step")) > 0
+    evals = store.trajectory_index(source="eval")
+    assert set(evals["model"]) == {label for _, label in METHODS}
+    # the table's numbers are those of the stored eval episodes
+    tree = df[df["method"] == "TreeDPO"].iloc[0]
+    assert tree["avg_reward"] == pytest.approx(evals[evals["model"] == "treedpo"]["reward"].mean())
+    jobs = store.query("SELECT kind, status FROM jobs")
+    assert len(jobs) == 6 and set(jobs["status"]) == {"succeeded"}
