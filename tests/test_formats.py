@@ -306,3 +306,19 @@ def test_tree_json():
                              "mcts_value_sum": 0.0}
     assert [(n["id"], n["parent"], n["mcts_visits"]) for n in d["nodes"][1:]] == [(1, 0, 10), (2, 1, 6), (3, 1, 4)]
     json.dumps(d)  # plain JSON types only
+
+
+def test_explore_folder_with_one_bad_file(store: Store, shared: Path, tmp_path):
+    import shutil
+
+    root = tmp_path / "explore"
+    shutil.copytree(shared / "fixtures" / "eto-explore", root)
+    bad = root / "weak-run1" / "sciworld_explore" / "melt_0.json"
+    data = json.loads(bad.read_text())
+    k = next(i for i, t in enumerate(data["conversations"]) if i > 8 and t["from"] == "gpt")
+    data["conversations"][k]["value"] = "Thought: I forgot to act."
+    bad.write_text(json.dumps(data))
+    s = import_paths(store, "eto-explore", [root], progress=False)
+    assert (s.files, s.trajectories) == (11, 11)
+    assert s.errors == [f"{bad}: file: field 'conversations[{k}]': gpt turn has no 'Action:' line"]
+    assert store.trajectory_index(task_id="melt_0")["model"].tolist() == ["weak-run0", "weak-run2", "weak-run3"]
