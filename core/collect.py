@@ -37,6 +37,11 @@ from core.trajectory import Run, Step, Task, Trajectory, new_id
 if TYPE_CHECKING:  # spawned env workers import this module: keep DuckDB/pandas out of them
     from core.store import Store
 
+DEFAULT_BATCH = 32
+#: Default episodes per worker for envs whose every instance is a process (a ScienceWorld JVM of
+#: ~300 MB, an ALFWorld game): 32 of them at once would exhaust a laptop.
+SLOTS_PER_WORKER = {"sciworld": 4, "alfworld": 8}
+
 # -- env slots, in this process or in workers ------------------------------------------------
 # An op is (slot, "reset", task_id) or (slot, "step", action); its outcome is
 # ("reset", observation, instruction, step_limit, valid_actions) or
@@ -218,18 +223,21 @@ class CollectResult:
 
 def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
             schedule: Sequence[Sampling] = (Sampling(),), *, max_steps: int | None = None,
-            workers: int = 1, batch_size: int = 32, source: str = "collect", model: str | None = None,
+            workers: int = 1, batch_size: int | None = None, source: str = "collect", model: str | None = None,
             run_id: str | None = None, resume: bool = False, env_kwargs: dict | None = None,
             seed: int = 0, progress: bool = True, flush_seconds: float = 1.0) -> CollectResult:
     """Run one episode per (task, sampling) with `policy` and store them as they finish.
 
     `max_steps` caps episodes below the env's own limit; `batch_size` is how many episodes
-    (env instances) run in lockstep; `workers > 1` hosts the envs in that many processes.
+    (env instances) run in lockstep (default: 32, or `SLOTS_PER_WORKER[env] * workers` for envs
+    whose instances are processes); `workers > 1` hosts the envs in that many processes.
     `model` is the name stored with the trajectories (default: the policy's name).
     `resume=True` continues `run_id`, skipping the pairs it already stored.
     """
     if env not in list_envs():
         raise UnknownEnvError(f"unknown env {env!r}; available: {', '.join(list_envs())}")
+    if batch_size is None:
+        batch_size = SLOTS_PER_WORKER[env] * workers if env in SLOTS_PER_WORKER else DEFAULT_BATCH
     if workers < 1 or batch_size < 1:
         raise UserError(f"workers and batch size must be >= 1 (got workers={workers}, batch_size={batch_size})")
     if max_steps is not None and max_steps < 1:

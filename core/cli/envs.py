@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, metavar="S", help="step limit (default: the env's)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="env worker processes (default 1)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B",
-                   help="episodes run in lockstep, one env each (default 32)")
+    p.add_argument("--batch-size", type=int, metavar="B",
+                   help="episodes run in lockstep, one env each (default 32; sciworld 4 per worker)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished episodes")
     p.add_argument("--seed", type=int, default=0, help="policy / sampling seed (default 0)")
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
