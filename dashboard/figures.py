@@ -112,14 +112,14 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
         text=[str(int(v)) for v in visits] if show_labels else None,
         textposition="top center", textfont={"size": 9, "color": "#444444"},
         hovertext=[_hover(g, view, i, kind) for i in range(n)], hoverinfo="text",
-        customdata=np.array(view.nodes), name="nodes", showlegend=False,
+        customdata=list(view.nodes), name="nodes", showlegend=False,
     ))
     if (~finite).any():  # grey out nodes with no statistic of this kind
         idx = np.flatnonzero(~finite)
         fig.add_trace(scatter(
             x=view.x[idx], y=view.depth[idx], mode="markers", hoverinfo="skip",
             marker={"size": sizes[idx], "color": NO_VALUE, "symbol": [symbols[i] for i in idx]},
-            name="no statistics", customdata=np.array(view.nodes)[idx],
+            name="no statistics", customdata=[view.nodes[i] for i in idx],
         ))
     for name, symbol, color in (("success end", "star", SUCCESS), ("failure end", "x", FAILURE),
                                 ("folded children", "square", "#888888")):
@@ -129,8 +129,9 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
         i = pos[selected]
         fig.add_trace(go.Scatter(
             x=[view.x[i]], y=[view.depth[i]], mode="markers", hoverinfo="skip", name="selected",
-            marker={"size": sizes[i] + 10, "color": "rgba(0,0,0,0)", "symbol": "circle-open",
-                    "line": {"color": SELECTED, "width": 2}},
+            # open symbols are drawn in the marker colour
+            marker={"size": sizes[i] + 10, "color": SELECTED, "symbol": "circle-open",
+                    "line": {"width": 2.5}},
             customdata=[selected],
         ))
     depth = int(view.depth.max()) if n else 0

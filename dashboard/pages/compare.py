@@ -62,7 +62,7 @@ def main() -> None:
     diverge = shaping.first_divergence([e.actions for e in episodes])
     if len(models) > 1:
         st.caption("The episodes take the same actions throughout." if diverge is None
-                   else f"The episodes first diverge at step {diverge + 1} (boxed in orange).")
+                   else f"The episodes first diverge at step {diverge + 1} (marked ▶ below).")
     rows = shaping.compare_rows(episodes)
     if len(rows) > MAX_STEPS:
         st.caption(f"Showing the first {MAX_STEPS} of {len(rows)} steps.")

@@ -6,6 +6,8 @@ Deep link: `?tree=<tree id>&node=<node id>` shows the pairs cut at that node.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import streamlit as st
 
@@ -53,7 +55,7 @@ def filters(pairs: pd.DataFrame) -> pd.DataFrame:
     # Success-based pairs can have a negative margin (the successful side has the lower mean).
     lo = min(float(df["margin"].min()), 0.0) if not df.empty else 0.0
     hi = max(float(df["margin"].max()), 1.0) if not df.empty else 1.0
-    lo = round(lo - 0.005, 2)  # round outward so the smallest margin stays in range
+    lo = math.floor(lo * 100) / 100  # round down so the smallest margin stays in range
     margin = c[3].slider("Min margin", lo, hi, lo, step=0.01, key="pairs_margin")
     if task != ALL:
         df = df[df["task_id"] == task]

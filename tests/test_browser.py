@@ -1,0 +1,118 @@
+"""The dashboard in a real browser: `w2stree dashboard` (streamlit run) on a free localhost port,
+Debian's chromium driven by playwright (never a downloaded browser). Loads every page, checks
+there is no Streamlit exception box and no script from trajectory text ran, clicks a tree node
+and checks the panel shows its action. Screenshots go to tests/output/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_dashboard_pages import fill_store
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "tests" / "output"
+PAGES = {"overview": ("", "Overview"), "trees": ("trees", "Trees"), "pairs": ("pairs", "Pairs"),
+         "train": ("train", "Train"), "compare": ("compare", "Compare"), "results": ("results", "Results")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(store, tmp_path):
+    """The dashboard over a filled store, served by the CLI on 127.0.0.1."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    pytest.importorskip("playwright")
+    fill_store(store)
+    port = free_port()
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "core", "dashboard", "--db", str(store.path),
+                             "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("dashboard did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def settle(page, title: str) -> None:
+    """Wait until the page shows its title and Streamlit has finished running the script."""
+    page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'"
+        " && !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=60_000)
+    page.wait_for_timeout(1500)  # charts draw after the script ends
+
+
+def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    dialogs: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        for name, (path, title) in PAGES.items():
+            page.goto(f"{server}/{path}")
+            settle(page, title)
+            assert page.locator("[data-testid='stException']").count() == 0, f"exception on {name}"
+            page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+
+        # Trees: click the node of "click[item b]" in the tree figure.
+        g = store.load_tree("shop/t1")
+        target = next(n for n in g if g.nodes[n]["action"] == "click[item b]")
+        page.goto(f"{server}/trees")
+        settle(page, "Trees")
+        plot = page.locator(".js-plotly-plot").first
+        trace = plot.evaluate("gd => gd.data.findIndex(t => t.name === 'nodes')")
+        index = plot.evaluate(f"gd => Array.from(gd.data[{trace}].customdata).indexOf({target})")
+        assert index >= 0
+        point = plot.locator(".scatterlayer .trace").nth(trace).locator(".points path").nth(index)
+        box = point.bounding_box()  # Plotly hit-tests clicks on its drag layer, as for a user
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.get_by_role("heading", name=f"Node {target}").wait_for(timeout=30_000)
+        settle(page, "Trees")
+        codes = page.locator("[data-testid='stCode']").all_inner_texts()
+        assert any(c.strip() == "click[item b]" for c in codes), codes
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.screenshot(path=str(OUT / "trees_selected.png"), full_page=True)
+        browser.close()
+    assert dialogs == [], f"a script from trajectory text ran: {dialogs}"
+    docs = REPO / "docs"
+    docs.mkdir(exist_ok=True)
+    shutil.copy(OUT / "trees_selected.png", docs / "trees.png")
+    shutil.copy(OUT / "compare.png", docs / "compare.png")
