@@ -5,7 +5,8 @@ makes batched LLM generation fast). Up to `batch_size` episodes are live at once
 own env instance (a "slot"); a finished episode's slot starts the next pending
 (task, sampling) pair right away. With `workers > 1` the env instances live in worker
 processes (spawned; slot s is on worker s % W) while the policy stays here: ScienceWorld runs
-one JVM per env, and this spreads them over processes.
+one JVM per env, and this spreads them over processes. Workers are spawned, so a script that
+calls `collect(workers>1)` needs the usual `if __name__ == "__main__":` guard.
 
 Every episode is stored with all its steps (thought, action, observation, reward, score), its
 sampling settings, model name and run id, as it finishes (batched into one write at most every
