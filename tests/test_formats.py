@@ -322,3 +322,17 @@ def test_explore_folder_with_one_bad_file(store: Store, shared: Path, tmp_path):
     assert (s.files, s.trajectories) == (11, 11)
     assert s.errors == [f"{bad}: file: field 'conversations[{k}]': gpt turn has no 'Action:' line"]
     assert store.trajectory_index(task_id="melt_0")["model"].tolist() == ["weak-run0", "weak-run2", "weak-run3"]
+
+
+def test_batched_import_keeps_files_whole_and_in_order(store: Store, tmp_path, monkeypatch):
+    from core.formats import importer
+
+    monkeypatch.setattr(importer, "BATCH_TRAJECTORIES", 2)  # several store writes per call
+    for name, tasks in (("a", ["1"]), ("b", ["2", "3"]), ("c", ["x"]), ("d", ["4"])):
+        lines = [json.dumps({**GOOD, "task_id": t}) for t in tasks]
+        if name == "c":
+            lines.append("{oops")
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    s = import_paths(store, "jsonl", [tmp_path], progress=False)  # a folder: its *.jsonl files, sorted
+    assert (s.files, s.trajectories, s.skipped) == (3, 4, 1)
+    assert [t.task_id for t in store.trajectories()] == ["1", "2", "3", "4"]

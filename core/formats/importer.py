@@ -108,13 +108,16 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
         files.extend(found)
 
     batch: list[tuple[Path, list[Trajectory], list[Run]]] = []
+    pending = 0  # trajectories in the batch
 
     def flush() -> None:
+        nonlocal pending
         if batch:
             _write(store, batch)
             summary.files += len(batch)
-            summary.trajectories += sum(len(b[1]) for b in batch)
+            summary.trajectories += pending
             batch.clear()
+            pending = 0
 
     for path in tqdm(files, desc=f"import {kind}", unit="file", disable=not progress or None):
         try:
@@ -123,7 +126,8 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
             summary.errors.append(str(exc))
             continue
         batch.append((path, trajs, runs))
-        if sum(len(b[1]) for b in batch) >= BATCH_TRAJECTORIES:
+        pending += len(trajs)
+        if pending >= BATCH_TRAJECTORIES:
             flush()
     flush()
     return summary
