@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=fmt, description=(
                            "Import trajectory files into the store. Each file is all-or-nothing: a bad\n"
                            "file is reported (file, record, field) and skipped; the others import.\n"
-                           "Importing a file again replaces what it imported before.\n"
+                           "Importing a file again replaces what it imported before. Exit status 1\n"
+                           "when a file was skipped.\n"
                            "  jsonl        project JSONL, one trajectory per line (records name their env)\n"
                            "  eto-sft      ETO expert SFT file: [{id, conversations}] -> model 'expert'\n"
                            "  eto-explore  folder <root>/<model>/<experiment>/<task_id>.json"))
