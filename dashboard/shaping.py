@@ -232,19 +232,22 @@ DEFAULT_COMPARE = ("sft-weak", "sft-strong", "treedpo", "mcts")
 
 
 def default_compare_models(available: Sequence[str], results: pd.DataFrame) -> list[str]:
-    """Up to four models to compare by default: the models of the methods weak SFT, strong SFT,
-    TreeDPO and MCTS in the results table (the paper's Figure 5), else the first four."""
-    picked: list[str] = []
+    """Up to four models to compare by default: weak SFT, strong SFT, TreeDPO and MCTS (the
+    paper's Figure 5), found as the results table's model of that method, or an evaluated model
+    named after the method (the pipeline stores eval episodes under labels such as `sft-weak`
+    or `treedpo-s1`); else the first four."""
+    by_method: dict[str, str] = {}
     if not results.empty and {"method", "model"} <= set(results.columns):
         latest = results.sort_values("created_at") if "created_at" in results else results
         by_method = {_method_key(m): mod for m, mod in zip(latest["method"], latest["model"], strict=True)}
-        for key in DEFAULT_COMPARE:
-            mod = by_method.get(key)
-            if mod in available and mod not in picked:
-                picked.append(mod)
-    if not picked:
-        picked = list(available[:4])
-    return picked
+    picked: list[str] = []
+    for key in DEFAULT_COMPARE:
+        named = [m for m in available if _method_key(m) == key or _method_key(m).startswith(key + "-s")]
+        for cand in (by_method.get(key), *named):
+            if cand in available and cand not in picked:
+                picked.append(cand)
+                break
+    return picked or list(available[:4])
 
 
 def _method_key(method: str) -> str:

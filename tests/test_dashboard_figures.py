@@ -245,3 +245,8 @@ def test_default_compare_models_follow_figure_5():
                         "model": ["w", "t", "m", "s"], "created_at": pd.Timestamp("2026-01-01")})
     assert shaping.default_compare_models(["m", "s", "t", "w", "z"], res) == ["w", "s", "t", "m"]
     assert shaping.default_compare_models(["a", "b"], res.iloc[:0]) == ["a", "b"]
+    # the pipeline's eval labels, results naming the registered models instead
+    res = pd.DataFrame({"method": ["SFT-weak", "TreeDPO"], "model": ["shop-sft-weak-s0", "shop-treedpo-s0"],
+                        "created_at": pd.Timestamp("2026-01-01")})
+    labels = ["eto-dpo", "mcts", "sft-strong", "sft-weak", "treedpo", "w2s-sft"]
+    assert shaping.default_compare_models(labels, res) == ["sft-weak", "sft-strong", "treedpo", "mcts"]

@@ -73,7 +73,7 @@ def fill_embedded_default(store: Store) -> None:
         print(f"[{fraction:4.0%}] {message}", flush=True)
 
     if hasattr(pipeline, "run_pipeline"):
-        pipeline.run_pipeline(env="shop", preset="tiny")
+        pipeline.run_pipeline(env="shop", preset="tiny", store=store)
     else:
         pipeline.fill_default(store, progress=progress)
 

@@ -89,7 +89,7 @@ def job_form(path: str, changes: int) -> None:
     k = f"{kind}_{preset}"  # defaults follow the preset and method
     c = st.columns(4)
     epochs = c[0].number_input("Epochs", 0.1, 100.0, float(base.epochs), 0.5, key=f"train_epochs_{k}")
-    lr = c[1].number_input("Learning rate", 1e-8, 0.99, float(base.lr), format="%.1e",
+    lr = c[1].number_input("Learning rate", 1e-8, 0.99, float(base.lr), float(f"{base.lr / 10:.0e}"), "%.1e",
                            key=f"train_lr_{k}", help=help_["lr"])
     beta = None
     if kind in DPO_KINDS:
