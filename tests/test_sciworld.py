@@ -239,6 +239,33 @@ def test_jvm_heap_cap_and_cleanup(monkeypatch):
 
 
 @pytest.mark.slow
+def test_jvm_dies_with_a_killed_python():
+    """No finalizer runs on SIGKILL: py4j's die_on_exit ends the JVM when its stdin closes."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("from core.envs.sciworld import SciWorldEnv; e = SciWorldEnv(); e.reset('find-animal_0'); "
+            "print(e.pid, flush=True); import time; time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid = int(child.stdout.readline())
+    assert psutil.pid_exists(pid)
+    child.kill()
+    child.wait()
+
+    def alive() -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive()
+
+
+@pytest.mark.slow
 def test_collect_expert_then_replay_matches(store):
     from core.agents.scripted import ExpertPolicy
     from core.collect import collect

@@ -21,14 +21,17 @@ that score clipped to 0-100 and `reward = score / 100`, so the episode's reward 
 The JVM: one per env instance, started on the first `reset`/`expert` with its heap capped by
 `JAVA_TOOL_OPTIONS=-Xmx300m` (unless the user set that variable), reused across resets, and shut
 down by `close()`, by garbage collection or at interpreter exit (a weakref finalizer); py4j's
-`die_on_exit` also ends it if Python dies. Measured here: start ~0.9 s, ~310 MB RSS after a task
-load. `reset` always calls `load` (0.02-0.2 s), which is cheaper than ScienceWorld's own `reset`
-(0.1-0.5 s) and gives the same episode.
+`die_on_exit` also ends it if Python dies (even on SIGKILL). Measured on a quiet 2-core machine:
+JVM start ~0.9 s, 180-310 MiB RSS (heap-capped). `reset` always calls `load` (0.02-0.2 s), which is
+cheaper than ScienceWorld's own `reset` (0.1-0.5 s) and gives the same episode; `expert` asks the
+simulator for its gold path (load with `generateGoldPath`: 0.1 s for short tasks, 5-25 s for boil),
+cached per env instance.
 
 Fast step: scienceworld 1.2.3 has no `step_fast`; its `ScienceWorldEnv.step` makes 8 JVM calls per
 step, including the valid-action enumeration. With `fast_step=True` (default) `step` makes only the
 three calls that determine the outcome (step, score, completed); `fast_step=False` adds ScienceWorld's
 full info (`moves`, `look`, `inv`, `valid`). Observations, scores and done flags are identical.
+Gold-path steps/s, same JVM: fast ~80 vs full ~15 on a quiet machine, 20 vs 5.7 under load 17.
 """
 
 from __future__ import annotations
