@@ -100,11 +100,16 @@ def test_every_page_explains_an_empty_store(store, page):
     assert at.info, f"{page} shows no explanation on an empty store"
 
 
-def test_overview_offers_the_default_filler_when_empty(store):
+@pytest.mark.slow
+def test_overview_button_fills_the_embedded_default(store):
     at = run_page("pages/overview.py")
     assert "store is empty" in at.info[0].value
-    labels = [b.label for b in at.button]
-    assert labels == ["Fill the embedded default"] or not labels  # the button once core.pipeline exists
+    assert [b.label for b in at.button] == ["Fill the embedded default"]
+    at.button[0].click().run(timeout=600)  # the real fill: models, demos, exploration, trees, pairs
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Trees"]) == 20 and int(metrics["Pairs"]) > 0
+    assert not at.button  # the button is only offered on an empty store
 
 
 def test_overview_summarizes_the_store(filled):
