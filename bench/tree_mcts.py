@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import resource
 import statistics
@@ -224,8 +225,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10_000, help="trajectories per add_trajectories call")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
 
+    def row(phase: str, amount: int, unit: str, t: Timing, notes: str) -> None:
+        rows.append((phase, f"{t.wall:.2f}", f"{t.cpu:.2f}", f"{amount / t.wall:,.0f} {unit}",
+                     f"{amount / t.cpu:,.0f} {unit}", notes))
+
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     t0 = time.perf_counter()
     trajs = synthetic(args.trajectories, args.tasks)
     n_steps = sum(len(t.steps) for t in trajs)
@@ -238,8 +244,9 @@ def main() -> None:
                               for i in range(0, len(trajs), args.batch)])
         stored = int(store.query("SELECT count(*) FROM steps").iloc[0, 0])
         assert stored == n_steps, (stored, n_steps)
-    rows.append(("import (DuckDB)", f"{n_steps / imp.wall:,.0f} steps/s", str(imp),
-                 f"1M steps in {1e6 * imp.wall / n_steps:.1f} s, batches of {args.batch:,} trajectories"))
+    row("import (DuckDB)", n_steps, "steps/s", imp,
+        f"1M steps: {1e6 * imp.wall / n_steps:.1f} s wall, {1e6 * imp.cpu / n_steps:.1f} s CPU; "
+        f"batches of {args.batch:,} trajectories")
     print(f"import done; peak RSS {peak_mb():,.0f} MB", flush=True)
 
     fast = Timing(lambda: build_trees(trajs), args.repeats)
@@ -250,10 +257,9 @@ def main() -> None:
     assert same_graphs(graphs, conv.result), "tree builders disagree"
     del ins.result, conv.result
     plain_cpu = ins.cpu + conv.cpu
-    rows.append(("tree build", f"{n_nodes / fast.wall:,.0f} nodes/s", str(fast),
-                 f"plain {n_nodes / (ins.wall + conv.wall):,.0f} nodes/s ({ins.wall + conv.wall:.2f} s, "
-                 f"{plain_cpu:.2f} CPU = {ins.cpu:.2f} insert + {conv.cpu:.2f} DiGraphs): "
-                 f"x{plain_cpu / fast.cpu:.1f} CPU, graphs identical"))
+    row("tree build", n_nodes, "nodes/s", fast,
+        f"plain: {n_nodes / plain_cpu:,.0f} nodes/CPU-s ({plain_cpu:.2f} CPU = {ins.cpu:.2f} insert + "
+        f"{conv.cpu:.2f} DiGraphs): x{plain_cpu / fast.cpu:.1f}, graphs identical")
     print(f"trees: {len(graphs):,} trees, {n_nodes:,} nodes "
           f"({sum(1 for g in graphs for n in g if g.out_degree(n) > 1):,} branching); "
           f"peak RSS {peak_mb():,.0f} MB", flush=True)
@@ -268,27 +274,24 @@ def main() -> None:
         assert best == plain_best_path(root, objs), f"best paths differ on {g.graph['tree_id']}"
     every = Timing(lambda: [run_mcts(g, args.iterations) for g in graphs])
     it_all, it_s = args.iterations * len(graphs), args.iterations * len(sample)
-    rows.append(("mcts (all trees)", f"{it_all / every.wall:,.0f} it/s", str(every),
-                 f"{len(graphs):,} trees x {args.iterations} iterations"))
-    rows.append((f"mcts ({len(sample)} trees)", f"{it_s / fs.wall:,.0f} it/s", str(fs),
-                 f"plain {it_s / pm.wall:,.0f} it/s ({pm}): x{pm.cpu / fs.cpu:.1f} CPU, "
-                 "statistics and best paths identical"))
+    row("mcts (all trees)", it_all, "it/s", every, f"{len(graphs):,} trees x {args.iterations} iterations")
+    row(f"mcts ({len(sample)} trees)", it_s, "it/s", fs,
+        f"plain: {it_s / pm.cpu:,.0f} it/CPU-s ({pm.cpu:.2f} CPU): x{pm.cpu / fs.cpu:.1f}, "
+        "statistics and best paths identical")
     print(f"mcts done; peak RSS {peak_mb():,.0f} MB", flush=True)
 
     for gran in ("step", "continuation"):
         tp = Timing(lambda gran=gran: [p for g in graphs for p in tree_pairs(g, granularity=gran)], args.repeats)
-        rows.append((f"pairs ({gran})", f"{len(tp.result) / tp.wall:,.0f} pairs/s", str(tp),
-                     f"{len(tp.result):,} pairs from {len(graphs):,} trees"))
+        row(f"pairs ({gran})", len(tp.result), "pairs/s", tp, f"{len(tp.result):,} pairs from {len(graphs):,} trees")
     te = Timing(lambda: eto_pairs(trajs, max_pairs_per_task=50), args.repeats)
-    rows.append(("pairs (ETO)", f"{len(te.result) / te.wall:,.0f} pairs/s", str(te),
-                 f"{len(te.result):,} pairs, at most 50 per task"))
+    row("pairs (ETO)", len(te.result), "pairs/s", te, f"{len(te.result):,} pairs, at most 50 per task")
 
-    print(f"\npeak RSS {peak_mb():,.0f} MB; ratios compare CPU seconds (this machine is shared)\n")
-    head = ("phase", "throughput", "time (median)", "baseline and notes")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    print(f"\npeak RSS {peak_mb():,.0f} MB; load average {os.getloadavg()[0]:.1f}. On a shared machine wall "
+          "time stretches with the load; CPU seconds do not, so ratios compare CPU seconds.\n")
+    head = ("phase", "wall s", "CPU s", "per wall s", "per CPU s", "baseline and notes")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, tuple("-" * w for w in widths), *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-
 
 if __name__ == "__main__":
     main()
