@@ -94,13 +94,13 @@ class PipelinePreset:
 
 PRESETS: dict[str, PipelinePreset] = {
     "tiny": PipelinePreset(
-        name="tiny", demo_tasks=60, explore_tasks=60, test_tasks=40, max_steps=10,
-        sft_weak=dict(epochs=8.0, lr=3e-3, batch_size=4),
-        sft_strong=dict(epochs=4.0, lr=1e-3, batch_size=4),
-        w2s_sft=dict(epochs=2.0, lr=3e-4, batch_size=4),
-        mcts_sft=dict(epochs=2.0, lr=3e-4, batch_size=4),
-        dpo=dict(epochs=1.0, lr=5e-5, batch_size=4, beta=0.1),
-        max_pairs=120,
+        name="tiny", demo_tasks=40, explore_tasks=40, test_tasks=20, max_steps=8,
+        sft_weak=dict(epochs=10.0, lr=4e-3, batch_size=4),
+        sft_strong=dict(epochs=3.0, lr=1e-3, batch_size=2),
+        w2s_sft=dict(epochs=2.0, lr=5e-4, batch_size=2),
+        mcts_sft=dict(epochs=2.0, lr=5e-4, batch_size=2),
+        dpo=dict(epochs=1.0, lr=2e-4, batch_size=4, beta=0.1),
+        max_pairs=60,
     ),
     "quick": PipelinePreset(
         name="quick", demo_tasks=6, explore_tasks=4, test_tasks=3, trajs_per_task=4, max_steps=6,
@@ -282,6 +282,8 @@ def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -
             time.sleep(0.5)
             for name, (w, handle, t0) in list(running.items()):
                 if w.kind:
+                    if _starting(handle, t0):
+                        continue
                     status = job_status(handle)
                     if status["status"] in ("queued", "running"):
                         continue
@@ -304,6 +306,21 @@ def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -
                 stop_job(handle, store, grace=5.0)
         pool.shutdown(wait=True, cancel_futures=True)
     return done
+
+
+def _starting(job_id: str, launched: float, grace: float = 300.0) -> bool:
+    """Whether a job is still starting: its status file says `queued` and it was launched less than
+    `grace` seconds ago. Its liveness is not asked then: on a loaded machine the launched process
+    can take seconds to exec the runner, and a liveness check in that window reads it as dead."""
+    import json
+
+    from core.paths import jobs_dir
+
+    try:
+        status = json.loads((jobs_dir() / job_id / "status.json").read_text()).get("status")
+    except (OSError, ValueError):
+        status = None
+    return status == "queued" and time.monotonic() - launched < grace
 
 
 def _explore_unit(db: str, model: str, env: str, task_ids: list[str], schedule: tuple[Sampling, ...],
@@ -410,9 +427,10 @@ def run_pipeline(env: str = "shop", preset: str | PipelinePreset = "tiny", seeds
         run = _SeedRun(store, env, cfg, seed, ks, sweep, weak_base, strong_base, demo_file, len(demos),
                        explore_ids, test_ids, exp_dir / f"s{seed}", rep,
                        lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f)
-        rows += run.run()
+        seed_rows = run.run()
+        store.add_results([{**r, "experiment_id": exp_id, "env": env} for r in seed_rows])  # as each seed ends
+        rows += seed_rows
     df = pd.DataFrame(rows)
-    store.add_results([{**r, "experiment_id": exp_id, "env": env} for r in rows])
     df.attrs.update(timings=dict(rep.timings), experiment_id=exp_id, wall_s=time.monotonic() - rep.t0)
     rep.say(1.0, f"experiment {exp_id} done in {df.attrs['wall_s']:.0f}s")
     return df
