@@ -140,5 +140,5 @@ def default_caps(n_nodes: int) -> tuple[int | None, int | None]:
     if n_nodes <= 300:
         return None, None
     if n_nodes <= 1500:
-        return 12, 6
-    return 10, 4
+        return 12, 5
+    return 8, 3

@@ -250,3 +250,25 @@ def test_default_compare_models_follow_figure_5():
                         "created_at": pd.Timestamp("2026-01-01")})
     labels = ["eto-dpo", "mcts", "sft-strong", "sft-weak", "treedpo", "w2s-sft"]
     assert shaping.default_compare_models(labels, res) == ["sft-weak", "sft-strong", "treedpo", "mcts"]
+
+
+def test_default_caps_keep_a_big_tree_small_and_tidy():
+    # a complete 5-ary tree of depth 5: 3906 nodes
+    parents, frontier, n = {}, [0], 1
+    for _ in range(5):
+        nxt = []
+        for p in frontier:
+            for _ in range(5):
+                parents[n] = p
+                nxt.append(n)
+                n += 1
+        frontier = nxt
+    g = make_tree(parents)
+    assert g.number_of_nodes() == 3906 and layout.default_caps(3906) == (8, 3)
+    view = layout.layout_tree(g, *layout.default_caps(3906))
+    # 3 children kept per node: 1 + 3 + 9 + 27 + 81 + 243 nodes, one group under each inner node
+    assert len(view.nodes) == 364 + 121 and len(view.groups) == 121
+    assert view.hidden[view.index(layout.group_id(0))] == 2 * 781  # two folded depth-1 subtrees
+    assert_tidy(view)
+    fig = figures.tree_figure(g, view)
+    assert next(t for t in fig.data if t.name == "nodes").text is None  # no labels at this size
