@@ -12,7 +12,7 @@ The presets are built into a temporary folder (tokenizer on a few expert episode
 bench needs nothing but the installed packages.
 
     python bench/rollout.py [--only rollout] [--tasks 16] [--batch 16] [--max-steps 5]
-                            [--max-new-tokens 32] [--repeats 3] [--threads 1]
+                            [--max-new-tokens 64] [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=16, help="shop train tasks (episodes per setting)")
     p.add_argument("--batch", type=int, default=16, help="episodes in lockstep for the batched run")
     p.add_argument("--max-steps", type=int, default=5, help="step cap per episode")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="generation cap per step")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="generation cap per step (HFPolicy default)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: other work shares the CPU)")
     args = p.parse_args(argv)

@@ -94,10 +94,10 @@ class HFPolicy(Policy):
         self.device = next(self.model.parameters()).device
         self.prefix_cache = prefix_cache
         self._forward_params = set(inspect.signature(self.model.forward).parameters)
-        # transformers 5.24 renamed generate's `past_key_values` to `cache`; 5.17 (GPU image) has the old name
+        # transformers 5.24 calls the cache argument `cache` (`past_key_values` is deprecated); older
+        # versions only know `past_key_values`
         self._cache_kw = "cache" if "cache" in self._forward_params else "past_key_values"
         self._kv: dict[tuple[int, ...], Any] = {}
-
         self._shared_memo: dict[int, tuple[int, ...]] = {}
 
     def _stop_ids(self) -> list[int]:
