@@ -53,10 +53,24 @@ def fill_store(store, n_tasks: int = 3) -> None:
     store.save_pairs(pairs)
 
 
+@pytest.fixture(scope="session")
+def filled_db(tmp_path_factory):
+    """A store file filled once per session (fill_store); tests get a copy."""
+    from core.store import Store
+
+    path = tmp_path_factory.getbasetemp() / "filled.duckdb"
+    fill_store(Store(path))
+    return path
+
+
 @pytest.fixture
-def filled(store):
-    fill_store(store)
-    return store
+def filled(store, filled_db):
+    import shutil
+
+    from core.store import Store
+
+    shutil.copyfile(filled_db, store.path)
+    return Store(store.path)
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -123,6 +137,7 @@ def test_lora_trains_only_the_adapter(filled, models, tmp_path):
 
 # -- observation masking -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_continuation_pairs_mask_observation_tokens(filled, models, tmp_path):
     """The per-token loss mask of multi-turn completions is exactly the template's assistant mask
     (its {% generation %} spans, an independent oracle), so observation tokens add nothing to the
@@ -227,6 +242,7 @@ def test_file_data_spec(store, tmp_path):
         check_rows(rows, preference=False, what="p.jsonl")
 
 
+@pytest.mark.slow
 def test_datasets_fingerprint_fallback(monkeypatch, filled, models, tmp_path):
     """The GPU image's `PicklingError: Can't pickle MonthDayNano` in datasets' hashing, forced here:
     building the dataset and training still work, with a random fingerprint."""
