@@ -7,6 +7,8 @@ medians over a few repeats:
   * layout      caps + Reingold-Tilford layout (dashboard.layout.layout_tree)
   * figure      building the Plotly node-link figure (dashboard.figures.tree_figure)
   * json        serializing it (what st.plotly_chart sends to the browser)
+  * rerun       a rerun served from the cache: unpickle the cached figure dict, wrap it without
+                re-validation (dashboard.data.tree_picture), serialize
   * icicle      the icicle overview of the whole tree, figure + JSON
 
 both with the default caps the page applies and uncapped (every node drawn), and prints the
@@ -18,6 +20,7 @@ ratio capped / uncapped.
 from __future__ import annotations
 
 import argparse
+import pickle
 import random
 import statistics
 import sys
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import networkx as nx
+import plotly.graph_objects as go
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -89,11 +93,13 @@ def measure(g: nx.DiGraph, caps: tuple[int | None, int | None], repeats: int) ->
     keep = g.graph["best_path"][-1:]
     view = layout_tree(g, depth, children, keep)
     fig = tree_figure(g, view, "data", selected=keep[0] if keep else None)
+    cached = pickle.dumps(fig.to_dict())
     return {
         "drawn": len(view.nodes),
         "layout": median_time(lambda: layout_tree(g, depth, children, keep), repeats),
         "figure": median_time(lambda: tree_figure(g, view, "data"), repeats),
         "json": median_time(fig.to_json, repeats),
+        "rerun": median_time(lambda: go.Figure(pickle.loads(cached), _validate=False).to_json(), repeats),
     }
 
 
@@ -102,7 +108,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    print(f"{'nodes':>6} {'caps':>10} {'drawn':>6} {'layout':>8} {'figure':>8} {'json':>8} {'total':>8}")
+    print(f"{'nodes':>6} {'caps':>10} {'drawn':>6} {'layout':>8} {'figure':>8} {'json':>8} {'total':>8} "
+          f"{'rerun':>8}   (seconds, medians)")
     for size in args.sizes:
         g = synthetic_tree(size)
         totals = {}
@@ -111,7 +118,7 @@ def main() -> None:
             totals[label] = m["layout"] + m["figure"] + m["json"]
             cap_s = f"{caps[0]}/{caps[1]}" if caps[0] else "none"
             print(f"{g.number_of_nodes():>6} {cap_s:>10} {m['drawn']:>6} {m['layout']:8.3f} "
-                  f"{m['figure']:8.3f} {m['json']:8.3f} {totals[label]:8.3f}")
+                  f"{m['figure']:8.3f} {m['json']:8.3f} {totals[label]:8.3f} {m['rerun']:8.3f}")
         ic = median_time(lambda g=g: icicle_figure(g, "data", 6).to_json(), args.repeats)
         print(f"{g.number_of_nodes():>6} icicle (figure+json) {ic:.3f} s; "
               f"capped/uncapped tree ratio {totals['default'] / totals['none']:.2f}")

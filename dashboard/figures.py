@@ -37,6 +37,12 @@ def _edge_xy(view: TreeView, edges: list[tuple[int, int]]) -> tuple[list, list]:
     return xs, ys
 
 
+def _trace(cls: type, **props: object) -> object:
+    """A trace of our own making, built without Plotly's per-element validation (which is most
+    of the figure's build time at thousands of nodes)."""
+    return cls(_validate=False, **props)
+
+
 def _hover(g: nx.DiGraph, view: TreeView, i: int, kind: str) -> str:
     n = view.nodes[i]
     if n < 0:
@@ -90,12 +96,12 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
     best_edges = [(pos[a], pos[b]) for a, b in best if a in pos and b in pos]
 
     scatter = go.Scattergl if n > SVG_LIMIT else go.Scatter
-    fig = go.Figure()
+    traces = []
     ex, ey = _edge_xy(view, all_edges)
-    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line={"color": "#b0b0b0", "width": 1},
+    traces.append(_trace(go.Scatter, x=ex, y=ey, mode="lines", line={"color": "#b0b0b0", "width": 1},
                              hoverinfo="skip", showlegend=False, name="edges"))
     bx, by = _edge_xy(view, best_edges)
-    fig.add_trace(go.Scatter(x=bx or [None], y=by or [None], mode="lines",
+    traces.append(_trace(go.Scatter, x=bx or [None], y=by or [None], mode="lines",
                              line={"color": BEST_PATH, "width": 4}, hoverinfo="skip",
                              name="MCTS best path"))
     label = "MCTS Q" if kind == "mcts" else "mean reward"
@@ -106,7 +112,7 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
         "line": {"color": line_colors, "width": 1.5},
     }
     show_labels = n <= LABEL_LIMIT
-    fig.add_trace(scatter(
+    traces.append(_trace(scatter,
         x=view.x, y=view.depth, mode="markers+text" if show_labels else "markers",
         marker=marker,
         text=[str(int(v)) for v in visits] if show_labels else None,
@@ -116,24 +122,25 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
     ))
     if (~finite).any():  # grey out nodes with no statistic of this kind
         idx = np.flatnonzero(~finite)
-        fig.add_trace(scatter(
+        traces.append(_trace(scatter,
             x=view.x[idx], y=view.depth[idx], mode="markers", hoverinfo="skip",
             marker={"size": sizes[idx], "color": NO_VALUE, "symbol": [symbols[i] for i in idx]},
             name="no statistics", customdata=[view.nodes[i] for i in idx],
         ))
     for name, symbol, color in (("success end", "star", SUCCESS), ("failure end", "x", FAILURE),
                                 ("folded children", "square", "#888888")):
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
+        traces.append(_trace(go.Scatter, x=[None], y=[None], mode="markers", name=name,
                                  marker={"symbol": symbol, "color": color, "size": 10}))
     if selected is not None and selected in pos:
         i = pos[selected]
-        fig.add_trace(go.Scatter(
+        traces.append(_trace(go.Scatter,
             x=[view.x[i]], y=[view.depth[i]], mode="markers", hoverinfo="skip", name="selected",
             # open symbols are drawn in the marker colour
             marker={"size": sizes[i] + 10, "color": SELECTED, "symbol": "circle-open",
                     "line": {"width": 2.5}},
             customdata=[selected],
         ))
+    fig = go.Figure(data=traces, _validate=False)
     depth = int(view.depth.max()) if n else 0
     fig.update_layout(
         height=int(min(260 + 70 * depth, 1400)), margin={"l": 10, "r": 10, "t": 30, "b": 10},
@@ -159,14 +166,14 @@ def icicle_figure(g: nx.DiGraph, kind: str = "data", max_depth: int | None = 6) 
         colors.append(0.0 if math.isnan(value) else value)
         hover.append(f"node {n}<br>{escape(g.nodes[n].get('action', ''), HOVER_CHARS)}<br>"
                      f"visits {visits} · {'Q' if kind == 'mcts' else 'mean reward'} {fmt(value)}")
-    fig = go.Figure(go.Icicle(
-        ids=ids, parents=parents, labels=labels, values=values, branchvalues="total",
+    fig = go.Figure(data=[_trace(
+        go.Icicle, ids=ids, parents=parents, labels=labels, values=values, branchvalues="total",
         marker={"colors": colors, "colorscale": COLORSCALE, "cmin": 0, "cmax": 1,
                 "colorbar": {"title": {"text": "MCTS Q" if kind == "mcts" else "mean reward"},
                              "thickness": 12}},
         hovertext=hover, hoverinfo="text", maxdepth=(max_depth + 1) if max_depth else -1,
         tiling={"orientation": "v"},
-    ))
+    )], _validate=False)
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10})
     return fig
 
