@@ -17,21 +17,24 @@ from core.trajectory import Step
 
 
 @pytest.fixture(scope="module")
-def weak(tmp_path_factory) -> str:
+def weak(tmp_path_factory):
     """The weak preset with its matrices re-drawn at std 0.3: an untrained preset (std 0.02) only
     repeats newlines, which would make every comparison below trivially true; these weights give
     long replies that depend on every prompt token."""
     root = tmp_path_factory.mktemp("hf")
-    paths = build_presets("shop", Store(root / "w2stree.duckdb"), out_dir=root / "models", n_tasks=10)
-    model, tok = load_model(str(paths["weak"]))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    model.save_pretrained(root / "weak-random")
-    tok.save_pretrained(root / "weak-random")
-    return str(root / "weak-random")
+    with pytest.MonkeyPatch.context() as mp:  # the default store lives here, not in the checkout
+        mp.setenv("W2STREE_HOME", str(root))
+        mp.setenv("W2STREE_DB", str(root / "w2stree.duckdb"))
+        paths = build_presets("shop", Store(root / "w2stree.duckdb"), out_dir=root / "models", n_tasks=10)
+        model, tok = load_model(str(paths["weak"]))
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        model.save_pretrained(root / "weak-random")
+        tok.save_pretrained(root / "weak-random")
+        yield str(root / "weak-random")
 
 
 @pytest.fixture(scope="module")

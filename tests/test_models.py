@@ -19,11 +19,14 @@ from core.trajectory import Step
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Presets built once for this module (tokenizer on 20 expert episodes + the catalogue)."""
+    """Presets built once for this module (tokenizer on 20 expert episodes + the catalogue); the
+    default store points into the same temporary folder, never at the checkout's data/."""
     root = tmp_path_factory.mktemp("models")
-    store = Store(root / "w2stree.duckdb")
-    paths = build_presets("shop", store, out_dir=root / "models", n_tasks=20)
-    return store, paths
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("W2STREE_HOME", str(root))
+        mp.setenv("W2STREE_DB", str(root / "w2stree.duckdb"))
+        store = Store(root / "w2stree.duckdb")
+        yield store, build_presets("shop", store, out_dir=root / "models", n_tasks=20)
 
 
 def _expert_chat(task_id: str = "test_0") -> list[dict[str, str]]:
