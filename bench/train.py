@@ -12,7 +12,11 @@ TRL's `num_tokens`; the first `--warmup` steps are not timed) for:
 Variants alternate within each round; medians over `--rounds`; ratio = ours / plain TRL.
 Reference model: the weak preset (the W2S setting). CPU: one torch thread.
 
+Also the one thing our trainer adds per step, collating a batch with the observation masks, timed
+against TRL's collator on the same rows (milliseconds, medians of 200).
+
     python bench/train.py [--rounds 3] [--steps 6] [--warmup 1] [--batch 4] [--size preset|tiny]
+                          [--collator-only]
 """
 
 from __future__ import annotations
@@ -94,6 +98,27 @@ def tokens_per_s(kind: str, rows: list, models: dict, steps: int, warmup: int, b
     return (n1 - n0) / (t1 - t0)
 
 
+def collator_overhead(rows: list, models: dict, batch: int, repeats: int = 200) -> tuple[float, float]:
+    """Median ms to collate one batch: our masked collator vs TRL's, on the same tokenized rows
+    (the only per-step code our trainer adds; a steady figure on a loaded machine)."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from core.train import make_config
+    from core.train.dpo import build_dpo_trainer
+
+    cfg = make_config("treedpo", "tiny", model=str(models["strong"]), data="bench", max_steps=1)
+    trainer, tok = build_dpo_trainer(cfg, rows, Path(tempfile.mkdtemp()))
+    examples = [trainer.train_dataset[i] for i in range(min(batch, len(trainer.train_dataset)))]
+    ours, plain = trainer.data_collator, DataCollatorForPreference(pad_token_id=tok.pad_token_id)
+    times: dict[str, list[float]] = {"ours": [], "plain": []}
+    for _ in range(repeats):
+        for name, fn in (("ours", ours), ("plain", plain)):
+            t = time.perf_counter()
+            fn(examples)
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times["ours"]), statistics.median(times["plain"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -102,6 +127,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--tasks", type=int, default=6)
     ap.add_argument("--size", choices=("preset", "tiny"), default="preset")
+    ap.add_argument("--collator-only", action="store_true", help="only the per-batch collator overhead")
     args = ap.parse_args()
 
     import torch
@@ -122,6 +148,12 @@ def main() -> None:
         print(f"device {device}; strong = {models['strong'].name}, ref = {models['weak'].name}; "
               f"{len(data['step'])} step pairs, {len(data['continuation'])} continuation pairs, "
               f"{len(data['sft'])} SFT rows; batch {args.batch}, {args.steps} timed steps, {args.rounds} rounds")
+        for gran in ("step", "continuation"):
+            ours, plain = collator_overhead(data[gran], models, args.batch)
+            print(f"collate one batch of {gran} pairs: ours {ours:.2f} ms, plain TRL {plain:.2f} ms "
+                  f"(ours adds {ours - plain:+.2f} ms per batch)", flush=True)
+        if args.collator_only:
+            return
         results: dict[str, list[float]] = {}
         for r in range(args.rounds):
             for name, kind, rows, masked in (("treedpo-step ours", "dpo", data["step"], True),
