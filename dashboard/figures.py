@@ -12,11 +12,13 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale
 
 from dashboard.layout import TreeView
 from dashboard.shaping import best_path_edges, escape, fmt, leaf_outcome, node_stats
 
-COLORSCALE = "RdYlGn"
+# Expanded here: plotly.js knows only a few scale names, and traces skip the Python-side expansion.
+COLORSCALE = get_colorscale("RdYlGn")  # red = failure (0) ... green = success (1)
 NO_VALUE = "#bdbdbd"  # nodes without statistics (e.g. never visited by MCTS)
 BEST_PATH = "#2b6cb0"
 SUCCESS = "#1a9850"

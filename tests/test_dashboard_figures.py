@@ -110,6 +110,9 @@ def test_tree_figure_colours_sizes_and_best_path():
     assert colors[0] == pytest.approx(0.5) and colors[1] == pytest.approx(0.75) and colors[2] == 0.0
     sizes = dict(zip(ids, nodes.marker.size, strict=True))
     assert sizes[0] > sizes[1] > sizes[2]  # size grows with visits
+    scale = [tuple(c) for c in nodes.marker.colorscale]
+    assert scale[0][0] == 0 and scale[-1][0] == 1 and nodes.marker.cmin == 0 and nodes.marker.cmax == 1
+    assert scale[0][1] == "rgb(165,0,38)" and scale[-1][1] == "rgb(0,104,55)"  # red 0 ... green 1
     assert list(nodes.text)[ids.index(0)] == "4"  # label = visits
     symbols = dict(zip(ids, nodes.marker.symbol, strict=True))
     assert symbols[4] == "star" and symbols[5] == "x" and symbols[1] == "circle"
