@@ -275,3 +275,19 @@ def test_default_caps_keep_a_big_tree_small_and_tidy():
     assert_tidy(view)
     fig = figures.tree_figure(g, view)
     assert next(t for t in fig.data if t.name == "nodes").text is None  # no labels at this size
+
+
+def test_training_helpers():
+    assert shaping.data_spec("pairs", "shop", "step") == "pairs:shop:step"
+    assert shaping.data_spec("pairs", "shop", "continuation", tasks=50, min_margin=0.25) == \
+        "pairs:shop:continuation?tasks=50&min_margin=0.25"
+    assert shaping.data_spec("successes", "sciworld", "weak-sft") == "successes:sciworld:weak-sft"
+    assert shaping.data_spec("best-paths", "shop", "ignored", tasks=3) == "best-paths:shop?tasks=3"
+    assert shaping.duration(3725) == "1h 02m" and shaping.duration(185) == "3m 05s"
+    assert shaping.duration(None) == "–"
+    assert shaping.progress_text({"status": "running", "step": 5, "max_steps": 20, "eta_s": 75}) == \
+        "running · step 5 / 20 · ETA 1m 15s"
+    assert shaping.progress_text({"status": "stopped", "step": 5, "max_steps": 20}) == "stopped · step 5 / 20"
+    assert shaping.gpu_memory("1024, 81559\n 30, 81559 \n[N/A], 1\n") == [(1024, 81559), (30, 81559)]
+    assert shaping.dpo_metric_names(["loss", "rewards/margins", "rewards/accuracies", "rewards/chosen"]) == \
+        (["rewards/chosen", "rewards/margins"], ["rewards/accuracies"])

@@ -261,3 +261,17 @@ def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     else:
         pytest.fail(f"job process {pid} still runs after Stop")
     assert filled.query("SELECT status FROM jobs")["status"][0] == "stopped"
+
+
+def test_cli_up_serves_existing_results_without_refilling(filled, capsys):
+    from core.cli import main
+    from core.cli.app import serve_command
+
+    before = len(filled.results())
+    assert main(["up", "--db", str(filled.path), "--no-serve"]) == 0
+    assert "already has results" in capsys.readouterr().out
+    assert len(filled.results()) == before
+    cmd = serve_command(8765)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == Path(APP)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.port") + 1] == "8765"
