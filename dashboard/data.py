@@ -18,6 +18,7 @@ import streamlit as st
 
 from core.paths import default_db
 from core.store import Store
+from core.train.jobs import list_jobs
 from core.trajectory import Trajectory
 from dashboard import shaping
 from dashboard.figures import icicle_figure, tree_figure
@@ -125,11 +126,7 @@ def eval_scores(path: str, changes: int, env: str) -> pd.DataFrame:
 
 
 def jobs() -> pd.DataFrame:
-    """The jobs table, fresh (jobs API when it exists: it also refreshes running jobs)."""
-    try:
-        from core.train.jobs import list_jobs
-    except ImportError:
-        return store().query("SELECT * FROM jobs ORDER BY created_at DESC")
+    """The jobs table, fresh: running jobs are synced from their folders first."""
     return list_jobs(store())
 
 

@@ -59,32 +59,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(args.port)
 
 
-def fill_embedded_default(store: Store) -> None:
-    """The embedded-default main job: the shop env with tiny models, trained and evaluated.
-    Falls back to filling data only (demos, exploration, trees, MCTS, pairs) when this build has
-    no full pipeline."""
-    try:
-        import core.pipeline as pipeline
-    except ModuleNotFoundError as exc:
-        raise UserError("this build has no core.pipeline to fill the embedded default; fill the "
-                        "store with `w2stree collect`, `tree`, `mcts` and `pairs`") from exc
-
-    def progress(fraction: float, message: str = "") -> None:
-        print(f"[{fraction:4.0%}] {message}", flush=True)
-
-    if hasattr(pipeline, "run_pipeline"):
-        pipeline.run_pipeline(env="shop", preset="tiny", store=store)
-    else:
-        pipeline.fill_default(store, progress=progress)
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     _apply_db(args)
     store = Store()
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
-              "(shop env, tiny models; a few minutes on a laptop)", flush=True)
-        fill_embedded_default(store)
+              "(shop env, tiny models; up to ~20 minutes on 2 CPU cores)", flush=True)
+        from core.pipeline import run_pipeline  # heavy imports (torch, trl): only when needed
+
+        run_pipeline(env="shop", preset="tiny", store=store)
     else:
         print(f"w2stree up: {store.path} already has results; serving them", flush=True)
     if args.no_serve:

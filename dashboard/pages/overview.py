@@ -18,13 +18,9 @@ def fill_default_button() -> None:
         "at the branching points. The embedded default does all of this offline in a few "
         "minutes with the built-in shop environment and tiny local models."
     )
-    try:
-        from core.pipeline import fill_default
-    except ImportError:
-        st.caption("The embedded-default filler (`core.pipeline`) is not installed in this build; "
-                   "fill the store from the command line with `w2stree up --no-serve`.")
-        return
     if st.button("Fill the embedded default", type="primary", icon=":material/play_arrow:"):
+        from core.pipeline import fill_default  # only now: it pulls in the collection stack
+
         bar = st.progress(0.0, text="starting")
 
         def progress(fraction: float, message: str = "") -> None:
