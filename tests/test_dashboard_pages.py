@@ -145,6 +145,12 @@ def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
     assert at.selectbox(key="trees_tree").value == "shop/t2"
     assert at.selectbox(key="trees_node").value == 2
     assert g.nodes[2]["action"] in [c.value for c in at.code]
+    # a later link (e.g. from the Pairs page) to another tree opens that tree at its node
+    at.query_params.update(tree="shop/t1", node="3")
+    at.run()
+    assert (at.selectbox(key="trees_tree").value, at.selectbox(key="trees_node").value) == ("shop/t1", 3)
+    at.query_params.update(tree="shop/t2", node="2")
+    at.run()
     at.segmented_control(key="trees_kind").set_value("mcts").run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}

@@ -37,6 +37,7 @@ def pick_tree(trees, roots) -> str:
     linked = ui.sync_query("trees", {"tree": ("trees_tree", str), "node": ("trees_node", int)})
     if linked and st.session_state.get("trees_tree") in env_of:
         st.session_state["trees_env"] = env_of[st.session_state["trees_tree"]]
+        st.session_state["_trees_prev"] = st.session_state["trees_tree"]  # keep the linked node
     c_env, c_sort, c_task = st.columns([1, 1, 4])
     ui.keep_choice("trees_env", envs)
     env = c_env.selectbox("Environment", envs, key="trees_env")
