@@ -144,7 +144,10 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
     device, dtype = auto_device_dtype(device, dtype)
     local_only = hub_offline()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local_only)
+        # on a GPU the weights load straight onto it (device_map) instead of through CPU memory
+        placement = {"device_map": device} if device.startswith("cuda") else {}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local_only,
+                                                     **placement)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model {name_or_path!r} from {path}: {str(exc).splitlines()[0]}") from None
     tok_src = adapter_path if adapter_path and (Path(adapter_path) / "tokenizer_config.json").exists() else path
