@@ -6,10 +6,18 @@ observation holding `<script>` or markdown links is displayed literally.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import streamlit as st
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(value: object) -> str:
+    """A store value (model name, id) made literal for widgets whose labels render markdown."""
+    return _MARKDOWN.sub(r"\\\1", str(value))
 
 
 def text(label: str, body: str, code: bool = False) -> None:

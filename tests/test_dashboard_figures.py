@@ -291,3 +291,9 @@ def test_training_helpers():
     assert shaping.gpu_memory("1024, 81559\n 30, 81559 \n[N/A], 1\n") == [(1024, 81559), (30, 81559)]
     assert shaping.dpo_metric_names(["loss", "rewards/margins", "rewards/accuracies", "rewards/chosen"]) == \
         (["rewards/chosen", "rewards/margins"], ["rewards/accuracies"])
+
+
+def test_plain_makes_markdown_literal():
+    from dashboard.ui import plain
+
+    assert plain("m*1* [x](http://e) <i>") == r"m\*1\* \[x\]\(http\://e\) \<i\>"

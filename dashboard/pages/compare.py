@@ -56,9 +56,10 @@ def main() -> None:
     st.text(episodes[0].instruction)
     cols = st.columns(len(models))
     for col, model, ep in zip(cols, models, episodes, strict=True):
-        col.metric(model, f"{ep.reward:.2f}", delta="success" if ep.success else "failure",
+        col.text(model)  # a name from the store: plain text, not a markdown label
+        col.metric("final reward", f"{ep.reward:.2f}", delta="success" if ep.success else "failure",
                    delta_color="normal" if ep.success else "inverse", delta_arrow="off",
-                   help=f"final reward after {len(ep.steps)} steps")
+                   help=f"after {len(ep.steps)} steps")
     diverge = shaping.first_divergence([e.actions for e in episodes])
     if len(models) > 1:
         st.caption("The episodes take the same actions throughout." if diverge is None
