@@ -282,10 +282,8 @@ def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -
             time.sleep(0.5)
             for name, (w, handle, t0) in list(running.items()):
                 if w.kind:
-                    if _starting(handle, t0):
-                        continue
                     status = job_status(handle)
-                    if status["status"] in ("queued", "running"):
+                    if status["status"] in ("queued", "running") or _still_running(handle):
                         continue
                     sync_job(store, handle)
                     if status["status"] != "succeeded":
@@ -308,19 +306,25 @@ def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -
     return done
 
 
-def _starting(job_id: str, launched: float, grace: float = 300.0) -> bool:
-    """Whether a job is still starting: its status file says `queued` and it was launched less than
-    `grace` seconds ago. Its liveness is not asked then: on a loaded machine the launched process
-    can take seconds to exec the runner, and a liveness check in that window reads it as dead."""
+def _still_running(job_id: str) -> bool:
+    """Whether the job's launched process still runs although its status says it ended.
+
+    `core.train.jobs` checks liveness by the process's command line; on a loaded machine a
+    just-launched process can still carry its parent's command line for seconds (before exec),
+    and a check in that window (`start_job` makes one) records the job as failed. The runner
+    then overwrites the status as it goes, so a job whose process runs is waited for."""
     import json
+    import os
 
     from core.paths import jobs_dir
 
     try:
-        status = json.loads((jobs_dir() / job_id / "status.json").read_text()).get("status")
-    except (OSError, ValueError):
-        status = None
-    return status == "queued" and time.monotonic() - launched < grace
+        pid = int(json.loads((jobs_dir() / job_id / "launch.json").read_text())["pid"])
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat")
+        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
 
 
 def _explore_unit(db: str, model: str, env: str, task_ids: list[str], schedule: tuple[Sampling, ...],
