@@ -103,14 +103,15 @@ def main() -> None:
     tree_id = pick_tree(trees, roots)
     g = data.tree(path, changes, tree_id)
     head = trees[trees["tree_id"] == tree_id].iloc[0]
+    has_mcts = int(head["mcts_iterations"]) > 0
+    mcts = (f"MCTS {int(head['mcts_iterations'])} iterations (c = {float(head['mcts_c']):g})"
+            if has_mcts else "no MCTS yet")
     st.caption(f"{g.number_of_nodes()} nodes · {int(head['n_trajectories'])} trajectories · "
-               f"{int(head['n_branching'])} branching nodes · merge rule {head['merge']} · "
-               f"MCTS {int(head['mcts_iterations'])} iterations (c = {float(head['mcts_c']):g})")
+               f"{int(head['n_branching'])} branching nodes · merge rule {head['merge']} · {mcts}")
     with st.expander("Instruction", expanded=False):
         st.text(head["instruction"] or "–")
 
     c_kind, c_depth, c_children = st.columns([2, 1, 1])
-    has_mcts = int(head["mcts_iterations"]) > 0
     kind = c_kind.segmented_control(
         "Statistics", ["data", "mcts"], default="data", required=True, key="trees_kind",
         format_func={"data": "Data (visits, mean reward)", "mcts": "MCTS (visits, Q)"}.get,
