@@ -131,15 +131,15 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
     into the weights (faster inference, no further adapter training). The tokenizer gets a pad
     token (eos) when it has none.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(name_or_path, store)
+    path = resolve_model(name_or_path, store)  # before importing transformers: a miss fails fast
     if adapter is None and (Path(path) / "adapter_config.json").exists() \
             and not (Path(path) / "config.json").exists():
         adapter, path = path, resolve_model(_adapter_base(Path(path)), store)
     adapter_path = resolve_model(adapter, store) if adapter else None
     if adapter_path and not (Path(adapter_path) / "adapter_config.json").exists():
         raise UserError(f"adapter {adapter!r} has no adapter_config.json; pass a PEFT adapter folder")
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device, dtype = auto_device_dtype(device, dtype)
     local_only = hub_offline()
