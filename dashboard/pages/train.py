@@ -55,12 +55,14 @@ def job_form(path: str, changes: int) -> None:
     preset = c[0].selectbox("Preset", ["tiny", "paper"], index=0 if small else 1, key="train_preset",
                             help=help_["preset"])
     base = make_config(kind, preset)
-    model = c[1].selectbox("Base model", names, index=_pick(names, "strong"), key=f"train_model_{kind}",
+    # TreeDPO and MCTS start from the strong SFT model (the paper's setting), SFT from a base model.
+    hints = ("strong",) if kind == "sft" else ("sft-strong", "strong-sft", "strong")
+    model = c[1].selectbox("Base model", names, index=_pick(names, *hints), key=f"train_model_{kind}",
                            accept_new_options=True, help=help_["model"] + " (type a path or hub id)")
     ref = ""
     if kind in DPO_KINDS:
         refs = ["(its own starting weights)", *names]
-        ref_pick = c[2].selectbox("Reference model", refs, index=_pick(refs, "weak-sft", "weak"),
+        ref_pick = c[2].selectbox("Reference model", refs, index=_pick(refs, "sft-weak", "weak-sft", "weak"),
                                   key="train_ref", help=help_["ref"])
         ref = "" if ref_pick == refs[0] else ref_pick
 
