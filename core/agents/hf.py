@@ -28,28 +28,32 @@ import copy
 import inspect
 import zlib
 from collections.abc import Sequence
-from typing import Any
-
-import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
 from core.errors import UserError
 
+if TYPE_CHECKING:  # torch/transformers load only once a model is found: a bad name fails at once
+    import torch
+
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
-class _RowSampler(LogitsProcessor):
+class _RowSampler:
     """Per-row temperature/top-p sampling inside a greedy `generate`: a sampled row's scores
     become -inf except for the drawn token; greedy rows (None) pass through untouched."""
 
     def __init__(self, settings: Sequence[Sampling | None], seeds: Sequence[int]) -> None:
+        import torch
+
         self.rows = [i for i, s in enumerate(settings) if s is not None and not s.greedy]
         self.temps = torch.tensor([settings[i].temperature for i in self.rows])
         self.top_p = torch.tensor([settings[i].top_p for i in self.rows])
         self.gens = [torch.Generator().manual_seed(seeds[i]) for i in self.rows]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        import torch
+
         if not self.rows:
             return scores
         rows = torch.tensor(self.rows, device=scores.device)
@@ -177,6 +181,8 @@ class HFPolicy(Policy):
 
     def _prefix_kv(self, shared: tuple[int, ...], rows: int):
         """A fresh cache holding the keys/values of `shared`, repeated for `rows` rows."""
+        import torch
+
         cache = self._kv.pop(shared, None)
         if cache is None:
             kwargs = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_params else {}
@@ -189,10 +195,19 @@ class HFPolicy(Policy):
         fresh.batch_repeat_interleave(rows)
         return fresh
 
-    @torch.inference_mode()
     def _generate(self, prompts: list[list[int]], requests: list[Request], shared: tuple[int, ...]) -> list[str]:
         """One `generate` call: rows are `shared` (cached), left padding, then each prompt's rest;
         positions come from the attention mask, so the padding is invisible to every row."""
+        import torch
+
+        with torch.inference_mode():
+            return self._generate_rows(prompts, requests, shared)
+
+    def _generate_rows(self, prompts: list[list[int]], requests: list[Request],
+                       shared: tuple[int, ...]) -> list[str]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
         pad = self.tokenizer.pad_token_id
         p = len(shared)
         width = p + max(len(q) - p for q in prompts)

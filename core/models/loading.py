@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
 from core.paths import default_db
+
+if TYPE_CHECKING:  # torch loads only when a model is loaded: a bad name fails at once
+    import torch
 
 FIX = ("build the presets (`w2stree models build`), pass an existing folder, "
        "or set HF_HUB_OFFLINE=0 with network access to download a hub model")
@@ -99,6 +100,8 @@ def model_name(name_or_path: str, store: Any | None = None) -> str:
 def auto_device_dtype(device: str | None = None, dtype: torch.dtype | str | None = None
                       ) -> tuple[str, torch.dtype]:
     """CUDA + bf16 (fp16 where bf16 is missing) when present, else CPU + fp32; explicit values win."""
+    import torch
+
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if isinstance(dtype, str):

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
 from core.paths import models_dir
 from core.store import Store
+
+if TYPE_CHECKING:
+    import torch
 
 #: Model sizes by role (Qwen2Config keyword arguments). Override per call with `configs=`.
 PRESET_CONFIGS: dict[str, dict[str, Any]] = {
@@ -65,6 +66,7 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
     tokenizer is trained on (all train tasks when None); `force` rebuilds everything. Each model
     is registered in `store` (the default store when None) with its role and parameter count.
     """
+    import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     from core.models.tokenizer import env_corpus, train_tokenizer
