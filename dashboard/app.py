@@ -19,7 +19,9 @@ import streamlit as st  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.store import StoreBusyError  # noqa: E402
 
-PAGES = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit would also serve a folder of that name as old-style pages, bypassing
+# this script (its navigation and layout) when a fresh server is first opened on a page URL.
+PAGES = Path(__file__).parent / "views"
 
 
 def _apply_db_argument() -> None:

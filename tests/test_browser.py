@@ -86,6 +86,14 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        g = store.load_tree("shop/t1")
+        node_of = {g.nodes[n]["action"]: n for n in g}
+        # A fresh server opened first on a deep link serves it through the app's navigation.
+        page.goto(f"{server}/trees?tree=shop/t1&node={node_of['click[item a]']}")
+        settle(page, "Trees")
+        page.get_by_role("heading", name=f"Node {node_of['click[item a]']}").wait_for(timeout=30_000)
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Overview" in nav and "Compare" in nav and "app" not in nav.split(), nav
         for name, (path, title) in PAGES.items():
             page.goto(f"{server}/{path}")
             settle(page, title)
@@ -93,8 +101,7 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
             page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
 
         # Trees: click the node of "click[item b]" in the tree figure.
-        g = store.load_tree("shop/t1")
-        target = next(n for n in g if g.nodes[n]["action"] == "click[item b]")
+        target = node_of["click[item b]"]
         page.goto(f"{server}/trees")
         settle(page, "Trees")
         plot = page.locator(".js-plotly-plot").first

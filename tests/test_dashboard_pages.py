@@ -16,8 +16,8 @@ from core.trajectory import Run, Step, Task, Trajectory
 from core.tree import build_trees
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-PAGES = ("pages/overview.py", "pages/trees.py", "pages/pairs.py", "pages/train.py",
-         "pages/compare.py", "pages/results.py")
+PAGES = ("views/overview.py", "views/trees.py", "views/pairs.py", "views/train.py",
+         "views/compare.py", "views/results.py")
 XSS = "<script>alert('x')</script>"
 
 # (actions, final reward) per task: shared prefixes make branching trees.
@@ -78,7 +78,7 @@ def filled(store):
 
 def run_page(page: str, **query) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60).run()
-    if page != "pages/overview.py":
+    if page != "views/overview.py":
         at.switch_page(page)
     for k, v in query.items():
         at.query_params[k] = v
@@ -102,7 +102,7 @@ def test_every_page_explains_an_empty_store(store, page):
 
 @pytest.mark.slow
 def test_overview_button_fills_the_embedded_default(store):
-    at = run_page("pages/overview.py")
+    at = run_page("views/overview.py")
     assert "store is empty" in at.info[0].value
     assert [b.label for b in at.button] == ["Fill the embedded default"]
     at.button[0].click().run(timeout=600)  # the real fill: models, demos, exploration, trees, pairs
@@ -113,7 +113,7 @@ def test_overview_button_fills_the_embedded_default(store):
 
 
 def test_overview_summarizes_the_store(filled):
-    at = run_page("pages/overview.py")
+    at = run_page("views/overview.py")
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Trajectories"] == "6" and metrics["Trees"] == "2" and metrics["Pairs"] == "8"
@@ -122,7 +122,7 @@ def test_overview_summarizes_the_store(filled):
 
 
 def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
-    at = run_page("pages/trees.py")
+    at = run_page("views/trees.py")
     assert not at.exception, at.exception
     assert at.selectbox(key="trees_tree").value == "shop/t1"  # biggest tree first
     assert at.get("plotly_chart"), "no tree figure"
@@ -140,7 +140,7 @@ def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
 
 def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
     g = filled.load_tree("shop/t2")
-    at = run_page("pages/trees.py", tree="shop/t2", node="2")
+    at = run_page("views/trees.py", tree="shop/t2", node="2")
     assert not at.exception
     assert at.selectbox(key="trees_tree").value == "shop/t2"
     assert at.selectbox(key="trees_node").value == 2
@@ -158,7 +158,7 @@ def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
 
 
 def test_pairs_page_shows_prefix_and_both_continuations(filled):
-    at = run_page("pages/pairs.py")
+    at = run_page("views/pairs.py")
     assert not at.exception, at.exception
     assert "8 of 8 pairs match" in texts(at)
     frame = filled.pairs_frame(tree_id="shop/t1", granularity="continuation")
@@ -178,7 +178,7 @@ def test_pairs_page_shows_prefix_and_both_continuations(filled):
 
 
 def test_pairs_page_deep_link_filters_to_a_node(filled):
-    at = run_page("pages/pairs.py", tree="shop/t2", node="1")
+    at = run_page("views/pairs.py", tree="shop/t2", node="1")
     assert not at.exception
     assert at.selectbox(key="pairs_task").value == "t2"
     assert at.selectbox(key="pairs_node").value == 1
@@ -186,7 +186,7 @@ def test_pairs_page_deep_link_filters_to_a_node(filled):
 
 
 def test_compare_page_aligns_four_models_and_marks_divergence(filled):
-    at = run_page("pages/compare.py")
+    at = run_page("views/compare.py")
     assert not at.exception, at.exception
     assert at.multiselect(key="compare_models").value == ["weak-sft", "strong-sft", "strong-treedpo",
                                                           "strong-mcts"]
@@ -199,7 +199,7 @@ def test_compare_page_aligns_four_models_and_marks_divergence(filled):
 
 
 def test_results_page_shows_table_and_both_curves(filled):
-    at = run_page("pages/results.py")
+    at = run_page("views/results.py")
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert table.index.tolist() == ["sft-weak", "sft-strong", "treedpo", "mcts"]
@@ -209,7 +209,7 @@ def test_results_page_shows_table_and_both_curves(filled):
 
 
 def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
-    at = run_page("pages/train.py")
+    at = run_page("views/train.py")
     assert not at.exception, at.exception
     assert at.selectbox(key="train_env").value == "shop"
     commands = [c.value for c in at.code if c.value.startswith("w2stree train")]
@@ -237,7 +237,7 @@ def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     paths = tiny_models(tmp_path_factory.getbasetemp())
     for role in ("weak", "strong"):
         filled.register_model(f"shop-{role}", str(paths[role]), role=role, params=1000)
-    at = run_page("pages/train.py")
+    at = run_page("views/train.py")
     at.selectbox(key="train_model_treedpo").set_value("shop-strong")
     at.selectbox(key="train_ref").set_value("shop-weak").run()
     steps = next(w for w in at.number_input if w.key.startswith("train_steps_"))
@@ -252,7 +252,7 @@ def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     pid = json.loads((Path(job_status(job_id)["job_dir"]) / "launch.json").read_text())["pid"]
     os.kill(pid, 0)  # the job process runs
     # a new session (reload / second tab) finds the running job by itself
-    other = run_page("pages/train.py")
+    other = run_page("views/train.py")
     assert other.selectbox(key="train_job").value == job_id
     other.button(key="train_stop").click().run()
     assert not other.exception, other.exception

@@ -83,7 +83,7 @@ def show_pair(row: dict) -> None:
         st.caption(f"{row['granularity']} pair · values from {row['value_kind']} statistics · "
                    f"cut at node {int(row['node_id'])}")
         if row.get("tree_id"):
-            st.page_link("pages/trees.py", label=f"Open node {int(row['node_id'])} in Trees",
+            st.page_link("views/trees.py", label=f"Open node {int(row['node_id'])} in Trees",
                          icon=":material/account_tree:",
                          query_params={"tree": row["tree_id"], "node": str(int(row["node_id"]))})
     st.subheader(f"Shared prefix ({len(v.prompt)} turns)")

@@ -88,7 +88,7 @@ def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
                          "chosen value": round(v.chosen_value, 3),
                          "rejected value": round(v.rejected_value, 3)})
         st.dataframe(rows, hide_index=True)
-        st.page_link("pages/pairs.py", label="Read these pairs", icon=":material/compare_arrows:",
+        st.page_link("views/pairs.py", label="Read these pairs", icon=":material/compare_arrows:",
                      query_params={"tree": tree_id, "node": str(node)})
 
 
