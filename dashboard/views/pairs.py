@@ -80,9 +80,10 @@ def show_pair(row: dict) -> None:
                 help="success" if v.rejected_success else "no success")
     m[2].metric("Margin", shaping.fmt(float(row["margin"]), 3))
     with m[3]:
-        st.caption(f"{row['granularity']} pair · values from {row['value_kind']} statistics · "
-                   f"cut at node {int(row['node_id'])}")
-        if row.get("tree_id"):
+        where = (f"cut at node {int(row['node_id'])}" if int(row["node_id"]) >= 0
+                 else "whole trajectories, no shared prefix")
+        st.caption(f"{row['granularity']} pair · values from {row['value_kind']} statistics · {where}")
+        if row.get("tree_id") and int(row["node_id"]) >= 0:
             st.page_link("views/trees.py", label=f"Open node {int(row['node_id'])} in Trees",
                          icon=":material/account_tree:",
                          query_params={"tree": row["tree_id"], "node": str(int(row["node_id"]))})
