@@ -23,7 +23,14 @@ a time, one torch thread each. The training rows of each run are kept as JSONL u
 `<home>/experiments/<experiment id>/` so every job can be re-run by hand.
 
 Presets (`PRESETS`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
-tuned to finish in under 20 minutes on 2 cores; `quick` is a smoke-test size (a few minutes);
+sized by measured CPU costs to fit about 20 minutes on 2 idle cores (strong SFT about 2 s of CPU
+per 1.7k-token example, strong generation about 0.7 s per episode step; every shop prompt
+carries a ~1k-token one-shot prefix). Measured on 2026-11-26 (a loaded machine): at these sizes
+the SFT-weak model is not yet a working agent (weak SFT loss 1.3 after 100 steps, greedy replies
+malformed, reward 0 on train and test tasks), so exploration finds no successes, no pairs exist
+and the four W2S methods collapse onto SFT-strong (MCTS trains on failed best paths): the paper's
+ordering does not show at this budget. Larger `demo_tasks` / epochs (or a pretrained weak model
+via `weak=`) are what it needs. `quick` is a smoke-test size (a few minutes);
 `paper` uses real Hugging Face models (by default Qwen2.5-0.5B-Instruct weak and
 Qwen2.5-7B-Instruct strong, with LoRA and the reference's hyper-parameters) and the full splits:
 it needs a GPU and the models available locally or `HF_HUB_OFFLINE=0`; pass `weak=` / `strong=`
