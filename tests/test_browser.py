@@ -59,13 +59,15 @@ def server(store, tmp_path):
             pytest.fail("dashboard did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
         time.sleep(0.5)
     yield url
-    proc.terminate()
+    proc.terminate()  # `w2stree dashboard` became the server: this stops the server itself
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
     log.close()
+    with pytest.raises(OSError):  # nothing is left listening
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
 
 
 def settle(page, title: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -43,15 +42,16 @@ def _apply_db(args: argparse.Namespace) -> None:
 
 
 def serve(port: int) -> int:
-    """Run the dashboard in the foreground until Ctrl-C."""
+    """Become the dashboard server (until Ctrl-C). The process is replaced by `streamlit run`
+    rather than waiting on it, so a signal sent to this process reaches the server itself and
+    never leaves an orphaned server behind."""
     if not app_path().exists():
         raise UserError(f"{app_path()} is missing; reinstall w2stree (pip install -e .)")
     db = Store().path  # create/migrate it here, so a bad path fails as one line, not in the browser
     print(f"w2stree dashboard: http://127.0.0.1:{port}  (store {db}; Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(serve_command(port), env=dict(os.environ, W2STREE_DB=str(db)))
-    except KeyboardInterrupt:
-        return 0
+    cmd = serve_command(port)
+    os.execve(cmd[0], cmd, dict(os.environ, W2STREE_DB=str(db)))
+    return 0  # not reached
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
