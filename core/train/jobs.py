@@ -257,7 +257,10 @@ def _alive(pid: int | None, runner: bool) -> bool:
         try:
             if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
                 return False
-            if runner and b"core.train.runner" not in (proc / "cmdline").read_bytes():
+            # Between fork and exec a fresh child's cmdline is empty or still its parent's:
+            # only a non-empty foreign cmdline of a process we did not just launch means pid reuse.
+            cmdline = (proc / "cmdline").read_bytes()
+            if runner and cmdline and b"core.train.runner" not in cmdline and not _our_child(pid):
                 return False
         except (FileNotFoundError, IndexError, ProcessLookupError):
             return False
@@ -328,6 +331,11 @@ def stop_job(job_id: str, store: Store | None = None, grace: float = 15.0) -> di
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _our_child(pid: int) -> bool:
+    """Whether `pid` is a job process launched by this process and not yet exited."""
+    return any(p.pid == pid and p.poll() is None for p in _CHILDREN.values())
 
 
 def _reap(job_id: str) -> None:
