@@ -6,7 +6,6 @@ and checks the panel shows its action. Screenshots go to tests/output/."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -121,7 +120,3 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
         page.screenshot(path=str(OUT / "trees_selected.png"), full_page=True)
         browser.close()
     assert dialogs == [], f"a script from trajectory text ran: {dialogs}"
-    docs = REPO / "docs"
-    docs.mkdir(exist_ok=True)
-    shutil.copy(OUT / "trees_selected.png", docs / "trees.png")
-    shutil.copy(OUT / "compare.png", docs / "compare.png")
