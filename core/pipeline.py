@@ -29,8 +29,10 @@ carries a ~1k-token one-shot prefix). Measured on 2026-11-26 (a loaded machine):
 the SFT-weak model is not yet a working agent (weak SFT loss 1.3 after 100 steps, greedy replies
 malformed, reward 0 on train and test tasks), so exploration finds no successes, no pairs exist
 and the four W2S methods collapse onto SFT-strong (MCTS trains on failed best paths): the paper's
-ordering does not show at this budget. Larger `demo_tasks` / epochs (or a pretrained weak model
-via `weak=`) are what it needs. `quick` is a smoke-test size (a few minutes);
+ordering does not show at this budget. Training the same weak model 200 steps more (loss 0.4)
+still gave reward 0: it copies the one-shot example's search query and invents product ids,
+so from-scratch models need the one-shot prefix dropped (not possible yet: `env_prefix` is fixed)
+and far more steps, or a pretrained weak model via `weak=`. `quick` is a smoke-test size;
 `paper` uses real Hugging Face models (by default Qwen2.5-0.5B-Instruct weak and
 Qwen2.5-7B-Instruct strong, with LoRA and the reference's hyper-parameters) and the full splits:
 it needs a GPU and the models available locally or `HF_HUB_OFFLINE=0`; pass `weak=` / `strong=`
