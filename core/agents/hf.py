@@ -25,12 +25,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
+from core.agents.prompt import ONE_SHOT_FLAG, strip_one_shot
 from core.errors import UserError
 
 if TYPE_CHECKING:  # torch/transformers load only once a model is found: a bad name fails at once
@@ -103,6 +105,7 @@ class HFPolicy(Policy):
         self._cache_kw = "cache" if "cache" in self._forward_params else "past_key_values"
         self._kv: dict[tuple[int, ...], Any] = {}
         self._shared_memo: dict[int, tuple[int, ...]] = {}
+        self.one_shot = bool(getattr(self.model.config, ONE_SHOT_FLAG, True))
 
     def _stop_ids(self) -> list[int]:
         tok = self.tokenizer
@@ -161,7 +164,9 @@ class HFPolicy(Policy):
     # -- generation ------------------------------------------------------------------------
     def act(self, requests: list[Request]) -> list[str]:
         """One reply per request: grouped by shared prefix, sorted by length, `batch_size` per
-        `generate` call."""
+        `generate` call. Models trained without the one-shot example are prompted without it."""
+        if not self.one_shot:
+            requests = [dataclasses.replace(r, messages=strip_one_shot(r.messages)) for r in requests]
         prompts = [self.prompt_ids(r) for r in requests]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (r, p) in enumerate(zip(requests, prompts)):

@@ -86,6 +86,26 @@ def prefix_messages(system_prompt: str, example_instruction: str,
     return msgs
 
 
+#: A model's config attribute saying whether it is prompted with the one-shot example (default
+#: True). From-scratch presets set it False: they cannot learn in context, and the example is
+#: most of every prompt (about 1k of 1.7k tokens in the shop) and gets copied verbatim.
+ONE_SHOT_FLAG = "w2stree_one_shot"
+
+
+def strip_one_shot(messages: list[Message]) -> list[Message]:
+    """The conversation without its one-shot example: keeps the system turn and "OK", drops the
+    example's task message and turns up to the real task message. The boundary is structural (the
+    example ends with an observation turn directly followed by the task message), so it works
+    on any env's prefix and on training rows alike; a conversation with no example is returned
+    unchanged."""
+    if len(messages) < 3 or messages[1]["role"] != "assistant":
+        return list(messages)
+    for i in range(2, len(messages) - 1):
+        if messages[i]["role"] == "user" and messages[i + 1]["role"] == "user":
+            return [*messages[:2], *messages[i + 1:]]
+    return list(messages)
+
+
 def env_prefix(env: str) -> list[Message]:
     """The prompt prefix (role + one-shot) of a registered environment, without starting it."""
     from core.envs.base import _REGISTRY, _load_builtin

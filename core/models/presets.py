@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.agents.prompt import ONE_SHOT_FLAG
 from core.errors import UserError
 from core.paths import models_dir
 from core.store import Store
@@ -95,6 +96,7 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
             vocab_size=len(tokenizer), max_position_embeddings=context, tie_word_embeddings=True,
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, **sizes[role],
+            **{ONE_SHOT_FLAG: False},  # from-scratch models are prompted without the one-shot example
         )
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(seed + (0 if role == "weak" else 1))

@@ -47,6 +47,17 @@ def load_policy(name: str, cfg: TrainConfig, frozen: bool = False) -> tuple[Any,
     return model, tokenizer
 
 
+def fit_prompts(model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in the prompt format `model` is used with: without the one-shot example when its config
+    says so (`core.agents.prompt.ONE_SHOT_FLAG`; the from-scratch presets), so that training and
+    `HFPolicy` at inference see the same conversations."""
+    from core.agents.prompt import ONE_SHOT_FLAG, strip_one_shot
+
+    if getattr(model.config, ONE_SHOT_FLAG, True):
+        return rows
+    return [{k: strip_one_shot(v) if k in ("prompt", "messages") else v for k, v in r.items()} for r in rows]
+
+
 def lora_config(cfg: TrainConfig) -> Any:
     """The PEFT LoRA config (all linear layers), or None without --lora."""
     if not cfg.lora:

@@ -29,7 +29,14 @@ import torch
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from core.train.common import check_not_empty, context_length, load_policy, lora_config, trainer_kwargs
+from core.train.common import (
+    check_not_empty,
+    context_length,
+    fit_prompts,
+    load_policy,
+    lora_config,
+    trainer_kwargs,
+)
 from core.train.config import DPOTrainConfig
 from core.train.data import to_dataset
 
@@ -134,6 +141,7 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
     """(trainer, tokenizer) for DPO on preference rows. `masked=False` builds plain TRL's
     `DPOTrainer` (the benchmark's baseline)."""
     model, tokenizer = load_policy(cfg.model, cfg)
+    rows = fit_prompts(model, rows)
     ref_model = None
     if cfg.ref:
         ref, ref_tok = load_policy(cfg.ref, cfg, frozen=True)

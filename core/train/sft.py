@@ -15,7 +15,14 @@ from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
-from core.train.common import check_not_empty, context_length, load_policy, lora_config, trainer_kwargs
+from core.train.common import (
+    check_not_empty,
+    context_length,
+    fit_prompts,
+    load_policy,
+    lora_config,
+    trainer_kwargs,
+)
 from core.train.config import SFTTrainConfig
 from core.train.data import to_dataset
 
@@ -24,6 +31,7 @@ def build_sft_trainer(cfg: SFTTrainConfig, rows: list[dict[str, Any]], out_dir: 
                       callbacks: list[Any] | None = None) -> tuple[Any, Any]:
     """(trainer, tokenizer) for SFT on chat rows."""
     model, tokenizer = load_policy(cfg.model, cfg)
+    rows = fit_prompts(model, rows)
     args = SFTConfig(**trainer_kwargs(cfg, out_dir, SFTConfig, context_length(model, cfg)),
                      assistant_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
