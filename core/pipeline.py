@@ -23,16 +23,16 @@ a time, one torch thread each. The training rows of each run are kept as JSONL u
 `<home>/experiments/<experiment id>/` so every job can be re-run by hand.
 
 Presets (`PRESETS`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
-sized by measured CPU costs to fit about 20 minutes on 2 idle cores (strong SFT about 2 s of CPU
-per 1.7k-token example, strong generation about 0.7 s per episode step; every shop prompt
-carries a ~1k-token one-shot prefix). Measured on 2026-11-26 (a loaded machine): at these sizes
-the SFT-weak model is not yet a working agent (weak SFT loss 1.3 after 100 steps, greedy replies
-malformed, reward 0 on train and test tasks), so exploration finds no successes, no pairs exist
-and the four W2S methods collapse onto SFT-strong (MCTS trains on failed best paths): the paper's
-ordering does not show at this budget. Training the same weak model 200 steps more (loss 0.4)
-still gave reward 0: it copies the one-shot example's search query and invents product ids,
-so from-scratch models need the one-shot prefix dropped (not possible yet: `env_prefix` is fixed)
-and far more steps, or a pretrained weak model via `weak=`. `quick` is a smoke-test size;
+sized to fit well inside 20 minutes on 2 cores (measured 2026-11-26 on a lightly loaded machine:
+302 s end to end, seed 0). The from-scratch presets are prompted without the one-shot example
+(`core.agents.prompt.ONE_SHOT_FLAG`), which halved the cost. Outcome at this budget: the
+SFT-weak model (361 k parameters, 100 SFT steps on 40 demonstrations, final loss 1.2) is not yet
+a working agent: its greedy replies degenerate (repeated words, invented product ids), so
+exploration finds no successes, no pairs exist and the four W2S methods collapse onto SFT-strong
+(MCTS trains on failed best paths); every method scores 0 and the paper's ordering does not show.
+Next levers: many more SFT steps and demonstrations for the weak model (the budget allows ~4x),
+shorter expert thoughts, or a pretrained weak model via `weak=`.
+`quick` is a smoke-test size;
 `paper` uses real Hugging Face models (by default Qwen2.5-0.5B-Instruct weak and
 Qwen2.5-7B-Instruct strong, with LoRA and the reference's hyper-parameters) and the full splits:
 it needs a GPU and the models available locally or `HF_HUB_OFFLINE=0`; pass `weak=` / `strong=`
