@@ -30,8 +30,12 @@ SFT-weak model (361 k parameters, 100 SFT steps on 40 demonstrations, final loss
 a working agent: its greedy replies degenerate (repeated words, invented product ids), so
 exploration finds no successes, no pairs exist and the four W2S methods collapse onto SFT-strong
 (MCTS trains on failed best paths); every method scores 0 and the paper's ordering does not show.
-Next levers: many more SFT steps and demonstrations for the weak model (the budget allows ~4x),
-shorter expert thoughts, or a pretrained weak model via `weak=`.
+A 4x weak budget (100 demonstrations, 500 SFT steps, loss 0.5; 790 s end to end) taught the
+format and the right search query, but the weak model still invents product ids instead of
+copying one from the results page, so every episode still ends at reward 0. Next levers: far
+more weak training (copying 10-character random ids needs it), ids a small model can copy
+(shorter ids in the shop catalogue), shorter expert thoughts, or a pretrained weak model via
+`weak=`.
 `quick` is a smoke-test size;
 `paper` uses real Hugging Face models (by default Qwen2.5-0.5B-Instruct weak and
 Qwen2.5-7B-Instruct strong, with LoRA and the reference's hyper-parameters) and the full splits:
