@@ -99,8 +99,10 @@ def _now() -> datetime:
 
 
 def _is_lock_error(exc: Exception) -> bool:
+    # DuckDB: 'IO Error: Could not set lock on file "...": Conflicting lock is held in ...'
+    # (Windows says the file is being used by another process). Anything else fails at once.
     text = str(exc).lower()
-    return "lock" in text or "conflicting" in text or "being used" in text
+    return "could not set lock" in text or "conflicting lock" in text or "being used" in text
 
 
 class Store:

@@ -51,10 +51,6 @@ class DataSpec:
     path: Path | None = None
     options: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def is_preference(self) -> bool:
-        return self.source == "pairs"
-
 
 def parse_spec(text: str) -> DataSpec:
     """Parse a data SPEC; a UserError names what is wrong and shows the grammar."""
