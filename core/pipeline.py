@@ -25,17 +25,10 @@ a time, one torch thread each. The training rows of each run are kept as JSONL u
 Presets (`PRESETS`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
 sized to fit well inside 20 minutes on 2 cores (measured 2026-11-26 on a lightly loaded machine:
 302 s end to end, seed 0). The from-scratch presets are prompted without the one-shot example
-(`core.agents.prompt.ONE_SHOT_FLAG`), which halved the cost. Outcome at this budget: the
-SFT-weak model (361 k parameters, 100 SFT steps on 40 demonstrations, final loss 1.2) is not yet
-a working agent: its greedy replies degenerate (repeated words, invented product ids), so
-exploration finds no successes, no pairs exist and the four W2S methods collapse onto SFT-strong
-(MCTS trains on failed best paths); every method scores 0 and the paper's ordering does not show.
-A 4x weak budget (100 demonstrations, 500 SFT steps, loss 0.5; 790 s end to end) taught the
-format and the right search query, but the weak model still invents product ids instead of
-copying one from the results page, so every episode still ends at reward 0. Next levers: far
-more weak training (copying 10-character random ids needs it), ids a small model can copy
-(shorter ids in the shop catalogue), shorter expert thoughts, or a pretrained weak model via
-`weak=`.
+(`core.agents.prompt.ONE_SHOT_FLAG`), which halved the cost. Outcome at this budget (3 seeds,
+825 s): every method scores 0. The from-scratch models fit the demonstrations (token accuracy about
+0.9) but decode the same modal episode for every task, so exploration finds no success and no
+pairs exist; docs/experiments.md records the levers tried and what to try next.
 `quick` is a smoke-test size;
 `paper` uses real Hugging Face models (by default Qwen2.5-0.5B-Instruct weak and
 Qwen2.5-7B-Instruct strong, with LoRA and the reference's hyper-parameters) and the full splits:
