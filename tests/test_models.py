@@ -53,6 +53,10 @@ def test_tokenizer_round_trips_actions_and_observations(built):
         assert tok.unk_token_id is None or tok.unk_token_id not in ids
     # digits are single tokens: a price never becomes an opaque merged token
     assert len(tok("40.00")["input_ids"]) == 5
+    # a catalogue id is one token, the same one on the results page and in the click that copies it
+    asin = env.catalog.products[0].asin
+    page, click = tok.tokenize(f"[SEP] {asin} [SEP]"), tok.tokenize(f"click[{asin}]")
+    assert asin in page and click == ["click", "[", asin, "]"]
 
 
 def test_assistant_mask_covers_exactly_the_assistant_turns(built):

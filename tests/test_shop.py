@@ -65,6 +65,11 @@ def test_expert_episode_and_missing_option_in_the_env(env: ShopEnv) -> None:
     for a in plan:
         res = env.step(a)
     assert (res.reward, res.done, res.info["success"]) == (1.0, True, True)
+    # the expert clicks the product id exactly as the results page shows it
+    env.reset(task.task_id)
+    page = env.step(plan[0]).observation
+    asin = plan[1][len("click["):-1]
+    assert asin.startswith("B0") and f"[SEP] {asin} [SEP]" in page
     # the same episode without the first option click
     first_option = f"click[{next(iter(goal.options.values()))}]"
     env.reset(task.task_id)

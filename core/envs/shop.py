@@ -348,15 +348,19 @@ class ShopEnv(Env):
                                     "click[next >]"))
         p = products[pick]
         steps.append(ExpertStep(
-            f"{p.asin} is {_a(p.product_type)} {p.product_type} that is {', '.join(goal.attributes)} "
-            f"and costs ${p.price:.2f}, under the ${goal.price_upper:.2f} limit; let me open it.",
-            f"click[{p.asin.lower()}]"))
+            f"{p.asin} fits what the instruction asks for; let me open it.",
+            f"click[{p.asin}]"))  # the id as the page shows it: a model copies it unchanged
         for dim, value in goal.options.items():
             steps.append(ExpertStep(f"The instruction wants {dim} {value}; let me select it.",
                                     f"click[{value}]"))
         steps.append(ExpertStep("It has everything the instruction asks for; let me buy it.",
                                 "click[buy now]"))
         return steps
+
+    def whole_tokens(self) -> list[str]:
+        """The product ids, as pages show them: the tokenizer keeps each one whole, so a model
+        copies an id from the results page in one step (core.models.tokenizer)."""
+        return [p.asin for p in self.catalog.products]
 
     @classmethod
     def one_shot(cls) -> tuple[str, list[Step]]:
