@@ -26,7 +26,7 @@ Presets (`PRESETS`): `tiny` is the CPU default on the embedded shop and its from
 sized to fit well inside 20 minutes on 2 cores (measured 2026-11-26 on a lightly loaded machine:
 302 s end to end, seed 0). The from-scratch presets are prompted without the one-shot example
 (`core.agents.prompt.ONE_SHOT_FLAG`), which halved the cost. Outcome at this budget (3 seeds,
-825 s): every method scores 0. The from-scratch models fit the demonstrations (token accuracy about
+920 s): every method scores 0. The from-scratch models fit the demonstrations (token accuracy about
 0.9) but decode the same modal episode for every task, so exploration finds no success and no
 pairs exist; docs/experiments.md records the levers tried and what to try next.
 `quick` is a smoke-test size;
