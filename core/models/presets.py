@@ -70,7 +70,7 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from core.models.tokenizer import env_corpus, env_whole_tokens, train_tokenizer
+    from core.models.tokenizer import train_env_tokenizer
 
     root = Path(out_dir) if out_dir is not None else models_dir()
     names = preset_names(env)
@@ -80,8 +80,7 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
     tok_dir = paths["tokenizer"]
     if force or not (tok_dir / "tokenizer.json").exists():
         _clear(tok_dir)
-        tokenizer = train_tokenizer(env_corpus(env, n_tasks), vocab_size=vocab_size, model_max_length=context,
-                                    whole_tokens=env_whole_tokens(env))
+        tokenizer = train_env_tokenizer(env, n_tasks, vocab_size=vocab_size, model_max_length=context)
         tokenizer.save_pretrained(tok_dir)
         force = True  # new token ids: models built on an old tokenizer are stale
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)

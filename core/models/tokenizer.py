@@ -22,10 +22,14 @@ writes, end-of-turn included, which is what teaches it to stop.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerFast
 
 from core.agents.prompt import env_prefix, format_assistant, format_observation, task_message
+
+if TYPE_CHECKING:
+    from core.envs.base import Env
 
 BOS, EOS, PAD, IM_START = "<|endoftext|>", "<|im_end|>", "<|pad|>", "<|im_start|>"
 SPECIAL_TOKENS = [PAD, BOS, IM_START, EOS]
@@ -51,36 +55,32 @@ def render_chat(messages: list[dict[str, str]]) -> str:
     return "".join(f"{IM_START}{m['role']}\n{m['content']}{EOS}\n" for m in messages)
 
 
-def env_corpus(env_name: str, n_tasks: int | None = None, split: str = "train") -> Iterator[str]:
+def env_corpus(env: Env, n_tasks: int | None = None, split: str = "train") -> Iterator[str]:
     """Text of an environment for tokenizer training: prompts, and expert episodes of `n_tasks`
-    tasks of `split` (all when None) played through the environment."""
-    from core.envs.base import make_env
-
-    prefix = env_prefix(env_name)
-    yield render_chat(prefix)
-    env = make_env(env_name)
-    try:
-        yield from _catalogue_text(env)
-        tasks = env.tasks(split)
-        for task in tasks[: n_tasks if n_tasks is not None else len(tasks)]:
-            yield from _expert_episode_text(env, task.task_id)
-    finally:
-        env.close()
+    tasks of `split` (all when None) played through `env`."""
+    yield render_chat(env_prefix(env.name))
+    yield from _catalogue_text(env)
+    tasks = env.tasks(split)
+    for task in tasks[: n_tasks if n_tasks is not None else len(tasks)]:
+        yield from _expert_episode_text(env, task.task_id)
 
 
-def env_whole_tokens(env_name: str) -> list[str]:
-    """Strings of an environment to keep as whole tokens (its `whole_tokens()`, else none)."""
+def train_env_tokenizer(env_name: str, n_tasks: int | None = None, vocab_size: int = 4096,
+                        model_max_length: int = 2048) -> PreTrainedTokenizerFast:
+    """The tokenizer of an environment: BPE on its corpus (`env_corpus`), plus its optional
+    `whole_tokens()` kept whole. One env instance serves both (ScienceWorld starts a JVM)."""
     from core.envs.base import make_env
 
     env = make_env(env_name)
     try:
         extra = getattr(env, "whole_tokens", None)
-        return list(extra()) if callable(extra) else []
+        whole = list(extra()) if callable(extra) else []
+        return train_tokenizer(env_corpus(env, n_tasks), vocab_size, model_max_length, whole)
     finally:
         env.close()
 
 
-def _catalogue_text(env) -> Iterator[str]:
+def _catalogue_text(env: Env) -> Iterator[str]:
     """Extra text an environment offers: its `corpus_text()` when it has one, else the records
     of a `catalog.products` list (the shop's catalogue: titles, options, descriptions, …)."""
     extra = getattr(env, "corpus_text", None)
@@ -96,7 +96,7 @@ def _catalogue_text(env) -> Iterator[str]:
         yield " [SEP] ".join(str(f) for f in fields if f)
 
 
-def _expert_episode_text(env, task_id: str) -> Iterator[str]:
+def _expert_episode_text(env: Env, task_id: str) -> Iterator[str]:
     """One expert episode rendered as the chat the agent sees, plus the valid actions on the way."""
     observation, instruction = env.reset(task_id)
     messages = [{"role": "user", "content": task_message(instruction, observation)}]
