@@ -4,7 +4,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.agents.prompt import ONE_SHOT_FLAG, env_prefix, parse_reply, strip_one_shot
+from core.agents.prompt import (
+    DECISION_FLAG,
+    ONE_SHOT_FLAG,
+    decision_rows,
+    decision_view,
+    env_prefix,
+    parse_reply,
+    strip_one_shot,
+)
 from core.train.common import fit_prompts
 
 
@@ -34,3 +42,51 @@ def test_fit_prompts_follows_the_model_flag():
     (row,) = fit_prompts(drop, rows)
     assert [m["content"] for m in row["prompt"][2:]] == ["T"]
     assert row["completion"] == rows[0]["completion"]
+
+
+def _episode() -> list[dict[str, str]]:
+    """A shop-like conversation: prefix, task message, two steps, ending on an observation."""
+    return [*env_prefix("shop"),
+            {"role": "user", "content": "buy a red mug\nObservation: search page"},
+            {"role": "assistant", "content": "Thought: search it\nAction: search[red mug]"},
+            {"role": "user", "content": "Observation: results B01"},
+            {"role": "assistant", "content": "Thought: open it\nAction: click[B01]"},
+            {"role": "user", "content": "Observation: item page"}]
+
+
+def test_decision_view_keeps_instruction_last_k_actions_and_current_observation():
+    msgs = _episode()
+    (turn,) = decision_view(msgs, 1)
+    assert turn == {"role": "user", "content": "buy a red mug\nPrevious actions: click[B01]\nObservation: item page"}
+    assert decision_view(msgs, 4)[0]["content"].splitlines()[1] == "Previous actions: search[red mug] | click[B01]"
+    assert decision_view(msgs, 0)[0]["content"] == "buy a red mug\nObservation: item page"
+    # the first decision sees the task's own first observation and no action line
+    assert decision_view(msgs[:len(msgs) - 4], 4)[0]["content"] == "buy a red mug\nObservation: search page"
+
+
+def test_decision_rows_are_what_the_policy_sees_at_each_step():
+    msgs = _episode()
+    task_at = len(env_prefix("shop"))
+    sft = {"prompt": msgs[:task_at + 1], "completion": msgs[task_at + 1:-1]}
+    rows = decision_rows([sft], 4)
+    assert [r["completion"][0]["content"] for r in rows] == [msgs[task_at + 1]["content"], msgs[task_at + 3]["content"]]
+    # row i's prompt is exactly the rollout prompt before step i
+    assert rows[1]["prompt"] == decision_view(msgs[:task_at + 3], 4)
+    # a multi-turn preference pair becomes its first diverging assistant turn, the shared turns in the prompt
+    a = {"role": "assistant", "content": "Action: click[B01]"}
+    obs = {"role": "user", "content": "Observation: item page"}
+    pref = {"prompt": msgs[:task_at + 3], "chosen": [a, obs, {"role": "assistant", "content": "Action: click[buy now]"}],
+            "rejected": [a, obs, {"role": "assistant", "content": "Action: click[< prev]"}]}
+    (p,) = decision_rows([pref], 4)
+    assert p["chosen"] == [pref["chosen"][2]] and p["rejected"] == [pref["rejected"][2]]
+    assert p["prompt"][0]["content"].endswith("click[B01]\nObservation: item page")
+    # sides that never differ in an assistant turn give no pair
+    assert decision_rows([{**pref, "rejected": pref["chosen"]}], 4) == []
+
+
+def test_fit_prompts_converts_rows_for_decision_models():
+    msgs = _episode()
+    task_at = len(env_prefix("shop"))
+    rows = [{"prompt": msgs[:task_at + 1], "completion": msgs[task_at + 1:-1]}]
+    model = SimpleNamespace(config=SimpleNamespace(**{ONE_SHOT_FLAG: False, DECISION_FLAG: 2}))
+    assert fit_prompts(model, rows) == decision_rows(rows, 2)

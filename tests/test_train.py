@@ -31,6 +31,17 @@ def models(tmp_path_factory):
     return tiny_models(tmp_path_factory.getbasetemp())
 
 
+@pytest.fixture(scope="session")
+def chat_models(tmp_path_factory):
+    """Tiny presets prompted with the whole conversation (no one-decision view): multi-turn rows."""
+    from core.models import build_presets
+    from core.store import Store
+
+    root = tmp_path_factory.getbasetemp() / "chat-models"
+    return build_presets("shop", store=Store(root / "models.duckdb"), out_dir=root, n_tasks=5, configs=TINY,
+                         decision_history=None)
+
+
 def fill_store(store, n_tasks: int = 3) -> None:
     """Expert + random exploration on a few shop tasks -> trees -> MCTS -> step, continuation and
     ETO-style pairs, all through the real modules."""
@@ -138,7 +149,7 @@ def test_lora_trains_only_the_adapter(filled, models, tmp_path):
 # -- observation masking -------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_continuation_pairs_mask_observation_tokens(filled, models, tmp_path):
+def test_continuation_pairs_mask_observation_tokens(filled, chat_models, tmp_path):
     """The per-token loss mask of multi-turn completions is exactly the template's assistant mask
     (its {% generation %} spans, an independent oracle), so observation tokens add nothing to the
     sequence log-probabilities (no gradient), while plain TRL counts them."""
@@ -148,7 +159,7 @@ def test_continuation_pairs_mask_observation_tokens(filled, models, tmp_path):
     rows = build_rows("pairs:shop:continuation", filled)
     multi = [r for r in rows if len(r["chosen"]) > 1 and len(r["rejected"]) > 1]
     assert multi, "the fixture should give continuation pairs with observation turns"
-    trainer, tok = build_dpo_trainer(cfg("treedpo", models, "x"), multi[:2], tmp_path)
+    trainer, tok = build_dpo_trainer(cfg("treedpo", chat_models, "x"), multi[:2], tmp_path)
     examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     batch = trainer.data_collator(examples)
     n = len(examples)

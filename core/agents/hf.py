@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
-from core.agents.prompt import ONE_SHOT_FLAG, strip_one_shot
+from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG, decision_view, strip_one_shot
 from core.errors import UserError
 
 if TYPE_CHECKING:  # torch/transformers load only once a model is found: a bad name fails at once
@@ -106,6 +106,8 @@ class HFPolicy(Policy):
         self._kv: dict[tuple[int, ...], Any] = {}
         self._shared_memo: dict[int, tuple[int, ...]] = {}
         self.one_shot = bool(getattr(self.model.config, ONE_SHOT_FLAG, True))
+        history = getattr(self.model.config, DECISION_FLAG, None)
+        self.decision_history = None if history is None else int(history)
 
     def _stop_ids(self) -> list[int]:
         tok = self.tokenizer
@@ -164,8 +166,12 @@ class HFPolicy(Policy):
     # -- generation ------------------------------------------------------------------------
     def act(self, requests: list[Request]) -> list[str]:
         """One reply per request: grouped by shared prefix, sorted by length, `batch_size` per
-        `generate` call. Models trained without the one-shot example are prompted without it."""
-        if not self.one_shot:
+        `generate` call. Models trained without the one-shot example are prompted without it, and
+        models trained one decision at a time with `decision_view` (`DECISION_FLAG`)."""
+        if self.decision_history is not None:
+            requests = [dataclasses.replace(r, messages=decision_view(r.messages, self.decision_history))
+                        for r in requests]
+        elif not self.one_shot:
             requests = [dataclasses.replace(r, messages=strip_one_shot(r.messages)) for r in requests]
         prompts = [self.prompt_ids(r) for r in requests]
         groups: dict[tuple[int, ...], list[int]] = {}

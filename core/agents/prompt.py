@@ -106,12 +106,87 @@ def strip_one_shot(messages: list[Message]) -> list[Message]:
     return list(messages)
 
 
+#: A model's config attribute: when set to k (an int >= 0) the model is prompted one decision at a
+#: time (`decision_view`): a single user turn holding the task instruction, the last k actions and
+#: the current observation, instead of the whole conversation. The from-scratch presets use it:
+#: whole episodes drown the few tokens of each decision in template text (a 0.36 M model trained
+#: on them ignored the instruction), and the prompt stays short at every step. Training rows are
+#: converted to the same view (`decision_rows`), so training and rollout see identical prompts.
+DECISION_FLAG = "w2stree_decision_history"
+
+
+def _task_index(messages: Sequence[Message]) -> int:
+    """Index of the task message in a conversation without its one-shot example: after the
+    system turn and "OK" when present, else the first message."""
+    if len(messages) >= 3 and messages[1]["role"] == "assistant" and messages[2]["role"] == "user":
+        return 2
+    return 0
+
+
+def _unobserve(text: str) -> str:
+    return text[len("Observation: "):] if text.startswith("Observation: ") else text
+
+
+def decision_view(messages: Sequence[Message], k: int) -> list[Message]:
+    """The one-turn prompt of the next decision of a conversation that ends with a user turn:
+    the instruction, the last `k` actions (`Previous actions: a | b`) and the current observation.
+
+    The conversation is the full layout of this module (prefix, task message, turns); the task
+    message is split back into instruction and first observation (`task_message`)."""
+    msgs = strip_one_shot(list(messages))
+    t = _task_index(msgs)
+    instruction, _, first_obs = msgs[t]["content"].partition("\nObservation: ")
+    turns = msgs[t + 1:]
+    actions = []
+    for m in turns:
+        if m["role"] == "assistant":
+            action = parse_reply(m["content"])[1]
+            actions.append(action if action is not None else m["content"].strip())
+    observation = _unobserve(turns[-1]["content"]) if turns and turns[-1]["role"] == "user" else first_obs
+    lines = [instruction]
+    if k > 0 and actions:
+        lines.append("Previous actions: " + " | ".join(actions[-k:]))
+    lines.append(format_observation(observation))
+    return [{"role": "user", "content": "\n".join(lines)}]
+
+
+def decision_rows(rows: Sequence[dict], k: int) -> list[dict]:
+    """Training rows in the decision view: an SFT row (`prompt` + `completion`, or `messages`)
+    becomes one row per assistant turn after the task message; a preference row becomes the pair
+    of its first diverging assistant turns (a multi-turn pair shares the turns before it), and is
+    dropped when the sides never diverge in an assistant turn."""
+    out: list[dict] = []
+    for row in rows:
+        if "chosen" in row:
+            pair = _first_divergence(row["chosen"], row["rejected"])
+            if pair is not None:
+                j, chosen, rejected = pair
+                out.append({**row, "prompt": decision_view([*row["prompt"], *row["chosen"][:j]], k),
+                            "chosen": [chosen], "rejected": [rejected]})
+            continue
+        full = strip_one_shot([*row.get("prompt", []), *row.get("completion", []), *row.get("messages", [])])
+        start = _task_index(full) + 1
+        for i in range(start, len(full)):
+            if full[i]["role"] == "assistant":
+                out.append({"prompt": decision_view(full[:i], k), "completion": [full[i]]})
+    return out
+
+
+def _first_divergence(chosen: Sequence[Message], rejected: Sequence[Message]
+                      ) -> tuple[int, Message, Message] | None:
+    """(index, chosen turn, rejected turn) of the first turn where the sides differ, when both
+    are assistant turns; None when they differ in an observation first or never."""
+    for j, (a, b) in enumerate(zip(chosen, rejected)):
+        if a != b:
+            return (j, a, b) if a["role"] == b["role"] == "assistant" else None
+    return None
+
+
 def env_prefix(env: str) -> list[Message]:
     """The prompt prefix (role + one-shot) of a registered environment, without starting it."""
-    from core.envs.base import _REGISTRY, _load_builtin
+    from core.envs.base import env_class
 
-    _load_builtin()
-    cls = _REGISTRY.get(env)
+    cls = env_class(env)
     if cls is None:
         return prefix_messages(DEFAULT_SYSTEM_PROMPT, "", [])
     system = getattr(cls, "system_prompt", "") or DEFAULT_SYSTEM_PROMPT

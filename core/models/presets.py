@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.agents.prompt import ONE_SHOT_FLAG
+from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG
 from core.errors import UserError
 from core.paths import models_dir
 from core.store import Store
@@ -34,11 +34,16 @@ PRESET_CONFIGS: dict[str, dict[str, Any]] = {
 }
 VOCAB_SIZE = 4096
 CONTEXT = 2048
+#: Previous actions in the one-decision prompt of the from-scratch presets
+#: (`core.agents.prompt.DECISION_FLAG`): enough to see which options were already clicked.
+DECISION_HISTORY = 4
 
 
 def preset_names(env: str) -> dict[str, str]:
-    """Store names of an environment's presets, by role."""
-    return {role: f"{env}-{role}" for role in ("tokenizer", "weak", "strong")}
+    """Store names of an environment's presets, by role (an env's parameters become part of the
+    name: `shop?n_products=200` -> `shop-n_products=200-weak`)."""
+    slug = env.replace("?", "-").replace("&", "-")
+    return {role: f"{slug}-{role}" for role in ("tokenizer", "weak", "strong")}
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -60,11 +65,14 @@ def saved_params(path: Path) -> int:
 def build_presets(env: str = "shop", store: Store | None = None, force: bool = False, *,
                   out_dir: str | Path | None = None, n_tasks: int | None = None,
                   configs: dict[str, dict[str, Any]] | None = None,
-                  vocab_size: int = VOCAB_SIZE, context: int = CONTEXT, seed: int = 0) -> dict[str, Path]:
+                  vocab_size: int = VOCAB_SIZE, context: int = CONTEXT, seed: int = 0,
+                  decision_history: int | None = DECISION_HISTORY) -> dict[str, Path]:
     """Build (or reuse) the tokenizer, weak and strong presets of `env`; returns their folders by role.
 
     `out_dir` defaults to `core.paths.models_dir()`; `n_tasks` limits the expert episodes the
-    tokenizer is trained on (all train tasks when None); `force` rebuilds everything. Each model
+    tokenizer is trained on (all train tasks when None); `force` rebuilds everything;
+    `decision_history` is the models' one-decision prompt (`DECISION_FLAG`: k previous actions),
+    None for the full conversation (the paper's layout). Each model
     is registered in `store` (the default store when None) with its role and parameter count.
     """
     import torch
@@ -88,7 +96,7 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
     params: dict[str, int] = {"tokenizer": 0}
     for role in ("weak", "strong"):
         path = paths[role]
-        if not force and (path / "config.json").exists():
+        if not force and _current(path, decision_history):
             params[role] = saved_params(path)
             continue
         _clear(path)
@@ -96,7 +104,8 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
             vocab_size=len(tokenizer), max_position_embeddings=context, tie_word_embeddings=True,
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, **sizes[role],
-            **{ONE_SHOT_FLAG: False},  # from-scratch models are prompted without the one-shot example
+            # from-scratch models are prompted one decision at a time, without the one-shot example
+            **{ONE_SHOT_FLAG: False, DECISION_FLAG: decision_history},
         )
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(seed + (0 if role == "weak" else 1))
@@ -112,6 +121,18 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
         store.register_model(name, str(paths[role]), role=role, params=params[role],
                              data=f"{env} (built locally)")
     return paths
+
+
+def _current(path: Path, decision_history: int | None) -> bool:
+    """Whether a saved preset exists with the wanted prompt layout (one from before the decision
+    view, or with another history, is rebuilt: presets are untrained, so nothing is lost)."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return DECISION_FLAG in config and config[DECISION_FLAG] == decision_history
 
 
 def _clear(path: Path) -> None:

@@ -48,14 +48,72 @@ def load_policy(name: str, cfg: TrainConfig, frozen: bool = False) -> tuple[Any,
 
 
 def fit_prompts(model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows in the prompt format `model` is used with: without the one-shot example when its config
-    says so (`core.agents.prompt.ONE_SHOT_FLAG`; the from-scratch presets), so that training and
-    `HFPolicy` at inference see the same conversations."""
-    from core.agents.prompt import ONE_SHOT_FLAG, strip_one_shot
+    """Rows in the prompt format `model` is used with, so that training and `HFPolicy` at
+    inference see the same prompts: one row per decision when its config says so
+    (`core.agents.prompt.DECISION_FLAG`), else without the one-shot example when its config says
+    so (`ONE_SHOT_FLAG`); the from-scratch presets set both."""
+    from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG, decision_rows, strip_one_shot
 
+    history = getattr(model.config, DECISION_FLAG, None)
+    if history is not None:
+        return decision_rows(rows, int(history))
     if getattr(model.config, ONE_SHOT_FLAG, True):
         return rows
     return [{k: strip_one_shot(v) if k in ("prompt", "messages") else v for k, v in r.items()} for r in rows]
+
+
+def install_cpu_lm_head(model: Any) -> None:
+    """Replace TRL's fused LM head on `model` (after the trainer patched it) by one that scores the
+    labelled positions only, in one plain matmul. Used on CPU.
+
+    TRL's head (`fused_lm_head=True` forward) returns per-token log-probabilities without the full
+    logits; without Triton it scores every position in torch tiles. For the from-scratch presets the
+    vocabulary projection is most of the compute and ~85 % of the tokens are prompt, so that made a
+    training step ~5x slower (measured: 8 s against 1.5 s for 32 one-decision rows, 0.36 M model).
+    The contract (fields of `FusedCausalLMOutput`, zero where the label is -100) stays the same."""
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    patched = model.forward
+
+    def forward(*args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
+                num_items_in_batch: Any = None, **kwargs: Any) -> Any:
+        if not fused_lm_head:
+            return patched(*args, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch,
+                           **kwargs)
+        kwargs.pop("output_router_logits", None)
+        kwargs["use_cache"] = False
+        hidden = model.get_decoder()(*args, **kwargs).last_hidden_state
+        if shift_labels is None:
+            hidden, labels = hidden[:, :-1], labels[:, 1:]
+        else:
+            labels = shift_labels
+        mask = labels != -100
+        logits = model.get_output_embeddings()(hidden[mask]).float()
+        logp = logits.log_softmax(-1)
+        target = labels[mask]
+
+        def spread(values: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
+
+        log_probs = spread(logp.gather(-1, target[:, None]).squeeze(-1))
+        with torch.no_grad():
+            entropy = spread(-(logp.exp() * logp).sum(-1))
+            mean_logits = spread(logits.mean(-1))
+            is_top1 = spread(logits.argmax(-1) == target)
+        n = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-log_probs.sum() / n, log_probs=log_probs, entropy=entropy,
+                                   mean_logits=mean_logits, is_top1=is_top1, label_mask=mask)
+
+    model.forward = forward
+
+
+def install_cpu_lm_heads(trainer: Any) -> None:
+    """`install_cpu_lm_head` on every model a TRL trainer patched: the trained one (its base under
+    PEFT) and the DPO reference when there is one."""
+    model = trainer.model
+    install_cpu_lm_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    if getattr(trainer, "ref_model", None) is not None:
+        install_cpu_lm_head(trainer.ref_model)
 
 
 def lora_config(cfg: TrainConfig) -> Any:

@@ -33,9 +33,11 @@ from core.train.common import (
     check_not_empty,
     context_length,
     fit_prompts,
+    install_cpu_lm_heads,
     load_policy,
     lora_config,
     trainer_kwargs,
+    use_cuda,
 )
 from core.train.config import DPOTrainConfig
 from core.train.data import to_dataset
@@ -162,5 +164,7 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
     trainer = cls(model=model, ref_model=ref_model, args=args, data_collator=collator,
                   train_dataset=to_dataset(rows), processing_class=tokenizer,
                   peft_config=lora_config(cfg), callbacks=callbacks)
+    if not use_cuda(cfg):
+        install_cpu_lm_heads(trainer)
     check_not_empty(trainer, len(rows), cfg)
     return trainer, tokenizer

@@ -6,6 +6,7 @@ action and end-of-turn), never the fixed env prefix, the task message or the obs
 paper's reference code trains on every token, a bug this does not copy.) It needs a chat template
 with `{% generation %}` markers, which the local presets carry; for other models TRL swaps in its
 training template where it knows one.
+On CPU the LM head scores the completion positions only (`install_cpu_lm_heads`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from core.train.common import (
     check_not_empty,
     context_length,
     fit_prompts,
+    install_cpu_lm_heads,
     load_policy,
     lora_config,
     trainer_kwargs,
+    use_cuda,
 )
 from core.train.config import SFTTrainConfig
 from core.train.data import to_dataset
@@ -36,5 +39,7 @@ def build_sft_trainer(cfg: SFTTrainConfig, rows: list[dict[str, Any]], out_dir: 
                      assistant_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
                          peft_config=lora_config(cfg), callbacks=callbacks)
+    if not use_cuda(cfg):
+        install_cpu_lm_heads(trainer)
     check_not_empty(trainer, len(rows), cfg)
     return trainer, tokenizer
