@@ -55,21 +55,11 @@ import pandas as pd
 
 from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
 from core.errors import UserError
+from core.results import METHODS
 from core.store import Store
 from core.trajectory import Trajectory, new_id
 
 Progress = Callable[[float, str], None]
-
-#: Methods in table order: (method, eval label, training kind or "" for the SFT baselines).
-METHODS: tuple[tuple[str, str], ...] = (
-    ("SFT-weak", "sft-weak"),
-    ("SFT-strong", "sft-strong"),
-    ("W2S-SFT", "w2s-sft"),
-    ("ETO-DPO", "eto-dpo"),
-    ("TreeDPO", "treedpo"),
-    ("MCTS", "mcts"),
-)
-
 
 @dataclass(frozen=True)
 class PipelinePreset:
@@ -96,6 +86,9 @@ class PipelinePreset:
     gen_batch: int = 16  # episodes per generate call
     explorer: str = ""  # "" = the SFT-weak model (the method); "noisy-expert" = a scripted stand-in
     parallel: int = 2  # training jobs at once (one torch thread each)
+    # parameters added to a plain env name, per env (`{"shop": "n_products=200"}` runs the shop
+    # preset on `shop?n_products=200`): a smaller world for the from-scratch models
+    worlds: dict[str, str] = field(default_factory=dict)
 
 
 PRESETS: dict[str, PipelinePreset] = {
@@ -388,6 +381,8 @@ def run_pipeline(env: str = "shop", preset: str | PipelinePreset = "tiny", seeds
         raise UserError(f"unknown pipeline preset {preset!r}; use one of {', '.join(PRESETS)}")
     cfg = dataclasses.replace(cfg, weak=weak or cfg.weak, strong=strong or cfg.strong,
                               test_tasks=test_tasks or cfg.test_tasks)
+    if "?" not in env and env in cfg.worlds:
+        env = f"{env}?{cfg.worlds[env]}"
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
         raise UserError("no seeds given; pass --seeds 0 (or several)")
@@ -523,11 +518,11 @@ class _SeedRun:
             files, counts = _tree_data(self.store, cfg, trajs, seed, kdir, rep, save=(k == k_max))
             rows += [{**r, "seed": seed, "trajs_per_task": k} for r in base_rows]
             rows += [{**r, "seed": seed, "trajs_per_task": k} for r in self.strong_methods(
-                k if self.sweep else None, files, counts, weak_sft, strong_sft, done["eval SFT-strong"].result, ki)]
+                k if self.sweep else None, files, counts, weak_sft, strong_sft, ki)]
         return rows
 
     def strong_methods(self, k: int | None, files: dict[str, Path], counts: dict[str, int], weak_sft: Path,
-                       strong_sft: Path, strong_eval: dict[str, Any], ki: int) -> list[dict[str, Any]]:
+                       strong_sft: Path, ki: int) -> list[dict[str, Any]]:
         """Train the strong SFT model four ways on one K's data and evaluate them."""
         cfg, env, rep = self.cfg, self.env, self.rep
         sfx = suffix(self.seed, k)
@@ -542,9 +537,8 @@ class _SeedRun:
                 f"seed {self.seed} K={k or max(self.ks)}: training the strong model four ways")
         trains, evals, models = [], [], {}
         for method, kind, over, data, extra in plans:
-            if counts[data] == 0:  # nothing to learn from: the method leaves SFT-strong as it is
-                rep.say(None, f"no {data.replace('_', ' ')}: {method} is SFT-strong unchanged")
-                models[method] = strong_sft
+            if counts[data] == 0:  # nothing to learn from: the table says so
+                rep.say(None, f"no {data.replace('_', ' ')}: {method} has no training data")
                 continue
             name = f"{env}-{dict(METHODS)[method]}{sfx}"
             models[method] = self.model_path(name)
@@ -553,9 +547,9 @@ class _SeedRun:
             evals.append(self.eval_unit(method, models[method], k, (f"train {method}",)))
         done = _run_work(trains + evals, self.store, cfg.parallel, rep)
         data_of = {m: d for m, _, _, d, _ in plans}
-        # an untrained method is SFT-strong itself: greedy, so its evaluation is SFT-strong's
-        return [dict(method=m, model=models[m].name, n_examples=counts[data_of[m]],
-                     **(done[f"eval {m}"].result if f"eval {m}" in done else strong_eval))
+        no_data = dict(avg_reward=None, success_rate=None, n_episodes=0, run_id=None, label="")
+        return [dict(method=m, model=models[m].name if m in models else "", n_examples=counts[data_of[m]],
+                     **(done[f"eval {m}"].result if f"eval {m}" in done else no_data))
                 for m, _ in METHODS[2:]]
 
 
@@ -584,9 +578,10 @@ def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], seed:
     files = {name: _write(rows, folder / f"{name}.jsonl") for name, rows in data.items()}
     counts = {name: len(rows) for name, rows in data.items()}
     n_branch = sum(1 for g in graphs for n in g if g.out_degree(n) > 1)
+    n_both = sum(1 for g in graphs if g.nodes[0]["successes"] and g.nodes[0]["failures"])
     rep.timed("trees + MCTS + pairs", t0)
-    rep.say(None, f"{len(graphs)} trees ({n_branch} branching nodes), {len(tpairs)} tree pairs, "
-                  f"{len(epairs)} ETO pairs; training rows: {counts}")
+    rep.say(None, f"{len(graphs)} trees ({n_both} with both a success and a failure, {n_branch} branching "
+                  f"nodes), {len(tpairs)} tree pairs, {len(epairs)} ETO pairs; training rows: {counts}")
     return files, counts
 
 
@@ -595,34 +590,6 @@ def _save_tree_data(store: Store, graphs: list[Any], tpairs: list[Any], epairs: 
     store.save_trees(graphs)
     store.save_pairs(tpairs, replace_trees=[g.graph["tree_id"] for g in graphs])
     store.save_pairs(epairs, replace_tasks={(p.env, p.task_id, "trajectory") for p in epairs})
-
-
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per (method, K), in table order."""
-    if df.empty:
-        return df
-    order = {m: i for i, (m, _) in enumerate(METHODS)}
-    g = df.groupby(["trajs_per_task", "method"], sort=False)
-    out = g.agg(avg_reward=("avg_reward", "mean"), avg_reward_std=("avg_reward", "std"),
-                success_rate=("success_rate", "mean"), success_rate_std=("success_rate", "std"),
-                n_examples=("n_examples", "mean"), seeds=("seed", "nunique")).reset_index()
-    out["_o"] = out["method"].map(order)
-    return out.sort_values(["trajs_per_task", "_o"]).drop(columns="_o").fillna({"avg_reward_std": 0.0,
-                                                                                  "success_rate_std": 0.0})
-
-
-def format_table(df: pd.DataFrame) -> str:
-    """The results table as text: method, avg reward, success rate (mean ± std over seeds),
-    #training examples, per K."""
-    s = summarize(df)
-    lines = []
-    for k, part in s.groupby("trajs_per_task", sort=False):
-        lines.append(f"trajectories per task: {k}  (seeds: {int(part['seeds'].max())})")
-        lines.append(f"{'method':<12} {'avg reward':>17} {'success rate':>17} {'#train ex.':>10}")
-        for r in part.itertuples(index=False):
-            lines.append(f"{r.method:<12} {r.avg_reward:>8.3f} ± {r.avg_reward_std:<6.3f} "
-                         f"{r.success_rate:>8.3f} ± {r.success_rate_std:<6.3f} {r.n_examples:>10.0f}")
-    return "\n".join(lines)
 
 
 # -- the dashboard's quick fill --------------------------------------------------------------------------

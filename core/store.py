@@ -29,7 +29,7 @@ import pyarrow as pa
 from core.paths import default_db
 from core.trajectory import Pair, Run, Step, Task, Trajectory
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Forward migrations: MIGRATIONS[v] takes a store at version v to v + 1.
 MIGRATIONS: list[str] = [
@@ -81,6 +81,8 @@ MIGRATIONS: list[str] = [
     """,
     # v2: trees keep the first observation of their task (the task message needs it)
     "ALTER TABLE trees ADD COLUMN initial_observation VARCHAR DEFAULT '';",
+    # v3: a result row names its evaluation run (per-task rewards for paired comparisons)
+    "ALTER TABLE results ADD COLUMN run_id VARCHAR;",
 ]
 
 NODE_LIST_FIELDS = ("thoughts", "observations", "terminal_rewards", "traj_ids")
@@ -563,12 +565,13 @@ class Store:
         if not rows:
             return
         cols = ("experiment_id", "env", "method", "model", "seed", "trajs_per_task",
-                "avg_reward", "success_rate", "n_examples", "n_episodes")
+                "avg_reward", "success_rate", "n_examples", "n_episodes", "run_id")
         df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows])
         df["created_at"] = _now()
+        names = ", ".join(df.columns)
         with self.transaction() as con:
             con.register("new_results", df)
-            con.execute("INSERT INTO results SELECT * FROM new_results")
+            con.execute(f"INSERT INTO results ({names}) SELECT {names} FROM new_results")
 
     def results(self, experiment_id: str | None = None) -> pd.DataFrame:
         where, params = _where(experiment_id=experiment_id)

@@ -8,15 +8,13 @@ import pytest
 from core.agents.base import PAPER_SCHEDULE, Request, Sampling
 from core.errors import UserError
 from core.pipeline import (
-    METHODS,
     NoisyExpertPolicy,
     eval_label,
     fill_default,
-    format_table,
     run_pipeline,
     schedule_for,
-    summarize,
 )
+from core.results import METHODS, format_table, summarize
 
 
 def test_schedule_for_k():

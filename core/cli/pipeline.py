@@ -1,4 +1,5 @@
-"""`w2stree eval` (greedy evaluation of one model) and `w2stree pipeline` (the W2S experiment)."""
+"""`w2stree eval` (greedy evaluation of one model), `w2stree pipeline` (the W2S experiment) and
+`w2stree results` (its stored table, for people and scripts)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strong", default=None, help="base strong model (default: the preset's)")
     p.set_defaults(func=_pipeline)
 
+    r = sub.add_parser("results", help="the stored results of an experiment (latest by default)",
+                       description="One row per method x seed x K: method, seed, k, env, avg_reward, "
+                                   "success_rate, n_test, n_train_examples (null rewards: the method had no "
+                                   "training data). The table format adds mean ± std over seeds and paired "
+                                   "per-task comparisons with bootstrap 95% intervals.")
+    r.add_argument("--experiment", default=None, metavar="ID", help="experiment id (default: the latest)")
+    r.add_argument("--format", default="table", choices=("table", "json", "csv"), help="output format")
+    r.set_defaults(func=_results)
+
 
 def _eval(args: argparse.Namespace) -> int:
     from core.evaluate import evaluate
@@ -52,17 +62,27 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _pipeline(args: argparse.Namespace) -> int:
     from core.errors import UserError
-    from core.pipeline import format_table, run_pipeline
+    from core.pipeline import run_pipeline
+    from core.results import render
     from core.store import Store
 
     if args.test_tasks is not None and args.test_tasks < 1:
         raise UserError("--test-tasks must be at least 1")
     ks = args.trajs_per_task
     ks = ks[0] if ks and len(ks) == 1 else ks
+    store = Store()
     df = run_pipeline(args.env, "quick" if args.quick else args.preset, seeds=args.seeds, trajs_per_task=ks,
-                      store=Store(), progress=True, weak=args.weak, strong=args.strong,
+                      store=store, progress=True, weak=args.weak, strong=args.strong,
                       test_tasks=args.test_tasks)
-    print(format_table(df))
+    print(render(store, df.attrs["experiment_id"]))
     print(f"experiment {df.attrs['experiment_id']}: {df.attrs['wall_s']:.0f}s; stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in df.attrs["timings"].items()))
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from core.results import render
+    from core.store import Store
+
+    print(render(Store(), args.experiment, args.format))
     return 0
