@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
-from core.envs.base import Env, UnknownEnvError, list_envs, make_env
+from core.envs.base import Env, UnknownEnvError, known_env, list_envs, make_env
 from core.errors import UserError
 from core.trajectory import Run, Step, Task, Trajectory, new_id
 
@@ -235,7 +235,7 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
     `model` is the name stored with the trajectories (default: the policy's name).
     `resume=True` continues `run_id`, skipping the pairs it already stored.
     """
-    if env not in list_envs():
+    if not known_env(env):
         raise UnknownEnvError(f"unknown env {env!r}; available: {', '.join(list_envs())}")
     if batch_size is None:
         batch_size = SLOTS_PER_WORKER[env] * workers if env in SLOTS_PER_WORKER else DEFAULT_BATCH

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.envs.base import Env, UnknownEnvError, list_envs, make_env
+from core.envs.base import Env, UnknownEnvError, list_envs, make_env, parse_env_name
 from core.errors import UserError
 from core.store import Store
 from core.trajectory import Trajectory
@@ -52,7 +52,7 @@ def replay(store: Store, env: str | None = None, limit: int | None = None,
     known = set(list_envs())
     try:
         for traj in store.trajectories(env=env, limit=limit):
-            if traj.env not in known:
+            if parse_env_name(traj.env)[0] not in known:
                 report.skipped.append((traj.traj_id, f"env {traj.env!r} is not available here "
                                                      f"(known: {', '.join(sorted(known))})"))
                 continue

@@ -142,13 +142,42 @@ def test_step_limit_ends_with_zero_reward(env: ShopEnv) -> None:
 
 
 def test_unknown_task_split_and_bad_settings(env: ShopEnv) -> None:
-    with pytest.raises(UnknownEnvError, match="train_0..train_999"):
+    with pytest.raises(UnknownEnvError, match="train_0..train_4999"):
         env.reset("train_5000")
     with pytest.raises(UnknownEnvError, match="splits"):
         env.tasks("dev")
     with pytest.raises(UserError, match="n_categories"):
         ShopEnv(n_categories=3)
-    assert len(env.tasks("train")) == 1000 and len(env.tasks("test")) == 200
+    assert len(env.tasks("train")) == 5000 and len(env.tasks("test")) == 200
+
+
+def test_more_train_tasks_keep_the_earlier_ones_and_the_test_split():
+    small, big = ShopEnv(n_train=1000), ShopEnv(n_train=5000)
+    assert small.tasks("test") == big.tasks("test")
+    assert big.tasks("train")[:1000] == small.tasks("train")
+    assert [small.goal(t.task_id) for t in small.tasks("train")[:50]] == [big.goal(t.task_id) for t in
+                                                                         big.tasks("train")[:50]]
+
+
+def test_env_named_with_parameters_is_that_env_under_its_full_name():
+    from core.envs import make_env
+
+    env = make_env("shop?n_products=200&n_categories=10")
+    assert (env.name, env.n_products, env.n_categories) == ("shop?n_products=200&n_categories=10", 200, 10)
+    assert {t.env for t in env.tasks("test")} == {env.name}
+    assert env.tasks("test")[0].instruction == ShopEnv(n_products=200, n_categories=10).tasks("test")[0].instruction
+    with pytest.raises(UnknownEnvError, match="n_widgets"):
+        make_env("shop?n_widgets=3")
+    with pytest.raises(UnknownEnvError, match="key=value"):
+        make_env("shop?n_products")
+
+
+def test_expert_search_is_the_instructions_content_words_in_order(env: ShopEnv) -> None:
+    for task in env.tasks("train")[:30]:
+        query = env.expert(task.task_id)[0].action[len("search["):-1]
+        text = task.instruction
+        positions = [text.find(w) for w in env.goal(task.task_id).query]
+        assert -1 not in positions and positions == sorted(positions), (query, text)
 
 
 def _fingerprint_code(seed: int) -> str:

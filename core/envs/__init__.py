@@ -1,5 +1,16 @@
-"""Environments by name: `make_env("shop")`, `list_envs()`."""
+"""Environments by name: `make_env("shop")`, `make_env("shop?n_products=200")`, `list_envs()`."""
 
-from core.envs.base import Env, ExpertStep, StepResult, UnknownEnvError, list_envs, make_env, register_env
+from core.envs.base import (
+    Env,
+    ExpertStep,
+    StepResult,
+    UnknownEnvError,
+    known_env,
+    list_envs,
+    make_env,
+    parse_env_name,
+    register_env,
+)
 
-__all__ = ["Env", "ExpertStep", "StepResult", "UnknownEnvError", "list_envs", "make_env", "register_env"]
+__all__ = ["Env", "ExpertStep", "StepResult", "UnknownEnvError", "known_env", "list_envs", "make_env",
+           "parse_env_name", "register_env"]

@@ -102,12 +102,52 @@ def list_envs() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_env(name: str, **kwargs: Any) -> Env:
-    """Build an environment by registry name (`shop`, `sciworld`, `alfworld`, `webshop`)."""
+def parse_env_name(name: str) -> tuple[str, dict[str, Any]]:
+    """Split an env name into its registry name and parameters: `shop?n_products=200&n_categories=10`
+    -> ("shop", {"n_products": 200, "n_categories": 10}). Values are read as int, then float, else
+    kept as text. A plain name has no parameters."""
+    base, _, query = name.partition("?")
+    params: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise UnknownEnvError(f"env {name!r}: parameter {part!r} is not key=value; "
+                                  "write e.g. shop?n_products=200&n_categories=10")
+        for conv in (int, float):
+            try:
+                params[key] = conv(value)
+                break
+            except ValueError:
+                params[key] = value
+    return base, params
+
+
+def known_env(name: str) -> bool:
+    """Whether `name` (with or without parameters) names a registered environment."""
+    return parse_env_name(name)[0] in list_envs()
+
+
+def env_class(name: str) -> Callable[..., Env] | None:
+    """The registered factory of an env name (parameters ignored), or None."""
     _load_builtin()
-    if name not in _REGISTRY:
-        raise UnknownEnvError(f"unknown env {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY.get(parse_env_name(name)[0])
+
+
+def make_env(name: str, **kwargs: Any) -> Env:
+    """Build an environment by name: a registry name (`shop`, `sciworld`, `alfworld`, `webshop`),
+    optionally with constructor parameters (`shop?n_products=200&n_categories=10`). The env's
+    `name` is the full name, so its tasks and trajectories are stored under it."""
+    base, params = parse_env_name(name)
+    factory = env_class(name)
+    if factory is None:
+        raise UnknownEnvError(f"unknown env {base!r}; available: {', '.join(list_envs())}")
+    try:
+        env = factory(**{**params, **kwargs})
+    except TypeError as exc:  # an unknown parameter name
+        raise UnknownEnvError(f"env {name!r}: {exc}; check the parameter names") from None
+    if params:
+        env.name = name
+    return env
 
 
 def _load_builtin() -> None:

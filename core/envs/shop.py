@@ -24,6 +24,7 @@ catalogue are built once per (seed, size) and shared by all env instances in the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import re
@@ -160,7 +161,7 @@ class ShopEnv(Env):
     )
 
     def __init__(self, seed: int = 0, n_products: int = 1000, n_categories: int = 12,
-                 n_train: int = 1000, n_test: int = 200, max_steps: int = 15) -> None:
+                 n_train: int = 5000, n_test: int = 200, max_steps: int = 15) -> None:
         if not 10 <= n_categories <= MAX_CATEGORIES:
             raise UserError(f"shop: n_categories must be between 10 and {MAX_CATEGORIES}, got {n_categories}")
         if n_products < n_categories or n_train < 1 or n_test < 1 or max_steps < 1:
@@ -182,7 +183,9 @@ class ShopEnv(Env):
     def tasks(self, split: str = "train") -> list[Task]:
         if split not in self.splits():  # the demo task (one-shot example) is in neither split
             raise UnknownEnvError(f"shop has no split {split!r}; splits: train, test")
-        return [self._tasks.tasks[t] for t in self._tasks.splits[split]]
+        tasks = [self._tasks.tasks[t] for t in self._tasks.splits[split]]
+        # tasks are cached per catalogue; one named with parameters is stored under its full name
+        return tasks if self.name == "shop" else [dataclasses.replace(t, env=self.name) for t in tasks]
 
     def goal(self, task_id: str) -> Goal:
         """The goal behind a task (its target product, attributes, options, price limit)."""

@@ -389,14 +389,19 @@ def make_goal(product: Product, rng: random.Random) -> Goal:
     price_upper = sorted(rng.sample(above, 2))[1]
     if rng.random() < 0.5:  # "a long lasting lipstick" or "a lipstick that is long lasting"
         body = f"{_join(attrs)} {product.product_type}"
+        words = [*attrs, product.product_type]
     else:
         body = f"{product.product_type} that is {_join(attrs)}"
+        words = [product.product_type, *attrs]
     opt_text = " and ".join(_option_phrase(d, v) for d, v in options.items())
     text = rng.choice(_OPENINGS).format(a=_article(body), body=body)
     if opt_text:
         text += f" {opt_text}"
     text += f", and price lower than {price_upper:.2f} dollars"
-    query = [*attrs, product.product_type, *options.values()]
+    # the query's words in the instruction's order: the expert's search is then a monotone copy
+    # of the instruction (its content words), which a small model learns far more easily than a
+    # reordering; BM25 ignores order, so the results and rewards are the same either way
+    query = [*words, *options.values()]
     return Goal(asin=product.asin, product_type=product.product_type, category=product.category,
                 attributes=attrs, options=options, price_upper=price_upper, instruction=text,
                 query=query)

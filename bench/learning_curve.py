@@ -1,0 +1,104 @@
+"""Learning curves of the from-scratch presets on the built-in shop: success rate and mean reward
+of greedy episodes on held-out test tasks against the number of expert demonstrations, the
+training steps and the model size, with the seconds each point costs.
+
+Each point: a fresh model of the given size (the env's preset tokenizer), SFT in this process on
+one-decision rows (`core.agents.prompt.decision_rows`) of the expert episodes of the first N train
+tasks, then greedy evaluation on the first T test tasks (step cap 10). Every point is its own store
+under a temporary home, so points do not see each other's models or episodes.
+
+    python bench/learning_curve.py                              # the default grid (long: ~1 h)
+    python bench/learning_curve.py --demos 300 --steps 400 --sizes weak --test 100
+
+Prints one line per point and a table at the end; `--json FILE` also writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: Model sizes to compare (Qwen2Config fields); "weak" and "strong" are the presets' own.
+SIZES = {
+    "weak": None,
+    "mid": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2),
+    "strong": None,
+}
+
+
+def point(size: str, demos: int, steps: int, test: int, lr: float, batch: int, threads: int,
+          seed: int, env: str) -> dict:
+    """Train one model and evaluate it; returns the measured row."""
+    from core.envs import make_env
+    from core.evaluate import evaluate
+    from core.models import build_presets, preset_names
+    from core.models.presets import PRESET_CONFIGS
+    from core.pipeline import _experts, _split_ids, sft_rows
+    from core.store import Store
+    from core.train import make_config, train
+    from core.train.data import write_rows
+
+    home = Path(tempfile.mkdtemp(prefix="w2s-lc-"))
+    os.environ["W2STREE_HOME"] = str(home)
+    store = Store(home / "w2stree.duckdb")
+    configs = {"weak": SIZES[size] or PRESET_CONFIGS["weak"]} if size != "strong" else None
+    build_presets(env, store, configs=configs, seed=seed)
+    base = preset_names(env)["strong" if size == "strong" else "weak"]
+    with make_env(env) as e:
+        train_ids, test_ids = _split_ids(e, "train")[:demos], _split_ids(e, "test")[:test]
+    rows = sft_rows(_experts(store, env, train_ids))
+    data = home / "demos.jsonl"
+    write_rows(rows, data)
+    t0 = time.monotonic()
+    cfg = make_config("sft", "tiny", model=base, data=str(data), output=f"lc-{size}", max_steps=steps,
+                      batch_size=batch, lr=lr, threads=threads, seed=seed, save_steps=10**6)
+    model = train("sft", cfg, store)
+    t_train = time.monotonic() - t0
+    t0 = time.monotonic()
+    res = evaluate(store, str(model), env, task_ids=test_ids, max_steps=10, batch_size=32, label="lc")
+    t_eval = time.monotonic() - t0
+    return dict(env=env, size=size, demos=demos, steps=steps, batch=batch, lr=lr, seed=seed, n_test=len(test_ids),
+                success_rate=res.success_rate, avg_reward=res.avg_reward, train_s=round(t_train, 1),
+                eval_s=round(t_eval, 1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--env", default="shop", help="env name, parameters allowed (shop?n_products=200&n_categories=10)")
+    ap.add_argument("--sizes", nargs="+", default=["weak", "strong"], choices=list(SIZES))
+    ap.add_argument("--demos", nargs="+", type=int, default=[40, 200, 1000])
+    ap.add_argument("--steps", nargs="+", type=int, default=[300])
+    ap.add_argument("--test", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    out = []
+    for size in args.sizes:
+        for demos in args.demos:
+            for steps in args.steps:
+                row = point(size, demos, steps, args.test, args.lr, args.batch, args.threads, args.seed,
+                            args.env)
+                print(json.dumps(row), flush=True)
+                out.append(row)
+    print(f"\n{'size':<7} {'demos':>6} {'steps':>6} {'success':>8} {'reward':>7} {'train s':>8} {'eval s':>7}")
+    for r in out:
+        print(f"{r['size']:<7} {r['demos']:>6} {r['steps']:>6} {r['success_rate']:>8.3f} {r['avg_reward']:>7.3f} "
+              f"{r['train_s']:>8.1f} {r['eval_s']:>7.1f}   ({r['env']}, n_test={r['n_test']}, seed={r['seed']})")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
