@@ -122,6 +122,12 @@ def parse_env_name(name: str) -> tuple[str, dict[str, Any]]:
     return base, params
 
 
+def env_slug(name: str) -> str:
+    """An env name usable in file and model names: `shop?n_products=200&n_categories=10` ->
+    `shop-n_products=200-n_categories=10`."""
+    return name.replace("?", "-").replace("&", "-")
+
+
 def known_env(name: str) -> bool:
     """Whether `name` (with or without parameters) names a registered environment."""
     return parse_env_name(name)[0] in list_envs()

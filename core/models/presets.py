@@ -3,7 +3,8 @@
 Both models are Qwen2-style decoders built from scratch (random init, seeded), sharing the
 environment's tokenizer (core.models.tokenizer), so TreeDPO can use the SFT weak model as the
 reference of the strong one, as in the paper's W2S setting. Sizes: `weak` ≈ 0.4 M parameters,
-`strong` ≈ 6 M (embeddings tied). They are saved under `<models_dir>/<env>-tokenizer`,
+`strong` ≈ 1.2 M (embeddings tied; the sizes were chosen from bench/learning_curve.py's measured
+cost per step and success rates, see docs/experiments.md). They are saved under `<models_dir>/<env>-tokenizer`,
 `<env>-weak`, `<env>-strong`, registered in the store under those names, and reused when present.
 
 The context (`max_position_embeddings`, 2048) holds the shop ReAct prompt (system turn, one-shot
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
 PRESET_CONFIGS: dict[str, dict[str, Any]] = {
     "weak": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2),
-    "strong": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6,
-                   num_attention_heads=8, num_key_value_heads=4),
+    # 3.4x the weak model's parameters at ~3x its cost per step on CPU (bench/learning_curve.py);
+    # the 6 M model this replaced cost 13x and could not be trained on enough rows in the budget
+    "strong": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3,
+                   num_attention_heads=4, num_key_value_heads=2),
 }
 VOCAB_SIZE = 4096
 CONTEXT = 2048
@@ -42,8 +45,9 @@ DECISION_HISTORY = 4
 def preset_names(env: str) -> dict[str, str]:
     """Store names of an environment's presets, by role (an env's parameters become part of the
     name: `shop?n_products=200` -> `shop-n_products=200-weak`)."""
-    slug = env.replace("?", "-").replace("&", "-")
-    return {role: f"{slug}-{role}" for role in ("tokenizer", "weak", "strong")}
+    from core.envs import env_slug
+
+    return {role: f"{env_slug(env)}-{role}" for role in ("tokenizer", "weak", "strong")}
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -96,7 +100,7 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
     params: dict[str, int] = {"tokenizer": 0}
     for role in ("weak", "strong"):
         path = paths[role]
-        if not force and _current(path, decision_history):
+        if not force and _current(path, decision_history, sizes[role]):
             params[role] = saved_params(path)
             continue
         _clear(path)
@@ -123,16 +127,17 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
     return paths
 
 
-def _current(path: Path, decision_history: int | None) -> bool:
-    """Whether a saved preset exists with the wanted prompt layout (one from before the decision
-    view, or with another history, is rebuilt: presets are untrained, so nothing is lost)."""
+def _current(path: Path, decision_history: int | None, size: dict[str, Any]) -> bool:
+    """Whether a saved preset exists with the wanted size and prompt layout (any other is rebuilt:
+    presets are untrained, so nothing is lost)."""
     import json
 
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
         return False
-    return DECISION_FLAG in config and config[DECISION_FLAG] == decision_history
+    return (DECISION_FLAG in config and config[DECISION_FLAG] == decision_history
+            and all(config.get(k) == v for k, v in size.items()))
 
 
 def _clear(path: Path) -> None:
