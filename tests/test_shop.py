@@ -118,9 +118,10 @@ def test_invalid_and_malformed_actions_are_counted_no_ops() -> None:
     for bad in ("buy the thing", "click[buy now]", "search[]", "search[ !! ]"):
         res = env.step(bad)
         assert res.info["invalid"] and res.observation.startswith("Invalid action") and not res.done
+        assert res.observation.endswith(" [SEP] " + first)  # the unchanged page is shown again
     page = env.step("search[red]").observation
     res = env.step("search[blue]")  # no search box on the results page
-    assert res.info["invalid"] and "no search box" in res.observation
+    assert res.info["invalid"] and "no search box" in res.observation and res.observation.endswith(page)
     # the invalid step changed nothing, but it used up the last step: 6 steps, no purchase
     assert res.done and res.reward == 0.0 and res.info["success"] is False
     assert env.step("click[back to search]").info["invalid"]  # the episode is over

@@ -217,6 +217,8 @@ class ShopEnv(Env):
             return StepResult("Invalid action: the episode is over.", 0.0, True, {"invalid": True})
         st.steps += 1
         obs, rew, invalid = self._apply(st, action)
+        if invalid:  # the page stays as it was (as in WebShop), and the agent sees it again
+            obs = f"{obs} [SEP] {self._render()}"
         if not st.done and st.steps >= self.step_limit:
             st.done = True  # out of steps without buying: reward 0
         info: dict = {"invalid": invalid, "page": st.page}
