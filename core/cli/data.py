@@ -3,7 +3,7 @@
     w2stree import {jsonl,eto-sft,eto-explore} PATH... [--env ENV]
     w2stree tree   [--env] [--task] [--merge action|observation|semantic] [--threshold 0.9]
                    [--source S] [--model M]
-    w2stree mcts   [--env] [--task] [--iterations 1000] [--c 1.41] [--rule uct|puct|mean]
+    w2stree mcts   [--env] [--task] [--iterations 1000] [--c 1.41] [--rule uct|early-release|puct|mean]
     w2stree pairs  [--env] [--task] [--granularity step|continuation|trajectory]
                    [--min-margin X] [--value data|mcts] [--baseline expert|weak]
     w2stree export {trajectories,pairs,best-paths,tree} OUT [--format jsonl|eto|trl|json] ...
@@ -24,6 +24,7 @@ import networkx as nx
 from tqdm import tqdm
 
 from core.errors import UserError
+from core.mcts import RULES
 from core.pairs import ETO_MODES
 from core.store import Store
 from core.trajectory import Pair, Trajectory
@@ -75,9 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _filters(p)
     p.add_argument("--iterations", type=int, default=1000, help="iterations per tree (default 1000)")
     p.add_argument("--c", type=float, default=1.41, help="exploration constant (default 1.41)")
-    p.add_argument("--rule", choices=("uct", "reference", "puct", "mean"), default="uct",
-                   help="uct (default, DESIGN.md), reference (the released code's statistics: search "
-                        "seeded with the data), puct, or mean (data means, no search)")
+    p.add_argument("--rule", default="uct", metavar="{" + ",".join(RULES) + "}",
+                   help="uct (default: the released mcts_demo.py exactly), early-release (an earlier "
+                        "version of the released MCTS file: search seeded with the data, root backed "
+                        "up), puct, or mean (data means, no search)")
     p.set_defaults(func=cmd_mcts)
 
     p = sub.add_parser("pairs", help="cut TreeDPO preference pairs at branching nodes",
@@ -198,8 +200,9 @@ def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[nx.DiGraph]]
 
 
 def cmd_mcts(args: argparse.Namespace) -> int:
-    from core.mcts import run_mcts
+    from core.mcts import check_rule, run_mcts
 
+    check_rule(args.rule)
     if args.iterations < 1:
         raise UserError(f"--iterations must be at least 1, got {args.iterations}")
     store = Store()
