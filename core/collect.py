@@ -9,7 +9,9 @@ one JVM per env, and this spreads them over processes. Workers are spawned, so a
 calls `collect(workers>1)` needs the usual `if __name__ == "__main__":` guard.
 
 Every episode is stored with all its steps (thought, action, observation, reward, score), its
-sampling settings, model name and run id, as it finishes (batched into one write at most every
+sampling settings, model name, run id and `meta["seq"]` (its place in the run: task order, then
+schedule order, whatever order episodes finish in; the store lists a run's trajectories by it, so
+trees insert them in the same order for the same seed), as it finishes (batched into one write at most every
 `flush_seconds`). A `runs` row tracks the invocation: running → finished / interrupted / failed.
 An interrupted run keeps what it finished and resumes with `resume=True` (CLI `--resume RUN`),
 which skips the (task, sampling) pairs the run already stored.
@@ -199,6 +201,7 @@ class _Episode:
     task_id: str
     sampling: Sampling
     seed: int
+    seq: int  # the (task, sampling) pair's place in the run: task order, then schedule order
     instruction: str = ""
     initial_observation: str = ""
     limit: int = 0
@@ -289,7 +292,8 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
             store.add_run(Run(run_id=run_id, kind=kind, env=env, policy=policy.name, model=model,
                               settings=settings))
 
-        pending = deque((t, s) for t in task_ids for s in schedule if (t, s.name()) not in done_pairs)
+        pending = deque((i * len(schedule) + j, t, s) for i, t in enumerate(task_ids)
+                        for j, s in enumerate(schedule) if (t, s.name()) not in done_pairs)
         prefix = env_prefix(env)
         slots: list[_Episode | None] = [None] * min(batch_size, max(1, len(pending)))
         if progress:
@@ -303,9 +307,9 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
             starts = []
             for s, ep in enumerate(slots):
                 if ep is None and pending:
-                    task_id, sampling = pending.popleft()
+                    seq, task_id, sampling = pending.popleft()
                     ep_seed = zlib.crc32(f"{seed}/{task_id}/{sampling.name()}".encode())
-                    slots[s] = _Episode(task_id, sampling, ep_seed)
+                    slots[s] = _Episode(task_id, sampling, ep_seed, seq)
                     starts.append((s, "reset", task_id))
             for (s, _, _), (_, obs, instruction, limit, valid) in zip(starts, pool.run(starts) if starts else []):
                 ep = slots[s]
@@ -385,7 +389,7 @@ def _trajectory(ep: _Episode, env: str, run_id: str, source: str, model: str, po
         env=env, task_id=ep.task_id, instruction=ep.instruction, steps=ep.steps, reward=reward,
         success=ep.success if ep.success is not None else reward >= 1.0, source=source, run_id=run_id,
         model=model, temperature=ep.sampling.temperature, top_p=ep.sampling.top_p,
-        meta={"initial_observation": ep.initial_observation, "sampling": ep.sampling.name(),
+        meta={"initial_observation": ep.initial_observation, "sampling": ep.sampling.name(), "seq": ep.seq,
               "policy": policy, "env_kwargs": env_kwargs, "seed": seed, "episode_seed": ep.seed,
               "step_limit": ep.limit, "truncated": not ep.done, "n_invalid": ep.n_invalid},
     )

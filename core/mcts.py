@@ -8,15 +8,17 @@ Rules (``rule=``):
   ``n = mcts_visits`` and ``P`` = the sum of the children's ``mcts_visits`` + 1e-12; ties go to
   the earliest child. At the leaf the value is ``value_sum/visits`` of the leaf (0 if none);
   1 visit and the value are added to every node of the path except the root.
-* ``reference``: what the paper's released ``mcts.py`` computes, exactly. It differs from
-  ``uct`` in one respect that changes the numbers: the released code keeps a single
+* ``early-release``: an EARLIER version of the authors' released MCTS file (``mcts.py``), not
+  the file at the release's HEAD: ``mcts_demo.py`` at HEAD computes exactly what ``uct`` does (the
+  tests check ``uct`` against a plain transcription of it). The earlier file keeps a single
   (visit_count, total_reward) pair per node for the data and the search, so the search starts
   from the data: ``mcts_visits`` starts at the node's ``visits`` and ``mcts_value_sum`` at the sum
   of its ``terminal_rewards`` (the rewards of trajectories that END there, usually 0 for inner
   nodes). ``P`` is the plain sum (no epsilon), the leaf value is recomputed from the leaf's
   running statistics each iteration, and the root is backed up too. (Where every child has
-  zero visits the released code picks at random; that cannot happen on a tree built from
-  trajectories, and here it picks the first child.)
+  zero visits that file picks at random; that cannot happen on a tree built from
+  trajectories, and here it picks the first child.) The rule was called ``reference`` before;
+  that name now gives an error that points here.
 * ``puct``: ``Q + c * prior * sqrt(P) / (1 + n)`` with ``Q = 0`` for unvisited children and
   ``prior`` = the child's share of its siblings' data visits; ties to the earliest child.
 * ``mean``: no search: the MCTS statistics are the data statistics (``visits``, ``value_sum``).
@@ -27,7 +29,7 @@ Best path (every rule): from the root, while the node has children and one of th
 
 Speed: the tree is turned into arrays (children lists, statistics as Python lists). Single-child
 chains are collapsed: a pass through a chain's first node passes through all of it, so a chain
-(split where the ``reference`` seeds differ) is updated once per iteration and its members get
+(split where the ``early-release`` seeds differ) is updated once per iteration and its members get
 the same increments at the end. The parent count ``P`` of a branching node is kept as a running
 sum instead of being re-summed over the children at every step. The floating-point operations
 are the same, in the same order, as in the plain algorithm, so the statistics are identical
@@ -43,8 +45,9 @@ import networkx as nx
 
 from core.errors import UserError
 
-RULES = ("uct", "reference", "puct", "mean")
+RULES = ("uct", "early-release", "puct", "mean")
 DEFAULT_RULE = "uct"
+RENAMED_RULES = {"reference": "early-release"}
 EPSILON = 1e-12  # added to P by the uct rule (no effect on which child wins when P >= 1)
 
 Select = Callable[[int], int]
@@ -57,8 +60,7 @@ def run_mcts(g: nx.DiGraph, iterations: int = 1000, c: float = 1.41, rule: str =
     attributes `best_path`, `mcts_iterations`, `mcts_c`, `mcts_rule` (also kept in
     `settings["mcts"]` so the store keeps it).
     """
-    if rule not in RULES:
-        raise UserError(f"unknown MCTS rule {rule!r}; use one of {', '.join(RULES)}")
+    check_rule(rule)
     if int(iterations) != iterations or iterations < 0:
         raise UserError(f"MCTS iterations must be a whole number >= 0, got {iterations!r}")
     if not c >= 0:
@@ -81,6 +83,15 @@ def run_mcts(g: nx.DiGraph, iterations: int = 1000, c: float = 1.41, rule: str =
     g.graph.update(best_path=best, mcts_iterations=iterations, mcts_c=float(c), mcts_rule=rule)
     g.graph.setdefault("settings", {})["mcts"] = {"rule": rule, "iterations": iterations, "c": float(c)}
     return best
+
+
+def check_rule(rule: str) -> None:
+    """A UserError for an unknown rule, pointing a renamed rule to its new name."""
+    if rule in RENAMED_RULES:
+        raise UserError(f"MCTS rule {rule!r} is now called {RENAMED_RULES[rule]!r} (it reproduces an earlier "
+                        "version of the released MCTS file; `uct` reproduces the released mcts_demo.py)")
+    if rule not in RULES:
+        raise UserError(f"unknown MCTS rule {rule!r}; use one of {', '.join(RULES)}")
 
 
 def run_mcts_all(graphs: Iterable[nx.DiGraph], iterations: int = 1000, c: float = 1.41,
@@ -106,10 +117,10 @@ class _Arrays:
 
 def _search(arr: _Arrays, iterations: int, c: float, rule: str) -> tuple[list[int], list[float]]:
     kids, n = arr.kids, len(arr.ids)
-    reference = rule == "reference"
+    early = rule == "early-release"
     vis0 = [0] * n
     val0 = [0.0] * n
-    if reference:
+    if early:
         vis0 = [0, *arr.visits[1:]]  # the released code never counts the root while building
         val0 = list(arr.terminal)
     # Collapse single-child chains into segments (see module docstring). chain[x] = (segment
@@ -123,7 +134,7 @@ def _search(arr: _Arrays, iterations: int, c: float, rule: str) -> tuple[list[in
             nxt = kids[x][0]
             h = heads[-1]
             leaf = not kids[nxt]
-            if val0[nxt] == val0[h] and not (reference and leaf):
+            if val0[nxt] == val0[h] and not (early and leaf):
                 head_of[nxt] = h
             else:
                 heads.append(nxt)
@@ -138,7 +149,7 @@ def _search(arr: _Arrays, iterations: int, c: float, rule: str) -> tuple[list[in
     vis, val = list(vis0), list(val0)
     csum = [sum(vis0[k] for k in ks) for ks in kids]
     leaf_value = [arr.value_sum[i] / arr.visits[i] if arr.visits[i] else 0.0 for i in range(n)]
-    select = _uct(kids, vis, val, csum, c, 0.0 if reference else EPSILON) if rule != "puct" \
+    select = _uct(kids, vis, val, csum, c, 0.0 if early else EPSILON) if rule != "puct" \
         else _puct(kids, vis, val, csum, c, arr.visits)
 
     for _ in range(iterations):
@@ -149,7 +160,7 @@ def _search(arr: _Arrays, iterations: int, c: float, rule: str) -> tuple[list[in
             csum[node] += 1
             heads, node = chain[k]
             path.extend(heads)
-        if reference:  # the leaf's running mean (a segment head of its own, or the root)
+        if early:  # the leaf's running mean (a segment head of its own, or the root)
             v = val[node] / vis[node] if vis[node] > 0 else 0
             vis[0] += 1
             val[0] += v

@@ -14,12 +14,22 @@ through the child) or MCTS Q (``value="mcts"``: ``mcts_value_sum / mcts_visits``
 The prompt is the task message (instruction + initial observation) followed by the assistant /
 observation turns of the path down to the branching node; each node contributes its first-seen
 thought and observation. ``step`` granularity: chosen and rejected are the child's single
-assistant turn. ``continuation``: the rest of a path, multi-turn (observation user turns between
-assistant turns, none after the last): the chosen side follows the highest-value child at each
-level down to a leaf, the rejected side the lowest (ties to the earliest child).
+assistant turn. ``continuation``: the rest of a real trajectory below each child, multi-turn
+(observation user turns between assistant turns, none after the last): for the chosen side the
+trajectory through the winning child with the highest final reward, for the rejected side the one
+through the losing child with the lowest (ties to the earliest inserted), so the chosen side is a
+path that really reached the winning child's best outcome.
 
-``eto_pairs`` is the ablation baseline: a whole successful trajectory against a whole failed one
-of the same task, with no shared prefix (prompt = the task message only).
+A pair whose chosen and rejected sides read the same (possible when ``--merge observation`` or
+``semantic`` keeps two children with one action and thought) teaches nothing and is never emitted.
+
+``eto_pairs`` is the ablation baseline, whole trajectories of one task with no shared prefix
+(prompt = the task message only):
+
+* ``mode="expert"`` (default), as the release builds it (ETO's ``construct_preference.py``): the
+  task's expert trajectory against every explored trajectory with a LOWER final reward (equal
+  rewards dropped), the rejected side cut at the expert's length + 5 turns;
+* ``mode="weak"``: a successful against a failed explored trajectory (no expert needed).
 """
 
 from __future__ import annotations
@@ -32,10 +42,13 @@ import networkx as nx
 from core.agents.prompt import Message, format_assistant, step_messages, task_message
 from core.errors import UserError
 from core.trajectory import Pair, Step, Trajectory
-from core.tree import children, node_value, path_to
+from core.tree import children, node_value, path_to, pick_trajectory, trajectory_ends
 
 GRANULARITIES = ("step", "continuation")
 VALUE_KINDS = ("data", "mcts")
+ETO_MODES = ("expert", "weak")
+#: The release cuts the rejected trajectory at the expert's length plus this many turns.
+ETO_EXTRA_TURNS = 5
 
 
 def tree_pairs(g: nx.DiGraph, granularity: str = "step", value: str = "data",
@@ -56,6 +69,7 @@ def tree_pairs(g: nx.DiGraph, granularity: str = "step", value: str = "data",
     task = [{"role": "user", "content": task_message(g.graph.get("instruction", ""),
                                                       g.graph.get("initial_observation", ""))}]
     pairs: list[Pair] = []
+    ends = None  # trajectory_ends(g), computed on the first continuation pair
     for b in sorted(n for n, kids in g.succ.items() if len(kids) > 1):
         kids = children(g, b)
         val = {k: node_value(g, k, value) for k in kids}
@@ -70,46 +84,73 @@ def tree_pairs(g: nx.DiGraph, granularity: str = "step", value: str = "data",
         if not cut:
             continue
         prompt = task + step_messages([_step(g, n) for n in path_to(g, b)[1:]])
+        if granularity == "continuation" and ends is None:
+            ends = trajectory_ends(g)
         for win, lose in cut:
+            chosen, rejected = _completion(g, win, ends), _completion(g, lose, ends, worst=True)
+            if chosen == rejected:
+                continue
             pairs.append(Pair(
                 env=g.graph["env"], task_id=g.graph["task_id"], prompt=list(prompt),
-                chosen=_completion(g, win, granularity, value, best=True),
-                rejected=_completion(g, lose, granularity, value, best=False),
-                chosen_value=val[win], rejected_value=val[lose], granularity=granularity,
-                value_kind=value, tree_id=g.graph["tree_id"], node_id=int(b), chosen_node=int(win),
+                chosen=chosen, rejected=rejected, chosen_value=val[win], rejected_value=val[lose],
+                granularity=granularity, value_kind=value, tree_id=g.graph["tree_id"], node_id=int(b), chosen_node=int(win),
                 rejected_node=int(lose), chosen_success=ok[win], rejected_success=ok[lose],
             ))
     return pairs
 
 
-def eto_pairs(trajectories: Sequence[Trajectory], max_pairs_per_task: int | None = None) -> list[Pair]:
-    """ETO-style pairs: every (successful, failed) trajectory pair of a task, whole trajectories.
+def eto_pairs(explored: Sequence[Trajectory], experts: Sequence[Trajectory] | None = None,
+              mode: str = "expert", max_pairs_per_task: int | None = None) -> list[Pair]:
+    """ETO-style whole-trajectory pairs per task (see the module docstring for the two modes).
 
-    Pairs are listed round-robin (success i with failure i, i+1, ...), so a cap keeps pairs with
-    distinct failures first.
+    `experts` (mode `expert`, required there): the expert trajectories; a task's first one is its
+    expert, tasks without one give no pairs. Pairs are listed per task in the order of the
+    explored trajectories; `mode="weak"` lists them round-robin (success i with failure i, i+1,
+    ...), so a cap (`max_pairs_per_task`) keeps pairs with distinct failures first.
     """
+    if mode not in ETO_MODES:
+        raise UserError(f"unknown ETO baseline {mode!r}; use expert or weak")
+    if mode == "expert" and experts is None:
+        raise UserError("the ETO baseline `expert` compares each task's expert trajectory with explored "
+                        "ones: pass the expert trajectories, or use the `weak` baseline")
     if max_pairs_per_task is not None and max_pairs_per_task < 0:
         raise UserError(f"max_pairs_per_task must be >= 0, got {max_pairs_per_task}")
     groups: dict[tuple[str, str], list[Trajectory]] = {}
-    for t in trajectories:
+    for t in explored:
         groups.setdefault((t.env, t.task_id), []).append(t)
+    expert_of: dict[tuple[str, str], Trajectory] = {}
+    for t in experts or ():
+        expert_of.setdefault((t.env, t.task_id), t)
     pairs: list[Pair] = []
-    for (env, task_id), trajs in groups.items():
-        wins = [t for t in trajs if t.success]
-        losses = [t for t in trajs if not t.success]
-        cap = len(wins) * len(losses) if max_pairs_per_task is None else max_pairs_per_task
-        order = [(w, losses[(i + off) % len(losses)]) for off in range(len(losses))
-                 for i, w in enumerate(wins)][:cap]
-        for w, lose in order:
+    for key, trajs in groups.items():
+        if mode == "expert":
+            if key not in expert_of:
+                continue
+            best = expert_of[key]
+            cut = len(best.steps) + ETO_EXTRA_TURNS
+            order = [(best, t, t.steps[:cut]) for t in trajs if t.reward < best.reward]
+        else:
+            wins = [t for t in trajs if t.success]
+            losses = [t for t in trajs if not t.success]
+            order = [(w, losses[(i + off) % len(losses)], losses[(i + off) % len(losses)].steps)
+                     for off in range(len(losses)) for i, w in enumerate(wins)]
+        kept = 0
+        for win, lose, lose_steps in order:
+            if max_pairs_per_task is not None and kept >= max_pairs_per_task:
+                break
+            chosen = step_messages(win.steps, final_observation=False)
+            rejected = step_messages(lose_steps, final_observation=False)
+            if chosen == rejected:
+                continue
+            kept += 1
             pairs.append(Pair(
-                env=env, task_id=task_id,
+                env=key[0], task_id=key[1],
                 prompt=[{"role": "user", "content": task_message(
-                    w.instruction, str((w.meta or {}).get("initial_observation", "")))}],
-                chosen=step_messages(w.steps, final_observation=False),
-                rejected=step_messages(lose.steps, final_observation=False),
-                chosen_value=float(w.reward), rejected_value=float(lose.reward),
+                    win.instruction, str((win.meta or {}).get("initial_observation", "")))}],
+                chosen=chosen, rejected=rejected,
+                chosen_value=float(win.reward), rejected_value=float(lose.reward),
                 granularity="trajectory", value_kind="reward", tree_id="",
-                chosen_success=True, rejected_success=False,
+                chosen_success=bool(win.success), rejected_success=bool(lose.success),
             ))
     return pairs
 
@@ -121,12 +162,12 @@ def _step(g: nx.DiGraph, n: int) -> Step:
                 observation=d["observations"][0] if d["observations"] else "")
 
 
-def _completion(g: nx.DiGraph, child: int, granularity: str, value: str, best: bool) -> list[Message]:
-    if granularity == "step":
+def _completion(g: nx.DiGraph, child: int, ends: dict[str, tuple[int, float]] | None,
+                worst: bool = False) -> list[Message]:
+    """The child's assistant turn (`ends` None: step granularity), or the rest of the trajectory
+    through it with the best (`worst`: the worst) final reward, from the child down."""
+    if ends is None:
         s = _step(g, child)
         return [{"role": "assistant", "content": format_assistant(s.thought, s.action)}]
-    path = [child]
-    pick = max if best else min  # both keep the first of equal values: ties to the earliest child
-    while kids := children(g, path[-1]):
-        path.append(pick(kids, key=lambda k: node_value(g, k, value)))
-    return step_messages([_step(g, n) for n in path], final_observation=False)
+    path = path_to(g, ends[pick_trajectory(g, child, ends, worst=worst)][0])
+    return step_messages([_step(g, n) for n in path[path.index(child):]], final_observation=False)

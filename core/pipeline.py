@@ -97,12 +97,12 @@ PRESETS: dict[str, PipelinePreset] = {
     # free expert demonstrations, and a 200-product shop that the 0.36 M weak model learns to 20 %
     # success in 700 steps (0-1 % on the 1,000-product shop)
     "tiny": PipelinePreset(
-        name="tiny", demo_tasks=2000, explore_from=2000, explore_tasks=200, test_tasks=100, max_steps=10,
-        sft_weak=dict(max_steps=600, lr=3e-3, batch_size=32, save_steps=200),
+        name="tiny", demo_tasks=3000, explore_from=3000, explore_tasks=200, test_tasks=100, max_steps=10,
+        sft_weak=dict(max_steps=800, lr=3e-3, batch_size=32, save_steps=200),
         sft_strong=dict(max_steps=400, lr=3e-3, batch_size=32, save_steps=200),
-        w2s_sft=dict(max_steps=100, lr=5e-4, batch_size=16, save_steps=50),
-        mcts_sft=dict(max_steps=100, lr=5e-4, batch_size=16, save_steps=50),
-        dpo=dict(max_steps=100, lr=2e-4, batch_size=16, beta=0.1, save_steps=50),
+        w2s_sft=dict(max_steps=80, lr=5e-4, batch_size=16, save_steps=40),
+        mcts_sft=dict(max_steps=80, lr=5e-4, batch_size=16, save_steps=40),
+        dpo=dict(max_steps=60, lr=2e-4, batch_size=16, beta=0.1, save_steps=30),
         worlds={"shop": "n_products=200&n_categories=10"},
     ),
     "quick": PipelinePreset(
@@ -197,21 +197,6 @@ def sft_rows(trajs: Sequence[Trajectory]) -> list[dict[str, Any]]:
 
     return [sft_row(t.env, task_message(t.instruction, t.meta.get("initial_observation", "")),
                     step_messages(t.steps, final_observation=False)) for t in trajs if t.steps]
-
-
-def best_path_rows(graphs: Sequence[Any]) -> list[dict[str, Any]]:
-    """SFT rows of the MCTS best path of every tree (trees without one skipped)."""
-    from core.formats.export import best_path_messages
-    from core.train.data import sft_row
-
-    rows = []
-    for g in graphs:
-        if not g.graph.get("best_path"):
-            continue
-        msgs = best_path_messages(g)
-        if len(msgs) > 1:
-            rows.append(sft_row(g.graph["env"], msgs[0]["content"], msgs[1:]))
-    return rows
 
 
 def pair_rows(pairs: Sequence[Any]) -> list[dict[str, Any]]:
@@ -514,13 +499,14 @@ class _SeedRun:
                                 f"{sum(bool(t.success) for t in explored) / max(n, 1):.3f} ({n} episodes)")
         base_rows = [dict(method=m, model=p.name, n_examples=self.n_demos, **done[f"eval {m}"].result)
                      for m, p in (("SFT-weak", weak_sft), ("SFT-strong", strong_sft))]
+        experts = _experts(self.store, env, self.explore_ids)  # the ETO baseline's chosen side
         rows: list[dict[str, Any]] = []
         for ki, k in enumerate(self.ks):
             labels = {s.name() for s in schedule_for(k)}
             trajs = [t for t in explored if t.meta.get("sampling") in labels]
             kdir = self.folder / f"k{k}"
             kdir.mkdir(exist_ok=True)
-            files, counts = _tree_data(self.store, cfg, trajs, seed, kdir, rep, save=(k == k_max))
+            files, counts = _tree_data(self.store, cfg, trajs, experts, seed, kdir, rep, save=(k == k_max))
             rows += [{**r, "seed": seed, "trajs_per_task": k} for r in base_rows]
             rows += [{**r, "seed": seed, "trajs_per_task": k} for r in self.strong_methods(
                 k if self.sweep else None, files, counts, weak_sft, strong_sft, ki)]
@@ -558,12 +544,14 @@ class _SeedRun:
                 for m, _ in METHODS[2:]]
 
 
-def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], seed: int, folder: Path,
-               rep: _Reporter, save: bool) -> tuple[dict[str, Path], dict[str, int]]:
+def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], experts: list[Trajectory],
+               seed: int, folder: Path, rep: _Reporter, save: bool) -> tuple[dict[str, Path], dict[str, int]]:
     """Trees, MCTS, pairs and the four training files (in `folder`) of one set of exploration
-    trajectories; with `save` the trees and pairs also go to the store for the dashboard."""
+    trajectories (`experts`: the explored tasks' expert episodes, for the ETO baseline); with
+    `save` the trees and pairs also go to the store for the dashboard."""
     from core.mcts import run_mcts
     from core.pairs import eto_pairs, tree_pairs
+    from core.train.data import best_path_rows
     from core.tree import build_trees
 
     t0 = time.monotonic()
@@ -571,12 +559,13 @@ def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], seed:
     for g in graphs:
         run_mcts(g, iterations=cfg.mcts_iterations)
     tpairs = [p for g in graphs for p in tree_pairs(g)]
-    epairs = eto_pairs(trajs)
+    epairs = eto_pairs(trajs, experts)
     if save:
         _save_tree_data(store, graphs, tpairs, epairs)
+    best_paths, no_success = best_path_rows(graphs, trajs)
     data = {
         "successes": sft_rows([t for t in trajs if t.success]),
-        "best_paths": best_path_rows(graphs),
+        "best_paths": best_paths,
         "tree_pairs": _cap(pair_rows(tpairs), cfg.max_pairs, seed),
         "eto_pairs": _cap(pair_rows(epairs), cfg.max_pairs, seed),
     }
@@ -586,7 +575,8 @@ def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], seed:
     n_both = sum(1 for g in graphs if g.nodes[0]["successes"] and g.nodes[0]["failures"])
     rep.timed("trees + MCTS + pairs", t0)
     rep.say(None, f"{len(graphs)} trees ({n_both} with both a success and a failure, {n_branch} branching "
-                  f"nodes), {len(tpairs)} tree pairs, {len(epairs)} ETO pairs; training rows: {counts}")
+                  f"nodes), {len(tpairs)} tree pairs, {len(epairs)} ETO pairs; training rows: {counts} "
+                  f"(MCTS skips {no_success} trees without a success)")
     return files, counts
 
 
@@ -641,7 +631,7 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     with make_env(env) as e:
         ids = _split_ids(e, "train")[:n_tasks]
     rep.say(0.4, f"expert demonstrations of {len(ids)} tasks")
-    _experts(store, env, ids)
+    experts = _experts(store, env, ids)
     rep.say(0.55, "exploration (noisy expert, paper schedule)")
     policy = NoisyExpertPolicy(env)
     try:
@@ -653,5 +643,5 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     graphs = build_trees(trajs)
     for g in graphs:
         run_mcts(g)
-    _save_tree_data(store, graphs, [p for g in graphs for p in tree_pairs(g)], eto_pairs(trajs))
+    _save_tree_data(store, graphs, [p for g in graphs for p in tree_pairs(g)], eto_pairs(trajs, experts))
     rep.say(1.0, f"done: {len(trajs)} trajectories, {len(graphs)} trees")

@@ -85,6 +85,15 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE results ADD COLUMN run_id VARCHAR;",
 ]
 
+# Trajectories are listed in collection order: a collected run's trajectories (they carry
+# `meta.seq`, their place in the run, written by core.collect) at their run's start time, by seq
+# (episodes finish and are flushed in another order, many at one created_at); others (imports,
+# spaced 1 us apart in file order) at their insertion time. Trees insert trajectories in this
+# order, so their "earliest child" and tie-breaks never depend on random ids.
+_SEQ = "TRY_CAST(json_extract_string(meta, '$.seq') AS BIGINT)"
+TRAJ_ORDER = (f"CASE WHEN {_SEQ} IS NULL THEN created_at ELSE coalesce((SELECT r.created_at FROM runs r "
+              f"WHERE r.run_id = trajectories.run_id), created_at) END, run_id, {_SEQ}, created_at, traj_id")
+
 NODE_LIST_FIELDS = ("thoughts", "observations", "terminal_rewards", "traj_ids")
 NODE_FIELDS = (
     "depth", "action", "thoughts", "observations", "visits", "value_sum", "successes",
@@ -323,13 +332,13 @@ class Store:
                          model: str | None = None) -> pd.DataFrame:
         """Trajectory headers (no steps) matching the filters."""
         where, params = _where(env=env, task_id=task_id, source=source, run_id=run_id, model=model)
-        return self.query(f"SELECT * FROM trajectories {where} ORDER BY created_at, traj_id", params)
+        return self.query(f"SELECT * FROM trajectories {where} ORDER BY {TRAJ_ORDER}", params)
 
     def trajectories(self, env: str | None = None, task_id: str | None = None,
                      source: str | None = None, run_id: str | None = None,
                      model: str | None = None, traj_ids: list[str] | None = None,
                      limit: int | None = None) -> list[Trajectory]:
-        """Load full trajectories (with steps), in insertion order."""
+        """Load full trajectories (with steps), in collection order (`TRAJ_ORDER`)."""
         where, params = _where(env=env, task_id=task_id, source=source, run_id=run_id, model=model)
         if traj_ids is not None:
             where += (" AND " if where else "WHERE ") + "traj_id IN (SELECT unnest(?))"
@@ -337,7 +346,7 @@ class Store:
         lim = f"LIMIT {int(limit)}" if limit else ""
         with self.connect() as con:
             head = con.execute(
-                f"SELECT * FROM trajectories {where} ORDER BY created_at, traj_id {lim}", params
+                f"SELECT * FROM trajectories {where} ORDER BY {TRAJ_ORDER} {lim}", params
             ).df()
             if head.empty:
                 return []

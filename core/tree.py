@@ -123,6 +123,36 @@ def children(g: nx.DiGraph, node: int) -> list[int]:
     return sorted(g.successors(node))
 
 
+def trajectory_ends(g: nx.DiGraph) -> dict[str, tuple[int, float]]:
+    """Per trajectory of the tree, in insertion order: (the node it ends at, its final reward).
+
+    A trajectory ends at the deepest node whose `traj_ids` hold it; the `terminal_rewards` of a
+    node list the rewards of the trajectories ending there in the same (insertion) order."""
+    ends: dict[str, int] = {}
+    nodes = g.nodes
+    for n in sorted(nodes, key=lambda n: nodes[n].get("depth", 0)):  # the deepest is written last
+        for t in nodes[n].get("traj_ids") or ():
+            ends[t] = n
+    ending: dict[int, list[str]] = {}
+    for t, n in ends.items():
+        ending.setdefault(n, []).append(t)
+    reward = {t: float(r) for n, ts in ending.items()
+              for t, r in zip(ts, nodes[n].get("terminal_rewards") or (), strict=True)}
+    return {t: (ends[t], reward[t]) for t in nodes[0].get("traj_ids") or ()}
+
+
+def pick_trajectory(g: nx.DiGraph, node: int, ends: dict[str, tuple[int, float]],
+                    worst: bool = False) -> str:
+    """The trajectory through `node` with the highest final reward (`worst`: the lowest); ties
+    go to the earliest inserted. `ends` is `trajectory_ends(g)`."""
+    ids = g.nodes[node].get("traj_ids") or []
+    if not ids:
+        raise UserError(f"tree {g.graph.get('tree_id', '?')} records no trajectories at node {node}; "
+                        "rebuild it with `w2stree tree`")
+    pick = min if worst else max  # both keep the first of equal rewards: the earliest inserted
+    return pick(ids, key=lambda t: ends[t][1])
+
+
 def node_value(g: nx.DiGraph, node: int, kind: str = "data") -> float:
     """Mean value of a node: `data` = value_sum / visits (mean final reward of the trajectories
     through it), `mcts` = mcts_value_sum / mcts_visits; 0.0 when it has no visits."""

@@ -235,4 +235,4 @@ def test_webshop_adapter_logic(monkeypatch):
     for a in ("search[item 1]", "click[b001]", "click[red]", "click[buy now]"):
         r = env.step(a)
     assert r.reward == 1.0 and r.info["success"]
-    assert env.max_steps("fixed_1") == 15 and env.expert("fixed_1") is None
+    assert env.max_steps("fixed_1") == 10 and env.expert("fixed_1") is None

@@ -39,7 +39,7 @@ def test_pipeline_end_to_end(store: Store, data_file: Path, tmp_path, capsys):
     assert main(["mcts", "--iterations", "4"]) == 0
     assert main(["pairs"]) == 0
     assert "stored 2 step pairs" in capsys.readouterr().out
-    assert main(["pairs", "--granularity", "trajectory"]) == 0
+    assert main(["pairs", "--granularity", "trajectory", "--baseline", "weak"]) == 0
     assert main(["pairs"]) == 0  # re-running replaces that granularity's pairs
     assert store.pairs_frame().groupby("granularity").size().to_dict() == {"step": 2, "trajectory": 2}
 

@@ -14,6 +14,7 @@ from core.collect import collect
 from core.envs import UnknownEnvError, make_env
 from core.errors import UserError
 from core.trajectory import Step
+from core.tree import build_trees
 
 TASKS = [f"train_{i}" for i in range(12)]
 
@@ -88,6 +89,22 @@ def test_random_policy_with_the_paper_schedule(store) -> None:
     again = collect(store, "shop", RandomPolicy(seed=1), TASKS[:5], PAPER_SCHEDULE, max_steps=8,
                     batch_size=3, progress=False)
     assert [e[1:] for e in _episodes(store, again.run_id)] == [e[1:] for e in _episodes(store, res.run_id)]
+
+
+def test_trajectories_come_back_in_collection_order(store) -> None:
+    """Episodes finish in another order, and one flush stores many at one created_at; the store
+    still lists a run by task, then schedule order, so the same seed builds the same trees."""
+    runs = [collect(store, "shop", RandomPolicy(seed=1), TASKS[:5], PAPER_SCHEDULE, max_steps=8,
+                    batch_size=bs, flush_seconds=1e9, progress=False) for bs in (3, 20)]
+    expected = [(t, s.name()) for t in TASKS[:5] for s in PAPER_SCHEDULE]
+    for res in runs:
+        trajs = store.trajectories(run_id=res.run_id)
+        assert [(t.task_id, t.meta["sampling"]) for t in trajs] == expected
+        assert [t.meta["seq"] for t in trajs] == list(range(len(expected)))
+        assert store.trajectory_index(run_id=res.run_id)["traj_id"].tolist() == [t.traj_id for t in trajs]
+    a, b = (build_trees(store.trajectories(run_id=res.run_id)) for res in runs)
+    assert [[(n, d["action"], d["visits"]) for n, d in g.nodes(data=True)] for g in a] == \
+        [[(n, d["action"], d["visits"]) for n, d in g.nodes(data=True)] for g in b]
 
 
 class Mumbler(Policy):

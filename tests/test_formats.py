@@ -10,10 +10,12 @@ import networkx as nx
 import pytest
 
 from core.agents.prompt import env_prefix
+from core.errors import UserError
 from core.formats import FormatError
 from core.formats.eto import find_task_start, parse_conversation, read_eto_explore_file, read_eto_sft
 from core.formats.export import (
     best_path_messages,
+    best_path_trajectory,
     best_paths_eto,
     best_paths_trl,
     pairs_eto,
@@ -22,8 +24,11 @@ from core.formats.export import (
 )
 from core.formats.importer import import_paths
 from core.formats.jsonl import read_jsonl, write_jsonl
+from core.mcts import run_mcts
 from core.store import Store
+from core.train.data import best_path_rows, build_rows
 from core.trajectory import Pair, Step, Trajectory
+from core.tree import build_tree
 
 ENV = "toy"  # not registered: env_prefix gives the default role prompt and "OK"
 
@@ -230,55 +235,79 @@ def test_bad_file_imports_nothing_good_files_do(store: Store, tmp_path):
 
 
 # -- exports -------------------------------------------------------------------------------
+def _walk(tid: str, thought: str, obs: str, last: tuple[str, str, str], reward: float,
+          task: str = "t1") -> Trajectory:
+    return Trajectory(env=ENV, task_id=task, instruction="find the key", reward=reward, traj_id=tid,
+                      meta={"initial_observation": "You are in a hall."},
+                      steps=[Step("go north", obs, thought), Step(last[0], last[2], last[1])])
+
+
+SLEEP = ("sleep", "tired", "Zzz.")
+
+
+def _best_trajs() -> list[Trajectory]:
+    """root -> 1 "go north" -> {2 "sleep" (a, c: 0), 3 "take key" (b 0.5, d 1.0)}. Node 1 holds
+    three distinct thoughts for four trajectories."""
+    return [_walk("a", "north?", "Kitchen A.", SLEEP, 0.0),
+            _walk("b", "go up", "Kitchen B.", ("take key", "grab it", "Taken."), 0.5),
+            _walk("c", "north?", "Kitchen C.", SLEEP, 0.0),
+            _walk("d", "again", "Kitchen D.", ("take key", "mine", "Got it."), 1.0)]
+
+
 def _tree() -> nx.DiGraph:
-    """root -> 1 "go north" -> {2 "take key" (success), 3 "sleep" (fail)}; best path 0-1-2."""
-    g = nx.DiGraph(tree_id=f"{ENV}/t1", env=ENV, task_id="t1", instruction="find the key",
-                   initial_observation="You are in a hall.", best_path=[0, 1, 2])
-    g.add_node(0, depth=0, action="", visits=3, value_sum=1.0, successes=1, failures=2,
-               traj_ids=["a", "b", "c"], mcts_visits=0, mcts_value_sum=0.0)
-    g.add_node(1, depth=1, action="go north", thoughts=["north?", "go up", "n"],
-               observations=["Kitchen A.", "Kitchen B.", "Kitchen C."], traj_ids=["a", "b", "c"],
-               visits=3, value_sum=1.0, successes=1, failures=2, mcts_visits=10, mcts_value_sum=4.0)
-    g.add_node(2, depth=2, action="take key", thoughts=["grab it"], observations=["Taken."],
-               traj_ids=["b"], visits=1, value_sum=1.0, successes=1, failures=0, mcts_visits=6,
-               mcts_value_sum=6.0)
-    g.add_node(3, depth=2, action="sleep", thoughts=["tired", "zz"], observations=["Zzz.", "Zzz."],
-               traj_ids=["a", "c"], visits=2, value_sum=0.0, successes=0, failures=2, mcts_visits=4,
-               mcts_value_sum=0.0)
-    g.add_edges_from([(0, 1), (1, 2), (1, 3)])
+    g = build_tree(_best_trajs())
+    g.graph["best_path"] = [0, 1, 3]
     return g
 
 
-def test_best_path_messages_follow_one_trajectory():
-    msgs = best_path_messages(_tree())
-    # trajectory "b" is the one through the leaf: its thought and observation at node 1
-    assert msgs == [
-        {"role": "user", "content": "find the key\nObservation: You are in a hall."},
-        {"role": "assistant", "content": "Thought: go up\nAction: go north"},
-        {"role": "user", "content": "Observation: Kitchen B."},
-        {"role": "assistant", "content": "Thought: grab it\nAction: take key"},
-    ]
-    assert best_path_messages(_tree(), final_observation=True)[-1] == \
-        {"role": "user", "content": "Observation: Taken."}
+def test_best_path_messages_are_the_best_real_trajectory():
     g = _tree()
+    assert [g.nodes[n]["action"] for n in (1, 2, 3)] == ["go north", "sleep", "take key"]
+    assert best_path_trajectory(g) == "d"  # of b (0.5) and d (1.0) through the path's end
+    by_id = {t.traj_id: t for t in _best_trajs()}
+    assert best_path_messages(g, by_id) == [
+        {"role": "user", "content": "find the key\nObservation: You are in a hall."},
+        {"role": "assistant", "content": "Thought: again\nAction: go north"},
+        {"role": "user", "content": "Observation: Kitchen D."},
+        {"role": "assistant", "content": "Thought: mine\nAction: take key"},
+    ]
+    assert best_path_messages(g, by_id, final_observation=True)[-1] == \
+        {"role": "user", "content": "Observation: Got it."}
+    with pytest.raises(UserError, match="trajectory d .* is not stored"):
+        best_path_messages(g, {})
     g.graph["best_path"] = []
-    with pytest.raises(Exception, match="no best path; run `w2stree mcts` first"):
-        best_path_messages(g)
+    with pytest.raises(UserError, match="no best path; run `w2stree mcts` first"):
+        best_path_messages(g, by_id)
+
+
+def test_best_path_rows_skip_trees_without_success(store: Store, caplog):
+    failed = [_walk("x", "hm", "Kitchen.", SLEEP, 0.0, task="t2")]
+    graphs = [_tree(), build_tree(failed)]
+    run_mcts(graphs[1], iterations=10)
+    rows, skipped = best_path_rows(graphs, _best_trajs() + failed)
+    assert skipped == 1 and len(rows) == 1
+    assert rows[0]["completion"][-1] == {"role": "assistant", "content": "Thought: mine\nAction: take key"}
+    # from the store, as `w2stree train mcts --data best-paths:toy` builds it, saying what it skipped
+    store.import_trajectories(_best_trajs() + failed)
+    store.save_trees(graphs)
+    assert build_rows("best-paths:toy", store) == rows
+    assert "skipped 1 of 2 trees that hold no success" in caplog.text
 
 
 def test_best_paths_eto_reimports_as_sft(tmp_path):
     prefix = env_prefix(ENV)
-    (rec,) = best_paths_eto([_tree()])
+    by_id = {t.traj_id: t for t in _best_trajs()}
+    (rec,) = best_paths_eto([_tree()], by_id)
     assert rec["id"] == f"{ENV}/t1"
     assert rec["prompt"] == rec["conversations"][: len(prefix) + 1]
     assert rec["prompt"][0] == {"from": "human", "value": prefix[0]["content"]}
-    assert rec["conversations"][-1] == {"from": "human", "value": "Observation: Taken."}
+    assert rec["conversations"][-1] == {"from": "human", "value": "Observation: Got it."}
     path = tmp_path / "best.json"
     path.write_text(json.dumps([rec]))
     (t,) = read_eto_sft(path, ENV)  # the export is a valid ETO SFT file
     assert [s.action for s in t.steps] == ["go north", "take key"]
     assert t.instruction == "find the key" and t.meta["initial_observation"] == "You are in a hall."
-    (row,) = best_paths_trl([_tree()])
+    (row,) = best_paths_trl([_tree()], by_id)
     assert row["messages"][: len(prefix)] == prefix and row["messages"][-1]["role"] == "assistant"
 
 

@@ -78,9 +78,9 @@ def test_best_path_follows_mcts_mean_into_subtree():
     assert best == [0, 2, 4]
 
 
-# The released code's rule by hand: the search starts from the data. a = (1 visit, total 1.0: a
-# trajectory ends there), b = (2, 0.0: no trajectory ends at b), b1 = (1, 0.0), b2 = (1, 0.5),
-# root = (0, 0.0); P is the plain sum of the children's counts; the root is backed up too.
+# The early-release rule (an earlier version of the released MCTS file) by hand: the search
+# starts from the data. a = (1 visit, total 1.0: a trajectory ends there), b = (2, 0.0: no
+# trajectory ends at b), b1 = (1, 0.0), b2 = (1, 0.5), root = (0, 0.0); P is the plain sum of the children's counts; the root is backed up too.
 #  it 1: P = 1 + 2 = 3, ln 3 = 1.0986: a = 1.0 + 1.41*sqrt(1.0986) = 2.4779,
 #        b = 0/2 + 1.41*sqrt(1.0986/2) = 1.0450 -> a, value 1.0/1 -> a = (2, 2.0), root = (1, 1.0)
 #  it 2: P = 4: a = 1 + 1.41*sqrt(1.3863/2) = 2.1739, b = 1.41*sqrt(1.3863/2) = 1.1739 -> a
@@ -89,7 +89,7 @@ def test_best_path_follows_mcts_mean_into_subtree():
 #  ... a keeps winning until it 14: P = 16: a = 1 + 1.41*sqrt(2.7726/14) = 1.6275,
 #        b = 0 + 1.41*sqrt(2.7726/2) = 1.6601 -> b; b: P = 2: b1 = 0 + 1.41*sqrt(0.6931) = 1.1739,
 #        b2 = 0.5 + 1.1739 = 1.6739 -> b2, value 0.5/1 = 0.5.
-REFERENCE_BY_HAND = {
+EARLY_RELEASE_BY_HAND = {
     1: {0: (1, 1.0), 1: (2, 2.0), 2: (2, 0.0), 3: (1, 0.0), 4: (1, 0.5)},
     4: {0: (4, 4.0), 1: (5, 5.0), 2: (2, 0.0), 3: (1, 0.0), 4: (1, 0.5)},
     13: {0: (13, 13.0), 1: (14, 14.0), 2: (2, 0.0), 3: (1, 0.0), 4: (1, 0.5)},
@@ -97,10 +97,10 @@ REFERENCE_BY_HAND = {
 }
 
 
-@pytest.mark.parametrize("iterations", sorted(REFERENCE_BY_HAND))
-def test_reference_rule_by_hand(tiny, iterations):
-    run_mcts(tiny, iterations=iterations, rule="reference")
-    assert stats(tiny) == REFERENCE_BY_HAND[iterations]
+@pytest.mark.parametrize("iterations", sorted(EARLY_RELEASE_BY_HAND))
+def test_early_release_rule_by_hand(tiny, iterations):
+    run_mcts(tiny, iterations=iterations, rule="early-release")
+    assert stats(tiny) == EARLY_RELEASE_BY_HAND[iterations]
 
 
 # -- an independent plain implementation, straight from the rules' text -------------------------
@@ -126,8 +126,9 @@ def plain_uct(g: nx.DiGraph, iterations: int, c: float) -> dict[int, list]:
     return st
 
 
-def plain_reference(g: nx.DiGraph, iterations: int, c: float) -> dict[int, list]:
-    """The released code's algorithm: one (count, total) per node seeded by the tree build."""
+def plain_early_release(g: nx.DiGraph, iterations: int, c: float) -> dict[int, list]:
+    """An earlier version of the released MCTS file: one (count, total) per node seeded by the
+    tree build."""
     kids = {n: sorted(g.successors(n)) for n in g}
     st = {n: [0 if n == 0 else d["visits"], 0.0] for n, d in g.nodes(data=True)}
     for n, d in g.nodes(data=True):
@@ -186,7 +187,7 @@ def random_raw_tree(seed: int) -> nx.DiGraph:
 
 
 @pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize("rule, plain", [("uct", plain_uct), ("reference", plain_reference)])
+@pytest.mark.parametrize("rule, plain", [("uct", plain_uct), ("early-release", plain_early_release)])
 def test_matches_plain_implementation(seed, rule, plain):
     for g in (random_trajectory_tree(seed), random_raw_tree(seed)):
         c = [1.41, 0.5, 2.0][seed % 3]
@@ -223,9 +224,11 @@ def test_puct_counts_and_path(tiny):
 def test_run_all_and_bad_arguments(tiny):
     graphs = build_trees([traj(["x"], 1.0, "t1"), traj(["y"], 0.0, "t1"), traj(["z"], 1.0, "t2")])
     assert run_mcts_all(graphs, iterations=10) == [[0, 1], [0, 1]]
-    assert set(RULES) == {"uct", "reference", "puct", "mean"}
+    assert set(RULES) == {"uct", "early-release", "puct", "mean"}
     with pytest.raises(UserError, match="rule"):
         run_mcts(tiny, rule="ucb2")
+    with pytest.raises(UserError, match="'reference' is now called 'early-release'"):
+        run_mcts(tiny, rule="reference")
     with pytest.raises(UserError, match="iterations"):
         run_mcts(tiny, iterations=-1)
     with pytest.raises(UserError, match="exploration"):

@@ -9,7 +9,7 @@ from core.errors import UserError
 from core.mcts import run_mcts
 from core.pairs import eto_pairs, tree_pairs
 from core.trajectory import Step, Trajectory
-from core.tree import build_tree, node_value
+from core.tree import build_tree, children, node_value
 
 
 def traj(steps: list[tuple[str, str, str]], reward: float, task: str = "mug", **kw) -> Trajectory:
@@ -81,20 +81,57 @@ def test_margin_pairs_choose_the_higher_value(g):
     assert all(p.margin >= 0.05 for p in tree_pairs(g, min_margin=0.05))
 
 
-def test_continuations_follow_best_and_worst_children(g):
+def test_continuations_follow_best_and_worst_trajectories(g):
     pairs = {(p.chosen_node, p.rejected_node): p
              for p in tree_pairs(g, granularity="continuation", min_margin=0.3)}
-    # Chosen 1: best child 2 (0.5 > 0.4), then 3 (1.0 > 0.0). No trailing observation.
+    # Chosen 1: its best trajectory (reward 1.0) goes 1-2-3. No trailing observation.
     p = pairs[(1, 6)]
     assert p.chosen == [asst(SEARCH), user("Observation: results"), asst(CLICK_A),
                         user("Observation: item A"), asst(BUY)]
     assert p.rejected == [asst(("maybe a cup", "search[cup]", "cup results"))]
     assert p.granularity == "continuation"
-    # Rejected 1 (against 8): worst child 4 (0.4 < 0.5), then its only child.
+    # Rejected 1 (against 8): its worst trajectory (0.0) goes 1-2-7, although child 2 has the
+    # higher mean (0.5 against 4's 0.4).
     p = pairs[(8, 1)]
     assert p.chosen == [asst(("walk in", "go to shop", "a shop"))]
-    assert p.rejected == [asst(SEARCH), user("Observation: results"), asst(CLICK_B),
-                          user("Observation: item B"), asst(("buy it anyway", "click[buy now]", "bought B"))]
+    assert p.rejected == [asst(SEARCH), user("Observation: results"), asst(CLICK_A),
+                          user("Observation: item A"), asst(("wrong one", "click[back]", "results"))]
+
+
+def test_continuation_chosen_is_a_path_that_succeeded():
+    """The winning child's higher-mean branch never succeeded: the chosen side must still be the
+    successful trajectory, and the rejected side the loser's worst trajectory."""
+    open_a = ("look at A", "click[mug A]", "item A")
+    open_b = ("look at B", "click[mug B]", "item B")
+    g = build_tree([
+        traj([SEARCH, open_a, ("buy", "click[buy A]", "bought A")], 0.8),
+        traj([SEARCH, open_a, ("buy", "click[buy A]", "bought A")], 0.8),
+        traj([SEARCH, open_b, ("buy", "click[buy B]", "bought B")], 1.0, success=True),
+        traj([SEARCH, open_b, ("back", "click[back]", "results")], 0.0),
+        traj([SEARCH, open_b, ("back", "click[back]", "results")], 0.0),
+        traj([("cups", "search[cup]", "cups"), ("pick", "click[cup]", "cup")], 0.2),
+        traj([("cups", "search[cup]", "cups"), ("pick", "click[cup]", "cup")], 0.2),
+        traj([("cups", "search[cup]", "cups"), ("plate", "click[plate]", "plate")], 0.0),
+        traj([("cups", "search[cup]", "cups"), ("plate", "click[plate]", "plate")], 0.6),
+    ])
+    a, b = (n for n in g if g.nodes[n]["action"] in ("click[mug A]", "click[mug B]"))
+    assert node_value(g, a) > node_value(g, b) and g.nodes[a]["successes"] == 0
+    (p,) = [p for p in tree_pairs(g, granularity="continuation") if p.node_id == 0]
+    assert [m["content"].splitlines()[-1] for m in p.chosen if m["role"] == "assistant"] == [
+        "Action: search[mug]", "Action: click[mug B]", "Action: click[buy B]"]
+    # The loser's worst trajectory (0.0) is under the child of higher mean (0.3 against 0.2).
+    assert [m["content"].splitlines()[-1] for m in p.rejected if m["role"] == "assistant"] == [
+        "Action: search[cup]", "Action: click[plate]"]
+
+
+@pytest.mark.parametrize("granularity", ["step", "continuation"])
+def test_pairs_whose_sides_read_the_same_are_dropped(granularity):
+    # Same thought and action, different observations: two children under --merge observation.
+    g = build_tree([traj([("buy it", "click[buy now]", "bought")], 1.0, success=True),
+                    traj([("buy it", "click[buy now]", "sold out")], 0.0)], merge="observation")
+    assert len(children(g, 0)) == 2
+    assert tree_pairs(g, granularity=granularity) == []
+    assert tree_pairs(g, granularity=granularity, min_margin=0.5) == []
 
 
 def test_mcts_values(g):
@@ -124,11 +161,11 @@ def test_no_branching_no_pairs():
     assert tree_pairs(build_tree([traj([SEARCH, BUY], 1.0), traj([SEARCH], 0.0)])) == []
 
 
-def test_eto_pairs():
+def test_eto_pairs_weak_baseline():
     wins = [traj([SEARCH, CLICK_A, BUY], 1.0, traj_id=f"w{i}") for i in range(2)]
     losses = [traj([SEARCH, CLICK_B], 0.1 * i, traj_id=f"l{i}") for i in range(3)]
     other = [traj([SEARCH], 0.0, task="cup"), traj([BUY], 0.5, task="cup")]  # no success: no pair
-    pairs = eto_pairs(wins + losses + other)
+    pairs = eto_pairs(wins + losses + other, mode="weak")
     assert len(pairs) == 6
     p = pairs[0]
     assert p.prompt == [user("buy a mug\nObservation: home page")]
@@ -139,7 +176,35 @@ def test_eto_pairs():
     assert (p.chosen_value, p.rejected_value, p.chosen_success, p.rejected_success) == (1.0, 0.0, True, False)
     assert sorted((q.chosen_value, q.rejected_value) for q in pairs) == sorted(
         (1.0, 0.1 * i) for i in range(3) for _ in range(2))
-    capped = eto_pairs(wins + losses, max_pairs_per_task=2)
+    capped = eto_pairs(wins + losses, mode="weak", max_pairs_per_task=2)
     # Round-robin: the two kept pairs use different failures.
     assert [q.rejected_value for q in capped] == [0.0, 0.1]
-    assert eto_pairs(wins + losses, max_pairs_per_task=0) == []
+    assert eto_pairs(wins + losses, mode="weak", max_pairs_per_task=0) == []
+
+
+def test_eto_pairs_expert_baseline_as_released():
+    """Expert against every explored trajectory of lower reward (ties dropped), the rejected side
+    cut at the expert's length + 5 turns."""
+    expert = traj([SEARCH, CLICK_A, BUY], 1.0, model="expert")
+    wander = [(f"t{i}", f"click[page {i}]", f"page {i}") for i in range(10)]
+    explored = [traj([SEARCH, CLICK_A, BUY], 1.0),  # as good as the expert: dropped
+                traj(wander, 0.0),
+                traj([SEARCH, CLICK_B], 0.4),
+                traj([BUY], 0.0, task="cup")]  # no expert for this task: no pair
+    pairs = eto_pairs(explored, [expert])
+    assert [(p.chosen_value, p.rejected_value) for p in pairs] == [(1.0, 0.0), (1.0, 0.4)]
+    assert all(p.chosen == [asst(SEARCH), user("Observation: results"), asst(CLICK_A),
+                            user("Observation: item A"), asst(BUY)] for p in pairs)
+    cut = [m for m in pairs[0].rejected if m["role"] == "assistant"]
+    assert len(cut) == 3 + 5 and cut[-1] == asst(wander[7])
+    assert pairs[1].rejected == [asst(SEARCH), user("Observation: results"), asst(CLICK_B)]
+    assert [p.rejected_value for p in eto_pairs(explored, [expert], max_pairs_per_task=1)] == [0.0]
+    with pytest.raises(UserError, match="expert trajectories"):
+        eto_pairs(explored)
+    with pytest.raises(UserError, match="expert or weak"):
+        eto_pairs(explored, [expert], mode="best")
+
+
+def test_eto_pairs_never_pair_identical_sides():
+    same = [traj([SEARCH], 1.0, success=True), traj([SEARCH], 0.0)]
+    assert eto_pairs(same, mode="weak") == []

@@ -172,6 +172,32 @@ def test_wrong_focus_ends_with_reward_zero(sw):
     assert not r.info["success"]
 
 
+def test_reward_option_is_checked():
+    assert SciWorldEnv().reward_mode == "final"
+    assert make_env("sciworld", reward="best").reward_mode == "best"
+    with pytest.raises(UserError, match="reward='max' is unknown; use final or best"):
+        SciWorldEnv(reward="max")
+
+
+@pytest.mark.slow
+def test_best_score_reward_keeps_the_progress_reached(sw):
+    task = "find-animal_225"
+    gold = [s.action for s in sw.expert(task)]
+    try:
+        for mode in ("final", "best"):
+            sw.reward_mode = mode
+            sw.reset(task)
+            r = next(r for r in map(sw.step, gold) if r.info["score"] > 0)
+            reached = r.info["score"]
+            assert 0 < reached < 100 and r.reward == reached / 100 and not r.done
+            r = sw.step("focus on air")
+            assert r.done and r.info["raw_score"] == -100
+            assert r.reward == (reached / 100 if mode == "best" else 0.0)
+            assert sw.step("look around").reward == r.reward  # the ended episode keeps it
+    finally:
+        sw.reward_mode = "final"
+
+
 @pytest.mark.slow
 def test_invalid_actions_are_noops(sw):
     task = "lifespan-longest-lived_1"

@@ -80,7 +80,8 @@ def test_expert_episode_and_missing_option_in_the_env(env: ShopEnv) -> None:
     assert res.done and res.reward == pytest.approx((n - 1) / n) and res.info["success"] is False
 
 
-def test_pages_and_paging(env: ShopEnv) -> None:
+def test_pages_and_paging() -> None:
+    env = ShopEnv(max_steps=30)  # a long walk through the pages, beyond the default limit
     env.reset("train_0")
     assert env.valid_actions() == [SEARCH_TEMPLATE]
     page1 = env.step("search[black]").observation
@@ -133,6 +134,7 @@ def test_invalid_and_malformed_actions_are_counted_no_ops() -> None:
 
 
 def test_step_limit_ends_with_zero_reward(env: ShopEnv) -> None:
+    assert env.max_steps("train_0") == 10  # the default: as the paper's release runs WebShop
     limited = ShopEnv(max_steps=3)
     assert limited.max_steps("train_0") == 3
     plan = [s.action for s in env.expert("train_0")]

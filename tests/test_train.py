@@ -60,7 +60,7 @@ def fill_store(store, n_tasks: int = 3) -> None:
         run_mcts(g, iterations=100)
     store.save_trees(trees)
     pairs = [p for g in trees for gran in ("step", "continuation") for p in tree_pairs(g, gran)]
-    pairs += eto_pairs(store.trajectories(env="shop"))
+    pairs += eto_pairs(store.trajectories(env="shop"), mode="weak")
     store.save_pairs(pairs)
 
 

@@ -3,9 +3,9 @@
     w2stree import {jsonl,eto-sft,eto-explore} PATH... [--env ENV]
     w2stree tree   [--env] [--task] [--merge action|observation|semantic] [--threshold 0.9]
                    [--source S] [--model M]
-    w2stree mcts   [--env] [--task] [--iterations 1000] [--c 1.41] [--rule uct|puct|mean]
+    w2stree mcts   [--env] [--task] [--iterations 1000] [--c 1.41] [--rule uct|early-release|puct|mean]
     w2stree pairs  [--env] [--task] [--granularity step|continuation|trajectory]
-                   [--min-margin X] [--value data|mcts]
+                   [--min-margin X] [--value data|mcts] [--baseline expert|weak]
     w2stree export {trajectories,pairs,best-paths,tree} OUT [--format jsonl|eto|trl|json] ...
     w2stree stats
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +24,8 @@ import networkx as nx
 from tqdm import tqdm
 
 from core.errors import UserError
+from core.mcts import RULES
+from core.pairs import ETO_MODES
 from core.store import Store
 from core.trajectory import Pair, Trajectory
 
@@ -74,17 +76,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     _filters(p)
     p.add_argument("--iterations", type=int, default=1000, help="iterations per tree (default 1000)")
     p.add_argument("--c", type=float, default=1.41, help="exploration constant (default 1.41)")
-    p.add_argument("--rule", choices=("uct", "reference", "puct", "mean"), default="uct",
-                   help="uct (default, DESIGN.md), reference (the released code's statistics: search "
-                        "seeded with the data), puct, or mean (data means, no search)")
+    p.add_argument("--rule", default="uct", metavar="{" + ",".join(RULES) + "}",
+                   help="uct (default: the released mcts_demo.py exactly), early-release (an earlier "
+                        "version of the released MCTS file: search seeded with the data, root backed "
+                        "up), puct, or mean (data means, no search)")
     p.set_defaults(func=cmd_mcts)
 
     p = sub.add_parser("pairs", help="cut TreeDPO preference pairs at branching nodes",
                        description="Extract preference pairs from stored trees, replacing earlier pairs "
                                    "of the same granularity for those tasks. `trajectory` gives the "
-                                   "ETO-style baseline (whole success vs whole failure of a task).")
+                                   "ETO-style baseline over the trees' trajectories (see --baseline).")
     _filters(p)
     p.add_argument("--granularity", choices=("step", "continuation", "trajectory"), default="step")
+    p.add_argument("--baseline", choices=ETO_MODES, default="expert",
+                   help="trajectory only: expert (default, as the release: the task's expert trajectory "
+                        "vs each explored one of lower reward, cut at the expert's length + 5 turns) or "
+                        "weak (a successful vs a failed explored trajectory)")
     p.add_argument("--min-margin", type=float, default=None,
                    help="least value difference of a pair (default: one side succeeds, the other not)")
     p.add_argument("--value", choices=("data", "mcts"), default="data",
@@ -193,8 +200,9 @@ def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[nx.DiGraph]]
 
 
 def cmd_mcts(args: argparse.Namespace) -> int:
-    from core.mcts import run_mcts
+    from core.mcts import check_rule, run_mcts
 
+    check_rule(args.rule)
     if args.iterations < 1:
         raise UserError(f"--iterations must be at least 1, got {args.iterations}")
     store = Store()
@@ -213,13 +221,21 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
     store = Store()
     ids = _trees(store, args)
+    experts = None
+    if args.granularity == "trajectory" and args.baseline == "expert":
+        experts = [t for t in store.trajectories(env=args.env, task_id=args.task, model="expert")
+                   if t.source != "eval"]
+        if not experts:
+            raise UserError(f"no expert trajectories{_scope(args)} for the expert baseline; collect them "
+                            "(`w2stree collect --policy expert`) or import them, or pass --baseline weak")
     total = 0
     for graphs in _load(store, ids, f"pairs ({args.granularity})"):
         pairs: list[Pair] = []
         if args.granularity == "trajectory":
-            # the ETO baseline uses exactly the trajectories of the trees (same data, no tree)
+            # the explored side is exactly the trees' trajectories (same data, no tree)
             ids_of = [t for g in graphs for t in g.nodes[0].get("traj_ids") or []]
-            pairs = eto_pairs(store.trajectories(traj_ids=ids_of))
+            explored = [t for t in store.trajectories(traj_ids=ids_of) if t.model != "expert"]
+            pairs = eto_pairs(explored, experts, mode=args.baseline)
             if args.min_margin is not None:
                 pairs = [p for p in pairs if p.margin >= args.min_margin]
         else:
@@ -228,7 +244,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
                                     min_margin=args.min_margin)
         replace = [(g.graph["env"], g.graph["task_id"], args.granularity) for g in graphs]
         total += store.save_pairs(pairs, replace_tasks=replace)
-    detail = "" if args.granularity == "trajectory" else f" (value={args.value})"
+    detail = f" (baseline={args.baseline})" if args.granularity == "trajectory" else f" (value={args.value})"
     print(f"stored {total} {args.granularity} pairs from {len(ids)} trees{detail}")
     return 0
 
@@ -283,11 +299,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         n = len(rows)
     else:
         graphs = [g for chunk in _load(store, _trees(store, args), "export") for g in chunk]
-        build: Callable[[list[nx.DiGraph]], list[dict[str, Any]]] = {
-            ("best-paths", "eto"): export.best_paths_eto, ("best-paths", "trl"): export.best_paths_trl,
-            ("tree", "json"): lambda gs: [export.tree_json(g) for g in gs],
-        }[(what, fmt)]
-        rows = build(graphs)
+        if what == "tree":
+            rows = [export.tree_json(g) for g in graphs]
+        else:
+            ids = [export.best_path_trajectory(g) for g in graphs]
+            by_id = {t.traj_id: t for t in store.trajectories(traj_ids=ids)}
+            rows = (export.best_paths_eto if fmt == "eto" else export.best_paths_trl)(graphs, by_id)
         n = len(rows)
         if what == "tree":
             with _open_out(args.out) as fh:

@@ -14,9 +14,16 @@ listing tasks or building a prompt never starts a JVM. `python -m core.envs.sciw
 ETO_DIR [--keep-descriptions]` regenerates them from the installed simulator and ETO's split files.
 
 Reward and score: ScienceWorld keeps a 0-100 progress score. After every step `info["score"]` is
-that score clipped to 0-100 and `reward = score / 100`, so the episode's reward is its final score
-/ 100. A wrong `focus on` makes ScienceWorld's score -100: the episode ends (`done`) with reward 0
-(`info["raw_score"]` keeps -100). `info["success"]` is ScienceWorld's own "task completed" flag.
+that score clipped to 0-100. A wrong `focus on` makes ScienceWorld's score -100: the episode ends
+(`done`; `info["raw_score"]` keeps -100). `info["success"]` is ScienceWorld's own "task completed"
+flag. The reward after a step (so the episode's reward) is chosen by `reward=`:
+
+* `final` (default): the current score / 100, so the episode's reward is its final score (0 after
+  a wrong `focus on`);
+* `best`: the best score reached so far in the episode / 100, as the paper's released code
+  computes it (a later wrong `focus on` or a lost sub-goal keeps the progress reached).
+
+From the CLI: `--env-arg reward=best`.
 
 The JVM: one per env instance, started on the first `reset`/`expert` with its heap capped by
 `JAVA_TOOL_OPTIONS=-Xmx300m` (unless the user set that variable), reused across resets, and shut
@@ -61,6 +68,7 @@ TASKS_FILE = DATA_DIR / "sciworld_tasks.json"
 DEFAULT_JAVA_OPTIONS = "-Xmx300m"
 #: step limit of tasks that ETO's split does not cover (ScienceWorld's own default limit)
 DEFAULT_MAX_STEPS = 100
+REWARD_MODES = ("final", "best")
 #: the task of the one-shot example (a train variation, outside every evaluation split)
 ONE_SHOT_TASK = "lifespan-longest-lived_1"
 
@@ -262,10 +270,14 @@ class SciWorldEnv(Env):
     name = "sciworld"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, fast_step: bool = True, simplifications: str = "") -> None:
+    def __init__(self, fast_step: bool = True, simplifications: str = "", reward: str = "final") -> None:
         """`fast_step`: skip ScienceWorld's per-step extras (look, inventory, valid actions).
         `simplifications`: ScienceWorld's comma-separated simplification string ("" = none, as
-        the paper)."""
+        the paper). `reward`: `final` (current score) or `best` (best score so far, as the
+        release); see the module docstring."""
+        if reward not in REWARD_MODES:
+            raise UserError(f"sciworld: reward={reward!r} is unknown; use final or best")
+        self.reward_mode = reward
         self.fast_step = fast_step
         self.simplifications = simplifications
         self._sw: Any = None
@@ -274,6 +286,7 @@ class SciWorldEnv(Env):
         self._history: list[str] = []
         self._done = False
         self._last: dict[str, Any] = {}
+        self._best = 0  # the best clipped score of the episode so far
         self._gold: dict[str, list[str]] = {}
 
     # -- process
@@ -330,6 +343,7 @@ class SciWorldEnv(Env):
         obs = self._load(name, var)
         self._task, self._history, self._done = (name, var), [], False
         self._last = {"score": 0, "raw_score": 0, "success": False}
+        self._best = 0
         return obs, str(self._sw.server.getTaskDescription())
 
     def step(self, action: str) -> StepResult:
@@ -355,14 +369,18 @@ class SciWorldEnv(Env):
         info: dict[str, Any] = {"score": score, "raw_score": raw, "success": completed and raw >= 100,
                                 "invalid": obs.startswith(NO_MATCH)}
         self._last = {k: info[k] for k in ("score", "raw_score", "success")}
+        self._best = max(self._best, score)
         if not self.fast_step:
             info.update(moves=int(server.getNumMoves()), look=str(server.freeActionLook()),
                         inv=str(server.freeActionInventory()),
                         valid=list(server.getValidActionObjectCombinations()))
-        return StepResult(obs, score / 100, self._done, info)
+        return StepResult(obs, self._reward(), self._done, info)
+
+    def _reward(self) -> float:
+        return (self._best if self.reward_mode == "best" else self._last["score"]) / 100
 
     def _noop(self, observation: str, done: bool = False) -> StepResult:
-        return StepResult(observation, self._last["score"] / 100, done, {**self._last, "invalid": True})
+        return StepResult(observation, self._reward(), done, {**self._last, "invalid": True})
 
     def valid_actions(self) -> list[str] | None:
         """ScienceWorld's valid action-object combinations now (a few hundred). Only with

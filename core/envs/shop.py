@@ -17,7 +17,8 @@ prompts short for small models. Clicking an option answers `You have clicked <va
 WebShop's text env does.
 
 `buy now` ends the episode with WebShop's reward (core.envs.shop_catalog.reward); success is
-reward 1. When the step limit is hit first, the episode ends with reward 0. Search is BM25
+reward 1. When the step limit (10 by default, as the paper's release runs WebShop) is hit first,
+the episode ends with reward 0. Search is BM25
 (`rank_bm25.BM25Okapi`) over title, breadcrumb, attributes and option values; the index and
 catalogue are built once per (seed, size) and shared by all env instances in the process.
 """
@@ -161,7 +162,7 @@ class ShopEnv(Env):
     )
 
     def __init__(self, seed: int = 0, n_products: int = 1000, n_categories: int = 12,
-                 n_train: int = 5000, n_test: int = 200, max_steps: int = 15) -> None:
+                 n_train: int = 5000, n_test: int = 200, max_steps: int = 10) -> None:
         if not 10 <= n_categories <= MAX_CATEGORIES:
             raise UserError(f"shop: n_categories must be between 10 and {MAX_CATEGORIES}, got {n_categories}")
         if n_products < n_categories or n_train < 1 or n_test < 1 or max_steps < 1:

@@ -21,7 +21,7 @@ from core.envs.base import Env, StepResult, UnknownEnvError, register_env
 from core.errors import UserError
 from core.trajectory import Task
 
-MAX_STEPS = 15
+MAX_STEPS = 10  # as the paper's release runs WebShop
 SPLIT_RANGES = {"test": (0, 500), "dev": (500, 1500), "train": (1500, None)}
 _ACTION_RE = re.compile(r"^(search|click)\[(.*)\]$", re.IGNORECASE | re.DOTALL)
 

@@ -4,7 +4,7 @@
   `{"from": "human"|"gpt", "value"}` turns) or TRL conversational DPO rows (JSONL of
   `{"prompt", "chosen", "rejected"}` message lists). Both prompts start with the environment's
   prefix (role prompt, "OK", one-shot example) from `core.agents.prompt.env_prefix`.
-* MCTS best paths → ETO-style `[{id, prompt, conversations}]` (`prompt` = prefix + task message,
+* MCTS best paths (each ONE real trajectory, `best_path_trajectory`) → ETO-style `[{id, prompt, conversations}]` (`prompt` = prefix + task message,
   `conversations` = the whole conversation, so the file is also a valid ETO SFT file) or TRL
   `{"messages": [...]}` rows.
 * Trees → `{"env", "task_id", "nodes": [...], "best_path": [...]}`.
@@ -13,14 +13,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import networkx as nx
 
-from core.agents.prompt import Message, env_prefix, format_assistant, format_observation, task_message
+from core.agents.prompt import Message, env_prefix, step_messages, task_message
 from core.errors import UserError
-from core.trajectory import Pair
+from core.trajectory import Pair, Trajectory
+from core.tree import pick_trajectory, trajectory_ends
 
 TREE_NODE_FIELDS = ("depth", "action", "visits", "value_sum", "successes", "failures",
                     "mcts_visits", "mcts_value_sum")
@@ -32,42 +33,29 @@ def to_eto_turns(messages: Iterable[Message]) -> list[dict[str, str]]:
     return [{"from": _FROM[m["role"]], "value": m["content"]} for m in messages]
 
 
-def _tree_path_trajectory(g: nx.DiGraph, path: list[int]) -> str | None:
-    """A trajectory that goes through the whole path (its deepest node's first), if recorded."""
-    ids = g.nodes[path[-1]].get("traj_ids") or []
-    return ids[0] if ids else None
-
-
-def _pick(attrs: dict[str, Any], key: str, traj: str | None) -> str:
-    """The node's thought/observation seen by `traj` (lists align with traj_ids when equally
-    long), else the first one recorded."""
-    values = list(attrs.get(key) or [])
-    ids = list(attrs.get("traj_ids") or [])
-    if traj is not None and len(values) == len(ids) and traj in ids:
-        return values[ids.index(traj)]
-    return values[0] if values else ""
-
-
-def best_path_messages(g: nx.DiGraph, final_observation: bool = False) -> list[Message]:
-    """The MCTS best path of a tree as chat messages, WITHOUT the env prefix: the task message,
-    then one assistant `Thought/Action` turn per node and the observation that followed it (the
-    last observation only with `final_observation`, so SFT rows end on an assistant turn).
-    Thoughts and observations come from one trajectory through the whole path where recorded."""
+def best_path_trajectory(g: nx.DiGraph) -> str:
+    """The id of the real trajectory that stands for a tree's MCTS best path: of the trajectories
+    that follow the whole path (through its last node), the one with the highest final reward,
+    ties to the earliest inserted."""
     path = [int(n) for n in g.graph.get("best_path") or []]
-    if path and path[0] == 0:
-        path = path[1:]
-    if not path:
+    if len(path) < 2:
         raise UserError(f"tree {g.graph.get('tree_id', '?')!r} has no best path; run `w2stree mcts` first")
-    traj = _tree_path_trajectory(g, path)
-    msgs: list[Message] = [{"role": "user", "content": task_message(
-        g.graph.get("instruction", ""), g.graph.get("initial_observation", ""))}]
-    for i, n in enumerate(path):
-        attrs = g.nodes[n]
-        msgs.append({"role": "assistant", "content": format_assistant(_pick(attrs, "thoughts", traj),
-                                                                       attrs.get("action", ""))})
-        if final_observation or i < len(path) - 1:
-            msgs.append({"role": "user", "content": format_observation(_pick(attrs, "observations", traj))})
-    return msgs
+    return pick_trajectory(g, path[-1], trajectory_ends(g))
+
+
+def best_path_messages(g: nx.DiGraph, trajectories: Mapping[str, Trajectory],
+                       final_observation: bool = False) -> list[Message]:
+    """The MCTS best path of a tree as chat messages, WITHOUT the env prefix: ONE real trajectory
+    (`best_path_trajectory`, looked up in `trajectories` by id) as the task message, then its
+    assistant `Thought/Action` turns and the observations that followed them (the last one only
+    with `final_observation`, so SFT rows end on an assistant turn)."""
+    traj_id = best_path_trajectory(g)
+    t = trajectories.get(traj_id)
+    if t is None:
+        raise UserError(f"trajectory {traj_id} of tree {g.graph.get('tree_id', '?')!r} is not stored; "
+                        "rebuild the tree (`w2stree tree`) and run `w2stree mcts` again")
+    task = task_message(t.instruction, str((t.meta or {}).get("initial_observation", "")))
+    return [{"role": "user", "content": task}, *step_messages(t.steps, final_observation=final_observation)]
 
 
 def _prefixes() -> Callable[[str], list[Message]]:
@@ -95,21 +83,22 @@ def pairs_trl(pairs: Iterable[Pair]) -> list[dict[str, Any]]:
             for p in pairs]
 
 
-def best_paths_eto(trees: Iterable[nx.DiGraph]) -> list[dict[str, Any]]:
-    """Best paths as ETO SFT-style records `{id, prompt, conversations}`."""
+def best_paths_eto(trees: Iterable[nx.DiGraph], trajectories: Mapping[str, Trajectory]) -> list[dict[str, Any]]:
+    """Best paths as ETO SFT-style records `{id, prompt, conversations}` (`trajectories`: by id,
+    holding every tree's `best_path_trajectory`)."""
     prefix = _prefixes()
     out = []
     for g in trees:
         head = prefix(g.graph["env"])
-        turns = to_eto_turns(head + best_path_messages(g, final_observation=True))
+        turns = to_eto_turns(head + best_path_messages(g, trajectories, final_observation=True))
         out.append({"id": g.graph["tree_id"], "prompt": turns[:len(head) + 1], "conversations": turns})
     return out
 
 
-def best_paths_trl(trees: Iterable[nx.DiGraph]) -> list[dict[str, Any]]:
+def best_paths_trl(trees: Iterable[nx.DiGraph], trajectories: Mapping[str, Trajectory]) -> list[dict[str, Any]]:
     """Best paths as TRL conversational SFT rows `{"messages": [...]}` (prefix included)."""
     prefix = _prefixes()
-    return [{"messages": prefix(g.graph["env"]) + best_path_messages(g)} for g in trees]
+    return [{"messages": prefix(g.graph["env"]) + best_path_messages(g, trajectories)} for g in trees]
 
 
 def tree_json(g: nx.DiGraph) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Data SPEC grammar (what `--data` takes)::
 
     expert:ENV                 expert demonstrations of ENV (trajectories with model "expert")
     successes:ENV:MODEL        successful exploration trajectories of MODEL (W2S-SFT)
-    best-paths:ENV             the MCTS best path of every stored tree of ENV (the `mcts` method)
+    best-paths:ENV             the MCTS best path (one real trajectory) of every stored tree of
+                               ENV that holds a success (the `mcts` method)
     pairs:ENV:GRANULARITY      stored preference pairs: step, continuation or trajectory
     PATH.jsonl | PATH.json     a file of rows in TRL's conversational formats:
                                {"messages"} or {"prompt", "completion"} for SFT,
@@ -24,14 +25,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from core.agents.prompt import Message, env_prefix, step_messages, task_message
 from core.errors import UserError
 from core.store import Store
+from core.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 log = logging.getLogger(__name__)
 
@@ -147,18 +153,39 @@ def _pair_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
     return [r for r in rows if r["chosen"] and r["rejected"]]
 
 
-def _best_path_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
+def best_path_rows(graphs: Iterable[nx.DiGraph], trajectories: Iterable[Trajectory] | Mapping[str, Trajectory]
+                   ) -> tuple[list[dict[str, Any]], int]:
+    """SFT rows of the `mcts` method: per tree, ONE real trajectory along its MCTS best path
+    (`core.formats.export.best_path_trajectory`), looked up in `trajectories` (a mapping by id, or
+    any iterable holding them). Trees without a best path are left out; trees that hold no
+    success are skipped (a best path of failures teaches failing). Returns the rows and the
+    number of trees skipped for holding no success."""
     from core.formats.export import best_path_messages
+
+    by_id = trajectories if isinstance(trajectories, Mapping) else {t.traj_id: t for t in trajectories}
+    rows, skipped = [], 0
+    for g in graphs:
+        if len(g.graph.get("best_path") or []) < 2:
+            continue
+        if not g.nodes[0]["successes"]:
+            skipped += 1
+            continue
+        msgs = best_path_messages(g, by_id)
+        rows.append(sft_row(g.graph["env"], msgs[0]["content"], msgs[1:]))
+    return rows, skipped
+
+
+def _best_path_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
+    from core.formats.export import best_path_trajectory
 
     trees = store.trees(env=spec.env)
     keep = _task_filter(spec, store, set(trees["task_id"]))
-    rows = []
-    for tree_id, task_id, best in zip(trees["tree_id"], trees["task_id"], trees["best_path"], strict=True):
-        if task_id not in keep or best is None or len(best) == 0:
-            continue
-        msgs = best_path_messages(store.load_tree(tree_id))
-        if len(msgs) > 1:
-            rows.append(sft_row(spec.env, msgs[0]["content"], msgs[1:]))
+    ids = [t for t, task, best in zip(trees["tree_id"], trees["task_id"], trees["best_path"], strict=True)
+           if task in keep and best is not None and len(best) > 1]
+    graphs = store.load_trees(tree_ids=ids)
+    rows, skipped = best_path_rows(graphs, store.trajectories(traj_ids=[best_path_trajectory(g) for g in graphs]))
+    if skipped:
+        log.warning("best paths of %s: skipped %d of %d trees that hold no success", spec.env, skipped, len(graphs))
     return rows
 
 
