@@ -149,6 +149,25 @@ def test_several_trees_export_as_a_list(store: Store, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["nodes"][1]["action"] == "b"
 
 
+def test_eto_baseline_from_the_cli_and_the_renamed_rule(store: Store, data_file: Path, tmp_path, capsys):
+    assert main(["import", "jsonl", str(data_file)]) == 0
+    assert main(["tree"]) == 0
+    capsys.readouterr()
+    assert main(["pairs", "--granularity", "trajectory"]) == 2
+    assert "no expert trajectories for the expert baseline" in capsys.readouterr().err
+    expert = json.loads(_line(["a", "b"], 1.0, "r9")) | {"model": "expert"}
+    (tmp_path / "expert.jsonl").write_text(json.dumps(expert) + "\n")
+    assert main(["import", "jsonl", str(tmp_path / "expert.jsonl")]) == 0
+    assert main(["tree"]) == 0
+    assert main(["pairs", "--granularity", "trajectory"]) == 0
+    assert "stored 2 trajectory pairs from 1 trees (baseline=expert)" in capsys.readouterr().out
+    # the expert (1.0) against the explored ones of lower reward: 0.0 and 0.5 (the 1.0 tie dropped)
+    assert sorted((p.chosen_value, p.rejected_value) for p in store.pairs()) == [(1.0, 0.0), (1.0, 0.5)]
+    assert main(["mcts", "--rule", "reference"]) == 2
+    assert "MCTS rule 'reference' is now called 'early-release'" in capsys.readouterr().err
+    assert main(["mcts", "--rule", "early-release", "--iterations", "3"]) == 0
+
+
 def test_eto_fixture_pipeline(store: Store, shared: Path, tmp_path, capsys):
     """The real ScienceWorld fixture runs: import → trees that branch → pairs that prefer the
     successful branch → best paths that replay a successful run (re-imported as ETO SFT)."""

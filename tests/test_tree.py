@@ -12,7 +12,16 @@ import pytest
 from core.errors import UserError
 from core.store import NODE_FIELDS
 from core.trajectory import Step, Trajectory
-from core.tree import build_tree, build_trees, children, node_value, normalize_action, path_to
+from core.tree import (
+    build_tree,
+    build_trees,
+    children,
+    node_value,
+    normalize_action,
+    path_to,
+    pick_trajectory,
+    trajectory_ends,
+)
 
 
 def traj(steps: list[tuple[str, str, str]] | list[str], reward: float, task: str = "t",
@@ -85,6 +94,20 @@ def test_trajectory_without_steps_ends_at_root():
     g = build_tree([traj([], 0.5), traj(["a"], 1.0)])
     assert g.nodes[0]["terminal_rewards"] == [0.5] and g.nodes[0]["visits"] == 2
     assert g.nodes[1]["terminal_rewards"] == [1.0]
+
+
+def test_trajectory_ends_and_picks(store, trajs):
+    trajs = [*trajs, traj([], 0.75, traj_id="E"), traj(["go north", "open door"], 0.0, traj_id="F")]
+    g = build_tree(trajs)
+    ends = {"A": (2, 1.0), "B": (3, 0.0), "C": (4, 0.5), "D": (1, 0.25), "E": (0, 0.75), "F": (2, 0.0)}
+    assert trajectory_ends(g) == ends and list(trajectory_ends(g)) == list("ABCDEF")  # insertion order
+    store.save_trees([g])
+    assert trajectory_ends(store.load_tree("e/t")) == ends  # traj_ids and terminal rewards are stored
+    assert pick_trajectory(g, 1, ends) == "A" and pick_trajectory(g, 1, ends, worst=True) == "B"
+    assert pick_trajectory(g, 0, ends) == "A" and pick_trajectory(g, 2, ends, worst=True) == "B"  # ties: earliest
+    g.nodes[4]["traj_ids"] = []
+    with pytest.raises(UserError, match="records no trajectories at node 4; rebuild it"):
+        pick_trajectory(g, 4, ends)
 
 
 def test_bad_input():
