@@ -29,6 +29,7 @@ from typing import Any
 
 from core.agents.prompt import parse_reply
 from core.formats import FormatError
+from core.formats.reading import MAX_DEPTH, check_value, parse_json, read_text, suspect
 from core.trajectory import Step, Trajectory
 
 HUMAN = {"human", "user"}
@@ -44,15 +45,18 @@ def _is_observation(text: str) -> bool:
 
 
 def load_json(path: Path) -> Any:
-    """Parse a JSON file, turning a decode error into a FormatError naming the position."""
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        hint = "; one JSON value per line is JSONL: use `w2stree import jsonl`" if exc.msg == "Extra data" else ""
-        raise FormatError(str(path), f"line {exc.lineno}", "", f"not valid JSON ({exc.msg}){hint}") from None
-    except UnicodeDecodeError:
-        raise FormatError(str(path), "file", "", "not UTF-8 text") from None
+    """Parse a JSON file (core.formats.reading rules); FormatError naming the position."""
+    file = str(path)
+    text = read_text(path)
+    data = parse_json(text, file, extra_data_hint="; one JSON value per line is JSONL: use "
+                                                 "`w2stree import jsonl`")
+    if suspect(text):
+        if isinstance(data, list):
+            for n, rec in enumerate(data):
+                check_value(rec, file, f"record {n}")
+        else:
+            check_value(data, file, "file")
+    return data
 
 
 def _turns(conv: Any, file: str, record: str) -> list[tuple[str, str]]:
@@ -114,7 +118,7 @@ def parse_conversation(conv: Any, file: str, record: str) -> tuple[str, str, lis
         steps.append(Step(action=action, observation=obs, thought=thought))
         i += 2
     if not steps:
-        raise FormatError(file, record, "conversations", "no gpt turn after the task message")
+        raise FormatError(file, record, "conversations", "no steps: no gpt turn after the task message")
     return instruction, initial_obs, steps
 
 
@@ -165,11 +169,11 @@ def read_eto_sft(path: str | Path, env: str) -> list[Trajectory]:
 def explore_files(root: str | Path) -> list[Path]:
     """The trajectory files of an explored-trajectory folder (or the file itself), sorted."""
     root = Path(root)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
+    if root.is_dir():  # every entry but folders: a FIFO or a link loop is reported, not skipped
+        return sorted(p for p in root.rglob("*.json") if not p.is_dir())
+    if not root.exists() and not root.is_symlink():
         raise FileNotFoundError("no such file or folder")
-    return sorted(p for p in root.rglob("*.json") if p.is_file())
+    return [root]
 
 
 def read_eto_explore_file(path: str | Path, env: str) -> Trajectory:
@@ -184,6 +188,7 @@ def read_eto_explore_file(path: str | Path, env: str) -> Trajectory:
     meta = data.get("meta")
     if not isinstance(meta, dict):
         raise FormatError(file, record, "meta", "missing or not an object")
+    check_value(meta, file, record, "meta", depth_limit=MAX_DEPTH)
     reward = _reward(meta, "reward", file, record, "meta.reward", None)
     success = meta.get("success")
     if success is not None and not isinstance(success, bool):
