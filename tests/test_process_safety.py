@@ -99,6 +99,7 @@ def test_stop_ends_every_process_of_the_job(store: Store):
 
 
 # -- killed collect ---------------------------------------------------------------------------
+@pytest.mark.slow  # two CLI processes and a shop env: ~1-2 min on 2 busy cores
 def test_killed_collect_reads_interrupted_and_resumes(store: Store):
     env = {**os.environ, "PYTHONPATH": str(REPO), "W2STREE_DB": str(store.path)}
     proc = subprocess.Popen([sys.executable, "-m", "core", "collect", "--env", "shop", "--policy", "random",

@@ -14,10 +14,14 @@ turn (a one-shot example's turns come before it, and the example ends on its obs
 even a WebShop-style task message starting with "Observation:" is found). When there is no such
 turn (WebShop SFT files: no example), the first human turn after "OK" is the task message. ETO's "Task Description:" header line is dropped,
 so the instruction is the environment's own task text (as the sciworld env gives it and as the
-project's prompts use it); when the rest has the exact form `<instruction>\\nObservation: <obs>` it
-is split into the instruction and `meta["initial_observation"]`, as `prompt.task_message` joins
-them; otherwise it is kept verbatim. Per-step rewards are not in these files: the final reward
-is put on the last step.
+project's prompts use it); the rest is split into the instruction and
+`meta["initial_observation"]` as the project's envs split them (`split_task`): WebShop's
+`[Observation:] WebShop [SEP] Instruction: [SEP] <goal> [SEP] Search` gives the goal and that
+observation; ALFWorld's `[Here is your task. ]<room>\\nYour task is to: <goal>` gives the
+"Your task is to: <goal>" line and the room; `<instruction>\\nObservation: <obs>` (as
+`prompt.task_message` joins them) gives both parts; otherwise the text is kept verbatim. Task
+lists thus show the goal. Per-step rewards are not in these files: the final reward is put on
+the last step.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ _ACTION_LINE = re.compile(r"^\s*action\s*:", re.IGNORECASE | re.MULTILINE)
 _OBS_PREFIX = re.compile(r"^\s*observation\s*:\s?", re.IGNORECASE)
 _TASK_OBS_SEP = "\nObservation: "
 _TASK_PREFIX = re.compile(r"^Task Description:\s*\n")
+_WEBSHOP_TASK = re.compile(r"^(?:Observation:\s*)?(?P<obs>WebShop \[SEP\] Instruction: \[SEP\] "
+                           r"(?P<goal>.+?) \[SEP\] Search\b.*)$", re.DOTALL)
+_ALFWORLD_TASK = re.compile(r"^(?P<room>.*\S)\s*\n(?P<goal>Your task is to: [^\n]*\S)\s*$", re.DOTALL)
+_ALFWORLD_HEADER = re.compile(r"^Here is your task\.\s*")
 
 
 def _is_observation(text: str) -> bool:
@@ -85,6 +93,18 @@ def find_task_start(turns: list[tuple[str, str]]) -> int:
     return candidates[-1] if candidates else body
 
 
+def split_task(task: str) -> tuple[str, str]:
+    """(instruction, initial observation) of a task message (see the module docstring)."""
+    if m := _WEBSHOP_TASK.match(task):
+        return m["goal"].strip(), m["obs"].strip()
+    if m := _ALFWORLD_TASK.match(task):
+        return m["goal"], _ALFWORLD_HEADER.sub("", m["room"], count=1)
+    if task.count(_TASK_OBS_SEP) == 1:
+        instruction, initial_obs = task.split(_TASK_OBS_SEP)
+        return instruction, initial_obs
+    return task, ""
+
+
 def parse_conversation(conv: Any, file: str, record: str) -> tuple[str, str, list[Step]]:
     """(instruction, initial observation, steps) of an ETO conversation; raises FormatError."""
     turns = _turns(conv, file, record)
@@ -92,10 +112,7 @@ def parse_conversation(conv: Any, file: str, record: str) -> tuple[str, str, lis
     if start >= len(turns) or turns[start][0] != "human":
         raise FormatError(file, record, f"conversations[{min(start, len(turns) - 1)}]",
                           "no task message (a human turn after the role prompt and 'OK')")
-    task = _TASK_PREFIX.sub("", turns[start][1], count=1)
-    instruction, initial_obs = task, ""
-    if task.count(_TASK_OBS_SEP) == 1:
-        instruction, initial_obs = task.split(_TASK_OBS_SEP)
+    instruction, initial_obs = split_task(_TASK_PREFIX.sub("", turns[start][1], count=1))
     steps: list[Step] = []
     i = start + 1
     while i < len(turns):
