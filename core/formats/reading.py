@@ -25,8 +25,9 @@ MAX_DEPTH = 64  # nesting of free-form values (meta) kept as JSON in the store
 INT_BITS = 63  # the store's integers are signed 64-bit
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 # What can hide a value the store cannot hold in JSON text that parsed: a surrogate escape, a
-# long digit run (huge integer, or a float that overflows to inf), a big exponent, NaN/Infinity.
-_SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|\d{16}|[eE][+-]?\d{3}|NaN|Infinity")
+# long run of digits not after a decimal point (huge integer, or a float that overflows to inf;
+# the long fractions of ordinary floats do not count), a big exponent, NaN/Infinity.
+_SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|(?<![.\d])\d{16}|[eE][+-]?\d{3}|NaN|Infinity")
 
 
 def read_text(path: Path) -> str:
