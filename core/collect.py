@@ -12,7 +12,8 @@ Every episode is stored with all its steps (thought, action, observation, reward
 sampling settings, model name, run id and `meta["seq"]` (its place in the run: task order, then
 schedule order, whatever order episodes finish in; the store lists a run's trajectories by it, so
 trees insert them in the same order for the same seed), as it finishes (batched into one write at most every
-`flush_seconds`). A `runs` row tracks the invocation: running → finished / interrupted / failed.
+`flush_seconds`). A `runs` row tracks the invocation: running → finished / interrupted / failed;
+a run whose process was killed outright reads as interrupted (the store checks its process).
 An interrupted run keeps what it finished and resumes with `resume=True` (CLI `--resume RUN`),
 which skips the (task, sampling) pairs the run already stored.
 """
@@ -261,6 +262,8 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
     if resume:
         if not run_id or not _run_exists(store, run_id):
             raise UserError(f"no run {run_id!r} to resume; see `w2stree stats` or start a new run")
+        if store.run_owner_alive(run_id):
+            raise UserError(f"run {run_id!r} is still running in another process; stop it first")
         for meta in store.trajectory_index(run_id=run_id)[["task_id", "meta"]].itertuples(index=False):
             done_pairs.add((meta.task_id, json.loads(meta.meta or "{}").get("sampling", "")))
     elif run_id and _run_exists(store, run_id):
@@ -286,8 +289,7 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
                     "batch_size": batch_size, "seed": seed, "env_kwargs": env_kwargs, "source": source,
                     "n_tasks": len(task_ids)}
         if resume:
-            with store.transaction() as con:
-                con.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", [run_id])
+            store.claim_run(run_id)
         else:
             store.add_run(Run(run_id=run_id, kind=kind, env=env, policy=policy.name, model=model,
                               settings=settings))

@@ -8,12 +8,23 @@ so the dashboard, a CLI command and a collection run can share one file without 
 they write to their own job folder, which is ingested (see core.train.jobs).
 
 Bulk writes go through Arrow tables, never row-by-row inserts.
+
+Errors: a path that is not a store (a folder, a text or truncated file, a store of a newer
+schema) or a write that fails (full disk) raises StoreError, one line naming the file. A file the
+user may not write is opened read-only: every reader works, a write raises StoreError.
+
+Trees carry a version, bumped by every save. A tree loaded from the store remembers its version,
+and saving it back refuses (StaleTreeError) when another process saved that tree meanwhile, so
+a slow `mcts` never overwrites a tree that `tree` rebuilt while it ran.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,10 +37,11 @@ import networkx as nx
 import pandas as pd
 import pyarrow as pa
 
+from core.errors import UserError
 from core.paths import default_db
 from core.trajectory import Pair, Run, Step, Task, Trajectory
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Forward migrations: MIGRATIONS[v] takes a store at version v to v + 1.
 MIGRATIONS: list[str] = [
@@ -81,9 +93,20 @@ MIGRATIONS: list[str] = [
     """,
     # v2: trees keep the first observation of their task (the task message needs it)
     "ALTER TABLE trees ADD COLUMN initial_observation VARCHAR DEFAULT '';",
-    # v3: a result row names its evaluation run (per-task rewards for paired comparisons)
+    # v3: trees get a version (stale saves refuse); runs the process that runs them (a killed
+    # collect reads as interrupted)
+    """
+    ALTER TABLE trees ADD COLUMN version BIGINT DEFAULT 1;
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN host VARCHAR;
+    """,
+    # v4: a result row names its evaluation run (per-task rewards for paired comparisons)
     "ALTER TABLE results ADD COLUMN run_id VARCHAR;",
 ]
+
+RUN_COLUMNS = ("run_id, kind, env, policy, model, settings, status, created_at, finished_at, "
+               "pid, host")
+
 
 # Trajectories are listed in collection order: a collected run's trajectories (they carry
 # `meta.seq`, their place in the run, written by core.collect) at their run's start time, by seq
@@ -101,8 +124,27 @@ NODE_FIELDS = (
 )
 
 
-class StoreBusyError(RuntimeError):
+class StoreError(UserError):
+    """The store cannot be opened or written: one line naming the file and the cause."""
+
+
+class StoreBusyError(StoreError):
     """Another process held the store for longer than the timeout."""
+
+
+class StaleTreeError(StoreError):
+    """A tree was saved by another process after this one loaded it."""
+
+    def __init__(self, tree_ids: list[str]) -> None:
+        self.tree_ids = tree_ids
+        shown = ", ".join(tree_ids[:3]) + (", ..." if len(tree_ids) > 3 else "")
+        super().__init__(f"{len(tree_ids)} tree(s) ({shown}) were rebuilt by another process while "
+                         "this one worked on them; nothing of them was saved; run the command again")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _now() -> datetime:
@@ -122,7 +164,14 @@ class Store:
     def __init__(self, path: str | Path | None = None, timeout: float = 120.0) -> None:
         self.path = Path(path) if path else default_db()
         self.timeout = timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise StoreError(f"store {self.path} is a folder; pass --db a store file (or a new file name)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of store {self.path}: {exc.strerror}") from None
+        # A file we may not write is opened read-only: readers work, writes say why they cannot.
+        self.read_only = self.path.exists() and not os.access(self.path, os.W_OK)
         self._migrate()
 
     # -- connections -------------------------------------------------------------------------
@@ -134,16 +183,17 @@ class Store:
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path))
+                con = duckdb.connect(str(self.path), read_only=self.read_only)
                 break
             except duckdb.Error as exc:
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
-                    if _is_lock_error(exc):
-                        raise StoreBusyError(
-                            f"store {self.path} stayed locked by another process for "
-                            f"{self.timeout:.0f}s; stop that process or pass another --db"
-                        ) from exc
-                    raise
+                if not _is_lock_error(exc):
+                    raise StoreError(f"cannot open store {self.path}: {_first_line(exc)}; pass --db a "
+                                     "w2stree store (or a new file name)") from None
+                if time.monotonic() > deadline:
+                    raise StoreBusyError(
+                        f"store {self.path} stayed locked by another process for "
+                        f"{self.timeout:.0f}s; stop that process or pass another --db"
+                    ) from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.6, 0.5)
         try:
@@ -153,7 +203,13 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection inside BEGIN/COMMIT that bumps the change counter; rolls back on error."""
+        """A connection inside BEGIN/COMMIT that bumps the change counter; rolls back on error.
+
+        A failed write of the file itself (full disk, I/O error) raises StoreError; a rollback
+        that fails in turn is ignored so that the error reported is the real cause."""
+        if self.read_only:
+            raise StoreError(f"store {self.path} is read-only (the file is not writable): it can be "
+                             "read but not changed; make it writable or pass another --db")
         with self.connect() as con:
             con.begin()
             try:
@@ -163,28 +219,49 @@ class Store:
                     "WHERE key = 'changes'"
                 )
                 con.commit()
-            except BaseException:
-                con.rollback()
+            except BaseException as exc:
+                with contextlib.suppress(duckdb.Error):
+                    con.rollback()
+                if isinstance(exc, duckdb.IOException):
+                    raise StoreError(f"writing store {self.path} failed, nothing of this write was "
+                                     f"kept: {_first_line(exc)}") from exc
                 raise
 
     def _migrate(self) -> None:
         with self.connect() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"store {self.path} has schema {version}, newer than this w2stree "
-                    f"({SCHEMA_VERSION}); upgrade w2stree"
-                )
-            for v in range(version, SCHEMA_VERSION):
-                con.begin()
-                con.execute(MIGRATIONS[v])
-                con.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(v + 1)]
-                )
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('changes', '0')")
-                con.commit()
+            try:
+                version = self._version(con)
+                if version > SCHEMA_VERSION:
+                    raise StoreError(f"store {self.path} has schema {version}, newer than this w2stree "
+                                     f"({SCHEMA_VERSION}); upgrade w2stree or pass another --db")
+                if version < SCHEMA_VERSION and self.read_only:
+                    raise StoreError(f"store {self.path} has schema {version} and must be upgraded to "
+                                     f"{SCHEMA_VERSION}, but the file is not writable; make it writable")
+                for v in range(version, SCHEMA_VERSION):
+                    con.begin()
+                    con.execute(MIGRATIONS[v])
+                    con.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(v + 1)]
+                    )
+                    con.execute("INSERT OR IGNORE INTO meta VALUES ('changes', '0')")
+                    con.commit()
+            except (duckdb.Error, ValueError) as exc:
+                raise StoreError(f"store {self.path} is not a usable w2stree store: {_first_line(exc)}; "
+                                 "pass --db a w2stree store (or a new file name)") from None
+        if not self.read_only:
+            self.mark_dead_runs()
+
+    def _version(self, con: duckdb.DuckDBPyConnection) -> int:
+        """The schema version of the open store (0: a new, empty file)."""
+        has_meta = con.execute("SELECT count(*) FROM information_schema.tables "
+                               "WHERE table_name = 'meta'").fetchone()[0]
+        if not has_meta:
+            if self.read_only:
+                raise StoreError(f"store {self.path} is empty and the file is not writable; "
+                                 "make it writable or pass another --db")
+            con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
 
     # -- generic -----------------------------------------------------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
@@ -215,12 +292,35 @@ class Store:
         return self.query(f"SELECT * FROM tasks {where} ORDER BY env, task_id", params)
 
     def add_run(self, run: Run, status: str = "running") -> None:
+        """Record a run, owned by this process (see `mark_dead_runs`)."""
         with self.transaction() as con:
             con.execute(
-                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
                 [run.run_id, run.kind, run.env, run.policy, run.model,
-                 json.dumps(run.settings), status, _now()],
+                 json.dumps(run.settings), status, _now(), os.getpid(), socket.gethostname()],
             )
+
+    def claim_run(self, run_id: str) -> None:
+        """Mark a stored run running again, owned by this process (a resumed collect)."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET status = 'running', finished_at = NULL, pid = ?, host = ? "
+                        "WHERE run_id = ?", [os.getpid(), socket.gethostname(), run_id])
+
+    def run_owner_alive(self, run_id: str) -> bool:
+        """Whether run `run_id` says running and its process (on this machine) still runs."""
+        rows = self.query("SELECT pid, host FROM runs WHERE run_id = ? AND status = 'running'", [run_id])
+        return bool(len(rows)) and _owner_alive(rows.iloc[0]["pid"], rows.iloc[0]["host"])
+
+    def mark_dead_runs(self) -> int:
+        """Runs that say `running` but whose process on this machine is gone (killed, machine
+        restarted) become `interrupted` (resumable with `collect --resume RUN`); returns how many."""
+        running = self.query("SELECT run_id, pid, host FROM runs WHERE status = 'running'")
+        dead = [r.run_id for r in running.itertuples(index=False) if not _owner_alive(r.pid, r.host)]
+        if dead:
+            with self.transaction() as con:
+                con.execute("UPDATE runs SET status = 'interrupted', finished_at = ? "
+                            "WHERE status = 'running' AND run_id IN (SELECT unnest(?))", [_now(), dead])
+        return len(dead)
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
         with self.transaction() as con:
@@ -282,14 +382,16 @@ class Store:
         return len(trajs)
 
     def import_trajectories(self, trajs: Iterable[Trajectory], runs: Iterable[Run] = (),
-                            split: str = "train") -> int:
+                            split: str = "train", replace_prefixes: Iterable[str] = ()) -> int:
         """Store imported trajectories, their runs and tasks in ONE transaction (all or none).
 
-        Trajectories whose id is already stored are replaced (importers derive ids from the
-        content, so importing a file twice does not duplicate it); tasks not yet known are added
-        to `split`; runs are recorded as finished imports."""
+        Trajectories whose id is already stored, or starts with one of `replace_prefixes` (what
+        a file imported before), are replaced (importers derive ids from the file, so importing
+        a file twice does not duplicate it); tasks not yet known are added to `split`; runs are
+        recorded as finished imports."""
         trajs = list(trajs)
-        if not trajs:
+        prefixes = list(replace_prefixes)
+        if not trajs and not prefixes:
             return 0
         tasks = {(t.env, t.task_id): t.instruction for t in trajs}
         task_tab = pa.table({
@@ -297,13 +399,18 @@ class Store:
             "split": [split] * len(tasks), "instruction": list(tasks.values()),
         })
         with self.transaction() as con:
-            con.register("old_ids", pa.table({"traj_id": [t.traj_id for t in trajs]}))
-            con.execute("DELETE FROM steps WHERE traj_id IN (SELECT traj_id FROM old_ids)")
-            con.execute("DELETE FROM trajectories WHERE traj_id IN (SELECT traj_id FROM old_ids)")
+            con.register("old_ids", pa.table({"traj_id": pa.array([t.traj_id for t in trajs], pa.string())}))
+            con.register("old_prefixes", pa.table({"prefix": pa.array(prefixes, pa.string())}))
+            old = ("SELECT traj_id FROM old_ids UNION SELECT t.traj_id FROM trajectories t "
+                   "JOIN old_prefixes p ON starts_with(t.traj_id, p.prefix)")
+            con.execute(f"DELETE FROM steps WHERE traj_id IN ({old})")
+            con.execute(f"DELETE FROM trajectories WHERE traj_id IN ({old})")
             con.unregister("old_ids")
+            con.unregister("old_prefixes")
             for run in runs:
                 con.execute(
-                    "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, 'finished', ?, ?)",
+                    f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'finished', ?, ?, NULL, NULL)",
                     [run.run_id, run.kind, run.env, run.policy, run.model,
                      json.dumps(run.settings), _now(), _now()],
                 )
@@ -377,7 +484,9 @@ class Store:
 
     # -- trees -------------------------------------------------------------------------------
     def save_trees(self, graphs: Iterable[nx.DiGraph]) -> list[str]:
-        """Persist trees (replacing earlier trees of the same id) as node rows."""
+        """Persist trees (replacing earlier trees of the same id) as node rows; each gets the next
+        version. A tree that was loaded from the store (graph attribute `version`) is saved only if
+        the stored tree still has that version: otherwise StaleTreeError, and none is saved."""
         graphs = list(graphs)
         if not graphs:
             return []
@@ -429,16 +538,31 @@ class Store:
             "mcts_value_sum": pa.array([v or 0.0 for v in cols["mcts_value_sum"]], pa.float64()),
             "traj_ids": pa.array(cols["traj_ids"], pa.list_(pa.string())),
         })
-        ids = pa.table({"tree_id": [h[0] for h in heads]})
+        ids = pa.table({"tree_id": [h[0] for h in heads],
+                        "expected": pa.array([g.graph.get("version") for g in graphs], pa.int64())})
         with self.transaction() as con:
             con.register("ids", ids)
+            # Old versions: the stored ones (this process holds the file until COMMIT, so no other
+            # save can come between this check and the write).
+            stored = dict(con.execute("SELECT i.tree_id, t.version FROM ids i LEFT JOIN trees t "
+                                      "USING (tree_id)").fetchall())
+            stale = [g.graph["tree_id"] for g in graphs if g.graph.get("version") is not None
+                     and stored.get(g.graph["tree_id"]) != g.graph["version"]]
+            if stale:
+                raise StaleTreeError(stale)
+            versions = [(stored.get(h[0]) or 0) + 1 for h in heads]
+            con.register("new_versions", pa.table({"tree_id": [h[0] for h in heads],
+                                                   "version": pa.array(versions, pa.int64())}))
             con.register("new_trees", head_tab)
             con.register("new_nodes", node_tab)
             con.execute("DELETE FROM nodes WHERE tree_id IN (SELECT tree_id FROM ids)")
             con.execute("DELETE FROM trees WHERE tree_id IN (SELECT tree_id FROM ids)")
-            con.execute(f"INSERT INTO trees ({', '.join(head_cols)}) "
-                        f"SELECT {', '.join(head_cols)} FROM new_trees")
+            con.execute(f"INSERT INTO trees ({', '.join(head_cols)}, version) "
+                        f"SELECT {', '.join('n.' + c for c in head_cols)}, v.version "
+                        "FROM new_trees n JOIN new_versions v USING (tree_id)")
             con.execute("INSERT INTO nodes SELECT * FROM new_nodes")
+        for g, v in zip(graphs, versions, strict=True):
+            g.graph["version"] = v
         return [h[0] for h in heads]
 
     def trees(self, env: str | None = None, task_id: str | None = None) -> pd.DataFrame:
@@ -476,7 +600,7 @@ class Store:
                 merge=h["merge"], settings=json.loads(h["settings"] or "{}"),
                 n_trajectories=int(h["n_trajectories"]), mcts_iterations=int(h["mcts_iterations"] or 0),
                 mcts_c=float(h["mcts_c"] or 0.0), best_path=[int(x) for x in h["best_path"] or []],
-                initial_observation=h["initial_observation"] or "",
+                initial_observation=h["initial_observation"] or "", version=int(h["version"]),
             )
         cols = {k: nodes.column(k).to_pylist() for k in ("tree_id", "node_id", "parent_id", *NODE_FIELDS)}
         for k in NODE_LIST_FIELDS:
@@ -585,6 +709,24 @@ class Store:
     def results(self, experiment_id: str | None = None) -> pd.DataFrame:
         where, params = _where(experiment_id=experiment_id)
         return self.query(f"SELECT * FROM results {where} ORDER BY created_at", params)
+
+
+def _owner_alive(pid: Any, host: Any) -> bool:
+    """Whether the process `pid` of machine `host` runs. A run of another machine (or one
+    recorded before runs kept their process) cannot be checked here: it counts as alive."""
+    if pd.isna(pid) or not host or host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has ended: only its parent has not collected it yet
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def _where(**filters: Any) -> tuple[str, list[Any]]:

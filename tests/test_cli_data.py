@@ -120,7 +120,7 @@ def test_clear_errors_when_nothing_matches(store: Store, data_file: Path, tmp_pa
     assert "export tree has no --format trl; use one of json" in capsys.readouterr().err
     assert main(["import", "eto-sft", str(data_file), "--env", "sciworld"]) == 1
     err = capsys.readouterr().err
-    assert err.strip() == (f"w2stree: skipped {data_file}: line 2: not valid JSON (Extra data); one JSON "
+    assert err.strip() == (f"w2stree: skipped {data_file}: line 2: not valid JSON (Extra data at column 1); one JSON "
                            "value per line is JSONL: use `w2stree import jsonl`")
 
 

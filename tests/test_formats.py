@@ -365,3 +365,25 @@ def test_batched_import_keeps_files_whole_and_in_order(store: Store, tmp_path, m
     s = import_paths(store, "jsonl", [tmp_path], progress=False)  # a folder: its *.jsonl files, sorted
     assert (s.files, s.trajectories, s.skipped) == (3, 4, 1)
     assert [t.task_id for t in store.trajectories()] == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("task, instruction, initial", [
+    ("Observation:\nWebShop [SEP] Instruction: [SEP] i need red shoes, price lower than 40.00 dollars [SEP] Search",
+     "i need red shoes, price lower than 40.00 dollars",
+     "WebShop [SEP] Instruction: [SEP] i need red shoes, price lower than 40.00 dollars [SEP] Search"),
+    ("Here is your task. You are in the middle of a room. You see a desk 1.\nYour task is to: put a book on desk.",
+     "Your task is to: put a book on desk.", "You are in the middle of a room. You see a desk 1."),
+    ("Your task is to boil water.\nObservation: This room is called the kitchen.",
+     "Your task is to boil water.", "This room is called the kitchen."),
+    ("Task Description:\nYour task is to melt ice.", "Your task is to melt ice.", ""),
+])
+def test_eto_task_messages_keep_the_goal_as_instruction(store: Store, tmp_path, task, instruction, initial):
+    """WebShop's and ALFWorld's ETO task messages: the goal is the instruction (task lists show it),
+    the observation part goes to meta["initial_observation"], as the project's envs split them."""
+    conv = _conv(("human", "role"), ("gpt", "OK"), ("human", task), ("gpt", "Thought: t\nAction: a"))
+    path = tmp_path / "sft.json"
+    path.write_text(json.dumps([{"id": "w1", "conversations": conv}]))
+    import_paths(store, "eto-sft", [path], env="webshop", progress=False)
+    (t,) = store.trajectories()
+    assert (t.instruction, t.meta.get("initial_observation", "")) == (instruction, initial)
+    assert store.tasks()["instruction"].tolist() == [instruction]

@@ -43,15 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `w2stree` console script."""
     from core.envs.base import UnknownEnvError
     from core.errors import UserError
-    from core.store import StoreBusyError
 
     args = build_parser().parse_args(argv)
     if args.db:
         os.environ["W2STREE_DB"] = os.path.abspath(args.db)
     try:
         rc = args.func(args)
-    except (UserError, UnknownEnvError, StoreBusyError, FileNotFoundError) as exc:
+    except (UserError, UnknownEnvError, FileNotFoundError) as exc:
         print(f"w2stree: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `w2stree stats | head -1`: the reader has all it wanted
+        from core.cli.data import silence_stdout
+
+        silence_stdout()
+        print("w2stree: error: standard output was closed before the output was complete (broken pipe)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("w2stree: interrupted; what was finished is stored", file=sys.stderr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,10 +27,12 @@ from tqdm import tqdm
 from core.errors import UserError
 from core.mcts import RULES
 from core.pairs import ETO_MODES
-from core.store import Store
+from core.store import StaleTreeError, Store
 from core.trajectory import Pair, Trajectory
 
 CHUNK = 500  # trees built / scored / saved per store write
+STDOUT = "standard output"
+MCTS_ATTEMPTS = 3  # scoring passes over trees that another process keeps rebuilding
 
 EXPORT_FORMATS = {
     "trajectories": ("jsonl",),
@@ -100,13 +103,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="write trajectories, pairs, best paths or trees to a file",
                        formatter_class=fmt, description=(
-                           "Export stored data ('-' as OUT writes to stdout).\n"
+                           "Export stored data ('-' as OUT writes to stdout). OUT is written whole or\n"
+                           "not at all (a temporary file renamed at the end); an existing OUT needs --force.\n"
                            "  trajectories  jsonl (project format)\n"
                            "  pairs         trl (JSONL prompt/chosen/rejected messages) | eto (JSON list)\n"
                            "  best-paths    trl (JSONL {messages}) | eto (JSON [{id, prompt, conversations}])\n"
                            "  tree          json ({env, task_id, nodes, best_path}; a list for several trees)"))
     p.add_argument("what", choices=tuple(EXPORT_FORMATS))
     p.add_argument("out", metavar="OUT", help="output file, or - for stdout")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--format", dest="fmt", choices=("jsonl", "eto", "trl", "json"),
                    help="default: jsonl for trajectories, trl for pairs and best paths, json for trees")
     _filters(p)
@@ -200,19 +205,39 @@ def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[nx.DiGraph]]
 
 
 def cmd_mcts(args: argparse.Namespace) -> int:
-    from core.mcts import check_rule, run_mcts
+    from core.mcts import check_rule
 
     check_rule(args.rule)
     if args.iterations < 1:
         raise UserError(f"--iterations must be at least 1, got {args.iterations}")
     store = Store()
     ids = _trees(store, args)
-    for graphs in _load(store, ids, "mcts"):
-        for g in graphs:
-            run_mcts(g, iterations=args.iterations, c=args.c, rule=args.rule)
-        store.save_trees(graphs)
+    bar = tqdm(total=len(ids), desc="mcts", unit="tree", disable=None if len(ids) > 1 else True)
+    for chunk in _chunks(ids):
+        _mcts_chunk(store, chunk, args)
+        bar.update(len(chunk))
+    bar.close()
     print(f"ran MCTS on {len(ids)} trees: {args.iterations} iterations, c={args.c}, rule={args.rule}")
     return 0
+
+
+def _mcts_chunk(store: Store, ids: list[str], args: argparse.Namespace) -> None:
+    """Score and save trees `ids`. A tree rebuilt by another process while it was scored is never
+    overwritten: the chunk is loaded and scored again (StaleTreeError after MCTS_ATTEMPTS)."""
+    from core.mcts import run_mcts
+
+    for attempt in range(1, MCTS_ATTEMPTS + 1):
+        graphs = store.load_trees(tree_ids=ids)
+        for g in graphs:
+            run_mcts(g, iterations=args.iterations, c=args.c, rule=args.rule)
+        try:
+            store.save_trees(graphs)
+            return
+        except StaleTreeError as exc:
+            if attempt == MCTS_ATTEMPTS:
+                raise
+            print(f"w2stree: {len(exc.tree_ids)} tree(s) were rebuilt while MCTS ran; scoring them again",
+                  file=sys.stderr)
 
 
 # -- pairs ----------------------------------------------------------------------------------
@@ -251,25 +276,73 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 # -- export ---------------------------------------------------------------------------------
 @contextmanager
-def _open_out(out: str) -> Iterator[IO[str]]:
+def _open_out(out: str, store: Store, force: bool) -> Iterator[IO[str]]:
+    """The stream an export writes: stdout for '-', else a temporary file beside OUT that
+    replaces OUT only once everything is written. Refuses the store itself, a folder, and an
+    existing file without `force`; a failed write (full disk, closed pipe) is one UserError and
+    leaves OUT as it was."""
     if out == "-":
-        yield sys.stdout
+        with _writing(STDOUT):
+            yield sys.stdout
+            sys.stdout.flush()
         return
     path = Path(out)
-    if path.parent and not path.parent.exists():
+    _check_out(path, store, force)
+    if path.exists() and not path.is_file():  # a device or FIFO the user named: write to it as is
+        with _writing(out), path.open("w", encoding="utf-8") as fh:
+            yield fh
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with _writing(out):
+            with tmp.open("w", encoding="utf-8") as fh:
+                yield fh
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_out(path: Path, store: Store, force: bool) -> None:
+    store_files = {store.path.resolve(), store.path.resolve().with_name(store.path.name + ".wal")}
+    if path.resolve() in store_files or (path.exists() and store.path.exists()
+                                         and os.path.samefile(path, store.path)):
+        raise UserError(f"{path} is the store itself; exporting onto it would destroy it; name another file")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; name a file to write, e.g. {path / 'export.jsonl'}")
+    if path.is_file() and not force:
+        raise UserError(f"{path} exists; pass --force to replace it")
+    if not path.parent.is_dir():
         raise UserError(f"folder {path.parent} of the output file does not exist; create it first")
-    with path.open("w", encoding="utf-8") as fh:
-        yield fh
 
 
-def _write_rows(rows: list[dict[str, Any]], out: str, as_list: bool) -> None:
-    with _open_out(out) as fh:
-        if as_list:
-            json.dump(rows, fh, ensure_ascii=False, indent=1)
-            fh.write("\n")
-        else:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+@contextmanager
+def _writing(what: str) -> Iterator[None]:
+    """Turn an OSError while writing `what` (a file, or STDOUT) into one UserError line."""
+    try:
+        yield
+    except OSError as exc:
+        if what == STDOUT:
+            silence_stdout()
+        if isinstance(exc, BrokenPipeError):
+            raise UserError(f"{what} was closed before the export was complete (broken pipe)") from None
+        kept = "" if what == STDOUT else f"; {what} was left as it was"
+        raise UserError(f"writing {what} failed: {exc.strerror or exc}{kept}") from None
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after it failed, so that Python's flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _write_rows(rows: list[dict[str, Any]], fh: IO[str], as_list: bool) -> None:
+    if as_list:
+        json.dump(rows, fh, ensure_ascii=False, indent=1)
+        fh.write("\n")
+    else:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -287,16 +360,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         trajs = store.trajectories(env=args.env, task_id=args.task, source=args.source, model=args.model)
         if not trajs:
             raise UserError(f"no trajectories{_scope(args)} to export; run `w2stree import` first")
-        with _open_out(args.out) as fh:
+        with _open_out(args.out, store, args.force) as fh:
             n = write_jsonl(trajs, fh)
-    elif what == "pairs":
+        if args.out != "-":
+            print(f"wrote {n} {what} ({fmt}) to {args.out}")
+        return 0
+    if what == "pairs":
         pairs = store.pairs(env=args.env, task_id=args.task, granularity=args.granularity)
         if not pairs:
             raise UserError(f"no pairs{_scope(args)}{' of granularity ' + args.granularity if args.granularity else ''}"
                             "; run `w2stree pairs` first")
         rows = export.pairs_eto(pairs) if fmt == "eto" else export.pairs_trl(pairs)
-        _write_rows(rows, args.out, as_list=fmt == "eto")
-        n = len(rows)
     else:
         graphs = [g for chunk in _load(store, _trees(store, args), "export") for g in chunk]
         if what == "tree":
@@ -305,13 +379,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             ids = [export.best_path_trajectory(g) for g in graphs]
             by_id = {t.traj_id: t for t in store.trajectories(traj_ids=ids)}
             rows = (export.best_paths_eto if fmt == "eto" else export.best_paths_trl)(graphs, by_id)
-        n = len(rows)
+    n = len(rows)
+    with _open_out(args.out, store, args.force) as fh:
         if what == "tree":
-            with _open_out(args.out) as fh:
-                json.dump(rows[0] if n == 1 else rows, fh, ensure_ascii=False, indent=1)
-                fh.write("\n")
+            json.dump(rows[0] if n == 1 else rows, fh, ensure_ascii=False, indent=1)
+            fh.write("\n")
         else:
-            _write_rows(rows, args.out, as_list=fmt == "eto")
+            _write_rows(rows, fh, as_list=fmt == "eto")
     if args.out != "-":
         print(f"wrote {n} {what} ({fmt}) to {args.out}")
     return 0

@@ -14,10 +14,14 @@ turn (a one-shot example's turns come before it, and the example ends on its obs
 even a WebShop-style task message starting with "Observation:" is found). When there is no such
 turn (WebShop SFT files: no example), the first human turn after "OK" is the task message. ETO's "Task Description:" header line is dropped,
 so the instruction is the environment's own task text (as the sciworld env gives it and as the
-project's prompts use it); when the rest has the exact form `<instruction>\\nObservation: <obs>` it
-is split into the instruction and `meta["initial_observation"]`, as `prompt.task_message` joins
-them; otherwise it is kept verbatim. Per-step rewards are not in these files: the final reward
-is put on the last step.
+project's prompts use it); the rest is split into the instruction and
+`meta["initial_observation"]` as the project's envs split them (`split_task`): WebShop's
+`[Observation:] WebShop [SEP] Instruction: [SEP] <goal> [SEP] Search` gives the goal and that
+observation; ALFWorld's `[Here is your task. ]<room>\\nYour task is to: <goal>` gives the
+"Your task is to: <goal>" line and the room; `<instruction>\\nObservation: <obs>` (as
+`prompt.task_message` joins them) gives both parts; otherwise the text is kept verbatim. Task
+lists thus show the goal. Per-step rewards are not in these files: the final reward is put on
+the last step.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from core.agents.prompt import parse_reply
 from core.formats import FormatError
+from core.formats.reading import MAX_DEPTH, check_value, parse_json, read_text, suspect
 from core.trajectory import Step, Trajectory
 
 HUMAN = {"human", "user"}
@@ -37,6 +42,10 @@ _ACTION_LINE = re.compile(r"^\s*action\s*:", re.IGNORECASE | re.MULTILINE)
 _OBS_PREFIX = re.compile(r"^\s*observation\s*:\s?", re.IGNORECASE)
 _TASK_OBS_SEP = "\nObservation: "
 _TASK_PREFIX = re.compile(r"^Task Description:\s*\n")
+_WEBSHOP_TASK = re.compile(r"^(?:Observation:\s*)?(?P<obs>WebShop \[SEP\] Instruction: \[SEP\] "
+                           r"(?P<goal>.+?) \[SEP\] Search\b.*)$", re.DOTALL)
+_ALFWORLD_TASK = re.compile(r"^(?P<room>.*\S)\s*\n(?P<goal>Your task is to: [^\n]*\S)\s*$", re.DOTALL)
+_ALFWORLD_HEADER = re.compile(r"^Here is your task\.\s*")
 
 
 def _is_observation(text: str) -> bool:
@@ -44,15 +53,18 @@ def _is_observation(text: str) -> bool:
 
 
 def load_json(path: Path) -> Any:
-    """Parse a JSON file, turning a decode error into a FormatError naming the position."""
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        hint = "; one JSON value per line is JSONL: use `w2stree import jsonl`" if exc.msg == "Extra data" else ""
-        raise FormatError(str(path), f"line {exc.lineno}", "", f"not valid JSON ({exc.msg}){hint}") from None
-    except UnicodeDecodeError:
-        raise FormatError(str(path), "file", "", "not UTF-8 text") from None
+    """Parse a JSON file (core.formats.reading rules); FormatError naming the position."""
+    file = str(path)
+    text = read_text(path)
+    data = parse_json(text, file, extra_data_hint="; one JSON value per line is JSONL: use "
+                                                 "`w2stree import jsonl`")
+    if suspect(text):
+        if isinstance(data, list):
+            for n, rec in enumerate(data):
+                check_value(rec, file, f"record {n}")
+        else:
+            check_value(data, file, "file")
+    return data
 
 
 def _turns(conv: Any, file: str, record: str) -> list[tuple[str, str]]:
@@ -81,6 +93,18 @@ def find_task_start(turns: list[tuple[str, str]]) -> int:
     return candidates[-1] if candidates else body
 
 
+def split_task(task: str) -> tuple[str, str]:
+    """(instruction, initial observation) of a task message (see the module docstring)."""
+    if m := _WEBSHOP_TASK.match(task):
+        return m["goal"].strip(), m["obs"].strip()
+    if m := _ALFWORLD_TASK.match(task):
+        return m["goal"], _ALFWORLD_HEADER.sub("", m["room"], count=1)
+    if task.count(_TASK_OBS_SEP) == 1:
+        instruction, initial_obs = task.split(_TASK_OBS_SEP)
+        return instruction, initial_obs
+    return task, ""
+
+
 def parse_conversation(conv: Any, file: str, record: str) -> tuple[str, str, list[Step]]:
     """(instruction, initial observation, steps) of an ETO conversation; raises FormatError."""
     turns = _turns(conv, file, record)
@@ -88,10 +112,7 @@ def parse_conversation(conv: Any, file: str, record: str) -> tuple[str, str, lis
     if start >= len(turns) or turns[start][0] != "human":
         raise FormatError(file, record, f"conversations[{min(start, len(turns) - 1)}]",
                           "no task message (a human turn after the role prompt and 'OK')")
-    task = _TASK_PREFIX.sub("", turns[start][1], count=1)
-    instruction, initial_obs = task, ""
-    if task.count(_TASK_OBS_SEP) == 1:
-        instruction, initial_obs = task.split(_TASK_OBS_SEP)
+    instruction, initial_obs = split_task(_TASK_PREFIX.sub("", turns[start][1], count=1))
     steps: list[Step] = []
     i = start + 1
     while i < len(turns):
@@ -114,7 +135,7 @@ def parse_conversation(conv: Any, file: str, record: str) -> tuple[str, str, lis
         steps.append(Step(action=action, observation=obs, thought=thought))
         i += 2
     if not steps:
-        raise FormatError(file, record, "conversations", "no gpt turn after the task message")
+        raise FormatError(file, record, "conversations", "no steps: no gpt turn after the task message")
     return instruction, initial_obs, steps
 
 
@@ -165,11 +186,11 @@ def read_eto_sft(path: str | Path, env: str) -> list[Trajectory]:
 def explore_files(root: str | Path) -> list[Path]:
     """The trajectory files of an explored-trajectory folder (or the file itself), sorted."""
     root = Path(root)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
+    if root.is_dir():  # every entry but folders: a FIFO or a link loop is reported, not skipped
+        return sorted(p for p in root.rglob("*.json") if not p.is_dir())
+    if not root.exists() and not root.is_symlink():
         raise FileNotFoundError("no such file or folder")
-    return sorted(p for p in root.rglob("*.json") if p.is_file())
+    return [root]
 
 
 def read_eto_explore_file(path: str | Path, env: str) -> Trajectory:
@@ -184,6 +205,7 @@ def read_eto_explore_file(path: str | Path, env: str) -> Trajectory:
     meta = data.get("meta")
     if not isinstance(meta, dict):
         raise FormatError(file, record, "meta", "missing or not an object")
+    check_value(meta, file, record, "meta", depth_limit=MAX_DEPTH)
     reward = _reward(meta, "reward", file, record, "meta.reward", None)
     success = meta.get("success")
     if success is not None and not isinstance(success, bool):

@@ -3,8 +3,10 @@ anything is written, and its trajectories are written in one transaction, so a b
 the store as it was while the good files of the same call are imported.
 
 Trajectory ids are derived from the file's resolved path and the record's position
-(`imp-<hash>-<n>`), so importing the same file again replaces what it imported before instead of
-duplicating it. Good files are written in batches (never splitting a file) to keep big imports fast.
+(`imp-<hash>-<n>`), so importing the same file again replaces everything it imported before
+(also when it has fewer records now) instead of duplicating it. Good files are written in
+batches (never splitting a file) to keep big imports fast; should a batch still fail to store,
+its files are written one by one so that only the failing file is skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 from tqdm import tqdm
 
 from core.errors import UserError
@@ -25,6 +29,9 @@ from core.trajectory import Run, Trajectory
 
 KINDS = ("jsonl", "eto-sft", "eto-explore")
 BATCH_TRAJECTORIES = 20_000
+# Errors of a write that the values themselves caused (not the store file: that is StoreError).
+STORE_VALUE_ERRORS = (pa.ArrowException, duckdb.ConversionException, duckdb.InvalidInputException,
+                      duckdb.ConstraintException, ValueError, TypeError, OverflowError)
 
 
 @dataclass
@@ -45,11 +52,13 @@ class ImportSummary:
 
 
 def _files(kind: str, path: Path) -> list[Path]:
+    """The files to read; in a folder every matching entry but folders, so that a FIFO or a link
+    loop there is reported (by the reader) rather than silently left out."""
     if kind == "eto-explore":
         return explore_files(path)
     if path.is_dir():
-        return sorted(p for p in path.glob("*.jsonl" if kind == "jsonl" else "*.json") if p.is_file())
-    if not path.exists():
+        return sorted(p for p in path.glob("*.jsonl" if kind == "jsonl" else "*.json") if not p.is_dir())
+    if not path.exists() and not path.is_symlink():
         raise FileNotFoundError("no such file or folder")
     return [path]
 
@@ -75,12 +84,17 @@ def _runs(path: Path, kind: str, trajs: list[Trajectory]) -> list[Run]:
     return list(runs.values())
 
 
+def id_prefix(path: Path) -> str:
+    """The prefix of the ids of every trajectory imported from `path` (its resolved path)."""
+    return f"imp-{hashlib.sha1(str(path.resolve()).encode(errors='surrogateescape')).hexdigest()[:12]}-"
+
+
 def read_file(kind: str, path: Path, env: str) -> tuple[list[Trajectory], list[Run]]:
     """Read and validate one file (raises FormatError); ids and runs assigned for the store."""
     trajs = _reader(kind, env)(path)
-    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    prefix = id_prefix(path)
     for n, t in enumerate(trajs):
-        t.traj_id = f"imp-{key}-{n:06d}"
+        t.traj_id = f"{prefix}{n:06d}"
     return trajs, _runs(path, kind, trajs)
 
 
@@ -112,12 +126,23 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
 
     def flush() -> None:
         nonlocal pending
-        if batch:
+        if not batch:
+            return
+        try:
             _write(store, batch)
             summary.files += len(batch)
             summary.trajectories += pending
-            batch.clear()
-            pending = 0
+        except STORE_VALUE_ERRORS:  # validation missed something: find the file, keep the others
+            for item in batch:
+                try:
+                    _write(store, [item])
+                except STORE_VALUE_ERRORS as exc:
+                    summary.errors.append(f"{item[0]}: file: the store cannot hold it: {_first_line(exc)}")
+                    continue
+                summary.files += 1
+                summary.trajectories += len(item[1])
+        batch.clear()
+        pending = 0
 
     for path in tqdm(files, desc=f"import {kind}", unit="file", disable=not progress or None):
         try:
@@ -135,4 +160,9 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
 
 def _write(store: Store, batch: list[tuple[Path, list[Trajectory], list[Run]]]) -> None:
     runs = {r.run_id: r for _, _, rs in batch for r in rs}  # folders share a run
-    store.import_trajectories([t for _, ts, _ in batch for t in ts], runs.values())
+    store.import_trajectories([t for _, ts, _ in batch for t in ts], runs.values(),
+                              replace_prefixes=[id_prefix(path) for path, _, _ in batch])
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)

@@ -6,8 +6,9 @@
                 "reward": float (optional), "score": float (optional)}],
      "model": str (optional), "run": str (optional), "meta": {} (optional)}
 
-`thought` and `observation` may be left out (empty). Unknown fields are errors, so that a typo
-such as "sucess" is not silently dropped. The reader validates the whole file before returning
+`thought` and `observation` may be left out (empty); `steps` must not be empty. Unknown fields
+are errors, so that a typo such as "sucess" is not silently dropped; so are values the store
+cannot hold (core.formats.reading). The reader validates the whole file before returning
 anything; the first problem raises a FormatError naming the file, the line and the field.
 The writer stores `source`, `temperature`, `top_p` and the trajectory id under `meta`.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.formats import FormatError
+from core.formats.reading import MAX_DEPTH, check_value, parse_json, read_text, suspect
 from core.trajectory import Step, Trajectory
 
 TOP_FIELDS = {"env", "task_id", "instruction", "reward", "success", "steps", "model", "run", "meta"}
@@ -104,6 +106,8 @@ def parse_record(obj: Any, file: str, record: str) -> Trajectory:
         raise c.fail("steps", "missing")
     if not isinstance(steps_raw, list):
         raise c.fail("steps", f"must be a list, got {type(steps_raw).__name__}")
+    if not steps_raw:
+        raise c.fail("steps", "no steps: a trajectory needs at least one step")
     steps = []
     for i, s in enumerate(steps_raw):
         if _plain_step(s):  # the common case, checked fast; anything else gets the named checks
@@ -126,6 +130,7 @@ def parse_record(obj: Any, file: str, record: str) -> Trajectory:
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise c.fail("meta", f"must be an object, got {type(meta).__name__}")
+    check_value(meta, file, record, "meta", depth_limit=MAX_DEPTH)
     return Trajectory(
         env=env, task_id=task_id, instruction=instruction, steps=steps, reward=reward,
         success=success, source="import", run_id=c.text(obj, "run", "run", required=False),
@@ -137,16 +142,16 @@ def read_jsonl(path: str | Path) -> list[Trajectory]:
     """All trajectories of a project JSONL file (blank lines skipped); the first bad line
     raises FormatError ("FILE: line N: field 'F': problem")."""
     path = Path(path)
+    file = str(path)
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(str(path), f"line {n}", "", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-            out.append(parse_record(obj, str(path), f"line {n}"))
+    # split on newlines only: str.splitlines would also split inside strings at U+2028 and others
+    for n, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        obj = parse_json(line, file, f"line {n}")
+        if suspect(line):
+            check_value(obj, file, f"line {n}")
+        out.append(parse_record(obj, file, f"line {n}"))
     return out
 
 

@@ -8,8 +8,12 @@ A job folder `<home>/jobs/<job_id>/` holds::
     launch.json     what the launcher started: pid / process group, command, start time
     metrics.jsonl   one line per logged step: step, ts, loss, learning_rate, rewards/... (append)
     log.txt         the process's stdout and stderr
-    checkpoints/    TRL checkpoints every `save_steps` (and one at a requested stop)
+    checkpoints/    TRL checkpoints every `save_steps` (and one at a requested stop); each gets
+                    a COMPLETE file once fully saved, and resume takes the newest complete one
+                    (a checkpoint half-written by a killed process is never picked)
     stop            present once a stop was requested
+    lock            locked (flock) by the job's process for its whole life: a second start or
+                    resume of the job refuses while it is held
 
 Concurrency: DuckDB allows one writing process, so the job process never opens the store. It
 only writes its folder; readers (`sync_job`, `list_jobs`, the dashboard) ingest the folder into
@@ -19,9 +23,10 @@ the record) and no lock error can come from a running job.
 Liveness: a job whose status says queued/running but whose process is gone (killed, machine
 restarted) reads as `stopped` if a stop was requested, else `failed`, and is written so.
 
-Stopping: SIGTERM to the job's process group (the process runs in its own session): the runner
-asks the trainer to save a checkpoint and stop at the end of the current step, and records
-`stopped`. After `grace` seconds SIGKILL to the group finishes whatever is left.
+Stopping: SIGTERM to the job's process group (the process runs in its own session) and to any
+other process running this job's runner: the runner asks the trainer to save a checkpoint and
+stop at the end of the current step, and records `stopped`. After `grace` seconds SIGKILL
+finishes whatever is left.
 
 Several GPUs: the job is launched through `accelerate launch --multi_gpu --num_processes N -m
 core.train.runner JOB_DIR` (data parallel; only rank 0 writes the folder). For models that do not
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shlex
@@ -67,6 +73,7 @@ from core.train.config import (
 from core.train.data import build_rows, check_rows, parse_spec, read_rows, write_rows
 
 ACTIVE = ("queued", "running")
+COMPLETE = "COMPLETE"  # marker file of a fully saved checkpoint
 FINISHED = ("succeeded", "failed", "stopped")
 REPO = Path(__file__).resolve().parents[2]
 _CHILDREN: dict[str, subprocess.Popen] = {}  # launched here: polled so they never linger as zombies
@@ -185,15 +192,33 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _launch(job_id: str, job_dir: Path, resume: bool) -> subprocess.Popen:
+def _lock(job_dir: Path) -> int:
+    """Take the job's lock (an open fd); UserError if another process holds it. Passed on to the
+    job's process, it stays held until that process ends."""
+    fd = os.open(job_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"job {job_dir.name} is already running or being started by another process; "
+                        f"see `w2stree jobs show {job_dir.name}`") from None
+    return fd
+
+
+def _launch(job_id: str, job_dir: Path, resume: bool, lock: int) -> subprocess.Popen:
+    """Start the job's process, handing it the lock `lock` (closed here once it is started)."""
     cmd = launch_command(job_dir, resume)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["PYTHONUNBUFFERED"] = "1"
-    with open(job_dir / "log.txt", "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # own process group: stop kills the whole tree
+    try:
+        with open(job_dir / "log.txt", "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, pass_fds=(lock,),
+                                    start_new_session=True)  # own process group: stop kills the whole tree
+    finally:
+        os.close(lock)
     _CHILDREN[job_id] = proc
     _write_json(job_dir / "launch.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd,
                                           "resume": resume, "launched_at": _now()})
@@ -206,7 +231,7 @@ def start_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | No
     process. With `detach=False` wait for it to end (and ingest it). Returns the job id."""
     store = store if store is not None else Store()
     job_id = create_job(kind, config, store)
-    proc = _launch(job_id, jobs_dir() / job_id, resume=False)
+    proc = _launch(job_id, jobs_dir() / job_id, resume=False, lock=_lock(jobs_dir() / job_id))
     if not detach:
         proc.wait()
     sync_job(store, job_id)
@@ -216,17 +241,22 @@ def start_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | No
 def resume_job(job_id: str, store: Store | None = None, detach: bool = True) -> str:
     """Start a stopped or failed job again from its last checkpoint (same folder, same id)."""
     folder = job_dir_of(job_id)
-    status = job_status(folder)
-    if status["status"] in ACTIVE:
-        raise UserError(f"job {job_id} is {status['status']}; stop it before resuming")
-    if status["status"] == "succeeded":
-        raise UserError(f"job {job_id} already succeeded; start a new job to train further")
-    if last_checkpoint(folder) is None:
-        raise UserError(f"job {job_id} has no checkpoint yet (saved every save_steps); start it again "
-                        "with `w2stree train`")
+    lock = _lock(folder)  # held from the checks on: two resumes at once cannot both pass them
+    try:
+        status = job_status(folder)
+        if status["status"] in ACTIVE:
+            raise UserError(f"job {job_id} is {status['status']}; stop it before resuming")
+        if status["status"] == "succeeded":
+            raise UserError(f"job {job_id} already succeeded; start a new job to train further")
+        if last_checkpoint(folder) is None:
+            raise UserError(f"job {job_id} has no complete checkpoint yet (saved every save_steps); start "
+                            "it again with `w2stree train`")
+    except BaseException:
+        os.close(lock)
+        raise
     (folder / "stop").unlink(missing_ok=True)
     update_status(folder, status="queued", error=None, eta_s=None)
-    proc = _launch(folder.name, folder, resume=True)
+    proc = _launch(folder.name, folder, resume=True, lock=lock)
     store = store if store is not None else Store()
     if not detach:
         proc.wait()
@@ -235,9 +265,16 @@ def resume_job(job_id: str, store: Store | None = None, detach: bool = True) -> 
 
 
 def last_checkpoint(job_dir: Path) -> Path | None:
-    """The newest `checkpoint-N` folder of a job, or None."""
-    ckpts = [p for p in (job_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    """The newest complete `checkpoint-N` folder of a job (marked COMPLETE), or None."""
+    ckpts = [p for p in (job_dir / "checkpoints").glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / COMPLETE).is_file()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def mark_checkpoint_complete(ckpt: Path) -> None:
+    """Mark a checkpoint folder as fully saved (called once the trainer has written all of it)."""
+    if ckpt.is_dir():
+        (ckpt / COMPLETE).write_text(_now())
 
 
 # -- liveness, stop ---------------------------------------------------------------------------------
@@ -301,25 +338,30 @@ def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
 
 
 def stop_job(job_id: str, store: Store | None = None, grace: float = 15.0) -> dict[str, Any]:
-    """Stop a job: SIGTERM to its process group (checkpoint, then exit), SIGKILL after `grace`
-    seconds. Returns the final status (stopped)."""
+    """Stop a job: SIGTERM to its process group and every other process running it (checkpoint,
+    then exit), SIGKILL after `grace` seconds. Returns the final status (stopped)."""
     folder = job_dir_of(job_id)
     status = job_status(folder)
-    if status["status"] not in ACTIVE:
-        return status
     pid, pgid, runner = _pids(folder)
+    others = set(_runner_pids(folder)) - {pid}  # e.g. started by hand or by an older w2stree
+    if status["status"] not in ACTIVE and not others:
+        return status
     if not runner:
         raise UserError(f"job {job_id} runs inside process {pid} (in-process training); stop that process")
     (folder / "stop").touch()
-    if pgid and _alive(pid, runner):
-        _signal_group(pgid, signal.SIGTERM)
+    groups = {pgid} if pgid and _alive(pid, runner) else set()
+
+    def running() -> bool:
+        _reap(folder.name)
+        return _alive(pid, runner) or any(_alive(p, runner=False) for p in others)
+
+    if groups or others:
+        _signal_job(groups, others, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _alive(pid, runner) and time.monotonic() < deadline:
-            _reap(folder.name)
+        while running() and time.monotonic() < deadline:
             time.sleep(0.1)
-        _signal_group(pgid, signal.SIGKILL)  # whatever is left of the tree (workers, launcher)
-        while _alive(pid, runner):
-            _reap(folder.name)
+        _signal_job(groups, others, signal.SIGKILL)  # whatever is left of the tree (workers, launcher)
+        while running():
             time.sleep(0.05)
     if _read_json(folder / "status.json").get("status") in ACTIVE:
         update_status(folder, status="stopped", eta_s=None, finished_at=_now())
@@ -331,6 +373,37 @@ def stop_job(job_id: str, store: Store | None = None, grace: float = 15.0) -> di
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _signal_job(groups: set[int], pids: set[int], sig: int) -> None:
+    """Signal the job's process groups, and each other process of the job with its own group
+    (never the group of this process: that would signal the caller too)."""
+    for pid in pids:
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:
+            continue
+        if group == os.getpgrp():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        else:
+            groups = groups | {group}
+    for group in groups:
+        _signal_group(group, sig)
+
+
+def _runner_pids(job_dir: Path) -> list[int]:
+    """Every process on this machine whose command line runs this job's runner."""
+    want = {str(job_dir).encode(), str(job_dir.resolve()).encode()}
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"core.train.runner" in args and want & set(args) and int(proc.name) != os.getpid():
+            pids.append(int(proc.name))
+    return pids
 
 
 def _our_child(pid: int) -> bool:

@@ -5,7 +5,7 @@ dict (loss, learning_rate, grad_norm, and for DPO rewards/chosen, rewards/reject
 rewards/margins, rewards/accuracies, logps/...) becomes one line of metrics.jsonl with its step
 and a timestamp, and one human-readable line on stdout (the job's log.txt). A stop request
 (SIGTERM, see `request_stop`) makes the trainer save a checkpoint and stop at the end of the
-current step.
+current step. A checkpoint is marked complete once the trainer has saved all of it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ class JobProgress(TrainerCallback):
         if self.stop_requested:
             control.should_save = True
             control.should_training_stop = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """The checkpoint of this step is complete: mark it so (a resume ignores unmarked ones,
+        such as one half-written when the process was killed)."""
+        if self.write:
+            from core.train.jobs import mark_checkpoint_complete
+
+            mark_checkpoint_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
