@@ -1,4 +1,4 @@
-"""Shared test fixtures: a fresh store per test, the shared fixtures folder, one torch thread."""
+"""Shared test fixtures: a fresh store per test, the data fixtures folder, one torch thread."""
 
 from __future__ import annotations
 
@@ -17,16 +17,13 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture
-def shared() -> Path:
-    """The ../shared folder (fixtures and reference data)."""
-    if not SHARED.exists():
-        pytest.skip("../shared is not beside the checkout")
-    return SHARED
+def fixtures() -> Path:
+    """tests/fixtures: ETO-layout episodes and the ETO ScienceWorld split (see its README.md)."""
+    return FIXTURES
 
 
 @pytest.fixture

@@ -149,10 +149,10 @@ def test_several_trees_export_as_a_list(store: Store, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["nodes"][1]["action"] == "b"
 
 
-def test_eto_fixture_pipeline(store: Store, shared: Path, tmp_path, capsys):
+def test_eto_fixture_pipeline(store: Store, fixtures: Path, tmp_path, capsys):
     """The real ScienceWorld fixture runs: import → trees that branch → pairs that prefer the
     successful branch → best paths that replay a successful run (re-imported as ETO SFT)."""
-    fx = shared / "fixtures"
+    fx = fixtures
     expected = json.loads((fx / "eto-explore-expected.json").read_text())
     assert main(["import", "eto-explore", str(fx / "eto-explore"), "--env", ENV]) == 0
     assert main(["tree"]) == 0

@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=1000, help="iterations per tree (default 1000)")
     p.add_argument("--c", type=float, default=1.41, help="exploration constant (default 1.41)")
     p.add_argument("--rule", choices=("uct", "reference", "puct", "mean"), default="uct",
-                   help="uct (default, DESIGN.md), reference (the released code's statistics: search "
+                   help="uct (default, see README), reference (the released code's statistics: search "
                         "seeded with the data), puct, or mean (data means, no search)")
     p.set_defaults(func=cmd_mcts)
 
