@@ -613,15 +613,20 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 def format_table(df: pd.DataFrame) -> str:
     """The results table as text: method, avg reward, success rate (mean ± std over seeds),
-    #training examples, per K."""
+    #training examples, per K. A method that had no training examples says so: its stored
+    numbers are the unchanged starting model's."""
     s = summarize(df)
     lines = []
     for k, part in s.groupby("trajs_per_task", sort=False):
         lines.append(f"trajectories per task: {k}  (seeds: {int(part['seeds'].max())})")
         lines.append(f"{'method':<12} {'avg reward':>17} {'success rate':>17} {'#train ex.':>10}")
         for r in part.itertuples(index=False):
+            if not pd.isna(r.n_examples) and r.n_examples == 0:  # NA (not recorded) is not zero
+                lines.append(f"{r.method:<12} {'no training data':>35} {0:>10}")
+                continue
+            n = "–" if pd.isna(r.n_examples) else f"{r.n_examples:.0f}"
             lines.append(f"{r.method:<12} {r.avg_reward:>8.3f} ± {r.avg_reward_std:<6.3f} "
-                         f"{r.success_rate:>8.3f} ± {r.success_rate_std:<6.3f} {r.n_examples:>10.0f}")
+                         f"{r.success_rate:>8.3f} ± {r.success_rate_std:<6.3f} {n:>10}")
     return "\n".join(lines)
 
 

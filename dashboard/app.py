@@ -50,7 +50,8 @@ def refuse_if_exposed() -> None:
 
 def main() -> None:
     _apply_db_argument()
-    st.set_page_config(page_title="w2stree", page_icon=":material/account_tree:", layout="wide")
+    # An emoji favicon is drawn in the browser; a :material/...: one is fetched from Google.
+    st.set_page_config(page_title="w2stree", page_icon="🌳", layout="wide")
     refuse_if_exposed()
     nav = st.navigation([
         st.Page(PAGES / "overview.py", title="Overview", icon=":material/home:", default=True),

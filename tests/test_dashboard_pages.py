@@ -269,14 +269,21 @@ def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     assert filled.query("SELECT status FROM jobs")["status"][0] == "stopped"
 
 
-def test_cli_up_serves_existing_results_without_refilling(filled, capsys):
-    from core.cli import main
+def test_cli_up_prints_the_results_then_serves_without_refilling(filled, capsys, monkeypatch):
+    from core.cli import app, main
     from core.cli.app import serve_command
 
     before = len(filled.results())
-    assert main(["up", "--db", str(filled.path), "--no-serve"]) == 0
-    assert "already has results" in capsys.readouterr().out
-    assert len(filled.results()) == before
+    served = []
+    monkeypatch.setattr(app.os, "execve", lambda *a: served.append(a[1]))  # stand in for the server
+    assert main(["up", "--db", str(filled.path)]) == 0
+    out = capsys.readouterr().out
+    assert "already has results" in out and len(filled.results()) == before
+    table = out.index("results of experiment exp-1")
+    assert table < out.index("w2stree dashboard: http://127.0.0.1")  # the table comes first
+    for method in ("sft-weak", "sft-strong", "treedpo", "mcts"):
+        assert method in out[table:]
+    assert served and served[0][4] == str(APP)
     cmd = serve_command(8765)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == Path(APP)
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"

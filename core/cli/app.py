@@ -59,6 +59,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(args.port)
 
 
+def results_text(store: Store) -> str:
+    """The results table of the store's latest experiment, as `w2stree pipeline` prints it."""
+    from core.pipeline import format_table
+
+    results = store.results()
+    if results.empty:
+        return "no results yet"
+    exp = results["experiment_id"].iloc[-1]  # ordered by created_at
+    return f"results of experiment {exp}:\n" + format_table(results[results["experiment_id"] == exp])
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     _apply_db(args)
     store = Store()
@@ -71,6 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         run_pipeline(env="shop", preset=args.preset, store=store)
     else:
         print(f"w2stree up: {store.path} already has results; serving them", flush=True)
+    print(results_text(store), flush=True)
     if args.no_serve:
         return 0
     return serve(args.port)
