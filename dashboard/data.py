@@ -178,3 +178,28 @@ def explorers(path: str, changes: int, env: str) -> list[str]:
     df = _open(path).query("SELECT DISTINCT model FROM trajectories WHERE env = ? AND source <> 'eval' "
                            "AND success AND model <> '' ORDER BY model", [env])
     return df["model"].tolist()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def example_count(path: str, changes: int, spec: str) -> tuple[int, str]:
+    """(number of training examples a store data SPEC names, why it names none: "" when some).
+    Best paths are counted from the tree headers (building their rows loads every tree)."""
+    from core.errors import UserError
+    from core.pairs import no_pair_reason
+    from core.train.data import build_rows, parse_spec
+
+    store = _open(path)
+    try:
+        parsed = parse_spec(spec)
+        if parsed.source == "best-paths":
+            trees = store.trees(env=parsed.env)
+            n = int(trees["best_path"].map(lambda b: b is not None and len(b) > 0).sum()) if len(trees) else 0
+            if "tasks" in parsed.options:
+                n = min(n, int(parsed.options["tasks"]))
+        else:
+            n = len(build_rows(parsed, store))
+    except UserError as exc:
+        return 0, str(exc)
+    why = no_pair_reason(store, parsed.env) if n == 0 and parsed.source == "pairs" else ""
+    return n, why
+

@@ -326,6 +326,23 @@ def data_spec(source: str, env: str, arg: str = "", tasks: int = 0, min_margin: 
     return head + ("?" + "&".join(opts) if opts else "")
 
 
+EMPTY_DATA = {
+    "expert": "no expert demonstrations of {env} are stored (`w2stree collect --env {env} --policy expert`)",
+    "successes": "{arg} has no successful trajectory in {env}",
+    "best-paths": "no tree of {env} has an MCTS best path (`w2stree mcts`)",
+    "pairs": "no {arg} pairs of {env} are stored",
+}
+
+
+def empty_data_reason(source: str, env: str, arg: str, count: int, why: str = "") -> str | None:
+    """Why the Train page's Start is disabled when the chosen data holds no example (one
+    sentence naming the data and, when known, why it is empty); None when there is data."""
+    if count:
+        return None
+    what = EMPTY_DATA.get(source, "the data holds no example").format(env=env, arg=arg)
+    return f"Start is disabled: the chosen data is empty (0 examples): {what}" + (f"; {why}" if why else "") + "."
+
+
 def duration(seconds: float | None) -> str:
     """1h 02m / 3m 05s / 12s; a dash when unknown."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,28 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 @pytest.fixture
 def fixtures() -> Path:
     """tests/fixtures: ETO-layout episodes and the ETO ScienceWorld split (see its README.md)."""
     return FIXTURES
+
+
+@pytest.fixture(autouse=True, scope="session")
+def dashboard_config():
+    """The Streamlit options of dashboard/.streamlit/config.toml, which a real server reads beside
+    the app; AppTest reads only the current folder's, so they are set here for it."""
+    try:
+        from streamlit import config
+    except ImportError:  # pragma: no cover
+        return
+    with open(REPO / "dashboard" / ".streamlit" / "config.toml", "rb") as fh:
+        for section, values in tomllib.load(fh).items():
+            for name, value in values.items():
+                config.set_option(f"{section}.{name}", value)
 
 
 @pytest.fixture

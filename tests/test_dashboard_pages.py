@@ -225,6 +225,20 @@ def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
 
 
 @pytest.mark.slow
+def test_train_page_disables_start_on_empty_data_and_says_why(filled):
+    at = run_page("views/train.py")
+    assert not at.button(key="train_start").disabled and "8 training examples" not in texts(at)
+    assert "4 training examples" in texts(at)  # the store's step pairs
+    at.selectbox(key="train_gran").set_value("trajectory").run()  # none stored
+    start = at.button(key="train_start")
+    assert start.disabled and "0 examples" in start.help
+    warning = at.warning[0].value
+    assert "no trajectory pairs of shop are stored" in warning
+    assert "run `w2stree pairs`" not in warning or "trees" in warning  # a reason, not only a command
+    at.selectbox(key="train_gran").set_value("step").run()
+    assert not at.button(key="train_start").disabled and not at.warning
+
+
 def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     import json
     import os
