@@ -263,16 +263,39 @@ def latest_experiment(results: pd.DataFrame) -> str | None:
     return str(results.sort_values("created_at")["experiment_id"].iloc[-1])
 
 
+NO_DATA = "no data"
+
+
+def has_training_data(results: pd.DataFrame) -> pd.Series:
+    """Per results row: did its method have training examples? A method with none (0 pairs, no
+    successes) is stored with the unchanged starting model's numbers, which are not its own.
+    An unrecorded count (no `n_examples` column, or NA) counts as trained."""
+    if "n_examples" not in results:
+        return pd.Series(True, index=results.index)
+    n = pd.to_numeric(results["n_examples"], errors="coerce").astype("float64")  # NA -> NaN
+    return n.fillna(-1) != 0
+
+
+def untrained_methods(results: pd.DataFrame) -> list[str]:
+    """Methods (first-appearance order) none of whose rows had training data."""
+    if results.empty:
+        return []
+    trained = has_training_data(results).groupby(results["method"], sort=False).any()
+    return trained[~trained].index.tolist()
+
+
 def method_table(results: pd.DataFrame) -> pd.DataFrame:
     """Average reward and success rate per method (rows, in first-appearance order) and env
     (columns `<env> reward`, `<env> success`), averaged over seeds; only the largest
-    trajectories-per-task setting of each method and env counts."""
+    trajectories-per-task setting of each method and env counts. A method without training
+    data there gets NaN (see `method_cells`), never the numbers stored in its place."""
     if results.empty:
         return pd.DataFrame()
     df = results.copy()
     df["trajs_per_task"] = df["trajs_per_task"].fillna(-1)
     top = df.groupby(["method", "env"])["trajs_per_task"].transform("max")
     df = df[df["trajs_per_task"] == top]
+    df.loc[~has_training_data(df), ["avg_reward", "success_rate"]] = math.nan
     agg = df.groupby(["method", "env"], sort=False)[["avg_reward", "success_rate"]].mean()
     wide = agg.unstack("env")
     wide.columns = [f"{env} {'reward' if col == 'avg_reward' else 'success'}" for col, env in wide.columns]
@@ -280,6 +303,12 @@ def method_table(results: pd.DataFrame) -> pd.DataFrame:
     envs = list(dict.fromkeys(df["env"]))
     cols = [f"{e} {k}" for e in envs for k in ("reward", "success")]
     return wide.reindex(index=order, columns=cols)
+
+
+def method_cells(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """`method_table` for display: numbers with `digits` decimals, "no data" where a method had
+    no training data (NaN)."""
+    return table.map(lambda x: NO_DATA if pd.isna(x) else f"{x:.{digits}f}")
 
 
 def score_curves(steps: pd.DataFrame) -> pd.DataFrame:
@@ -306,7 +335,7 @@ def trajectory_curves(results: pd.DataFrame) -> pd.DataFrame:
     method and env with results at 2+ settings, the mean over seeds at each setting."""
     if results.empty:
         return pd.DataFrame(columns=["method", "env", "trajs_per_task", "avg_reward", "success_rate"])
-    df = results.dropna(subset=["trajs_per_task"])
+    df = results[has_training_data(results)].dropna(subset=["trajs_per_task"])
     counts = df.groupby(["method", "env"])["trajs_per_task"].transform("nunique")
     df = df[counts >= 2]
     return (df.groupby(["method", "env", "trajs_per_task"], as_index=False)[["avg_reward", "success_rate"]]

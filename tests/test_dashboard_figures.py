@@ -233,6 +233,19 @@ def test_method_table_and_curves():
     curves = shaping.trajectory_curves(res)
     assert curves["method"].unique().tolist() == ["treedpo"]
     assert curves["avg_reward"].tolist() == [0.5, 0.7]
+    assert shaping.untrained_methods(res) == []
+
+
+def test_a_method_without_training_data_shows_no_data():
+    rows = [{"experiment_id": "x", "env": "shop", "method": m, "model": "s", "seed": 0, "trajs_per_task": k,
+             "avg_reward": 0.4, "success_rate": 0.2, "n_examples": n}
+            for m, n in (("sft-strong", 50), ("treedpo", 0), ("mcts", None)) for k in (2, 4)]
+    res = pd.DataFrame(rows).astype({"n_examples": "Int32"})  # as the store returns it
+    assert shaping.untrained_methods(res) == ["treedpo"]  # NA is "not recorded", not zero
+    cells = shaping.method_cells(shaping.method_table(res))
+    assert cells.loc["treedpo"].tolist() == ["no data", "no data"]
+    assert cells.loc["sft-strong"].tolist() == ["0.400", "0.200"] == cells.loc["mcts"].tolist()
+    assert "treedpo" not in set(shaping.trajectory_curves(res)["method"])
 
 
 def test_score_curves_carry_the_last_score_forward():

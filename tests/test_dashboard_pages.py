@@ -60,13 +60,18 @@ def fill_store(store: Store) -> None:
                       [Step(f"act {i}", "obs", score=s) for i, s in enumerate(scores)],
                       reward=scores[-1] / 100, source="eval", model=m)
            for m, scores in (("weak-sft", [0, 10, 10]), ("strong-treedpo", [10, 40, 70, 100]))]
-    store.add_trajectories(evals + sci)
+    other = episode("t2", *EPISODES["t2"][0], model="strong-w2s", source="eval")  # on t2 only
+    store.add_trajectories([*evals, *sci, other])
     for name in models.values():
         store.register_model(name, f"/models/{name}", role="strong" if "strong" in name else "weak")
     store.add_results([
         {"experiment_id": "exp-1", "env": "shop", "method": meth, "model": mod, "seed": 0,
          "trajs_per_task": n, "avg_reward": 0.2 + 0.1 * i + 0.05 * n, "success_rate": 0.1 * i}
         for i, (meth, mod) in enumerate(models.items()) for n in (2, 4)
+    ] + [  # no training data: the pipeline stores the unchanged starting model's numbers
+        {"experiment_id": "exp-1", "env": "shop", "method": "eto-dpo", "model": "strong-sft", "seed": 0,
+         "trajs_per_task": n, "avg_reward": 0.3 + 0.05 * n, "success_rate": 0.1, "n_examples": 0}
+        for n in (2, 4)
     ])
 
 
@@ -196,14 +201,22 @@ def test_compare_page_aligns_four_models_and_marks_divergence(filled):
     assert "first diverge at step 1" in texts(at)
     at.multiselect(key="compare_models").set_value(["weak-sft", "strong-treedpo"]).run()
     assert "first diverge at step 3" in texts(at)
+    # every evaluated model of the environment is offered, also one not evaluated on this task
+    assert "strong-w2s (not on this task)" in at.multiselect(key="compare_models").options
+    at.multiselect(key="compare_models").set_value(["weak-sft", "strong-w2s"]).run()
+    assert not at.exception and "No episode of strong-w2s on this task" in texts(at)
+    assert [m.value for m in at.metric] == ["1.00"]  # only weak-sft's episode, nobody else's numbers
+    assert "eto-dpo: no data in experiment exp-1" in texts(at)
 
 
 def test_results_page_shows_table_and_both_curves(filled):
     at = run_page("views/results.py")
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert table.index.tolist() == ["sft-weak", "sft-strong", "treedpo", "mcts"]
-    assert table.loc["treedpo", "shop reward"] == pytest.approx(0.6)
+    assert table.index.tolist() == ["sft-weak", "sft-strong", "treedpo", "mcts", "eto-dpo"]
+    assert table.loc["treedpo", "shop reward"] == "0.600"
+    assert table.loc["eto-dpo"].tolist() == ["no data", "no data"]  # not sft-strong's numbers
+    assert "eto-dpo: no data" in texts(at)
     assert at.selectbox(key="results_env").value == "sciworld"
     assert len(at.get("plotly_chart")) == 2  # score per step + trajectories per task
 

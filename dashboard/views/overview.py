@@ -64,7 +64,7 @@ def main() -> None:
         ui.empty("No results yet: `w2stree pipeline` (or `w2stree up`) trains and evaluates the methods.")
     else:
         st.caption(f"experiment {ui.plain(exp)}")
-        st.dataframe(shaping.method_table(results[results["experiment_id"] == exp]).round(3))
+        st.dataframe(shaping.method_cells(shaping.method_table(results[results["experiment_id"] == exp])))
 
     st.subheader("Jobs")
     if jobs.empty:
