@@ -114,6 +114,50 @@ def node_details(g: nx.DiGraph, node: int) -> dict[str, Any]:
     }
 
 
+# -- overview ---------------------------------------------------------------------------------
+# Where a trajectory comes from; each has its own success rate (expert demonstrations nearly all
+# succeed, evaluation measures trained models: one mixed figure would say nothing).
+SOURCES = ("expert demonstrations", "exploration", "evaluation")
+SOURCE_SQL = ("CASE WHEN source = 'eval' THEN 'evaluation' WHEN model = 'expert' THEN 'expert demonstrations' "
+              "ELSE 'exploration' END")
+
+
+def source_table(by_source: pd.DataFrame) -> pd.DataFrame:
+    """Per env and source: episodes, success rate, mean episode length (sources in SOURCES order)."""
+    cols = ["env", "source", "episodes", "success rate", "mean length"]
+    if by_source.empty:
+        return pd.DataFrame(columns=cols)
+    df = by_source.copy()
+    df["success rate"] = df["successes"] / df["episodes"]
+    df["mean length"] = df["steps"] / df["episodes"]
+    df["_o"] = df["source"].map({s: i for i, s in enumerate(SOURCES)})
+    return df.sort_values(["env", "_o"])[cols].reset_index(drop=True)
+
+
+def exploration_health(by_source: pd.DataFrame, outcomes: pd.DataFrame, env: str) -> dict[str, Any]:
+    """Exploration health of one env: valid-action rate (over the episodes that recorded invalid
+    actions; NaN when none did), mean episode length, explorer success rate, and trees holding
+    both outcomes (with the number of trees)."""
+    ex = by_source[(by_source["env"] == env) & (by_source["source"] == "exploration")]
+    episodes, steps = float(ex["episodes"].sum()), float(ex["steps"].sum())
+    checked = float(pd.to_numeric(ex["checked_steps"], errors="coerce").fillna(0).sum())
+    invalid = float(pd.to_numeric(ex["invalid"], errors="coerce").fillna(0).sum())
+    tr = outcomes[outcomes["env"] == env]
+    return {
+        "episodes": int(episodes),
+        "valid_action_rate": 1 - invalid / checked if checked else math.nan,
+        "mean_length": steps / episodes if episodes else math.nan,
+        "success_rate": float(ex["successes"].sum()) / episodes if episodes else math.nan,
+        "trees": int(tr["trees"].sum()),
+        "both_outcomes": int(tr["both_outcomes"].sum()),
+    }
+
+
+def percent(x: float) -> str:
+    """0.934 -> "93%"; a dash when missing."""
+    return "–" if x is None or math.isnan(x) else f"{x:.0%}"
+
+
 # -- task picker ------------------------------------------------------------------------------
 TASK_SORTS = {
     "size": ("n_nodes", False),

@@ -310,3 +310,23 @@ def test_plain_makes_markdown_literal():
     from dashboard.ui import plain
 
     assert plain("m*1* [x](http://e) <i>") == r"m\*1\* \[x\]\(http\://e\) \<i\>"
+
+
+def test_source_table_and_exploration_health():
+    by_source = pd.DataFrame({
+        "env": ["shop", "shop", "shop", "sci"], "source": ["exploration", "evaluation", "expert demonstrations",
+                                                           "exploration"],
+        "episodes": [10, 4, 5, 2], "successes": [3, 4, 5, 0], "steps": [60, 12, 20, 8],
+        "invalid": [6, None, None, None], "checked_steps": [40, None, None, None]})
+    table = shaping.source_table(by_source)
+    assert table["env"].tolist() == ["sci", "shop", "shop", "shop"]
+    shop = table[table["env"] == "shop"]
+    assert shop["source"].tolist() == list(shaping.SOURCES)
+    assert shop["success rate"].tolist() == [1.0, 0.3, 1.0]
+    outcomes = pd.DataFrame({"env": ["shop"], "trees": [5], "both_outcomes": [2]})
+    h = shaping.exploration_health(by_source, outcomes, "shop")
+    assert h["valid_action_rate"] == pytest.approx(1 - 6 / 40)  # over the steps that were checked
+    assert h["mean_length"] == 6.0 and h["success_rate"] == 0.3 and (h["both_outcomes"], h["trees"]) == (2, 5)
+    sci = shaping.exploration_health(by_source, outcomes, "sci")
+    assert math.isnan(sci["valid_action_rate"]) and sci["trees"] == 0  # imported: nothing recorded
+    assert shaping.percent(sci["valid_action_rate"]) == "–"

@@ -105,6 +105,28 @@ def test_every_page_explains_an_empty_store(store, page):
     assert at.info, f"{page} shows no explanation on an empty store"
 
 
+def test_overview_gives_success_rates_per_source_and_exploration_health(store):
+    """Expert demonstrations, exploration and evaluation each have their own success rate;
+    exploration health reads the invalid actions the collector recorded."""
+    fill_store(store)
+    store.add_trajectories([episode("t1", ["search[red shoes]", "click[item a]", "click[buy now]"], 1.0,
+                                    model="expert", meta={"n_invalid": 0})])
+    store.add_trajectories([episode("t2", ["search[lamp]", "click[oops]", "click[item e]", "click[x]"], 0.0,
+                                    model="weak-sft", meta={"n_invalid": 3})])  # 3 of 4 actions invalid
+    at = run_page("views/overview.py")
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert "Success rate" not in metrics  # no figure mixing the sources
+    table = at.dataframe[1].value.set_index(["env", "source"])
+    assert table.loc[("shop", "expert demonstrations"), "success rate"] == 1.0
+    assert table.loc[("shop", "exploration"), "success rate"] == pytest.approx(2 / 7)
+    assert table.loc[("shop", "evaluation"), "episodes"] == 5
+    assert metrics["Valid-action rate"] == "25%"  # only the episode that recorded it counts
+    assert metrics["Explorer success rate"] == "29%"
+    assert metrics["Mean episode length"] == f"{(3 + 3 + 4 + 3 + 3 + 2 + 4) / 7:.1f}"
+    assert metrics["Trees with both outcomes"] == "2 / 2"
+
+
 @pytest.mark.slow
 def test_overview_button_fills_the_embedded_default(store):
     at = run_page("views/overview.py")
