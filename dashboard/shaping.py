@@ -81,6 +81,56 @@ def best_path_edges(g: nx.DiGraph) -> set[tuple[int, int]]:
     return {(a, b) for a, b in zip(path, path[1:], strict=False) if g.has_edge(a, b)}
 
 
+def best_path_ties(g: nx.DiGraph) -> tuple[int, int]:
+    """(steps of the MCTS best path decided by a tie, steps of the best path). A step is a tie
+    when another MCTS-visited sibling has the same Q: the best path then takes the earliest
+    child (core.mcts), which is no preference. Q equal everywhere makes every step a tie."""
+    path = [int(n) for n in g.graph.get("best_path") or []]
+    if path and path[0] != 0:
+        path = [0, *path]
+    ties = 0
+    for parent, child in zip(path, path[1:], strict=False):
+        q = node_stats(g, child, kind="mcts")[1]
+        ties += any(s != child and (other := node_stats(g, s, kind="mcts"))[0] > 0
+                    and math.isclose(other[1], q, abs_tol=1e-9) for s in g.successors(parent))
+    return ties, max(len(path) - 1, 0)
+
+
+def tie_note(ties: int, steps: int) -> str | None:
+    """The Trees page's sentence about ties on the best path, or None without any."""
+    if not ties:
+        return None
+    if ties == steps:
+        return ("MCTS Q is equal among the siblings at every step of the best path: the best path is a "
+                "tie-break (the earliest child), not a preference.")
+    return (f"{ties} of the best path's {steps} steps are a tie-break (siblings with equal MCTS Q; the "
+            "earliest child is taken).")
+
+
+def selected_node(selection: Mapping[str, Any] | None) -> int | None:
+    """The node id a chart selection points at: a tree-figure marker carries it in `customdata`
+    (negative for a folded group), an icicle cell as its `id`. None when nothing usable."""
+    for point in ((selection or {}).get("selection") or {}).get("points") or []:
+        cd = point.get("customdata")
+        if isinstance(cd, list | tuple):
+            cd = cd[0] if cd else None
+        if cd is None:
+            cd = point.get("id")
+        try:
+            return int(cd)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def node_options(g: nx.DiGraph, drawn: Sequence[int], selected: int, limit: int = 400) -> list[int]:
+    """The node picker's choices: the drawn real nodes (the figure's caps already keep them to a
+    few hundred), at most `limit` of them, always with the path to `selected`; sorted by id."""
+    keep = set(path_to(g, selected)) if selected in g else {0}
+    real = [n for n in drawn if n >= 0 and n not in keep]
+    return sorted(keep | set(real[: max(limit - len(keep), 0)]))
+
+
 def unique(texts: Sequence[str] | None) -> list[str]:
     """Distinct non-empty texts in first-seen order."""
     seen: dict[str, None] = {}

@@ -165,6 +165,20 @@ def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
     assert at.query_params["node"] == str(target)
 
 
+def test_trees_page_says_when_the_best_path_is_a_tie_break(filled):
+    at = run_page("views/trees.py")
+    assert not any("tie-break" in i.value for i in at.info)  # t1's Q values differ along its best path
+    fails = [episode("t3", a, 0.0, model="weak-sft") for a in (["search[x]", "click[a]"], ["search[x]", "click[b]"],
+                                                               ["search[y]"])]
+    filled.add_trajectories(fails)
+    (g,) = build_trees(fails)
+    run_mcts(g, iterations=30)  # every reward is 0: Q is 0 everywhere
+    filled.save_trees([g])
+    at = run_page("views/trees.py", tree="shop/t3")
+    assert not at.exception, at.exception
+    assert any("best path is a tie-break" in i.value for i in at.info)
+
+
 def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
     g = filled.load_tree("shop/t2")
     at = run_page("views/trees.py", tree="shop/t2", node="2")
