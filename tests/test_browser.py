@@ -1,8 +1,9 @@
 """The dashboard in a real browser: `w2stree dashboard` (streamlit run) on a free localhost port,
 Debian's chromium driven by playwright (never a downloaded browser). Loads every page, checks
 there is no Streamlit exception box and no script from trajectory text ran, clicks a tree node
-and an icicle cell and checks the panel shows that node, and that the browser requests nothing beyond the server
-(no usage statistics or other external calls). Screenshots go to tests/output/."""
+and an icicle cell and checks the panel shows that node, and checks that the browser requests
+nothing beyond the server (no usage statistics or other external calls). Screenshots go to
+tests/output/."""
 
 from __future__ import annotations
 
