@@ -2,7 +2,7 @@
 
 Rules (``rule=``):
 
-* ``uct`` (default; DESIGN.md section 4): statistics start at zero. Each iteration starts at the
+* ``uct`` (default; see the README): statistics start at zero. Each iteration starts at the
   root; while the node has children it moves to the child with the largest UCB: ``+inf`` if the
   child's ``mcts_visits`` is 0, else ``Q + c*sqrt(ln(P)/n)`` with ``Q = mcts_value_sum/n``,
   ``n = mcts_visits`` and ``P`` = the sum of the children's ``mcts_visits`` + 1e-12; ties go to

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
@@ -43,6 +44,9 @@ from core.agents.prompt import Message, format_assistant, step_messages, task_me
 from core.errors import UserError
 from core.trajectory import Pair, Step, Trajectory
 from core.tree import children, node_value, path_to, pick_trajectory, trajectory_ends
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 GRANULARITIES = ("step", "continuation")
 VALUE_KINDS = ("data", "mcts")
@@ -153,6 +157,45 @@ def eto_pairs(explored: Sequence[Trajectory], experts: Sequence[Trajectory] | No
                 chosen_success=bool(win.success), rejected_success=bool(lose.success),
             ))
     return pairs
+
+
+def pair_blocker(store: Store, env: str | None = None, task_id: str | None = None) -> str | None:
+    """What keeps the stored trees (of `env` / `task_id`) from yielding any pair, as a phrase;
+    None when some tree holds both a success and a failure (pairs may exist there).
+
+    A pair needs a task explored with both outcomes: expert demonstrations alone all succeed."""
+    cond = " AND ".join(c for c, v in (("t.env = ?", env), ("t.task_id = ?", task_id)) if v) or "TRUE"
+    params = [v for v in (env, task_id) if v]
+    roots = store.query(f"SELECT n.visits, n.successes FROM trees t JOIN nodes n USING (tree_id) "
+                        f"WHERE n.node_id = 0 AND {cond}", params)
+    if roots.empty:
+        return "there are no trees; run `w2stree tree` first"
+    trees = f"{len(roots)} tree{'s' if len(roots) != 1 else ''}"
+    if ((roots["successes"] > 0) & (roots["successes"] < roots["visits"])).any():
+        return None
+    if (roots["successes"] >= roots["visits"]).all():
+        models = set(store.query(f"SELECT DISTINCT model FROM trajectories t WHERE source <> 'eval' "
+                                 f"AND {cond}", params)["model"])
+        if models and models <= {"expert"}:
+            return (f"the {trees} hold only expert demonstrations, which all succeed; a pair needs a failed "
+                    "continuation beside a successful one: explore the tasks first (`w2stree collect`)")
+        return (f"every trajectory in the {trees} succeeds; a pair needs a failed continuation beside a "
+                "successful one: explore the tasks with a weaker or hotter model (`w2stree collect`)")
+    if (roots["successes"] == 0).all():
+        return f"no trajectory in the {trees} succeeds; a pair needs a successful continuation to prefer"
+    return f"no task has both a success and a failure in the {trees}; a pair needs both in one tree"
+
+
+def no_pair_reason(store: Store, env: str | None = None, task_id: str | None = None,
+                   min_margin: float | None = None) -> str:
+    """Why pair cutting found nothing, as a phrase (for `w2stree pairs` and `export pairs`)."""
+    blocker = pair_blocker(store, env, task_id)
+    if blocker:
+        return blocker
+    if min_margin:
+        return f"no branching node has children whose values differ by at least {min_margin:g}"
+    return ("no branching node has one child leading to a success and another without: the successes "
+            "and failures part only where a trajectory stops")
 
 
 def _step(g: nx.DiGraph, n: int) -> Step:

@@ -46,6 +46,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     method without training data are left out of its means; a method with none at all keeps NaN."""
     if df.empty:
         return df
+    df = df.copy()
+    untrained = df["n_examples"].fillna(-1) == 0  # no training data: its numbers are not its own
+    df.loc[untrained, ["avg_reward", "success_rate"]] = float("nan")
     g = df.groupby(["trajs_per_task", "method"], sort=False)
     out = g.agg(avg_reward=("avg_reward", "mean"), avg_reward_std=("avg_reward", "std"),
                 success_rate=("success_rate", "mean"), success_rate_std=("success_rate", "std"),

@@ -1,4 +1,4 @@
-"""The data types every part of w2stree passes around (DESIGN.md section 3)."""
+"""The data types every part of w2stree passes around."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ the merge rule says it is the same step, otherwise it becomes a new child. Node 
 out in insertion order (trajectory by trajectory, step by step), so a node's children in
 first-insertion order are its children in ascending id order.
 
-Merge rules (DESIGN.md section 4):
+Merge rules (README, "The method as implemented"):
 
 * ``action`` (default): equal normalized action (whitespace collapsed, lower case).
 * ``observation``: equal normalized action and equal observation after the step (whitespace

@@ -1,6 +1,8 @@
 """The w2stree dashboard: `streamlit run dashboard/app.py [-- --db PATH]` or `w2stree dashboard`.
 
 The store comes from `--db` (after `--`), else `W2STREE_DB`, else data/w2stree.duckdb.
+The server binds to 127.0.0.1 and gathers no usage statistics (dashboard/.streamlit/config.toml,
+read wherever it is started from); a server forced otherwise shows a refusal instead of the store.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import streamlit as st  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
 from core.store import StoreBusyError  # noqa: E402
+from dashboard.serving import exposure_problem  # noqa: E402
 
 # Not "pages/": Streamlit would also serve a folder of that name as old-style pages, bypassing
 # this script (its navigation and layout) when a fresh server is first opened on a page URL.
@@ -35,9 +38,21 @@ def _apply_db_argument() -> None:
         os.environ["W2STREE_DB"] = os.path.abspath(args.db)
 
 
+def refuse_if_exposed() -> None:
+    """Stop here, before anything of the store is read, on a server reachable from other
+    machines or reporting to the internet."""
+    problem = exposure_problem({k: st.get_option(k) for k in ("server.address", "browser.gatherUsageStats")})
+    if problem:
+        print(f"w2stree dashboard: refusing to serve: {problem}", file=sys.stderr, flush=True)
+        st.error(f"Refusing to serve: {problem}")
+        st.stop()
+
+
 def main() -> None:
     _apply_db_argument()
-    st.set_page_config(page_title="w2stree", page_icon=":material/account_tree:", layout="wide")
+    # An emoji favicon is drawn in the browser; a :material/...: one is fetched from Google.
+    st.set_page_config(page_title="w2stree", page_icon="🌳", layout="wide")
+    refuse_if_exposed()
     nav = st.navigation([
         st.Page(PAGES / "overview.py", title="Overview", icon=":material/home:", default=True),
         st.Page(PAGES / "trees.py", title="Trees", icon=":material/account_tree:", url_path="trees"),

@@ -48,20 +48,41 @@ def key() -> tuple[str, int]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def summary(path: str, changes: int) -> pd.DataFrame:
-    """Per environment: tasks, trajectories by source, success rate, trees, nodes, pairs."""
+    """Per environment: tasks, trajectories (not evaluation), evaluation episodes, trees, nodes,
+    pairs. Success rates are per source (`by_source`): a mixed rate would mean nothing."""
     return _open(path).query("""
         WITH envs AS (SELECT env FROM tasks UNION SELECT env FROM trajectories
                       UNION SELECT env FROM trees UNION SELECT env FROM pairs)
         SELECT e.env,
           (SELECT count(*) FROM tasks t WHERE t.env = e.env) AS tasks,
           (SELECT count(*) FROM trajectories t WHERE t.env = e.env AND t.source <> 'eval') AS trajectories,
-          (SELECT avg(CAST(success AS DOUBLE)) FROM trajectories t
-             WHERE t.env = e.env AND t.source <> 'eval') AS success_rate,
           (SELECT count(*) FROM trajectories t WHERE t.env = e.env AND t.source = 'eval') AS eval_episodes,
           (SELECT count(*) FROM trees t WHERE t.env = e.env) AS trees,
           (SELECT coalesce(sum(n_nodes), 0) FROM trees t WHERE t.env = e.env) AS nodes,
           (SELECT count(*) FROM pairs p WHERE p.env = e.env) AS pairs
         FROM envs e ORDER BY e.env""")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def by_source(path: str, changes: int) -> pd.DataFrame:
+    """Per env and source (see shaping.SOURCES): episodes, successes, steps, and the invalid
+    actions and steps of the episodes that recorded them (collected ones do, imported ones not)."""
+    return _open(path).query(f"""
+        SELECT env, {shaping.SOURCE_SQL} AS source, count(*) AS episodes,
+               sum(CAST(success AS INTEGER)) AS successes, sum(n_steps) AS steps,
+               sum(TRY_CAST(json_extract_string(meta, '$.n_invalid') AS INTEGER)) AS invalid,
+               sum(n_steps) FILTER (WHERE json_extract_string(meta, '$.n_invalid') IS NOT NULL) AS checked_steps
+        FROM trajectories GROUP BY ALL ORDER BY env, source""")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def tree_outcomes(path: str, changes: int) -> pd.DataFrame:
+    """Per env: trees, and trees holding both a success and a failure (pairs need both)."""
+    return _open(path).query("""
+        SELECT t.env, count(*) AS trees,
+               count(*) FILTER (WHERE n.successes > 0 AND n.successes < n.visits) AS both_outcomes
+        FROM trees t JOIN nodes n ON n.tree_id = t.tree_id AND n.node_id = 0
+        GROUP BY t.env ORDER BY t.env""")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -178,3 +199,28 @@ def explorers(path: str, changes: int, env: str) -> list[str]:
     df = _open(path).query("SELECT DISTINCT model FROM trajectories WHERE env = ? AND source <> 'eval' "
                            "AND success AND model <> '' ORDER BY model", [env])
     return df["model"].tolist()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def example_count(path: str, changes: int, spec: str) -> tuple[int, str]:
+    """(number of training examples a store data SPEC names, why it names none: "" when some).
+    Best paths are counted from the tree headers (building their rows loads every tree)."""
+    from core.errors import UserError
+    from core.pairs import no_pair_reason
+    from core.train.data import build_rows, parse_spec
+
+    store = _open(path)
+    try:
+        parsed = parse_spec(spec)
+        if parsed.source == "best-paths":
+            trees = store.trees(env=parsed.env)
+            n = int(trees["best_path"].map(lambda b: b is not None and len(b) > 0).sum()) if len(trees) else 0
+            if "tasks" in parsed.options:
+                n = min(n, int(parsed.options["tasks"]))
+        else:
+            n = len(build_rows(parsed, store))
+    except UserError as exc:
+        return 0, str(exc)
+    why = no_pair_reason(store, parsed.env) if n == 0 and parsed.source == "pairs" else ""
+    return n, why
+

@@ -145,10 +145,11 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
     fig = go.Figure(data=traces, _validate=False)
     depth = int(view.depth.max()) if n else 0
     fig.update_layout(
-        height=int(min(260 + 70 * depth, 1400)), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        height=int(min(260 + 70 * depth, 1400)), margin={"l": 10, "r": 10, "t": 30, "b": 40},
         xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"},
         plot_bgcolor="white", clickmode="event+select", dragmode="pan", hovermode="closest",
-        legend={"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
+        # Below the plot: the toolbar (modebar) sits in the top-right corner and would cover it.
+        legend={"orientation": "h", "y": -0.01, "x": 0, "yanchor": "top"},
     )
     return fig
 

@@ -81,6 +81,56 @@ def best_path_edges(g: nx.DiGraph) -> set[tuple[int, int]]:
     return {(a, b) for a, b in zip(path, path[1:], strict=False) if g.has_edge(a, b)}
 
 
+def best_path_ties(g: nx.DiGraph) -> tuple[int, int]:
+    """(steps of the MCTS best path decided by a tie, steps of the best path). A step is a tie
+    when another MCTS-visited sibling has the same Q: the best path then takes the earliest
+    child (core.mcts), which is no preference. Q equal everywhere makes every step a tie."""
+    path = [int(n) for n in g.graph.get("best_path") or []]
+    if path and path[0] != 0:
+        path = [0, *path]
+    ties = 0
+    for parent, child in zip(path, path[1:], strict=False):
+        q = node_stats(g, child, kind="mcts")[1]
+        ties += any(s != child and (other := node_stats(g, s, kind="mcts"))[0] > 0
+                    and math.isclose(other[1], q, abs_tol=1e-9) for s in g.successors(parent))
+    return ties, max(len(path) - 1, 0)
+
+
+def tie_note(ties: int, steps: int) -> str | None:
+    """The Trees page's sentence about ties on the best path, or None without any."""
+    if not ties:
+        return None
+    if ties == steps:
+        return ("MCTS Q is equal among the siblings at every step of the best path: the best path is a "
+                "tie-break (the earliest child), not a preference.")
+    return (f"{ties} of the best path's {steps} steps are a tie-break (siblings with equal MCTS Q; the "
+            "earliest child is taken).")
+
+
+def selected_node(selection: Mapping[str, Any] | None) -> int | None:
+    """The node id a chart selection points at: a tree-figure marker carries it in `customdata`
+    (negative for a folded group), an icicle cell as its `id`. None when nothing usable."""
+    for point in ((selection or {}).get("selection") or {}).get("points") or []:
+        cd = point.get("customdata")
+        if isinstance(cd, list | tuple):
+            cd = cd[0] if cd else None
+        if cd is None:
+            cd = point.get("id")
+        try:
+            return int(cd)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def node_options(g: nx.DiGraph, drawn: Sequence[int], selected: int, limit: int = 400) -> list[int]:
+    """The node picker's choices: the drawn real nodes (the figure's caps already keep them to a
+    few hundred), at most `limit` of them, always with the path to `selected`; sorted by id."""
+    keep = set(path_to(g, selected)) if selected in g else {0}
+    real = [n for n in drawn if n >= 0 and n not in keep]
+    return sorted(keep | set(real[: max(limit - len(keep), 0)]))
+
+
 def unique(texts: Sequence[str] | None) -> list[str]:
     """Distinct non-empty texts in first-seen order."""
     seen: dict[str, None] = {}
@@ -112,6 +162,50 @@ def node_details(g: nx.DiGraph, node: int) -> dict[str, Any]:
         "path": [g.nodes[n].get("action", "") for n in path_to(g, node)[1:]],
         "on_best_path": node == 0 or any(node == b for _, b in best_path_edges(g)),
     }
+
+
+# -- overview ---------------------------------------------------------------------------------
+# Where a trajectory comes from; each has its own success rate (expert demonstrations nearly all
+# succeed, evaluation measures trained models: one mixed figure would say nothing).
+SOURCES = ("expert demonstrations", "exploration", "evaluation")
+SOURCE_SQL = ("CASE WHEN source = 'eval' THEN 'evaluation' WHEN model = 'expert' THEN 'expert demonstrations' "
+              "ELSE 'exploration' END")
+
+
+def source_table(by_source: pd.DataFrame) -> pd.DataFrame:
+    """Per env and source: episodes, success rate, mean episode length (sources in SOURCES order)."""
+    cols = ["env", "source", "episodes", "success rate", "mean length"]
+    if by_source.empty:
+        return pd.DataFrame(columns=cols)
+    df = by_source.copy()
+    df["success rate"] = df["successes"] / df["episodes"]
+    df["mean length"] = df["steps"] / df["episodes"]
+    df["_o"] = df["source"].map({s: i for i, s in enumerate(SOURCES)})
+    return df.sort_values(["env", "_o"])[cols].reset_index(drop=True)
+
+
+def exploration_health(by_source: pd.DataFrame, outcomes: pd.DataFrame, env: str) -> dict[str, Any]:
+    """Exploration health of one env: valid-action rate (over the episodes that recorded invalid
+    actions; NaN when none did), mean episode length, explorer success rate, and trees holding
+    both outcomes (with the number of trees)."""
+    ex = by_source[(by_source["env"] == env) & (by_source["source"] == "exploration")]
+    episodes, steps = float(ex["episodes"].sum()), float(ex["steps"].sum())
+    checked = float(pd.to_numeric(ex["checked_steps"], errors="coerce").fillna(0).sum())
+    invalid = float(pd.to_numeric(ex["invalid"], errors="coerce").fillna(0).sum())
+    tr = outcomes[outcomes["env"] == env]
+    return {
+        "episodes": int(episodes),
+        "valid_action_rate": 1 - invalid / checked if checked else math.nan,
+        "mean_length": steps / episodes if episodes else math.nan,
+        "success_rate": float(ex["successes"].sum()) / episodes if episodes else math.nan,
+        "trees": int(tr["trees"].sum()),
+        "both_outcomes": int(tr["both_outcomes"].sum()),
+    }
+
+
+def percent(x: float) -> str:
+    """0.934 -> "93%"; a dash when missing."""
+    return "–" if x is None or math.isnan(x) else f"{x:.0%}"
 
 
 # -- task picker ------------------------------------------------------------------------------
@@ -263,16 +357,39 @@ def latest_experiment(results: pd.DataFrame) -> str | None:
     return str(results.sort_values("created_at")["experiment_id"].iloc[-1])
 
 
+NO_DATA = "no data"
+
+
+def has_training_data(results: pd.DataFrame) -> pd.Series:
+    """Per results row: did its method have training examples? A method with none (0 pairs, no
+    successes) is stored with the unchanged starting model's numbers, which are not its own.
+    An unrecorded count (no `n_examples` column, or NA) counts as trained."""
+    if "n_examples" not in results:
+        return pd.Series(True, index=results.index)
+    n = pd.to_numeric(results["n_examples"], errors="coerce").astype("float64")  # NA -> NaN
+    return n.fillna(-1) != 0
+
+
+def untrained_methods(results: pd.DataFrame) -> list[str]:
+    """Methods (first-appearance order) none of whose rows had training data."""
+    if results.empty:
+        return []
+    trained = has_training_data(results).groupby(results["method"], sort=False).any()
+    return trained[~trained].index.tolist()
+
+
 def method_table(results: pd.DataFrame) -> pd.DataFrame:
     """Average reward and success rate per method (rows, in first-appearance order) and env
     (columns `<env> reward`, `<env> success`), averaged over seeds; only the largest
-    trajectories-per-task setting of each method and env counts."""
+    trajectories-per-task setting of each method and env counts. A method without training
+    data there gets NaN (see `method_cells`), never the numbers stored in its place."""
     if results.empty:
         return pd.DataFrame()
     df = results.copy()
     df["trajs_per_task"] = df["trajs_per_task"].fillna(-1)
     top = df.groupby(["method", "env"])["trajs_per_task"].transform("max")
     df = df[df["trajs_per_task"] == top]
+    df.loc[~has_training_data(df), ["avg_reward", "success_rate"]] = math.nan
     agg = df.groupby(["method", "env"], sort=False)[["avg_reward", "success_rate"]].mean()
     wide = agg.unstack("env")
     wide.columns = [f"{env} {'reward' if col == 'avg_reward' else 'success'}" for col, env in wide.columns]
@@ -280,6 +397,12 @@ def method_table(results: pd.DataFrame) -> pd.DataFrame:
     envs = list(dict.fromkeys(df["env"]))
     cols = [f"{e} {k}" for e in envs for k in ("reward", "success")]
     return wide.reindex(index=order, columns=cols)
+
+
+def method_cells(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """`method_table` for display: numbers with `digits` decimals, "no data" where a method had
+    no training data (NaN)."""
+    return table.map(lambda x: NO_DATA if pd.isna(x) else f"{x:.{digits}f}")
 
 
 def score_curves(steps: pd.DataFrame) -> pd.DataFrame:
@@ -306,7 +429,7 @@ def trajectory_curves(results: pd.DataFrame) -> pd.DataFrame:
     method and env with results at 2+ settings, the mean over seeds at each setting."""
     if results.empty:
         return pd.DataFrame(columns=["method", "env", "trajs_per_task", "avg_reward", "success_rate"])
-    df = results.dropna(subset=["trajs_per_task"])
+    df = results[has_training_data(results)].dropna(subset=["trajs_per_task"])
     counts = df.groupby(["method", "env"])["trajs_per_task"].transform("nunique")
     df = df[counts >= 2]
     return (df.groupby(["method", "env", "trajs_per_task"], as_index=False)[["avg_reward", "success_rate"]]
@@ -324,6 +447,23 @@ def data_spec(source: str, env: str, arg: str = "", tasks: int = 0, min_margin: 
     if source == "pairs" and min_margin:
         opts.append(f"min_margin={min_margin:g}")
     return head + ("?" + "&".join(opts) if opts else "")
+
+
+EMPTY_DATA = {
+    "expert": "no expert demonstrations of {env} are stored (`w2stree collect --env {env} --policy expert`)",
+    "successes": "{arg} has no successful trajectory in {env}",
+    "best-paths": "no tree of {env} has an MCTS best path (`w2stree mcts`)",
+    "pairs": "no {arg} pairs of {env} are stored",
+}
+
+
+def empty_data_reason(source: str, env: str, arg: str, count: int, why: str = "") -> str | None:
+    """Why the Train page's Start is disabled when the chosen data holds no example (one
+    sentence naming the data and, when known, why it is empty); None when there is data."""
+    if count:
+        return None
+    what = EMPTY_DATA.get(source, "the data holds no example").format(env=env, arg=arg)
+    return f"Start is disabled: the chosen data is empty (0 examples): {what}" + (f"; {why}" if why else "") + "."
 
 
 def duration(seconds: float | None) -> str:

@@ -1,8 +1,9 @@
-"""Shared test fixtures: a fresh store per test, the shared fixtures folder, one torch thread."""
+"""Shared test fixtures: a fresh store per test, the data fixtures folder, one torch thread."""
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,27 @@ except ImportError:  # pragma: no cover
     pass
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 @pytest.fixture
-def shared() -> Path:
-    """The ../shared folder (fixtures and reference data)."""
-    if not SHARED.exists():
-        pytest.skip("../shared is not beside the checkout")
-    return SHARED
+def fixtures() -> Path:
+    """tests/fixtures: ETO-layout episodes and the ETO ScienceWorld split (see its README.md)."""
+    return FIXTURES
+
+
+@pytest.fixture(autouse=True, scope="session")
+def dashboard_config():
+    """The Streamlit options of dashboard/.streamlit/config.toml, which a real server reads beside
+    the app; AppTest reads only the current folder's, so they are set here for it."""
+    try:
+        from streamlit import config
+    except ImportError:  # pragma: no cover
+        return
+    with open(REPO / "dashboard" / ".streamlit" / "config.toml", "rb") as fh:
+        for section, values in tomllib.load(fh).items():
+            for name, value in values.items():
+                config.set_option(f"{section}.{name}", value)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """The dashboard in a real browser: `w2stree dashboard` (streamlit run) on a free localhost port,
 Debian's chromium driven by playwright (never a downloaded browser). Loads every page, checks
 there is no Streamlit exception box and no script from trajectory text ran, clicks a tree node
-and checks the panel shows its action. Screenshots go to tests/output/."""
+and an icicle cell and checks the panel shows that node, and checks that the browser requests
+nothing beyond the server (no usage statistics or other external calls). Screenshots go to
+tests/output/."""
 
 from __future__ import annotations
 
@@ -87,6 +89,9 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        external: list[str] = []
+        page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:"))
+                else external.append(r.url))
         g = store.load_tree("shop/t1")
         node_of = {g.nodes[n]["action"]: n for n in g}
         # A fresh server opened first on a deep link serves it through the app's navigation.
@@ -118,5 +123,16 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
         assert any(c.strip() == "click[item b]" for c in codes), codes
         assert page.locator("[data-testid='stException']").count() == 0
         page.screenshot(path=str(OUT / "trees_selected.png"), full_page=True)
+
+        # The icicle overview: a click on a cell selects its node as well.
+        page.get_by_text("Whole-tree overview").click()
+        icicle = page.locator(".js-plotly-plot").nth(1)
+        cell = icicle.locator("g.slice").filter(has_text="click[item a]").first
+        cell.wait_for(timeout=30_000)
+        cell.click()
+        page.get_by_role("heading", name=f"Node {node_of['click[item a]']}").wait_for(timeout=30_000)
+        settle(page, "Trees")
+        assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
+    assert external == [], f"requests beyond the dashboard server: {external}"
     assert dialogs == [], f"a script from trajectory text ran: {dialogs}"

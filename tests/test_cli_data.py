@@ -168,10 +168,10 @@ def test_eto_baseline_from_the_cli_and_the_renamed_rule(store: Store, data_file:
     assert main(["mcts", "--rule", "early-release", "--iterations", "3"]) == 0
 
 
-def test_eto_fixture_pipeline(store: Store, shared: Path, tmp_path, capsys):
+def test_eto_fixture_pipeline(store: Store, fixtures: Path, tmp_path, capsys):
     """The real ScienceWorld fixture runs: import → trees that branch → pairs that prefer the
     successful branch → best paths that replay a successful run (re-imported as ETO SFT)."""
-    fx = shared / "fixtures"
+    fx = fixtures
     expected = json.loads((fx / "eto-explore-expected.json").read_text())
     assert main(["import", "eto-explore", str(fx / "eto-explore"), "--env", ENV]) == 0
     assert main(["tree"]) == 0
@@ -195,3 +195,37 @@ def test_eto_fixture_pipeline(store: Store, shared: Path, tmp_path, capsys):
     assert main(["import", "eto-sft", str(out), "--env", "replayed"]) == 0
     for t in store.trajectories(env="replayed"):
         assert (t.task_id.split("/")[1], tuple(t.actions)) in successes
+
+
+def _jsonl(path: Path, lines: list[tuple[str, list[str], float, str]]) -> Path:
+    """(task, actions, reward, model) per line."""
+    path.write_text("".join(json.dumps({
+        "env": ENV, "task_id": task, "instruction": "open the box", "reward": reward, "model": model,
+        "steps": [{"action": a, "observation": f"after {a}"} for a in actions]}) + "\n"
+        for task, actions, reward, model in lines))
+    return path
+
+
+@pytest.mark.parametrize(("lines", "reason"), [
+    ([("t1", ["a", "b"], 1.0, "expert"), ("t2", ["c"], 1.0, "expert")], "only expert demonstrations"),
+    ([("t1", ["a", "b"], 1.0, "weak"), ("t1", ["a", "c"], 1.0, "weak")], "every trajectory in the 1 tree succeeds"),
+    ([("t1", ["a", "b"], 0.0, "weak"), ("t1", ["a", "c"], 0.2, "weak")], "no trajectory in the 1 tree succeeds"),
+    ([("t1", ["a"], 1.0, "weak"), ("t2", ["a"], 0.0, "weak")], "no task has both a success and a failure"),
+    # both outcomes, but the failure is a prefix of the success: no branching node parts them
+    ([("t1", ["a", "b"], 1.0, "weak"), ("t1", ["a"], 0.0, "weak")], "no branching node has one child"),
+])
+def test_pairs_and_export_say_why_there_are_none(store: Store, tmp_path, capsys, lines, reason):
+    main(["import", "jsonl", str(_jsonl(tmp_path / "d.jsonl", lines))])
+    main(["tree"])
+    capsys.readouterr()
+    assert main(["export", "pairs", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err
+    if reason.startswith("no branching"):  # the trees could hold pairs: cutting them is the next step
+        assert "run `w2stree pairs` first" in err and reason in err
+    else:
+        assert reason in err and "run `w2stree pairs` first" not in err
+    assert main(["pairs"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("stored 0 step pairs from") and reason in out
+    assert main(["export", "pairs", str(tmp_path / "p.jsonl")]) == 2
+    assert reason in capsys.readouterr().err

@@ -233,6 +233,19 @@ def test_method_table_and_curves():
     curves = shaping.trajectory_curves(res)
     assert curves["method"].unique().tolist() == ["treedpo"]
     assert curves["avg_reward"].tolist() == [0.5, 0.7]
+    assert shaping.untrained_methods(res) == []
+
+
+def test_a_method_without_training_data_shows_no_data():
+    rows = [{"experiment_id": "x", "env": "shop", "method": m, "model": "s", "seed": 0, "trajs_per_task": k,
+             "avg_reward": 0.4, "success_rate": 0.2, "n_examples": n}
+            for m, n in (("sft-strong", 50), ("treedpo", 0), ("mcts", None)) for k in (2, 4)]
+    res = pd.DataFrame(rows).astype({"n_examples": "Int32"})  # as the store returns it
+    assert shaping.untrained_methods(res) == ["treedpo"]  # NA is "not recorded", not zero
+    cells = shaping.method_cells(shaping.method_table(res))
+    assert cells.loc["treedpo"].tolist() == ["no data", "no data"]
+    assert cells.loc["sft-strong"].tolist() == ["0.400", "0.200"] == cells.loc["mcts"].tolist()
+    assert "treedpo" not in set(shaping.trajectory_curves(res)["method"])
 
 
 def test_score_curves_carry_the_last_score_forward():
@@ -297,3 +310,71 @@ def test_plain_makes_markdown_literal():
     from dashboard.ui import plain
 
     assert plain("m*1* [x](http://e) <i>") == r"m\*1\* \[x\]\(http\://e\) \<i\>"
+
+
+def test_source_table_and_exploration_health():
+    by_source = pd.DataFrame({
+        "env": ["shop", "shop", "shop", "sci"], "source": ["exploration", "evaluation", "expert demonstrations",
+                                                           "exploration"],
+        "episodes": [10, 4, 5, 2], "successes": [3, 4, 5, 0], "steps": [60, 12, 20, 8],
+        "invalid": [6, None, None, None], "checked_steps": [40, None, None, None]})
+    table = shaping.source_table(by_source)
+    assert table["env"].tolist() == ["sci", "shop", "shop", "shop"]
+    shop = table[table["env"] == "shop"]
+    assert shop["source"].tolist() == list(shaping.SOURCES)
+    assert shop["success rate"].tolist() == [1.0, 0.3, 1.0]
+    outcomes = pd.DataFrame({"env": ["shop"], "trees": [5], "both_outcomes": [2]})
+    h = shaping.exploration_health(by_source, outcomes, "shop")
+    assert h["valid_action_rate"] == pytest.approx(1 - 6 / 40)  # over the steps that were checked
+    assert h["mean_length"] == 6.0 and h["success_rate"] == 0.3 and (h["both_outcomes"], h["trees"]) == (2, 5)
+    sci = shaping.exploration_health(by_source, outcomes, "sci")
+    assert math.isnan(sci["valid_action_rate"]) and sci["trees"] == 0  # imported: nothing recorded
+    assert shaping.percent(sci["valid_action_rate"]) == "–"
+
+
+def _tree(q_by_node: dict[int, tuple[int, float]], edges: list[tuple[int, int]], best: list[int]) -> nx.DiGraph:
+    """A tree with MCTS (visits, Q) per node and a best path."""
+    g = nx.DiGraph(best_path=best)
+    for n, (v, q) in q_by_node.items():
+        g.add_node(n, depth=0, action=f"a{n}", mcts_visits=v, mcts_value_sum=v * q, visits=1, value_sum=0.0)
+    g.add_edges_from(edges)
+    return g
+
+
+def test_best_path_ties_are_named():
+    edges = [(0, 1), (0, 2), (1, 3), (1, 4)]
+    flat = _tree({0: (8, 0.0), 1: (4, 0.0), 2: (4, 0.0), 3: (2, 0.0), 4: (2, 0.0)}, edges, [0, 1, 3])
+    assert shaping.best_path_ties(flat) == (2, 2)
+    assert "tie-break" in shaping.tie_note(2, 2) and "every step" in shaping.tie_note(2, 2)
+    mixed = _tree({0: (8, 0.5), 1: (4, 0.9), 2: (4, 0.1), 3: (2, 0.5), 4: (2, 0.5)}, edges, [0, 1, 3])
+    assert shaping.best_path_ties(mixed) == (1, 2) and shaping.tie_note(1, 2).startswith("1 of")
+    clear = _tree({0: (8, 0.5), 1: (4, 0.9), 2: (4, 0.1), 3: (2, 1.0), 4: (0, 0.0)}, edges, [0, 1, 3])
+    assert shaping.best_path_ties(clear) == (0, 2) and shaping.tie_note(0, 2) is None  # 4 unvisited
+
+
+def test_selected_node_from_tree_marker_or_icicle_cell():
+    assert shaping.selected_node({"selection": {"points": [{"customdata": [7], "x": 1}]}}) == 7
+    assert shaping.selected_node({"selection": {"points": [{"customdata": -3}]}}) == -3  # a folded group
+    assert shaping.selected_node({"selection": {"points": [{"id": "12", "label": "click[x]"}]}}) == 12
+    assert shaping.selected_node({"selection": {"points": []}}) is None
+    assert shaping.selected_node(None) is None
+
+
+def test_node_picker_of_a_big_tree_holds_the_drawn_nodes_only():
+    g = nx.balanced_tree(5, 5, create_using=nx.DiGraph)  # 3906 nodes
+    view = layout.layout_tree(g, *layout.default_caps(g.number_of_nodes()))
+    deep = max(g.nodes)  # not drawn under the caps
+    options = shaping.node_options(g, view.nodes, deep)
+    assert len(options) <= 400 < g.number_of_nodes()
+    assert set(nx.shortest_path(g, 0, deep)) <= set(options)  # the selection and its path stay
+    assert set(options) - set(nx.shortest_path(g, 0, deep)) <= set(view.nodes)
+    small = nx.balanced_tree(2, 3, create_using=nx.DiGraph)
+    assert shaping.node_options(small, list(small.nodes), 0) == sorted(small.nodes)
+
+
+def test_tree_legend_is_below_the_plot_clear_of_the_toolbar():
+    g = nx.balanced_tree(2, 2, create_using=nx.DiGraph)
+    for n in g:
+        g.nodes[n].update(depth=0, action=f"a{n}", visits=1, value_sum=0.0)
+    fig = figures.tree_figure(g, layout.layout_tree(g))
+    assert fig.layout.legend.yanchor == "top" and fig.layout.legend.y <= 0  # the modebar is top-right

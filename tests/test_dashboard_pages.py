@@ -60,13 +60,18 @@ def fill_store(store: Store) -> None:
                       [Step(f"act {i}", "obs", score=s) for i, s in enumerate(scores)],
                       reward=scores[-1] / 100, source="eval", model=m)
            for m, scores in (("weak-sft", [0, 10, 10]), ("strong-treedpo", [10, 40, 70, 100]))]
-    store.add_trajectories(evals + sci)
+    other = episode("t2", *EPISODES["t2"][0], model="strong-w2s", source="eval")  # on t2 only
+    store.add_trajectories([*evals, *sci, other])
     for name in models.values():
         store.register_model(name, f"/models/{name}", role="strong" if "strong" in name else "weak")
     store.add_results([
         {"experiment_id": "exp-1", "env": "shop", "method": meth, "model": mod, "seed": 0,
          "trajs_per_task": n, "avg_reward": 0.2 + 0.1 * i + 0.05 * n, "success_rate": 0.1 * i}
         for i, (meth, mod) in enumerate(models.items()) for n in (2, 4)
+    ] + [  # no training data: the pipeline stores the unchanged starting model's numbers
+        {"experiment_id": "exp-1", "env": "shop", "method": "eto-dpo", "model": "strong-sft", "seed": 0,
+         "trajs_per_task": n, "avg_reward": 0.3 + 0.05 * n, "success_rate": 0.1, "n_examples": 0}
+        for n in (2, 4)
     ])
 
 
@@ -98,6 +103,28 @@ def test_every_page_explains_an_empty_store(store, page):
     at = run_page(page)
     assert not at.exception, at.exception
     assert at.info, f"{page} shows no explanation on an empty store"
+
+
+def test_overview_gives_success_rates_per_source_and_exploration_health(store):
+    """Expert demonstrations, exploration and evaluation each have their own success rate;
+    exploration health reads the invalid actions the collector recorded."""
+    fill_store(store)
+    store.add_trajectories([episode("t1", ["search[red shoes]", "click[item a]", "click[buy now]"], 1.0,
+                                    model="expert", meta={"n_invalid": 0})])
+    store.add_trajectories([episode("t2", ["search[lamp]", "click[oops]", "click[item e]", "click[x]"], 0.0,
+                                    model="weak-sft", meta={"n_invalid": 3})])  # 3 of 4 actions invalid
+    at = run_page("views/overview.py")
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert "Success rate" not in metrics  # no figure mixing the sources
+    table = at.dataframe[1].value.set_index(["env", "source"])
+    assert table.loc[("shop", "expert demonstrations"), "success rate"] == 1.0
+    assert table.loc[("shop", "exploration"), "success rate"] == pytest.approx(2 / 7)
+    assert table.loc[("shop", "evaluation"), "episodes"] == 5
+    assert metrics["Valid-action rate"] == "25%"  # only the episode that recorded it counts
+    assert metrics["Explorer success rate"] == "29%"
+    assert metrics["Mean episode length"] == f"{(3 + 3 + 4 + 3 + 3 + 2 + 4) / 7:.1f}"
+    assert metrics["Trees with both outcomes"] == "2 / 2"
 
 
 @pytest.mark.slow
@@ -136,6 +163,20 @@ def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
     assert f"Node {target}" in body and "click[item b]" in [c.value for c in at.code]
     assert f"page after click[item b] {XSS}" in [c.value for c in at.code]  # shown as text
     assert at.query_params["node"] == str(target)
+
+
+def test_trees_page_says_when_the_best_path_is_a_tie_break(filled):
+    at = run_page("views/trees.py")
+    assert not any("tie-break" in i.value for i in at.info)  # t1's Q values differ along its best path
+    fails = [episode("t3", a, 0.0, model="weak-sft") for a in (["search[x]", "click[a]"], ["search[x]", "click[b]"],
+                                                               ["search[y]"])]
+    filled.add_trajectories(fails)
+    (g,) = build_trees(fails)
+    run_mcts(g, iterations=30)  # every reward is 0: Q is 0 everywhere
+    filled.save_trees([g])
+    at = run_page("views/trees.py", tree="shop/t3")
+    assert not at.exception, at.exception
+    assert any("best path is a tie-break" in i.value for i in at.info)
 
 
 def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
@@ -196,14 +237,22 @@ def test_compare_page_aligns_four_models_and_marks_divergence(filled):
     assert "first diverge at step 1" in texts(at)
     at.multiselect(key="compare_models").set_value(["weak-sft", "strong-treedpo"]).run()
     assert "first diverge at step 3" in texts(at)
+    # every evaluated model of the environment is offered, also one not evaluated on this task
+    assert "strong-w2s (not on this task)" in at.multiselect(key="compare_models").options
+    at.multiselect(key="compare_models").set_value(["weak-sft", "strong-w2s"]).run()
+    assert not at.exception and "No episode of strong-w2s on this task" in texts(at)
+    assert [m.value for m in at.metric] == ["1.00"]  # only weak-sft's episode, nobody else's numbers
+    assert "eto-dpo: no data in experiment exp-1" in texts(at)
 
 
 def test_results_page_shows_table_and_both_curves(filled):
     at = run_page("views/results.py")
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert table.index.tolist() == ["sft-weak", "sft-strong", "treedpo", "mcts"]
-    assert table.loc["treedpo", "shop reward"] == pytest.approx(0.6)
+    assert table.index.tolist() == ["sft-weak", "sft-strong", "treedpo", "mcts", "eto-dpo"]
+    assert table.loc["treedpo", "shop reward"] == "0.600"
+    assert table.loc["eto-dpo"].tolist() == ["no data", "no data"]  # not sft-strong's numbers
+    assert "eto-dpo: no data" in texts(at)
     assert at.selectbox(key="results_env").value == "sciworld"
     assert len(at.get("plotly_chart")) == 2  # score per step + trajectories per task
 
@@ -225,6 +274,20 @@ def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
 
 
 @pytest.mark.slow
+def test_train_page_disables_start_on_empty_data_and_says_why(filled):
+    at = run_page("views/train.py")
+    assert not at.button(key="train_start").disabled and "8 training examples" not in texts(at)
+    assert "4 training examples" in texts(at)  # the store's step pairs
+    at.selectbox(key="train_gran").set_value("trajectory").run()  # none stored
+    start = at.button(key="train_start")
+    assert start.disabled and "0 examples" in start.help
+    warning = at.warning[0].value
+    assert "no trajectory pairs of shop are stored" in warning
+    assert "run `w2stree pairs`" not in warning or "trees" in warning  # a reason, not only a command
+    at.selectbox(key="train_gran").set_value("step").run()
+    assert not at.button(key="train_start").disabled and not at.warning
+
+
 def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     import json
     import os
@@ -269,14 +332,21 @@ def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     assert filled.query("SELECT status FROM jobs")["status"][0] == "stopped"
 
 
-def test_cli_up_serves_existing_results_without_refilling(filled, capsys):
-    from core.cli import main
+def test_cli_up_prints_the_results_then_serves_without_refilling(filled, capsys, monkeypatch):
+    from core.cli import app, main
     from core.cli.app import serve_command
 
     before = len(filled.results())
-    assert main(["up", "--db", str(filled.path), "--no-serve"]) == 0
-    assert "already has results" in capsys.readouterr().out
-    assert len(filled.results()) == before
+    served = []
+    monkeypatch.setattr(app.os, "execve", lambda *a: served.append(a[1]))  # stand in for the server
+    assert main(["up", "--db", str(filled.path)]) == 0
+    out = capsys.readouterr().out
+    assert "already has results" in out and len(filled.results()) == before
+    table = out.index("results of experiment exp-1")
+    assert table < out.index("w2stree dashboard: http://127.0.0.1")  # the table comes first
+    for method in ("sft-weak", "sft-strong", "treedpo", "mcts"):
+        assert method in out[table:]
+    assert served and served[0][4] == str(APP)
     cmd = serve_command(8765)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == Path(APP)
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"

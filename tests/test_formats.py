@@ -90,8 +90,8 @@ def test_import_jsonl_into_store(store: Store, tmp_path):
 
 
 # -- ETO / TraTree -------------------------------------------------------------------------
-def test_eto_sft_fixture(shared: Path, store: Store):
-    trajs = read_eto_sft(shared / "fixtures" / "eto-sft.json", "sciworld")
+def test_eto_sft_fixture(fixtures: Path, store: Store):
+    trajs = read_eto_sft(fixtures / "eto-sft.json", "sciworld")
     # conversations of 51, 27 and 39 turns: role prompt, OK, task, then (gpt, observation) pairs
     assert [(t.task_id, len(t.steps)) for t in trajs] == [
         ("freeze_1", 24), ("find-animal_1", 12), ("test-conductivity_1", 18)]
@@ -100,13 +100,13 @@ def test_eto_sft_fixture(shared: Path, store: Store):
     assert t.instruction.startswith("Your task is to freeze water.")  # "Task Description:" dropped
     assert t.steps[0] == Step("open door to hallway", "The door is now open.", "I will open door to hallway.")
     assert t.steps[-1].observation == "You decide to wait for 10 iterations."
-    s = import_paths(store, "eto-sft", [shared / "fixtures" / "eto-sft.json"], progress=False)
+    s = import_paths(store, "eto-sft", [fixtures / "eto-sft.json"], progress=False)
     assert (s.files, s.trajectories) == (1, 3)
     assert store.trajectory_index(model="expert")["n_steps"].tolist() == [24, 12, 18]
 
 
-def test_eto_explore_fixture(shared: Path, store: Store):
-    fx = shared / "fixtures"
+def test_eto_explore_fixture(fixtures: Path, store: Store):
+    fx = fixtures
     expected = json.loads((fx / "eto-explore-expected.json").read_text())
     s = import_paths(store, "eto-explore", [fx / "eto-explore"], env="sciworld", progress=False)
     assert (s.files, s.trajectories, s.errors) == (12, 12, [])
@@ -337,11 +337,11 @@ def test_tree_json():
     json.dumps(d)  # plain JSON types only
 
 
-def test_explore_folder_with_one_bad_file(store: Store, shared: Path, tmp_path):
+def test_explore_folder_with_one_bad_file(store: Store, fixtures: Path, tmp_path):
     import shutil
 
     root = tmp_path / "explore"
-    shutil.copytree(shared / "fixtures" / "eto-explore", root)
+    shutil.copytree(fixtures / "eto-explore", root)
     bad = root / "weak-run1" / "sciworld_explore" / "melt_0.json"
     data = json.loads(bad.read_text())
     k = next(i for i, t in enumerate(data["conversations"]) if i > 8 and t["from"] == "gpt")

@@ -61,11 +61,11 @@ def test_own_splits_partition_every_variation():
     assert len(task_names()) == 30
 
 
-def test_eto_names_map_to_real_scienceworld_tasks(shared):
+def test_eto_names_map_to_real_scienceworld_tasks(fixtures):
     from scienceworld.constants import ID2TASK
     from scienceworld.utils import infer_task
 
-    ref = shared / "reference" / "eto-sciworld"
+    ref = fixtures / "eto-sciworld"
     lists = {s: json.loads((ref / f"{s}_indices.json").read_text()) for s in ("train", "dev", "test")}
     used = {name for entries in lists.values() for name, _ in entries}
     used |= set(json.loads((ref / "max_steps.json").read_text()))
@@ -313,18 +313,18 @@ def test_collect_expert_then_replay_matches(store):
 
 
 @pytest.mark.slow
-def test_real_eto_episodes_replay_to_their_rewards(sw, shared):
+def test_real_eto_episodes_replay_to_their_rewards(sw, fixtures):
     """Fixture episodes recorded with ScienceWorld 1.2.3 in ETO's layout: replaying their actions
     here gives their first observation, their final rewards and step counts."""
     from core.formats.eto import read_eto_explore_file
 
-    expected = json.loads((shared / "fixtures" / "eto-explore-expected.json").read_text())
+    expected = json.loads((fixtures / "eto-explore-expected.json").read_text())
     for task_id, runs in expected.items():
         for run in runs:
             # the (short) failed runs, and one success, keep this bounded
             if run["run"] != "weak-run2" and (task_id, run["run"]) != ("find-plant_0", "weak-run0"):
                 continue
-            path = shared / "fixtures" / "eto-explore" / run["run"] / "sciworld_explore" / f"{task_id}.json"
+            path = fixtures / "eto-explore" / run["run"] / "sciworld_explore" / f"{task_id}.json"
             traj = read_eto_explore_file(path, "sciworld")
             obs, _ = sw.reset(task_id)
             assert traj.meta.get("initial_observation", obs) == obs

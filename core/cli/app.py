@@ -59,6 +59,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(args.port)
 
 
+def results_text(store: Store) -> str:
+    """The results table of the store's latest experiment, as `w2stree results` prints it."""
+    from core.results import render
+
+    return render(store) if not store.results().empty else "no results yet"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     _apply_db(args)
     store = Store()
@@ -71,6 +78,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         run_pipeline(env="shop", preset=args.preset, store=store)
     else:
         print(f"w2stree up: {store.path} already has results; serving them", flush=True)
+    print(results_text(store), flush=True)
     if args.no_serve:
         return 0
     return serve(args.port)

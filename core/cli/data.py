@@ -242,7 +242,7 @@ def _mcts_chunk(store: Store, ids: list[str], args: argparse.Namespace) -> None:
 
 # -- pairs ----------------------------------------------------------------------------------
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from core.pairs import eto_pairs, tree_pairs
+    from core.pairs import eto_pairs, no_pair_reason, tree_pairs
 
     store = Store()
     ids = _trees(store, args)
@@ -270,6 +270,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         replace = [(g.graph["env"], g.graph["task_id"], args.granularity) for g in graphs]
         total += store.save_pairs(pairs, replace_tasks=replace)
     detail = f" (baseline={args.baseline})" if args.granularity == "trajectory" else f" (value={args.value})"
+    if not total:
+        detail += ": " + no_pair_reason(store, args.env, args.task, args.min_margin)
     print(f"stored {total} {args.granularity} pairs from {len(ids)} trees{detail}")
     return 0
 
@@ -368,8 +370,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if what == "pairs":
         pairs = store.pairs(env=args.env, task_id=args.task, granularity=args.granularity)
         if not pairs:
+            from core.pairs import no_pair_reason, pair_blocker
+
+            why = pair_blocker(store, args.env, args.task) or (
+                f"run `w2stree pairs` first (when it stores none, {no_pair_reason(store, args.env, args.task)})")
             raise UserError(f"no pairs{_scope(args)}{' of granularity ' + args.granularity if args.granularity else ''}"
-                            "; run `w2stree pairs` first")
+                            f"; {why}")
         rows = export.pairs_eto(pairs) if fmt == "eto" else export.pairs_trl(pairs)
     else:
         graphs = [g for chunk in _load(store, _trees(store, args), "export") for g in chunk]

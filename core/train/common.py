@@ -1,6 +1,6 @@
 """What every trainer shares: device and threads, model loading, LoRA, TRL arguments, saving.
 
-Version notes (DESIGN.md section 8): TRL 1.16 turns bf16 and activation checkpointing on by
+Version notes: TRL 1.16 turns bf16 and activation checkpointing on by
 default; on CPU both must be off. transformers 5.24 names the checkpointing field
 `activation_checkpointing` (`gradient_checkpointing` is a deprecated alias) while 5.17, on the GPU
 image, only has `gradient_checkpointing`; the warm-up ratio moved from `warmup_ratio` into a float

@@ -12,9 +12,9 @@ one, which TRL puts in the prompt) and `MaskedPreferenceCollator` folds it into 
 The assistant spans come from the chat template: its `{% generation %}` spans where it has them
 (the local presets), else by tokenizing the conversation prefix by prefix (any template).
 
-Reference model (DESIGN.md section 4): the `--ref` model (the SFT weak model in the paper's W2S
-setting) when it has the same vocabulary as the trained model; otherwise the trained model's
-starting weights (TRL's copy, or the base under a LoRA adapter).
+Reference model (README, "The method as implemented"): the `--ref` model (the SFT weak model in the
+paper's W2S setting) when it has the same vocabulary as the trained model; otherwise the trained
+model's starting weights (TRL's copy, or the base under a LoRA adapter).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -454,16 +455,35 @@ def job_metrics(job_id: str, store: Store | None = None) -> pd.DataFrame:
     return df.sort_values(["step", "name"])[["step", "name", "value"]].reset_index(drop=True)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+LOG_WINDOW = 256 * 1024  # bytes read from the end: progress bars rewrite one line many times
+
+
+def terminal_lines(text: str) -> list[str]:
+    """The lines a terminal would show for `text`: a progress bar redrawn with carriage returns
+    keeps only its last state, escape sequences go, blank lines are dropped."""
+    out = []
+    for line in text.split("\n"):
+        line = _ANSI.sub("", line.rstrip("\r").rsplit("\r", 1)[-1]).rstrip()
+        if line:
+            out.append(line)
+    return out
+
+
 def job_log_tail(job_id: str, n: int = 50) -> str:
-    """The last `n` lines of the job's log."""
+    """The last `n` lines of the job's log, as a terminal shows them (see `terminal_lines`)."""
     path = job_dir_of(job_id) / "log.txt"
     if not path.exists():
         return ""
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, fh.tell() - 200 * (n + 1)))
+        start = max(0, fh.tell() - max(LOG_WINDOW, 200 * (n + 1)))
+        fh.seek(start)
         text = fh.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-n:])
+    if start:  # the first line is cut: keep what follows its first carriage return, if any
+        first, nl, rest = text.partition("\n")
+        text = first.partition("\r")[2] + nl + rest
+    return "\n".join(terminal_lines(text)[-n:])
 
 
 def sync_job(store: Store, job_id: str) -> dict[str, Any]:

@@ -24,14 +24,28 @@ def pick(index) -> tuple[str, str, list[str]]:
     ui.keep_choice("compare_task", tasks)
     task = c[1].selectbox("Task (type to search)", tasks, key="compare_task",
                           format_func=lambda t: f"{t} · {per_task[t]} models")
-    available = sorted(part[part["task_id"] == task]["model"].unique())
+    # Every model evaluated in this environment is offered; one without an episode of this task
+    # says so in its column.
+    on_task = set(part[part["task_id"] == task]["model"])
+    offered = sorted(part["model"].unique())
     path, changes = data.key()
-    default = shaping.default_compare_models(available, data.results(path, changes))
-    chosen = [m for m in st.session_state.get("compare_models", default) if m in available]
+    default = shaping.default_compare_models(sorted(on_task), data.results(path, changes))
+    chosen = [m for m in st.session_state.get("compare_models", default) if m in offered]
     st.session_state["compare_models"] = chosen or default
-    models = c[2].multiselect("Models (up to four)", available, key="compare_models",
-                              max_selections=MAX_MODELS)
+    models = c[2].multiselect("Models (up to four)", offered, key="compare_models", max_selections=MAX_MODELS,
+                              format_func=lambda m: m if m in on_task else f"{m} (not on this task)")
     return env, task, models
+
+
+def untrained_note() -> None:
+    """Methods of the latest experiment that had no training data: they have no episodes."""
+    path, changes = data.key()
+    results = data.results(path, changes)
+    exp = shaping.latest_experiment(results)
+    untrained = shaping.untrained_methods(results[results["experiment_id"] == exp]) if exp else []
+    if untrained:
+        st.caption(f"{', '.join(untrained)}: {shaping.NO_DATA} in experiment {exp} (no training examples, "
+                   "so no model of their own was evaluated).")
 
 
 def main() -> None:
@@ -42,13 +56,18 @@ def main() -> None:
         ui.empty("No evaluation episodes yet. `w2stree eval` (or the pipeline) stores each model's "
                  "test episodes; they appear here side by side.")
         return
-    env, task, models = pick(index)
-    if not models:
-        ui.empty("Pick at least one model.")
-        return
+    env, task, chosen = pick(index)
+    untrained_note()
     part = index[(index["env"] == env) & (index["task_id"] == task)]
     # The latest episode of each model on this task.
     latest = part.sort_values("created_at").groupby("model").tail(1).set_index("model")
+    models = [m for m in chosen if m in latest.index]
+    missing = [m for m in chosen if m not in latest.index]
+    if missing:
+        st.caption(f"No episode of {', '.join(missing)} on this task.")
+    if not models:
+        ui.empty("Pick at least one model evaluated on this task.")
+        return
     episodes = data.episodes(path, changes, tuple(latest.loc[m, "traj_id"] for m in models))
     by_id = {e.traj_id: e for e in episodes}
     episodes = [by_id[latest.loc[m, "traj_id"]] for m in models]

@@ -31,6 +31,31 @@ def fill_default_button() -> None:
         st.rerun()
 
 
+def sources_section(path: str, changes: int) -> None:
+    """Success rate per source, never one mixed figure, and the health of each env's exploration."""
+    by_source = data.by_source(path, changes)
+    if by_source.empty:
+        return
+    st.subheader("Success rate by source")
+    st.dataframe(shaping.source_table(by_source), hide_index=True, column_config={
+        "success rate": st.column_config.ProgressColumn("success rate", min_value=0, max_value=1,
+                                                        format="percent"),
+        "mean length": st.column_config.NumberColumn("mean length (steps)", format="%.1f")})
+    outcomes = data.tree_outcomes(path, changes)
+    envs = by_source[by_source["source"] == "exploration"]["env"].unique().tolist()
+    for env in envs:
+        h = shaping.exploration_health(by_source, outcomes, env)
+        st.subheader(f"Exploration health · {ui.plain(env)}")
+        cols = st.columns(4)
+        cols[0].metric("Valid-action rate", shaping.percent(h["valid_action_rate"]),
+                       help="share of exploration actions the environment accepted (collected episodes)")
+        cols[1].metric("Mean episode length", shaping.fmt(h["mean_length"], 1), help="steps per episode")
+        cols[2].metric("Explorer success rate", shaping.percent(h["success_rate"]),
+                       help=f"over {h['episodes']} exploration episodes")
+        cols[3].metric("Trees with both outcomes", f"{h['both_outcomes']} / {h['trees']}",
+                       help="trees holding a success and a failure: only these yield pairs")
+
+
 def main() -> None:
     st.title("Overview")
     path, changes = data.key()
@@ -41,21 +66,17 @@ def main() -> None:
 
     models = data.models(path, changes)
     jobs = data.jobs()
-    trajectories = int(summary["trajectories"].sum())
-    rate = (summary["success_rate"] * summary["trajectories"]).sum() / max(trajectories, 1)
-    cols = st.columns(7)
+    cols = st.columns(6)
     cols[0].metric("Environments", len(summary))
     cols[1].metric("Tasks", int(summary["tasks"].sum()))
-    cols[2].metric("Trajectories", trajectories, help="collected and imported (not evaluation)")
-    cols[3].metric("Success rate", f"{rate:.0%}")
-    cols[4].metric("Trees", int(summary["trees"].sum()))
-    cols[5].metric("Pairs", int(summary["pairs"].sum()))
-    cols[6].metric("Models", len(models))
+    cols[2].metric("Trajectories", int(summary["trajectories"].sum()), help="collected and imported (not evaluation)")
+    cols[3].metric("Trees", int(summary["trees"].sum()))
+    cols[4].metric("Pairs", int(summary["pairs"].sum()))
+    cols[5].metric("Models", len(models))
 
     st.subheader("Per environment")
-    st.dataframe(summary, hide_index=True, column_config={
-        "success_rate": st.column_config.ProgressColumn("success rate", min_value=0, max_value=1,
-                                                        format="percent")})
+    st.dataframe(summary, hide_index=True)
+    sources_section(path, changes)
 
     results = data.results(path, changes)
     st.subheader("Results of the last pipeline run")
@@ -64,7 +85,7 @@ def main() -> None:
         ui.empty("No results yet: `w2stree pipeline` (or `w2stree up`) trains and evaluates the methods.")
     else:
         st.caption(f"experiment {ui.plain(exp)}")
-        st.dataframe(shaping.method_table(results[results["experiment_id"] == exp]).round(3))
+        st.dataframe(shaping.method_cells(shaping.method_table(results[results["experiment_id"] == exp])))
 
     st.subheader("Jobs")
     if jobs.empty:

@@ -14,10 +14,11 @@ def method_section(results) -> None:
     experiments = results.sort_values("created_at")["experiment_id"].unique().tolist()[::-1]
     exp = st.selectbox("Experiment (latest first)", experiments, key="results_exp")
     part = results[results["experiment_id"] == exp]
-    table = shaping.method_table(part)
-    st.dataframe(table, column_config={
-        c: st.column_config.NumberColumn(c, format="%.3f") for c in table.columns
-    })
+    st.dataframe(shaping.method_cells(shaping.method_table(part)))
+    untrained = shaping.untrained_methods(part)
+    if untrained:
+        st.caption(f"{', '.join(untrained)}: {shaping.NO_DATA}: no training examples in this experiment "
+                   "(e.g. 0 pairs), so there is no model of their own to evaluate.")
     with st.expander("All rows of this experiment"):
         st.dataframe(part, hide_index=True)
 

@@ -127,7 +127,14 @@ def job_form(path: str, changes: int) -> None:
         return
     st.caption("equivalent command")
     st.code(command_line(kind, cfg), language="bash", wrap_lines=True)
-    if st.button("Start", type="primary", icon=":material/play_arrow:", key="train_start"):
+    n_examples, why_empty = data.example_count(path, changes, spec)
+    blocked = shaping.empty_data_reason(source, env, arg, n_examples, why_empty)
+    if blocked:
+        st.warning(blocked, icon=":material/block:")
+    else:
+        st.caption(f"{n_examples:,} training examples")
+    if st.button("Start", type="primary", icon=":material/play_arrow:", key="train_start",
+                 disabled=bool(blocked), help=blocked):
         try:
             with st.spinner("checking the data and starting the job"):
                 job_id = start_job(kind, cfg, data.store())

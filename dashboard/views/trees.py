@@ -11,23 +11,27 @@ import streamlit as st
 from dashboard import data, layout, shaping, ui
 
 CHART_KEY = "trees_chart"
+ICICLE_KEY = "trees_icicle"
 
 
-def on_chart_select() -> None:
-    """A click on the chart selects that node in the node list (the single source of truth)."""
-    state = st.session_state.get(CHART_KEY) or {}
-    for point in (state.get("selection") or {}).get("points") or []:
-        cd = point.get("customdata")
-        if isinstance(cd, list | tuple):
-            cd = cd[0] if cd else None
-        if cd is None:
-            continue
-        if int(cd) >= 0:
-            st.session_state["trees_node"] = int(cd)
-            st.session_state.pop("trees_folded", None)
-        else:
-            st.session_state["trees_folded"] = int(cd)
+def on_select(key: str) -> None:
+    """A click on the tree figure or the icicle selects that node in the node picker (the single
+    source of truth); a click on a folded group explains it."""
+    node = shaping.selected_node(st.session_state.get(key))
+    if node is None:
         return
+    if node >= 0:
+        st.session_state["trees_node"] = node
+        st.session_state.pop("trees_folded", None)
+    else:
+        st.session_state["trees_folded"] = node
+
+
+def go_to(g) -> None:
+    """The node-id box selects that node (when the tree has it)."""
+    node = st.session_state.get("trees_goto")
+    if node is not None and int(node) in g:
+        st.session_state["trees_node"] = int(node)
 
 
 def pick_tree(trees, roots) -> str:
@@ -128,32 +132,40 @@ def main() -> None:
         if st.session_state.get("_trees_prev") is not None:
             st.session_state["trees_node"] = 0
         st.session_state["_trees_prev"] = tree_id
-    node_ids = sorted(g.nodes)
-    ui.keep_choice("trees_node", node_ids, 0)
+    ui.keep_choice("trees_node", list(g.nodes), 0)
+    node = st.session_state.get("trees_node", 0)
 
     left, right = st.columns([3, 2], gap="medium")
-    with right:
-        node = st.selectbox(
-            "Node (or click one in the tree)", node_ids, key="trees_node",
-            format_func=lambda n: f"{n} · depth {g.nodes[n].get('depth', 0)} · "
-                                  f"{(g.nodes[n].get('action') or '(root)')[:60]}",
-        )
-        node_panel(g, tree_id, node, path, changes)
     with left:
         fig, drawn = data.tree_picture(path, changes, tree_id, kind, max_depth or None,
                                        max_children or None, node)
         if len(drawn) < g.number_of_nodes():
             st.caption(f"Drawing {len(drawn)} of {g.number_of_nodes()} nodes (caps); squares fold "
                        "children, hover a node for what its caps hide.")
-        st.plotly_chart(fig, key=CHART_KEY, on_select=on_chart_select, selection_mode="points",
+        if has_mcts and (note := shaping.tie_note(*shaping.best_path_ties(g))):
+            st.info(note, icon=":material/balance:")
+        st.plotly_chart(fig, key=CHART_KEY, on_select=lambda: on_select(CHART_KEY), selection_mode="points",
                         config={"displaylogo": False, "scrollZoom": True},
                         alt=f"Trajectory tree of {tree_id}")
         if st.session_state.pop("trees_folded", None) is not None:
             st.info("That square folds less-visited children: raise the children cap to draw them.")
-        with st.expander("Whole-tree overview (icicle sized by visits)",
+        with st.expander("Whole-tree overview (icicle sized by visits; click a cell to select its node)",
                          expanded=g.number_of_nodes() > 300):
             st.plotly_chart(data.icicle_picture(path, changes, tree_id, kind, max_depth or 6),
-                            key="trees_icicle", config={"displaylogo": False})
+                            key=ICICLE_KEY, on_select=lambda: on_select(ICICLE_KEY), selection_mode="points",
+                            config={"displaylogo": False})
+    with right:
+        # Only the drawn nodes (a few hundred under the caps), not every node of a big tree.
+        options = shaping.node_options(g, drawn, node)
+        if len(options) < g.number_of_nodes():
+            st.number_input("Go to node id", 0, max(g.nodes), None, key="trees_goto", on_change=go_to,
+                            args=(g,), placeholder=f"any of {g.number_of_nodes()} nodes")
+        node = st.selectbox(
+            "Node (or click one in the tree)", options, key="trees_node",
+            format_func=lambda n: f"{n} · depth {g.nodes[n].get('depth', 0)} · "
+                                  f"{(g.nodes[n].get('action') or '(root)')[:60]}",
+        )
+        node_panel(g, tree_id, node, path, changes)
     ui.write_query("trees", {"tree": tree_id, "node": node})
 
 
