@@ -176,4 +176,4 @@ def render(store: Store, experiment_id: str | None = None, fmt: str = "table") -
         return result_rows(rows).to_json(orient="records", indent=1)
     if fmt == "csv":
         return result_rows(rows).to_csv(index=False).rstrip("\n")
-    return f"experiment {exp}\n" + format_table(rows, paired_comparisons(episode_outcomes(store, rows)))
+    return f"results of experiment {exp}:\n" + format_table(rows, paired_comparisons(episode_outcomes(store, rows)))
