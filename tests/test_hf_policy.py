@@ -1,16 +1,29 @@
-"""HFPolicy on the tiny weak preset: batching, per-row sampling, seeding, truncation."""
+"""HFPolicy on the tiny weak preset: batching, per-row sampling, seeding, truncation, exact greedy
+decoding despite a model's generation_config, other chat templates, reply length.
+
+Exact-output comparisons run on the CPU in fp32 (`device="cpu"`): bf16 on a GPU changes outputs."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
 import torch
+from chat_templates import TEMPLATES, with_template
 
 from core.agents.base import PAPER_SCHEDULE, Request, Sampling
 from core.agents.hf import HFPolicy
-from core.agents.prompt import env_prefix, format_assistant, format_observation, task_message
+from core.agents.prompt import (
+    env_prefix,
+    format_assistant,
+    format_observation,
+    merge_user_turns,
+    strip_one_shot,
+    task_message,
+)
 from core.envs.base import make_env
+from core.errors import UserError
 from core.models import build_presets, load_model
 from core.store import Store
 from core.trajectory import Step
@@ -26,7 +39,7 @@ def weak(tmp_path_factory):
         mp.setenv("W2STREE_HOME", str(root))
         mp.setenv("W2STREE_DB", str(root / "w2stree.duckdb"))
         paths = build_presets("shop", Store(root / "w2stree.duckdb"), out_dir=root / "models", n_tasks=10)
-        model, tok = load_model(str(paths["weak"]))
+        model, tok = load_model(str(paths["weak"]), device="cpu")
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for p in model.parameters():
@@ -39,7 +52,7 @@ def weak(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def policy(weak) -> HFPolicy:
-    return HFPolicy(weak, max_new_tokens=24, batch_size=4)
+    return HFPolicy(weak, device="cpu", max_new_tokens=24, batch_size=4)
 
 
 def _requests(n: int = 6) -> list[Request]:
@@ -77,8 +90,8 @@ def test_sampling_is_seeded_and_differs_from_greedy(policy, weak):
     first = policy.act(reqs)
     assert policy.act(reqs) == first
     # a fresh policy with the same seed, other batch size: same samples, per episode
-    assert HFPolicy(weak, max_new_tokens=24, batch_size=2).act(reqs) == first
-    other_seed = HFPolicy(weak, max_new_tokens=24, batch_size=4, seed=1).act(reqs)
+    assert HFPolicy(weak, device="cpu", max_new_tokens=24, batch_size=2).act(reqs) == first
+    other_seed = HFPolicy(weak, device="cpu", max_new_tokens=24, batch_size=4, seed=1).act(reqs)
     assert other_seed != first
     assert first != policy.act(_requests())
 
@@ -111,16 +124,16 @@ def test_truncation_drops_oldest_steps_and_keeps_the_prefix(weak):
         history.append(step)
         msgs += [{"role": "assistant", "content": format_assistant(step.thought, action)},
                  {"role": "user", "content": format_observation(step.observation)}]
-    pol = HFPolicy(weak, max_new_tokens=16)
+    pol = HFPolicy(weak, device="cpu", max_new_tokens=16)
     tok = pol.tokenizer
     req = Request("shop", task.task_id, instruction, msgs, history)
-    full = len(tok.apply_chat_template(msgs, add_generation_prompt=True)["input_ids"])
-    per_step = (full - len(tok.apply_chat_template(prefix)["input_ids"])) / 6
+    full = len(tok.apply_chat_template(merge_user_turns(msgs), add_generation_prompt=True)["input_ids"])
+    per_step = (full - len(tok.apply_chat_template(merge_user_turns(prefix))["input_ids"])) / 6
     pol.max_context = int(full - 2.5 * per_step) + pol.max_new_tokens  # room for 3 of the 6 steps
     ids = pol.prompt_ids(req)
     assert len(ids) <= pol.max_context - pol.max_new_tokens < full
     text = tok.decode(ids)
-    assert text.startswith(tok.apply_chat_template(prefix, tokenize=False))
+    assert text.startswith(tok.apply_chat_template(merge_user_turns(prefix), tokenize=False))
     assert [n for n in range(6) if f"marker{n}" in text] == [3, 4, 5]
     assert text.endswith(format_observation(history[-1].observation) + "<|im_end|>\n<|im_start|>assistant\n")
     assert isinstance(pol.act([req])[0], str)
@@ -134,7 +147,116 @@ def test_truncation_drops_oldest_steps_and_keeps_the_prefix(weak):
 def test_shared_prefix_cache_changes_nothing(policy, weak):
     reqs = _requests()
     assert len({policy._shared_ids(r) for r in reqs}) == 1  # one env prefix, computed once
-    plain = HFPolicy(weak, max_new_tokens=24, batch_size=4, prefix_cache=False)
+    plain = HFPolicy(weak, device="cpu", max_new_tokens=24, batch_size=4, prefix_cache=False)
     assert plain.act(reqs) == policy.act(reqs)
     sampled = [dataclasses.replace(r, sampling=Sampling(0.7, 0.9)) for r in reqs]
     assert plain.act(sampled) == policy.act(sampled)
+
+
+# -- decoding exactly as asked ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def penalised(weak, tmp_path_factory):
+    """The random weak model with a generation_config that penalises repetition (as Qwen2.5-Instruct's
+    does) and forbids repeated tokens outright."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("penalised") / "weak-penalised"
+    import shutil
+
+    shutil.copytree(weak, out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    model.generation_config.repetition_penalty = 5.0
+    model.generation_config.no_repeat_ngram_size = 1
+    model.generation_config.save_pretrained(out)
+    return str(out)
+
+
+def _argmax_reply(model, prompt: list[int], stop_ids: list[int], n: int) -> list[int]:
+    """Greedy decoding by hand: the argmax of the logits at every step, nothing else."""
+    ids, out = list(prompt), []
+    with torch.no_grad():
+        for _ in range(n):
+            t = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            if t in stop_ids:
+                break
+            ids.append(t)
+            out.append(t)
+    return out
+
+
+def test_greedy_is_argmax_despite_the_models_generation_config(penalised):
+    pol = HFPolicy(penalised, device="cpu", max_new_tokens=24, batch_size=4)
+    reqs = [dataclasses.replace(r, messages=strip_one_shot(r.messages)) for r in _requests(3)]
+    manual = [_argmax_reply(pol.model, pol.prompt_ids(r), pol.stop_ids, 24) for r in reqs]
+    assert pol.act(reqs) == [pol._decode(m) for m in manual]
+    # the saved generation_config really changes greedy output: the test above can fail
+    from transformers import AutoModelForCausalLM
+
+    raw = AutoModelForCausalLM.from_pretrained(penalised)
+    ids = pol.prompt_ids(reqs[0])
+    default = raw.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
+    assert default[: len(manual[0])] != manual[0]
+
+
+def test_row_sampler_keeps_the_top_p_nucleus_and_its_proportions():
+    """Temperature 1, top-p 0.6 over probabilities (0.5, 0.3, 0.2): the nucleus is the first two
+    tokens, drawn 5:3; a greedy row beside it is left untouched."""
+    from core.agents.hf import _RowSampler
+
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]))
+    sampler = _RowSampler([Sampling(1.0, 0.6), None], [123, 0])
+    picks = []
+    for _ in range(2000):
+        out = sampler(torch.zeros((2, 1), dtype=torch.long), scores)
+        assert torch.equal(out[1], scores[1])
+        assert int((out[0] == 0).sum()) == 1 and torch.isinf(out[0]).sum() == 2
+        picks.append(int(out[0].argmax()))
+    counts = [picks.count(t) for t in range(3)]
+    assert counts[2] == 0
+    assert abs(counts[0] / 2000 - 0.625) < 0.04
+
+
+def test_max_new_tokens_defaults(weak, monkeypatch):
+    from transformers import Qwen2Config
+
+    from core.agents.hf import MAX_NEW_TOKENS, default_max_new_tokens
+
+    monkeypatch.delenv("W2STREE_MAX_NEW_TOKENS", raising=False)
+    assert MAX_NEW_TOKENS >= 256
+    assert default_max_new_tokens(Qwen2Config()) == MAX_NEW_TOKENS  # any Hugging Face model
+    assert HFPolicy(weak, device="cpu").max_new_tokens == 64  # the from-scratch presets
+    monkeypatch.setenv("W2STREE_MAX_NEW_TOKENS", "300")
+    assert default_max_new_tokens(Qwen2Config()) == 300
+    assert HFPolicy(weak, device="cpu").max_new_tokens == 300
+    assert HFPolicy(weak, device="cpu", max_new_tokens=7).max_new_tokens == 7
+    monkeypatch.setenv("W2STREE_MAX_NEW_TOKENS", "lots")
+    with pytest.raises(UserError, match="W2STREE_MAX_NEW_TOKENS"):
+        default_max_new_tokens(Qwen2Config())
+
+
+# -- other model families' chat templates ----------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(TEMPLATES))
+def test_llama_and_mistral_chat_templates(weak, tmp_path, family):
+    """Llama-3.1, Llama-2-chat and Mistral templates: the full paper prompt (one-shot example whose
+    last observation is followed by the task message) renders, the policy answers, batched greedy
+    equals one at a time, and the shared-prefix cache still applies and changes nothing."""
+    folder = with_template(weak, tmp_path / family, TEMPLATES[family])
+    pol = HFPolicy(str(folder), device="cpu", max_new_tokens=12, batch_size=4)
+    pol.one_shot = True  # the paper's prompt, with the one-shot example (two user turns in a row)
+    reqs = _requests(4)
+    with pytest.raises(Exception, match="alternate") if family != "llama3.1" else contextlib.nullcontext():
+        pol.tokenizer.apply_chat_template(reqs[0].messages, add_generation_prompt=True)
+    text = pol.tokenizer.decode(pol.prompt_ids(reqs[0]))
+    users = sum(m["role"] == "user" for m in merge_user_turns(reqs[0].messages))
+    assert users < sum(m["role"] == "user" for m in reqs[0].messages)
+    assert text.count("[INST]" if family != "llama3.1" else "<|start_header_id|>user") == users
+    assert reqs[0].messages[-1]["content"].split("\n")[0].strip() in text
+    assert pol._shared_ids(reqs[0])  # the system turn and the example are still shared
+    batched = pol.act(reqs)
+    assert batched == [pol.act([r])[0] for r in reqs]
+    plain = HFPolicy(str(folder), device="cpu", max_new_tokens=12, batch_size=4, prefix_cache=False)
+    plain.one_shot = True
+    assert plain.act(reqs) == batched

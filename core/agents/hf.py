@@ -13,11 +13,21 @@
   are computed once and reused (`prefix_cache=True`); each row is laid out as
   `[shared prefix][padding][rest of its prompt]`, with positions taken from the attention mask,
   so a row's logits do not depend on the others (tests compare against one-at-a-time runs).
+* Chat template: consecutive user turns are merged first (`merge_user_turns`; alternating
+  templates such as Llama-2-chat and Mistral reject two in a row), as in training.
+* Decoding is exactly what is asked: every decoding field is set explicitly and the model's own
+  `generation_config` (Qwen2.5-Instruct ships a repetition penalty) is replaced by a neutral one,
+  so "greedy" is the argmax at every step.
 * Sampling per request: `request.sampling` may differ inside one batch (the `paper` schedule).
   Generation itself is greedy; a logits processor draws the token of each sampled row (temperature,
-  then top-p) and leaves only that token, so greedy rows are exactly greedy. Each sampled row
-  draws from its own generator seeded by (policy seed, request seed, task, step), so an episode
-  samples the same way whatever batch it is in, and a run is reproducible.
+  then top-p) and leaves only that token, so greedy rows are exactly greedy. The draw stays on the
+  model's device, vectorised over rows (sort for top-p, cumulative sum, inverse-CDF search); only one
+  uniform number per sampled row comes from that row's own CPU generator, seeded by (policy seed,
+  request seed, task, step), so an episode samples the same way whatever batch it is in, and a
+  run is reproducible.
+* Reply length: `max_new_tokens` (default: `W2STREE_MAX_NEW_TOKENS`, else 512 for Hugging Face
+  models, the release's cap, so an instruct model's thought is not cut before `Action:`; 64 for
+  the from-scratch presets, whose replies are a few dozen tokens).
 * Stop: at the model's end-of-turn / eos tokens; the reply is the decoded new text, cut before a
   hallucinated `Observation:` line.
 """
@@ -27,18 +37,32 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import os
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
-from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG, decision_view, strip_one_shot
+from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG, decision_view, merge_user_turns, strip_one_shot
 from core.errors import UserError
 
 if TYPE_CHECKING:  # torch/transformers load only once a model is found: a bad name fails at once
     import torch
 
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+MAX_NEW_TOKENS = 512  # the release's cap per turn, for Hugging Face models
+PRESET_MAX_NEW_TOKENS = 64  # from-scratch presets: replies of a few dozen tokens
+
+
+def default_max_new_tokens(model_config: Any) -> int:
+    """New tokens per reply when the caller gives none: `W2STREE_MAX_NEW_TOKENS` when set, else
+    64 for the from-scratch presets (prompted without the one-shot example) and 512 otherwise."""
+    env = os.environ.get("W2STREE_MAX_NEW_TOKENS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise UserError(f"W2STREE_MAX_NEW_TOKENS={env!r} is invalid; use a positive integer such as 512")
+        return int(env)
+    return MAX_NEW_TOKENS if getattr(model_config, ONE_SHOT_FLAG, True) else PRESET_MAX_NEW_TOKENS
 
 
 class _RowSampler:
@@ -52,39 +76,47 @@ class _RowSampler:
         self.temps = torch.tensor([settings[i].temperature for i in self.rows])
         self.top_p = torch.tensor([settings[i].top_p for i in self.rows])
         self.gens = [torch.Generator().manual_seed(seeds[i]) for i in self.rows]
+        self._on: Any = None  # (rows, temps, top_p) moved to the scores' device once
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         import torch
 
         if not self.rows:
             return scores
-        rows = torch.tensor(self.rows, device=scores.device)
-        logits = scores[rows].float().cpu() / self.temps[:, None]
-        probs = logits.softmax(-1)
+        if self._on is None:
+            dev = scores.device
+            self._on = (torch.tensor(self.rows, device=dev), self.temps.to(dev)[:, None], self.top_p.to(dev)[:, None])
+        rows, temps, top_p = self._on
+        probs = (scores[rows].float() / temps).softmax(-1)
         sorted_p, order = probs.sort(-1, descending=True)
         # keep the smallest set of most likely tokens whose mass reaches top_p (at least one)
-        drop_sorted = ((sorted_p.cumsum(-1) - sorted_p) >= self.top_p[:, None]) & (self.top_p[:, None] < 1.0)
-        probs = probs.scatter(-1, order, sorted_p.masked_fill(drop_sorted, 0.0))
-        picks = [int(torch.multinomial(probs[k], 1, generator=g)) for k, g in enumerate(self.gens)]
+        drop = ((sorted_p.cumsum(-1) - sorted_p) >= top_p) & (top_p < 1.0)
+        # the draw walks the vocabulary in token order, not in sorted order: near-equal
+        # probabilities may sort differently in another batch shape, token order never changes
+        cdf = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0)).cumsum(-1)
+        u = torch.cat([torch.rand(1, generator=g) for g in self.gens]).to(scores.device)
+        picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)
         out = scores.clone()
         out[rows] = float("-inf")
-        out[rows, torch.tensor(picks, device=scores.device)] = 0.0
+        out[rows[:, None], picks] = 0.0
         return out
 
 
 class HFPolicy(Policy):
     """A causal LM as a batched ReAct policy (see the module docstring for the exact behaviour)."""
 
-    def __init__(self, model: str, *, device: str | None = None, max_new_tokens: int = 64,
+    def __init__(self, model: str, *, device: str | None = None, max_new_tokens: int | None = None,
                  max_context: int | None = None, batch_size: int = 16, seed: int = 0,
                  store=None, adapter: str | None = None, prefix_cache: bool = True) -> None:
         from core.models.loading import load_model, model_name
 
-        if max_new_tokens < 1 or batch_size < 1:
+        if (max_new_tokens is not None and max_new_tokens < 1) or batch_size < 1:
             raise UserError("HFPolicy: max_new_tokens and batch_size must be positive")
         self.name = model_name(model, store)
         self.model, self.tokenizer = load_model(model, device=device, adapter=adapter, merge=True,
                                                 store=store)
+        if max_new_tokens is None:
+            max_new_tokens = default_max_new_tokens(self.model.config)
         if not self.tokenizer.chat_template:
             raise UserError(f"model {self.name!r} has no chat template; use an instruct/chat model "
                             "or one of the presets (`w2stree models build`)")
@@ -97,6 +129,12 @@ class HFPolicy(Policy):
             raise UserError(f"HFPolicy: max_context {self.max_context} leaves no room for the prompt "
                             f"with max_new_tokens {max_new_tokens}")
         self.stop_ids = self._stop_ids()
+        from transformers import GenerationConfig
+
+        # generate fills every field left unset from the model's generation_config (a repetition
+        # penalty, top-k, suppressed tokens, ...): give it nothing to fill from
+        self.model.generation_config = GenerationConfig(eos_token_id=self.stop_ids,
+                                                        pad_token_id=self.tokenizer.pad_token_id)
         self.device = next(self.model.parameters()).device
         self.prefix_cache = prefix_cache
         self._forward_params = set(inspect.signature(self.model.forward).parameters)
@@ -120,7 +158,8 @@ class HFPolicy(Policy):
 
     # -- prompts ---------------------------------------------------------------------------
     def _encode(self, messages: list[dict[str, str]]) -> list[int]:
-        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        out = self.tokenizer.apply_chat_template(merge_user_turns(messages), add_generation_prompt=True,
+                                                 return_dict=True)
         return list(out["input_ids"])
 
     def prompt_ids(self, request: Request) -> list[int]:
@@ -151,9 +190,12 @@ class HFPolicy(Policy):
 
     def _shared_ids(self, request: Request) -> tuple[int, ...]:
         """Token ids of the request's turns before its task message (system turn + one-shot):
-        the part every episode of an env shares, whose keys/values are computed once."""
+        the part every episode of an env shares, whose keys/values are computed once. A user
+        turn right before the task message merges into it (`merge_user_turns`), so it is not shared."""
         n_prefix = max(1, len(request.messages) - 2 * len(request.history))
-        shared = request.messages[: n_prefix - 1]
+        shared = merge_user_turns(request.messages[: n_prefix - 1])
+        while shared and shared[-1]["role"] == "user":
+            shared.pop()
         if not shared:
             return ()
         key = hash(tuple((m["role"], m["content"]) for m in shared))
@@ -231,8 +273,13 @@ class HFPolicy(Policy):
             input_ids[row, width - len(q) + p:] = torch.tensor(q[p:])
             attention[row, width - len(q) + p:] = 1
         sampler = _RowSampler([r.sampling for r in requests], [self._row_seed(r) for r in requests])
-        config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
-                                  eos_token_id=self.stop_ids, pad_token_id=pad)
+        # every field explicit; the sampling ones at their neutral library values (greedy search
+        # ignores them; `_RowSampler` samples)
+        config = GenerationConfig(
+            max_new_tokens=self.max_new_tokens, min_new_tokens=0, do_sample=False, num_beams=1,
+            repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0,
+            temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
+            renormalize_logits=False, eos_token_id=self.stop_ids, pad_token_id=pad)
         kwargs = {self._cache_kw: self._prefix_kv(shared, len(prompts))} if p else {}
         out = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),

@@ -198,3 +198,19 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are an agent acting in a text environment. Respond with one thought and one action per "
     "turn, in the format:\nThought: ...\nAction: ..."
 )
+
+
+def merge_user_turns(messages: list[Message]) -> list[Message]:
+    """The conversation with each run of consecutive user turns joined into one (blank line between).
+
+    The ReAct layout has two user turns in a row (the one-shot example's last observation, then
+    the task message); alternating chat templates (Llama-2-chat, Mistral) reject that. Applied
+    right before every chat template, in training and at inference alike, so both see the same
+    text."""
+    out: list[Message] = []
+    for m in messages:
+        if out and m["role"] == "user" and out[-1]["role"] == "user":
+            out[-1] = {**out[-1], "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append(dict(m))
+    return out

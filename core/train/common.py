@@ -5,12 +5,22 @@ default; on CPU both must be off. transformers 5.24 names the checkpointing fiel
 `activation_checkpointing` (`gradient_checkpointing` is a deprecated alias) while 5.17, on the GPU
 image, only has `gradient_checkpointing`; the warm-up ratio moved from `warmup_ratio` into a float
 `warmup_steps`. The field is picked by what the installed version has.
+
+On CUDA, activation (gradient) checkpointing is on: 7 B LoRA SFT on 2-4 k-token episodes needs
+60-130 GB of activations without it, DPO twice that.
+
+Several processes (`accelerate launch`): each rank loads its copy onto its own GPU (`LOCAL_RANK`),
+not GPU 0; under FSDP / DeepSpeed the copy is loaded on the CPU and the trainer shards it. The
+effective batch stays `batch_size x grad_accum` whatever `WORLD_SIZE` is (`accumulation_steps`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +28,8 @@ import torch
 
 from core.errors import UserError
 from core.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def use_cuda(cfg: TrainConfig) -> bool:
@@ -34,32 +46,72 @@ def setup_threads(cfg: TrainConfig) -> None:
         torch.set_num_threads(1)
 
 
+def world_size() -> int:
+    """The number of training processes (`WORLD_SIZE`, set by `accelerate launch`; 1 otherwise)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
+def sharded_launch() -> bool:
+    """Whether accelerate launched this process with FSDP or DeepSpeed (which shard the model)."""
+    return any(os.environ.get(f"ACCELERATE_USE_{k}", "").lower() in ("1", "true") for k in ("FSDP", "DEEPSPEED"))
+
+
+def training_device(cfg: TrainConfig) -> str:
+    """Where this process loads the model it trains: its own GPU (`cuda:LOCAL_RANK`) on CUDA, the
+    CPU under FSDP / DeepSpeed (the trainer shards and places it) or without CUDA."""
+    if not use_cuda(cfg) or sharded_launch():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
+
+
+def _bf16(cuda: bool) -> bool:
+    return cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def accumulation_steps(cfg: TrainConfig, n_processes: int | None = None) -> int:
+    """Gradient accumulation per process so that the effective batch is `batch_size x grad_accum`
+    on any number of processes (rounded up where they do not divide it, with a warning)."""
+    n = n_processes or world_size()
+    steps = max(1, math.ceil(cfg.grad_accum / n))
+    if steps * n != cfg.grad_accum:
+        log.warning("effective batch %d x %d is not divisible over %d processes; using %d", cfg.batch_size,
+                    cfg.grad_accum, n, cfg.batch_size * steps * n)
+    return steps
+
+
 def load_policy(name: str, cfg: TrainConfig, frozen: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) for training. Weights stay fp32 for full fine-tuning (bf16 autocast does
     the compute on CUDA; bf16 weights would round away updates at lr 5e-6); a frozen model (the
     DPO reference) and the frozen base under LoRA are loaded in bf16 on CUDA."""
     from core.models.loading import load_model
 
-    cuda = use_cuda(cfg)
-    dtype = torch.bfloat16 if cuda and (cfg.lora or frozen) and torch.cuda.is_bf16_supported() else torch.float32
-    model, tokenizer = load_model(name, device="cuda" if cuda else "cpu", dtype=dtype)
+    dtype = torch.bfloat16 if (cfg.lora or frozen) and _bf16(use_cuda(cfg)) else torch.float32
+    model, tokenizer = load_model(name, device=training_device(cfg), dtype=dtype)
     model.train()
     return model, tokenizer
 
 
 def fit_prompts(model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows in the prompt format `model` is used with, so that training and `HFPolicy` at
-    inference see the same prompts: one row per decision when its config says so
-    (`core.agents.prompt.DECISION_FLAG`), else without the one-shot example when its config says
-    so (`ONE_SHOT_FLAG`); the from-scratch presets set both."""
-    from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG, decision_rows, strip_one_shot
+    """Rows in the prompt format `model` is used with, as `HFPolicy` renders it at inference: one
+    row per decision when its config says so (`core.agents.prompt.DECISION_FLAG`; the from-scratch
+    presets), else without the one-shot example when its config says so (`ONE_SHOT_FLAG`), and with
+    consecutive user turns merged (`merge_user_turns`: alternating templates such as Llama-2-chat
+    and Mistral reject two in a row)."""
+    from core.agents.prompt import (
+        DECISION_FLAG,
+        ONE_SHOT_FLAG,
+        decision_rows,
+        merge_user_turns,
+        strip_one_shot,
+    )
 
     history = getattr(model.config, DECISION_FLAG, None)
     if history is not None:
         return decision_rows(rows, int(history))
-    if getattr(model.config, ONE_SHOT_FLAG, True):
-        return rows
-    return [{k: strip_one_shot(v) if k in ("prompt", "messages") else v for k, v in r.items()} for r in rows]
+    one_shot = getattr(model.config, ONE_SHOT_FLAG, True)
+    keys = ("prompt", "messages", "completion", "chosen", "rejected")
+    return [{k: merge_user_turns(v if one_shot or k not in ("prompt", "messages") else strip_one_shot(v))
+             if k in keys else v for k, v in r.items()} for r in rows]
 
 
 def install_cpu_lm_head(model: Any) -> None:
@@ -117,13 +169,15 @@ def install_cpu_lm_heads(trainer: Any) -> None:
 
 
 def lora_config(cfg: TrainConfig) -> Any:
-    """The PEFT LoRA config (all linear layers), or None without --lora."""
+    """The PEFT LoRA config (`lora_targets`: module names or all-linear), or None without --lora."""
     if not cfg.lora:
         return None
     from peft import LoraConfig
 
+    targets = cfg.lora_targets.strip()
+    modules: str | list[str] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+                      target_modules=modules, task_type="CAUSAL_LM")
 
 
 def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: int) -> dict[str, Any]:
@@ -132,19 +186,21 @@ def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: i
     cuda = use_cuda(cfg)
     kw: dict[str, Any] = dict(
         output_dir=str(out_dir), num_train_epochs=float(cfg.epochs), learning_rate=float(cfg.lr),
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        max_steps=cfg.max_steps, lr_scheduler_type="cosine", logging_steps=cfg.logging_steps,
-        logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        seed=cfg.seed, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-        bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda, max_length=max_length,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=accumulation_steps(cfg),
+        max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler, max_grad_norm=float(cfg.max_grad_norm),
+        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
+        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0, bf16=_bf16(cuda), use_cpu=not cuda, max_length=max_length,
     )
+    if world_size() > 1:  # DDP: every parameter that trains gets a gradient; skip the unused scan
+        kw["ddp_find_unused_parameters"] = False
     if "warmup_ratio" in names:
         kw["warmup_ratio"] = cfg.warmup_ratio
     else:
         kw["warmup_steps"] = float(cfg.warmup_ratio)
     for name in ("activation_checkpointing", "gradient_checkpointing"):
         if name in names:  # the first one the installed version has; never both
-            kw[name] = False
+            kw[name] = cuda  # memory for compute on a GPU; pointless (and slower) on CPU
             break
     return kw
 
@@ -162,21 +218,45 @@ def check_not_empty(trainer: Any, n_rows: int, cfg: TrainConfig) -> None:
                         "tokens (or the model's context) with its answer; raise --max-length or use shorter data")
 
 
-def save_model(trainer: Any, tokenizer: Any, out: Path, merge_lora: bool) -> Path:
+def save_model(trainer: Any, tokenizer: Any, out: Path, merge_lora: bool, sharded: bool | None = None) -> Path:
     """Save the trained model with its tokenizer to `out`: LoRA merged into the weights unless
     `merge_lora` is False (then the adapter alone, which `load_model` applies to its base).
-    Called on every rank: TRL's `save_model` gathers FSDP / DeepSpeed shards."""
+    Called on every rank: TRL's `save_model` gathers FSDP / DeepSpeed shards.
+
+    A sharded model (FSDP / DeepSpeed; `sharded=None` asks the trainer) cannot be merged in place:
+    its adapter is saved through the gathering `save_model`, then rank 0 merges it into a fresh
+    CPU copy of the base."""
     out.mkdir(parents=True, exist_ok=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
     main = trainer.accelerator.is_main_process
+    if sharded is None:
+        sharded = bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
     if merge_lora and hasattr(model, "merge_and_unload"):
-        if main:
+        if sharded:
+            _merge_gathered(trainer, model, out)
+        elif main:
             model.merge_and_unload().save_pretrained(out)
     else:
         trainer.save_model(str(out))
     if main:
         tokenizer.save_pretrained(out)
+    trainer.accelerator.wait_for_everyone()
     return out
+
+
+def _merge_gathered(trainer: Any, model: Any, out: Path) -> None:
+    """Merge a sharded run's LoRA adapter into its base on rank 0, from the gathered adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter_dir = out.with_name(f".{out.name}.adapter")
+    trainer.save_model(str(adapter_dir))  # collective: every rank takes part in the gather
+    if trainer.accelerator.is_main_process:
+        base_path = model.peft_config[model.active_adapter].base_model_name_or_path
+        dtype = getattr(model.get_base_model().config, "dtype", None) or "auto"
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+        PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(out)
+        shutil.rmtree(adapter_dir, ignore_errors=True)
 
 
 def is_main_process() -> bool:

@@ -4,11 +4,16 @@ Kinds: `sft` (supervised on demonstrations / weak successes), `mcts` (SFT of the
 on MCTS best paths), `treedpo` (DPO on tree pairs) and `dpo` (ETO-style whole-trajectory DPO).
 `sft` and `mcts` take an `SFTTrainConfig`; `treedpo` and `dpo` a `DPOTrainConfig`.
 
-Presets: `paper` holds the reference's values for real 0.5-13 B models (LoRA r 128 / alpha 256,
-lr 2e-5 for SFT and 5e-6 for DPO, 3 epochs, effective batch 32, beta 0.1, sigmoid loss).
+Presets: `paper` holds the release's values for real 0.5-13 B models: LoRA (r 128, alpha 256) on
+the attention projections q/k/v/o, lr 2e-5 (SFT and DPO), a constant schedule after a linear
+warm-up, gradient-norm clip 0.5, 3 epochs, effective batch 32, beta 0.1, sigmoid loss. A full
+fp32 fine-tune of 7 B would need ~120 GB and write ~28 GB checkpoints; LoRA needs a fraction.
 `tiny` holds values for the embedded default's from-scratch models (0.2-20 M parameters, no
 pretraining): they need a far larger learning rate and a small batch to learn anything in a few
 hundred steps, and LoRA is pointless at that size.
+
+The effective batch is `batch_size x grad_accum` whatever the number of GPUs: on N processes the
+accumulation becomes `ceil(grad_accum / N)` (`core.train.common.accumulation_steps`).
 
 Every field carries its help text in `metadata["help"]` (the CLI and the dashboard show it).
 `validate_fields` checks values without touching the store or any model, so a bad config is
@@ -28,6 +33,7 @@ KINDS = ("sft", "mcts", "treedpo", "dpo")
 SFT_KINDS = ("sft", "mcts")
 DPO_KINDS = ("treedpo", "dpo")
 DPO_LOSSES = ("sigmoid", "hinge", "ipo")
+SCHEDULERS = ("constant_with_warmup", "cosine", "linear")
 
 
 @dataclass
@@ -42,7 +48,9 @@ class TrainConfig:
         "help": "name of the trained model under data/models (default: <kind>-<job id>)"})
     preset: str = field(default="paper", metadata={
         "help": "defaults the other fields started from: paper (real models) or tiny (embedded models)"})
-    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights"})
+    lora: bool = field(default=True, metadata={"help": "train a LoRA adapter instead of all weights"})
+    lora_targets: str = field(default="q_proj,k_proj,v_proj,o_proj", metadata={
+        "help": "modules LoRA adapts: comma-separated names, or all-linear"})
     lora_r: int = field(default=128, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (scaling = alpha / r)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
@@ -52,12 +60,16 @@ class TrainConfig:
     lr: float = field(default=2e-5, metadata={"help": "peak learning rate"})
     batch_size: int = field(default=4, metadata={"help": "examples per device per step"})
     grad_accum: int = field(default=8, metadata={
-        "help": "gradient accumulation steps (effective batch = batch_size x grad_accum x devices)"})
+        "help": "gradient accumulation steps on one device; effective batch = batch_size x grad_accum on any "
+                "number of GPUs (N GPUs accumulate grad_accum / N steps each)"})
     max_length: int = field(default=4096, metadata={
         "help": "token limit per sequence (clamped to the model's context): multi-turn ReAct episodes "
                 "with their one-shot prefix are long"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs)"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps with a rising learning rate"})
+    lr_scheduler: str = field(default="constant_with_warmup", metadata={
+        "help": "learning-rate schedule after the warm-up: constant_with_warmup, cosine or linear"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "clip the gradient norm to this value"})
     save_steps: int = field(default=50, metadata={"help": "write a resumable checkpoint every N steps"})
     logging_steps: int = field(default=1, metadata={"help": "record metrics every N steps"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -75,7 +87,6 @@ class SFTTrainConfig(TrainConfig):
 class DPOTrainConfig(TrainConfig):
     """Direct preference optimisation (`treedpo`, `dpo`)."""
 
-    lr: float = field(default=5e-6, metadata={"help": "peak learning rate"})
     ref: str = field(default="", metadata={
         "help": "reference model: the SFT weak model when it shares the tokenizer (W2S setting); "
                 "empty or a tokenizer mismatch: the trained model's own starting weights"})
@@ -88,9 +99,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"sft": {}, "dpo": {}},
     "tiny": {
         "sft": {"lr": 1e-3, "epochs": 3.0, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.05,
-                "save_steps": 25, "lora_r": 8, "lora_alpha": 16},
+                "save_steps": 25, "lora": False, "lora_r": 8, "lora_alpha": 16, "lora_targets": "all-linear",
+                "lr_scheduler": "cosine", "max_grad_norm": 1.0},
         "dpo": {"lr": 2e-4, "epochs": 2.0, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.05,
-                "save_steps": 25, "lora_r": 8, "lora_alpha": 16},
+                "save_steps": 25, "lora": False, "lora_r": 8, "lora_alpha": 16, "lora_targets": "all-linear",
+                "lr_scheduler": "cosine", "max_grad_norm": 1.0},
     },
 }
 
@@ -120,10 +133,12 @@ def make_config(kind: str, preset: str = "paper", **overrides: Any) -> TrainConf
 
 
 def config_from_dict(kind: str, values: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config saved with `dataclasses.asdict` (fields unknown to this version ignored)."""
+    """Rebuild a config saved with `dataclasses.asdict` (fields unknown to this version ignored;
+    fields newer than the saved config take its preset's value)."""
     cls = config_class(kind)
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names})
+    preset = PRESETS.get(values.get("preset", "paper"), {}).get("sft" if kind in SFT_KINDS else "dpo", {})
+    return cls(**{**preset, **{k: v for k, v in values.items() if k in names}})
 
 
 def field_help(cls: type[TrainConfig]) -> dict[str, str]:
@@ -156,7 +171,10 @@ def validate_fields(kind: str, cfg: TrainConfig) -> None:
     need(cfg.logging_steps >= 1, "logging_steps", "use at least 1")
     need(cfg.threads >= 0, "threads", "use 0 (automatic) or a positive count")
     need(cfg.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
+    need(cfg.lr_scheduler in SCHEDULERS, "lr_scheduler", f"use one of {', '.join(SCHEDULERS)}")
+    need(math.isfinite(cfg.max_grad_norm) and cfg.max_grad_norm > 0, "max_grad_norm", "use a positive value such as 0.5")
     if cfg.lora:
+        need(bool(cfg.lora_targets.strip(" ,")), "lora_targets", "name modules such as q_proj,v_proj, or all-linear")
         need(cfg.lora_r >= 1, "lora_r", "use a positive LoRA rank")
         need(cfg.lora_alpha > 0, "lora_alpha", "use a positive LoRA alpha")
         need(0 <= cfg.lora_dropout < 1, "lora_dropout", "use a value in [0, 1)")

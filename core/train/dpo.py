@@ -10,7 +10,8 @@ one, which TRL puts in the prompt) and `MaskedPreferenceCollator` folds it into 
 `completion_mask`, which then zeroes those positions for both the policy and the reference.
 
 The assistant spans come from the chat template: its `{% generation %}` spans where it has them
-(the local presets), else by tokenizing the conversation prefix by prefix (any template).
+(the local presets), else by tokenizing the conversation prefix by prefix (any template;
+`core.train.masks`).
 
 Reference model (README, "The method as implemented"): the `--ref` model (the SFT weak model in the
 paper's W2S setting) when it has the same vocabulary as the trained model; otherwise the trained
@@ -20,7 +21,6 @@ model's starting weights (TRL's copy, or the base under a LoRA adapter).
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,48 +41,11 @@ from core.train.common import (
 )
 from core.train.config import DPOTrainConfig
 from core.train.data import to_dataset
+from core.train.masks import assistant_mask
 
 log = logging.getLogger(__name__)
 
 MASK_COLUMNS = ("chosen_loss_mask", "rejected_loss_mask")
-
-
-def _ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, **kw: Any) -> Any:
-    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
-                                        return_dict=True, **kw)
-    return out if kw else list(out["input_ids"])
-
-
-_GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
-
-
-def assistant_mask(tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]],
-                   start: int, length: int) -> list[int]:
-    """1 for completion tokens the policy writes (assistant turns), 0 elsewhere (observation turns,
-    template headers), for positions `start .. start+length` of the tokenized prompt+completion.
-
-    With `{% generation %}` markers in the chat template the template's own assistant mask is
-    used (exactly what SFT's assistant-only loss trains). Without them, each assistant turn spans
-    from the end of the conversation before it (with the generation prompt) to the end of the
-    conversation including it, found by tokenizing prefix by prefix; that span also holds the
-    whitespace the template writes after the end-of-turn token."""
-    if _GENERATION.search(tokenizer.chat_template or ""):
-        full = _ids(tokenizer, prompt + completion, False, return_assistant_tokens_mask=True)
-        return [int(m) for m in full["assistant_masks"][start:start + length]]
-    return boundary_mask(tokenizer, prompt, completion, start, length)
-
-
-def boundary_mask(tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]],
-                  start: int, length: int) -> list[int]:
-    """The assistant mask from prefix tokenizations (any chat template)."""
-    spans = []
-    for k, msg in enumerate(completion):
-        if msg["role"] != "assistant":
-            continue
-        lo = len(_ids(tokenizer, prompt + completion[:k], generation_prompt=True))
-        hi = len(_ids(tokenizer, prompt + completion[: k + 1], generation_prompt=False))
-        spans.append((lo, hi))
-    return [int(any(lo <= start + j < hi for lo, hi in spans)) for j in range(length)]
 
 
 @dataclass

@@ -23,15 +23,17 @@ the record) and no lock error can come from a running job.
 Liveness: a job whose status says queued/running but whose process is gone (killed, machine
 restarted) reads as `stopped` if a stop was requested, else `failed`, and is written so.
 
-Stopping: SIGTERM to the job's process group (the process runs in its own session) and to any
-other process running this job's runner: the runner asks the trainer to save a checkpoint and
-stop at the end of the current step, and records `stopped`. After `grace` seconds SIGKILL
-finishes whatever is left.
+Stopping: `stop_job` writes the `stop` file; every rank's trainer callback sees it at the end of
+the current optimizer step, saves a checkpoint and ends (`core.train.progress`), and the runner
+records `stopped`. No SIGTERM: on several GPUs the launcher would kill its workers mid-save. A job
+still at step 0 (loading) has nothing to save and is killed at once; otherwise SIGKILL to the
+job's process group and to any other process running this job's runner only after `grace`
+seconds (default 10 minutes: a step plus a multi-GB save).
 
 Several GPUs: the job is launched through `accelerate launch --multi_gpu --num_processes N -m
 core.train.runner JOB_DIR` (data parallel; only rank 0 writes the folder). For models that do not
 fit one GPU, write an accelerate config and point `W2STREE_ACCELERATE_CONFIG` at it; it is passed
-as `--config_file`. FSDP (`accelerate config` -> FSDP, `fsdp_sharding_strategy: FULL_SHARD`,
+as `--config_file` instead of `--multi_gpu` (which would override its FSDP / DeepSpeed plugin). FSDP (`accelerate config` -> FSDP, `fsdp_sharding_strategy: FULL_SHARD`,
 `fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP`, `fsdp_state_dict_type: SHARDED_STATE_DICT`) or
 DeepSpeed ZeRO-3 (`deepspeed_config: {zero_stage: 3, offload_optimizer_device: none}`) both work
 with TRL's trainers unchanged; with a separate DPO reference model prefer ZeRO-3 or
@@ -181,10 +183,11 @@ def launch_command(job_dir: Path, resume: bool = False) -> list[str]:
     n_gpus = _gpu_count() if cfg.get("device", "auto") != "cpu" else 0
     if n_gpus <= 1:
         return [sys.executable, *args]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n_gpus)]
-    if os.environ.get("W2STREE_ACCELERATE_CONFIG"):
-        cmd += ["--config_file", os.environ["W2STREE_ACCELERATE_CONFIG"]]
-    return [*cmd, *args]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    config_file = os.environ.get("W2STREE_ACCELERATE_CONFIG")
+    if config_file:  # its distributed type (FSDP, DeepSpeed) and process count rule
+        return [*cmd, "--config_file", config_file, *args]
+    return [*cmd, "--multi_gpu", "--num_processes", str(n_gpus), *args]
 
 
 def _gpu_count() -> int:
@@ -338,9 +341,10 @@ def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
             "progress": min(1.0, step / max_steps) if max_steps else 0.0}
 
 
-def stop_job(job_id: str, store: Store | None = None, grace: float = 15.0) -> dict[str, Any]:
-    """Stop a job: SIGTERM to its process group and every other process running it (checkpoint,
-    then exit), SIGKILL after `grace` seconds. Returns the final status (stopped)."""
+def stop_job(job_id: str, store: Store | None = None, grace: float = 600.0) -> dict[str, Any]:
+    """Stop a job: the `stop` file (checkpoint at the end of the current step, then exit), SIGKILL
+    to its process group after `grace` seconds (at once before its first step). Returns the
+    final status (stopped)."""
     folder = job_dir_of(job_id)
     status = job_status(folder)
     pid, pgid, runner = _pids(folder)
@@ -357,8 +361,7 @@ def stop_job(job_id: str, store: Store | None = None, grace: float = 15.0) -> di
         return _alive(pid, runner) or any(_alive(p, runner=False) for p in others)
 
     if groups or others:
-        _signal_job(groups, others, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + (grace if status.get("step") else 0.0)
         while running() and time.monotonic() < deadline:
             time.sleep(0.1)
         _signal_job(groups, others, signal.SIGKILL)  # whatever is left of the tree (workers, launcher)

@@ -3,9 +3,13 @@
 Progress (step, max_steps, ETA) goes to status.json at every optimizer step; every logged metric
 dict (loss, learning_rate, grad_norm, and for DPO rewards/chosen, rewards/rejected,
 rewards/margins, rewards/accuracies, logps/...) becomes one line of metrics.jsonl with its step
-and a timestamp, and one human-readable line on stdout (the job's log.txt). A stop request
-(SIGTERM, see `request_stop`) makes the trainer save a checkpoint and stop at the end of the
-current step. A checkpoint is marked complete once the trainer has saved all of it.
+and a timestamp, and one human-readable line on stdout (the job's log.txt).
+
+Stop: at the end of every optimizer step the callback looks for the job's `stop` file (written by
+`stop_job`) and for a SIGTERM seen by `request_stop`. Either makes the trainer save a checkpoint
+and end training after that step. With several processes the ranks agree first (an all-reduce of
+the flag), so all of them stop at the same step and none waits forever in a collective.
+A checkpoint is marked complete once the trainer has saved all of it.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class JobProgress(TrainerCallback):
         done = state.global_step - self._step0
         eta = (time.monotonic() - self._t0) / done * (state.max_steps - state.global_step) if done else None
         self._status(step=state.global_step, max_steps=state.max_steps, eta_s=eta)
-        if self.stop_requested:
+        if self._agree(self.stop_requested or (self.job_dir / "stop").exists(), args):
+            self.stop_requested = True
             control.should_save = True
             control.should_training_stop = True
 
@@ -51,6 +56,19 @@ class JobProgress(TrainerCallback):
             from core.train.jobs import mark_checkpoint_complete
 
             mark_checkpoint_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    @staticmethod
+    def _agree(flag: bool, args: Any) -> bool:
+        """`flag` of any rank, on every rank (one all-reduce when several processes train)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return flag
+        import torch
+
+        t = torch.tensor([int(flag)], device=args.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:

@@ -146,8 +146,8 @@ def job_form(path: str, changes: int) -> None:
 
 
 def stop(job_id: str) -> None:
-    """Stop button: SIGTERM (checkpoint, exit), SIGKILL after a grace period; status stopped."""
-    stop_job(job_id, data.store(), grace=10.0)
+    """Stop button: the job checkpoints at the end of its current step and exits (`stop_job`)."""
+    stop_job(job_id, data.store())
 
 
 @st.fragment(run_every=REFRESH_S)
