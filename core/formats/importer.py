@@ -78,6 +78,10 @@ def _runs(path: Path, kind: str, trajs: list[Trajectory]) -> list[Run]:
 def read_file(kind: str, path: Path, env: str) -> tuple[list[Trajectory], list[Run]]:
     """Read and validate one file (raises FormatError); ids and runs assigned for the store."""
     trajs = _reader(kind, env)(path)
+    if env == "alfworld":  # ETO names ALFWorld games by file: map them to the env's task ids
+        from core.envs.alfworld_data import adopt_game_ids
+
+        adopt_game_ids(trajs)
     key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     for n, t in enumerate(trajs):
         t.traj_id = f"imp-{key}-{n:06d}"
