@@ -173,24 +173,25 @@ def test_collect_replay_tree_and_eto_round_trip(alf, store, tmp_path, capsys):
     from core.formats.importer import import_paths
     from core.replay import replay
 
-    tasks = [t.task_id for t in make_env("alfworld").tasks("eto-unseen")][:2]
+    # one game: each load costs ~3 s of CPU (replay re-uses the game loaded for the same task)
+    tasks = [t.task_id for t in make_env("alfworld").tasks("eto-seen")][:1]
     expert = ExpertPolicy("alfworld")
     try:
         res = collect(store, "alfworld", expert, tasks, progress=False)
     finally:
         expert.close()
-    assert res.n_episodes == 2 and res.success_rate == 1.0
-    res = collect(store, "alfworld", RandomPolicy(seed=1), tasks[:1], max_steps=6, progress=False)
+    assert res.n_episodes == 1 and res.success_rate == 1.0
+    res = collect(store, "alfworld", RandomPolicy(seed=1), tasks, max_steps=6, progress=False)
     assert res.success_rate == 0.0
     trajs = store.trajectories(env="alfworld")
-    assert len(trajs) == 3
+    assert len(trajs) == 2
     for t in trajs:
         assert t.meta["game"] == f"json_2.1.1/{t.task_id}/game.tw-pddl"
         assert t.instruction.startswith("Your task is to: ")
     rnd = next(t for t in trajs if t.model == "random")
     assert len(rnd.steps) == 6 and not rnd.success and rnd.meta["truncated"]
     report = replay(store, env="alfworld")
-    assert report.checked == 3 and report.ok
+    assert report.checked == 2 and report.ok
 
     assert main(["tree", "--env", "alfworld"]) == 0
     assert main(["mcts", "--env", "alfworld", "--iterations", "50"]) == 0
@@ -217,13 +218,13 @@ def test_collect_replay_tree_and_eto_round_trip(alf, store, tmp_path, capsys):
     assert import_paths(store, "eto-sft", [out], env="alfworld", progress=False).errors == []
     assert import_paths(store, "eto-explore", [tmp_path / "eto"], env="alfworld", progress=False).errors == []
     imported = [t for t in store.trajectories(env="alfworld") if t.source == "import"]
-    assert len(imported) == 3
+    assert len(imported) == 2
     assert {t.task_id for t in imported} == set(tasks)
     ex = next(t for t in imported if t.model == "llama")
     assert ex.task_id == won.task_id and ex.meta["eto_task_id"] == "7" and ex.actions == won.actions
     assert ex.instruction == won.instruction
     report = replay(store, env="alfworld")
-    assert report.checked == 6 and report.ok, report.mismatches
+    assert report.checked == 4 and report.ok, report.mismatches
 
 
 def _children(pid: int) -> list[int]:
@@ -244,7 +245,7 @@ def test_workers_run_in_parallel_and_ctrl_c_leaves_nothing(alf, store, tmp_path)
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # generous: shared CI machines can be slow to spawn
         workers: list[int] = []
         while time.monotonic() < deadline and len(workers) < 2:
             time.sleep(1)
@@ -253,7 +254,7 @@ def test_workers_run_in_parallel_and_ctrl_c_leaves_nothing(alf, store, tmp_path)
         assert len(workers) == 2, "two env worker processes"
         time.sleep(8)  # games load in the workers
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
