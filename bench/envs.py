@@ -10,8 +10,13 @@ Medians over repeats, ratios against a baseline measured in the same run:
     actions, and expert collection with 1 vs 2 workers (one JVM per episode slot); skipped
     with a message when core.envs.sciworld or Java is missing.
 
+  * ALFWorld (real games: $ALFWORLD_DATA / data/alfworld, else the bundled few unpacked into a
+    temporary folder): game load time (first reset), reset of the loaded game, steps/s on the
+    expert's actions, and expert collection with 1 vs 2 worker processes; skipped with a message
+    when ALFWorld is not installed.
+
     python bench/envs.py [--repeats 5] [--tasks 200] [--sciworld-steps 60] [--sciworld-tasks 4]
-                         [--no-sciworld]
+                         [--no-sciworld] [--alfworld-tasks 4] [--no-alfworld]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -171,6 +177,73 @@ def bench_sciworld_collect(n_tasks: int) -> None:
     print(f"  workers=2             {rates[2]:10,.2f} episodes/s   (ratio 2/1: {rates[2] / rates[1]:.2f})")
 
 
+def bench_alfworld(n_tasks: int) -> None:
+    """ALFWorld load/reset/step times on real games, and expert collection with 1 vs 2 workers."""
+    if importlib.util.find_spec("alfworld") is None:
+        print("alfworld: skipped (pip install 'w2stree[alfworld]')")
+        return
+    import os
+
+    from core.envs import alfworld_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            alfworld_data.checked_root()
+            where = str(alfworld_data.data_root())
+        except Exception:  # no data set up: the bundled games
+            os.environ["ALFWORLD_DATA"] = str(alfworld_data.unpack("bundled", Path(tmp) / "alfworld"))
+            where = "the bundled games"
+        _bench_alfworld(n_tasks, where, Path(tmp))
+
+
+def _bench_alfworld(n_tasks: int, where: str, tmp: Path) -> None:
+    from core.agents.scripted import ExpertPolicy
+    from core.collect import collect
+    from core.envs import make_env
+    from core.store import Store
+
+    def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+        """fn's result, wall seconds, CPU seconds of this process (the machine may be shared)."""
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, time.perf_counter() - w0, time.process_time() - c0
+
+    with make_env("alfworld") as env:
+        task_ids = [t.task_id for t in env.tasks("eto-unseen")][:n_tasks]
+        _, load, load_cpu = timed(lambda: env.reset(task_ids[0]))
+        _, again, again_cpu = timed(lambda: env.reset(task_ids[0]))
+        plans, expert_s, expert_cpu = timed(lambda: {t: env.expert_actions(t) for t in task_ids})
+        env.close()  # every reset below loads its game
+        _, load_s, load_s_cpu = timed(lambda: [env.reset(t) for t in task_ids])
+        env.close()
+        steps = sum(len(plans[t]) for t in task_ids)
+        # the same loads again, now with the expert's actions played: the difference is stepping
+        _, play_s, play_cpu = timed(lambda: [env.step(a) for t in task_ids for a in (env.reset(t), *plans[t])[1:]])
+        play_s, play_cpu = play_s - load_s, play_cpu - load_s_cpu
+    n = len(task_ids)
+    print(f"alfworld ({where}; {n} eto-unseen games, {steps} expert steps, one run; wall / CPU s):")
+    print(f"  game load (reset)     {load_s / n:8.2f} / {load_s_cpu / n:.2f} s per game "
+          f"(first ever: {load:.2f} / {load_cpu:.2f})")
+    print(f"  reset, game loaded    {again:8.2f} / {again_cpu:.2f} s")
+    print(f"  expert plan           {expert_s / n:8.2f} / {expert_cpu / n:.2f} s per game (own game instance)")
+    print(f"  steps                 {steps / play_s:8.1f} / {steps / play_cpu:.1f} steps/s (loads taken out)")
+    policy = ExpertPolicy("alfworld")
+    try:
+        for t in task_ids:  # plans first: collection then times only the env side
+            policy.plan(t)
+        store = Store(tmp / "bench.duckdb")
+        rates = {}
+        for workers in (1, 2):
+            t0 = time.perf_counter()
+            collect(store, "alfworld", policy, task_ids, workers=workers, progress=False)
+            rates[workers] = len(task_ids) / (time.perf_counter() - t0)
+    finally:
+        policy.close()
+    print(f"alfworld collection, expert ({len(task_ids)} episodes, plans computed before, one run each):")
+    print(f"  workers=1             {rates[1]:10,.3f} episodes/s")
+    print(f"  workers=2             {rates[2]:10,.3f} episodes/s   (ratio 2/1: {rates[2] / rates[1]:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
@@ -178,13 +251,21 @@ def main() -> None:
     ap.add_argument("--sciworld-steps", type=int, default=60)
     ap.add_argument("--sciworld-tasks", type=int, default=2, help="episodes of the sciworld collection run")
     ap.add_argument("--no-sciworld", action="store_true")
+    ap.add_argument("--alfworld-tasks", type=int, default=4, help="ALFWorld games of the alfworld runs")
+    ap.add_argument("--no-alfworld", action="store_true")
+    ap.add_argument("--only-alfworld", action="store_true")
     args = ap.parse_args()
+    if args.only_alfworld:
+        bench_alfworld(args.alfworld_tasks)
+        return
     bench_shop(args.repeats, args.tasks)
     bench_collect(max(1, args.repeats // 2), args.tasks)
     if not args.no_sciworld:
         bench_sciworld(max(1, args.repeats // 2), args.sciworld_steps)
         if importlib.util.find_spec("core.envs.sciworld") is not None and shutil.which("java"):
             bench_sciworld_collect(args.sciworld_tasks)
+    if not args.no_alfworld:
+        bench_alfworld(args.alfworld_tasks)
 
 
 if __name__ == "__main__":

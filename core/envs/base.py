@@ -74,6 +74,11 @@ class Env(ABC):
     def splits(self) -> list[str]:
         return ["train", "test"]
 
+    @staticmethod
+    def trajectory_meta(task_id: str) -> dict[str, Any]:
+        """Extra `meta` fields every trajectory of a task carries (none by default)."""
+        return {}
+
     def close(self) -> None:
         """Release resources (processes, JVMs)."""
 

@@ -91,7 +91,12 @@ def best_paths_eto(trees: Iterable[nx.DiGraph], trajectories: Mapping[str, Traje
     for g in trees:
         head = prefix(g.graph["env"])
         turns = to_eto_turns(head + best_path_messages(g, trajectories, final_observation=True))
-        out.append({"id": g.graph["tree_id"], "prompt": turns[:len(head) + 1], "conversations": turns})
+        rec = {"id": g.graph["tree_id"], "prompt": turns[:len(head) + 1], "conversations": turns}
+        if g.graph["env"] == "alfworld":  # ETO's ALFWorld records name their game
+            from core.envs.alfworld_data import relative_game
+
+            rec["game_file"] = relative_game(g.graph["task_id"])
+        out.append(rec)
     return out
 
 

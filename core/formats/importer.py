@@ -92,6 +92,10 @@ def id_prefix(path: Path) -> str:
 def read_file(kind: str, path: Path, env: str) -> tuple[list[Trajectory], list[Run]]:
     """Read and validate one file (raises FormatError); ids and runs assigned for the store."""
     trajs = _reader(kind, env)(path)
+    if env == "alfworld":  # ETO names ALFWorld games by file: map them to the env's task ids
+        from core.envs.alfworld_data import adopt_game_ids
+
+        adopt_game_ids(trajs)
     prefix = id_prefix(path)
     for n, t in enumerate(trajs):
         t.traj_id = f"{prefix}{n:06d}"

@@ -1,0 +1,269 @@
+"""ALFWorld on the real package and real games (the few bundled in core/data/alfworld_mini, and
+the paper's splits from ../shared/alfworld where present). Loading a game takes ~3 s, so the
+episode tests are few and marked slow; the data, split and error tests load no game."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.cli import main
+from core.envs import alfworld_data as data
+from core.envs.base import UnknownEnvError, make_env
+from core.errors import UserError
+
+pytest.importorskip("textworld")
+pytest.importorskip("alfworld")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory) -> Path:
+    """The bundled games unpacked once for the module (the test sets ALFWORLD_DATA to it)."""
+    return data.unpack("bundled", tmp_path_factory.mktemp("alfworld") / "data")
+
+
+@pytest.fixture
+def alf(bundled, monkeypatch) -> Path:
+    monkeypatch.setenv("ALFWORLD_DATA", str(bundled))
+    return bundled
+
+
+# --------------------------------------------------------------------------- data, splits, errors
+
+
+def test_data_command_unpacks_bundled_games(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)
+    monkeypatch.setenv("W2STREE_HOME", str(tmp_path / "home"))
+    assert main(["data", "alfworld", "--from", "bundled"]) == 0  # default: <home>/alfworld
+    root = tmp_path / "home" / "alfworld"
+    assert (root / "logic" / "alfred.pddl").is_file()
+    assert "eto-unseen 3 games of 134" in capsys.readouterr().out
+    env = make_env("alfworld")  # found there without ALFWORLD_DATA
+    unseen = [t.task_id for t in env.tasks("eto-unseen")]
+    order = [g for g in data.eto_unseen_order() if g in set(unseen)]
+    assert unseen == order and len(unseen) == 3  # ETO's order, not sorted
+    assert unseen != sorted(unseen)
+    assert all(t.startswith("valid_unseen/") for t in unseen)
+    assert len(env.tasks("eto-seen")) == 2 and len(env.tasks("train")) == 3
+    assert sorted(t.task_id for t in env.tasks("test")) == sorted(unseen)
+    with pytest.raises(UserError, match="unknown alfworld split"):
+        env.tasks("valid_seen")
+    # a broken source folder: one line naming what is missing
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "alfworld", "--from", str(tmp_path / "empty")]) == 2
+    assert "logic/alfred.pddl is missing" in capsys.readouterr().err
+
+
+def test_missing_data_is_one_line_naming_path_and_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)
+    monkeypatch.setenv("W2STREE_HOME", str(tmp_path))
+    with pytest.raises(UserError, match=rf"{tmp_path / 'alfworld' / 'json_2.1.1'} does not exist.*w2stree data alfworld --from"):
+        make_env("alfworld")
+    assert main(["collect", "--env", "alfworld", "--policy", "random", "--tasks", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "w2stree data alfworld" in err and "Traceback" not in err
+
+
+def test_missing_game_file_and_bad_task_ids(alf, tmp_path, monkeypatch):
+    env = make_env("alfworld")
+    for bad in ("train/nope", "../x/y/z", "valid_seen/a/b/c"):
+        with pytest.raises(UnknownEnvError):
+            env.reset(bad)
+    # a copy of the data with one game's traj_data.json gone: the error names that file
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(alf, root)
+    task = data.split_games("eto-seen", root)[0]
+    (root / "json_2.1.1" / task / "traj_data.json").unlink()
+    monkeypatch.setenv("ALFWORLD_DATA", str(root))
+    with pytest.raises(UserError, match=rf"{root / 'json_2.1.1' / task / 'traj_data.json'} does not exist"):
+        make_env("alfworld").reset(task)
+
+
+def test_task_ids_game_paths_and_unsolvable_games(alf, tmp_path):
+    tid = data.split_games("eto-seen", alf)[0]
+    assert data.relative_game(tid) == f"json_2.1.1/{tid}/game.tw-pddl"
+    assert (alf / data.relative_game(tid)).is_file()
+    # ETO / ALFWorld write game paths in several forms; all map back to the task id
+    for form in (f"json_2.1.1/{tid}/game.tw-pddl", f"/root/data/json_2.1.1/{tid}/game.tw-pddl",
+                 f"{tid}/game.tw-pddl"):
+        assert data.task_id_of_game(form) == tid
+    assert data.task_id_of_game("valid_seen/x/traj_data.json") is None
+    # like ALFWorld's loader: "solvable": false games and movable/Sliced variants are left out
+    root = tmp_path / "d"
+    src = alf / "json_2.1.1" / tid
+    for name, solvable in (("pick_and_place_simple-A-None-B-1", False), ("pick_and_place_with_movable_recep-A-B-C-1", True),
+                           ("pick_and_place_simple-C-None-D-2", True)):
+        d = root / "json_2.1.1" / "train" / name / "trial_1"
+        d.mkdir(parents=True)
+        game = json.loads((src / "game.tw-pddl").read_text())
+        game["solvable"] = solvable
+        (d / "game.tw-pddl").write_text(json.dumps(game))
+        (d / "traj_data.json").write_text("{}")
+    assert data.split_games("train", root) == ["train/pick_and_place_simple-C-None-D-2/trial_1"]
+
+
+@pytest.mark.slow
+def test_paper_split_sizes(shared, tmp_path):
+    """The full test sets from ../shared/alfworld: 140 seen, 134 unseen in ETO's order."""
+    src = shared / "alfworld"
+    if not (src / "valid_unseen.tar.xz").is_file():
+        pytest.skip("../shared/alfworld has no ALFWorld archives")
+    work = tmp_path / "src"
+    (work / "logic").mkdir(parents=True)
+    for name in ("valid_seen.tar.xz", "valid_unseen.tar.xz"):
+        (work / name).symlink_to(src / name)
+    for f in (src / "logic").iterdir():
+        (work / "logic" / f.name).symlink_to(f)
+    root = data.unpack(work, tmp_path / "data")
+    assert len(data.split_games("eto-seen", root)) == 140
+    assert data.split_games("eto-unseen", root) == list(data.eto_unseen_order())
+    assert len(data.eto_unseen_order()) == 134
+    assert sorted(data.split_games("test", root)) == sorted(data.eto_unseen_order())
+    assert (src / "eto_unseen_games.txt").read_text().split() == [
+        g.removeprefix("valid_unseen/") for g in data.eto_unseen_order()]
+
+
+# --------------------------------------------------------------------------- episodes on real games
+
+
+@pytest.mark.slow
+def test_expert_wins_and_invalid_action_is_a_counted_noop(alf):
+    env = make_env("alfworld")
+    try:
+        task = env.tasks("eto-seen")[0].task_id
+        plan = env.expert(task)
+        assert plan and all(s.thought for s in plan)
+        obs, instruction = env.reset(task)
+        assert instruction.startswith("Your task is to: ") and obs.startswith("You are in the middle of a room")
+        assert "Welcome" not in obs and instruction not in obs
+        valid = env.valid_actions()
+        assert "look" in valid and plan[0].action in valid
+        r = env.step("dance with the fridge")
+        assert (r.observation, r.reward, r.done, r.info["invalid"]) == ("Nothing happens.", 0.0, False, True)
+        assert env.valid_actions() == valid  # nothing changed
+        assert env.step("").info["invalid"]
+        results = [env.step(s.action) for s in plan]
+        assert not any(x.info["invalid"] for x in results)
+        assert [x.reward for x in results[:-1]] == [0.0] * (len(plan) - 1)
+        assert results[-1].reward == 1.0 and results[-1].done and results[-1].info["success"]
+        assert env.step("look").observation.startswith("The episode has ended")
+        # a reset of the loaded game gives the same start
+        assert env.reset(task) == (obs, instruction)
+    finally:
+        env.close()
+
+
+@pytest.mark.slow
+def test_collect_replay_tree_and_eto_round_trip(alf, store, tmp_path, capsys):
+    """Expert and random collection on real games, replay, tree/MCTS/pairs, and ETO import/export
+    of records built from those episodes."""
+    from core.agents.scripted import ExpertPolicy, RandomPolicy
+    from core.collect import collect
+    from core.formats.importer import import_paths
+    from core.replay import replay
+
+    # one game: each load costs ~3 s of CPU (replay re-uses the game loaded for the same task)
+    tasks = [t.task_id for t in make_env("alfworld").tasks("eto-seen")][:1]
+    expert = ExpertPolicy("alfworld")
+    try:
+        res = collect(store, "alfworld", expert, tasks, progress=False)
+    finally:
+        expert.close()
+    assert res.n_episodes == 1 and res.success_rate == 1.0
+    res = collect(store, "alfworld", RandomPolicy(seed=1), tasks, max_steps=6, progress=False)
+    assert res.success_rate == 0.0
+    trajs = store.trajectories(env="alfworld")
+    assert len(trajs) == 2
+    for t in trajs:
+        assert t.meta["game"] == f"json_2.1.1/{t.task_id}/game.tw-pddl"
+        assert t.instruction.startswith("Your task is to: ")
+    rnd = next(t for t in trajs if t.model == "random")
+    assert len(rnd.steps) == 6 and not rnd.success and rnd.meta["truncated"]
+    report = replay(store, env="alfworld")
+    assert report.checked == 2 and report.ok
+
+    assert main(["tree", "--env", "alfworld"]) == 0
+    assert main(["mcts", "--env", "alfworld", "--iterations", "50"]) == 0
+    assert main(["pairs", "--env", "alfworld"]) == 0
+    out = tmp_path / "best.json"
+    assert main(["export", "best-paths", str(out), "--format", "eto"]) == 0
+    capsys.readouterr()
+
+    # ETO SFT file (exported best paths) and an ETO explore file built from a real episode: both
+    # name their game, import under the env's task ids, and replay to their rewards
+    best = json.loads(out.read_text())
+    assert {r["game_file"] for r in best} == {data.relative_game(t) for t in tasks}
+    won = next(t for t in trajs if t.model == "expert")
+    from core.agents.prompt import env_prefix, step_messages, task_message
+    from core.formats.export import to_eto_turns
+
+    conv = to_eto_turns([*env_prefix("alfworld"), {"role": "user", "content": task_message(
+        won.instruction, won.meta["initial_observation"])}, *step_messages(won.steps)])
+    explore = tmp_path / "eto" / "llama" / "explore"
+    explore.mkdir(parents=True)
+    (explore / "7.json").write_text(json.dumps({
+        "meta": {"steps": len(won.steps), "reward": 1.0, "success": True, "game_file": won.meta["game"]},
+        "conversations": conv}))
+    assert import_paths(store, "eto-sft", [out], env="alfworld", progress=False).errors == []
+    assert import_paths(store, "eto-explore", [tmp_path / "eto"], env="alfworld", progress=False).errors == []
+    imported = [t for t in store.trajectories(env="alfworld") if t.source == "import"]
+    assert len(imported) == 2
+    assert {t.task_id for t in imported} == set(tasks)
+    ex = next(t for t in imported if t.model == "llama")
+    assert ex.task_id == won.task_id and ex.meta["eto_task_id"] == "7" and ex.actions == won.actions
+    assert ex.instruction == won.instruction
+    report = replay(store, env="alfworld")
+    assert report.checked == 4 and report.ok, report.mismatches
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.mark.slow
+def test_workers_run_in_parallel_and_ctrl_c_leaves_nothing(alf, store, tmp_path):
+    """`collect --workers 2` runs in two worker processes; Ctrl-C mid-run ends them all, keeps
+    the finished episodes, and leaves no temporary files."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "collect", "--env", "alfworld", "--policy", "random", "--split", "train",
+         "--workers", "2", "--batch-size", "2", "--max-steps", "40", "--samples", "20", "--temperature", "1"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600  # generous: shared CI machines can be slow to spawn
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(1)
+            workers = [p for p in _children(proc.pid) if "spawn_main" in
+                       subprocess.run(["ps", "-o", "args=", "-p", str(p)], capture_output=True, text=True).stdout]
+        assert len(workers) == 2, "two env worker processes"
+        time.sleep(8)  # games load in the workers
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    time.sleep(1)
+    left = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+    assert left.strip() == "", f"processes left in the session: {left}"
+    assert list(tmp.iterdir()) == []
+    runs = store.query("SELECT status FROM runs")
+    assert list(runs["status"]) == ["interrupted"]
