@@ -329,11 +329,11 @@ def test_pair_exports():
 
 def test_tree_json():
     d = tree_json(_tree())
-    assert d["env"] == ENV and d["task_id"] == "t1" and d["best_path"] == [0, 1, 2]
-    assert d["nodes"][0] == {"id": 0, "parent": None, "depth": 0, "action": "", "visits": 3,
-                             "value_sum": 1.0, "successes": 1, "failures": 2, "mcts_visits": 0,
+    assert d["env"] == ENV and d["task_id"] == "t1" and d["best_path"] == [0, 1, 3]
+    assert d["nodes"][0] == {"id": 0, "parent": None, "depth": 0, "action": "", "visits": 4,
+                             "value_sum": 1.5, "successes": 1, "failures": 3, "mcts_visits": 0,
                              "mcts_value_sum": 0.0}
-    assert [(n["id"], n["parent"], n["mcts_visits"]) for n in d["nodes"][1:]] == [(1, 0, 10), (2, 1, 6), (3, 1, 4)]
+    assert [(n["id"], n["parent"], n["visits"]) for n in d["nodes"][1:]] == [(1, 0, 4), (2, 1, 2), (3, 1, 2)]
     json.dumps(d)  # plain JSON types only
 
 
