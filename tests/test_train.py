@@ -402,6 +402,21 @@ def test_stop_file_checkpoints_and_ends_at_the_step_end(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_real_trainer_honours_the_stop_file_after_one_step(filled, models, tmp_path):
+    from core.train.data import build_rows
+    from core.train.progress import JobProgress
+    from core.train.sft import build_sft_trainer
+
+    (tmp_path / "stop").touch()
+    progress = JobProgress(tmp_path, write=False)
+    trainer, _ = build_sft_trainer(cfg("sft", models, "x", max_steps=50), build_rows("expert:shop", filled),
+                                   tmp_path / "checkpoints", callbacks=[progress])
+    trainer.train()
+    assert trainer.state.global_step == 1 and progress.stop_requested
+    assert (tmp_path / "checkpoints" / "checkpoint-1").is_dir()  # saved before ending
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama3.1", "llama2-chat", "mistral"])
 def test_sft_and_dpo_with_llama_and_mistral_templates(filled, models, tmp_path, family):
     """Templates without generation markers (TRL raises for these) train with the project's own
