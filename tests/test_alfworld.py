@@ -269,7 +269,9 @@ def test_workers_run_in_parallel_and_ctrl_c_leaves_nothing(alf, store, tmp_path)
     assert "interrupted" in err and "Traceback" not in err
     time.sleep(1)
     left = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
-    assert left.strip() == "", f"processes left in the session: {left}"
+    # an exited orphan (multiprocessing's resource tracker) stays a zombie where PID 1 does not reap
+    running = [ln for ln in left.splitlines() if ln.split()[1:2] and not ln.split()[1].startswith("Z")]
+    assert running == [], f"processes left running in the session: {left}"
     assert list(tmp.iterdir()) == []
     # the run row is written once the task list is known; a Ctrl-C before that leaves none
     assert set(store.query("SELECT status FROM runs")["status"]) <= {"interrupted"}
