@@ -3,18 +3,22 @@
 `run_pipeline` reproduces the paper's table on one environment, per seed:
 
 1. models: the env's local presets (`<env>-weak`, `<env>-strong`, built if missing) or the
-   preset's named models;
+   preset's named models; a preset may run a plain env name in a smaller world of its own
+   (`worlds`: the tiny preset plays `shop?n_products=200&n_categories=10`);
 2. expert demonstrations (`ExpertPolicy`, model "expert") on `demo_tasks` train tasks;
 3. SFT-weak and SFT-strong: each base model fine-tuned on those demonstrations;
-4. exploration: the SFT-weak model plays `explore_tasks` other train tasks with the paper's
-   schedule (greedy, (0.7, 0.9), (1.0, 0.8), (1.0, 0.9); more settings when K > 4);
-5. trees (one per task), MCTS on each, TreeDPO `step` pairs and ETO-style whole-trajectory pairs;
+4. exploration: the SFT-weak model plays `explore_tasks` other train tasks (ones it was not
+   trained on) with the paper's schedule (greedy, (0.7, 0.9), (1.0, 0.8), (1.0, 0.9); more
+   settings when K > 4);
+5. trees (one per task), MCTS on each, TreeDPO `step` pairs and the ETO baseline (each explored
+   task's expert episode against its lower-reward explored ones, as the release builds it);
 6. the strong SFT model trained four ways: W2S-SFT (weak successes), ETO-style DPO, TreeDPO (tree
    pairs; both DPO runs use the SFT-weak model as reference, the paper's W2S setting) and MCTS
-   (SFT on the MCTS best path of every tree);
+   (SFT on one real trajectory along the MCTS best path of every tree that holds a success);
 7. all six models evaluated greedily on `test_tasks` test tasks (episodes stored, source=eval,
    under the labels `sft-weak`, `sft-strong`, `w2s-sft`, `eto-dpo`, `treedpo`, `mcts`);
-8. one results row per (method, seed, K) in the store's `results` table.
+8. one results row per (method, seed, K) in the store's `results` table (`core.results`); a
+   method left without training data gets a "no data" row, never another method's numbers.
 
 Trained models are registered as `<env>-<method>-s<seed>` (with `-k<K>` when the number of
 trajectories per task is swept), eval labels get the same `-s<seed>` / `-k<K>` suffixes for seeds
@@ -23,12 +27,8 @@ a time, one torch thread each. The training rows of each run are kept as JSONL u
 `<home>/experiments/<experiment id>/` so every job can be re-run by hand.
 
 Presets (`PRESETS`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
-sized to fit well inside 20 minutes on 2 cores (measured 2026-11-26 on a lightly loaded machine:
-302 s end to end, seed 0). The from-scratch presets are prompted without the one-shot example
-(`core.agents.prompt.ONE_SHOT_FLAG`), which halved the cost. Outcome at this budget (3 seeds,
-920 s): every method scores 0. The from-scratch models fit the demonstrations (token accuracy about
-0.9) but decode the same modal episode for every task, so exploration finds no success and no
-pairs exist; docs/experiments.md records the levers tried and what to try next.
+prompted one decision at a time (`core.agents.prompt.decision_view`), with sizes and budgets
+chosen from `bench/learning_curve.py` (docs/experiments.md has the curves and the measured run).
 `quick` is a smoke-test size;
 `paper` uses real Hugging Face models (by default Qwen2.5-0.5B-Instruct weak and
 Qwen2.5-7B-Instruct strong, with LoRA and the reference's hyper-parameters) and the full splits:
@@ -98,8 +98,8 @@ PRESETS: dict[str, PipelinePreset] = {
     # success in 700 steps (0-1 % on the 1,000-product shop)
     "tiny": PipelinePreset(
         name="tiny", demo_tasks=3000, explore_from=3000, explore_tasks=200, test_tasks=100, max_steps=10,
-        sft_weak=dict(max_steps=800, lr=3e-3, batch_size=32, save_steps=200),
-        sft_strong=dict(max_steps=400, lr=3e-3, batch_size=32, save_steps=200),
+        sft_weak=dict(max_steps=600, lr=3e-3, batch_size=32, save_steps=200),
+        sft_strong=dict(max_steps=700, lr=3e-3, batch_size=32, save_steps=200),
         w2s_sft=dict(max_steps=80, lr=5e-4, batch_size=16, save_steps=40),
         mcts_sft=dict(max_steps=80, lr=5e-4, batch_size=16, save_steps=40),
         dpo=dict(max_steps=60, lr=2e-4, batch_size=16, beta=0.1, save_steps=30),
