@@ -71,7 +71,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     store = Store()
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
-              f"(shop env, {args.preset} preset; the tiny preset takes up to ~20 minutes on 2 CPU cores)",
+              f"(shop env, {args.preset} preset; the tiny preset takes about 45 minutes on 2 CPU cores)",
               flush=True)
         from core.pipeline import run_pipeline  # heavy imports (torch, trl): only when needed
 
