@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.agents.prompt import ONE_SHOT_FLAG, env_prefix, parse_reply, strip_one_shot
+from core.agents.prompt import ONE_SHOT_FLAG, env_prefix, merge_user_turns, parse_reply, strip_one_shot
 from core.train.common import fit_prompts
 
 
@@ -30,7 +30,9 @@ def test_fit_prompts_follows_the_model_flag():
              "completion": [{"role": "assistant", "content": "Action: x"}]}]
     keep = SimpleNamespace(config=SimpleNamespace())
     drop = SimpleNamespace(config=SimpleNamespace(**{ONE_SHOT_FLAG: False}))
-    assert fit_prompts(keep, rows) == rows
+    # the full prompt keeps the example; its last observation and the task become one user turn
+    assert fit_prompts(keep, rows) == [{**rows[0], "prompt": merge_user_turns(rows[0]["prompt"])}]
+    assert fit_prompts(keep, rows)[0]["prompt"][-1]["content"].endswith("\n\nT")
     (row,) = fit_prompts(drop, rows)
     assert [m["content"] for m in row["prompt"][2:]] == ["T"]
     assert row["completion"] == rows[0]["completion"]
