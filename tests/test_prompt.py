@@ -10,6 +10,7 @@ from core.agents.prompt import (
     decision_rows,
     decision_view,
     env_prefix,
+    merge_user_turns,
     parse_reply,
     strip_one_shot,
 )
@@ -38,7 +39,9 @@ def test_fit_prompts_follows_the_model_flag():
              "completion": [{"role": "assistant", "content": "Action: x"}]}]
     keep = SimpleNamespace(config=SimpleNamespace())
     drop = SimpleNamespace(config=SimpleNamespace(**{ONE_SHOT_FLAG: False}))
-    assert fit_prompts(keep, rows) == rows
+    # the full prompt keeps the example; its last observation and the task become one user turn
+    assert fit_prompts(keep, rows) == [{**rows[0], "prompt": merge_user_turns(rows[0]["prompt"])}]
+    assert fit_prompts(keep, rows)[0]["prompt"][-1]["content"].endswith("\n\nT")
     (row,) = fit_prompts(drop, rows)
     assert [m["content"] for m in row["prompt"][2:]] == ["T"]
     assert row["completion"] == rows[0]["completion"]
