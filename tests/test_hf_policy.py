@@ -19,7 +19,6 @@ from core.agents.prompt import (
     format_assistant,
     format_observation,
     merge_user_turns,
-    strip_one_shot,
     task_message,
 )
 from core.envs.base import make_env
@@ -187,7 +186,7 @@ def _argmax_reply(model, prompt: list[int], stop_ids: list[int], n: int) -> list
 
 def test_greedy_is_argmax_despite_the_models_generation_config(penalised):
     pol = HFPolicy(penalised, device="cpu", max_new_tokens=24, batch_size=4)
-    reqs = [dataclasses.replace(r, messages=strip_one_shot(r.messages)) for r in _requests(3)]
+    reqs = [pol.view(r) for r in _requests(3)]
     manual = [_argmax_reply(pol.model, pol.prompt_ids(r), pol.stop_ids, 24) for r in reqs]
     assert pol.act(reqs) == [pol._decode(m) for m in manual]
     # the saved generation_config really changes greedy output: the test above can fail

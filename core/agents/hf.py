@@ -206,15 +206,20 @@ class HFPolicy(Policy):
         return ids
 
     # -- generation ------------------------------------------------------------------------
+    def view(self, request: Request) -> Request:
+        """The request as this model is prompted: one decision (`decision_view`) for models trained
+        that way, without the one-shot example for models trained without it, else unchanged."""
+        if self.decision_history is not None:
+            return dataclasses.replace(request, messages=decision_view(request.messages, self.decision_history))
+        if not self.one_shot:
+            return dataclasses.replace(request, messages=strip_one_shot(request.messages))
+        return request
+
     def act(self, requests: list[Request]) -> list[str]:
         """One reply per request: grouped by shared prefix, sorted by length, `batch_size` per
         `generate` call. Models trained without the one-shot example are prompted without it, and
         models trained one decision at a time with `decision_view` (`DECISION_FLAG`)."""
-        if self.decision_history is not None:
-            requests = [dataclasses.replace(r, messages=decision_view(r.messages, self.decision_history))
-                        for r in requests]
-        elif not self.one_shot:
-            requests = [dataclasses.replace(r, messages=strip_one_shot(r.messages)) for r in requests]
+        requests = [self.view(r) for r in requests]
         prompts = [self.prompt_ids(r) for r in requests]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (r, p) in enumerate(zip(requests, prompts)):
