@@ -139,6 +139,7 @@ def test_paper_split_sizes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # each game load costs ~5 s of CPU: minutes on a busy machine
 def test_expert_wins_and_invalid_action_is_a_counted_noop(alf):
     env = make_env("alfworld")
     try:
@@ -166,6 +167,7 @@ def test_expert_wins_and_invalid_action_is_a_counted_noop(alf):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # each game load costs ~5 s of CPU: minutes on a busy machine
 def test_collect_replay_tree_and_eto_round_trip(alf, store, tmp_path, capsys):
     """Expert and random collection on real games, replay, tree/MCTS/pairs, and ETO import/export
     of records built from those episodes."""
@@ -241,6 +243,7 @@ def _cmdline(pid: int) -> bytes:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # each game load costs ~5 s of CPU: minutes on a busy machine
 def test_workers_run_in_parallel_and_ctrl_c_leaves_nothing(alf, store, tmp_path):
     """`collect --workers 2` runs in two worker processes; Ctrl-C mid-run ends them all, keeps
     the finished episodes, and leaves no temporary files."""
