@@ -418,18 +418,19 @@ def test_a_real_trainer_honours_the_stop_file_after_one_step(filled, models, tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama3.1", "llama2-chat", "mistral"])
-def test_sft_and_dpo_with_llama_and_mistral_templates(filled, models, tmp_path, family):
+def test_sft_and_dpo_with_llama_and_mistral_templates(filled, chat_models, tmp_path, family):
     """Templates without generation markers (TRL raises for these) train with the project's own
-    mask: assistant turns and their end-of-turn only, no prompt, no observation."""
+    mask: assistant turns and their end-of-turn only, no prompt, no observation. (Models prompted
+    with the whole conversation, as Hugging Face models are.)"""
     from chat_templates import TEMPLATES, with_template
 
     from core.train.data import build_rows
     from core.train.dpo import build_dpo_trainer
     from core.train.sft import build_sft_trainer
 
-    folder = with_template(models["strong"], tmp_path / family, TEMPLATES[family])
+    folder = with_template(chat_models["strong"], tmp_path / family, TEMPLATES[family])
     rows = build_rows("expert:shop", filled)
-    trainer, tok = build_sft_trainer(cfg("sft", models, "x", model=str(folder), max_steps=1), rows, tmp_path / "o")
+    trainer, tok = build_sft_trainer(cfg("sft", chat_models, "x", model=str(folder), max_steps=1), rows, tmp_path / "o")
     for ex in trainer.train_dataset:
         ids, labels = ex["input_ids"], ex["labels"]
         kept = tok.decode([t for t, lab in zip(ids, labels) if lab != -100])
@@ -440,7 +441,7 @@ def test_sft_and_dpo_with_llama_and_mistral_templates(filled, models, tmp_path, 
     trainer.train()
     assert trainer.state.global_step == 1
     pairs = [r for r in build_rows("pairs:shop:continuation", filled) if len(r["chosen"]) > 1]
-    dpo, _ = build_dpo_trainer(cfg("treedpo", models, "x", model=str(folder), max_steps=1), pairs[:2], tmp_path / "d")
+    dpo, _ = build_dpo_trainer(cfg("treedpo", chat_models, "x", model=str(folder), max_steps=1), pairs[:2], tmp_path / "d")
     assert "chosen_loss_mask" in dpo.train_dataset.column_names
     dpo.train()
     assert dpo.state.global_step == 1
