@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from core.envs import alfworld_data as data
-from core.envs.base import Env, ExpertStep, StepResult, register_env
+from core.envs.base import Env, ExpertStep, StepResult, register_env, rule_thought
 from core.errors import UserError
 from core.trajectory import Step, Task
 
@@ -106,12 +106,7 @@ _THOUGHTS = (
 
 def expert_thought(action: str) -> str:
     """A short thought for an expert action (ALFWorld's expert has none)."""
-    for pattern, template in _THOUGHTS:
-        m = pattern.match(action)
-        if m:
-            text = template.format(*(g or "" for g in m.groups()))
-            return text[0].upper() + text[1:]
-    return f"I {action} to see where I am."
+    return rule_thought(action, _THOUGHTS, "I {} to see where I am.")
 
 
 _PUT = re.compile(r"^put (.+) in/on (.+)$")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,20 @@ class ExpertStep:
 
     thought: str
     action: str
+
+
+def rule_thought(action: str, rules: Sequence[tuple[re.Pattern[str], str]], fallback: str) -> str:
+    """A short thought for an expert action whose env gives none: the template of the first rule
+    whose pattern matches (filled with its groups, missing ones empty; the action itself when the
+    pattern has none), else `fallback` filled with the action. Capitalised."""
+    for pattern, template in rules:
+        m = pattern.match(action)
+        if m:
+            text = template.format(*((g or "" for g in m.groups()) if m.groups() else (action,)))
+            break
+    else:
+        text = fallback.format(action)
+    return text[:1].upper() + text[1:]
 
 
 class Env(ABC):

@@ -56,7 +56,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from core.envs.base import Env, ExpertStep, StepResult, UnknownEnvError, register_env
+from core.envs.base import Env, ExpertStep, StepResult, UnknownEnvError, register_env, rule_thought
 from core.errors import UserError
 from core.trajectory import Step, Task
 
@@ -216,11 +216,7 @@ _THOUGHTS = (
 
 def expert_thought(action: str) -> str:
     """A short thought for a gold action (the gold path has none)."""
-    for pattern, template in _THOUGHTS:
-        m = pattern.match(action)
-        if m:
-            return template.format(*(m.groups() or (action,)))
-    return f"Next I {action}."
+    return rule_thought(action, _THOUGHTS, "Next I {}.")
 
 
 # --------------------------------------------------------------------------- the JVM
