@@ -1,0 +1,50 @@
+"""Train and evaluate the four W2S methods from a given SFT-strong model on the training files a
+pipeline run stored, then print the results table. Used for docs/experiments.md run 4: the
+exploration data of run 2 (SFT-weak at 800 steps) with the SFT-strong model of run 3 (700 steps),
+which is what the tiny preset (weak 800 / strong 700 steps, seed 0) computes, since each stage is
+deterministic for a seed.
+
+    W2STREE_HOME=HOME python docs/scripts/strong_methods_on_stored_data.py HOME KDIR
+
+HOME holds the run's store, its SFT-weak model and, under models/<env slug>-sft-strong-s0, the
+SFT-strong model to start from; KDIR is the run's experiments/<id>/s0/k4 folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from core.envs import env_slug, make_env
+from core.pipeline import PRESETS, _Reporter, _run_work, _SeedRun
+from core.results import render
+from core.store import Store
+
+ENV = "shop?n_products=200&n_categories=10"
+
+
+def main() -> None:
+    home, kdir = Path(sys.argv[1]), Path(sys.argv[2])
+    store, cfg, rep = Store(home / "w2stree.duckdb"), PRESETS["tiny"], _Reporter(True)
+    with make_env(ENV) as e:
+        test_ids = [t.task_id for t in e.tasks("test")][: cfg.test_tasks]
+    run = _SeedRun(store, ENV, cfg, 0, [4], False, "", "", Path(), 0, [], test_ids, home / "run4", rep,
+                   lambda f: f)
+    slug = env_slug(ENV)
+    weak, strong = run.model_path(f"{slug}-sft-weak-s0"), run.model_path(f"{slug}-sft-strong-s0")
+    files = {name: kdir / f"{name}.jsonl" for name in ("successes", "best_paths", "tree_pairs", "eto_pairs")}
+    counts = {name: sum(1 for line in f.read_text().splitlines() if line.strip()) for name, f in files.items()}
+    base = _run_work([run.eval_unit("SFT-weak", weak, None, ()), run.eval_unit("SFT-strong", strong, None, ())],
+                     store, cfg.parallel, rep)
+    rows = [dict(method=m, model=p.name, n_examples=3000, seed=0, trajs_per_task=4, **base[f"eval {m}"].result)
+            for m, p in (("SFT-weak", weak), ("SFT-strong", strong))]
+    rows += [{**r, "seed": 0, "trajs_per_task": 4}
+             for r in run.strong_methods(None, files, counts, weak, strong, 0)]
+    exp = f"exp-run4-{time.strftime('%H%M%S')}"
+    store.add_results([{**r, "experiment_id": exp, "env": ENV} for r in rows])
+    print(render(store, exp))
+
+
+if __name__ == "__main__":
+    main()
