@@ -26,13 +26,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: Model sizes to compare (Qwen2Config fields); "weak" and "strong" are the presets' own.
-SIZES = {
-    "weak": None,
-    "mid": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2),
-    "strong": None,
-}
+#: Model sizes to compare: the presets' own (core.models.presets.PRESET_CONFIGS).
+SIZES = ("weak", "strong")
 
 
 def point(size: str, demos: int, steps: int, test: int, lr: float, batch: int, threads: int,
@@ -41,7 +36,6 @@ def point(size: str, demos: int, steps: int, test: int, lr: float, batch: int, t
     from core.envs import make_env
     from core.evaluate import evaluate
     from core.models import build_presets, preset_names
-    from core.models.presets import PRESET_CONFIGS
     from core.pipeline import _experts, _split_ids, sft_rows
     from core.store import Store
     from core.train import make_config, train
@@ -50,9 +44,8 @@ def point(size: str, demos: int, steps: int, test: int, lr: float, batch: int, t
     home = Path(tempfile.mkdtemp(prefix="w2s-lc-"))
     os.environ["W2STREE_HOME"] = str(home)
     store = Store(home / "w2stree.duckdb")
-    configs = {"weak": SIZES[size] or PRESET_CONFIGS["weak"]} if size != "strong" else None
-    build_presets(env, store, configs=configs, seed=seed)
-    base = preset_names(env)["strong" if size == "strong" else "weak"]
+    build_presets(env, store, seed=seed)
+    base = preset_names(env)[size]
     with make_env(env) as e:
         train_ids, test_ids = _split_ids(e, "train")[:demos], _split_ids(e, "test")[:test]
     rows = sft_rows(_experts(store, env, train_ids))
@@ -74,7 +67,7 @@ def point(size: str, demos: int, steps: int, test: int, lr: float, batch: int, t
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--env", default="shop", help="env name, parameters allowed (shop?n_products=200&n_categories=10)")
-    ap.add_argument("--sizes", nargs="+", default=["weak", "strong"], choices=list(SIZES))
+    ap.add_argument("--sizes", nargs="+", default=["weak", "strong"], choices=SIZES)
     ap.add_argument("--demos", nargs="+", type=int, default=[40, 200, 1000])
     ap.add_argument("--steps", nargs="+", type=int, default=[300])
     ap.add_argument("--test", type=int, default=100)

@@ -8,14 +8,13 @@ tests/output/."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import free_port, stop, wait_healthy
 from test_dashboard_pages import fill_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -27,12 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "output"
 PAGES = {"overview": ("", "Overview"), "trees": ("trees", "Trees"), "pairs": ("pairs", "Pairs"),
          "train": ("train", "Train"), "compare": ("compare", "Compare"), "results": ("results", "Results")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -48,24 +41,10 @@ def server(store, tmp_path):
                              "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONPATH=str(REPO)))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240  # a loaded 2-core machine can take minutes to import streamlit
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("dashboard did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
-        time.sleep(0.5)
+    # a loaded 2-core machine can take minutes to import streamlit
+    wait_healthy(proc, port, tmp_path / "streamlit.log", 240, "dashboard")
     yield url
-    proc.terminate()  # `w2stree dashboard` became the server: this stops the server itself
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)  # `w2stree dashboard` became the server: this stops the server itself
     log.close()
     with pytest.raises(OSError):  # nothing is left listening
         urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)

@@ -5,14 +5,12 @@ listening address it binds), and the refusal of a server forced onto all interfa
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import free_port, stop, wait_healthy
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
@@ -38,12 +36,6 @@ def test_exposure_problem_names_the_cause_and_the_fix():
     assert "0.0.0.0" in exposure_problem({"server.address": "0.0.0.0", "browser.gatherUsageStats": False})
     stats = exposure_problem({"server.address": "localhost", "browser.gatherUsageStats": True})
     assert "usage statistics" in stats and "gatherUsageStats false" in stats
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -76,26 +68,12 @@ def test_streamlit_run_from_another_folder_listens_on_localhost_only(tmp_path, s
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=dict(env, PYTHONPATH=str(REPO)))
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
-            time.sleep(0.5)
+        wait_healthy(proc, port, tmp_path / "streamlit.log", 90, "streamlit")
         addresses = listening_addresses(port)
         assert addresses, "no listening socket found for the server"
         assert addresses <= LOOPBACK_HEX, f"listening on {addresses}, not only on loopback"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
     assert "Network URL" not in (tmp_path / "streamlit.log").read_text()  # no address beyond this machine
 
