@@ -5,8 +5,8 @@ dashboard's Compare page can put the episodes of several models side by side; th
 average reward and success rate are computed from exactly the episodes that were stored.
 ScienceWorld's per-step 0-100 scores travel inside the stored steps (`Step.score`).
 
-`model` is a registered or preset model name, a local folder or a hub id (run through
-`core.agents.hf.HFPolicy`), or one of the scripted policies `expert` and `random`.
+`model` is any policy name of `core.agents.registry`: a scripted one (`expert`, `random`,
+`noisy-expert`) or a model (a registered name, a local folder or a hub id, run by HFPolicy).
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core.errors import UserError
+from core.agents.registry import make_policy
+from core.envs.base import select_tasks
 from core.store import Store
-
-SCRIPTED = ("expert", "random")
 
 
 @dataclass
@@ -38,43 +37,6 @@ class EvalResult:
         return (f"{self.label} on {self.env}/{self.split}: avg reward {self.avg_reward:.3f}, "
                 f"success rate {self.success_rate:.3f} over {self.n_episodes} episodes "
                 f"(run {self.run_id})")
-
-
-def make_policy(model: str, env: str, *, batch_size: int = 16, seed: int = 0,
-                store: Store | None = None):
-    """The policy behind a model name: the scripted `expert` / `random`, else an HF model."""
-    if model == "expert":
-        from core.agents.scripted import ExpertPolicy
-
-        return ExpertPolicy(env)
-    if model == "random":
-        from core.agents.scripted import RandomPolicy
-
-        return RandomPolicy(seed)
-    from core.agents.hf import HFPolicy
-
-    return HFPolicy(model, batch_size=batch_size, seed=seed, store=store)
-
-
-def select_tasks(env, split: str, tasks: int | None = None,
-                 task_ids: Sequence[str] | None = None) -> list[str]:
-    """The task ids to run: `task_ids` as given (checked), else the first `tasks` of `split`."""
-    known = [t.task_id for t in env.tasks(split)]
-    if task_ids is not None:
-        ids = list(task_ids)
-        missing = sorted(set(ids) - set(known))
-        if missing:
-            raise UserError(f"task ids {missing[:5]} are not in the {split!r} split of "
-                            f"{env.name or 'this env'}; list them with `w2stree stats`")
-        return ids
-    if not known:
-        raise UserError(f"split {split!r} of {env.name or 'this env'} has no tasks; "
-                        f"choose one of {env.splits()}")
-    if tasks is not None:
-        if tasks < 1:
-            raise UserError(f"--tasks must be at least 1 (got {tasks})")
-        known = known[:tasks]
-    return known
 
 
 def evaluate(store: Store, model: str, env: str, split: str = "test", tasks: int | None = None,

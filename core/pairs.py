@@ -48,7 +48,8 @@ from core.tree import children, node_value, path_to, pick_trajectory, trajectory
 if TYPE_CHECKING:
     from core.store import Store
 
-GRANULARITIES = ("step", "continuation")
+TREE_GRANULARITIES = ("step", "continuation")  # cut from a tree
+GRANULARITIES = (*TREE_GRANULARITIES, "trajectory")  # every stored pair's (trajectory: ETO baseline)
 VALUE_KINDS = ("data", "mcts")
 ETO_MODES = ("expert", "weak")
 #: The release cuts the rejected trajectory at the expert's length plus this many turns.
@@ -59,10 +60,10 @@ def tree_pairs(g: nx.DiGraph, granularity: str = "step", value: str = "data",
                min_margin: float | None = None) -> list[Pair]:
     """The preference pairs of one tree, by branching node (ascending id), then child pairs in
     insertion order."""
-    if granularity not in GRANULARITIES:
-        raise UserError(f"unknown pair granularity {granularity!r}; use step or continuation")
+    if granularity not in TREE_GRANULARITIES:
+        raise UserError(f"unknown tree pair granularity {granularity!r}; use {' or '.join(TREE_GRANULARITIES)}")
     if value not in VALUE_KINDS:
-        raise UserError(f"unknown pair value {value!r}; use data or mcts")
+        raise UserError(f"unknown pair value {value!r}; use {' or '.join(VALUE_KINDS)}")
     if min_margin is not None and not min_margin >= 0:
         raise UserError(f"--min-margin must be >= 0, got {min_margin!r}")
     if value == "mcts" and g.number_of_nodes() > 1 and not any(
@@ -113,7 +114,7 @@ def eto_pairs(explored: Sequence[Trajectory], experts: Sequence[Trajectory] | No
     ...), so a cap (`max_pairs_per_task`) keeps pairs with distinct failures first.
     """
     if mode not in ETO_MODES:
-        raise UserError(f"unknown ETO baseline {mode!r}; use expert or weak")
+        raise UserError(f"unknown ETO baseline {mode!r}; use {' or '.join(ETO_MODES)}")
     if mode == "expert" and experts is None:
         raise UserError("the ETO baseline `expert` compares each task's expert trajectory with explored "
                         "ones: pass the expert trajectories, or use the `weak` baseline")

@@ -2,16 +2,17 @@
 
 `run_pipeline` reproduces the paper's table on one environment, per seed:
 
-1. models: the env's local presets (`<env>-weak`, `<env>-strong`, built if missing) or the
-   preset's named models; a preset may run a plain env name in a smaller world of its own
-   (`worlds`: the tiny preset plays `shop?n_products=200&n_categories=10`);
-2. expert demonstrations (`ExpertPolicy`, model "expert") on `demo_tasks` train tasks;
+1. models: the env's local models (`<env>-weak`, `<env>-strong`, built if missing) or the
+   scale's named models; a scale may run a plain env name in a smaller world of its own
+   (`worlds`: the tiny scale plays `shop?n_products=200&n_categories=10`);
+2. expert demonstrations (policy `expert`, `core.stages.demonstrations`) on `demo_tasks` train tasks;
 3. SFT-weak and SFT-strong: each base model fine-tuned on those demonstrations;
 4. exploration: the SFT-weak model plays `explore_tasks` other train tasks (ones it was not
    trained on) with the paper's schedule (greedy, (0.7, 0.9), (1.0, 0.8), (1.0, 0.9); more
    settings when K > 4);
 5. trees (one per task), MCTS on each, TreeDPO `step` pairs and the ETO baseline (each explored
-   task's expert episode against its lower-reward explored ones, as the release builds it);
+   task's expert episode against its lower-reward explored ones, as the release builds it): the
+   stages of `core.stages`, the same functions `w2stree tree / mcts / pairs` run;
 6. the strong SFT model trained four ways: W2S-SFT (weak successes), ETO-style DPO, TreeDPO (tree
    pairs; both DPO runs use the SFT-weak model as reference, the paper's W2S setting) and MCTS
    (SFT on one real trajectory along the MCTS best path of every tree that holds a success);
@@ -26,7 +27,7 @@ other than 0 and swept K. Training runs are jobs (`w2stree jobs list` shows them
 a time, one torch thread each. The training rows of each run are kept as JSONL under
 `<home>/experiments/<experiment id>/` so every job can be re-run by hand.
 
-Presets (`PRESETS`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
+Scales (`SCALES`, `--scale`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
 prompted one decision at a time (`core.agents.prompt.decision_view`), with sizes and budgets
 chosen from `bench/learning_curve.py` (docs/experiments.md has the curves and the measured run).
 `quick` is a smoke-test size;
@@ -36,7 +37,10 @@ it needs a GPU and the models available locally or `HF_HUB_OFFLINE=0`; pass `wea
 to use others.
 
 `fill_default` is the quick part for the dashboard's empty-store button: models, expert demos,
-an exploration by a noisy expert (successes and failures), trees, MCTS and pairs.
+an exploration by the `noisy-expert` policy (successes and failures), trees, MCTS and pairs.
+
+The word "preset" here means only a training preset (`core.train.config.PRESETS`, a scale's
+`train_preset`); the local models of an env are its "local models" (`core.models`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ import dataclasses
 import random
 import sys
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,22 +56,24 @@ from typing import Any
 
 import pandas as pd
 
-from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
-from core.envs.base import env_slug
+from core import stages
+from core.agents.base import PAPER_SCHEDULE, Sampling
+from core.envs.base import env_slug, select_tasks
 from core.errors import UserError
 from core.results import METHODS
 from core.store import Store
+from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
 
 Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
-class PipelinePreset:
+class Scale:
     """Sizes and hyper-parameters of one experiment. Training overrides are passed to
-    `core.train.make_config(kind, train_preset, **overrides)`."""
+    `core.train.make_config(method, train_preset, **overrides)`."""
 
     name: str
-    weak: str = ""  # base weak model: "" = the env's local preset <env>-weak
+    weak: str = ""  # base weak model: "" = the env's local model <env>-weak
     strong: str = ""  # base strong model: "" = <env>-strong
     train_preset: str = "tiny"
     demo_tasks: int = 100  # the first train tasks, with expert demonstrations (SFT-weak / SFT-strong)
@@ -85,18 +90,18 @@ class PipelinePreset:
     mcts_iterations: int = 1000
     max_pairs: int | None = None  # random subset of the TreeDPO / ETO pairs (bounds DPO time)
     gen_batch: int = 16  # episodes per generate call
-    explorer: str = ""  # "" = the SFT-weak model (the method); "noisy-expert" = a scripted stand-in
+    explorer: str = ""  # "" = the SFT-weak model (the method); else a policy name (core.agents.registry)
     parallel: int = 2  # training jobs at once (one torch thread each)
     # parameters added to a plain env name, per env (`{"shop": "n_products=200"}` runs the shop
-    # preset on `shop?n_products=200`): a smaller world for the from-scratch models
+    # scale on `shop?n_products=200`): a smaller world for the from-scratch models
     worlds: dict[str, str] = field(default_factory=dict)
 
 
-PRESETS: dict[str, PipelinePreset] = {
+SCALES: dict[str, Scale] = {
     # measured (docs/experiments.md): one-decision rows, thousands of free expert demonstrations,
     # and a 200-product shop. The weak model copies product ids only after ~700 steps (600: 4 %
     # success, 800: 35 %); the strong one learns faster per step (700 steps: 43 %)
-    "tiny": PipelinePreset(
+    "tiny": Scale(
         name="tiny", demo_tasks=3000, explore_from=3000, explore_tasks=200, test_tasks=100, max_steps=10,
         sft_weak=dict(max_steps=800, lr=3e-3, batch_size=32, save_steps=200),
         sft_strong=dict(max_steps=700, lr=3e-3, batch_size=32, save_steps=200),
@@ -105,7 +110,7 @@ PRESETS: dict[str, PipelinePreset] = {
         dpo=dict(max_steps=60, lr=2e-4, batch_size=16, beta=0.1, save_steps=30),
         worlds={"shop": "n_products=200&n_categories=10"},
     ),
-    "quick": PipelinePreset(
+    "quick": Scale(
         name="quick", demo_tasks=6, explore_tasks=4, test_tasks=3, trajs_per_task=4, max_steps=6,
         sft_weak=dict(epochs=1.0, lr=3e-3, batch_size=4),
         sft_strong=dict(epochs=1.0, lr=1e-3, batch_size=4),
@@ -114,7 +119,7 @@ PRESETS: dict[str, PipelinePreset] = {
         dpo=dict(epochs=1.0, lr=5e-5, batch_size=4),
         mcts_iterations=200, max_pairs=8, gen_batch=16, explorer="noisy-expert",
     ),
-    "paper": PipelinePreset(
+    "paper": Scale(
         name="paper", weak="Qwen/Qwen2.5-0.5B-Instruct", strong="Qwen/Qwen2.5-7B-Instruct",
         train_preset="paper", demo_tasks=1000, explore_tasks=1000, test_tasks=200, max_steps=15,
         sft_weak=dict(lora=True), sft_strong=dict(lora=True), w2s_sft=dict(lora=True),
@@ -170,41 +175,6 @@ def eval_label(label: str, seed: int, k: int | None) -> str:
     """The eval label of a method: plain for seed 0 at the default K (what the Compare page
     shows by default), suffixed otherwise."""
     return label if seed == 0 and k is None else label + suffix(seed, k)
-
-
-def _split_ids(store_env: Any, split: str) -> list[str]:
-    return [t.task_id for t in store_env.tasks(split)]
-
-
-def _experts(store: Store, env: str, task_ids: list[str]) -> list[Trajectory]:
-    """Expert demonstrations of `task_ids`: those already stored, plus the missing ones collected."""
-    from core.agents.scripted import ExpertPolicy
-    from core.collect import collect
-
-    have = {t.task_id: t for t in store.trajectories(env=env, source="collect", model="expert")}
-    missing = [t for t in task_ids if t not in have]
-    if missing:
-        res = collect(store, env, ExpertPolicy(env), missing, model="expert", progress=False)
-        for t in store.trajectories(run_id=res.run_id):
-            have.setdefault(t.task_id, t)
-    return [have[t] for t in task_ids if t in have]
-
-
-def sft_rows(trajs: Sequence[Trajectory]) -> list[dict[str, Any]]:
-    """SFT rows (prompt = env prefix + task message, completion = the episode's turns)."""
-    from core.agents.prompt import step_messages, task_message
-    from core.train.data import sft_row
-
-    return [sft_row(t.env, task_message(t.instruction, t.meta.get("initial_observation", "")),
-                    step_messages(t.steps, final_observation=False)) for t in trajs if t.steps]
-
-
-def pair_rows(pairs: Sequence[Any]) -> list[dict[str, Any]]:
-    """Preference rows of pairs (pairs with an empty side dropped)."""
-    from core.train.data import preference_row
-
-    rows = [preference_row(p.env, p.prompt, p.chosen, p.rejected) for p in pairs]
-    return [r for r in rows if r["chosen"] and r["rejected"]]
 
 
 def _cap(items: list[Any], n: int | None, seed: int) -> list[Any]:
@@ -315,33 +285,22 @@ def _still_running(job_id: str) -> bool:
         return False
 
 
-def _explore_unit(db: str, model: str, env: str, task_ids: list[str], schedule: tuple[Sampling, ...],
-                  max_steps: int | None, batch: int, name: str, seed: int) -> str:
-    """Worker: the SFT-weak model (or the noisy expert) explores; returns the collect run id."""
-    from core.agents.hf import HFPolicy
-    from core.collect import collect
-
-    store = Store(db)
-    policy: Policy = (NoisyExpertPolicy(env, seed=seed) if model == NoisyExpertPolicy.name
-                      else HFPolicy(model, batch_size=batch, seed=seed, store=store))
-    try:
-        return collect(store, env, policy, task_ids, schedule=schedule, max_steps=max_steps, batch_size=batch,
-                       model=name, seed=seed, progress=False).run_id
-    finally:
-        policy.close()
+def _explore_unit(db: str, policy: str, env: str, task_ids: list[str], schedule: tuple[Sampling, ...],
+                  max_steps: int | None, batch: int, label: str, seed: int) -> str:
+    """Worker: the SFT-weak model (or the scale's explorer policy) explores; returns the run id."""
+    return stages.run_policy(Store(db), env, policy, task_ids, schedule, label=label, seed=seed,
+                             max_steps=max_steps, batch_size=batch)
 
 
 def _eval_unit(db: str, model: str, env: str, task_ids: list[str], max_steps: int | None, batch: int,
                label: str) -> dict[str, Any]:
     """Worker: one greedy evaluation; returns its averages."""
-    from core.evaluate import evaluate
-
-    res = evaluate(Store(db), model, env, task_ids=task_ids, max_steps=max_steps, batch_size=batch, label=label)
+    res = stages.evaluate(Store(db), model, env, task_ids=task_ids, max_steps=max_steps, batch_size=batch, label=label)
     return dict(label=res.label, avg_reward=res.avg_reward, success_rate=res.success_rate,
                 n_episodes=res.n_episodes, run_id=res.run_id)
 
 
-def _train_unit(method: str, kind: str, cfg: PipelinePreset, overrides: dict[str, Any], n: int,
+def _train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int,
                 deps: tuple[str, ...] = (), **fields: Any) -> _Work:
     from core.train import make_config
 
@@ -351,7 +310,7 @@ def _train_unit(method: str, kind: str, cfg: PipelinePreset, overrides: dict[str
 
 # -- the experiment ------------------------------------------------------------------------------------
 
-def run_pipeline(env: str = "shop", preset: str | PipelinePreset = "tiny", seeds: Sequence[int] = (0,),
+def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence[int] = (0,),
                  trajs_per_task: int | Sequence[int] | None = None, store: Store | None = None,
                  progress: Progress | bool | None = True, *, weak: str | None = None,
                  strong: str | None = None, test_tasks: int | None = None,
@@ -365,9 +324,9 @@ def run_pipeline(env: str = "shop", preset: str | PipelinePreset = "tiny", seeds
     from core.envs import make_env
     from core.paths import home
 
-    cfg = PRESETS.get(preset) if isinstance(preset, str) else preset
+    cfg = SCALES.get(scale) if isinstance(scale, str) else scale
     if cfg is None:
-        raise UserError(f"unknown pipeline preset {preset!r}; use one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown pipeline scale {scale!r}; use one of {', '.join(SCALES)}")
     cfg = dataclasses.replace(cfg, weak=weak or cfg.weak, strong=strong or cfg.strong,
                               test_tasks=test_tasks or cfg.test_tasks)
     if "?" not in env and env in cfg.worlds:
@@ -393,11 +352,11 @@ def run_pipeline(env: str = "shop", preset: str | PipelinePreset = "tiny", seeds
     exp_dir.mkdir(parents=True, exist_ok=True)
 
     with make_env(env) as e:
-        train_ids, test_ids = _split_ids(e, "train"), _split_ids(e, "test")
+        train_ids, test_ids = select_tasks(e, "train"), select_tasks(e, "test")
     need = max(cfg.demo_tasks, cfg.explore_from + cfg.explore_tasks)
     if len(train_ids) < need:
-        raise UserError(f"{env} has {len(train_ids)} train tasks; preset {cfg.name} needs {need}: "
-                        "choose a smaller preset")
+        raise UserError(f"{env} has {len(train_ids)} train tasks; scale {cfg.name} needs {need}: "
+                        "choose a smaller scale")
     demo_ids = train_ids[: cfg.demo_tasks]
     explore_ids = train_ids[cfg.explore_from: cfg.explore_from + cfg.explore_tasks]
     test_ids = test_ids[: cfg.test_tasks]
@@ -407,11 +366,11 @@ def run_pipeline(env: str = "shop", preset: str | PipelinePreset = "tiny", seeds
     if not weak_base or not strong_base:
         from core.models import build_presets, preset_names
 
-        rep.say(0.01, f"models: local presets of {env}")
+        rep.say(0.01, f"models: local models of {env}")
         build_presets(env, store)
         names = preset_names(env)
         weak_base, strong_base = weak_base or names["weak"], strong_base or names["strong"]
-    demos = _experts(store, env, demo_ids)
+    demos = stages.demonstrations(store, env, demo_ids)
     demo_file = _write(sft_rows(demos), exp_dir / "expert.jsonl")
     rep.timed("models + expert demos", t0)
     rep.say(0.03, f"expert demonstrations: {len(demos)} tasks")
@@ -431,8 +390,6 @@ def run_pipeline(env: str = "shop", preset: str | PipelinePreset = "tiny", seeds
 
 
 def _write(rows: list[dict[str, Any]], path: Path) -> Path:
-    from core.train.data import write_rows
-
     write_rows(rows, path)
     return path
 
@@ -444,7 +401,7 @@ class _SeedRun:
 
     store: Store
     env: str
-    cfg: PipelinePreset
+    cfg: Scale
     seed: int
     ks: list[int]
     sweep: bool
@@ -499,7 +456,7 @@ class _SeedRun:
                                 f"{sum(bool(t.success) for t in explored) / max(n, 1):.3f} ({n} episodes)")
         base_rows = [dict(method=m, model=p.name, n_examples=self.n_demos, **done[f"eval {m}"].result)
                      for m, p in (("SFT-weak", weak_sft), ("SFT-strong", strong_sft))]
-        experts = _experts(self.store, env, self.explore_ids)  # the ETO baseline's chosen side
+        experts = stages.demonstrations(self.store, env, self.explore_ids)  # the ETO baseline's chosen side
         rows: list[dict[str, Any]] = []
         for ki, k in enumerate(self.ks):
             labels = {s.name() for s in schedule_for(k)}
@@ -520,7 +477,7 @@ class _SeedRun:
         ref = dict(ref=str(weak_sft))
         plans = [  # longest first: the last unit to start bounds the wall time
             ("TreeDPO", "treedpo", cfg.dpo, "tree_pairs", ref),
-            ("ETO-DPO", "dpo", cfg.dpo, "eto_pairs", ref),
+            ("ETO-DPO", "eto-dpo", cfg.dpo, "eto_pairs", ref),
             ("MCTS", "mcts", cfg.mcts_sft, "best_paths", {}),
             ("W2S-SFT", "sft", cfg.w2s_sft, "successes", {}),
         ]
@@ -544,26 +501,19 @@ class _SeedRun:
                 for m, _ in METHODS[2:]]
 
 
-def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], experts: list[Trajectory],
+def _tree_data(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[Trajectory],
                seed: int, folder: Path, rep: _Reporter, save: bool) -> tuple[dict[str, Path], dict[str, int]]:
     """Trees, MCTS, pairs and the four training files (in `folder`) of one set of exploration
     trajectories (`experts`: the explored tasks' expert episodes, for the ETO baseline); with
     `save` the trees and pairs also go to the store for the dashboard."""
-    from core.mcts import run_mcts
-    from core.pairs import eto_pairs, tree_pairs
-    from core.train.data import best_path_rows
-    from core.tree import build_trees
-
     t0 = time.monotonic()
-    graphs = build_trees(trajs)
-    for g in graphs:
-        run_mcts(g, iterations=cfg.mcts_iterations)
-    tpairs = [p for g in graphs for p in tree_pairs(g)]
-    epairs = eto_pairs(trajs, experts)
+    trees = stages.score_trees(stages.grow_trees(trajs), stages.MCTSSettings(iterations=cfg.mcts_iterations))
+    tpairs = stages.cut_pairs(trees, stages.PairSettings("step"))
+    epairs = stages.cut_pairs(trees, stages.PairSettings("trajectory"), trajs, experts)
     if save:
-        _save_tree_data(store, graphs, tpairs, epairs)
-    best_paths, no_success = best_path_rows(graphs, trajs)
-    data = {
+        stages.save_tree_data(store, trees, {"step": tpairs, "trajectory": epairs})
+    best_paths, no_success = best_path_rows(trees, trajs)
+    data = {  # the rows of successes:ENV:MODEL, best-paths:ENV, pairs:ENV:step, pairs:ENV:trajectory
         "successes": sft_rows([t for t in trajs if t.success]),
         "best_paths": best_paths,
         "tree_pairs": _cap(pair_rows(tpairs), cfg.max_pairs, seed),
@@ -571,77 +521,35 @@ def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], exper
     }
     files = {name: _write(rows, folder / f"{name}.jsonl") for name, rows in data.items()}
     counts = {name: len(rows) for name, rows in data.items()}
-    n_branch = sum(1 for g in graphs for n in g if g.out_degree(n) > 1)
-    n_both = sum(1 for g in graphs if g.nodes[0]["successes"] and g.nodes[0]["failures"])
+    n_branch = sum(1 for g in trees for n in g if g.out_degree(n) > 1)
+    n_both = sum(1 for g in trees if g.nodes[0]["successes"] and g.nodes[0]["failures"])
     rep.timed("trees + MCTS + pairs", t0)
-    rep.say(None, f"{len(graphs)} trees ({n_both} with both a success and a failure, {n_branch} branching "
+    rep.say(None, f"{len(trees)} trees ({n_both} with both a success and a failure, {n_branch} branching "
                   f"nodes), {len(tpairs)} tree pairs, {len(epairs)} ETO pairs; training rows: {counts} "
                   f"(MCTS skips {no_success} trees without a success)")
     return files, counts
 
 
-def _save_tree_data(store: Store, graphs: list[Any], tpairs: list[Any], epairs: list[Any]) -> None:
-    """Store trees and pairs, replacing earlier ones of the same trees / tasks."""
-    store.save_trees(graphs)
-    store.save_pairs(tpairs, replace_trees=[g.graph["tree_id"] for g in graphs])
-    store.save_pairs(epairs, replace_tasks={(p.env, p.task_id, "trajectory") for p in epairs})
-
-
 # -- the dashboard's quick fill --------------------------------------------------------------------------
-
-class NoisyExpertPolicy(Policy):
-    """A stand-in weak explorer without any training: the expert's step, replaced by a random
-    valid action with probability `noise x temperature` (greedy episodes are pure expert). It
-    yields the mix of successes and failures that makes trees branch, in seconds."""
-
-    name = "noisy-expert"
-
-    def __init__(self, env: str, noise: float = 0.25, seed: int = 0) -> None:
-        from core.agents.scripted import ExpertPolicy, RandomPolicy
-
-        self.expert, self.random, self.noise, self.seed = ExpertPolicy(env), RandomPolicy(seed), noise, seed
-
-    def act(self, requests: list[Request]) -> list[str]:
-        expert, rand = self.expert.act(requests), self.random.act(requests)
-        out = []
-        for r, e, x in zip(requests, expert, rand):
-            draw = zlib.crc32(f"{self.seed}/{r.seed}/{r.task_id}/{len(r.history)}".encode()) / 2**32
-            out.append(x if draw < self.noise * r.sampling.temperature else e)
-        return out
-
-    def close(self) -> None:
-        self.expert.close()
-
 
 def fill_default(store: Store, progress: Progress | None = None, env: str = "shop", n_tasks: int = 20) -> None:
     """Fill an empty store for the dashboard in a minute or two: the env's local models (built if
     missing), expert demonstrations of `n_tasks` train tasks, an exploration of the same tasks
-    with the paper schedule by `NoisyExpertPolicy`, trees, MCTS (1000 iterations), step pairs and
-    ETO pairs."""
-    from core.collect import collect
-    from core.envs import make_env
-    from core.mcts import run_mcts
+    with the paper schedule by the `noisy-expert` policy, trees, MCTS (1000 iterations), step
+    pairs and ETO pairs."""
     from core.models import build_presets
-    from core.pairs import eto_pairs, tree_pairs
-    from core.tree import build_trees
 
     rep = _Reporter(progress)
     rep.say(0.0, "building the local models (tokenizer, weak, strong)")
     build_presets(env, store, n_tasks=200)
-    with make_env(env) as e:
-        ids = _split_ids(e, "train")[:n_tasks]
+    ids = stages.split_tasks(env, "train")[:n_tasks]
     rep.say(0.4, f"expert demonstrations of {len(ids)} tasks")
-    experts = _experts(store, env, ids)
+    experts = stages.demonstrations(store, env, ids)
     rep.say(0.55, "exploration (noisy expert, paper schedule)")
-    policy = NoisyExpertPolicy(env)
-    try:
-        res = collect(store, env, policy, ids, schedule=PAPER_SCHEDULE, model=policy.name, progress=False)
-    finally:
-        policy.close()
-    trajs = store.trajectories(run_id=res.run_id)
+    trajs = store.trajectories(run_id=stages.run_policy(store, env, "noisy-expert", ids, PAPER_SCHEDULE))
     rep.say(0.75, "trees, MCTS and pairs")
-    graphs = build_trees(trajs)
-    for g in graphs:
-        run_mcts(g)
-    _save_tree_data(store, graphs, [p for g in graphs for p in tree_pairs(g)], eto_pairs(trajs, experts))
-    rep.say(1.0, f"done: {len(trajs)} trajectories, {len(graphs)} trees")
+    trees = stages.score_trees(stages.grow_trees(trajs))
+    stages.save_tree_data(store, trees, {
+        "step": stages.cut_pairs(trees, stages.PairSettings("step")),
+        "trajectory": stages.cut_pairs(trees, stages.PairSettings("trajectory"), trajs, experts)})
+    rep.say(1.0, f"done: {len(trajs)} trajectories, {len(trees)} trees")

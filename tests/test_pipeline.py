@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from core.agents.base import PAPER_SCHEDULE, Request, Sampling
+from core.agents.scripted import NoisyExpertPolicy
 from core.errors import UserError
 from core.pipeline import (
-    NoisyExpertPolicy,
     eval_label,
     fill_default,
     run_pipeline,

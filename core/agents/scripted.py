@@ -1,9 +1,11 @@
-"""Scripted policies: the expert (replays an env's gold demonstration) and a random baseline."""
+"""Scripted policies: the expert (replays an env's gold demonstration), a random baseline, and a
+noisy expert (a stand-in weak explorer that needs no training)."""
 
 from __future__ import annotations
 
 import random
 import re
+import zlib
 from typing import Any
 
 from core.agents.base import Policy, Request
@@ -86,3 +88,26 @@ class RandomPolicy(Policy):
             last = req.history[-1].observation if req.history else ""
             action = f"click[{rng.choice(_WORD_RE.findall(last.lower()) or words)}]"
         return format_assistant("I will try something at random.", action)
+
+
+class NoisyExpertPolicy(Policy):
+    """A stand-in weak explorer without any training: the expert's step, replaced by a random
+    valid action with probability `noise x temperature` (greedy episodes are pure expert). It
+    yields the mix of successes and failures that makes trees branch, in seconds."""
+
+    name = "noisy-expert"
+
+    def __init__(self, env: str, noise: float = 0.25, seed: int = 0, **env_kwargs: Any) -> None:
+        self.expert, self.random = ExpertPolicy(env, **env_kwargs), RandomPolicy(seed)
+        self.noise, self.seed = noise, seed
+
+    def act(self, requests: list[Request]) -> list[str]:
+        expert, rand = self.expert.act(requests), self.random.act(requests)
+        out = []
+        for r, e, x in zip(requests, expert, rand, strict=True):
+            draw = zlib.crc32(f"{self.seed}/{r.seed}/{r.task_id}/{len(r.history)}".encode()) / 2**32
+            out.append(x if draw < self.noise * r.sampling.temperature else e)
+        return out
+
+    def close(self) -> None:
+        self.expert.close()

@@ -25,14 +25,13 @@ import networkx as nx
 from tqdm import tqdm
 
 from core.errors import UserError
+from core.formats.importer import KINDS as IMPORT_FORMATS
 from core.mcts import RULES
-from core.pairs import ETO_MODES
-from core.store import StaleTreeError, Store
-from core.trajectory import Pair, Trajectory
+from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS
+from core.store import Store
+from core.tree import MERGE_RULES
 
-CHUNK = 500  # trees built / scored / saved per store write
 STDOUT = "standard output"
-MCTS_ATTEMPTS = 3  # scoring passes over trees that another process keeps rebuilding
 
 EXPORT_FORMATS = {
     "trajectories": ("jsonl",),
@@ -55,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "  jsonl        project JSONL, one trajectory per line (records name their env)\n"
                            "  eto-sft      ETO expert SFT file: [{id, conversations}] -> model 'expert'\n"
                            "  eto-explore  folder <root>/<model>/<experiment>/<task_id>.json"))
-    p.add_argument("format", choices=("jsonl", "eto-sft", "eto-explore"))
+    p.add_argument("format", choices=IMPORT_FORMATS)
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     p.add_argument("--env", help="environment of ETO files (default: sciworld)")
     p.set_defaults(func=cmd_import)
@@ -65,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "store it (replacing an earlier tree of that task). Default: all "
                                    "trajectories except evaluation episodes.")
     _filters(p)
-    p.add_argument("--merge", choices=("action", "observation", "semantic"), default="action",
+    p.add_argument("--merge", choices=MERGE_RULES, default="action",
                    help="join steps on equal action (default), action + observation, or action + "
                         "MiniLM similarity of observation and thought")
     p.add_argument("--threshold", type=float, default=0.9, help="cosine threshold of --merge semantic")
@@ -90,14 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "of the same granularity for those tasks. `trajectory` gives the "
                                    "ETO-style baseline over the trees' trajectories (see --baseline).")
     _filters(p)
-    p.add_argument("--granularity", choices=("step", "continuation", "trajectory"), default="step")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="step")
     p.add_argument("--baseline", choices=ETO_MODES, default="expert",
                    help="trajectory only: expert (default, as the release: the task's expert trajectory "
                         "vs each explored one of lower reward, cut at the expert's length + 5 turns) or "
                         "weak (a successful vs a failed explored trajectory)")
     p.add_argument("--min-margin", type=float, default=None,
                    help="least value difference of a pair (default: one side succeeds, the other not)")
-    p.add_argument("--value", choices=("data", "mcts"), default="data",
+    p.add_argument("--value", choices=VALUE_KINDS, default="data",
                    help="compare children by data mean reward or MCTS Q (needs `w2stree mcts`)")
     p.set_defaults(func=cmd_pairs)
 
@@ -112,10 +111,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", choices=tuple(EXPORT_FORMATS))
     p.add_argument("out", metavar="OUT", help="output file, or - for stdout")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--format", dest="fmt", choices=("jsonl", "eto", "trl", "json"),
+    p.add_argument("--format", dest="fmt", choices=sorted({f for fmts in EXPORT_FORMATS.values() for f in fmts}),
                    help="default: jsonl for trajectories, trl for pairs and best paths, json for trees")
     _filters(p)
-    p.add_argument("--granularity", choices=("step", "continuation", "trajectory"),
+    p.add_argument("--granularity", choices=GRANULARITIES,
                    help="pairs only: this granularity (default: all stored pairs)")
     p.add_argument("--source", help="trajectories only: this source")
     p.add_argument("--model", help="trajectories only: this model")
@@ -136,11 +135,6 @@ def _scope(args: argparse.Namespace) -> str:
     return f" for {text}" if text else ""
 
 
-def _chunks(items: list, n: int = CHUNK) -> Iterator[list]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
 # -- import ---------------------------------------------------------------------------------
 def cmd_import(args: argparse.Namespace) -> int:
     from core.formats.importer import import_paths
@@ -152,17 +146,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if summary.errors else 0
 
 
-# -- trees ----------------------------------------------------------------------------------
-def select_trajectories(store: Store, env: str | None, task: str | None, source: str | None,
-                        model: str | None) -> list[Trajectory]:
-    """The trajectories a tree is built from: the filters, and never evaluation episodes unless
-    `source` asks for them."""
-    trajs = store.trajectories(env=env, task_id=task, source=source, model=model)
-    return trajs if source else [t for t in trajs if t.source != "eval"]
+# -- trees, MCTS, pairs: the stages of core.stages over the store -------------------------------------
+def _bar(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="tree", disable=None if total > 1 else True)
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
-    from core.tree import build_trees
+    from core.stages import TreeSettings, grow_trees_stored, select_trajectories
 
     store = Store()
     trajs = select_trajectories(store, args.env, args.task, args.source, args.model)
@@ -171,19 +161,8 @@ def cmd_tree(args: argparse.Namespace) -> int:
                         f"{' from source ' + repr(args.source) if args.source else ''}"
                         f"{' of model ' + repr(args.model) if args.model else ''}; "
                         "run `w2stree import` or `w2stree collect` first")
-    by_task: dict[tuple[str, str], list[Trajectory]] = {}
-    for t in trajs:
-        by_task.setdefault((t.env, t.task_id), []).append(t)
-    groups = list(by_task.values())
-    n_trees = n_nodes = 0
-    bar = tqdm(total=len(groups), desc="trees", unit="tree", disable=None if len(groups) > 1 else True)
-    for chunk in _chunks(groups):
-        graphs = build_trees([t for g in chunk for t in g], merge=args.merge, threshold=args.threshold)
-        store.save_trees(graphs)
-        n_trees += len(graphs)
-        n_nodes += sum(g.number_of_nodes() for g in graphs)
-        bar.update(len(chunk))
-    bar.close()
+    with _bar(len({(t.env, t.task_id) for t in trajs}), "trees") as bar:
+        n_trees, n_nodes = grow_trees_stored(store, trajs, TreeSettings(args.merge, args.threshold), bar.update)
     print(f"built {n_trees} trees ({n_nodes} nodes) from {len(trajs)} trajectories, merge={args.merge}")
     return 0
 
@@ -197,78 +176,43 @@ def _trees(store: Store, args: argparse.Namespace) -> list[str]:
 
 def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[nx.DiGraph]]:
     """Trees in chunks, with a progress bar over all of them."""
-    bar = tqdm(total=len(ids), desc=desc, unit="tree", disable=None if len(ids) > 1 else True)
-    for chunk in _chunks(ids):
-        yield store.load_trees(tree_ids=chunk)
-        bar.update(len(chunk))
-    bar.close()
+    from core.stages import CHUNK
+
+    with _bar(len(ids), desc) as bar:
+        for i in range(0, len(ids), CHUNK):
+            yield store.load_trees(tree_ids=ids[i:i + CHUNK])
+            bar.update(len(ids[i:i + CHUNK]))
 
 
 def cmd_mcts(args: argparse.Namespace) -> int:
-    from core.mcts import check_rule
+    from core.stages import MCTSSettings, score_trees_stored
 
-    check_rule(args.rule)
-    if args.iterations < 1:
-        raise UserError(f"--iterations must be at least 1, got {args.iterations}")
+    settings = MCTSSettings(args.iterations, args.c, args.rule)
+    settings.check()
     store = Store()
     ids = _trees(store, args)
-    bar = tqdm(total=len(ids), desc="mcts", unit="tree", disable=None if len(ids) > 1 else True)
-    for chunk in _chunks(ids):
-        _mcts_chunk(store, chunk, args)
-        bar.update(len(chunk))
-    bar.close()
+    with _bar(len(ids), "mcts") as bar:
+        score_trees_stored(store, ids, settings, bar.update)
     print(f"ran MCTS on {len(ids)} trees: {args.iterations} iterations, c={args.c}, rule={args.rule}")
     return 0
 
 
-def _mcts_chunk(store: Store, ids: list[str], args: argparse.Namespace) -> None:
-    """Score and save trees `ids`. A tree rebuilt by another process while it was scored is never
-    overwritten: the chunk is loaded and scored again (StaleTreeError after MCTS_ATTEMPTS)."""
-    from core.mcts import run_mcts
-
-    for attempt in range(1, MCTS_ATTEMPTS + 1):
-        graphs = store.load_trees(tree_ids=ids)
-        for g in graphs:
-            run_mcts(g, iterations=args.iterations, c=args.c, rule=args.rule)
-        try:
-            store.save_trees(graphs)
-            return
-        except StaleTreeError as exc:
-            if attempt == MCTS_ATTEMPTS:
-                raise
-            print(f"w2stree: {len(exc.tree_ids)} tree(s) were rebuilt while MCTS ran; scoring them again",
-                  file=sys.stderr)
-
-
-# -- pairs ----------------------------------------------------------------------------------
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from core.pairs import eto_pairs, no_pair_reason, tree_pairs
+    from core.pairs import no_pair_reason
+    from core.stages import PairSettings, cut_pairs_stored, expert_trajectories
 
+    settings = PairSettings(args.granularity, args.value, args.min_margin, args.baseline)
+    settings.check()
     store = Store()
     ids = _trees(store, args)
     experts = None
     if args.granularity == "trajectory" and args.baseline == "expert":
-        experts = [t for t in store.trajectories(env=args.env, task_id=args.task, model="expert")
-                   if t.source != "eval"]
+        experts = expert_trajectories(store, args.env, args.task)
         if not experts:
             raise UserError(f"no expert trajectories{_scope(args)} for the expert baseline; collect them "
                             "(`w2stree collect --policy expert`) or import them, or pass --baseline weak")
-    total = 0
-    for graphs in _load(store, ids, f"pairs ({args.granularity})"):
-        pairs: list[Pair] = []
-        if args.granularity == "trajectory":
-            # the explored side is exactly the trees' trajectories (same data, no tree)
-            ids_of = [t for g in graphs for t in g.nodes[0].get("traj_ids") or []]
-            explored = [t for t in store.trajectories(traj_ids=ids_of) if t.model != "expert"]
-            pairs = eto_pairs(explored, experts, mode=args.baseline)
-            if args.min_margin is not None:
-                pairs = [p for p in pairs if p.margin >= args.min_margin]
-        else:
-            for g in graphs:
-                pairs += tree_pairs(g, granularity=args.granularity, value=args.value,
-                                    min_margin=args.min_margin)
-        replace = [(g.graph["env"], g.graph["task_id"], args.granularity) for g in graphs]
-        total += store.save_pairs(pairs, replace_tasks=replace)
+    with _bar(len(ids), f"pairs ({args.granularity})") as bar:
+        total = cut_pairs_stored(store, ids, settings, experts, bar.update)
     detail = f" (baseline={args.baseline})" if args.granularity == "trajectory" else f" (value={args.value})"
     if not total:
         detail += ": " + no_pair_reason(store, args.env, args.task, args.min_margin)

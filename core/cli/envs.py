@@ -1,6 +1,6 @@
 """Environment commands: collect, replay.
 
-    w2stree collect --env ENV --policy {expert,random,MODEL} [--split train]
+    w2stree collect --env ENV --policy {expert,random,noisy-expert,MODEL} [--split train]
                     [--tasks N | --task-ids ID ...] [--schedule paper | --samples K
                     --temperature T --top-p P] [--max-steps S] [--workers W] [--batch-size B]
                     [--resume RUN_ID] [--seed S] [--env-arg KEY=VALUE ...] [--source collect|eval]
@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from core.agents.base import PAPER_SCHEDULE, Policy, Sampling
+from core.agents.base import PAPER_SCHEDULE, Sampling
 from core.errors import UserError
 from core.store import Store
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "with --resume RUN_ID.")
     p.add_argument("--env", required=True, help="environment: shop, sciworld, alfworld, webshop")
     p.add_argument("--policy", required=True,
-                   help="expert, random, or a model (preset name, local path or hub id)")
+                   help="expert, random, noisy-expert, or a model (registered name, local folder or hub id)")
     p.add_argument("--split", default="train", help="task split (default: train)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--tasks", type=int, metavar="N", help="the first N tasks of the split (default: all)")
@@ -87,27 +87,10 @@ def schedule_from_args(args: argparse.Namespace) -> list[Sampling]:
     return [Sampling(base.temperature, base.top_p, f"{base.name()}#{i}") for i in range(args.samples)]
 
 
-def make_policy(name: str, env: str, env_kwargs: dict[str, Any], seed: int, store: Store) -> Policy:
-    """expert / random / a model handled by core.agents.hf.HFPolicy."""
-    from core.agents.scripted import ExpertPolicy, RandomPolicy
-
-    if name == "expert":
-        return ExpertPolicy(env, **env_kwargs)
-    if name == "random":
-        return RandomPolicy(seed)
-    try:
-        from core.agents.hf import HFPolicy
-    except ModuleNotFoundError as exc:
-        if exc.name != "core.agents.hf":
-            raise
-        raise UserError(f"--policy {name!r}: model policies are not available in this install "
-                        "(core.agents.hf is missing); use expert or random") from exc
-    return HFPolicy(name, seed=seed, store=store)
-
-
 def cmd_collect(args: argparse.Namespace) -> int:
+    from core.agents.registry import make_policy
     from core.collect import collect
-    from core.envs.base import make_env
+    from core.envs.base import make_env, select_tasks
 
     env_kwargs = parse_env_args(args.env_arg)
     schedule = schedule_from_args(args)
@@ -116,14 +99,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         task_ids = args.task_ids
     else:
         with make_env(args.env, **env_kwargs) as env:
-            if args.split not in env.splits():
-                raise UserError(f"env {args.env!r} has no split {args.split!r}; splits: {', '.join(env.splits())}")
-            task_ids = [t.task_id for t in env.tasks(args.split)]
-        if args.tasks is not None:
-            if args.tasks < 1:
-                raise UserError(f"--tasks must be >= 1, got {args.tasks}")
-            task_ids = task_ids[:args.tasks]
-    policy = make_policy(args.policy, args.env, env_kwargs, args.seed, store)
+            task_ids = select_tasks(env, args.split, args.tasks)
+    policy = make_policy(args.policy, args.env, seed=args.seed, store=store, env_kwargs=env_kwargs)
     try:
         res = collect(store, args.env, policy, task_ids, schedule, max_steps=args.max_steps,
                       workers=args.workers, batch_size=args.batch_size, source=args.source,

@@ -176,6 +176,33 @@ def make_env(name: str, **kwargs: Any) -> Env:
     return env
 
 
+def select_tasks(env: Env, split: str = "train", tasks: int | None = None,
+                 task_ids: Sequence[str] | None = None) -> list[str]:
+    """The task ids to run (the one task selection of collect, evaluate and the pipeline):
+    `task_ids` as given (checked against the split), else the first `tasks` of `split` (all
+    when None). Bad input is a one-line UserError naming the fix."""
+    from core.errors import UserError
+
+    if split not in env.splits():
+        raise UserError(f"env {env.name or '?'!r} has no split {split!r}; splits: {', '.join(env.splits())}")
+    known = [t.task_id for t in env.tasks(split)]
+    if task_ids is not None:
+        ids = list(task_ids)
+        missing = sorted(set(ids) - set(known))
+        if missing:
+            raise UserError(f"task ids {missing[:5]} are not in the {split!r} split of "
+                            f"{env.name or 'this env'}; list them with `w2stree stats`")
+        return ids
+    if not known:
+        raise UserError(f"split {split!r} of {env.name or 'this env'} has no tasks; "
+                        f"choose one of {env.splits()}")
+    if tasks is not None:
+        if tasks < 1:
+            raise UserError(f"--tasks must be at least 1 (got {tasks})")
+        known = known[:tasks]
+    return known
+
+
 def _load_builtin() -> None:
     # Importing the modules registers them; heavy dependencies load lazily inside each env.
     import importlib

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +33,9 @@ from urllib.parse import parse_qsl
 
 from core.agents.prompt import Message, env_prefix, step_messages, task_message
 from core.errors import UserError
+from core.pairs import GRANULARITIES
 from core.store import Store
-from core.trajectory import Trajectory
+from core.trajectory import Pair, Trajectory
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCES = ("expert", "successes", "best-paths", "pairs")
-GRANULARITIES = ("step", "continuation", "trajectory")
 SPEC_HELP = __doc__.split("Data SPEC grammar (what `--data` takes)::\n\n", 1)[1].split("\nEvery row")[0]
 
 
@@ -109,9 +109,20 @@ def build_rows(spec: DataSpec | str, store: Store | None = None) -> list[dict[st
     trajs = [t for t in store.trajectories(env=spec.env, source="collect", model=model)
              if t.steps and (spec.source == "expert" or t.success)]
     keep = _task_filter(spec, store, {t.task_id for t in trajs})
+    return sft_rows([t for t in trajs if t.task_id in keep])
+
+
+def sft_rows(trajs: Iterable[Trajectory]) -> list[dict[str, Any]]:
+    """One SFT row per trajectory with steps: the task message, then the episode's turns."""
     return [sft_row(t.env, task_message(t.instruction, t.meta.get("initial_observation", "")),
-                    step_messages(t.steps, final_observation=False))
-            for t in trajs if t.task_id in keep]
+                    step_messages(t.steps, final_observation=False)) for t in trajs if t.steps]
+
+
+def pair_rows(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+    """One preference row per pair; pairs with an empty side (nothing left after the trailing
+    observations are cut) are dropped."""
+    rows = [preference_row(p.env, p.prompt, p.chosen, p.rejected) for p in pairs]
+    return [r for r in rows if r["chosen"] and r["rejected"]]
 
 
 def sft_row(env: str, task: str, turns: list[Message]) -> dict[str, Any]:
@@ -149,8 +160,7 @@ def _pair_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
     margin = float(spec.options["min_margin"]) if "min_margin" in spec.options else None
     pairs = store.pairs(env=spec.env, granularity=spec.arg, min_margin=margin)
     keep = _task_filter(spec, store, {p.task_id for p in pairs})
-    rows = [preference_row(p.env, p.prompt, p.chosen, p.rejected) for p in pairs if p.task_id in keep]
-    return [r for r in rows if r["chosen"] and r["rejected"]]
+    return pair_rows([p for p in pairs if p.task_id in keep])
 
 
 def best_path_rows(graphs: Iterable[nx.DiGraph], trajectories: Iterable[Trajectory] | Mapping[str, Trajectory]
