@@ -278,13 +278,16 @@ def test_train_page_disables_start_on_empty_data_and_says_why(filled):
     at = run_page("views/train.py")
     assert not at.button(key="train_start").disabled and "8 training examples" not in texts(at)
     assert "4 training examples" in texts(at)  # the store's step pairs
-    at.selectbox(key="train_gran").set_value("trajectory").run()  # none stored
+    assert at.selectbox(key="train_gran_treedpo").options == ["step", "continuation"]  # tree pairs only
+    at.segmented_control(key="train_kind").set_value("eto-dpo").run()  # trajectory pairs: none stored
+    assert at.selectbox(key="train_gran_eto-dpo").options == ["trajectory"]
+    assert any(c.value.startswith("w2stree train eto-dpo ") for c in at.code)  # its own method, not treedpo
     start = at.button(key="train_start")
     assert start.disabled and "0 examples" in start.help
     warning = at.warning[0].value
     assert "no trajectory pairs of shop are stored" in warning
     assert "run `w2stree pairs`" not in warning or "trees" in warning  # a reason, not only a command
-    at.selectbox(key="train_gran").set_value("step").run()
+    at.segmented_control(key="train_kind").set_value("treedpo").run()
     assert not at.button(key="train_start").disabled and not at.warning
 
 

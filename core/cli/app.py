@@ -71,11 +71,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     store = Store()
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
-              f"(shop env, {args.preset} preset; the tiny preset takes about 45 minutes on 2 CPU cores)",
+              f"(shop env, {args.scale} scale; the tiny scale takes about 45 minutes on 2 CPU cores)",
               flush=True)
         from core.pipeline import run_pipeline  # heavy imports (torch, trl): only when needed
 
-        run_pipeline(env="shop", preset=args.preset, store=store)
+        run_pipeline(env="shop", scale=args.scale, store=store)
     else:
         print(f"w2stree up: {store.path} already has results; serving them", flush=True)
     print(results_text(store), flush=True)
@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "up":
             p.add_argument("--no-serve", action="store_true",
                            help="only fill the store; do not start the dashboard")
-            p.add_argument("--preset", choices=("tiny", "quick"), default="tiny",
-                           help="pipeline preset: tiny (the experiment, default) or quick (a smoke-test "
-                                "size that fills every page in a few minutes)")
+            p.add_argument("--scale", "--preset", dest="scale", choices=("tiny", "quick"), default="tiny",
+                           help="pipeline scale: tiny (the experiment, default) or quick (a smoke-test "
+                                "size that fills every page in a few minutes); --preset is its earlier name")
         p.set_defaults(func=func)

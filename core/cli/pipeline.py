@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `eval` and `pipeline` commands."""
     e = sub.add_parser("eval", help="greedy episodes of a model on a split, stored as an eval run")
     e.add_argument("--model", required=True,
-                   help="registered model name, folder or hub id; or `expert` / `random`")
+                   help="registered model name, folder or hub id; or a scripted policy: expert, random, "
+                        "noisy-expert")
     e.add_argument("--env", default="shop", help="environment (default: shop)")
     e.add_argument("--split", default="test", help="task split (default: test)")
     e.add_argument("--tasks", type=int, default=None, metavar="N", help="the first N tasks of the split")
@@ -26,15 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "with the SFT-weak model, build trees, MCTS and pairs, train the strong "
                                    "model four ways (W2S-SFT, ETO-DPO, TreeDPO, MCTS), evaluate all six.")
     p.add_argument("--env", default="shop", help="environment (default: shop)")
-    p.add_argument("--preset", default="tiny",
-                   help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models)")
-    p.add_argument("--quick", action="store_true", help="the smoke-test preset (same as --preset quick)")
+    p.add_argument("--scale", "--preset", dest="scale", default="tiny",
+                   help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models); "
+                        "--preset is its earlier name")
+    p.add_argument("--quick", action="store_true", help="the smoke-test scale (same as --scale quick)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
     p.add_argument("--trajs-per-task", type=int, nargs="+", default=None, metavar="K",
                    help="trajectories per explored task; several values sweep K (Figure 4)")
     p.add_argument("--test-tasks", type=int, default=None, metavar="N", help="test tasks evaluated")
-    p.add_argument("--weak", default=None, help="base weak model (default: the preset's)")
-    p.add_argument("--strong", default=None, help="base strong model (default: the preset's)")
+    p.add_argument("--weak", default=None, help="base weak model (default: the scale's)")
+    p.add_argument("--strong", default=None, help="base strong model (default: the scale's)")
     p.set_defaults(func=_pipeline)
 
     r = sub.add_parser("results", help="the stored results of an experiment (latest by default)",
@@ -71,7 +73,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     ks = args.trajs_per_task
     ks = ks[0] if ks and len(ks) == 1 else ks
     store = Store()
-    df = run_pipeline(args.env, "quick" if args.quick else args.preset, seeds=args.seeds, trajs_per_task=ks,
+    df = run_pipeline(args.env, "quick" if args.quick else args.scale, seeds=args.seeds, trajs_per_task=ks,
                       store=store, progress=True, weak=args.weak, strong=args.strong,
                       test_tasks=args.test_tasks)
     print(render(store, df.attrs["experiment_id"]))

@@ -1,6 +1,7 @@
-"""`w2stree train {sft,treedpo,mcts,dpo}` and `w2stree jobs list|show|stop|resume`.
+"""`w2stree train {sft,mcts,treedpo,eto-dpo}` and `w2stree jobs list|show|stop|resume`.
 
-Every config field of the kind is a flag (`--lora-r`, `--batch-size`, ...; booleans also take
+The methods, their data and configs are `core.train.config.METHODS`. Every config field of the
+method is a flag (`--lora-r`, `--batch-size`, ...; booleans also take
 `--no-...`); flags not given keep the value of `--preset`. Training always runs as a job in its
 own process; without `--detach` the command follows the job's log until it ends (Ctrl-C stops it,
 keeping a checkpoint for `w2stree jobs resume`).
@@ -14,29 +15,22 @@ import sys
 import time
 from pathlib import Path
 
-KIND_HELP = {
-    "sft": "supervised fine-tuning on demonstrations (expert:ENV, successes:ENV:MODEL, a file)",
-    "treedpo": "TreeDPO on tree pairs (pairs:ENV:step or pairs:ENV:continuation), --ref = SFT weak model",
-    "mcts": "SFT of the strong SFT model on the MCTS best paths (best-paths:ENV)",
-    "dpo": "ETO-style DPO on whole-trajectory pairs (pairs:ENV:trajectory)",
-}
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `train` and `jobs` commands."""
-    from core.train.config import KINDS, PRESETS, config_class, field_help
+    from core.train.config import METHODS, PRESETS, RENAMED, field_help
     from core.train.data import SPEC_HELP
 
-    p = sub.add_parser("train", help="train a model (SFT, TreeDPO, MCTS, ETO-DPO) as a job",
-                       description="Train a model as a job (its own process). `w2stree train KIND --help` "
+    p = sub.add_parser("train", help="train a model (SFT, MCTS, TreeDPO, ETO-DPO) as a job",
+                       description="Train a model as a job (its own process). `w2stree train METHOD --help` "
                        "lists every option.", epilog="data SPEC grammar:\n" + SPEC_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    tsub = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind in KINDS:
-        k = tsub.add_parser(kind, help=KIND_HELP[kind], description=KIND_HELP[kind],
-                            epilog="data SPEC grammar:\n" + SPEC_HELP,
+    tsub = p.add_subparsers(dest="kind", metavar="METHOD", required=True)
+    for m in METHODS.values():
+        k = tsub.add_parser(m.name, help=m.help, description=m.help, epilog="data SPEC grammar:\n" + SPEC_HELP,
+                            aliases=[old for old, new in RENAMED.items() if new == m.name],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        cls = config_class(kind)
+        cls = m.config_class
         helps = field_help(cls)
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
@@ -67,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(kind: str, args: argparse.Namespace):
-    """The config that the parsed `w2stree train KIND ...` flags describe."""
+    """The config that the parsed `w2stree train METHOD ...` flags describe."""
     from core.train.config import config_class, make_config
 
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(config_class(kind))}
@@ -76,12 +70,13 @@ def config_from_args(kind: str, args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from core.store import Store
-    from core.train import command_line, start_job
+    from core.train import command_line, method, start_job
 
-    cfg = config_from_args(args.kind, args)
+    kind = method(args.kind).name
+    cfg = config_from_args(kind, args)
     store = Store()
-    job_id = start_job(args.kind, cfg, store, detach=True)
-    print(f"job {job_id} started: {command_line(args.kind, cfg)}")
+    job_id = start_job(kind, cfg, store, detach=True)
+    print(f"job {job_id} started: {command_line(kind, cfg)}")
     if args.detach:
         print(f"follow it with `w2stree jobs show {job_id}`; stop it with `w2stree jobs stop {job_id}`")
         return 0
@@ -91,6 +86,7 @@ def _train(args: argparse.Namespace) -> int:
 def _follow(store, job_id: str) -> int:
     """Stream the job's log until it ends; Ctrl-C stops the job. Exit 0 only on success."""
     from core.train import job_status, stop_job, sync_job
+    from core.train.jobs import ACTIVE
 
     log = Path(job_status(job_id)["job_dir"]) / "log.txt"
     pos = log.stat().st_size if log.exists() else 0
@@ -104,7 +100,7 @@ def _follow(store, job_id: str) -> int:
                     pos = fh.tell()
                 sys.stdout.write(chunk.decode("utf-8", errors="replace"))
                 sys.stdout.flush()
-            if status["status"] not in ("queued", "running"):
+            if status["status"] not in ACTIVE:
                 break
             time.sleep(1.0)
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Training the strong model: SFT, TreeDPO, MCTS-SFT and ETO-style DPO with TRL + PEFT, as jobs.
+"""Training the strong model: SFT, MCTS-SFT, TreeDPO and ETO-DPO with TRL + PEFT, as jobs.
 
 Public API (the CLI, the dashboard's Train page and the pipeline use these):
 
@@ -6,14 +6,15 @@ Public API (the CLI, the dashboard's Train page and the pipeline use these):
 * `start_job(kind, config, store=None, detach=True) -> job_id`: the same in a separate process.
 * `job_status`, `job_metrics`, `job_log_tail`, `list_jobs`, `sync_job`, `stop_job`, `resume_job`.
 * `command_line(kind, config)`: the equivalent `w2stree train ...` command.
-* `make_config(kind, preset, **overrides)`, `SFTTrainConfig`, `DPOTrainConfig`, `PRESETS`.
+* `METHODS` / `method(name)`: the training methods (trainer + data + config class).
+* `make_config(method, preset, **overrides)`, `SFTTrainConfig`, `DPOTrainConfig`, `PRESETS`.
 
 Heavy libraries (torch, TRL) load only when a trainer is built, so the dashboard imports this
 module cheaply.
 """
 
 from core.train.config import (
-    KINDS,
+    METHODS,
     PRESETS,
     DPOTrainConfig,
     SFTTrainConfig,
@@ -21,6 +22,7 @@ from core.train.config import (
     config_class,
     field_help,
     make_config,
+    method,
 )
 from core.train.jobs import (
     command_line,
@@ -36,7 +38,7 @@ from core.train.jobs import (
 )
 
 __all__ = [
-    "KINDS", "PRESETS", "DPOTrainConfig", "SFTTrainConfig", "TrainConfig", "command_line", "config_class",
-    "field_help", "job_log_tail", "job_metrics", "job_status", "list_jobs", "make_config", "resume_job",
+    "METHODS", "PRESETS", "DPOTrainConfig", "SFTTrainConfig", "TrainConfig", "command_line", "config_class",
+    "field_help", "job_log_tail", "job_metrics", "job_status", "list_jobs", "make_config", "method", "resume_job",
     "start_job", "stop_job", "sync_job", "train",
 ]

@@ -1,8 +1,16 @@
-"""Typed training configurations, one per method family, with the reference defaults.
+"""Training methods and their typed configurations, with the reference defaults.
 
-Kinds: `sft` (supervised on demonstrations / weak successes), `mcts` (SFT of the strong SFT model
-on MCTS best paths), `treedpo` (DPO on tree pairs) and `dpo` (ETO-style whole-trajectory DPO).
-`sft` and `mcts` take an `SFTTrainConfig`; `treedpo` and `dpo` a `DPOTrainConfig`.
+A method (`METHODS`) is a trainer, the data it learns from and the trainer's typed config:
+
+    sft      SFT trainer on demonstrations: expert:ENV or successes:ENV:MODEL (W2S-SFT)
+    mcts     SFT trainer on the MCTS best paths: best-paths:ENV (the strong SFT model as start)
+    treedpo  DPO trainer on tree pairs: pairs:ENV:step or pairs:ENV:continuation
+    eto-dpo  DPO trainer on whole-trajectory pairs: pairs:ENV:trajectory (the ETO baseline;
+             `dpo` is its earlier name, still accepted)
+
+Every method also takes a file of rows in its trainer's shape. The SFT trainer's config is
+`SFTTrainConfig`, the DPO trainer's `DPOTrainConfig`. To add a method: add a `Method` to
+`METHODS` (and a trainer to `TRAINERS` if it needs a new one, built in `core.train.jobs`).
 
 Presets: `paper` holds the release's values for real 0.5-13 B models: LoRA (r 128, alpha 256) on
 the attention projections q/k/v/o, lr 2e-5 (SFT and DPO), a constant schedule after a linear
@@ -29,23 +37,21 @@ from typing import Any
 
 from core.errors import UserError
 
-KINDS = ("sft", "mcts", "treedpo", "dpo")
-SFT_KINDS = ("sft", "mcts")
-DPO_KINDS = ("treedpo", "dpo")
 DPO_LOSSES = ("sigmoid", "hinge", "ipo")
 SCHEDULERS = ("constant_with_warmup", "cosine", "linear")
+DEVICES = ("auto", "cuda", "cpu")
 
 
 @dataclass
 class TrainConfig:
-    """Fields shared by every training kind."""
+    """Fields shared by every training method."""
 
     model: str = field(default="", metadata={
         "help": "model to train: a name under data/models, a local folder or a hub id"})
     data: str = field(default="", metadata={
         "help": "training data SPEC, e.g. expert:shop or pairs:shop:step (grammar below)"})
     output: str = field(default="", metadata={
-        "help": "name of the trained model under data/models (default: <kind>-<job id>)"})
+        "help": "name of the trained model under data/models (default: <method>-<job id>)"})
     preset: str = field(default="paper", metadata={
         "help": "defaults the other fields started from: paper (real models) or tiny (embedded models)"})
     lora: bool = field(default=True, metadata={"help": "train a LoRA adapter instead of all weights"})
@@ -94,7 +100,7 @@ class DPOTrainConfig(TrainConfig):
     loss_type: str = field(default="sigmoid", metadata={"help": "DPO loss: sigmoid, hinge or ipo"})
 
 
-# Values that differ from the class defaults, per preset and kind family.
+# Values that differ from the class defaults, per preset and trainer.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"sft": {}, "dpo": {}},
     "tiny": {
@@ -108,21 +114,73 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+@dataclass(frozen=True)
+class Method:
+    """A training method: a trainer, the data SPEC forms it learns from, and (by its trainer) its
+    typed config class."""
+
+    name: str
+    trainer: str  # a key of TRAINERS
+    data: tuple[str, ...]  # data SPEC forms (core.train.data); a file of rows is always accepted
+    help: str
+
+    @property
+    def config_class(self) -> type[TrainConfig]:
+        return TRAINERS[self.trainer]
+
+    @property
+    def preference(self) -> bool:
+        """Whether it learns from preference pairs (else from demonstrations)."""
+        return self.trainer == "dpo"
+
+    def accepts(self, source: str, arg: str = "") -> bool:
+        """Whether data of `source` (and for pairs the granularity `arg`) is this method's."""
+        if source == "file":
+            return True
+        return any(form.split(":")[0] == source and (source != "pairs" or form.rsplit(":", 1)[1] == arg)
+                   for form in self.data)
+
+    def check_data(self, source: str, arg: str, spec: str) -> None:
+        """A one-line UserError when `spec` is not this method's data, naming what is."""
+        if not self.accepts(source, arg):
+            raise UserError(f"{self.name} trains on {' or '.join(self.data)} (or a file of rows); "
+                            f"--data {spec} is another method's data")
+
+
+TRAINERS: dict[str, type[TrainConfig]] = {"sft": SFTTrainConfig, "dpo": DPOTrainConfig}
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("sft", "sft", ("expert:ENV", "successes:ENV:MODEL"),
+           "supervised fine-tuning on demonstrations (expert:ENV, successes:ENV:MODEL, a file)"),
+    Method("mcts", "sft", ("best-paths:ENV",),
+           "SFT of the strong SFT model on the MCTS best paths (best-paths:ENV)"),
+    Method("treedpo", "dpo", ("pairs:ENV:step", "pairs:ENV:continuation"),
+           "TreeDPO on tree pairs (pairs:ENV:step or pairs:ENV:continuation), --ref = SFT weak model"),
+    Method("eto-dpo", "dpo", ("pairs:ENV:trajectory",),
+           "ETO-style DPO on whole-trajectory pairs (pairs:ENV:trajectory), --ref = SFT weak model"),
+)}
+RENAMED = {"dpo": "eto-dpo"}  # earlier names: jobs recorded under them still resume
+
+
+def method(name: str) -> Method:
+    """The method called `name` (an earlier name resolves to its method); a one-line UserError
+    names the methods otherwise."""
+    found = METHODS.get(RENAMED.get(name, name))
+    if found is None:
+        raise UserError(f"unknown training method {name!r}; use one of {', '.join(METHODS)}")
+    return found
+
+
 def config_class(kind: str) -> type[TrainConfig]:
-    """The config dataclass of a training kind."""
-    if kind in SFT_KINDS:
-        return SFTTrainConfig
-    if kind in DPO_KINDS:
-        return DPOTrainConfig
-    raise UserError(f"unknown training kind {kind!r}; use one of {', '.join(KINDS)}")
+    """The config dataclass of a training method."""
+    return method(kind).config_class
 
 
 def make_config(kind: str, preset: str = "paper", **overrides: Any) -> TrainConfig:
-    """A config of `kind` from `preset`, then `overrides` (unknown names are a UserError)."""
+    """A config of method `kind` from `preset`, then `overrides` (unknown names are a UserError)."""
     cls = config_class(kind)
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset]["sft" if kind in SFT_KINDS else "dpo"])
+    values = dict(PRESETS[preset][method(kind).trainer])
     names = {f.name for f in dataclasses.fields(cls)}
     for key, value in overrides.items():
         if key not in names:
@@ -137,7 +195,7 @@ def config_from_dict(kind: str, values: dict[str, Any]) -> TrainConfig:
     fields newer than the saved config take its preset's value)."""
     cls = config_class(kind)
     names = {f.name for f in dataclasses.fields(cls)}
-    preset = PRESETS.get(values.get("preset", "paper"), {}).get("sft" if kind in SFT_KINDS else "dpo", {})
+    preset = PRESETS.get(values.get("preset", "paper"), {}).get(method(kind).trainer, {})
     return cls(**{**preset, **{k: v for k, v in values.items() if k in names}})
 
 
@@ -170,7 +228,7 @@ def validate_fields(kind: str, cfg: TrainConfig) -> None:
     need(cfg.save_steps >= 1, "save_steps", "use at least 1")
     need(cfg.logging_steps >= 1, "logging_steps", "use at least 1")
     need(cfg.threads >= 0, "threads", "use 0 (automatic) or a positive count")
-    need(cfg.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
+    need(cfg.device in DEVICES, "device", f"use one of {', '.join(DEVICES)}")
     need(cfg.lr_scheduler in SCHEDULERS, "lr_scheduler", f"use one of {', '.join(SCHEDULERS)}")
     need(math.isfinite(cfg.max_grad_norm) and cfg.max_grad_norm > 0, "max_grad_norm", "use a positive value such as 0.5")
     if cfg.lora:

@@ -65,12 +65,11 @@ from core.errors import UserError
 from core.paths import jobs_dir, models_dir
 from core.store import Store
 from core.train.config import (
-    DPO_KINDS,
-    SFT_KINDS,
     TrainConfig,
     config_class,
     config_from_dict,
     make_config,
+    method,
     validate_fields,
 )
 from core.train.data import build_rows, check_rows, parse_spec, read_rows, write_rows
@@ -139,11 +138,7 @@ def prepare(kind: str, config: TrainConfig | dict[str, Any], store: Store | None
     cfg = coerce_config(kind, config)
     validate_fields(kind, cfg)
     spec = parse_spec(cfg.data)
-    if kind in DPO_KINDS and spec.source not in ("pairs", "file"):
-        raise UserError(f"{kind} trains on preference pairs; pass --data pairs:ENV:GRANULARITY or a file")
-    if kind in SFT_KINDS and spec.source == "pairs":
-        raise UserError(f"{kind} trains on demonstrations; pass --data expert:ENV, successes:ENV:MODEL, "
-                        "best-paths:ENV or a file (pairs are for treedpo / dpo)")
+    method(kind).check_data(spec.source, spec.arg, cfg.data)
     store = store if store is not None else (Store() if spec.source != "file" else None)
     lineage = {"kind": kind, "base": model_name(cfg.model, store), "data": cfg.data}
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, store))
@@ -151,7 +146,7 @@ def prepare(kind: str, config: TrainConfig | dict[str, Any], store: Store | None
         lineage["ref"] = model_name(cfg.ref, store)
         cfg = dataclasses.replace(cfg, ref=resolve_model(cfg.ref, store))
     rows = build_rows(spec, store)
-    check_rows(rows, preference=kind in DPO_KINDS, what=cfg.data)
+    check_rows(rows, preference=method(kind).preference, what=cfg.data)
     lineage["n_examples"] = len(rows)
     return cfg, rows, lineage
 
@@ -162,6 +157,7 @@ def new_job_id(kind: str) -> str:
 
 def create_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None) -> str:
     """Validate, then make the job folder and its `queued` row; returns the job id."""
+    kind = method(kind).name  # an earlier name is recorded as the method it became
     cfg, rows, lineage = prepare(kind, config, store)
     job_id = new_job_id(kind)
     folder = jobs_dir() / job_id
@@ -606,7 +602,7 @@ def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
 
 def _build_trainer(kind: str, cfg: TrainConfig, rows: list[dict[str, Any]], job_dir: Path,
                    progress: Any) -> tuple[Any, Any]:
-    if kind in SFT_KINDS:
+    if method(kind).trainer == "sft":
         from core.train.sft import build_sft_trainer
 
         return build_sft_trainer(cfg, rows, job_dir / "checkpoints", callbacks=[progress])

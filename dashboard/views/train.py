@@ -1,4 +1,4 @@
-"""Train: a form for TreeDPO / MCTS / SFT jobs (validated, with the equivalent `w2stree train`
+"""Train: a form for a job of any training method (TreeDPO, ETO-DPO, MCTS, SFT) (validated, with the equivalent `w2stree train`
 command), the jobs table, and the selected job followed live: progress with ETA, loss and DPO
 metric charts, the log tail, GPU memory on CUDA, and Stop.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import UserError
-from core.train.config import DPO_KINDS, config_class, field_help, make_config, validate_fields
+from core.train.config import DEVICES, METHODS, PRESETS, field_help, make_config, method, validate_fields
 from core.train.jobs import (
     ACTIVE,
     command_line,
@@ -25,7 +25,7 @@ from core.train.jobs import (
 )
 from dashboard import data, figures, shaping, ui
 
-KINDS = {"treedpo": "TreeDPO", "mcts": "MCTS (SFT on best paths)", "sft": "SFT"}
+LABELS = {"treedpo": "TreeDPO", "eto-dpo": "ETO-DPO", "mcts": "MCTS (SFT on best paths)", "sft": "SFT"}
 REFRESH_S = 2.0
 
 
@@ -46,13 +46,15 @@ def job_form(path: str, changes: int) -> None:
         ui.empty("Training needs data and a model: fill the store (Overview page or `w2stree up`) "
                  "and build models with `w2stree models build`.")
         return
-    kind = st.segmented_control("Method", list(KINDS), format_func=KINDS.get, default="treedpo",
-                                required=True, key="train_kind")
+    kind = st.segmented_control("Method", list(METHODS), format_func=lambda m: LABELS.get(m, m),
+                                default="treedpo", required=True, key="train_kind")
+    chosen = method(kind)
     names = models["name"].tolist()
     small = bool((models["params"].fillna(0) < 100_000_000).all())
-    help_ = field_help(config_class(kind))
+    help_ = field_help(chosen.config_class)
     c = st.columns(3)
-    preset = c[0].selectbox("Preset", ["tiny", "paper"], index=0 if small else 1, key="train_preset",
+    presets = sorted(PRESETS, key=lambda p: p != "tiny")
+    preset = c[0].selectbox("Preset", presets, index=0 if small else 1, key="train_preset",
                             help=help_["preset"])
     base = make_config(kind, preset)
     # TreeDPO and MCTS start from the strong SFT model (the paper's setting), SFT from a base model.
@@ -60,7 +62,7 @@ def job_form(path: str, changes: int) -> None:
     model = c[1].selectbox("Base model", names, index=_pick(names, *hints), key=f"train_model_{kind}",
                            accept_new_options=True, help=help_["model"] + " (type a path or hub id)")
     ref = ""
-    if kind in DPO_KINDS:
+    if chosen.preference:
         refs = ["(its own starting weights)", *names]
         ref_pick = c[2].selectbox("Reference model", refs, index=_pick(refs, "sft-weak", "weak-sft", "weak"),
                                   key="train_ref", help=help_["ref"])
@@ -71,9 +73,10 @@ def job_form(path: str, changes: int) -> None:
     envs = summary.sort_values("trajectories", ascending=False, kind="stable")["env"].tolist()
     env = c[0].selectbox("Environment", envs, key="train_env")
     arg, margin = "", 0.0
-    if kind in DPO_KINDS:
+    if chosen.preference:
         source = "pairs"
-        arg = c[1].selectbox("Pair granularity", ["step", "continuation", "trajectory"], key="train_gran")
+        grans = [form.rsplit(":", 1)[1] for form in chosen.data]
+        arg = c[1].selectbox("Pair granularity", grans, key=f"train_gran_{kind}")
         margin = c[2].number_input("Min margin", 0.0, 1.0, 0.0, 0.05, key="train_margin")
     elif kind == "mcts":
         source = "best-paths"
@@ -94,7 +97,7 @@ def job_form(path: str, changes: int) -> None:
     lr = c[1].number_input("Learning rate", 1e-8, 0.99, float(base.lr), float(f"{base.lr / 10:.0e}"), "%.1e",
                            key=f"train_lr_{k}", help=help_["lr"])
     beta = None
-    if kind in DPO_KINDS:
+    if chosen.preference:
         beta = c[2].number_input("β", 0.001, 100.0, float(base.beta), 0.05, key=f"train_beta_{k}",
                                  help=help_["beta"])
     lora = c[3].toggle("LoRA", value=base.lora, key=f"train_lora_{k}", help=help_["lora"])
@@ -116,7 +119,7 @@ def job_form(path: str, changes: int) -> None:
         c = st.columns(4)
         overrides["max_steps"] = c[0].number_input("Max steps (-1 = by epochs)", -1, 10**7, base.max_steps,
                                                    key=f"train_steps_{k}")
-        overrides["device"] = c[1].selectbox("Device", ["auto", "cuda", "cpu"], key="train_device")
+        overrides["device"] = c[1].selectbox("Device", DEVICES, key="train_device")
         overrides["output"] = c[2].text_input("Output model name", "", key="train_output",
                                               help=help_["output"]).strip()
     try:

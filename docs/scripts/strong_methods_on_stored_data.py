@@ -1,7 +1,7 @@
 """Train and evaluate the four W2S methods from a given SFT-strong model on the training files a
 pipeline run stored, then print the results table. Used for docs/experiments.md run 4: the
 exploration data of run 2 (SFT-weak at 800 steps) with the SFT-strong model of run 3 (700 steps),
-which is what the tiny preset (weak 800 / strong 700 steps, seed 0) computes, since each stage is
+which is what the tiny scale (weak 800 / strong 700 steps, seed 0) computes, since each stage is
 deterministic for a seed.
 
     W2STREE_HOME=HOME python docs/scripts/strong_methods_on_stored_data.py HOME KDIR
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from core.envs import env_slug, make_env
-from core.pipeline import PRESETS, _Reporter, _run_work, _SeedRun
+from core.pipeline import SCALES, _Reporter, _run_work, _SeedRun
 from core.results import render
 from core.store import Store
 
@@ -26,7 +26,7 @@ ENV = "shop?n_products=200&n_categories=10"
 
 def main() -> None:
     home, kdir = Path(sys.argv[1]), Path(sys.argv[2])
-    store, cfg, rep = Store(home / "w2stree.duckdb"), PRESETS["tiny"], _Reporter(True)
+    store, cfg, rep = Store(home / "w2stree.duckdb"), SCALES["tiny"], _Reporter(True)
     with make_env(ENV) as e:
         test_ids = [t.task_id for t in e.tasks("test")][: cfg.test_tasks]
     run = _SeedRun(store, ENV, cfg, 0, [4], False, "", "", Path(), 0, [], test_ids, home / "run4", rep,
