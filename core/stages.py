@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK", "EvalResult", "MCTSSettings", "PairSettings", "TreeSettings", "cut_pairs", "cut_pairs_stored",
-    "demonstrations", "evaluate", "expert_trajectories", "grow_trees", "grow_trees_stored", "run_policy",
+    "demonstrations", "evaluate", "expert_trajectories", "grow_trees", "grow_trees_stored", "replace_pairs", "run_policy",
     "save_tree_data", "score_trees", "score_trees_stored", "select_tasks", "select_trajectories", "split_tasks",
     "training_rows",
 ]
@@ -187,11 +187,12 @@ def save_tree_data(store: Store, trees: Sequence[nx.DiGraph], pairs: Mapping[str
     trees' tasks (other granularities stay)."""
     store.save_trees(trees)
     for granularity, found in (pairs or {}).items():
-        _replace_pairs(store, trees, granularity, found)
+        replace_pairs(store, trees, granularity, found)
 
 
-def _replace_pairs(store: Store, trees: Sequence[nx.DiGraph], granularity: str, pairs: Sequence[Pair]) -> int:
-    """Store `pairs` in place of the earlier `granularity` pairs of the trees' tasks."""
+def replace_pairs(store: Store, trees: Sequence[nx.DiGraph], granularity: str, pairs: Sequence[Pair]) -> int:
+    """Store `pairs` in place of the earlier `granularity` pairs of the trees' tasks (the other
+    granularities stay); returns the number stored."""
     tasks = sorted({(g.graph["env"], g.graph["task_id"]) for g in trees})
     return store.save_pairs(pairs, replace_tasks=[(env, task, granularity) for env, task in tasks])
 
@@ -257,6 +258,6 @@ def cut_pairs_stored(store: Store, tree_ids: list[str], settings: PairSettings =
         trajs: list[Trajectory] = []
         if settings.granularity == "trajectory":
             trajs = store.trajectories(traj_ids=[t for g in trees for t in g.nodes[0].get("traj_ids") or []])
-        total += _replace_pairs(store, trees, settings.granularity, cut_pairs(trees, settings, trajs, experts))
+        total += replace_pairs(store, trees, settings.granularity, cut_pairs(trees, settings, trajs, experts))
         _tick(progress, len(chunk))
     return total

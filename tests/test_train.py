@@ -294,10 +294,16 @@ def test_datasets_fingerprint_fallback(monkeypatch, filled, models, tmp_path):
     ("treedpo", {"loss_type": "nope"}, "loss_type"),
     ("sft", {"epochs": 0}, "epochs"),
     ("sft", {"model": "no-such-model"}, "no-such-model"),
-    ("treedpo", {"ref": "/no/such/ref"}, "ref"),
+    ("treedpo", {"ref": "/no/such/ref", "data": "pairs:shop:step"}, "/no/such/ref"),
     ("treedpo", {"data": "pairs:shop:step"}, "empty"),
-    ("sft", {"data": "pairs:shop:step"}, "demonstrations"),
-    ("treedpo", {"data": "expert:shop"}, "preference"),
+    # a method given another method's data: one line naming the data it takes
+    ("sft", {"data": "pairs:shop:step"}, "sft trains on expert:ENV or successes:ENV:MODEL"),
+    ("treedpo", {"data": "expert:shop"}, "treedpo trains on pairs:ENV:step or pairs:ENV:continuation"),
+    ("treedpo", {"data": "pairs:shop:trajectory"}, "treedpo trains on pairs:ENV:step"),
+    ("mcts", {"data": "expert:shop"}, r"mcts trains on best-paths:ENV \(or a file of rows\); --data expert:shop"),
+    ("eto-dpo", {"data": "pairs:shop:step"}, "eto-dpo trains on pairs:ENV:trajectory"),
+    ("dpo", {"data": "pairs:shop:step"}, "eto-dpo trains on pairs:ENV:trajectory"),  # its earlier name
+    ("nope", {}, "unknown training method 'nope'; use one of sft, mcts, treedpo, eto-dpo"),
     ("sft", {"data": "expert:nowhere"}, "empty"),
     ("sft", {"output": "../x"}, "output"),
 ])
