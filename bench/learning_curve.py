@@ -1,8 +1,8 @@
-"""Learning curves of the from-scratch presets on the built-in shop: success rate and mean reward
+"""Learning curves of the from-scratch local models on the built-in shop: success rate and mean reward
 of greedy episodes on held-out test tasks against the number of expert demonstrations, the
 training steps and the model size, with the seconds each point costs.
 
-Each point: a fresh model of the given size (the env's preset tokenizer), SFT in this process on
+Each point: a fresh model of the given size (the env's local tokenizer), SFT in this process on
 one-decision rows (`core.agents.prompt.decision_rows`) of the expert episodes of the first N train
 tasks, then greedy evaluation on the first T test tasks (step cap 10). Every point is its own store
 under a temporary home, so points do not see each other's models or episodes.
@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: Model sizes to compare: the presets' own (core.models.presets.PRESET_CONFIGS).
+#: Model sizes to compare: the presets' own (core.models.local.LOCAL_CONFIGS).
 SIZES = ("weak", "strong")
 
 
@@ -35,7 +35,7 @@ def point(size: str, demos: int, steps: int, test: int, lr: float, batch: int, t
     """Train one model and evaluate it; returns the measured row."""
     from core.envs import make_env
     from core.evaluate import evaluate
-    from core.models import build_presets, preset_names
+    from core.models import build_local_models, local_model_names
     from core.pipeline import _experts, _split_ids, sft_rows
     from core.store import Store
     from core.train import make_config, train
@@ -44,8 +44,8 @@ def point(size: str, demos: int, steps: int, test: int, lr: float, batch: int, t
     home = Path(tempfile.mkdtemp(prefix="w2s-lc-"))
     os.environ["W2STREE_HOME"] = str(home)
     store = Store(home / "w2stree.duckdb")
-    build_presets(env, store, seed=seed)
-    base = preset_names(env)[size]
+    build_local_models(env, store, seed=seed)
+    base = local_model_names(env)[size]
     with make_env(env) as e:
         train_ids, test_ids = _split_ids(e, "train")[:demos], _split_ids(e, "test")[:test]
     rows = sft_rows(_experts(store, env, train_ids))

@@ -34,11 +34,11 @@ def bench_rollout(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     from core.agents.hf import HFPolicy
     from core.collect import collect
     from core.envs import make_env
-    from core.models import build_presets
+    from core.models import build_local_models
     from core.store import Store
 
     store = Store(workdir / "rollout.duckdb")
-    paths = build_presets("shop", store, out_dir=workdir / "models", n_tasks=20)
+    paths = build_local_models("shop", store, out_dir=workdir / "models", n_tasks=20)
     task_ids = [t.task_id for t in make_env("shop").tasks("train")[: args.tasks]]
     policy = HFPolicy(str(paths["weak"]), max_new_tokens=args.max_new_tokens, batch_size=args.batch)
 

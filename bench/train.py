@@ -45,13 +45,13 @@ def setup(home: Path, size: str, n_tasks: int) -> dict[str, Path]:
     from core.collect import collect
     from core.envs.base import make_env
     from core.mcts import run_mcts
-    from core.models import build_presets
+    from core.models import build_local_models
     from core.pairs import tree_pairs
     from core.store import Store
     from core.tree import build_trees
 
     store = Store()
-    models = build_presets("shop", store=store, n_tasks=20, configs=TINY if size == "tiny" else None)
+    models = build_local_models("shop", store=store, n_tasks=20, configs=TINY if size == "tiny" else None)
     tids = [t.task_id for t in make_env("shop").tasks("train")[:n_tasks]]
     collect(store, "shop", ExpertPolicy("shop"), tids, model="expert", progress=False)
     for seed in (1, 2):

@@ -364,11 +364,11 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     t0 = time.monotonic()
     weak_base, strong_base = cfg.weak, cfg.strong
     if not weak_base or not strong_base:
-        from core.models import build_presets, preset_names
+        from core.models import build_local_models, local_model_names
 
         rep.say(0.01, f"models: local models of {env}")
-        build_presets(env, store)
-        names = preset_names(env)
+        build_local_models(env, store)
+        names = local_model_names(env)
         weak_base, strong_base = weak_base or names["weak"], strong_base or names["strong"]
     demos = stages.demonstrations(store, env, demo_ids)
     demo_file = _write(sft_rows(demos), exp_dir / "expert.jsonl")
@@ -537,11 +537,11 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     missing), expert demonstrations of `n_tasks` train tasks, an exploration of the same tasks
     with the paper schedule by the `noisy-expert` policy, trees, MCTS (1000 iterations), step
     pairs and ETO pairs."""
-    from core.models import build_presets
+    from core.models import build_local_models
 
     rep = _Reporter(progress)
     rep.say(0.0, "building the local models (tokenizer, weak, strong)")
-    build_presets(env, store, n_tasks=200)
+    build_local_models(env, store, n_tasks=200)
     ids = stages.split_tasks(env, "train")[:n_tasks]
     rep.say(0.4, f"expert demonstrations of {len(ids)} tasks")
     experts = stages.demonstrations(store, env, ids)

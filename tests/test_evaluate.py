@@ -57,9 +57,9 @@ def test_eval_cli_prints_the_averages(store, capsys):
 def test_hf_model_eval_is_greedy_and_stored(store):
     """A (tiny, untrained) local model through HFPolicy: greedy, so two runs give the same
     episodes; every episode stored under the model's registered name."""
-    from core.models import build_presets
+    from core.models import build_local_models
 
-    build_presets("shop", store, n_tasks=20)
+    build_local_models("shop", store, n_tasks=20)
     a = evaluate(store, "shop-weak", "shop", tasks=2, max_steps=2, batch_size=2)
     b = evaluate(store, "shop-weak", "shop", tasks=2, max_steps=2, batch_size=2, label="again")
     assert a.label == "shop-weak" and a.n_episodes == 2

@@ -23,7 +23,7 @@ from core.agents.prompt import (
 )
 from core.envs.base import make_env
 from core.errors import UserError
-from core.models import build_presets, load_model
+from core.models import build_local_models, load_model
 from core.store import Store
 from core.trajectory import Step
 
@@ -37,7 +37,7 @@ def weak(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # the default store lives here, not in the checkout
         mp.setenv("W2STREE_HOME", str(root))
         mp.setenv("W2STREE_DB", str(root / "w2stree.duckdb"))
-        paths = build_presets("shop", Store(root / "w2stree.duckdb"), out_dir=root / "models", n_tasks=10)
+        paths = build_local_models("shop", Store(root / "w2stree.duckdb"), out_dir=root / "models", n_tasks=10)
         model, tok = load_model(str(paths["weak"]), device="cpu")
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Model presets, tokenizer, chat template and loading (core.models)."""
+"""Local models, tokenizer, chat template and loading (core.models)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from core.agents.prompt import env_prefix, step_messages, task_message
 from core.envs.base import make_env
 from core.errors import UserError
-from core.models import build_presets, count_params, load_model, model_name, resolve_model
-from core.models.presets import CONTEXT
+from core.models import build_local_models, count_params, load_model, model_name, resolve_model
+from core.models.local import CONTEXT
 from core.store import Store
 from core.trajectory import Step
 
@@ -26,7 +26,7 @@ def built(tmp_path_factory):
         mp.setenv("W2STREE_HOME", str(root))
         mp.setenv("W2STREE_DB", str(root / "w2stree.duckdb"))
         store = Store(root / "w2stree.duckdb")
-        yield store, build_presets("shop", store, out_dir=root / "models", n_tasks=20)
+        yield store, build_local_models("shop", store, out_dir=root / "models", n_tasks=20)
 
 
 def _expert_chat(task_id: str = "test_0") -> list[dict[str, str]]:
@@ -98,10 +98,10 @@ def test_param_counts_context_and_registration(built):
     assert models.loc["shop-tokenizer", "path"] == str(paths["tokenizer"])
 
 
-def test_build_presets_reuses_existing_folders(built):
+def test_build_local_models_reuses_existing_folders(built):
     store, paths = built
     stamp = (paths["strong"] / "model.safetensors").stat().st_mtime_ns
-    again = build_presets("shop", store, out_dir=paths["weak"].parent, n_tasks=20)
+    again = build_local_models("shop", store, out_dir=paths["weak"].parent, n_tasks=20)
     assert again == paths
     assert (paths["strong"] / "model.safetensors").stat().st_mtime_ns == stamp
 

@@ -90,7 +90,7 @@ def test_quick_pipeline_end_to_end(store):
     methods = [m for m, _ in METHODS]
     assert sorted(df["method"]) == sorted(methods)
     assert (df["n_episodes"] == 3).all() and df["avg_reward"].between(0, 1).all()
-    # every method had data to train on (the quick preset explores with the noisy expert)
+    # every method had data to train on (the quick scale explores with the noisy expert)
     assert (df["n_examples"] > 0).all()
     exp = df.attrs["experiment_id"]
     stored = store.results(exp)

@@ -19,11 +19,11 @@ TINY = {"weak": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, 
 
 def tiny_models(base) -> dict:
     """The shop presets, shrunk (built once per test session, shared by the training test files)."""
-    from core.models import build_presets
+    from core.models import build_local_models
     from core.store import Store
 
     root = base / "train-models"
-    return build_presets("shop", store=Store(root / "models.duckdb"), out_dir=root, n_tasks=5, configs=TINY)
+    return build_local_models("shop", store=Store(root / "models.duckdb"), out_dir=root, n_tasks=5, configs=TINY)
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +34,11 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def chat_models(tmp_path_factory):
     """Tiny presets prompted with the whole conversation (no one-decision view): multi-turn rows."""
-    from core.models import build_presets
+    from core.models import build_local_models
     from core.store import Store
 
     root = tmp_path_factory.getbasetemp() / "chat-models"
-    return build_presets("shop", store=Store(root / "models.duckdb"), out_dir=root, n_tasks=5, configs=TINY,
+    return build_local_models("shop", store=Store(root / "models.duckdb"), out_dir=root, n_tasks=5, configs=TINY,
                          decision_history=None)
 
 

@@ -1,1 +1,1 @@
-"""Policies (expert, random, Hugging Face model) and the ReAct prompt format."""
+"""Policies (scripted, Hugging Face model) chosen by name in `registry`, and the ReAct prompt format."""

@@ -27,7 +27,7 @@
   run is reproducible.
 * Reply length: `max_new_tokens` (default: `W2STREE_MAX_NEW_TOKENS`, else 512 for Hugging Face
   models, the release's cap, so an instruct model's thought is not cut before `Action:`; 64 for
-  the from-scratch presets, whose replies are a few dozen tokens).
+  the from-scratch local models, whose replies are a few dozen tokens).
 * Stop: at the model's end-of-turn / eos tokens; the reply is the decoded new text, cut before a
   hallucinated `Observation:` line.
 """
@@ -51,18 +51,18 @@ if TYPE_CHECKING:  # torch/transformers load only once a model is found: a bad n
 
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 MAX_NEW_TOKENS = 512  # the release's cap per turn, for Hugging Face models
-PRESET_MAX_NEW_TOKENS = 64  # from-scratch presets: replies of a few dozen tokens
+LOCAL_MAX_NEW_TOKENS = 64  # from-scratch local models: replies of a few dozen tokens
 
 
 def default_max_new_tokens(model_config: Any) -> int:
     """New tokens per reply when the caller gives none: `W2STREE_MAX_NEW_TOKENS` when set, else
-    64 for the from-scratch presets (prompted without the one-shot example) and 512 otherwise."""
+    64 for the from-scratch local models (prompted without the one-shot example) and 512 otherwise."""
     env = os.environ.get("W2STREE_MAX_NEW_TOKENS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
             raise UserError(f"W2STREE_MAX_NEW_TOKENS={env!r} is invalid; use a positive integer such as 512")
         return int(env)
-    return MAX_NEW_TOKENS if getattr(model_config, ONE_SHOT_FLAG, True) else PRESET_MAX_NEW_TOKENS
+    return MAX_NEW_TOKENS if getattr(model_config, ONE_SHOT_FLAG, True) else LOCAL_MAX_NEW_TOKENS
 
 
 class _RowSampler:
@@ -119,7 +119,7 @@ class HFPolicy(Policy):
             max_new_tokens = default_max_new_tokens(self.model.config)
         if not self.tokenizer.chat_template:
             raise UserError(f"model {self.name!r} has no chat template; use an instruct/chat model "
-                            "or one of the presets (`w2stree models build`)")
+                            "or one of the local models (`w2stree models build`)")
         self.tokenizer.padding_side = "left"
         self.tokenizer.model_max_length = 1 << 30  # truncation is done here, turn-wise: no warning
         self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed

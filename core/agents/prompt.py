@@ -87,7 +87,7 @@ def prefix_messages(system_prompt: str, example_instruction: str,
 
 
 #: A model's config attribute saying whether it is prompted with the one-shot example (default
-#: True). From-scratch presets set it False: they cannot learn in context, and the example is
+#: True). From-scratch local models set it False: they cannot learn in context, and the example is
 #: most of every prompt (about 1k of 1.7k tokens in the shop) and gets copied verbatim.
 ONE_SHOT_FLAG = "w2stree_one_shot"
 
@@ -108,7 +108,7 @@ def strip_one_shot(messages: list[Message]) -> list[Message]:
 
 #: A model's config attribute: when set to k (an int >= 0) the model is prompted one decision at a
 #: time (`decision_view`): a single user turn holding the task instruction, the last k actions and
-#: the current observation, instead of the whole conversation. The from-scratch presets use it:
+#: the current observation, instead of the whole conversation. The from-scratch local models use it:
 #: whole episodes drown the few tokens of each decision in template text (a 0.36 M model trained
 #: on them ignored the instruction), and the prompt stays short at every step. Training rows are
 #: converted to the same view (`decision_rows`), so training and rollout see identical prompts.

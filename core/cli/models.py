@@ -1,4 +1,4 @@
-"""`w2stree models build|list|import-smollm`: local presets, the model table, SmolLM2 import."""
+"""`w2stree models build|list|import-smollm`: local models, the model table, SmolLM2 import."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `models` command and its sub-commands."""
-    p = sub.add_parser("models", help="build local model presets, list models, import SmolLM2")
+    p = sub.add_parser("models", help="build local models, list models, import SmolLM2")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
-    b = msub.add_parser("build", help="train the env tokenizer and build the weak/strong presets")
+    b = msub.add_parser("build", help="train the env tokenizer and build the weak/strong local models")
     b.add_argument("--env", default="shop", help="environment whose text trains the tokenizer (default: shop)")
-    b.add_argument("--force", action="store_true", help="rebuild even when the presets exist")
+    b.add_argument("--force", action="store_true", help="rebuild even when the local models exist")
     b.add_argument("--tasks", type=int, default=None, metavar="N",
                    help="expert episodes of the first N train tasks in the corpus (default: all)")
-    b.add_argument("--out", default=None, help="folder for the presets (default: data/models)")
+    b.add_argument("--out", default=None, help="folder for the local models (default: data/models)")
     b.set_defaults(func=_build)
 
     ls = msub.add_parser("list", help="the models registered in the store")
@@ -30,11 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from core.errors import UserError
-    from core.models import build_presets
+    from core.models import build_local_models
 
     if args.tasks is not None and args.tasks < 1:
         raise UserError("--tasks must be a positive number of train tasks")
-    paths = build_presets(args.env, force=args.force, out_dir=args.out, n_tasks=args.tasks)
+    paths = build_local_models(args.env, force=args.force, out_dir=args.out, n_tasks=args.tasks)
     for role, path in paths.items():
         print(f"{role:9s} {path}")
     return 0

@@ -23,7 +23,7 @@ from core.paths import default_db
 if TYPE_CHECKING:  # torch loads only when a model is loaded: a bad name fails at once
     import torch
 
-FIX = ("build the presets (`w2stree models build`), pass an existing folder, "
+FIX = ("build the local models (`w2stree models build`), pass an existing folder, "
        "or set HF_HUB_OFFLINE=0 with network access to download a hub model")
 
 
@@ -62,7 +62,7 @@ def resolve_model(name_or_path: str, store: Any | None = None) -> str:
         path = Path(reg[1])
         if not path.exists():
             raise UserError(f"model {reg[0]!r} is registered at {path}, which is gone; rebuild it "
-                            "(`w2stree models build --force` for presets) or retrain it")
+                            "(`w2stree models build --force` for local models) or retrain it")
         return str(path)
     local = Path(name_or_path).expanduser()
     if local.exists():

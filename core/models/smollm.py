@@ -46,7 +46,7 @@ def import_smollm(out: str | Path | None = None, store=None, gguf: str | Path | 
     dest = Path(out) if out else models_dir() / NAME
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.models.presets import count_params
+    from core.models.local import count_params
 
     tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)

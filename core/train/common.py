@@ -94,7 +94,7 @@ def load_policy(name: str, cfg: TrainConfig, frozen: bool = False) -> tuple[Any,
 def fit_prompts(model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in the prompt format `model` is used with, as `HFPolicy` renders it at inference: one
     row per decision when its config says so (`core.agents.prompt.DECISION_FLAG`; the from-scratch
-    presets), else without the one-shot example when its config says so (`ONE_SHOT_FLAG`), and with
+    local models), else without the one-shot example when its config says so (`ONE_SHOT_FLAG`), and with
     consecutive user turns merged (`merge_user_turns`: alternating templates such as Llama-2-chat
     and Mistral reject two in a row)."""
     from core.agents.prompt import (
@@ -119,7 +119,7 @@ def install_cpu_lm_head(model: Any) -> None:
     labelled positions only, in one plain matmul. Used on CPU.
 
     TRL's head (`fused_lm_head=True` forward) returns per-token log-probabilities without the full
-    logits; without Triton it scores every position in torch tiles. For the from-scratch presets the
+    logits; without Triton it scores every position in torch tiles. For the from-scratch local models the
     vocabulary projection is most of the compute and ~85 % of the tokens are prompt, so that made a
     training step ~5x slower (measured: 8 s against 1.5 s for 32 one-decision rows, 0.36 M model).
     The contract (fields of `FusedCausalLMOutput`, zero where the label is -100) stays the same."""

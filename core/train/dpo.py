@@ -1,4 +1,4 @@
-"""DPO trainers: TreeDPO on tree pairs (`treedpo`) and the ETO-style whole-trajectory baseline (`dpo`).
+"""DPO trainers: TreeDPO on tree pairs (`treedpo`) and the ETO-style whole-trajectory baseline (`eto-dpo`).
 
 Both run TRL's `DPOTrainer` (sigmoid loss, beta 0.1 by default). `step` pairs (one assistant turn
 per side) go through TRL unchanged. `continuation` and `trajectory` pairs are multi-turn: their
@@ -10,7 +10,7 @@ one, which TRL puts in the prompt) and `MaskedPreferenceCollator` folds it into 
 `completion_mask`, which then zeroes those positions for both the policy and the reference.
 
 The assistant spans come from the chat template: its `{% generation %}` spans where it has them
-(the local presets), else by tokenizing the conversation prefix by prefix (any template;
+(the local models), else by tokenizing the conversation prefix by prefix (any template;
 `core.train.masks`).
 
 Reference model (README, "The method as implemented"): the `--ref` model (the SFT weak model in the

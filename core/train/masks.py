@@ -1,6 +1,6 @@
 """Which tokens the policy writes: per-token loss masks from any chat template.
 
-With `{% generation %}` markers in the template (the local presets) its own assistant mask is the
+With `{% generation %}` markers in the template (the local models) its own assistant mask is the
 answer. Without them (Qwen2.5-Instruct, Llama-2/3 chat, Mistral, ...) each assistant turn spans
 from the end of the conversation before it (rendered with the generation prompt) to the end of
 the conversation including it, found by tokenizing prefix by prefix. That span also holds the

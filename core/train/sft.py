@@ -3,7 +3,7 @@
 TRL's `SFTTrainer` on `{"prompt", "completion"}` conversational rows, loss on the assistant turns
 of the completion only (thought, action and end-of-turn), never the fixed env prefix, the task
 message or the observations. (The paper's reference code trains on every token, a bug this does
-not copy.) With `{% generation %}` markers in the chat template (the local presets) TRL's
+not copy.) With `{% generation %}` markers in the chat template (the local models) TRL's
 `assistant_only_loss` does it. Other templates (Qwen2.5-Instruct, Llama-2/3 chat, Mistral: TRL
 knows training templates for a few and raises for the rest) get the rows tokenized here, with the
 mask from prefix tokenizations (`core.train.masks`), and TRL trains on them as given.

@@ -1,6 +1,6 @@
-"""Train: a form for a job of any training method (TreeDPO, ETO-DPO, MCTS, SFT) (validated, with the equivalent `w2stree train`
-command), the jobs table, and the selected job followed live: progress with ETA, loss and DPO
-metric charts, the log tail, GPU memory on CUDA, and Stop.
+"""Train: a form for a job of any training method (TreeDPO, ETO-DPO, MCTS, SFT; validated, with
+the equivalent `w2stree train` command), the jobs table, and the selected job followed live:
+progress with ETA, loss and DPO metric charts, the log tail, GPU memory on CUDA, and Stop.
 
 Job state lives in the job folders and the store (core.train.jobs), never only in this browser
 session: a reload or a second tab finds running jobs again. The live part is a fragment that

@@ -1,4 +1,4 @@
-"""Local model presets for the embedded default: one tokenizer, a `weak` and a `strong` model.
+"""Local models for the embedded default: one tokenizer, a `weak` and a `strong` model.
 
 Both models are Qwen2-style decoders built from scratch (random init, seeded), sharing the
 environment's tokenizer (core.models.tokenizer), so TreeDPO can use the SFT weak model as the
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Model sizes by role (Qwen2Config keyword arguments). Override per call with `configs=`.
-PRESET_CONFIGS: dict[str, dict[str, Any]] = {
+LOCAL_CONFIGS: dict[str, dict[str, Any]] = {
     "weak": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2),
     # 3.4x the weak model's parameters at ~3x its cost per step on CPU (bench/learning_curve.py);
@@ -37,13 +37,13 @@ PRESET_CONFIGS: dict[str, dict[str, Any]] = {
 }
 VOCAB_SIZE = 4096
 CONTEXT = 2048
-#: Previous actions in the one-decision prompt of the from-scratch presets
+#: Previous actions in the one-decision prompt of the from-scratch local models
 #: (`core.agents.prompt.DECISION_FLAG`): enough to see which options were already clicked.
 DECISION_HISTORY = 4
 
 
-def preset_names(env: str) -> dict[str, str]:
-    """Store names of an environment's presets, by role (an env's parameters become part of the
+def local_model_names(env: str) -> dict[str, str]:
+    """Store names of an environment's local models, by role (an env's parameters become part of the
     name: `shop?n_products=200` -> `shop-n_products=200-weak`)."""
     from core.envs import env_slug
 
@@ -66,12 +66,12 @@ def saved_params(path: Path) -> int:
     return total
 
 
-def build_presets(env: str = "shop", store: Store | None = None, force: bool = False, *,
+def build_local_models(env: str = "shop", store: Store | None = None, force: bool = False, *,
                   out_dir: str | Path | None = None, n_tasks: int | None = None,
                   configs: dict[str, dict[str, Any]] | None = None,
                   vocab_size: int = VOCAB_SIZE, context: int = CONTEXT, seed: int = 0,
                   decision_history: int | None = DECISION_HISTORY) -> dict[str, Path]:
-    """Build (or reuse) the tokenizer, weak and strong presets of `env`; returns their folders by role.
+    """Build (or reuse) the tokenizer, weak and strong local models of `env`; returns their folders by role.
 
     `out_dir` defaults to `core.paths.models_dir()`; `n_tasks` limits the expert episodes the
     tokenizer is trained on (all train tasks when None); `force` rebuilds everything;
@@ -85,9 +85,9 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
     from core.models.tokenizer import train_env_tokenizer
 
     root = Path(out_dir) if out_dir is not None else models_dir()
-    names = preset_names(env)
+    names = local_model_names(env)
     paths = {role: root / name for role, name in names.items()}
-    sizes = {**PRESET_CONFIGS, **(configs or {})}
+    sizes = {**LOCAL_CONFIGS, **(configs or {})}
 
     tok_dir = paths["tokenizer"]
     if force or not (tok_dir / "tokenizer.json").exists():
@@ -128,8 +128,8 @@ def build_presets(env: str = "shop", store: Store | None = None, force: bool = F
 
 
 def _current(path: Path, decision_history: int | None, size: dict[str, Any]) -> bool:
-    """Whether a saved preset exists with the wanted size and prompt layout (any other is rebuilt:
-    presets are untrained, so nothing is lost)."""
+    """Whether a saved local model exists with the wanted size and prompt layout (any other is rebuilt:
+    local models are untrained, so nothing is lost)."""
     import json
 
     try:
@@ -141,7 +141,7 @@ def _current(path: Path, decision_history: int | None, size: dict[str, Any]) -> 
 
 
 def _clear(path: Path) -> None:
-    """Remove a stale preset folder (only ever one of ours, under the models folder)."""
+    """Remove a stale local model folder (only ever one of ours, under the models folder)."""
     if path.exists():
         if not path.is_dir():
             raise UserError(f"{path} exists and is not a folder; move it away and rebuild")
