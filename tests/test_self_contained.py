@@ -37,3 +37,17 @@ def test_fixtures_are_in_the_repository_and_small(fixtures):
         assert json.loads((fixtures / "eto-sciworld" / f"{name}_indices.json").read_text())
     size = sum(p.stat().st_size for p in fixtures.rglob("*") if p.is_file())
     assert size < 400_000, f"tests/fixtures holds {size:,} bytes; keep the repository small"
+
+
+def test_architecture_module_map_matches_the_code():
+    """docs/architecture.md lists every module of core/, dashboard/, bench/ and docs/scripts/ once,
+    and no module that does not exist."""
+    import re
+
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^\| `((?:core|dashboard|bench|docs/scripts)/[\w/]+\.py)` \|", text, flags=re.M)
+    actual = sorted(str(p.relative_to(REPO)) for top in ("core", "dashboard", "bench", "docs/scripts")
+                    for p in (REPO / top).rglob("*.py") if "__pycache__" not in p.parts)
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert sorted(listed) == actual, (f"missing: {sorted(set(actual) - set(listed))}, "
+                                      f"gone: {sorted(set(listed) - set(actual))}")
