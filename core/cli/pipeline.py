@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.results import FORMATS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `eval` and `pipeline` commands."""
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "training data). The table format adds mean ± std over seeds and paired "
                                    "per-task comparisons with bootstrap 95% intervals.")
     r.add_argument("--experiment", default=None, metavar="ID", help="experiment id (default: the latest)")
-    r.add_argument("--format", default="table", choices=("table", "json", "csv"), help="output format")
+    r.add_argument("--format", default="table", choices=FORMATS, help="output format")
     r.set_defaults(func=_results)
 
 
