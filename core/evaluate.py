@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core.agents.registry import make_policy
 from core.envs.base import select_tasks
 from core.store import Store
 
@@ -46,24 +45,19 @@ def evaluate(store: Store, model: str, env: str, split: str = "test", tasks: int
     """Run `model` greedily on the tasks of `split` (all, the first `tasks`, or `task_ids`),
     store every episode (source=eval, model=`label` or `model`) and return the averages."""
     from core.agents.base import Sampling
-    from core.collect import collect
     from core.envs import make_env
+    from core.stages import run_policy  # here: core.stages offers `evaluate` from this module
 
     name = label or model
     with make_env(env) as e:
         ids = select_tasks(e, split, tasks, task_ids)
-    policy = make_policy(model, env, batch_size=batch_size, store=store)
-    try:
-        res = collect(store, env, policy, ids, schedule=(Sampling(0.0, 1.0, "greedy"),),
-                      max_steps=max_steps, workers=workers, batch_size=batch_size, source="eval",
-                      model=name, progress=progress)
-    finally:
-        policy.close()
+    run_id = run_policy(store, env, model, ids, (Sampling(0.0, 1.0, "greedy"),), label=name, max_steps=max_steps,
+                        batch_size=batch_size, workers=workers, source="eval", progress=progress)
     # Recompute from the store: the numbers reported are those of the stored episodes.
-    head = store.trajectory_index(run_id=res.run_id)
+    head = store.trajectory_index(run_id=run_id)
     n = len(head)
     return EvalResult(
-        run_id=res.run_id, model=model, label=name, env=env, split=split, n_episodes=n,
+        run_id=run_id, model=model, label=name, env=env, split=split, n_episodes=n,
         avg_reward=float(head["reward"].mean()) if n else 0.0,
         success_rate=float(head["success"].mean()) if n else 0.0, task_ids=ids,
     )
