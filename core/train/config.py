@@ -120,9 +120,15 @@ class Method:
     typed config class."""
 
     name: str
+    label: str  # how pages name it
     trainer: str  # a key of TRAINERS
     data: tuple[str, ...]  # data SPEC forms (core.train.data); a file of rows is always accepted
-    help: str
+    summary: str
+
+    @property
+    def help(self) -> str:
+        """One line for `--help` and the Train page: what it does and on which data."""
+        return f"{self.summary} ({', '.join(self.data)}, or a file)"
 
     @property
     def config_class(self) -> type[TrainConfig]:
@@ -149,14 +155,14 @@ class Method:
 
 TRAINERS: dict[str, type[TrainConfig]] = {"sft": SFTTrainConfig, "dpo": DPOTrainConfig}
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sft", "sft", ("expert:ENV", "successes:ENV:MODEL"),
-           "supervised fine-tuning on demonstrations (expert:ENV, successes:ENV:MODEL, a file)"),
-    Method("mcts", "sft", ("best-paths:ENV",),
-           "SFT of the strong SFT model on the MCTS best paths (best-paths:ENV)"),
-    Method("treedpo", "dpo", ("pairs:ENV:step", "pairs:ENV:continuation"),
-           "TreeDPO on tree pairs (pairs:ENV:step or pairs:ENV:continuation), --ref = SFT weak model"),
-    Method("eto-dpo", "dpo", ("pairs:ENV:trajectory",),
-           "ETO-style DPO on whole-trajectory pairs (pairs:ENV:trajectory), --ref = SFT weak model"),
+    Method("sft", "SFT", "sft", ("expert:ENV", "successes:ENV:MODEL"),
+           "supervised fine-tuning on demonstrations or weak successes"),
+    Method("mcts", "MCTS (SFT on best paths)", "sft", ("best-paths:ENV",),
+           "SFT of the strong SFT model on the MCTS best paths"),
+    Method("treedpo", "TreeDPO", "dpo", ("pairs:ENV:step", "pairs:ENV:continuation"),
+           "TreeDPO on tree pairs, --ref = the SFT weak model"),
+    Method("eto-dpo", "ETO-DPO", "dpo", ("pairs:ENV:trajectory",),
+           "ETO-style DPO on whole-trajectory pairs, --ref = the SFT weak model"),
 )}
 RENAMED = {"dpo": "eto-dpo"}  # earlier names: jobs recorded under them still resume
 

@@ -25,7 +25,6 @@ from core.train.jobs import (
 )
 from dashboard import data, figures, shaping, ui
 
-LABELS = {"treedpo": "TreeDPO", "eto-dpo": "ETO-DPO", "mcts": "MCTS (SFT on best paths)", "sft": "SFT"}
 REFRESH_S = 2.0
 
 
@@ -46,7 +45,7 @@ def job_form(path: str, changes: int) -> None:
         ui.empty("Training needs data and a model: fill the store (Overview page or `w2stree up`) "
                  "and build models with `w2stree models build`.")
         return
-    kind = st.segmented_control("Method", list(METHODS), format_func=lambda m: LABELS.get(m, m),
+    kind = st.segmented_control("Method", list(METHODS), format_func=lambda m: METHODS[m].label,
                                 default="treedpo", required=True, key="train_kind")
     chosen = method(kind)
     names = models["name"].tolist()
