@@ -33,22 +33,19 @@ SIZES = ("weak", "strong")
 def point(size: str, demos: int, steps: int, test: int, lr: float, batch: int, threads: int,
           seed: int, env: str) -> dict:
     """Train one model and evaluate it; returns the measured row."""
-    from core.envs import make_env
-    from core.evaluate import evaluate
     from core.models import build_local_models, local_model_names
-    from core.pipeline import _experts, _split_ids, sft_rows
+    from core.stages import demonstrations, evaluate, split_tasks
     from core.store import Store
     from core.train import make_config, train
-    from core.train.data import write_rows
+    from core.train.data import sft_rows, write_rows
 
     home = Path(tempfile.mkdtemp(prefix="w2s-lc-"))
     os.environ["W2STREE_HOME"] = str(home)
     store = Store(home / "w2stree.duckdb")
     build_local_models(env, store, seed=seed)
     base = local_model_names(env)[size]
-    with make_env(env) as e:
-        train_ids, test_ids = _split_ids(e, "train")[:demos], _split_ids(e, "test")[:test]
-    rows = sft_rows(_experts(store, env, train_ids))
+    train_ids, test_ids = split_tasks(env, "train", demos), split_tasks(env, "test", test)
+    rows = sft_rows(demonstrations(store, env, train_ids))
     data = home / "demos.jsonl"
     write_rows(rows, data)
     t0 = time.monotonic()
