@@ -109,10 +109,10 @@ def cfg(kind, models, data, **kw):
     ("mcts", "best-paths:shop", {}),
     ("treedpo", "pairs:shop:step", {"ref": "weak"}),
     ("treedpo", "pairs:shop:continuation", {"ref": "weak"}),
-    ("dpo", "pairs:shop:trajectory", {}),
+    ("dpo", "pairs:shop:trajectory", {}),  # eto-dpo by its earlier name: recorded as eto-dpo
 ])
 def test_trainer_changes_weights_and_registers_model(filled, models, kind, data, extra):
-    from core.train import train
+    from core.train import method, train
 
     if extra.get("ref"):
         extra = {"ref": str(models[extra["ref"]])}
@@ -121,12 +121,12 @@ def test_trainer_changes_weights_and_registers_model(filled, models, kind, data,
     assert before.keys() == after.keys()
     assert len(changed(before, after)) >= len(before) // 2  # full fine-tuning moves (nearly) every tensor
     row = filled.models().set_index("name").loc[out.name]
-    assert row["role"] == kind and row["base"] == "shop-strong" and row["job_id"]
+    assert row["role"] == method(kind).name and row["base"] == "shop-strong" and row["job_id"]
     job = filled.query("SELECT * FROM jobs WHERE job_id = ?", [row["job_id"]]).iloc[0]
     assert job["status"] == "succeeded" and job["step"] == 2
     names = set(filled.query("SELECT DISTINCT name FROM metrics WHERE job_id = ?", [row["job_id"]])["name"])
     assert "loss" in names
-    if kind in ("treedpo", "dpo"):
+    if method(kind).preference:
         assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= names
 
 
