@@ -1,0 +1,65 @@
+"""Evaluate stored models on the shop's other 100 test tasks (test[100:200]) and compare them per
+task over all 200 with a paired bootstrap 95 % interval: 100 tasks cannot separate differences of a
+few points. Used for docs/experiments.md run 5.
+
+    W2STREE_HOME=HOME python docs/scripts/second_test_half.py HOME NAME=MODEL_FOLDER:RUN_ID ...
+
+MODEL_FOLDER is under HOME/models; RUN_ID is the stored evaluation run of that model on test[:100]
+(the results table's run_id); `MODEL_FOLDER:RUN_ID:RUN_ID2` reuses a stored run on test[100:200]. The first NAME is the baseline every other is compared with; the
+second, if there are more than two, is a second baseline.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.envs import make_env
+from core.evaluate import evaluate
+from core.results import bootstrap_mean
+from core.store import Store
+
+ENV = "shop?n_products=200&n_categories=10"
+
+
+def outcomes(store: Store, run_id: str) -> pd.DataFrame:
+    """task_id, reward, success of one evaluation run."""
+    idx = store.trajectory_index(run_id=run_id)
+    return pd.DataFrame({"task_id": idx["task_id"], "reward": idx["reward"].astype(float),
+                         "success": idx["success"].fillna(False).astype(float)})
+
+
+def main() -> None:
+    home = Path(sys.argv[1])
+    store = Store(home / "w2stree.duckdb")
+    with make_env(ENV) as e:
+        second = [t.task_id for t in e.tasks("test")][100:200]
+    per_model = {}
+    for spec in sys.argv[2:]:
+        name, rest = spec.split("=", 1)
+        folder, first_run, *stored = rest.split(":")
+        second_run = stored[0] if stored else evaluate(
+            store, str(home / "models" / folder), ENV, task_ids=second, max_steps=10, batch_size=16,
+            label=f"{name}-test2").run_id
+        both = pd.concat([outcomes(store, first_run), outcomes(store, second_run)], ignore_index=True)
+        per_model[name] = both.set_index("task_id").sort_index()
+        print(f"{name}: 200 tasks: reward {both['reward'].mean():.3f} success {both['success'].mean():.3f} "
+              f"(second half run {second_run})", flush=True)
+    names = list(per_model)
+    bases = names[:2] if len(names) > 2 else names[:1]
+    for name in names:
+        for base in bases:
+            if name == base:
+                continue
+            a, b = per_model[name].align(per_model[base], join="inner", axis=0)
+            d, lo, hi = bootstrap_mean(np.asarray(a["reward"] - b["reward"]))
+            s, slo, shi = bootstrap_mean(np.asarray(a["success"] - b["success"]))
+            print(f"  {name} - {base} over {len(a)} tasks: reward {d:+.3f} [{lo:+.3f}, {hi:+.3f}], "
+                  f"success {s:+.3f} [{slo:+.3f}, {shi:+.3f}]")
+
+
+if __name__ == "__main__":
+    main()

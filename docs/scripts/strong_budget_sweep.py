@@ -1,0 +1,82 @@
+"""Sweep the training budget of the four W2S methods, one change at a time, on the data a pipeline
+run stored, starting from that run's SFT-strong model; every variant is evaluated greedily on the
+same test tasks and compared per task with SFT-strong and SFT-weak (paired bootstrap 95 % interval).
+Used for docs/experiments.md run 5.
+
+    W2STREE_HOME=HOME python docs/scripts/strong_budget_sweep.py HOME KDIR BASE_EXPERIMENT [VARIANT ...]
+
+HOME holds the run's store and models (as for strong_methods_on_stored_data.py), KDIR its
+experiments/<id>/s0/k4 folder, BASE_EXPERIMENT the stored experiment whose SFT-weak and SFT-strong
+evaluations are the baselines. VARIANT names pick from VARIANTS (default: all, in order).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from core.envs import env_slug, make_env
+from core.pipeline import SCALES, _Reporter, _run_work, _SeedRun, _train_unit
+from core.results import episode_outcomes, paired_comparisons
+from core.store import Store
+
+ENV = "shop?n_products=200&n_categories=10"
+
+# name -> (method as in the results table, trainer kind, training file, overrides of the tiny scale's)
+VARIANTS: dict[str, tuple[str, str, str, dict]] = {
+    "treedpo-lr5e-5": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=5e-5)),
+    "treedpo-ref-strong": ("TreeDPO", "treedpo", "tree_pairs", dict(ref="strong")),
+    "treedpo-beta0.5": ("TreeDPO", "treedpo", "tree_pairs", dict(beta=0.5)),
+    "treedpo-lr2e-5": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=2e-5)),
+    "treedpo-lr5e-5-120": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=5e-5, max_steps=120)),
+    "treedpo-lr5e-5-seed1": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=5e-5, seed=1)),
+    "mcts-lr1e-4": ("MCTS", "mcts", "best_paths", dict(lr=1e-4)),
+    "mcts-1epoch": ("MCTS", "mcts", "best_paths", dict(max_steps=-1, epochs=1.0)),
+    "mcts-lr5e-5": ("MCTS", "mcts", "best_paths", dict(lr=5e-5)),
+    "w2s-lr1e-4": ("W2S-SFT", "sft", "successes", dict(lr=1e-4)),
+    "etodpo-lr5e-5": ("ETO-DPO", "eto-dpo", "eto_pairs", dict(lr=5e-5)),
+}
+BUDGET = {"TreeDPO": "dpo", "ETO-DPO": "dpo", "MCTS": "mcts_sft", "W2S-SFT": "w2s_sft"}
+
+
+def main() -> None:
+    home, kdir, base_exp = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    names = sys.argv[4:] or list(VARIANTS)
+    store, cfg, rep = Store(home / "w2stree.duckdb"), SCALES["tiny"], _Reporter(True)
+    with make_env(ENV) as e:
+        test_ids = [t.task_id for t in e.tasks("test")][: cfg.test_tasks]
+    run = _SeedRun(store, ENV, cfg, 0, [4], False, "", "", Path(), 0, [], test_ids, home / "sweep", rep,
+                   lambda f: f)
+    slug = env_slug(ENV)
+    weak, strong = run.model_path(f"{slug}-sft-weak-s0"), run.model_path(f"{slug}-sft-strong-s0")
+    base = store.results(base_exp)
+    base = base[base["method"].isin(["SFT-weak", "SFT-strong"])]
+    for name in names:
+        method, kind, data, over = VARIANTS[name]
+        over = dict(over)
+        train_seed = over.pop("seed", 0)  # the data order; the evaluation is greedy
+        ref = {"strong": str(strong)}.get(over.pop("ref", ""), str(weak)) if kind in ("treedpo", "eto-dpo") else None
+        extra = {"ref": ref} if ref else {}
+        rows = sum(1 for line in (kdir / f"{data}.jsonl").read_text().splitlines() if line.strip())
+        output = f"{slug}-sweep-{name}"
+        t0 = time.monotonic()
+        unit = _train_unit(name, kind, cfg, {**getattr(cfg, BUDGET[method]), **over}, rows, model=str(strong),
+                           data=str(kdir / f"{data}.jsonl"), output=output, seed=train_seed, **extra)
+        done = _run_work([unit, run.eval_unit(method, run.model_path(output), 4, (f"train {name}",))],
+                         store, 1, rep)
+        res = done[f"eval {method}"].result
+        row = dict(experiment_id=f"sweep-{name}", env=ENV, method=name, model=output, seed=0, trajs_per_task=4,
+                   n_examples=rows, **res)
+        store.add_results([{**row, "method": method}])
+        both = pd.concat([base.assign(trajs_per_task=4), pd.DataFrame([row])], ignore_index=True)
+        cmp = paired_comparisons(episode_outcomes(store, both), claims=((name, "SFT-weak"), (name, "SFT-strong")))
+        print(f"\n{name}: reward {res['avg_reward']:.3f} success {res['success_rate']:.2f} "
+              f"({time.monotonic() - t0:.0f} s)", flush=True)
+        print(cmp.to_string(index=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
