@@ -86,6 +86,11 @@ class Env(ABC):
         """The gold demonstration of a task, where the environment has one."""
         return None
 
+    def replan(self) -> list[ExpertStep] | None:
+        """The expert's steps from the CURRENT state of the running episode (what "continue with
+        the expert from here" plays), or None where the env cannot plan from an arbitrary state."""
+        return None
+
     def splits(self) -> list[str]:
         return ["train", "test"]
 

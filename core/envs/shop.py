@@ -336,7 +336,37 @@ class ShopEnv(Env):
         """A demonstration reaching reward 1: search with the goal's words; take the first
         result (paging up to the last page) that satisfies the goal, else search the target's
         title; pick each wanted option; buy."""
-        goal = self.goal(task_id)
+        return self._plan_from_search(self.goal(task_id))
+
+    def replan(self) -> list[ExpertStep] | None:
+        """The expert from the current page: buy the open product if it fits (fixing its
+        options), else go back to a results page holding a fitting product, else search again."""
+        st = self._state
+        if st is None or st.done:
+            return None
+        products, goal, page = self.catalog.products, st.goal, st.page
+        steps: list[ExpertStep] = []
+        if page == "detail":
+            steps.append(ExpertStep("Let me go back to the product page.", "click[< prev]"))
+            page = "item"
+        if page == "item":
+            if satisfies(products[st.product], goal):
+                return steps + self._finish(goal, st.selected)
+            steps.append(ExpertStep("This product does not fit; let me go back to the results.",
+                                    "click[< prev]"))
+            page = "results"
+        if page == "results":
+            pick = next((i for i in st.results if satisfies(products[i], goal)), None)
+            if pick is not None:
+                moves = st.results.index(pick) // RESULTS_PER_PAGE - st.result_page
+                turn = ("None of these products fits; let me look at the next page.", "click[next >]") \
+                    if moves > 0 else ("The product I need is on an earlier page.", "click[< prev]")
+                steps += [ExpertStep(*turn) for _ in range(abs(moves))]
+                return steps + self._open_and_buy(pick, goal)
+            steps.append(ExpertStep("No result fits; let me search again.", "click[back to search]"))
+        return steps + self._plan_from_search(goal)
+
+    def _plan_from_search(self, goal: Goal) -> list[ExpertStep]:
         products = self.catalog.products
         query = " ".join(goal.query)
         hits = self.catalog.search(query)
@@ -352,13 +382,19 @@ class ShopEnv(Env):
         for _ in range(hits.index(pick) // RESULTS_PER_PAGE):
             steps.append(ExpertStep("None of these products fits; let me look at the next page.",
                                     "click[next >]"))
-        p = products[pick]
-        steps.append(ExpertStep(
-            f"{p.asin} fits what the instruction asks for; let me open it.",
-            f"click[{p.asin}]"))  # the id as the page shows it: a model copies it unchanged
-        for dim, value in goal.options.items():
-            steps.append(ExpertStep(f"The instruction wants {dim} {value}; let me select it.",
-                                    f"click[{value}]"))
+        return steps + self._open_and_buy(pick, goal)
+
+    def _open_and_buy(self, pick: int, goal: Goal) -> list[ExpertStep]:
+        p = self.catalog.products[pick]
+        return [ExpertStep(f"{p.asin} fits what the instruction asks for; let me open it.",
+                           f"click[{p.asin}]"),  # the id as the page shows it: a model copies it unchanged
+                *self._finish(goal, {})]
+
+    @staticmethod
+    def _finish(goal: Goal, selected: dict[str, str]) -> list[ExpertStep]:
+        """On a fitting product's page: select each wanted option not selected yet, then buy."""
+        steps = [ExpertStep(f"The instruction wants {dim} {value}; let me select it.", f"click[{value}]")
+                 for dim, value in goal.options.items() if selected.get(dim) != value]
         steps.append(ExpertStep("It has everything the instruction asks for; let me buy it.",
                                 "click[buy now]"))
         return steps
