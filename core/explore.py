@@ -34,6 +34,7 @@ import networkx as nx
 
 from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
+from core.agents.scripted import RandomPolicy
 from core.envs.base import Env, known_env, list_envs, make_env, parse_env_name
 from core.errors import UserError
 from core.store import StaleTreeError, Store
@@ -181,8 +182,6 @@ class ReplanningExpert(Policy):
     `envs` maps each request's episode seed to its live env (set by the episode loop)."""
 
     def __init__(self, noise: float = 0.0, seed: int = 0) -> None:
-        from core.agents.scripted import RandomPolicy
-
         self.name = "noisy-expert" if noise else "expert"
         self.noise, self.seed, self.random = noise, seed, RandomPolicy(seed)
         self.envs: dict[int, Env] = {}
@@ -250,12 +249,18 @@ def explore(store: Store, spec: ExploreSpec, *, progress: Progress | None = None
                                 "schedule": [vars(s) for s in samplings], "max_steps": spec.max_steps,
                                 "seed": spec.seed, "env_kwargs": spec.env_kwargs}))
     finished: list[Trajectory] = []
+    envs: list[Env] = []  # reused by every round: an env replays the prefix again for each continuation
     status = "failed"
     try:
-        live_max = MAX_LIVE.get(parse_env_name(spec.env)[0], len(samplings))
+        base = parse_env_name(spec.env)[0]
+        live_max = MAX_LIVE.get(base, len(samplings))
+        if base in MAX_LIVE and isinstance(policy, ReplanningExpert | RandomPolicy):  # no batching to gain: one JVM
+            live_max = 1
         for start in range(0, len(samplings), live_max):
             batch = list(enumerate(samplings))[start:start + live_max]
-            finished += _run_batch(spec, policy, source_traj, depth, batch, run_id, say, len(samplings),
+            while len(envs) < len(batch):
+                envs.append(make_env(spec.env, **spec.env_kwargs))
+            finished += _run_batch(spec, policy, source_traj, depth, batch, envs, run_id, say, len(samplings),
                                    len(finished), should_stop)
             if should_stop and should_stop():
                 break
@@ -265,6 +270,8 @@ def explore(store: Store, spec: ExploreSpec, *, progress: Progress | None = None
         raise
     finally:
         policy.close()
+        for env in envs:
+            env.close()
         if finished:
             store.add_trajectories(finished)
         store.finish_run(run_id, status)
@@ -275,55 +282,50 @@ def explore(store: Store, spec: ExploreSpec, *, progress: Progress | None = None
 
 
 def _run_batch(spec: ExploreSpec, policy: Policy, source: Trajectory, depth: int,
-               batch: list[tuple[int, Sampling]], run_id: str, say: Progress, k: int, n_done: int,
-               should_stop: Callable[[], bool] | None) -> list[Trajectory]:
-    """Continuations `batch` in lockstep, one env each; returns them as trajectories."""
+               batch: list[tuple[int, Sampling]], envs: list[Env], run_id: str, say: Progress, k: int,
+               n_done: int, should_stop: Callable[[], bool] | None) -> list[Trajectory]:
+    """Continuations `batch` in lockstep, one of `envs` each; returns them as trajectories."""
     episodes: list[_Episode] = []
     prefix = [Step(s.action, s.observation, s.thought, s.reward, s.score) for s in source.steps[:depth]]
-    try:
-        for seq, sampling in batch:
-            env = make_env(spec.env, **spec.env_kwargs)
-            episodes.append(_Episode(sampling, zlib.crc32(f"{spec.seed}/{spec.tree_id}/{spec.node}/"
-                                                          f"{sampling.name()}".encode()),
-                                     seq, env, 0, [], [], None))
-            obs0, instruction, valid = replay_prefix(env, source, depth, spec.node)
-            limit = env.max_steps(spec.task_id)
-            ep = episodes[-1]
-            ep.limit = min(limit, depth + spec.max_steps) if spec.max_steps else limit
-            ep.messages = prefix_messages(spec.env, instruction, obs0, prefix)
-            ep.steps, ep.valid = [Step(**asdict(s)) for s in prefix], valid
-            ep.done = depth >= ep.limit
-        if isinstance(policy, ReplanningExpert):
-            policy.envs = {ep.seed: ep.env for ep in episodes}
-        say(n_done, k, f"replayed {depth} steps to node {spec.node}")
-        while not all(ep.done for ep in episodes):
-            if should_stop and should_stop():
-                return []
-            live = [ep for ep in episodes if not ep.done]
-            replies = policy.act([Request(env=spec.env, task_id=spec.task_id, instruction=source.instruction,
-                                          messages=list(ep.messages), history=list(ep.steps),
-                                          valid_actions=ep.valid, sampling=ep.sampling, seed=ep.seed)
-                                  for ep in live])
-            for ep, reply in zip(live, replies, strict=True):
-                thought, action = parse_reply(reply)
-                if action is None:  # unparsable: the raw text is the (invalid) action
-                    thought, action = "", reply
-                res = ep.env.step(action)
-                ep.steps.append(Step(action, res.observation, thought, float(res.reward), res.info.get("score")))
-                ep.messages += [{"role": "assistant", "content": format_assistant(thought, action)},
-                                {"role": "user", "content": format_observation(res.observation)}]
-                ep.valid = ep.env.valid_actions()
-                ep.n_invalid += bool(res.info.get("invalid"))
-                if "success" in res.info:
-                    ep.success = bool(res.info["success"])
-                if res.done or len(ep.steps) >= ep.limit:
-                    ep.done, ep.truncated = True, not res.done
-                    n_done += 1
-                    say(n_done, k, f"continuation {ep.seq + 1} ended with reward {res.reward:.2f}")
-        return [_trajectory(spec, ep, source, depth, run_id, policy.name) for ep in episodes]
-    finally:
-        for ep in episodes:
-            ep.env.close()
+    for (seq, sampling), env in zip(batch, envs):
+        episodes.append(_Episode(sampling, zlib.crc32(f"{spec.seed}/{spec.tree_id}/{spec.node}/"
+                                                      f"{sampling.name()}".encode()),
+                                 seq, env, 0, [], [], None))
+        obs0, instruction, valid = replay_prefix(env, source, depth, spec.node)
+        limit = env.max_steps(spec.task_id)
+        ep = episodes[-1]
+        ep.limit = min(limit, depth + spec.max_steps) if spec.max_steps else limit
+        ep.messages = prefix_messages(spec.env, instruction, obs0, prefix)
+        ep.steps, ep.valid = [Step(**asdict(s)) for s in prefix], valid
+        ep.done = depth >= ep.limit
+    if isinstance(policy, ReplanningExpert):
+        policy.envs = {ep.seed: ep.env for ep in episodes}
+    say(n_done, k, f"replayed {depth} steps to node {spec.node}")
+    while not all(ep.done for ep in episodes):
+        if should_stop and should_stop():
+            return []
+        live = [ep for ep in episodes if not ep.done]
+        replies = policy.act([Request(env=spec.env, task_id=spec.task_id, instruction=source.instruction,
+                                      messages=list(ep.messages), history=list(ep.steps),
+                                      valid_actions=ep.valid, sampling=ep.sampling, seed=ep.seed)
+                              for ep in live])
+        for ep, reply in zip(live, replies, strict=True):
+            thought, action = parse_reply(reply)
+            if action is None:  # unparsable: the raw text is the (invalid) action
+                thought, action = "", reply
+            res = ep.env.step(action)
+            ep.steps.append(Step(action, res.observation, thought, float(res.reward), res.info.get("score")))
+            ep.messages += [{"role": "assistant", "content": format_assistant(thought, action)},
+                            {"role": "user", "content": format_observation(res.observation)}]
+            ep.valid = ep.env.valid_actions()
+            ep.n_invalid += bool(res.info.get("invalid"))
+            if "success" in res.info:
+                ep.success = bool(res.info["success"])
+            if res.done or len(ep.steps) >= ep.limit:
+                ep.done, ep.truncated = True, not res.done
+                n_done += 1
+                say(n_done, k, f"continuation {ep.seq + 1} ended with reward {res.reward:.2f}")
+    return [_trajectory(spec, ep, source, depth, run_id, policy.name) for ep in episodes]
 
 
 def _trajectory(spec: ExploreSpec, ep: _Episode, source: Trajectory, depth: int, run_id: str,

@@ -103,9 +103,27 @@ def _catalog(seed: int, n_products: int, n_categories: int) -> Catalog:
 
 @dataclass
 class _TaskSet:
-    tasks: dict[str, Task]
-    goals: dict[str, Goal]
+    """The tasks of a catalogue. A goal depends only on its task id and target product (its own
+    seeded Random), so goals are made on first use: an env that plays one task (explore, play,
+    replay) does not pay for the 5,000 others."""
+
+    seed: int
+    products: list[Product]
+    targets: dict[str, tuple[str, int]]  # task id -> (split, target product index)
     splits: dict[str, list[str]]
+    goals: dict[str, Goal] = field(default_factory=dict)
+
+    def goal(self, task_id: str) -> Goal | None:
+        """The goal of a task (None for an unknown id)."""
+        goal = self.goals.get(task_id)
+        if goal is None and task_id in self.targets:
+            goal = self.goals[task_id] = make_goal(self.products[self.targets[task_id][1]],
+                                                   random.Random(f"shop-goal/{self.seed}/{task_id}"))
+        return goal
+
+    def task(self, task_id: str) -> Task:
+        return Task(env="shop", task_id=task_id, split=self.targets[task_id][0],
+                    instruction=self.goal(task_id).instruction)
 
 
 @functools.cache
@@ -120,14 +138,12 @@ def _task_set(seed: int, n_products: int, n_categories: int, n_train: int, n_tes
     plan = [("test", i, test_targets[i % len(test_targets)]) for i in range(n_test)]
     plan += [("train", i, rest[i % len(rest)]) for i in range(n_train)]
     plan.append(("demo", 0, order[-1]))
-    tasks, goals, splits = {}, {}, {"train": [], "test": [], "demo": []}
+    targets, splits = {}, {"train": [], "test": [], "demo": []}
     for split, i, target in plan:
         tid = f"{split}_{i}"
-        goal = make_goal(cat.products[target], random.Random(f"shop-goal/{seed}/{tid}"))
-        goals[tid] = goal
-        tasks[tid] = Task(env="shop", task_id=tid, split=split, instruction=goal.instruction)
+        targets[tid] = (split, target)
         splits[split].append(tid)
-    return _TaskSet(tasks, goals, splits)
+    return _TaskSet(seed, cat.products, targets, splits)
 
 
 @dataclass
@@ -184,13 +200,13 @@ class ShopEnv(Env):
     def tasks(self, split: str = "train") -> list[Task]:
         if split not in self.splits():  # the demo task (one-shot example) is in neither split
             raise UnknownEnvError(f"shop has no split {split!r}; splits: train, test")
-        tasks = [self._tasks.tasks[t] for t in self._tasks.splits[split]]
+        tasks = [self._tasks.task(t) for t in self._tasks.splits[split]]
         # tasks are cached per catalogue; one named with parameters is stored under its full name
         return tasks if self.name == "shop" else [dataclasses.replace(t, env=self.name) for t in tasks]
 
     def goal(self, task_id: str) -> Goal:
         """The goal behind a task (its target product, attributes, options, price limit)."""
-        goal = self._tasks.goals.get(task_id)
+        goal = self._tasks.goal(task_id)
         if goal is None:
             n_train, n_test = len(self._tasks.splits["train"]), len(self._tasks.splits["test"])
             raise UnknownEnvError(
