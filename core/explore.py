@@ -149,13 +149,13 @@ def replay_prefix(env: Env, traj: Trajectory, depth: int, node: int) -> tuple[st
     now). ReplayMismatch names the first step that differs; UserError when the episode is over."""
     obs0, instruction = env.reset(traj.task_id)
     stored0 = (traj.meta or {}).get("initial_observation")
-    if stored0 is not None and obs0 != stored0:
+    if stored0 is not None and not env.same_observation(stored0, obs0):
         raise ReplayMismatch(f"replaying node {node}: the first observation of task {traj.task_id} differs from "
                              f"the stored one (trajectory {traj.traj_id}); the env is not deterministic there")
     done = False
     for i, step in enumerate(traj.steps[:depth]):
         res = env.step(step.action)
-        if res.observation != step.observation:
+        if not env.same_observation(step.observation, res.observation):
             raise ReplayMismatch(
                 f"replaying node {node}: step {i + 1} ({step.action!r}) answered another observation than "
                 f"the stored trajectory {traj.traj_id}; the env is not deterministic there")
