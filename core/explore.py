@@ -195,9 +195,9 @@ class ReplanningExpert(Policy):
                 continue
             plan = self.envs[req.seed].replan()
             if plan is None:
-                raise UserError(f"the {parse_env_name(req.env)[0]} expert cannot continue from this state "
-                                "(it only follows its gold path, and this episode left it); explore with "
-                                "random, noisy-expert from a node on the gold path, or a model")
+                raise UserError(f"the {parse_env_name(req.env)[0]} expert cannot plan from this state (the shop "
+                                "re-plans anywhere, ScienceWorld only continues its gold path, ALFWorld not "
+                                "at all); explore from a node on the gold path, or with random or a model")
             out.append(format_assistant(plan[0].thought, plan[0].action) if plan
                        else "Thought: the expert has nothing left to do.\nAction: ")
         return out
