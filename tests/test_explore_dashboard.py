@@ -178,3 +178,21 @@ def test_the_compare_page_opens_leaves_of_a_tree(store) -> None:
     shown = texts(at)
     assert f"leaf {leaves[0]} · collect" in shown and f"leaf {leaves[1]} · explore" in shown
     assert "first diverge at step 3" in shown
+
+
+def test_the_play_console_steps_and_discards(store) -> None:
+    _failed_tree(store)
+    before = live_sessions()
+    at = run_page("views/trees.py", tree=TREE, node="2")
+    at.button(key="play_start").click().run()
+    assert not at.exception, at.exception
+    assert live_sessions() == before + 1
+    assert at.selectbox(key="play_pick").options  # the shop lists its valid actions
+    at.text_input(key="play_action").input("click[< prev]")
+    at.button(key="FormSubmitter:play_form-Step").click().run()
+    assert not at.exception, at.exception
+    assert "1 steps played after node 2" in texts(at)
+    at.button(key="play_discard").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["play"] is None and live_sessions() == before
+    assert store.trajectories(source="human") == []
