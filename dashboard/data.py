@@ -153,20 +153,22 @@ def jobs() -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _tree_picture(path: str, changes: int, tree_id: str, kind: str, max_depth: int | None,
-                  max_children: int | None, selected: int | None) -> tuple[dict, list[int]]:
+                  max_children: int | None, selected: int | None,
+                  highlight: tuple[int, ...] = ()) -> tuple[dict, list[int]]:
     g = tree(path, changes, tree_id)
     best = [int(n) for n in g.graph.get("best_path") or []]
-    keep = best[-1:] + ([selected] if selected is not None else [])
+    keep = best[-1:] + ([selected] if selected is not None else []) + list(highlight[-1:])
     view = layout_tree(g, max_depth, max_children, keep)
-    return tree_figure(g, view, kind, selected).to_dict(), view.nodes
+    return tree_figure(g, view, kind, selected, highlight).to_dict(), view.nodes
 
 
 def tree_picture(path: str, changes: int, tree_id: str, kind: str, max_depth: int | None,
-                 max_children: int | None, selected: int | None) -> tuple[go.Figure, list[int]]:
-    """The Trees page figure and the node ids it draws (caps keep the best path and the
-    selected node visible). Cached as a plain dict: a cached Figure object would be
-    re-validated by Plotly on every unpickling (~0.3 s for 1,500 nodes)."""
-    spec, nodes = _tree_picture(path, changes, tree_id, kind, max_depth, max_children, selected)
+                 max_children: int | None, selected: int | None,
+                 highlight: tuple[int, ...] = ()) -> tuple[go.Figure, list[int]]:
+    """The Trees page figure and the node ids it draws (caps keep the best path, the selected
+    node and the last `highlight`ed node visible). Cached as a plain dict: a cached Figure object
+    would be re-validated by Plotly on every unpickling (~0.3 s for 1,500 nodes)."""
+    spec, nodes = _tree_picture(path, changes, tree_id, kind, max_depth, max_children, selected, highlight)
     return go.Figure(spec, _validate=False), nodes
 
 

@@ -7,6 +7,7 @@ figure: Plotly renders `<b>`, `<a>` and friends inside hover and node labels.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import networkx as nx
 import numpy as np
@@ -24,6 +25,7 @@ BEST_PATH = "#2b6cb0"
 SUCCESS = "#1a9850"
 FAILURE = "#d73027"
 SELECTED = "#111111"
+NEW = "#f59e0b"  # nodes a finished exploration added
 SVG_LIMIT = 1500  # above this many drawn nodes use WebGL markers
 LABEL_LIMIT = 150  # above this many drawn nodes skip the visit-count labels
 HOVER_CHARS = 90
@@ -70,10 +72,11 @@ def _hover(g: nx.DiGraph, view: TreeView, i: int, kind: str) -> str:
 
 
 def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
-                selected: int | None = None) -> go.Figure:
+                selected: int | None = None, highlight: Collection[int] = ()) -> go.Figure:
     """The tidy node-link tree: colour = mean reward (data) or Q (mcts) with a colour bar,
     marker size and label = visits, MCTS best path in blue, trajectory ends as stars (success)
-    or crosses (failure), folded children as squares. Node markers carry their node id in
+    or crosses (failure), folded children as squares, `highlight`ed nodes (new branches) ringed
+    in orange. Node markers carry their node id in
     `customdata` (group ids are negative) so a click can be mapped back to the node."""
     n = len(view.nodes)
     stats = [node_stats(g, v, view.groups, kind) for v in view.nodes]
@@ -133,6 +136,13 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
                                 ("folded children", "square", "#888888")):
         traces.append(_trace(go.Scatter, x=[None], y=[None], mode="markers", name=name,
                                  marker={"symbol": symbol, "color": color, "size": 10}))
+    new = [pos[v] for v in highlight if v in pos]
+    if new:
+        traces.append(_trace(go.Scatter,
+            x=view.x[new], y=view.depth[new], mode="markers", hoverinfo="skip", name="new branch",
+            marker={"size": sizes[new] + 8, "color": NEW, "symbol": "circle-open", "line": {"width": 3}},
+            customdata=[view.nodes[i] for i in new],
+        ))
     if selected is not None and selected in pos:
         i = pos[selected]
         traces.append(_trace(go.Scatter,

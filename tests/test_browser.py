@@ -31,10 +31,23 @@ PAGES = {"overview": ("", "Overview"), "trees": ("trees", "Trees"), "pairs": ("p
 @pytest.fixture
 def server(store, tmp_path):
     """The dashboard over a filled store, served by the CLI on 127.0.0.1."""
+    fill_store(store)
+    yield from _serve(store, tmp_path)
+
+
+@pytest.fixture
+def explore_server(store, tmp_path):
+    """The dashboard over a store holding one failed random episode of the shop's train_0 (a tree)."""
+    from test_explore import _failed_tree
+
+    _failed_tree(store)
+    yield from _serve(store, tmp_path)
+
+
+def _serve(store, tmp_path):
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     pytest.importorskip("playwright")
-    fill_store(store)
     port = free_port()
     log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen([sys.executable, "-m", "core", "dashboard", "--db", str(store.path),
@@ -57,6 +70,18 @@ def settle(page, title: str) -> None:
         "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'"
         " && !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=60_000)
     page.wait_for_timeout(1500)  # charts draw after the script ends
+
+
+def click_node(page, node: int) -> None:
+    """Click a node of the Trees page's figure where a user would (Plotly hit-tests its drag layer)."""
+    plot = page.locator(".js-plotly-plot").first
+    trace = plot.evaluate("gd => gd.data.findIndex(t => t.name === 'nodes')")
+    index = plot.evaluate(f"gd => Array.from(gd.data[{trace}].customdata).indexOf({node})")
+    assert index >= 0
+    point = plot.locator(".scatterlayer .trace").nth(trace).locator(".points path").nth(index)
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_role("heading", name=f"Node {node}").wait_for(timeout=30_000)
 
 
 def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
@@ -89,14 +114,7 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
         target = node_of["click[item b]"]
         page.goto(f"{server}/trees")
         settle(page, "Trees")
-        plot = page.locator(".js-plotly-plot").first
-        trace = plot.evaluate("gd => gd.data.findIndex(t => t.name === 'nodes')")
-        index = plot.evaluate(f"gd => Array.from(gd.data[{trace}].customdata).indexOf({target})")
-        assert index >= 0
-        point = plot.locator(".scatterlayer .trace").nth(trace).locator(".points path").nth(index)
-        box = point.bounding_box()  # Plotly hit-tests clicks on its drag layer, as for a user
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.get_by_role("heading", name=f"Node {target}").wait_for(timeout=30_000)
+        click_node(page, target)
         settle(page, "Trees")
         codes = page.locator("[data-testid='stCode']").all_inner_texts()
         assert any(c.strip() == "click[item b]" for c in codes), codes
@@ -115,3 +133,37 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
         browser.close()
     assert external == [], f"requests beyond the dashboard server: {external}"
     assert dialogs == [], f"a script from trajectory text ran: {dialogs}"
+
+
+def test_explore_from_a_node_with_the_expert_grows_the_tree(explore_server, store):
+    """Click a node of a failed shop episode, explore from it with the expert: when the job ends
+    the tree shows more nodes, the new ones ringed, and a success."""
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    tree = "shop/train_0"
+    before = store.load_tree(tree).number_of_nodes()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        page.goto(f"{explore_server}/trees?tree={tree}&node=0")
+        settle(page, "Trees")
+        click_node(page, 2)
+        settle(page, "Trees")
+        page.get_by_role("tab", name="Explore from here").click()
+        page.get_by_role("button", name="Explore from here").click()
+        page.get_by_text("continuations, 4 successful").wait_for(timeout=180_000)
+        settle(page, "Trees")
+        plot = page.locator(".js-plotly-plot").first
+        page.wait_for_function(
+            "() => { const gd = document.querySelector('.js-plotly-plot');"
+            " return gd && gd.data.some(t => t.name === 'new branch' && t.customdata.length > 0); }",
+            timeout=60_000)
+        drawn = plot.evaluate("gd => gd.data.find(t => t.name === 'nodes').customdata.length")
+        ringed = plot.evaluate("gd => Array.from(gd.data.find(t => t.name === 'new branch').customdata)")
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.screenshot(path=str(OUT / "trees_explored.png"), full_page=True)
+        browser.close()
+    g = store.load_tree(tree)
+    assert drawn == g.number_of_nodes() > before
+    assert set(ringed) == set(g) - set(range(before)) and g.nodes[0]["successes"] == 4

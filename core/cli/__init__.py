@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "core.cli.data",      # import, tree, mcts, pairs, export, stats
     "core.cli.envs",      # collect, replay
+    "core.cli.explore",   # explore
     "core.cli.env_data",  # data (environment data files)
     "core.cli.models",    # models build|list
     "core.cli.train",     # train, jobs

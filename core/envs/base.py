@@ -86,6 +86,15 @@ class Env(ABC):
         """The gold demonstration of a task, where the environment has one."""
         return None
 
+    def same_observation(self, stored: str, replayed: str) -> bool:
+        """Whether a replayed observation reproduces a stored one (exact text by default)."""
+        return stored == replayed
+
+    def replan(self) -> list[ExpertStep] | None:
+        """The expert's steps from the CURRENT state of the running episode (what "continue with
+        the expert from here" plays), or None where the env cannot plan from an arbitrary state."""
+        return None
+
     def splits(self) -> list[str]:
         return ["train", "test"]
 

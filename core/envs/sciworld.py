@@ -401,6 +401,22 @@ class SciWorldEnv(Env):
     def expert(self, task_id: str) -> list[ExpertStep]:
         return [ExpertStep(expert_thought(a), a) for a in self.gold_actions(task_id)]
 
+    def same_observation(self, stored: str, replayed: str) -> bool:
+        """The same lines, in any order: a JVM that loads a task again lists the objects of a room
+        in another order (measured: the first load in a fresh JVM differs from every later one)."""
+        return sorted(stored.splitlines()) == sorted(replayed.splitlines())
+
+    def replan(self) -> list[ExpertStep] | None:
+        """The rest of the gold path, when the episode so far followed it (ScienceWorld has no
+        planner: its expert is the fixed gold sequence); None once the episode left it."""
+        if self._task is None or self._done:
+            return None
+        gold = self.gold_actions(f"{self._task[0]}_{self._task[1]}")
+        done = len(self._history)
+        if [a.lower() for a in self._history] != [a.lower() for a in gold[:done]]:
+            return None
+        return [ExpertStep(expert_thought(a), a) for a in gold[done:]]
+
     @classmethod
     def one_shot(cls) -> tuple[str, list[Step]]:
         """The one-shot example: a recorded expert episode of a short train task (project data)."""

@@ -103,9 +103,27 @@ def _catalog(seed: int, n_products: int, n_categories: int) -> Catalog:
 
 @dataclass
 class _TaskSet:
-    tasks: dict[str, Task]
-    goals: dict[str, Goal]
+    """The tasks of a catalogue. A goal depends only on its task id and target product (its own
+    seeded Random), so goals are made on first use: an env that plays one task (explore, play,
+    replay) does not pay for the 5,000 others."""
+
+    seed: int
+    products: list[Product]
+    targets: dict[str, tuple[str, int]]  # task id -> (split, target product index)
     splits: dict[str, list[str]]
+    goals: dict[str, Goal] = field(default_factory=dict)
+
+    def goal(self, task_id: str) -> Goal | None:
+        """The goal of a task (None for an unknown id)."""
+        goal = self.goals.get(task_id)
+        if goal is None and task_id in self.targets:
+            goal = self.goals[task_id] = make_goal(self.products[self.targets[task_id][1]],
+                                                   random.Random(f"shop-goal/{self.seed}/{task_id}"))
+        return goal
+
+    def task(self, task_id: str) -> Task:
+        return Task(env="shop", task_id=task_id, split=self.targets[task_id][0],
+                    instruction=self.goal(task_id).instruction)
 
 
 @functools.cache
@@ -120,14 +138,12 @@ def _task_set(seed: int, n_products: int, n_categories: int, n_train: int, n_tes
     plan = [("test", i, test_targets[i % len(test_targets)]) for i in range(n_test)]
     plan += [("train", i, rest[i % len(rest)]) for i in range(n_train)]
     plan.append(("demo", 0, order[-1]))
-    tasks, goals, splits = {}, {}, {"train": [], "test": [], "demo": []}
+    targets, splits = {}, {"train": [], "test": [], "demo": []}
     for split, i, target in plan:
         tid = f"{split}_{i}"
-        goal = make_goal(cat.products[target], random.Random(f"shop-goal/{seed}/{tid}"))
-        goals[tid] = goal
-        tasks[tid] = Task(env="shop", task_id=tid, split=split, instruction=goal.instruction)
+        targets[tid] = (split, target)
         splits[split].append(tid)
-    return _TaskSet(tasks, goals, splits)
+    return _TaskSet(seed, cat.products, targets, splits)
 
 
 @dataclass
@@ -184,13 +200,13 @@ class ShopEnv(Env):
     def tasks(self, split: str = "train") -> list[Task]:
         if split not in self.splits():  # the demo task (one-shot example) is in neither split
             raise UnknownEnvError(f"shop has no split {split!r}; splits: train, test")
-        tasks = [self._tasks.tasks[t] for t in self._tasks.splits[split]]
+        tasks = [self._tasks.task(t) for t in self._tasks.splits[split]]
         # tasks are cached per catalogue; one named with parameters is stored under its full name
         return tasks if self.name == "shop" else [dataclasses.replace(t, env=self.name) for t in tasks]
 
     def goal(self, task_id: str) -> Goal:
         """The goal behind a task (its target product, attributes, options, price limit)."""
-        goal = self._tasks.goals.get(task_id)
+        goal = self._tasks.goal(task_id)
         if goal is None:
             n_train, n_test = len(self._tasks.splits["train"]), len(self._tasks.splits["test"])
             raise UnknownEnvError(
@@ -336,7 +352,37 @@ class ShopEnv(Env):
         """A demonstration reaching reward 1: search with the goal's words; take the first
         result (paging up to the last page) that satisfies the goal, else search the target's
         title; pick each wanted option; buy."""
-        goal = self.goal(task_id)
+        return self._plan_from_search(self.goal(task_id))
+
+    def replan(self) -> list[ExpertStep] | None:
+        """The expert from the current page: buy the open product if it fits (fixing its
+        options), else go back to a results page holding a fitting product, else search again."""
+        st = self._state
+        if st is None or st.done:
+            return None
+        products, goal, page = self.catalog.products, st.goal, st.page
+        steps: list[ExpertStep] = []
+        if page == "detail":
+            steps.append(ExpertStep("Let me go back to the product page.", "click[< prev]"))
+            page = "item"
+        if page == "item":
+            if satisfies(products[st.product], goal):
+                return steps + self._finish(goal, st.selected)
+            steps.append(ExpertStep("This product does not fit; let me go back to the results.",
+                                    "click[< prev]"))
+            page = "results"
+        if page == "results":
+            pick = next((i for i in st.results if satisfies(products[i], goal)), None)
+            if pick is not None:
+                moves = st.results.index(pick) // RESULTS_PER_PAGE - st.result_page
+                turn = ("None of these products fits; let me look at the next page.", "click[next >]") \
+                    if moves > 0 else ("The product I need is on an earlier page.", "click[< prev]")
+                steps += [ExpertStep(*turn) for _ in range(abs(moves))]
+                return steps + self._open_and_buy(pick, goal)
+            steps.append(ExpertStep("No result fits; let me search again.", "click[back to search]"))
+        return steps + self._plan_from_search(goal)
+
+    def _plan_from_search(self, goal: Goal) -> list[ExpertStep]:
         products = self.catalog.products
         query = " ".join(goal.query)
         hits = self.catalog.search(query)
@@ -352,13 +398,19 @@ class ShopEnv(Env):
         for _ in range(hits.index(pick) // RESULTS_PER_PAGE):
             steps.append(ExpertStep("None of these products fits; let me look at the next page.",
                                     "click[next >]"))
-        p = products[pick]
-        steps.append(ExpertStep(
-            f"{p.asin} fits what the instruction asks for; let me open it.",
-            f"click[{p.asin}]"))  # the id as the page shows it: a model copies it unchanged
-        for dim, value in goal.options.items():
-            steps.append(ExpertStep(f"The instruction wants {dim} {value}; let me select it.",
-                                    f"click[{value}]"))
+        return steps + self._open_and_buy(pick, goal)
+
+    def _open_and_buy(self, pick: int, goal: Goal) -> list[ExpertStep]:
+        p = self.catalog.products[pick]
+        return [ExpertStep(f"{p.asin} fits what the instruction asks for; let me open it.",
+                           f"click[{p.asin}]"),  # the id as the page shows it: a model copies it unchanged
+                *self._finish(goal, {})]
+
+    @staticmethod
+    def _finish(goal: Goal, selected: dict[str, str]) -> list[ExpertStep]:
+        """On a fitting product's page: select each wanted option not selected yet, then buy."""
+        steps = [ExpertStep(f"The instruction wants {dim} {value}; let me select it.", f"click[{value}]")
+                 for dim, value in goal.options.items() if selected.get(dim) != value]
         steps.append(ExpertStep("It has everything the instruction asks for; let me buy it.",
                                 "click[buy now]"))
         return steps

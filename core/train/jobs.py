@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import importlib
 import json
 import os
 import re
@@ -77,6 +78,8 @@ from core.train.data import build_rows, check_rows, parse_spec, read_rows, write
 ACTIVE = ("queued", "running")
 COMPLETE = "COMPLETE"  # marker file of a fully saved checkpoint
 FINISHED = ("succeeded", "failed", "stopped")
+#: Job kinds that do not train: kind -> "module:function(job_dir)" that the job process runs.
+OTHER_KINDS = {"explore": "core.explore:run_job"}
 REPO = Path(__file__).resolve().parents[2]
 _CHILDREN: dict[str, subprocess.Popen] = {}  # launched here: polled so they never linger as zombies
 
@@ -160,13 +163,22 @@ def create_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | N
     kind = method(kind).name  # an earlier name is recorded as the method it became
     cfg, rows, lineage = prepare(kind, config, store)
     job_id = new_job_id(kind)
+    output = str(models_dir() / (cfg.output or job_id))
+    return write_job(kind, dataclasses.asdict(cfg), lineage, store, output,
+                     lambda folder: write_rows(rows, folder / "data.jsonl"), job_id=job_id)
+
+
+def write_job(kind: str, config: dict[str, Any], lineage: dict[str, Any], store: Store | None = None,
+              output: str = "", fill: Any = None, job_id: str | None = None, max_steps: int | None = None) -> str:
+    """Make a job folder (config.json, `fill(folder)` for its data, queued status) and its row."""
+    job_id = job_id or new_job_id(kind)
     folder = jobs_dir() / job_id
     (folder / "checkpoints").mkdir(parents=True)
-    output = str(models_dir() / (cfg.output or job_id))
-    _write_json(folder / "config.json", {"job_id": job_id, "kind": kind, "config": dataclasses.asdict(cfg),
+    _write_json(folder / "config.json", {"job_id": job_id, "kind": kind, "config": config,
                                          "lineage": lineage, "output_path": output, "created_at": _now()})
-    write_rows(rows, folder / "data.jsonl")
-    update_status(folder, status="queued", step=0, max_steps=None, eta_s=None, error=None, pid=None,
+    if fill is not None:
+        fill(folder)
+    update_status(folder, status="queued", step=0, max_steps=max_steps, eta_s=None, error=None, pid=None,
                   output_path=None, created_at=_now())
     sync_job(store if store is not None else Store(), job_id)
     return job_id
@@ -230,7 +242,11 @@ def start_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | No
     """Validate `config` (UserError before any process starts), create the job and start its
     process. With `detach=False` wait for it to end (and ingest it). Returns the job id."""
     store = store if store is not None else Store()
-    job_id = create_job(kind, config, store)
+    return launch_job(create_job(kind, config, store), store, detach)
+
+
+def launch_job(job_id: str, store: Store, detach: bool = True) -> str:
+    """Start the process of a created (queued) job; with `detach=False` wait for it to end."""
     proc = _launch(job_id, jobs_dir() / job_id, resume=False, lock=_lock(jobs_dir() / job_id))
     if not detach:
         proc.wait()
@@ -559,6 +575,10 @@ def command_line(kind: str, config: TrainConfig | dict[str, Any]) -> str:
 def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
     """Run the job of `job_dir` in this process; returns the output model folder. Writes status,
     progress and metrics to the folder; on error records `failed` with the error and re-raises."""
+    kind = _read_json(job_dir / "config.json").get("kind")
+    if kind in OTHER_KINDS:  # not training: the kind's own function runs in the job process
+        module, func = OTHER_KINDS[kind].split(":")
+        return getattr(importlib.import_module(module), func)(job_dir)
     from transformers import PrinterCallback
 
     from core.train.common import is_main_process, save_model, setup_threads

@@ -50,6 +50,8 @@ def untrained_note() -> None:
 
 def main() -> None:
     st.title("Compare")
+    if from_tree():
+        return
     path, changes = data.key()
     index = data.eval_index(path, changes)
     if index.empty:
@@ -70,17 +72,20 @@ def main() -> None:
         return
     episodes = data.episodes(path, changes, tuple(latest.loc[m, "traj_id"] for m in models))
     by_id = {e.traj_id: e for e in episodes}
-    episodes = [by_id[latest.loc[m, "traj_id"]] for m in models]
+    show(models, [by_id[latest.loc[m, "traj_id"]] for m in models])
 
+
+def show(labels: list[str], episodes: list) -> None:
+    """Episodes side by side, step-aligned, the first divergence marked, final rewards on top."""
     st.text(episodes[0].instruction)
-    cols = st.columns(len(models))
-    for col, model, ep in zip(cols, models, episodes, strict=True):
-        col.text(model)  # a name from the store: plain text, not a markdown label
+    cols = st.columns(len(labels))
+    for col, label, ep in zip(cols, labels, episodes, strict=True):
+        col.text(label)  # a name from the store: plain text, not a markdown label
         col.metric("final reward", f"{ep.reward:.2f}", delta="success" if ep.success else "failure",
                    delta_color="normal" if ep.success else "inverse", delta_arrow="off",
                    help=f"after {len(ep.steps)} steps")
     diverge = shaping.first_divergence([e.actions for e in episodes])
-    if len(models) > 1:
+    if len(labels) > 1:
         st.caption("The episodes take the same actions throughout." if diverge is None
                    else f"The episodes first diverge at step {diverge + 1} (marked ▶ below).")
     rows = shaping.compare_rows(episodes)
@@ -89,7 +94,7 @@ def main() -> None:
     for i, row in enumerate(rows[:MAX_STEPS]):
         if i == diverge:
             st.markdown(f":orange[**▶ step {i + 1}: first divergence**]")
-        cols = st.columns(len(models))
+        cols = st.columns(len(labels))
         for col, step in zip(cols, row, strict=True):
             with col.container(border=True):
                 if step is None:
@@ -102,5 +107,28 @@ def main() -> None:
                 with st.expander("observation", expanded=i == diverge):
                     st.text(step["observation"])
 
+
+def from_tree() -> bool:
+    """`?trajs=ID,ID&nodes=N,N` (the Trees page's "compare leaves"): those trajectories
+    side by side. Returns whether the link was there."""
+    ids = [t for t in (st.query_params.get("trajs") or "").split(",") if t][:MAX_MODELS]
+    if not ids:
+        return False
+    nodes = (st.query_params.get("nodes") or "").split(",")
+    path, changes = data.key()
+    by_id = {e.traj_id: e for e in data.episodes(path, changes, tuple(ids))}
+    found = [t for t in ids if t in by_id]
+    if not found:
+        ui.empty("None of the linked trajectories is in the store any more.")
+        return True
+    labels = [f"leaf {nodes[i]} · {by_id[t].source} · {by_id[t].model or '-'}" if i < len(nodes) and nodes[i]
+              else f"{by_id[t].source} · {by_id[t].model or '-'}" for i, t in enumerate(ids) if t in by_id]
+    c = st.columns([4, 1])
+    c[0].caption(f"Leaves of tree {by_id[found[0]].env}/{by_id[found[0]].task_id}, from the Trees page.")
+    if c[1].button("Compare models instead", key="compare_models_back"):
+        st.query_params.clear()
+        st.rerun()
+    show(labels, [by_id[t] for t in found])
+    return True
 
 main()

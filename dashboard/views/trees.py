@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, layout, shaping, ui
+from dashboard import data, explore_panel, layout, shaping, ui
 
 CHART_KEY = "trees_chart"
 ICICLE_KEY = "trees_icicle"
@@ -138,7 +138,7 @@ def main() -> None:
     left, right = st.columns([3, 2], gap="medium")
     with left:
         fig, drawn = data.tree_picture(path, changes, tree_id, kind, max_depth or None,
-                                       max_children or None, node)
+                                       max_children or None, node, explore_panel.highlight(tree_id))
         if len(drawn) < g.number_of_nodes():
             st.caption(f"Drawing {len(drawn)} of {g.number_of_nodes()} nodes (caps); squares fold "
                        "children, hover a node for what its caps hide.")
@@ -154,6 +154,7 @@ def main() -> None:
             st.plotly_chart(data.icicle_picture(path, changes, tree_id, kind, max_depth or 6),
                             key=ICICLE_KEY, on_select=lambda: on_select(ICICLE_KEY), selection_mode="points",
                             config={"displaylogo": False})
+        explore_panel.tree_tools(g, node, max_depth or None, max_children or None)
     with right:
         # Only the drawn nodes (a few hundred under the caps), not every node of a big tree.
         options = shaping.node_options(g, drawn, node)
@@ -166,6 +167,7 @@ def main() -> None:
                                   f"{(g.nodes[n].get('action') or '(root)')[:60]}",
         )
         node_panel(g, tree_id, node, path, changes)
+        explore_panel.node_tools(g, node)
     ui.write_query("trees", {"tree": tree_id, "node": node})
 
 

@@ -1,0 +1,56 @@
+"""The explore verb: grow a stored tree from one of its nodes.
+
+    w2stree explore --env ENV --task ID --node N --policy P [-k K]
+                    [--schedule paper | --temperature T --top-p P] [--max-steps S]
+                    [--seed S] [--env-arg KEY=VALUE ...] [--detach]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from core.store import Store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `explore` to the `w2stree` parser."""
+    p = sub.add_parser("explore", help="continue a tree from one of its nodes with a policy (K new branches)",
+                       description="Replay node N's actions in a fresh env of the task (every observation "
+                                   "must equal the stored one), continue K times with the policy, store the "
+                                   "trajectories (source explore) and update that tree and its MCTS.")
+    p.add_argument("--env", required=True, help="environment of the tree: shop, sciworld, alfworld, ...")
+    p.add_argument("--task", required=True, metavar="ID", help="task id of the tree")
+    p.add_argument("--node", required=True, type=int, metavar="N", help="node id to explore from (0 = root)")
+    p.add_argument("--policy", required=True,
+                   help="expert (re-plans from the node's state), noisy-expert, random, or a registered model")
+    p.add_argument("-k", "--k", type=int, default=4, metavar="K", help="continuations (default 4)")
+    p.add_argument("--schedule", choices=("paper",),
+                   help="paper: greedy + (T, top-p) = (0.7, 0.9), (1.0, 0.8), (1.0, 0.9), cycled to K")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, metavar="S", help="at most S steps after the node (default: the "
+                                                              "env's own limit)")
+    p.add_argument("--seed", type=int, default=0, help="policy / sampling seed (default 0)")
+    p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment constructor argument (repeatable)")
+    p.add_argument("--detach", action="store_true",
+                   help="run as a background job (follow it with `w2stree jobs show JOB`)")
+    p.set_defaults(func=cmd_explore)
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from core.cli.envs import parse_env_args
+    from core.explore import ExploreSpec, explore, start_job
+
+    spec = ExploreSpec(env=args.env, task_id=args.task, node=args.node, policy=args.policy, k=args.k,
+                       schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
+                       max_steps=args.max_steps, seed=args.seed, env_kwargs=parse_env_args(args.env_arg))
+    store = Store()
+    if args.detach:
+        print(f"started job {start_job(spec, store)}; follow it with `w2stree jobs show`")
+        return 0
+    res = explore(store, spec, progress=lambda done, k, msg: print(f"[{done}/{k}] {msg}", flush=True))
+    print(res.line(spec))
+    if res.new_nodes:
+        print(f"new nodes: {' '.join(map(str, res.new_nodes))}")
+    return 0
