@@ -398,29 +398,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- stats ----------------------------------------------------------------------------------
-STATS_SQL = """
-WITH t AS (SELECT env, task_id, count(*) AS trajectories, avg(success::INT) AS success_rate,
-                  avg(reward) AS mean_reward
-           FROM trajectories GROUP BY ALL),
-     tr AS (SELECT env, task_id, sum(n_nodes)::BIGINT AS nodes, sum(n_branching)::BIGINT AS branching
-            FROM trees GROUP BY ALL),
-     p AS (SELECT env, task_id, count(*) AS pairs FROM pairs GROUP BY ALL)
-SELECT env, task_id AS task, coalesce(t.trajectories, 0) AS trajectories, t.success_rate,
-       t.mean_reward, coalesce(tr.nodes, 0) AS nodes, coalesce(tr.branching, 0) AS branching,
-       coalesce(p.pairs, 0) AS pairs
-FROM t FULL JOIN tr USING (env, task_id) FULL JOIN p USING (env, task_id)
-ORDER BY env, task_id
-"""
-
-
-def stats_frame(store: Store):
-    """Per (env, task): trajectories, success rate, mean reward, tree nodes, branching nodes, pairs."""
-    return store.query(STATS_SQL)
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
     store = Store()
-    df = stats_frame(store)
+    df = store.task_stats()
     if df.empty:
         print("the store is empty; run `w2stree import` or `w2stree collect` first")
         return 0

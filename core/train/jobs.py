@@ -18,7 +18,8 @@ A job folder `<home>/jobs/<job_id>/` holds::
 Concurrency: DuckDB allows one writing process, so the job process never opens the store. It
 only writes its folder; readers (`sync_job`, `list_jobs`, the dashboard) ingest the folder into
 the `jobs` and `metrics` tables with short-lived connections. No metric is lost (the folder is
-the record) and no lock error can come from a running job.
+the record) and no lock error can come from a running job. A sync of a folder whose files did not
+change writes nothing (see `Store.record_job`).
 
 Liveness: a job whose status says queued/running but whose process is gone (killed, machine
 restarted) reads as `stopped` if a stop was requested, else `failed`, and is written so.
@@ -59,7 +60,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from core.errors import UserError
 from core.paths import jobs_dir, models_dir
@@ -451,7 +451,7 @@ def job_metrics(job_id: str, store: Store | None = None) -> pd.DataFrame:
     except UserError:
         if store is None:
             raise
-        df = store.query("SELECT step, name, value, ts FROM metrics WHERE job_id = ?", [job_id])
+        df = store.job_metrics(job_id)
     if df.empty:
         return pd.DataFrame(columns=["step", "name", "value"])
     df = df.sort_values("ts").drop_duplicates(["step", "name"], keep="last")
@@ -489,51 +489,54 @@ def job_log_tail(job_id: str, n: int = 50) -> str:
     return "\n".join(terminal_lines(text)[-n:])
 
 
+def folder_state(job_dir: Path) -> str:
+    """The state of the files a sync reads (status.json, metrics.jsonl): inode, size and mtime of
+    each. Both are only ever replaced or appended to, so an equal state means nothing to sync."""
+    parts = []
+    for name in ("status.json", "metrics.jsonl"):
+        try:
+            st = (job_dir / name).stat()
+            parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            parts.append("-")
+    return "/".join(parts)
+
+
 def sync_job(store: Store, job_id: str) -> dict[str, Any]:
     """Ingest a job folder into the store: the job row, new metric lines, and (once succeeded)
-    the output model with its lineage. Returns the job status."""
+    the output model with its lineage, in one transaction. A folder whose files did not change
+    since the last sync (by any process) writes nothing. Returns the job status."""
     status = job_status(job_id)
     folder = Path(status["job_dir"])
+    state = folder_state(folder)  # before reading the files: a later change is synced next time
+    if store.job_folder_state(job_id) == state:
+        return status
     meta = _read_json(folder / "config.json")
     ts = lambda key: pd.Timestamp(status[key]) if status.get(key) else None  # noqa: E731
-    row = [job_id, meta["kind"], status.get("status"), json.dumps(meta["config"]), status.get("pid"),
-           int(status.get("step") or 0), status.get("max_steps"), str(folder), status.get("output_path"),
-           status.get("error"), ts("created_at"), ts("started_at"), ts("updated_at"), ts("finished_at")]
-    with store.connect() as con:
-        last = con.execute("SELECT max(ts) FROM metrics WHERE job_id = ?", [job_id]).fetchone()[0]
-        registered = con.execute("SELECT count(*) FROM models WHERE job_id = ?", [job_id]).fetchone()[0]
-    new = _long_metrics([m for m in _metric_lines(folder) if last is None or m.get("ts", 0) > last])
-    with store.transaction() as con:
-        con.execute("DELETE FROM jobs WHERE job_id = ?", [job_id])
-        con.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        if not new.empty:
-            table = pa.table({"job_id": [job_id] * len(new), "step": pa.array(new["step"], pa.int32()),
-                              "name": new["name"].tolist(), "value": pa.array(new["value"], pa.float64()),
-                              "ts": pa.array(new["ts"], pa.float64())})
-            con.register("new_metrics", table)
-            con.execute("INSERT INTO metrics SELECT * FROM new_metrics")
-    if status.get("status") == "succeeded" and not registered and status.get("output_path"):
-        _register_output(store, job_id, meta, status)
+    job = {"job_id": job_id, "kind": meta["kind"], "status": status.get("status"),
+           "config": json.dumps(meta["config"]), "pid": status.get("pid"), "step": int(status.get("step") or 0),
+           "max_steps": status.get("max_steps"), "job_dir": str(folder), "output_path": status.get("output_path"),
+           "error": status.get("error"), "created_at": ts("created_at"), "started_at": ts("started_at"),
+           "updated_at": ts("updated_at"), "finished_at": ts("finished_at"), "folder_state": state}
+    model = None
+    if status.get("status") == "succeeded" and status.get("output_path"):
+        lineage = {**meta.get("lineage", {}), "job_id": job_id, "config": meta["config"]}
+        model = dict(name=Path(status["output_path"]).name, path=status["output_path"], role=meta["kind"],
+                     base=lineage.get("base", ""), params=int(status.get("params") or 0), job_id=job_id,
+                     data=meta["config"].get("data", ""), lineage=lineage)
+    store.record_job(job, _long_metrics(_metric_lines(folder)), model)
     return status
-
-
-def _register_output(store: Store, job_id: str, meta: dict[str, Any], status: dict[str, Any]) -> None:
-    lineage = {**meta.get("lineage", {}), "job_id": job_id, "config": meta["config"]}
-    store.register_model(Path(status["output_path"]).name, status["output_path"], role=meta["kind"],
-                         base=lineage.get("base", ""), params=int(status.get("params") or 0), job_id=job_id,
-                         data=meta["config"].get("data", ""), lineage=lineage)
 
 
 def list_jobs(store: Store | None = None) -> pd.DataFrame:
     """All jobs of the store (active ones synced from their folders first), newest first."""
     store = store if store is not None else Store()
-    active = store.query("SELECT job_id FROM jobs WHERE status IN ('queued', 'running')")["job_id"]
-    for job_id in active:
+    for job_id in store.active_job_ids():
         try:
             sync_job(store, job_id)
         except UserError:  # folder deleted by hand: keep the row as it was
             continue
-    return store.query("SELECT * FROM jobs ORDER BY created_at DESC")
+    return store.jobs()
 
 
 # -- the equivalent command line ---------------------------------------------------------------------
