@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from core.errors import UserError
 from core.paths import default_db
+from core.processes import pid_running
 from core.store_jobs import JobTables
 from core.store_summaries import Summaries
 from core.trajectory import Pair, Run, Step, Task, Trajectory
@@ -718,17 +719,7 @@ def _owner_alive(pid: Any, host: Any) -> bool:
     recorded before runs kept their process) cannot be checked here: it counts as alive."""
     if pd.isna(pid) or not host or host != socket.gethostname():
         return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has ended: only its parent has not collected it yet
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    return pid_running(int(pid))
 
 
 def _where(**filters: Any) -> tuple[str, list[Any]]:

@@ -23,6 +23,7 @@ change writes nothing (see `Store.record_job`).
 
 Liveness: a job whose status says queued/running but whose process is gone (killed, machine
 restarted) reads as `stopped` if a stop was requested, else `failed`, and is written so.
+`job_alive` is the one check of a job's process, for this module and its callers alike.
 
 Stopping: `stop_job` writes the `stop` file; every rank's trainer callback sees it at the end of
 the current optimizer step, saves a checkpoint and ends (`core.train.progress`), and the runner
@@ -63,6 +64,7 @@ import pandas as pd
 
 from core.errors import UserError
 from core.paths import jobs_dir, models_dir
+from core.processes import pid_running, started_at
 from core.store import Store
 from core.train.config import (
     DPO_KINDS,
@@ -224,8 +226,8 @@ def _launch(job_id: str, job_dir: Path, resume: bool, lock: int) -> subprocess.P
     finally:
         os.close(lock)
     _CHILDREN[job_id] = proc
-    _write_json(job_dir / "launch.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd,
-                                          "resume": resume, "launched_at": _now()})
+    _write_json(job_dir / "launch.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd, "resume": resume,
+                                          "launched_at": _now(), "launched_ts": time.time()})
     return proc
 
 
@@ -283,38 +285,41 @@ def mark_checkpoint_complete(ckpt: Path) -> None:
 
 # -- liveness, stop ---------------------------------------------------------------------------------
 
-def _alive(pid: int | None, runner: bool) -> bool:
-    """Whether `pid` runs (not a zombie); for runner processes also that it is still ours (pid reuse)."""
-    if not pid:
+def _alive(pid: int | None, runner: bool, launched_ts: float | None = None) -> bool:
+    """Whether `pid` runs; for a runner process also that it is still the job's (pid reuse)."""
+    if not pid_running(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    if not runner or _our_child(pid):
         return True
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-            # Between fork and exec a fresh child's cmdline is empty or still its parent's:
-            # only a non-empty foreign cmdline of a process we did not just launch means pid reuse.
-            cmdline = (proc / "cmdline").read_bytes()
-            if runner and cmdline and b"core.train.runner" not in cmdline and not _our_child(pid):
-                return False
-        except (FileNotFoundError, IndexError, ProcessLookupError):
-            return False
-    return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): kill 0 is all there is
+        return True
+    if not cmdline or b"core.train.runner" in cmdline:
+        return True
+    # Between fork and exec (seconds on a loaded machine) the job's process still shows its
+    # parent's command line. It started before its launch was recorded; a process that reused the
+    # pid started after the job's process ended, so later.
+    start = started_at(pid)
+    return start is not None and launched_ts is not None and start <= launched_ts + 2.0
 
 
-def _pids(job_dir: Path) -> tuple[int | None, int | None, bool]:
-    """(pid, process group, started-as-runner) of a job."""
+def _pids(job_dir: Path) -> tuple[int | None, int | None, bool, float | None]:
+    """(pid, process group, started-as-runner, launch time) of a job."""
     launch = _read_json(job_dir / "launch.json")
     status = _read_json(job_dir / "status.json")
     if status.get("inproc"):
-        return status.get("pid"), None, False
-    return launch.get("pid") or status.get("pid"), launch.get("pgid"), True
+        return status.get("pid"), None, False, None
+    return launch.get("pid") or status.get("pid"), launch.get("pgid"), True, launch.get("launched_ts")
+
+
+def job_alive(job_id_or_dir: str | Path) -> bool:
+    """Whether the process of a job (its runner, or the process training it in-process) runs on
+    this machine: the one liveness check of jobs (`job_status`, `stop_job` and the pipeline)."""
+    pid, _, runner, launched_ts = _pids(job_dir_of(job_id_or_dir))
+    return _alive(pid, runner, launched_ts)
 
 
 def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
@@ -326,9 +331,9 @@ def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
         _CHILDREN.pop(folder.name, None)
     status = _read_json(folder / "status.json")
     if status.get("status") in ACTIVE:
-        pid, _, runner = _pids(folder)
+        pid = _pids(folder)[0]
         launched = (folder / "launch.json").exists() or status.get("inproc")
-        if launched and not _alive(pid, runner) and _read_json(folder / "status.json").get("status") in ACTIVE:
+        if launched and not job_alive(folder) and _read_json(folder / "status.json").get("status") in ACTIVE:
             if (folder / "stop").exists():
                 status = update_status(folder, status="stopped", eta_s=None, finished_at=_now())
             else:
@@ -347,18 +352,18 @@ def stop_job(job_id: str, store: Store | None = None, grace: float = 600.0) -> d
     final status (stopped)."""
     folder = job_dir_of(job_id)
     status = job_status(folder)
-    pid, pgid, runner = _pids(folder)
+    pid, pgid, runner, _ = _pids(folder)
     others = set(_runner_pids(folder)) - {pid}  # e.g. started by hand or by an older w2stree
     if status["status"] not in ACTIVE and not others:
         return status
     if not runner:
         raise UserError(f"job {job_id} runs inside process {pid} (in-process training); stop that process")
     (folder / "stop").touch()
-    groups = {pgid} if pgid and _alive(pid, runner) else set()
+    groups = {pgid} if pgid and job_alive(folder) else set()
 
     def running() -> bool:
         _reap(folder.name)
-        return _alive(pid, runner) or any(_alive(p, runner=False) for p in others)
+        return job_alive(folder) or any(pid_running(p) for p in others)
 
     if groups or others:
         deadline = time.monotonic() + (grace if status.get("step") else 0.0)
