@@ -8,8 +8,11 @@ in job folders, outside the store.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import networkx as nx
 import pandas as pd
@@ -26,8 +29,12 @@ from dashboard.layout import layout_tree
 
 
 def db_path() -> str:
-    """The store file the dashboard reads: `W2STREE_DB` (set by `--db`), else the default."""
-    return str(default_db())
+    """The store file the dashboard reads: `--db PATH` given to the script (`streamlit run
+    dashboard/app.py -- --db PATH`, as `w2stree dashboard` does), else the default store."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--db")
+    given = parser.parse_known_args(sys.argv[1:])[0].db
+    return str(Path(given).resolve()) if given else str(default_db())
 
 
 @st.cache_resource(show_spinner=False)

@@ -24,6 +24,7 @@ from typing import IO, Any
 import networkx as nx
 from tqdm import tqdm
 
+from core.cli.context import open_store
 from core.errors import UserError
 from core.mcts import RULES
 from core.pairs import ETO_MODES
@@ -145,7 +146,7 @@ def _chunks(items: list, n: int = CHUNK) -> Iterator[list]:
 def cmd_import(args: argparse.Namespace) -> int:
     from core.formats.importer import import_paths
 
-    summary = import_paths(Store(), args.format, args.paths, env=args.env)
+    summary = import_paths(open_store(args), args.format, args.paths, env=args.env)
     for line in summary.errors:
         print(f"w2stree: skipped {line}", file=sys.stderr)
     print(summary.line())
@@ -164,7 +165,7 @@ def select_trajectories(store: Store, env: str | None, task: str | None, source:
 def cmd_tree(args: argparse.Namespace) -> int:
     from core.tree import build_trees
 
-    store = Store()
+    store = open_store(args)
     trajs = select_trajectories(store, args.env, args.task, args.source, args.model)
     if not trajs:
         raise UserError(f"no trajectories{_scope(args)}"
@@ -210,7 +211,7 @@ def cmd_mcts(args: argparse.Namespace) -> int:
     check_rule(args.rule)
     if args.iterations < 1:
         raise UserError(f"--iterations must be at least 1, got {args.iterations}")
-    store = Store()
+    store = open_store(args)
     ids = _trees(store, args)
     bar = tqdm(total=len(ids), desc="mcts", unit="tree", disable=None if len(ids) > 1 else True)
     for chunk in _chunks(ids):
@@ -244,7 +245,7 @@ def _mcts_chunk(store: Store, ids: list[str], args: argparse.Namespace) -> None:
 def cmd_pairs(args: argparse.Namespace) -> int:
     from core.pairs import eto_pairs, no_pair_reason, tree_pairs
 
-    store = Store()
+    store = open_store(args)
     ids = _trees(store, args)
     experts = None
     if args.granularity == "trajectory" and args.baseline == "expert":
@@ -354,7 +355,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if fmt not in EXPORT_FORMATS[args.what]:
         raise UserError(f"export {args.what} has no --format {fmt}; use one of "
                         f"{', '.join(EXPORT_FORMATS[args.what])}")
-    store = Store()
+    store = open_store(args)
     what = args.what
     if what == "trajectories":
         from core.formats.jsonl import write_jsonl
@@ -399,7 +400,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- stats ----------------------------------------------------------------------------------
 def cmd_stats(args: argparse.Namespace) -> int:
-    store = Store()
+    store = open_store(args)
     df = store.task_stats()
     if df.empty:
         print("the store is empty; run `w2stree import` or `w2stree collect` first")

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Policy, Sampling
+from core.cli.context import open_store
 from core.errors import UserError
 from core.store import Store
 
@@ -111,7 +112,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     env_kwargs = parse_env_args(args.env_arg)
     schedule = schedule_from_args(args)
-    store = Store()
+    store = open_store(args)
     if args.task_ids:
         task_ids = args.task_ids
     else:
@@ -138,7 +139,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from core.replay import replay
 
-    report = replay(Store(), env=args.env, limit=args.limit)
+    report = replay(open_store(args), env=args.env, limit=args.limit)
     print(f"replayed {report.checked} trajectories: {len(report.mismatches)} mismatches, "
           f"{len(report.skipped)} skipped")
     reasons: dict[str, int] = {}
