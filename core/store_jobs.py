@@ -75,9 +75,12 @@ class JobTables:
                             "SELECT count(*) FROM models WHERE job_id = ?", [job_id]).fetchall()[0][0]:
                         _insert_model(con, **model)
                 return True
-            except duckdb.TransactionException:  # another syncer wrote this job meanwhile
+            except (duckdb.TransactionException, duckdb.ConstraintException):  # another syncer won
                 time.sleep(0.01 * (1 + random.random()) * (attempt + 1))
-        raise duckdb.TransactionException(f"job {job_id}: {attempts} syncs in a row collided with others")
+        from core.store import StoreBusyError
+
+        raise StoreBusyError(f"job {job_id}: {attempts} syncs into store {self.path} in a row collided with "
+                             "other processes syncing it; try again")
 
     def active_job_ids(self: Store) -> list[str]:
         """Jobs whose stored status is queued or running."""
