@@ -6,7 +6,7 @@ seconds, so a sync of a folder that did not change writes nothing (a write bumps
 counter and so invalidates every cached reader of the dashboard): the job row keeps the state of
 the folder's files at its last sync (`folder_state`).
 
-A mixin of `core.store.Store`: import Store, not this module.
+A mixin of `core.store.Store`: use these methods through Store.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 JOB_COLUMNS = ("job_id", "kind", "status", "config", "pid", "step", "max_steps", "job_dir", "output_path",
                "error", "created_at", "started_at", "updated_at", "finished_at", "folder_state")
 MODEL_COLUMNS = ("name", "path", "role", "base", "params", "job_id", "data", "lineage", "created_at")
-ACTIVE_JOB = ("queued", "running")
+ACTIVE_JOB = ("queued", "running")  # statuses of a job that has not ended
 
 
 def _insert(table: str, columns: tuple[str, ...], replace: bool = False) -> str:

@@ -1,7 +1,7 @@
 """Store methods that summarise the tables: `w2stree stats`, the dashboard's overview, tree and
 result pages, and the checks that explain why a store yields no pairs.
 
-A mixin of `core.store.Store` (it uses `query`): import Store, not this module.
+A mixin of `core.store.Store` (it uses `query`): use these methods through Store.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ from core.errors import UserError
 from core.paths import jobs_dir, models_dir
 from core.processes import pid_running, started_at
 from core.store import Store
+from core.store_jobs import ACTIVE_JOB as ACTIVE
 from core.train.config import (
     DPO_KINDS,
     SFT_KINDS,
@@ -77,7 +78,6 @@ from core.train.config import (
 )
 from core.train.data import build_rows, check_rows, parse_spec, read_rows, write_rows
 
-ACTIVE = ("queued", "running")
 COMPLETE = "COMPLETE"  # marker file of a fully saved checkpoint
 FINISHED = ("succeeded", "failed", "stopped")
 REPO = Path(__file__).resolve().parents[2]
