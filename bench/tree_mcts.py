@@ -243,7 +243,7 @@ def main() -> None:
         store = Store(Path(tmp) / "bench.duckdb")
         imp = Timing(lambda: [store.add_trajectories(trajs[i:i + args.batch])
                               for i in range(0, len(trajs), args.batch)])
-        stored = int(store.query("SELECT count(*) FROM steps").iloc[0, 0])
+        stored = store.counts()["steps"]
         assert stored == n_steps, (stored, n_steps)
     row("import (DuckDB)", n_steps, "steps/s", imp,
         f"1M steps: {1e6 * imp.wall / n_steps:.1f} s wall, {1e6 * imp.cpu / n_steps:.1f} s CPU; "

@@ -260,13 +260,13 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
 
     done_pairs: set[tuple[str, str]] = set()
     if resume:
-        if not run_id or not _run_exists(store, run_id):
+        if not run_id or not store.has_run(run_id):
             raise UserError(f"no run {run_id!r} to resume; see `w2stree stats` or start a new run")
         if store.run_owner_alive(run_id):
             raise UserError(f"run {run_id!r} is still running in another process; stop it first")
         for meta in store.trajectory_index(run_id=run_id)[["task_id", "meta"]].itertuples(index=False):
             done_pairs.add((meta.task_id, json.loads(meta.meta or "{}").get("sampling", "")))
-    elif run_id and _run_exists(store, run_id):
+    elif run_id and store.has_run(run_id):
         raise UserError(f"run {run_id!r} already exists; pass --resume {run_id} to continue it")
     run_id = run_id or new_id("run-")
 
@@ -378,10 +378,6 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
         success_rate=sum(bool(t.success) for t in finished) / n if n else 0.0,
         traj_ids=[t.traj_id for t in finished], status=status,
     )
-
-
-def _run_exists(store: Store, run_id: str) -> bool:
-    return not store.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).empty
 
 
 def _trajectory(ep: _Episode, env: str, run_id: str, source: str, model: str, policy: str,

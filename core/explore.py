@@ -393,8 +393,9 @@ def start_job(spec: ExploreSpec, store: Store) -> str:
 
     spec.check()
     load_node(store, spec.env, spec.task_id, spec.node)
-    job_id = write_job(JOB_KIND, asdict(spec), {"kind": JOB_KIND, "tree_id": spec.tree_id}, store=store,
-                       max_steps=spec.k)
+    # the job process writes its trajectories itself, so it is told which store (not the default one)
+    job_id = write_job(JOB_KIND, asdict(spec), {"kind": JOB_KIND, "tree_id": spec.tree_id, "db": str(store.path)},
+                       store=store, max_steps=spec.k)
     launch_job(job_id, store)
     return job_id
 
@@ -404,7 +405,8 @@ def run_job(job_dir: Path) -> Path:
     job folder (the new node ids and trajectory ids too, for the page to highlight them)."""
     from core.train.jobs import update_status
 
-    spec = ExploreSpec(**json.loads((job_dir / "config.json").read_text())["config"])
+    meta = json.loads((job_dir / "config.json").read_text())
+    spec, db = ExploreSpec(**meta["config"]), meta["lineage"].get("db")
     update_status(job_dir, status="running", pid=os.getpid(), started_at=_now(), step=0, max_steps=spec.k)
     stop_file = job_dir / "stop"
 
@@ -413,7 +415,7 @@ def run_job(job_dir: Path) -> Path:
         update_status(job_dir, step=done, max_steps=k)
 
     try:
-        res = explore(Store(), spec, progress=progress, should_stop=stop_file.exists)
+        res = explore(Store(db) if db else Store(), spec, progress=progress, should_stop=stop_file.exists)
     except BaseException as exc:
         lines = [ln for ln in traceback.format_exception_only(exc)[-1].splitlines() if ln.strip()]
         message = str(exc) if isinstance(exc, UserError) else (lines[-1] if lines else type(exc).__name__)

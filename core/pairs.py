@@ -165,18 +165,14 @@ def pair_blocker(store: Store, env: str | None = None, task_id: str | None = Non
     None when some tree holds both a success and a failure (pairs may exist there).
 
     A pair needs a task explored with both outcomes: expert demonstrations alone all succeed."""
-    cond = " AND ".join(c for c, v in (("t.env = ?", env), ("t.task_id = ?", task_id)) if v) or "TRUE"
-    params = [v for v in (env, task_id) if v]
-    roots = store.query(f"SELECT n.visits, n.successes FROM trees t JOIN nodes n USING (tree_id) "
-                        f"WHERE n.node_id = 0 AND {cond}", params)
+    roots = store.tree_roots(env=env or None, task_id=task_id or None)
     if roots.empty:
         return "there are no trees; run `w2stree tree` first"
     trees = f"{len(roots)} tree{'s' if len(roots) != 1 else ''}"
     if ((roots["successes"] > 0) & (roots["successes"] < roots["visits"])).any():
         return None
     if (roots["successes"] >= roots["visits"]).all():
-        models = set(store.query(f"SELECT DISTINCT model FROM trajectories t WHERE source <> 'eval' "
-                                 f"AND {cond}", params)["model"])
+        models = set(store.collected_models(env=env or None, task_id=task_id or None))
         if models and models <= {"expert"}:
             return (f"the {trees} hold only expert demonstrations, which all succeed; a pair needs a failed "
                     "continuation beside a successful one: explore the tasks first (`w2stree collect`)")

@@ -218,7 +218,7 @@ def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from core.train import job_log_tail, job_status, start_job, stop_job, sync_job
+    from core.train import job_alive, job_log_tail, job_status, start_job, stop_job, sync_job
 
     parallel = max(1, parallel)
     pending, running, done = list(items), {}, {}
@@ -243,7 +243,7 @@ def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -
             for name, (w, handle, t0) in list(running.items()):
                 if w.kind:
                     status = job_status(handle)
-                    if status["status"] in ("queued", "running") or _still_running(handle):
+                    if status["status"] in ("queued", "running") or job_alive(handle):
                         continue
                     sync_job(store, handle)
                     if status["status"] != "succeeded":
@@ -264,27 +264,6 @@ def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -
                 stop_job(handle, store, grace=5.0)
         pool.shutdown(wait=True, cancel_futures=True)
     return done
-
-
-def _still_running(job_id: str) -> bool:
-    """Whether the job's launched process still runs although its status says it ended.
-
-    `core.train.jobs` checks liveness by the process's command line; on a loaded machine a
-    just-launched process can still carry its parent's command line for seconds (before exec),
-    and a check in that window (`start_job` makes one) records the job as failed. The runner
-    then overwrites the status as it goes, so a job whose process runs is waited for."""
-    import json
-    import os
-
-    from core.paths import jobs_dir
-
-    try:
-        pid = int(json.loads((jobs_dir() / job_id / "launch.json").read_text())["pid"])
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat")
-        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, ValueError, KeyError, IndexError):
-        return False
 
 
 def _explore_unit(db: str, policy: str, env: str, task_ids: list[str], schedule: tuple[Sampling, ...],

@@ -39,9 +39,12 @@ import pyarrow as pa
 
 from core.errors import UserError
 from core.paths import default_db
+from core.processes import pid_running
+from core.store_jobs import JobTables
+from core.store_summaries import Summaries
 from core.trajectory import Pair, Run, Step, Task, Trajectory
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Forward migrations: MIGRATIONS[v] takes a store at version v to v + 1.
 MIGRATIONS: list[str] = [
@@ -102,10 +105,16 @@ MIGRATIONS: list[str] = [
     """,
     # v4: a result row names its evaluation run (per-task rewards for paired comparisons)
     "ALTER TABLE results ADD COLUMN run_id VARCHAR;",
+    # v5: a job row keeps the state of its folder's files at its last sync (unchanged: no write)
+    "ALTER TABLE jobs ADD COLUMN folder_state VARCHAR;",
 ]
 
 RUN_COLUMNS = ("run_id, kind, env, policy, model, settings, status, created_at, finished_at, "
                "pid, host")
+TASK_COLUMNS = "env, task_id, split, instruction"
+TRAJECTORY_COLUMNS = ("traj_id, run_id, env, task_id, instruction, reward, success, source, model, "
+                      "temperature, top_p, n_steps, meta, created_at")
+STEP_COLUMNS = "traj_id, idx, thought, action, observation, reward, score"
 
 
 # Trajectories are listed in collection order: a collected run's trajectories (they carry
@@ -158,8 +167,12 @@ def _is_lock_error(exc: Exception) -> bool:
     return "could not set lock" in text or "conflicting lock" in text or "being used" in text
 
 
-class Store:
-    """A w2stree store backed by one DuckDB file (created and migrated on first use)."""
+class Store(JobTables, Summaries):
+    """A w2stree store backed by one DuckDB file (created and migrated on first use).
+
+    Every SQL statement of w2stree is a method of this class: this module holds connections,
+    migrations, tasks, runs, trajectories, trees and pairs; `core.store_jobs` jobs, metrics and
+    models; `core.store_summaries` the summaries that commands and the dashboard show."""
 
     def __init__(self, path: str | Path | None = None, timeout: float = 120.0) -> None:
         self.path = Path(path) if path else default_db()
@@ -240,10 +253,9 @@ class Store:
                 for v in range(version, SCHEMA_VERSION):
                     con.begin()
                     con.execute(MIGRATIONS[v])
-                    con.execute(
-                        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(v + 1)]
-                    )
-                    con.execute("INSERT OR IGNORE INTO meta VALUES ('changes', '0')")
+                    con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                                [str(v + 1)])
+                    con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('changes', '0')")
                     con.commit()
             except (duckdb.Error, ValueError) as exc:
                 raise StoreError(f"store {self.path} is not a usable w2stree store: {_first_line(exc)}; "
@@ -284,7 +296,7 @@ class Store:
         table = pa.table(dict(zip(("env", "task_id", "split", "instruction"), zip(*rows), strict=True)))
         with self.transaction() as con:
             con.register("new_tasks", table)
-            con.execute("INSERT OR REPLACE INTO tasks SELECT * FROM new_tasks")
+            con.execute(f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM new_tasks")
         return len(rows)
 
     def tasks(self, env: str | None = None, split: str | None = None) -> pd.DataFrame:
@@ -329,6 +341,10 @@ class Store:
                 [status, _now(), run_id],
             )
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether a run of this id is stored."""
+        return not self.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).empty
+
     def runs(self, kind: str | None = None, env: str | None = None) -> pd.DataFrame:
         where, params = _where(kind=kind, env=env)
         return self.query(f"SELECT * FROM runs {where} ORDER BY created_at", params)
@@ -369,8 +385,8 @@ class Store:
         def write(c: duckdb.DuckDBPyConnection) -> None:
             c.register("new_trajs", head)
             c.register("new_steps", steps)
-            c.execute("INSERT INTO trajectories SELECT * FROM new_trajs")
-            c.execute("INSERT INTO steps SELECT * FROM new_steps")
+            c.execute(f"INSERT INTO trajectories ({TRAJECTORY_COLUMNS}) SELECT {TRAJECTORY_COLUMNS} FROM new_trajs")
+            c.execute(f"INSERT INTO steps ({STEP_COLUMNS}) SELECT {STEP_COLUMNS} FROM new_steps")
             c.unregister("new_trajs")
             c.unregister("new_steps")
 
@@ -415,7 +431,7 @@ class Store:
                      json.dumps(run.settings), _now(), _now()],
                 )
             con.register("new_tasks", task_tab)
-            con.execute("INSERT OR IGNORE INTO tasks SELECT * FROM new_tasks")
+            con.execute(f"INSERT OR IGNORE INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM new_tasks")
             con.unregister("new_tasks")
             self.add_trajectories(trajs, con=con)
             # Readers list trajectories by created_at: space them 1 µs apart so they keep
@@ -680,20 +696,7 @@ class Store:
             params.append(float(min_margin))
         return self.query(f"SELECT * FROM pairs {where} ORDER BY env, task_id, node_id, pair_id", params)
 
-    # -- models and results ------------------------------------------------------------------
-    def register_model(self, name: str, path: str, role: str = "", base: str = "",
-                       params: int = 0, job_id: str = "", data: str = "",
-                       lineage: dict[str, Any] | None = None) -> None:
-        with self.transaction() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [name, str(path), role, base, int(params), job_id, data,
-                 json.dumps(lineage or {}), _now()],
-            )
-
-    def models(self) -> pd.DataFrame:
-        return self.query("SELECT * FROM models ORDER BY created_at")
-
+    # -- results -----------------------------------------------------------------------------
     def add_results(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
@@ -716,17 +719,7 @@ def _owner_alive(pid: Any, host: Any) -> bool:
     recorded before runs kept their process) cannot be checked here: it counts as alive."""
     if pd.isna(pid) or not host or host != socket.gethostname():
         return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has ended: only its parent has not collected it yet
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    return pid_running(int(pid))
 
 
 def _where(**filters: Any) -> tuple[str, list[Any]]:

@@ -7,8 +7,6 @@ read wherever it is started from); a server forced otherwise shows a refusal ins
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -27,17 +25,6 @@ from dashboard.serving import exposure_problem  # noqa: E402
 PAGES = Path(__file__).parent / "views"
 
 
-def _apply_db_argument() -> None:
-    """`streamlit run dashboard/app.py -- --db PATH` sets the store for this server."""
-    if "--db" not in sys.argv:
-        return
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--db")
-    args, _ = parser.parse_known_args(sys.argv[1:])
-    if args.db:
-        os.environ["W2STREE_DB"] = os.path.abspath(args.db)
-
-
 def refuse_if_exposed() -> None:
     """Stop here, before anything of the store is read, on a server reachable from other
     machines or reporting to the internet."""
@@ -49,7 +36,6 @@ def refuse_if_exposed() -> None:
 
 
 def main() -> None:
-    _apply_db_argument()
     # An emoji favicon is drawn in the browser; a :material/...: one is fetched from Google.
     st.set_page_config(page_title="w2stree", page_icon="🌳", layout="wide")
     refuse_if_exposed()

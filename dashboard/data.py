@@ -8,8 +8,11 @@ in job folders, outside the store.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import networkx as nx
 import pandas as pd
@@ -26,8 +29,12 @@ from dashboard.layout import layout_tree
 
 
 def db_path() -> str:
-    """The store file the dashboard reads: `W2STREE_DB` (set by `--db`), else the default."""
-    return str(default_db())
+    """The store file the dashboard reads: `--db PATH` given to the script (`streamlit run
+    dashboard/app.py -- --db PATH`, as `w2stree dashboard` does), else the default store."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--db")
+    given = parser.parse_known_args(sys.argv[1:])[0].db
+    return str(Path(given).resolve()) if given else str(default_db())
 
 
 @st.cache_resource(show_spinner=False)
@@ -50,49 +57,25 @@ def key() -> tuple[str, int]:
 def summary(path: str, changes: int) -> pd.DataFrame:
     """Per environment: tasks, trajectories (not evaluation), evaluation episodes, trees, nodes,
     pairs. Success rates are per source (`by_source`): a mixed rate would mean nothing."""
-    return _open(path).query("""
-        WITH envs AS (SELECT env FROM tasks UNION SELECT env FROM trajectories
-                      UNION SELECT env FROM trees UNION SELECT env FROM pairs)
-        SELECT e.env,
-          (SELECT count(*) FROM tasks t WHERE t.env = e.env) AS tasks,
-          (SELECT count(*) FROM trajectories t WHERE t.env = e.env AND t.source <> 'eval') AS trajectories,
-          (SELECT count(*) FROM trajectories t WHERE t.env = e.env AND t.source = 'eval') AS eval_episodes,
-          (SELECT count(*) FROM trees t WHERE t.env = e.env) AS trees,
-          (SELECT coalesce(sum(n_nodes), 0) FROM trees t WHERE t.env = e.env) AS nodes,
-          (SELECT count(*) FROM pairs p WHERE p.env = e.env) AS pairs
-        FROM envs e ORDER BY e.env""")
+    return _open(path).env_summary()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def by_source(path: str, changes: int) -> pd.DataFrame:
-    """Per env and source (see shaping.SOURCES): episodes, successes, steps, and the invalid
-    actions and steps of the episodes that recorded them (collected ones do, imported ones not)."""
-    return _open(path).query(f"""
-        SELECT env, {shaping.SOURCE_SQL} AS source, count(*) AS episodes,
-               sum(CAST(success AS INTEGER)) AS successes, sum(n_steps) AS steps,
-               sum(TRY_CAST(json_extract_string(meta, '$.n_invalid') AS INTEGER)) AS invalid,
-               sum(n_steps) FILTER (WHERE json_extract_string(meta, '$.n_invalid') IS NOT NULL) AS checked_steps
-        FROM trajectories GROUP BY ALL ORDER BY env, source""")
+    """Per env and source: episodes, successes, steps, invalid actions (Store.source_summary)."""
+    return _open(path).source_summary()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def tree_outcomes(path: str, changes: int) -> pd.DataFrame:
     """Per env: trees, and trees holding both a success and a failure (pairs need both)."""
-    return _open(path).query("""
-        SELECT t.env, count(*) AS trees,
-               count(*) FILTER (WHERE n.successes > 0 AND n.successes < n.visits) AS both_outcomes
-        FROM trees t JOIN nodes n ON n.tree_id = t.tree_id AND n.node_id = 0
-        GROUP BY t.env ORDER BY t.env""")
+    return _open(path).tree_outcomes()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def runs(path: str, changes: int) -> pd.DataFrame:
     """Collect / eval / import runs with their trajectory counts."""
-    return _open(path).query("""
-        SELECT r.run_id, r.kind, r.env, r.policy, r.model, r.status, r.created_at,
-               count(t.traj_id) AS trajectories, avg(CAST(t.success AS DOUBLE)) AS success_rate
-        FROM runs r LEFT JOIN trajectories t USING (run_id)
-        GROUP BY ALL ORDER BY r.created_at DESC""")
+    return _open(path).run_summary()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -109,8 +92,7 @@ def results(path: str, changes: int) -> pd.DataFrame:
 def tree_index(path: str, changes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(tree headers, root rows with visits and successes) for the task picker."""
     s = _open(path)
-    roots = s.query("SELECT tree_id, visits, successes FROM nodes WHERE node_id = 0")
-    return s.trees(), roots
+    return s.trees(), s.tree_roots()
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -140,10 +122,7 @@ def episodes(path: str, changes: int, traj_ids: tuple[str, ...]) -> list[Traject
 @st.cache_data(show_spinner=False, max_entries=16)
 def eval_scores(path: str, changes: int, env: str) -> pd.DataFrame:
     """Per-step scores of the evaluation episodes of `env` (model, traj_id, idx, score)."""
-    return _open(path).query("""
-        SELECT t.model, s.traj_id, s.idx, s.score
-        FROM steps s JOIN trajectories t USING (traj_id)
-        WHERE t.source = 'eval' AND t.env = ? ORDER BY s.traj_id, s.idx""", [env])
+    return _open(path).eval_scores(env)
 
 
 def jobs() -> pd.DataFrame:
@@ -198,9 +177,7 @@ def gpu_memory() -> list[tuple[int, int]]:
 @st.cache_data(show_spinner=False, max_entries=32)
 def explorers(path: str, changes: int, env: str) -> list[str]:
     """Models with successful collected trajectories in `env` (for `successes:ENV:MODEL`)."""
-    df = _open(path).query("SELECT DISTINCT model FROM trajectories WHERE env = ? AND source <> 'eval' "
-                           "AND success AND model <> '' ORDER BY model", [env])
-    return df["model"].tolist()
+    return _open(path).collected_models(env=env, successful=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -18,6 +18,7 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
+from core.store_summaries import SOURCES
 from core.trajectory import Trajectory
 from core.tree import normalize_action, path_to
 
@@ -165,11 +166,8 @@ def node_details(g: nx.DiGraph, node: int) -> dict[str, Any]:
 
 
 # -- overview ---------------------------------------------------------------------------------
-# Where a trajectory comes from; each has its own success rate (expert demonstrations nearly all
-# succeed, evaluation measures trained models: one mixed figure would say nothing).
-SOURCES = ("expert demonstrations", "exploration", "evaluation")
-SOURCE_SQL = ("CASE WHEN source = 'eval' THEN 'evaluation' WHEN model = 'expert' THEN 'expert demonstrations' "
-              "ELSE 'exploration' END")
+# Where a trajectory comes from (SOURCES); each has its own success rate (expert demonstrations
+# nearly all succeed, evaluation measures trained models: one mixed figure would say nothing).
 
 
 def source_table(by_source: pd.DataFrame) -> pd.DataFrame:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
+
+from core.cli.context import add_db_argument
 
 # Command modules, in the order their verbs appear in --help.
 COMMAND_MODULES = (
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="w2stree",
         description="Weak-to-strong generalization with trajectory trees.",
     )
-    parser.add_argument("--db", help="DuckDB store (default: $W2STREE_DB or data/w2stree.duckdb)")
+    add_db_argument(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in COMMAND_MODULES:
         try:
@@ -47,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     from core.errors import UserError
 
     args = build_parser().parse_args(argv)
-    if args.db:
-        os.environ["W2STREE_DB"] = os.path.abspath(args.db)
     try:
         rc = args.func(args)
     except (UserError, UnknownEnvError, FileNotFoundError) as exc:

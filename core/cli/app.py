@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from core.cli.context import add_db_argument, open_store
 from core.errors import UserError
 from core.store import Store
 
@@ -21,12 +22,13 @@ def app_path() -> Path:
     return Path(dashboard.__file__).resolve().parent / "app.py"
 
 
-def serve_command(port: int) -> list[str]:
-    """The `streamlit run` command serving the dashboard on 127.0.0.1:`port`."""
+def serve_command(port: int, db: Path | None = None) -> list[str]:
+    """The `streamlit run` command serving the dashboard of store `db` (default: the default
+    store) on 127.0.0.1:`port`."""
     return [sys.executable, "-m", "streamlit", "run", str(app_path()),
             "--server.address", "127.0.0.1", "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none"]
+            "--server.fileWatcherType", "none", *(["--", "--db", str(db)] if db else [])]
 
 
 def _port(text: str) -> int:
@@ -36,27 +38,21 @@ def _port(text: str) -> int:
     return port
 
 
-def _apply_db(args: argparse.Namespace) -> None:
-    if getattr(args, "app_db", None):
-        os.environ["W2STREE_DB"] = os.path.abspath(args.app_db)
-
-
-def serve(port: int) -> int:
-    """Become the dashboard server (until Ctrl-C). The process is replaced by `streamlit run`
-    rather than waiting on it, so a signal sent to this process reaches the server itself and
-    never leaves an orphaned server behind."""
+def serve(port: int, store: Store) -> int:
+    """Become the dashboard server of `store` (until Ctrl-C). The process is replaced by
+    `streamlit run` rather than waiting on it, so a signal sent to this process reaches the
+    server itself and never leaves an orphaned server behind."""
     if not app_path().exists():
         raise UserError(f"{app_path()} is missing; reinstall w2stree (pip install -e .)")
-    db = Store().path  # create/migrate it here, so a bad path fails as one line, not in the browser
-    print(f"w2stree dashboard: http://127.0.0.1:{port}  (store {db}; Ctrl-C stops it)", flush=True)
-    cmd = serve_command(port)
-    os.execve(cmd[0], cmd, dict(os.environ, W2STREE_DB=str(db)))
+    print(f"w2stree dashboard: http://127.0.0.1:{port}  (store {store.path}; Ctrl-C stops it)", flush=True)
+    cmd = serve_command(port, store.path)
+    os.execv(cmd[0], cmd)
     return 0  # not reached
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    _apply_db(args)
-    return serve(args.port)
+    # Opened here (created and migrated) so that a bad path fails as one line, not in the browser.
+    return serve(args.port, open_store(args))
 
 
 def results_text(store: Store) -> str:
@@ -67,8 +63,7 @@ def results_text(store: Store) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    _apply_db(args)
-    store = Store()
+    store = open_store(args)
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
               f"(shop env, {args.scale} scale; the tiny scale takes about 45 minutes on 2 CPU cores)",
@@ -81,7 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(results_text(store), flush=True)
     if args.no_serve:
         return 0
-    return serve(args.port)
+    return serve(args.port, store)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,8 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("up", cmd_up, "fill the embedded default if the store has no results, then serve the dashboard"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--db", dest="app_db", metavar="PATH",
-                       help="DuckDB store (default: $W2STREE_DB or data/w2stree.duckdb)")
+        add_db_argument(p, dest="app_db")
         p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
         if name == "up":
             p.add_argument("--no-serve", action="store_true",

@@ -24,6 +24,7 @@ from typing import IO, Any
 import networkx as nx
 from tqdm import tqdm
 
+from core.cli.context import open_store
 from core.errors import UserError
 from core.formats.importer import KINDS as IMPORT_FORMATS
 from core.mcts import RULES
@@ -139,7 +140,7 @@ def _scope(args: argparse.Namespace) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     from core.formats.importer import import_paths
 
-    summary = import_paths(Store(), args.format, args.paths, env=args.env)
+    summary = import_paths(open_store(args), args.format, args.paths, env=args.env)
     for line in summary.errors:
         print(f"w2stree: skipped {line}", file=sys.stderr)
     print(summary.line())
@@ -154,7 +155,7 @@ def _bar(total: int, desc: str) -> tqdm:
 def cmd_tree(args: argparse.Namespace) -> int:
     from core.stages import TreeSettings, grow_trees_stored, select_trajectories
 
-    store = Store()
+    store = open_store(args)
     trajs = select_trajectories(store, args.env, args.task, args.source, args.model)
     if not trajs:
         raise UserError(f"no trajectories{_scope(args)}"
@@ -189,7 +190,7 @@ def cmd_mcts(args: argparse.Namespace) -> int:
 
     settings = MCTSSettings(args.iterations, args.c, args.rule)
     settings.check()
-    store = Store()
+    store = open_store(args)
     ids = _trees(store, args)
     with _bar(len(ids), "mcts") as bar:
         score_trees_stored(store, ids, settings, bar.update)
@@ -203,7 +204,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
     settings = PairSettings(args.granularity, args.value, args.min_margin, args.baseline)
     settings.check()
-    store = Store()
+    store = open_store(args)
     ids = _trees(store, args)
     experts = None
     if args.granularity == "trajectory" and args.baseline == "expert":
@@ -298,7 +299,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if fmt not in EXPORT_FORMATS[args.what]:
         raise UserError(f"export {args.what} has no --format {fmt}; use one of "
                         f"{', '.join(EXPORT_FORMATS[args.what])}")
-    store = Store()
+    store = open_store(args)
     what = args.what
     if what == "trajectories":
         from core.formats.jsonl import write_jsonl
@@ -342,29 +343,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- stats ----------------------------------------------------------------------------------
-STATS_SQL = """
-WITH t AS (SELECT env, task_id, count(*) AS trajectories, avg(success::INT) AS success_rate,
-                  avg(reward) AS mean_reward
-           FROM trajectories GROUP BY ALL),
-     tr AS (SELECT env, task_id, sum(n_nodes)::BIGINT AS nodes, sum(n_branching)::BIGINT AS branching
-            FROM trees GROUP BY ALL),
-     p AS (SELECT env, task_id, count(*) AS pairs FROM pairs GROUP BY ALL)
-SELECT env, task_id AS task, coalesce(t.trajectories, 0) AS trajectories, t.success_rate,
-       t.mean_reward, coalesce(tr.nodes, 0) AS nodes, coalesce(tr.branching, 0) AS branching,
-       coalesce(p.pairs, 0) AS pairs
-FROM t FULL JOIN tr USING (env, task_id) FULL JOIN p USING (env, task_id)
-ORDER BY env, task_id
-"""
-
-
-def stats_frame(store: Store):
-    """Per (env, task): trajectories, success rate, mean reward, tree nodes, branching nodes, pairs."""
-    return store.query(STATS_SQL)
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
-    store = Store()
-    df = stats_frame(store)
+    store = open_store(args)
+    df = store.task_stats()
     if df.empty:
         print("the store is empty; run `w2stree import` or `w2stree collect` first")
         return 0

@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Sampling
+from core.cli.context import open_store
 from core.errors import UserError
-from core.store import Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +94,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     env_kwargs = parse_env_args(args.env_arg)
     schedule = schedule_from_args(args)
-    store = Store()
+    store = open_store(args)
     if args.task_ids:
         task_ids = args.task_ids
     else:
@@ -115,7 +115,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from core.replay import replay
 
-    report = replay(Store(), env=args.env, limit=args.limit)
+    report = replay(open_store(args), env=args.env, limit=args.limit)
     print(f"replayed {report.checked} trajectories: {len(report.mismatches)} mismatches, "
           f"{len(report.skipped)} skipped")
     reasons: dict[str, int] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.store import Store
+from core.cli.context import open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     spec = ExploreSpec(env=args.env, task_id=args.task, node=args.node, policy=args.policy, k=args.k,
                        schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
                        max_steps=args.max_steps, seed=args.seed, env_kwargs=parse_env_args(args.env_arg))
-    store = Store()
+    store = open_store(args)
     if args.detach:
         print(f"started job {start_job(spec, store)}; follow it with `w2stree jobs show`")
         return 0

@@ -29,21 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from core.cli.context import open_store
     from core.errors import UserError
     from core.models import build_local_models
 
     if args.tasks is not None and args.tasks < 1:
         raise UserError("--tasks must be a positive number of train tasks")
-    paths = build_local_models(args.env, force=args.force, out_dir=args.out, n_tasks=args.tasks)
+    paths = build_local_models(args.env, open_store(args), force=args.force, out_dir=args.out, n_tasks=args.tasks)
     for role, path in paths.items():
         print(f"{role:9s} {path}")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from core.store import Store
+    from core.cli.context import open_store
 
-    df = Store().models()
+    df = open_store(args).models()
     if df.empty:
         print("no models registered; run `w2stree models build`")
         return 0
@@ -53,7 +54,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _import_smollm(args: argparse.Namespace) -> int:
+    from core.cli.context import open_store
     from core.models import import_smollm
 
-    print(import_smollm(args.out, gguf=args.gguf))
+    print(import_smollm(args.out, open_store(args), gguf=args.gguf))
     return 0

@@ -52,10 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from core.cli.context import open_store
     from core.evaluate import evaluate
-    from core.store import Store
 
-    res = evaluate(Store(), args.model, args.env, args.split, args.tasks, max_steps=args.max_steps,
+    res = evaluate(open_store(args), args.model, args.env, args.split, args.tasks, max_steps=args.max_steps,
                    batch_size=args.batch_size, workers=args.workers, label=args.label, progress=True)
     print(f"model         {res.label}")
     print(f"episodes      {res.n_episodes} ({args.env}/{args.split}, run {res.run_id})")
@@ -65,16 +65,16 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
+    from core.cli.context import open_store
     from core.errors import UserError
     from core.pipeline import run_pipeline
     from core.results import render
-    from core.store import Store
 
     if args.test_tasks is not None and args.test_tasks < 1:
         raise UserError("--test-tasks must be at least 1")
     ks = args.trajs_per_task
     ks = ks[0] if ks and len(ks) == 1 else ks
-    store = Store()
+    store = open_store(args)
     df = run_pipeline(args.env, "quick" if args.quick else args.scale, seeds=args.seeds, trajs_per_task=ks,
                       store=store, progress=True, weak=args.weak, strong=args.strong,
                       test_tasks=args.test_tasks)
@@ -85,8 +85,8 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
+    from core.cli.context import open_store
     from core.results import render
-    from core.store import Store
 
-    print(render(Store(), args.experiment, args.format))
+    print(render(open_store(args), args.experiment, args.format))
     return 0

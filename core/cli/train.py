@@ -69,12 +69,12 @@ def config_from_args(kind: str, args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from core.store import Store
+    from core.cli.context import open_store
     from core.train import command_line, method, start_job
 
     kind = method(args.kind).name
     cfg = config_from_args(kind, args)
-    store = Store()
+    store = open_store(args)
     job_id = start_job(kind, cfg, store, detach=True)
     print(f"job {job_id} started: {command_line(kind, cfg)}")
     if args.detach:
@@ -123,9 +123,10 @@ def _summary(status: dict) -> str:
 def _list(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from core.cli.context import open_store
     from core.train import list_jobs
 
-    df = list_jobs()
+    df = list_jobs(open_store(args))
     if df.empty:
         print("no jobs yet; start one with `w2stree train`")
         return 0
@@ -135,14 +136,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from core.store import Store
+    from core.cli.context import open_store
     from core.train import job_log_tail, job_metrics, sync_job
 
-    status = sync_job(Store(), args.job_id)
+    store = open_store(args)
+    status = sync_job(store, args.job_id)
     print(_summary(status))
     if status.get("eta_s"):
         print(f"progress {status['progress']:.0%}, about {status['eta_s']:.0f}s left")
-    metrics = job_metrics(args.job_id)
+    metrics = job_metrics(args.job_id, store)
     if not metrics.empty:
         last = metrics[metrics["step"] == metrics["step"].max()]
         print(f"metrics at step {int(last['step'].iloc[0])}: "
@@ -153,18 +155,18 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from core.store import Store
+    from core.cli.context import open_store
     from core.train import stop_job
 
-    print(_summary(stop_job(args.job_id, Store())))
+    print(_summary(stop_job(args.job_id, open_store(args))))
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from core.store import Store
+    from core.cli.context import open_store
     from core.train import resume_job
 
-    store = Store()
+    store = open_store(args)
     job_id = resume_job(args.job_id, store, detach=True)
     print(f"job {job_id} resumed from its last checkpoint")
     return 0 if args.detach else _follow(store, job_id)

@@ -40,9 +40,7 @@ def _registered(name: str, store: Any | None) -> tuple[str, str] | None:
         from core.store import Store
 
         store = Store()
-    df = store.query("SELECT name, path FROM models WHERE name = ? OR path = ? ORDER BY name = ? DESC",
-                     [name, name, name])
-    return (str(df.iloc[0]["name"]), str(df.iloc[0]["path"])) if len(df) else None
+    return store.find_model(name)
 
 
 def _looks_like_path(s: str) -> bool:

@@ -18,10 +18,12 @@ A job folder `<home>/jobs/<job_id>/` holds::
 Concurrency: DuckDB allows one writing process, so the job process never opens the store. It
 only writes its folder; readers (`sync_job`, `list_jobs`, the dashboard) ingest the folder into
 the `jobs` and `metrics` tables with short-lived connections. No metric is lost (the folder is
-the record) and no lock error can come from a running job.
+the record) and no lock error can come from a running job. A sync of a folder whose files did not
+change writes nothing (see `Store.record_job`).
 
 Liveness: a job whose status says queued/running but whose process is gone (killed, machine
 restarted) reads as `stopped` if a stop was requested, else `failed`, and is written so.
+`job_alive` is the one check of a job's process, for this module and its callers alike.
 
 Stopping: `stop_job` writes the `stop` file; every rank's trainer callback sees it at the end of
 the current optimizer step, saves a checkpoint and ends (`core.train.progress`), and the runner
@@ -60,11 +62,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from core.errors import UserError
 from core.paths import jobs_dir, models_dir
+from core.processes import pid_running, started_at
 from core.store import Store
+from core.store_jobs import ACTIVE_JOB as ACTIVE
 from core.train.config import (
     TrainConfig,
     config_class,
@@ -75,7 +78,6 @@ from core.train.config import (
 )
 from core.train.data import build_rows, check_rows, parse_spec, read_rows, write_rows
 
-ACTIVE = ("queued", "running")
 COMPLETE = "COMPLETE"  # marker file of a fully saved checkpoint
 FINISHED = ("succeeded", "failed", "stopped")
 #: Job kinds that do not train: kind -> "module:function(job_dir)" that the job process runs.
@@ -232,8 +234,8 @@ def _launch(job_id: str, job_dir: Path, resume: bool, lock: int) -> subprocess.P
     finally:
         os.close(lock)
     _CHILDREN[job_id] = proc
-    _write_json(job_dir / "launch.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd,
-                                          "resume": resume, "launched_at": _now()})
+    _write_json(job_dir / "launch.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd, "resume": resume,
+                                          "launched_at": _now(), "launched_ts": time.time()})
     return proc
 
 
@@ -295,38 +297,41 @@ def mark_checkpoint_complete(ckpt: Path) -> None:
 
 # -- liveness, stop ---------------------------------------------------------------------------------
 
-def _alive(pid: int | None, runner: bool) -> bool:
-    """Whether `pid` runs (not a zombie); for runner processes also that it is still ours (pid reuse)."""
-    if not pid:
+def _alive(pid: int | None, runner: bool, launched_ts: float | None = None) -> bool:
+    """Whether `pid` runs; for a runner process also that it is still the job's (pid reuse)."""
+    if not pid_running(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    if not runner or _our_child(pid):
         return True
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-            # Between fork and exec a fresh child's cmdline is empty or still its parent's:
-            # only a non-empty foreign cmdline of a process we did not just launch means pid reuse.
-            cmdline = (proc / "cmdline").read_bytes()
-            if runner and cmdline and b"core.train.runner" not in cmdline and not _our_child(pid):
-                return False
-        except (FileNotFoundError, IndexError, ProcessLookupError):
-            return False
-    return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): kill 0 is all there is
+        return True
+    if not cmdline or b"core.train.runner" in cmdline:
+        return True
+    # Between fork and exec (seconds on a loaded machine) the job's process still shows its
+    # parent's command line. It started before its launch was recorded; a process that reused the
+    # pid started after the job's process ended, so later.
+    start = started_at(pid)
+    return start is not None and launched_ts is not None and start <= launched_ts + 2.0
 
 
-def _pids(job_dir: Path) -> tuple[int | None, int | None, bool]:
-    """(pid, process group, started-as-runner) of a job."""
+def _pids(job_dir: Path) -> tuple[int | None, int | None, bool, float | None]:
+    """(pid, process group, started-as-runner, launch time) of a job."""
     launch = _read_json(job_dir / "launch.json")
     status = _read_json(job_dir / "status.json")
     if status.get("inproc"):
-        return status.get("pid"), None, False
-    return launch.get("pid") or status.get("pid"), launch.get("pgid"), True
+        return status.get("pid"), None, False, None
+    return launch.get("pid") or status.get("pid"), launch.get("pgid"), True, launch.get("launched_ts")
+
+
+def job_alive(job_id_or_dir: str | Path) -> bool:
+    """Whether the process of a job (its runner, or the process training it in-process) runs on
+    this machine: the one liveness check of jobs (`job_status`, `stop_job` and the pipeline)."""
+    pid, _, runner, launched_ts = _pids(job_dir_of(job_id_or_dir))
+    return _alive(pid, runner, launched_ts)
 
 
 def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
@@ -338,9 +343,9 @@ def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
         _CHILDREN.pop(folder.name, None)
     status = _read_json(folder / "status.json")
     if status.get("status") in ACTIVE:
-        pid, _, runner = _pids(folder)
+        pid = _pids(folder)[0]
         launched = (folder / "launch.json").exists() or status.get("inproc")
-        if launched and not _alive(pid, runner) and _read_json(folder / "status.json").get("status") in ACTIVE:
+        if launched and not job_alive(folder) and _read_json(folder / "status.json").get("status") in ACTIVE:
             if (folder / "stop").exists():
                 status = update_status(folder, status="stopped", eta_s=None, finished_at=_now())
             else:
@@ -359,18 +364,18 @@ def stop_job(job_id: str, store: Store | None = None, grace: float = 600.0) -> d
     final status (stopped)."""
     folder = job_dir_of(job_id)
     status = job_status(folder)
-    pid, pgid, runner = _pids(folder)
+    pid, pgid, runner, _ = _pids(folder)
     others = set(_runner_pids(folder)) - {pid}  # e.g. started by hand or by an older w2stree
     if status["status"] not in ACTIVE and not others:
         return status
     if not runner:
         raise UserError(f"job {job_id} runs inside process {pid} (in-process training); stop that process")
     (folder / "stop").touch()
-    groups = {pgid} if pgid and _alive(pid, runner) else set()
+    groups = {pgid} if pgid and job_alive(folder) else set()
 
     def running() -> bool:
         _reap(folder.name)
-        return _alive(pid, runner) or any(_alive(p, runner=False) for p in others)
+        return job_alive(folder) or any(pid_running(p) for p in others)
 
     if groups or others:
         deadline = time.monotonic() + (grace if status.get("step") else 0.0)
@@ -463,7 +468,7 @@ def job_metrics(job_id: str, store: Store | None = None) -> pd.DataFrame:
     except UserError:
         if store is None:
             raise
-        df = store.query("SELECT step, name, value, ts FROM metrics WHERE job_id = ?", [job_id])
+        df = store.job_metrics(job_id)
     if df.empty:
         return pd.DataFrame(columns=["step", "name", "value"])
     df = df.sort_values("ts").drop_duplicates(["step", "name"], keep="last")
@@ -501,51 +506,54 @@ def job_log_tail(job_id: str, n: int = 50) -> str:
     return "\n".join(terminal_lines(text)[-n:])
 
 
+def folder_state(job_dir: Path) -> str:
+    """The state of the files a sync reads (status.json, metrics.jsonl): inode, size and mtime of
+    each. Both are only ever replaced or appended to, so an equal state means nothing to sync."""
+    parts = []
+    for name in ("status.json", "metrics.jsonl"):
+        try:
+            st = (job_dir / name).stat()
+            parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            parts.append("-")
+    return "/".join(parts)
+
+
 def sync_job(store: Store, job_id: str) -> dict[str, Any]:
     """Ingest a job folder into the store: the job row, new metric lines, and (once succeeded)
-    the output model with its lineage. Returns the job status."""
+    the output model with its lineage, in one transaction. A folder whose files did not change
+    since the last sync (by any process) writes nothing. Returns the job status."""
     status = job_status(job_id)
     folder = Path(status["job_dir"])
+    state = folder_state(folder)  # before reading the files: a later change is synced next time
+    if store.job_folder_state(job_id) == state:
+        return status
     meta = _read_json(folder / "config.json")
     ts = lambda key: pd.Timestamp(status[key]) if status.get(key) else None  # noqa: E731
-    row = [job_id, meta["kind"], status.get("status"), json.dumps(meta["config"]), status.get("pid"),
-           int(status.get("step") or 0), status.get("max_steps"), str(folder), status.get("output_path"),
-           status.get("error"), ts("created_at"), ts("started_at"), ts("updated_at"), ts("finished_at")]
-    with store.connect() as con:
-        last = con.execute("SELECT max(ts) FROM metrics WHERE job_id = ?", [job_id]).fetchone()[0]
-        registered = con.execute("SELECT count(*) FROM models WHERE job_id = ?", [job_id]).fetchone()[0]
-    new = _long_metrics([m for m in _metric_lines(folder) if last is None or m.get("ts", 0) > last])
-    with store.transaction() as con:
-        con.execute("DELETE FROM jobs WHERE job_id = ?", [job_id])
-        con.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        if not new.empty:
-            table = pa.table({"job_id": [job_id] * len(new), "step": pa.array(new["step"], pa.int32()),
-                              "name": new["name"].tolist(), "value": pa.array(new["value"], pa.float64()),
-                              "ts": pa.array(new["ts"], pa.float64())})
-            con.register("new_metrics", table)
-            con.execute("INSERT INTO metrics SELECT * FROM new_metrics")
-    if status.get("status") == "succeeded" and not registered and status.get("output_path"):
-        _register_output(store, job_id, meta, status)
+    job = {"job_id": job_id, "kind": meta["kind"], "status": status.get("status"),
+           "config": json.dumps(meta["config"]), "pid": status.get("pid"), "step": int(status.get("step") or 0),
+           "max_steps": status.get("max_steps"), "job_dir": str(folder), "output_path": status.get("output_path"),
+           "error": status.get("error"), "created_at": ts("created_at"), "started_at": ts("started_at"),
+           "updated_at": ts("updated_at"), "finished_at": ts("finished_at"), "folder_state": state}
+    model = None
+    if status.get("status") == "succeeded" and status.get("output_path"):
+        lineage = {**meta.get("lineage", {}), "job_id": job_id, "config": meta["config"]}
+        model = dict(name=Path(status["output_path"]).name, path=status["output_path"], role=meta["kind"],
+                     base=lineage.get("base", ""), params=int(status.get("params") or 0), job_id=job_id,
+                     data=meta["config"].get("data", ""), lineage=lineage)
+    store.record_job(job, _long_metrics(_metric_lines(folder)), model)
     return status
-
-
-def _register_output(store: Store, job_id: str, meta: dict[str, Any], status: dict[str, Any]) -> None:
-    lineage = {**meta.get("lineage", {}), "job_id": job_id, "config": meta["config"]}
-    store.register_model(Path(status["output_path"]).name, status["output_path"], role=meta["kind"],
-                         base=lineage.get("base", ""), params=int(status.get("params") or 0), job_id=job_id,
-                         data=meta["config"].get("data", ""), lineage=lineage)
 
 
 def list_jobs(store: Store | None = None) -> pd.DataFrame:
     """All jobs of the store (active ones synced from their folders first), newest first."""
     store = store if store is not None else Store()
-    active = store.query("SELECT job_id FROM jobs WHERE status IN ('queued', 'running')")["job_id"]
-    for job_id in active:
+    for job_id in store.active_job_ids():
         try:
             sync_job(store, job_id)
         except UserError:  # folder deleted by hand: keep the row as it was
             continue
-    return store.query("SELECT * FROM jobs ORDER BY created_at DESC")
+    return store.jobs()
 
 
 # -- the equivalent command line ---------------------------------------------------------------------

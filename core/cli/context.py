@@ -1,0 +1,33 @@
+"""The store a command works on, taken from its arguments.
+
+`--db PATH` (before the verb, or after `dashboard` / `up`) names it; without it the default of
+`core.paths.default_db` holds ($W2STREE_DB, else <$W2STREE_HOME or ./data>/w2stree.duckdb). A
+command opens it with `open_store(args)` and passes that Store on; a process it starts gets the
+path as an argument. Nothing here changes the environment of this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from core.paths import default_db
+from core.store import Store
+
+DB_HELP = "DuckDB store (default: $W2STREE_DB, else w2stree.duckdb in $W2STREE_HOME or ./data)"
+
+
+def add_db_argument(parser: argparse.ArgumentParser, dest: str = "db") -> None:
+    """Add `--db PATH` to `parser` (stored as `dest`)."""
+    parser.add_argument("--db", dest=dest, metavar="PATH", help=DB_HELP)
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    """The absolute path of the store named by `args` (the verb's `--db` wins over the global one)."""
+    given = getattr(args, "app_db", None) or getattr(args, "db", None)
+    return Path(given).resolve() if given else default_db()
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """The store named by `args`, created and migrated on first use."""
+    return Store(db_path(args))
