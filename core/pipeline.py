@@ -549,15 +549,14 @@ def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], exper
     """Trees, MCTS, pairs and the four training files (in `folder`) of one set of exploration
     trajectories (`experts`: the explored tasks' expert episodes, for the ETO baseline); with
     `save` the trees and pairs also go to the store for the dashboard."""
-    from core.mcts import run_mcts
+    from core.mcts import run_mcts_all
     from core.pairs import eto_pairs, tree_pairs
     from core.train.data import best_path_rows
     from core.tree import build_trees
 
     t0 = time.monotonic()
     graphs = build_trees(trajs)
-    for g in graphs:
-        run_mcts(g, iterations=cfg.mcts_iterations)
+    run_mcts_all(graphs, iterations=cfg.mcts_iterations)
     tpairs = [p for g in graphs for p in tree_pairs(g)]
     epairs = eto_pairs(trajs, experts)
     if save:
@@ -571,8 +570,8 @@ def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], exper
     }
     files = {name: _write(rows, folder / f"{name}.jsonl") for name, rows in data.items()}
     counts = {name: len(rows) for name, rows in data.items()}
-    n_branch = sum(1 for g in graphs for n in g if g.out_degree(n) > 1)
-    n_both = sum(1 for g in graphs if g.nodes[0]["successes"] and g.nodes[0]["failures"])
+    n_branch = sum(len(g.branching()) for g in graphs)
+    n_both = sum(1 for g in graphs if g.successes[0] and g.failures[0])
     rep.timed("trees + MCTS + pairs", t0)
     rep.say(None, f"{len(graphs)} trees ({n_both} with both a success and a failure, {n_branch} branching "
                   f"nodes), {len(tpairs)} tree pairs, {len(epairs)} ETO pairs; training rows: {counts} "
@@ -583,7 +582,7 @@ def _tree_data(store: Store, cfg: PipelinePreset, trajs: list[Trajectory], exper
 def _save_tree_data(store: Store, graphs: list[Any], tpairs: list[Any], epairs: list[Any]) -> None:
     """Store trees and pairs, replacing earlier ones of the same trees / tasks."""
     store.save_trees(graphs)
-    store.save_pairs(tpairs, replace_trees=[g.graph["tree_id"] for g in graphs])
+    store.save_pairs(tpairs, replace_trees=[g.tree_id for g in graphs])
     store.save_pairs(epairs, replace_tasks={(p.env, p.task_id, "trajectory") for p in epairs})
 
 
@@ -620,7 +619,7 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     ETO pairs."""
     from core.collect import collect
     from core.envs import make_env
-    from core.mcts import run_mcts
+    from core.mcts import run_mcts_all
     from core.models import build_presets
     from core.pairs import eto_pairs, tree_pairs
     from core.tree import build_trees
@@ -641,7 +640,6 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     trajs = store.trajectories(run_id=res.run_id)
     rep.say(0.75, "trees, MCTS and pairs")
     graphs = build_trees(trajs)
-    for g in graphs:
-        run_mcts(g)
+    run_mcts_all(graphs)
     _save_tree_data(store, graphs, [p for g in graphs for p in tree_pairs(g)], eto_pairs(trajs, experts))
     rep.say(1.0, f"done: {len(trajs)} trajectories, {len(graphs)} trees")

@@ -21,14 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import networkx as nx
 from tqdm import tqdm
 
 from core.errors import UserError
 from core.mcts import RULES
 from core.pairs import ETO_MODES
 from core.store import StaleTreeError, Store
-from core.trajectory import Pair, Trajectory
+from core.trajectory import Pair
+from core.tree_data import Tree
 
 CHUNK = 500  # trees built / scored / saved per store write
 STDOUT = "standard output"
@@ -153,38 +153,26 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 # -- trees ----------------------------------------------------------------------------------
-def select_trajectories(store: Store, env: str | None, task: str | None, source: str | None,
-                        model: str | None) -> list[Trajectory]:
-    """The trajectories a tree is built from: the filters, and never evaluation episodes unless
-    `source` asks for them."""
-    trajs = store.trajectories(env=env, task_id=task, source=source, model=model)
-    return trajs if source else [t for t in trajs if t.source != "eval"]
-
-
 def cmd_tree(args: argparse.Namespace) -> int:
-    from core.tree import build_trees
+    from core.tree import build_trees_from_tables
 
     store = Store()
-    trajs = select_trajectories(store, args.env, args.task, args.source, args.model)
-    if not trajs:
+    # Evaluation episodes stay out unless --source asks for them (Store.tree_tables).
+    heads, steps = store.tree_tables(env=args.env, task_id=args.task, source=args.source, model=args.model)
+    if not heads.num_rows:
         raise UserError(f"no trajectories{_scope(args)}"
                         f"{' from source ' + repr(args.source) if args.source else ''}"
                         f"{' of model ' + repr(args.model) if args.model else ''}; "
                         "run `w2stree import` or `w2stree collect` first")
-    by_task: dict[tuple[str, str], list[Trajectory]] = {}
-    for t in trajs:
-        by_task.setdefault((t.env, t.task_id), []).append(t)
-    groups = list(by_task.values())
-    n_trees = n_nodes = 0
-    bar = tqdm(total=len(groups), desc="trees", unit="tree", disable=None if len(groups) > 1 else True)
-    for chunk in _chunks(groups):
-        graphs = build_trees([t for g in chunk for t in g], merge=args.merge, threshold=args.threshold)
-        store.save_trees(graphs)
-        n_trees += len(graphs)
-        n_nodes += sum(g.number_of_nodes() for g in graphs)
+    trees = build_trees_from_tables(heads, steps, merge=args.merge, threshold=args.threshold)
+    del steps
+    bar = tqdm(total=len(trees), desc="trees", unit="tree", disable=None if len(trees) > 1 else True)
+    for chunk in _chunks(trees):
+        store.save_trees(chunk)
         bar.update(len(chunk))
     bar.close()
-    print(f"built {n_trees} trees ({n_nodes} nodes) from {len(trajs)} trajectories, merge={args.merge}")
+    print(f"built {len(trees)} trees ({sum(t.n_nodes for t in trees)} nodes) from {heads.num_rows} "
+          f"trajectories, merge={args.merge}")
     return 0
 
 
@@ -195,7 +183,7 @@ def _trees(store: Store, args: argparse.Namespace) -> list[str]:
     return ids
 
 
-def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[nx.DiGraph]]:
+def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[Tree]]:
     """Trees in chunks, with a progress bar over all of them."""
     bar = tqdm(total=len(ids), desc=desc, unit="tree", disable=None if len(ids) > 1 else True)
     for chunk in _chunks(ids):
@@ -224,12 +212,11 @@ def cmd_mcts(args: argparse.Namespace) -> int:
 def _mcts_chunk(store: Store, ids: list[str], args: argparse.Namespace) -> None:
     """Score and save trees `ids`. A tree rebuilt by another process while it was scored is never
     overwritten: the chunk is loaded and scored again (StaleTreeError after MCTS_ATTEMPTS)."""
-    from core.mcts import run_mcts
+    from core.mcts import run_mcts_all
 
     for attempt in range(1, MCTS_ATTEMPTS + 1):
         graphs = store.load_trees(tree_ids=ids)
-        for g in graphs:
-            run_mcts(g, iterations=args.iterations, c=args.c, rule=args.rule)
+        run_mcts_all(graphs, iterations=args.iterations, c=args.c, rule=args.rule)
         try:
             store.save_trees(graphs)
             return
@@ -258,7 +245,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         pairs: list[Pair] = []
         if args.granularity == "trajectory":
             # the explored side is exactly the trees' trajectories (same data, no tree)
-            ids_of = [t for g in graphs for t in g.nodes[0].get("traj_ids") or []]
+            ids_of = [t for g in graphs for t in g.traj_ids.tolist()]
             explored = [t for t in store.trajectories(traj_ids=ids_of) if t.model != "expert"]
             pairs = eto_pairs(explored, experts, mode=args.baseline)
             if args.min_margin is not None:
@@ -267,7 +254,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
             for g in graphs:
                 pairs += tree_pairs(g, granularity=args.granularity, value=args.value,
                                     min_margin=args.min_margin)
-        replace = [(g.graph["env"], g.graph["task_id"], args.granularity) for g in graphs]
+        replace = [(g.env, g.task_id, args.granularity) for g in graphs]
         total += store.save_pairs(pairs, replace_tasks=replace)
     detail = f" (baseline={args.baseline})" if args.granularity == "trajectory" else f" (value={args.value})"
     if not total:

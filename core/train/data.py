@@ -37,7 +37,7 @@ from core.store import Store
 from core.trajectory import Trajectory
 
 if TYPE_CHECKING:
-    import networkx as nx
+    from core.tree_data import Tree
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _pair_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
     return [r for r in rows if r["chosen"] and r["rejected"]]
 
 
-def best_path_rows(graphs: Iterable[nx.DiGraph], trajectories: Iterable[Trajectory] | Mapping[str, Trajectory]
+def best_path_rows(graphs: Iterable[Tree], trajectories: Iterable[Trajectory] | Mapping[str, Trajectory]
                    ) -> tuple[list[dict[str, Any]], int]:
     """SFT rows of the `mcts` method: per tree, ONE real trajectory along its MCTS best path
     (`core.formats.export.best_path_trajectory`), looked up in `trajectories` (a mapping by id, or
@@ -165,13 +165,13 @@ def best_path_rows(graphs: Iterable[nx.DiGraph], trajectories: Iterable[Trajecto
     by_id = trajectories if isinstance(trajectories, Mapping) else {t.traj_id: t for t in trajectories}
     rows, skipped = [], 0
     for g in graphs:
-        if len(g.graph.get("best_path") or []) < 2:
+        if len(g.best_path) < 2:
             continue
-        if not g.nodes[0]["successes"]:
+        if not g.successes[0]:
             skipped += 1
             continue
         msgs = best_path_messages(g, by_id)
-        rows.append(sft_row(g.graph["env"], msgs[0]["content"], msgs[1:]))
+        rows.append(sft_row(g.env, msgs[0]["content"], msgs[1:]))
     return rows, skipped
 
 
