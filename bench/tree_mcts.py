@@ -105,19 +105,31 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# Runs the CLI and reports its own peak memory at exit: VmHWM of /proc/self/status belongs to the
+# process image (getrusage's maxrss would include the parent's pages copied at fork).
+_CLI = ("import atexit, re, sys\n"
+        "def peak():\n"
+        "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())\n"
+        "    print('PEAK_KB', hwm.group(1) if hwm else 0, file=sys.stderr)\n"
+        "atexit.register(peak)\n"
+        "from core.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+
+
 def run_cli(db: Path, *args: str) -> tuple[float, float, float]:
-    """`python -m core ARGS` on store `db`: (wall s, CPU s, peak RSS MB) of that process."""
+    """`w2stree ARGS` as a process on store `db`: (wall s, CPU s, peak RSS MB) of that process."""
     env = {**os.environ, "W2STREE_DB": str(db), "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", _CLI, *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"w2stree {' '.join(args)} failed ({proc.returncode}): {err or out}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    out, err = proc.stdout.read(), proc.stderr.read()
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise SystemExit(f"w2stree {' '.join(args)} failed ({code}): {err or out}")
+    peak = [int(line.split()[1]) for line in err.splitlines() if line.startswith("PEAK_KB")]
+    return wall, usage.ru_utime + usage.ru_stime, (peak[-1] if peak else 0) / 1024
 
 
 # -- plain baselines ----------------------------------------------------------------------------

@@ -535,23 +535,13 @@ class Store:
             "initial_observation": pa.array([t.initial_observation for t in arrays], pa.string()),
         })
         node_tab = _node_table(arrays)
-        ids = pa.table({"tree_id": head_tab.column("tree_id"),
-                        "expected": pa.array([t.version for t in arrays], pa.int64())})
         with self.transaction() as con:
-            con.register("ids", ids)
-            # Old versions: the stored ones (this process holds the file until COMMIT, so no other
-            # save can come between this check and the write).
-            stored = dict(con.execute("SELECT i.tree_id, t.version FROM ids i LEFT JOIN trees t "
-                                      "USING (tree_id)").fetchall())
-            stale = [t.tree_id for t in arrays if t.version is not None and stored.get(t.tree_id) != t.version]
-            if stale:
-                raise StaleTreeError(stale)
-            versions = [(stored.get(t.tree_id) or 0) + 1 for t in arrays]
+            versions = _next_versions(con, arrays)
             head_tab = head_tab.append_column("version", pa.array(versions, pa.int64()))
             con.register("new_trees", head_tab)
             con.register("new_nodes", node_tab)
-            con.execute("DELETE FROM nodes WHERE tree_id IN (SELECT tree_id FROM ids)")
-            con.execute("DELETE FROM trees WHERE tree_id IN (SELECT tree_id FROM ids)")
+            con.execute("DELETE FROM nodes WHERE tree_id IN (SELECT tree_id FROM new_trees)")
+            con.execute("DELETE FROM trees WHERE tree_id IN (SELECT tree_id FROM new_trees)")
             for table, new in (("trees", "new_trees"), ("nodes", "new_nodes")):
                 names = ", ".join((head_tab if table == "trees" else node_tab).column_names)
                 con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {new}")
@@ -560,6 +550,43 @@ class Store:
             if isinstance(g, nx.DiGraph):
                 g.graph["version"] = v
         return [t.tree_id for t in arrays]
+
+    def save_scores(self, trees: Iterable[Tree]) -> list[str]:
+        """Persist the MCTS results of trees loaded from the store (node `mcts_visits` /
+        `mcts_value_sum`, best path, MCTS settings) without rewriting their nodes; same version
+        check and bump as `save_trees` (a tree rebuilt meanwhile raises StaleTreeError)."""
+        trees = list(trees)
+        if not trees:
+            return []
+        unsaved = [t.tree_id for t in trees if t.version is None]
+        if unsaved:
+            raise UserError(f"tree {unsaved[0]} was not loaded from the store; save it with save_trees")
+        sizes = [t.n_nodes for t in trees]
+        scores = pa.table({
+            "tree_id": pa.array(np.repeat(np.array([t.tree_id for t in trees], dtype=object), sizes), pa.string()),
+            "node_id": pa.array(np.concatenate([np.arange(n) for n in sizes]), pa.int32()),
+            "mcts_visits": pa.array(np.concatenate([t.mcts_visits for t in trees]), pa.int32()),
+            "mcts_value_sum": pa.array(np.concatenate([t.mcts_value_sum for t in trees]), pa.float64()),
+        })
+        with self.transaction() as con:
+            versions = _next_versions(con, trees)
+            con.register("new_heads", pa.table({
+                "tree_id": pa.array([t.tree_id for t in trees], pa.string()),
+                "settings": pa.array([json.dumps(t.settings) for t in trees], pa.string()),
+                "mcts_iterations": pa.array([int(t.mcts_iterations or 0) for t in trees], pa.int32()),
+                "mcts_c": pa.array([float(t.mcts_c or 0.0) for t in trees], pa.float64()),
+                "best_path": pa.array([list(t.best_path) for t in trees], pa.list_(pa.int32())),
+                "version": pa.array(versions, pa.int64()),
+            }))
+            con.register("scores", scores)
+            con.execute("UPDATE nodes SET mcts_visits = s.mcts_visits, mcts_value_sum = s.mcts_value_sum "
+                        "FROM scores s WHERE nodes.tree_id = s.tree_id AND nodes.node_id = s.node_id")
+            con.execute("UPDATE trees SET settings = h.settings, mcts_iterations = h.mcts_iterations, "
+                        "mcts_c = h.mcts_c, best_path = h.best_path, version = h.version "
+                        "FROM new_heads h WHERE trees.tree_id = h.tree_id")
+        for t, v in zip(trees, versions, strict=True):
+            t.version = v
+        return [t.tree_id for t in trees]
 
     def add_to_tree(self, tree_id: str, trajectories: Iterable[Trajectory]) -> Tree:
         """Add trajectories (of the tree's task) to the stored tree `tree_id` and save it; the
@@ -697,6 +724,18 @@ class Store:
         return self.query(f"SELECT * FROM results {where} ORDER BY created_at", params)
 
 
+def _next_versions(con: duckdb.DuckDBPyConnection, trees: list[Tree]) -> list[int]:
+    """The versions trees get when saved in this transaction; StaleTreeError when a tree loaded
+    from the store (`version` set) was saved by another process since. The process holds the
+    file until COMMIT, so no other save can come between this check and the write."""
+    con.register("ids", pa.table({"tree_id": pa.array([t.tree_id for t in trees], pa.string())}))
+    stored = dict(con.execute("SELECT i.tree_id, t.version FROM ids i LEFT JOIN trees t USING (tree_id)").fetchall())
+    stale = [t.tree_id for t in trees if t.version is not None and stored.get(t.tree_id) != t.version]
+    if stale:
+        raise StaleTreeError(stale)
+    return [(stored.get(t.tree_id) or 0) + 1 for t in trees]
+
+
 def _list_column(parts: list[Ragged], kind: pa.DataType) -> pa.ListArray:
     """The rows of several Ragged as one Arrow list column."""
     sizes = np.array([len(p.values) for p in parts], np.int64)
@@ -766,17 +805,19 @@ def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
         root_codes = tree_codes[:through.offsets[1]] if hi > lo else tree_codes[:0]
         local = np.full(int(tree_codes.max(initial=-1)) + 1, -1, np.int64)
         local[root_codes] = np.arange(len(root_codes))
+        settings = json.loads(h["settings"] or "{}")
         trees.append(Tree(
             tree_id=h["tree_id"], env=h["env"], task_id=h["task_id"], instruction=h["instruction"] or "",
             initial_observation=h["initial_observation"] or "", merge=h["merge"] or "action",
-            settings=json.loads(h["settings"] or "{}"), parent=parent[lo:hi], action=action[lo:hi],
+            settings=settings, parent=parent[lo:hi], action=action[lo:hi],
             **{k: v[lo:hi] for k, v in cols.items()},
             thoughts=ragged["thoughts"].slice(lo, hi), observations=ragged["observations"].slice(lo, hi),
             terminal_rewards=ragged["terminal_rewards"].slice(lo, hi),
             trajs=Ragged(through.offsets, local[tree_codes]), traj_ids=through.values[:through.offsets[1]]
             if hi > lo else through.values[:0],
             best_path=[int(x) for x in h["best_path"] or []], mcts_iterations=int(h["mcts_iterations"] or 0),
-            mcts_c=float(h["mcts_c"] or 0.0), version=int(h["version"]),
+            mcts_c=float(h["mcts_c"] or 0.0), mcts_rule=(settings.get("mcts") or {}).get("rule"),
+            version=int(h["version"]),
         ))
     return trees
 

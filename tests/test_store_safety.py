@@ -177,15 +177,15 @@ from pathlib import Path
 import core.mcts
 from core.cli import main
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
-real = core.mcts.run_mcts
-def paused(g, **kw):
-    out = real(g, **kw)
+real = core.mcts.run_mcts_all
+def paused(trees, **kw):
+    out = real(trees, **kw)
     if not ready.exists():
         ready.write_text("scored")
         while not go.exists():
             time.sleep(0.02)
     return out
-core.mcts.run_mcts = paused
+core.mcts.run_mcts_all = paused
 sys.exit(main(["mcts", "--iterations", "50"]))
 """
 

@@ -279,6 +279,24 @@ def test_store_round_trip_keeps_every_field(store, trajs):
     assert dict(g.nodes(data=True)) == dict(t.to_networkx().nodes(data=True))
 
 
+def test_save_scores_writes_only_mcts_results(store, trajs):
+    from core.mcts import run_mcts
+    from core.store import StaleTreeError
+
+    store.save_trees([build_tree(trajs)])
+    loaded = store.load_tree("e/t")
+    run_mcts(loaded, iterations=30, rule="early-release")
+    assert store.save_scores([loaded]) == ["e/t"] and loaded.version == 2
+    back = store.load_tree("e/t")
+    assert back.version == 2 and same(back, loaded)  # nodes, best path, settings, MCTS statistics
+    assert back.mcts_visits.tolist() == loaded.mcts_visits.tolist() and back.mcts_visits.any()
+    store.save_trees([build_tree(trajs)])  # another process rebuilds it: version 3
+    with pytest.raises(StaleTreeError):
+        store.save_scores([back])
+    with pytest.raises(UserError, match="not loaded from the store"):
+        store.save_scores([build_tree(trajs)])
+
+
 @pytest.mark.parametrize("merge", ["action", "observation"])
 def test_extend_equals_rebuild(store, merge):
     trajs = [t for t in random_trajectories(7, n=200) if t.task_id in ("task1", "task2")]

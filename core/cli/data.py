@@ -218,7 +218,7 @@ def _mcts_chunk(store: Store, ids: list[str], args: argparse.Namespace) -> None:
         graphs = store.load_trees(tree_ids=ids)
         run_mcts_all(graphs, iterations=args.iterations, c=args.c, rule=args.rule)
         try:
-            store.save_trees(graphs)
+            store.save_scores(graphs)
             return
         except StaleTreeError as exc:
             if attempt == MCTS_ATTEMPTS:
