@@ -43,7 +43,7 @@ from core.errors import UserError
 from core.paths import default_db
 from core.trajectory import Pair, Run, Step, Task, Trajectory
 from core.tree_data import NODE_FIELDS as NODE_FIELDS  # noqa: F401 -- importers read it here
-from core.tree_data import Ragged, Tree
+from core.tree_data import Ragged, Tree, concat
 
 SCHEMA_VERSION = 4
 
@@ -738,11 +738,8 @@ def _next_versions(con: duckdb.DuckDBPyConnection, trees: list[Tree]) -> list[in
 
 def _list_column(parts: list[Ragged], kind: pa.DataType) -> pa.ListArray:
     """The rows of several Ragged as one Arrow list column."""
-    sizes = np.array([len(p.values) for p in parts], np.int64)
-    base = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    offsets = np.concatenate([[0]] + [p.offsets[1:] + b for p, b in zip(parts, base)])
-    values = np.concatenate([p.values for p in parts]) if parts else np.empty(0)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, kind))
+    rows = concat(parts)
+    return pa.ListArray.from_arrays(pa.array(rows.offsets, pa.int32()), pa.array(rows.values, kind))
 
 
 def _node_table(trees: list[Tree]) -> pa.Table:

@@ -48,7 +48,7 @@ import pyarrow as pa
 
 from core.errors import UserError
 from core.trajectory import Trajectory
-from core.tree_data import Ragged, Tree, normalize_action
+from core.tree_data import Ragged, Tree, normalize_action, object_array
 from core.tree_data import normalize_observation as _normalize_observation
 
 MERGE_RULES = ("action", "observation", "semantic")
@@ -170,13 +170,13 @@ class _Flat:
         ts = list(trajectories)
         steps = [s for t in ts for s in t.steps]
         return cls(
-            _objects([t.env for t in ts]), _objects([t.task_id for t in ts]),
-            {"traj_ids": _objects([t.traj_id for t in ts]), "instruction": _objects([t.instruction for t in ts]),
-             "initial_observation": _objects([str((t.meta or {}).get("initial_observation", "")) for t in ts]),
+            object_array([t.env for t in ts]), object_array([t.task_id for t in ts]),
+            {"traj_ids": object_array([t.traj_id for t in ts]), "instruction": object_array([t.instruction for t in ts]),
+             "initial_observation": object_array([str((t.meta or {}).get("initial_observation", "")) for t in ts]),
              "reward": np.array([float(t.reward) for t in ts], np.float64),
              "success": np.array([bool(t.success) for t in ts], bool),
              "lengths": np.array([len(t.steps) for t in ts], np.int64)},
-            {k: _factorize(_objects(list(map(attrgetter(k), steps)))) for k in ("action", "thought", "observation")})
+            {k: _factorize(object_array(list(map(attrgetter(k), steps)))) for k in ("action", "thought", "observation")})
 
     @classmethod
     def from_tables(cls, heads: pa.Table, steps: pa.Table) -> _Flat:
@@ -220,7 +220,7 @@ def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def _normalized_codes(codes: np.ndarray, uniques: np.ndarray, normalize: Callable[[str], str]) -> np.ndarray:
     """Per row, an integer equal for rows whose normalized texts are equal."""
-    norm_codes, _ = pd.factorize(_objects([normalize(a) for a in uniques.tolist()]))
+    norm_codes, _ = pd.factorize(object_array([normalize(a) for a in uniques.tolist()]))
     return norm_codes[codes] if len(codes) else codes
 
 
@@ -354,12 +354,6 @@ _MODEL: Any = None
 
 
 # -- aggregation ----------------------------------------------------------------------------------
-def _objects(items: Sequence[Any]) -> np.ndarray:
-    arr = np.empty(len(items), dtype=object)
-    arr[:] = items
-    return arr
-
-
 def _distinct(node: np.ndarray, order: np.ndarray, codes: np.ndarray, uniques: np.ndarray, n: int) -> Ragged:
     """Per node, the distinct texts of its rows in first-seen order: `node[i]` is the node of
     row `order[i]` (rows in level order, trajectory order inside a level)."""

@@ -99,7 +99,7 @@ def concat(parts: Sequence[Ragged]) -> Ragged:
         return Ragged(np.zeros(1, np.int64), np.empty(0, object))
     sizes = np.array([len(p.values) for p in parts], np.int64)
     base = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    offsets = np.concatenate([[0]] + [p.offsets[1:] + b for p, b in zip(parts, base)])
+    offsets = np.concatenate([np.zeros(1, np.int64)] + [p.offsets[1:] + b for p, b in zip(parts, base)])
     return Ragged(offsets.astype(np.int64), np.concatenate([p.values for p in parts]))
 
 
@@ -273,10 +273,10 @@ class Tree:
             terminal[node].append(float(t.reward))
         n = len(parent)
         self.parent, self.depth = np.array(parent, np.int64), np.array(depth, np.int64)
-        self.action = _objects(action)
+        self.action = object_array(action)
         self.thoughts, self.observations = Ragged.from_lists(thoughts), Ragged.from_lists(observations)
         self.terminal_rewards = Ragged.from_lists(terminal, np.float64)
-        self.trajs, self.traj_ids = Ragged.from_lists(through, np.int64), _objects(traj_ids)
+        self.trajs, self.traj_ids = Ragged.from_lists(through, np.int64), object_array(traj_ids)
         self.visits, self.successes = np.array(visits, np.int64), np.array(successes, np.int64)
         self.value_sum, self.failures = np.array(value_sum, np.float64), self.visits - self.successes
         self.mcts_visits, self.mcts_value_sum = np.zeros(n, np.int64), np.zeros(n, np.float64)
@@ -346,7 +346,7 @@ class Tree:
             tree_id=ga.get("tree_id", ""), env=ga.get("env", ""), task_id=ga.get("task_id", ""),
             instruction=ga.get("instruction", ""), initial_observation=str(ga.get("initial_observation", "")),
             merge=ga.get("merge", "action"), settings=copy.deepcopy(ga.get("settings", {})),
-            parent=parent, depth=col("depth", np.int64, 0), action=_objects([x.get("action", "") for x in d]),
+            parent=parent, depth=col("depth", np.int64, 0), action=object_array([x.get("action", "") for x in d]),
             thoughts=Ragged.from_lists([x.get("thoughts") or [] for x in d]),
             observations=Ragged.from_lists([x.get("observations") or [] for x in d]),
             visits=visits, value_sum=col("value_sum", np.float64, 0.0), successes=successes,
@@ -355,7 +355,7 @@ class Tree:
             terminal_rewards=Ragged.from_lists([x.get("terminal_rewards") or [] for x in d], np.float64),
             mcts_visits=col("mcts_visits", np.int64, 0), mcts_value_sum=col("mcts_value_sum", np.float64, 0.0),
             trajs=Ragged.from_lists([[pos[t] for t in x.get("traj_ids") or ()] for x in d], np.int64),
-            traj_ids=_objects(tids), best_path=[int(x) for x in ga.get("best_path") or []],
+            traj_ids=object_array(tids), best_path=[int(x) for x in ga.get("best_path") or []],
             mcts_iterations=ga.get("mcts_iterations"), mcts_c=ga.get("mcts_c"), mcts_rule=ga.get("mcts_rule"),
             version=ga.get("version"),
         )
@@ -370,7 +370,8 @@ class Tree:
         g.graph.setdefault("settings", {})["mcts"] = dict(self.settings.get("mcts", {}))
 
 
-def _objects(items: Sequence[Any]) -> np.ndarray:
+def object_array(items: Sequence[Any]) -> np.ndarray:
+    """A 1-d object array of `items` (numpy would make a 2-d array of equal-length lists)."""
     arr = np.empty(len(items), dtype=object)
     arr[:] = list(items)
     return arr
