@@ -11,21 +11,22 @@ share of good choices. Phases (medians over --repeats where a phase is cheap to 
             re-implementation of the released code (node objects, children found by scanning,
             1000 MCTS iterations per tree re-summing parent counts) on the same trajectories;
             the stored MCTS statistics are asserted equal to the released algorithm's
-  import    Store.add_trajectories into a DuckDB file, in batches           steps/s, s per 1M steps
-  tree      (b) in memory: core.tree.build_trees (Trajectory objects) and build_trees_from_tables
-            (the store's Arrow columns) vs a plain builder scanning children lists that makes
-            the same DiGraphs (checked equal); the plain side runs on --baseline-trajectories
+  import    (c) --trajectories trajectories: Store.add_trajectories into a DuckDB file, in batches
+  tree      build_trees_from_tables on the store's Arrow columns (all of them)
   mcts      (b) run_mcts_all, 1000 iterations per tree, vs the plain loop (node objects, parent
             count re-summed at every level) on --baseline-trees trees: statistics and best paths
             asserted identical
-  pairs     tree_pairs (step, continuation) and eto_pairs                   pairs/s
+  pairs     tree_pairs (step, continuation) and eto_pairs; then the peak RSS of this run (c)
+  baseline  (b) in memory, on --baseline-trajectories: build_trees (Trajectory objects) and
+            build_trees_from_tables (the store's Arrow columns, loaded before timing) vs a plain
+            builder scanning children lists that makes the same DiGraphs (checked equal)
   figure    (e) the Trees page's figure of a stored 5,000-node tree: load from the store, DiGraph,
             layout, Plotly figure, JSON
   scale     (d, with --scale STEPS) a synthetic store of STEPS steps through import, `tree`,
             `mcts` and `pairs` (processes), with time and each process's peak memory
 
 Peak memory: this process's peak resident set size (resource.getrusage), a running maximum;
-the processes' own peaks come from os.wait4. On a shared machine wall time stretches with the
+the processes report their own peak (VmHWM) at exit. On a shared machine wall time stretches with the
 load; CPU seconds do not, so ratios compare CPU seconds.
 
     python bench/tree_mcts.py                      # full sizes (100k trajectories, 2,000 x 40)
@@ -36,6 +37,7 @@ load; CPU seconds do not, so ratios compare CPU seconds.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import random
@@ -396,9 +398,12 @@ def main() -> None:
     rows = [phase_compile()]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        rows += phase_engine(args, tmp)  # first: the peak RSS it reports is its own
+        gc.collect()
+        rows += phase_build_baseline(args, tmp)
+        gc.collect()
         if args.cli_tasks:
             rows += phase_release(args, tmp)
-        rows += phase_engine(args, tmp)
         rows.append(phase_figure(args, tmp))
         if args.scale:
             rows += phase_scale(args, tmp)
@@ -410,48 +415,53 @@ def main() -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def phase_build_baseline(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    """(b) In-memory tree building against the plain builder on the first
+    --baseline-trajectories trajectories (the plain side makes every node a Python object)."""
+    sub = synthetic(args.baseline_trajectories, args.tasks)
+    sub_steps = sum(len(t.steps) for t in sub)
+    store = Store(tmp / "baseline.duckdb")
+    store.import_trajectories(sub)
+    heads, steps = store.tree_tables()  # the engine's own input: the store's Arrow columns
+    fast = Timing(lambda: build_trees(sub), args.repeats)
+    tab = Timing(lambda: build_trees_from_tables(heads, steps), args.repeats)
+    ins = Timing(lambda: plain_insert(sub))
+    conv = Timing(lambda: plain_graphs(ins.result))
+    assert same_graphs([t.to_networkx() for t in fast.result], conv.result), "tree builders disagree"
+    assert same_graphs([t.to_networkx() for t in tab.result], conv.result), "tree builders disagree"
+    plain = Timing(lambda: None)
+    plain.wall, plain.cpu = ins.wall + conv.wall, ins.cpu + conv.cpu
+    return [
+        row(f"tree: plain builder ({len(sub):,})", sub_steps, "steps/s", plain,
+            f"{ins.cpu:.2f} CPU insert + {conv.cpu:.2f} DiGraphs"),
+        row(f"tree: build_trees ({len(sub):,})", sub_steps, "steps/s", fast,
+            f"from Trajectory objects: x{plain.cpu / fast.cpu:.1f} vs plain; DiGraphs identical"),
+        row(f"tree: from_tables ({len(sub):,})", sub_steps, "steps/s", tab,
+            f"from the store's Arrow columns: x{plain.cpu / tab.cpu:.1f} vs plain; DiGraphs identical"),
+    ]
+
+
 def phase_engine(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    """Import, build, MCTS (against the plain loop) and pairs of --trajectories trajectories."""
     rows = []
+    start_mb = peak_mb()
     trajs = synthetic(args.trajectories, args.tasks)
     n_steps = sum(len(t.steps) for t in trajs)
+    data_mb = peak_mb()
     print(f"engine: {len(trajs):,} trajectories, {n_steps:,} steps, {args.tasks:,} tasks; "
-          f"peak RSS {peak_mb():,.0f} MB", flush=True)
+          f"peak RSS {data_mb:,.0f} MB", flush=True)
     store = Store(tmp / "bench.duckdb")
     imp = Timing(lambda: [store.add_trajectories(trajs[i:i + args.batch])
                           for i in range(0, len(trajs), args.batch)])
     rows.append(row("import (DuckDB)", n_steps, "steps/s", imp,
                     f"1M steps: {1e6 * imp.wall / n_steps:.1f} s wall, {1e6 * imp.cpu / n_steps:.1f} s CPU"))
-    print(f"import done; peak RSS {peak_mb():,.0f} MB", flush=True)
-
-    # (b) in-memory build against the plain builder, both on the baseline subset.
-    sub = trajs[:args.baseline_trajectories]
-    sub_steps = sum(len(t.steps) for t in sub)
-    fast = Timing(lambda: build_trees(sub), args.repeats)
-    ins = Timing(lambda: plain_insert(sub))
-    conv = Timing(lambda: plain_graphs(ins.result))
-    assert same_graphs([t.to_networkx() for t in fast.result], conv.result), "tree builders disagree"
-    del ins.result, conv.result, fast.result
-    plain_cpu = ins.cpu + conv.cpu
-    plain = Timing(lambda: None)
-    plain.wall, plain.cpu = ins.wall + conv.wall, plain_cpu
-    rows.append(row(f"tree: plain builder ({len(sub):,})", sub_steps, "steps/s", plain,
-                    f"{ins.cpu:.2f} CPU insert + {conv.cpu:.2f} DiGraphs"))
-    rows.append(row(f"tree: build_trees ({len(sub):,})", sub_steps, "steps/s", fast,
-                    f"from Trajectory objects: x{plain_cpu / fast.cpu:.1f} vs plain; DiGraphs identical"))
     heads, steps = store.tree_tables()
-    sub_ids = set(t.traj_id for t in sub)
-    keep = [i for i, t in enumerate(heads.column("traj_id").to_pylist()) if t in sub_ids]
-    del sub_ids
-    tab = Timing(lambda: build_trees_from_tables(*_take(heads, steps, keep)), args.repeats)
-    rows.append(row(f"tree: from_tables ({len(sub):,})", sub_steps, "steps/s", tab,
-                    f"from Arrow columns: x{plain_cpu / tab.cpu:.1f} vs plain"))
-    del tab.result
     full = Timing(lambda: build_trees_from_tables(heads, steps), args.repeats)
     trees = full.result
+    heads = steps = None  # free the columns (the trees keep what they need)
     n_nodes = sum(t.n_nodes for t in trees)
     rows.append(row(f"tree: from_tables (all {len(trajs):,})", n_steps, "steps/s", full,
                     f"{len(trees):,} trees, {n_nodes:,} nodes"))
-    heads = steps = None  # free the columns (the trees keep what they need)
     print(f"trees: {len(trees):,} trees, {n_nodes:,} nodes; peak RSS {peak_mb():,.0f} MB", flush=True)
 
     # (b) MCTS against the plain loop with identical statistics.
@@ -463,7 +473,7 @@ def phase_engine(args: argparse.Namespace, tmp: Path) -> list[Row]:
         assert [(o.visit_count, o.total_reward) for _, o in sorted(objs.items())] == list(
             zip(t.mcts_visits.tolist(), t.mcts_value_sum.tolist())), f"MCTS statistics differ on {t.tree_id}"
         assert best == plain_best_path(root, objs), f"best paths differ on {t.tree_id}"
-    del pm.result
+    pm.result = None
     every = Timing(lambda: run_mcts_all(trees, args.iterations), args.repeats)
     it_all, it_s = args.iterations * len(trees), args.iterations * len(sample)
     rows.append(row(f"mcts: plain loop ({len(sample)} trees)", it_s, "it/s", pm, "node objects"))
@@ -473,24 +483,17 @@ def phase_engine(args: argparse.Namespace, tmp: Path) -> list[Row]:
                     f"{args.iterations} iterations per tree"))
     print(f"mcts done; peak RSS {peak_mb():,.0f} MB", flush=True)
 
+    # Pairs are counted tree by tree (task by task for ETO), never all held at once.
     for gran in ("step", "continuation"):
         tp = Timing(lambda gran=gran: sum(len(tree_pairs(t, granularity=gran)) for t in trees), args.repeats)
         rows.append(row(f"pairs ({gran})", tp.result, "pairs/s", tp, f"{tp.result:,} pairs"))
-    te = Timing(lambda: len(eto_pairs(trajs, mode="weak", max_pairs_per_task=50)), args.repeats)
+    per_task = [trajs[k::args.tasks] for k in range(args.tasks)]  # synthetic(): task = index mod tasks
+    te = Timing(lambda: sum(len(eto_pairs(ts, mode="weak", max_pairs_per_task=50)) for ts in per_task),
+                args.repeats)
     rows.append(row("pairs (ETO)", te.result, "pairs/s", te, f"{te.result:,} pairs, at most 50 per task"))
-    rows.append(("peak memory", "", "", "", "", f"{peak_mb():,.0f} MB RSS after the {len(trajs):,}-trajectory run"))
+    rows.append(("peak memory", "", "", "", "", f"{peak_mb():,.0f} MB RSS for the {len(trajs):,}-trajectory run "
+                 f"({data_mb - start_mb:,.0f} MB of it the Trajectory objects themselves)"))
     return rows
-
-
-def _take(heads, steps, rows: list[int]):  # noqa: ANN001, ANN202 -- Arrow tables
-    """The trajectories at `rows` of heads (and their steps)."""
-    import numpy as np
-    import pyarrow as pa
-
-    n = heads.column("n_steps").to_numpy()
-    starts = np.cumsum(n) - n
-    idx = np.concatenate([np.arange(starts[r], starts[r] + n[r]) for r in rows]) if rows else np.zeros(0, int)
-    return heads.take(pa.array(rows)), steps.take(pa.array(idx))
 
 
 def phase_figure(args: argparse.Namespace, tmp: Path) -> Row:
