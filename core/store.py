@@ -766,13 +766,18 @@ def _node_table(trees: list[Tree]) -> pa.Table:
     })
 
 
-def _ragged(column: pa.ChunkedArray, dtype: Any) -> Ragged:
-    """An Arrow list column (nulls read as empty lists) as Ragged."""
+def _list_parts(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(offsets from 0, flat values) of an Arrow list column; nulls read as empty lists."""
     arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     arr = pc.if_else(pc.is_null(arr), pa.scalar([], arr.type), arr) if arr.null_count else arr
     offsets = arr.offsets.to_numpy().astype(np.int64)
-    values = arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-    return Ragged(offsets - offsets[0], values.to_numpy(zero_copy_only=False).astype(dtype))
+    return offsets - offsets[0], arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def _ragged(column: pa.ChunkedArray, dtype: Any) -> Ragged:
+    """An Arrow list column as Ragged."""
+    offsets, values = _list_parts(column)
+    return Ragged(offsets, values.to_numpy(zero_copy_only=False).astype(dtype))
 
 
 def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
@@ -786,22 +791,28 @@ def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
 
     parent = num("parent_id", np.int64, -1)
     ragged = {k: _ragged(nodes.column(k), d) for k, d in (
-        ("thoughts", object), ("observations", object), ("terminal_rewards", np.float64), ("traj_ids", object))}
+        ("thoughts", object), ("observations", object), ("terminal_rewards", np.float64))}
     cols = {k: num(k, d) for k, d in (("depth", np.int64), ("visits", np.int64), ("value_sum", np.float64),
                                       ("successes", np.int64), ("failures", np.int64),
                                       ("mcts_visits", np.int64), ("mcts_value_sum", np.float64))}
     action = nodes.column("action").fill_null("").to_numpy(zero_copy_only=False).astype(object)
     # Trajectories through a node: positions in the tree's trajectory list (its root's list).
-    tids = ragged["traj_ids"]
-    codes, _ = pd.factorize(tids.values)
+    # Ids are hashed by Arrow; only the distinct ids become Python strings.
+    offsets, values = _list_parts(nodes.column("traj_ids"))
+    enc = values.dictionary_encode()
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    roots = np.array(bounds[:-1])[np.diff(bounds) > 0]  # the root row of every non-empty tree
+    root_len = offsets[roots + 1] - offsets[roots]
+    root_vals = np.repeat(offsets[roots] - np.concatenate([[0], np.cumsum(root_len)[:-1]]), root_len) + \
+        np.arange(int(root_len.sum()))
+    local = np.full(len(names), -1, np.int64)
+    local[codes[root_vals]] = root_vals - np.repeat(offsets[roots], root_len)
+    through = Ragged(offsets, local[codes])
     trees = []
     for i, h in enumerate(heads.to_pylist()):
         lo, hi = bounds[i], bounds[i + 1]
-        through = tids.slice(lo, hi)
-        tree_codes = codes[tids.offsets[lo]:tids.offsets[hi]]
-        root_codes = tree_codes[:through.offsets[1]] if hi > lo else tree_codes[:0]
-        local = np.full(int(tree_codes.max(initial=-1)) + 1, -1, np.int64)
-        local[root_codes] = np.arange(len(root_codes))
+        root_codes = codes[offsets[lo]:offsets[lo + 1]] if hi > lo else codes[:0]
         settings = json.loads(h["settings"] or "{}")
         trees.append(Tree(
             tree_id=h["tree_id"], env=h["env"], task_id=h["task_id"], instruction=h["instruction"] or "",
@@ -810,8 +821,7 @@ def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
             **{k: v[lo:hi] for k, v in cols.items()},
             thoughts=ragged["thoughts"].slice(lo, hi), observations=ragged["observations"].slice(lo, hi),
             terminal_rewards=ragged["terminal_rewards"].slice(lo, hi),
-            trajs=Ragged(through.offsets, local[tree_codes]), traj_ids=through.values[:through.offsets[1]]
-            if hi > lo else through.values[:0],
+            trajs=through.slice(lo, hi), traj_ids=names[root_codes],
             best_path=[int(x) for x in h["best_path"] or []], mcts_iterations=int(h["mcts_iterations"] or 0),
             mcts_c=float(h["mcts_c"] or 0.0), mcts_rule=(settings.get("mcts") or {}).get("rule"),
             version=int(h["version"]),
