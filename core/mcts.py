@@ -28,7 +28,7 @@ Best path (every rule): from the root, while the node has children and one of th
 (unvisited children count as ``-inf``, ties to the earliest child), as the released code does.
 
 Speed: the search runs on the tree's arrays (`core.tree_data.Tree`) in a numba-compiled loop
-(`_search_kernel`; compiled once per machine and cached next to this file). It is the plain
+(`core.mcts_kernel.search`; compiled once per machine and cached on disk). It is the plain
 algorithm (descend by the rule, back up the path), with the parent count ``P`` kept as a running
 sum instead of being re-summed over the children at every step; the floating-point operations
 are the same, in the same order, as in the plain algorithm, so the statistics are identical

@@ -54,6 +54,7 @@ class Ragged:
         return self.values[self.offsets[i]:self.offsets[i + 1]].tolist()
 
     def lengths(self) -> np.ndarray:
+        """The length of every row."""
         return np.diff(self.offsets)
 
     def lists(self) -> list[list[Any]]:
@@ -87,10 +88,6 @@ class Ragged:
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
         return cls(offsets, values[order])
-
-    def equals(self, other: Ragged) -> bool:
-        return (np.array_equal(self.offsets, other.offsets)
-                and self.values.tolist() == other.values.tolist())
 
 
 def concat(parts: Sequence[Ragged]) -> Ragged:
