@@ -44,7 +44,7 @@ def setup(home: Path, size: str, n_tasks: int) -> dict[str, Path]:
     from core.agents.scripted import ExpertPolicy, RandomPolicy
     from core.collect import collect
     from core.envs.base import make_env
-    from core.mcts import run_mcts
+    from core.mcts import run_mcts_all
     from core.models import build_local_models
     from core.pairs import tree_pairs
     from core.store import Store
@@ -58,8 +58,7 @@ def setup(home: Path, size: str, n_tasks: int) -> dict[str, Path]:
         collect(store, "shop", RandomPolicy(seed=seed), tids, model="weak", progress=False, max_steps=5,
                 run_id=f"random-{seed}")
     trees = build_trees(store.trajectories(env="shop"))
-    for g in trees:
-        run_mcts(g, iterations=200)
+    run_mcts_all(trees, iterations=200)
     store.save_trees(trees)
     store.save_pairs([p for g in trees for gran in ("step", "continuation") for p in tree_pairs(g, gran)])
     return models

@@ -30,8 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
 from core.agents.registry import SCRIPTED
@@ -40,6 +38,7 @@ from core.envs.base import Env, known_env, list_envs, make_env, parse_env_name
 from core.errors import UserError
 from core.store import StaleTreeError, Store
 from core.trajectory import Run, Step, Trajectory, new_id
+from core.tree_data import Tree
 
 NOISE = 0.25  # the noisy expert's noise, as the pipeline's quick explorer
 SOURCE = "explore"
@@ -125,22 +124,22 @@ class ExploreResult:
 
 # -- the node and its prefix ---------------------------------------------------------------------
 
-def load_node(store: Store, env: str, task_id: str, node: int) -> tuple[nx.DiGraph, Trajectory, int]:
+def load_node(store: Store, env: str, task_id: str, node: int) -> tuple[Tree, Trajectory, int]:
     """(the stored tree, the first trajectory through `node`, the node's depth); UserError when
     the tree or the node does not exist."""
     tree_id = f"{env}/{task_id}"
     try:
-        g = store.load_tree(tree_id)
+        tree = store.load_tree(tree_id)
     except KeyError:
         raise UserError(f"no tree {tree_id!r}; build it with `w2stree tree --env {env} --task {task_id}`") from None
-    if node not in g:
-        raise UserError(f"tree {tree_id} has no node {node}; its nodes are 0-{max(g.nodes)}")
-    ids = g.nodes[node].get("traj_ids") or []
+    if not 0 <= node < tree.n_nodes:
+        raise UserError(f"tree {tree_id} has no node {node}; its nodes are 0-{tree.n_nodes - 1}")
+    ids = tree.traj_ids[tree.trajs[node]].tolist()
     trajs = store.trajectories(traj_ids=ids[:1]) if ids else []
     if not trajs:
         raise UserError(f"tree {tree_id} records no stored trajectory through node {node}; rebuild it "
                         "with `w2stree tree`")
-    return g, trajs[0], int(g.nodes[node].get("depth", 0))
+    return tree, trajs[0], int(tree.depth[node])
 
 
 def replay_prefix(env: Env, traj: Trajectory, depth: int, node: int) -> tuple[str, str, list[str] | None]:
@@ -276,7 +275,7 @@ def explore(store: Store, spec: ExploreSpec, *, progress: Progress | None = None
             store.add_trajectories(finished)
         store.finish_run(run_id, status)
     new_nodes, n_nodes = grow_tree(store, spec.env, spec.task_id, [t.traj_id for t in finished]) \
-        if finished else ([], g.number_of_nodes())
+        if finished else ([], g.n_nodes)
     return ExploreResult(run_id, [t.traj_id for t in finished], [t.reward for t in finished], new_nodes,
                          n_nodes, status)
 
@@ -350,10 +349,11 @@ def _trajectory(spec: ExploreSpec, ep: _Episode, source: Trajectory, depth: int,
 # -- the tree ------------------------------------------------------------------------------------
 
 def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> tuple[list[int], int]:
-    """Add stored trajectories `traj_ids` to the tree of (env, task_id) and rerun its MCTS with the
-    tree's own settings (merge rule, MCTS rule, iterations, c; 1000 iterations if it had none).
-    Rebuilds that one tree from its trajectories plus the new ones (inserted after them, so every
-    old node keeps its id). Returns (the new node ids, the tree's node count)."""
+    """Add stored trajectories `traj_ids` to the tree of (env, task_id) in place
+    (`Store.add_to_tree`: the other trees are not touched, every old node keeps its id) and rerun
+    its MCTS with the tree's own rule, iterations and c (1000 iterations if it had none). A tree of
+    the semantic rule cannot grow in place and is rebuilt from all its trajectories. Returns (the
+    new node ids, the tree's node count)."""
     from core.mcts import run_mcts
     from core.tree import build_tree
 
@@ -363,24 +363,27 @@ def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> 
             old = store.load_tree(tree_id)
         except KeyError:
             old = None
-        old_ids = list(old.nodes[0].get("traj_ids") or []) if old is not None else []
-        want = list(dict.fromkeys([*old_ids, *traj_ids]))
-        by_id = {t.traj_id: t for t in store.trajectories(traj_ids=want)}
-        settings = old.graph.get("settings", {}) if old is not None else {}
-        g = build_tree([by_id[t] for t in want if t in by_id], merge=old.graph["merge"] if old else "action",
-                       threshold=float(settings.get("threshold", 0.9)))
-        mcts = settings.get("mcts") or {}
-        run_mcts(g, iterations=int(mcts.get("iterations") or 1000), c=float(mcts.get("c", 1.41)),
-                 rule=mcts.get("rule", "uct"))
-        if old is not None:
-            g.graph["version"] = old.graph["version"]
+        new = store.trajectories(traj_ids=list(traj_ids))
         try:
-            store.save_trees([g])
-        except StaleTreeError:
+            if old is not None and old.merge != "semantic":
+                tree = store.add_to_tree(tree_id, new)
+            else:
+                ids = list(dict.fromkeys([*(old.traj_ids.tolist() if old is not None else []), *traj_ids]))
+                tree = build_tree(store.trajectories(traj_ids=ids), merge=old.merge if old else "action",
+                                  threshold=float((old.settings if old else {}).get("threshold", 0.9)))
+                if old is not None:
+                    tree.version = old.version
+                store.save_trees([tree])
+            mcts = (old.settings if old is not None else {}).get("mcts") or {}
+            run_mcts(tree, iterations=int(mcts.get("iterations") or 1000), c=float(mcts.get("c", 1.41)),
+                     rule=mcts.get("rule", "uct"))
+            store.save_scores([tree])
+        except StaleTreeError:  # another process saved the tree meanwhile: grow its new version
             if attempt == GROW_ATTEMPTS:
                 raise
             continue
-        return sorted(set(g.nodes) - set(old.nodes if old is not None else ())), g.number_of_nodes()
+        n_old = old.n_nodes if old is not None else 0
+        return list(range(n_old, tree.n_nodes)), tree.n_nodes
     raise AssertionError("unreachable")
 
 

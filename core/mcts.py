@@ -27,62 +27,41 @@ Best path (every rule): from the root, while the node has children and one of th
 ``mcts_visits > 0``, move to the child with the highest ``mcts_value_sum / mcts_visits``
 (unvisited children count as ``-inf``, ties to the earliest child), as the released code does.
 
-Speed: the tree is turned into arrays (children lists, statistics as Python lists). Single-child
-chains are collapsed: a pass through a chain's first node passes through all of it, so a chain
-(split where the ``early-release`` seeds differ) is updated once per iteration and its members get
-the same increments at the end. The parent count ``P`` of a branching node is kept as a running
-sum instead of being re-summed over the children at every step. The floating-point operations
+Speed: the search runs on the tree's arrays (`core.tree_data.Tree`) in a numba-compiled loop
+(`core.mcts_kernel.search`; compiled once per machine and cached on disk). It is the plain
+algorithm (descend by the rule, back up the path), with the parent count ``P`` kept as a running
+sum instead of being re-summed over the children at every step; the floating-point operations
 are the same, in the same order, as in the plain algorithm, so the statistics are identical
-(tests/test_mcts.py and bench/tree_mcts.py check it).
+(tests/test_mcts.py and bench/tree_mcts.py check it). `run_mcts_all` scores many trees in one
+compiled call.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 
 import networkx as nx
+import numpy as np
 
 from core.errors import UserError
+from core.tree_data import Tree
 
 RULES = ("uct", "early-release", "puct", "mean")
 DEFAULT_RULE = "uct"
 RENAMED_RULES = {"reference": "early-release"}
 EPSILON = 1e-12  # added to P by the uct rule (no effect on which child wins when P >= 1)
+_MODE = {"uct": 0, "early-release": 1, "puct": 2}
 
-Select = Callable[[int], int]
 
-
-def run_mcts(g: nx.DiGraph, iterations: int = 1000, c: float = 1.41, rule: str = DEFAULT_RULE) -> list[int]:
+def run_mcts(g: Tree | nx.DiGraph, iterations: int = 1000, c: float = 1.41, rule: str = DEFAULT_RULE) -> list[int]:
     """Score the tree in place and return its best path (node ids from the root to a leaf).
 
-    Resets, then fills the node attributes `mcts_visits` and `mcts_value_sum`; sets the graph
-    attributes `best_path`, `mcts_iterations`, `mcts_c`, `mcts_rule` (also kept in
-    `settings["mcts"]` so the store keeps it).
+    Resets, then fills `mcts_visits` and `mcts_value_sum`; sets `best_path`, `mcts_iterations`,
+    `mcts_c`, `mcts_rule` (also kept in `settings["mcts"]` so the store keeps it). A DiGraph
+    (node ids 0..n-1) gets the same results in its node and graph attributes.
     """
-    check_rule(rule)
-    if int(iterations) != iterations or iterations < 0:
-        raise UserError(f"MCTS iterations must be a whole number >= 0, got {iterations!r}")
-    if not c >= 0:
-        raise UserError(f"MCTS exploration constant c must be >= 0, got {c!r}")
-    if 0 not in g:
-        raise UserError(f"tree {g.graph.get('tree_id', '?')} has no root node 0; rebuild it")
-    iterations = int(iterations)
-    arr = _Arrays(g)
-    if rule == "mean":
-        vis, val = list(arr.visits), list(arr.value_sum)
-        iterations = 0
-    else:
-        vis, val = _search(arr, iterations, float(c), rule)
-    nodes = g._node  # the attribute dicts g.nodes[n] returns, without the view's per-call cost
-    for i, node in enumerate(arr.ids):
-        d = nodes[node]
-        d["mcts_visits"] = vis[i]
-        d["mcts_value_sum"] = val[i]
-    best = [arr.ids[i] for i in _best_path(arr.kids, vis, val)]
-    g.graph.update(best_path=best, mcts_iterations=iterations, mcts_c=float(c), mcts_rule=rule)
-    g.graph.setdefault("settings", {})["mcts"] = {"rule": rule, "iterations": iterations, "c": float(c)}
-    return best
+    return run_mcts_all([g], iterations=iterations, c=c, rule=rule)[0]
 
 
 def check_rule(rule: str) -> None:
@@ -94,139 +73,85 @@ def check_rule(rule: str) -> None:
         raise UserError(f"unknown MCTS rule {rule!r}; use one of {', '.join(RULES)}")
 
 
-def run_mcts_all(graphs: Iterable[nx.DiGraph], iterations: int = 1000, c: float = 1.41,
+def run_mcts_all(trees: Iterable[Tree | nx.DiGraph], iterations: int = 1000, c: float = 1.41,
                  rule: str = DEFAULT_RULE) -> list[list[int]]:
-    """`run_mcts` on every tree; returns their best paths in order."""
-    return [run_mcts(g, iterations=iterations, c=c, rule=rule) for g in graphs]
+    """`run_mcts` on every tree (one compiled call for all); returns their best paths in order."""
+    check_rule(rule)
+    if int(iterations) != iterations or iterations < 0:
+        raise UserError(f"MCTS iterations must be a whole number >= 0, got {iterations!r}")
+    if not c >= 0:
+        raise UserError(f"MCTS exploration constant c must be >= 0, got {c!r}")
+    given = list(trees)
+    arrays = [Tree.from_networkx(g) if isinstance(g, nx.DiGraph) else g for g in given]
+    iterations = 0 if rule == "mean" else int(iterations)
+    if arrays:
+        _score(arrays, iterations, float(c), rule)
+    for g, t in zip(given, arrays, strict=True):
+        t.best_path = _best_path(t)
+        t.mcts_iterations, t.mcts_c, t.mcts_rule = iterations, float(c), rule
+        t.settings["mcts"] = {"rule": rule, "iterations": iterations, "c": float(c)}
+        if isinstance(g, nx.DiGraph):
+            t.write_mcts_to(g)
+    return [list(t.best_path) for t in arrays]
 
 
-class _Arrays:
-    """The tree as index arrays: node i is `ids[i]` (ascending ids, root first)."""
+def _score(trees: Sequence[Tree], iterations: int, c: float, rule: str) -> None:
+    """Fill mcts_visits / mcts_value_sum of all trees: the trees are concatenated into global
+    arrays (node ids shifted by each tree's offset) for one compiled call."""
+    sizes = np.array([t.n_nodes for t in trees], np.int64)
+    offset = np.concatenate([[0], np.cumsum(sizes)])
+    n = int(offset[-1])
+    visits = np.concatenate([t.visits for t in trees]).astype(np.int64)
+    value_sum = np.concatenate([t.value_sum for t in trees]).astype(np.float64)
+    if rule == "mean":
+        vis, val = visits, value_sum
+    else:
+        parent = np.concatenate([np.where(t.parent >= 0, t.parent + o, -1) for t, o in zip(trees, offset[:-1])])
+        has_parent = parent >= 0
+        # Children of every node in ascending id: a stable sort of the non-roots by parent.
+        kids = np.flatnonzero(has_parent)
+        kids = kids[np.argsort(parent[kids], kind="stable")]
+        kid_off = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(parent[has_parent], minlength=n), out=kid_off[1:])
+        vis = np.zeros(n, np.int64)
+        val = np.zeros(n, np.float64)
+        roots = offset[:-1]
+        if rule == "early-release":
+            # Seeded from the data: the node's visits (never the root's) and the sum, in
+            # trajectory order from 0.0, of the rewards of trajectories ending there.
+            vis[:] = visits
+            vis[roots] = 0
+            terms = [t.terminal_rewards for t in trees]
+            ends = np.concatenate([tr.rows_of_values() + o for tr, o in zip(terms, roots)])
+            np.add.at(val, ends, np.concatenate([tr.values for tr in terms]).astype(np.float64))
+        leaf_value = np.divide(value_sum, visits, out=np.zeros(n, np.float64), where=visits > 0)
+        prior = np.zeros(n, np.float64)
+        if rule == "puct":
+            tot = np.bincount(parent[has_parent], weights=visits[has_parent], minlength=n)
+            n_kids = np.diff(kid_off)
+            p = parent[has_parent]
+            prior[has_parent] = np.where(tot[p] > 0, visits[has_parent] / np.where(tot[p] > 0, tot[p], 1),
+                                         1.0 / np.maximum(n_kids[p], 1))
+        from core.mcts_kernel import search  # numba loads on first use: plain imports stay fast
 
-    def __init__(self, g: nx.DiGraph) -> None:
-        self.ids = sorted(g.nodes)
-        index = {n: i for i, n in enumerate(self.ids)}
-        succ = g._succ
-        self.kids = [tuple(sorted(index[k] for k in succ[n])) for n in self.ids]
-        nodes = g._node
-        self.visits = [int(nodes[n]["visits"]) for n in self.ids]
-        self.value_sum = [float(nodes[n]["value_sum"]) for n in self.ids]
-        # Summed in trajectory order from 0.0, as the released code accumulates them.
-        self.terminal = [float(sum(nodes[n]["terminal_rewards"], 0.0)) for n in self.ids]
-
-
-def _search(arr: _Arrays, iterations: int, c: float, rule: str) -> tuple[list[int], list[float]]:
-    kids, n = arr.kids, len(arr.ids)
-    early = rule == "early-release"
-    vis0 = [0] * n
-    val0 = [0.0] * n
-    if early:
-        vis0 = [0, *arr.visits[1:]]  # the released code never counts the root while building
-        val0 = list(arr.terminal)
-    # Collapse single-child chains into segments (see module docstring). chain[x] = (segment
-    # heads from x down, the chain's last node) for x = a child of a branching node or the root.
-    head_of = list(range(n))
-    chain: dict[int, tuple[tuple[int, ...], int]] = {}
-
-    def walk(x: int) -> tuple[tuple[int, ...], int]:
-        heads = [x]
-        while len(kids[x]) == 1:
-            nxt = kids[x][0]
-            h = heads[-1]
-            leaf = not kids[nxt]
-            if val0[nxt] == val0[h] and not (early and leaf):
-                head_of[nxt] = h
-            else:
-                heads.append(nxt)
-            x = nxt
-        return tuple(heads), x
-
-    for p in range(n):
-        if len(kids[p]) > 1:
-            for k in kids[p]:
-                chain[k] = walk(k)
-    root_heads, root_end = walk(kids[0][0]) if len(kids[0]) == 1 else ((), 0)
-    vis, val = list(vis0), list(val0)
-    csum = [sum(vis0[k] for k in ks) for ks in kids]
-    leaf_value = [arr.value_sum[i] / arr.visits[i] if arr.visits[i] else 0.0 for i in range(n)]
-    select = _uct(kids, vis, val, csum, c, 0.0 if early else EPSILON) if rule != "puct" \
-        else _puct(kids, vis, val, csum, c, arr.visits)
-
-    for _ in range(iterations):
-        path = list(root_heads)
-        node = root_end
-        while kids[node]:
-            k = select(node)
-            csum[node] += 1
-            heads, node = chain[k]
-            path.extend(heads)
-        if early:  # the leaf's running mean (a segment head of its own, or the root)
-            v = val[node] / vis[node] if vis[node] > 0 else 0
-            vis[0] += 1
-            val[0] += v
-        else:
-            v = leaf_value[node]
-        for h in path:
-            vis[h] += 1
-            val[h] += v
-    for i in range(n):
-        h = head_of[i]
-        if h != i:
-            vis[i] = vis0[i] + vis[h] - vis0[h]
-            val[i] = val[h]
-    return vis, val
+        search(roots, kid_off, kids, vis, val, leaf_value, prior, iterations, c,
+               0.0 if rule == "early-release" else EPSILON, _MODE[rule])
+    for t, lo, hi in zip(trees, offset[:-1].tolist(), offset[1:].tolist()):
+        t.mcts_visits = vis[lo:hi].copy()
+        t.mcts_value_sum = val[lo:hi].copy()
 
 
-def _uct(kids: list[tuple[int, ...]], vis: list[int], val: list[float], csum: list[int],
-         c: float, eps: float) -> Select:
-    """UCB1 child choice; +inf for unvisited children, first maximum wins."""
-    log, sqrt = math.log, math.sqrt
-
-    def select(p: int) -> int:
-        ks = kids[p]
-        total = csum[p] + eps
-        if total <= 0:
-            return ks[0]
-        lp = log(total)
-        best, best_u = ks[0], -math.inf
-        for k in ks:
-            nk = vis[k]
-            if nk == 0:
-                return k  # +inf: nothing earlier was infinite, so this is the first maximum
-            u = val[k] / nk + c * sqrt(lp / nk)
-            if u > best_u:
-                best, best_u = k, u
-        return best
-
-    return select
-
-
-def _puct(kids: list[tuple[int, ...]], vis: list[int], val: list[float], csum: list[int],
-          c: float, data_visits: list[int]) -> Select:
-    """PUCT child choice with the data visit share as prior."""
-    prior = [0.0] * len(kids)
-    for ks in kids:
-        tot = sum(data_visits[k] for k in ks)
-        for k in ks:
-            prior[k] = data_visits[k] / tot if tot else 1.0 / len(ks)
-
-    def select(p: int) -> int:
-        root_p = math.sqrt(csum[p])
-        best, best_u = kids[p][0], -math.inf
-        for k in kids[p]:
-            nk = vis[k]
-            u = (val[k] / nk if nk else 0.0) + c * prior[k] * root_p / (1 + nk)
-            if u > best_u:
-                best, best_u = k, u
-        return best
-
-    return select
-
-
-def _best_path(kids: list[tuple[int, ...]], vis: list[int], val: list[float]) -> list[int]:
+def _best_path(t: Tree) -> list[int]:
+    """From the root, while some child has MCTS visits, the child with the highest MCTS mean
+    (unvisited: -inf; ties to the earliest)."""
+    kids = t.child_index()
+    vis, val = t.mcts_visits.tolist(), t.mcts_value_sum.tolist()
     path = [0]
     node = 0
-    while kids[node] and max(vis[k] for k in kids[node]) > 0:
-        node = max(kids[node], key=lambda k: val[k] / vis[k] if vis[k] > 0 else -math.inf)
+    while True:
+        ks = kids[node]
+        if not ks or max(vis[k] for k in ks) <= 0:
+            return path
+        node = max(ks, key=lambda k: val[k] / vis[k] if vis[k] > 0 else -math.inf)
         path.append(node)
-    return path
+

@@ -38,12 +38,10 @@ from collections.abc import Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 from core.agents.prompt import Message, format_assistant, step_messages, task_message
 from core.errors import UserError
 from core.trajectory import Pair, Step, Trajectory
-from core.tree import children, node_value, path_to, pick_trajectory, trajectory_ends
+from core.tree_data import Tree
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -56,7 +54,7 @@ ETO_MODES = ("expert", "weak")
 ETO_EXTRA_TURNS = 5
 
 
-def tree_pairs(g: nx.DiGraph, granularity: str = "step", value: str = "data",
+def tree_pairs(g: Tree, granularity: str = "step", value: str = "data",
                min_margin: float | None = None) -> list[Pair]:
     """The preference pairs of one tree, by branching node (ascending id), then child pairs in
     insertion order."""
@@ -66,19 +64,21 @@ def tree_pairs(g: nx.DiGraph, granularity: str = "step", value: str = "data",
         raise UserError(f"unknown pair value {value!r}; use {' or '.join(VALUE_KINDS)}")
     if min_margin is not None and not min_margin >= 0:
         raise UserError(f"--min-margin must be >= 0, got {min_margin!r}")
-    if value == "mcts" and g.number_of_nodes() > 1 and not any(
-            d.get("mcts_visits") for _, d in g.nodes(data=True)):
-        raise UserError(f"tree {g.graph.get('tree_id')} has no MCTS statistics; run `w2stree mcts` "
+    if value == "mcts" and g.n_nodes > 1 and not g.mcts_visits.any():
+        raise UserError(f"tree {g.tree_id} has no MCTS statistics; run `w2stree mcts` "
                         "first or use --value data")
-    nodes = g.nodes
-    task = [{"role": "user", "content": task_message(g.graph.get("instruction", ""),
-                                                      g.graph.get("initial_observation", ""))}]
+    task = [{"role": "user", "content": task_message(g.instruction, g.initial_observation)}]
     pairs: list[Pair] = []
-    ends = None  # trajectory_ends(g), computed on the first continuation pair
-    for b in sorted(n for n, kids in g.succ.items() if len(kids) > 1):
-        kids = children(g, b)
-        val = {k: node_value(g, k, value) for k in kids}
-        ok = {k: nodes[k]["successes"] > 0 for k in kids}
+    ends = None  # g.trajectory_ends(), computed on the first continuation pair
+    branching = g.branching().tolist()
+    if not branching:
+        return pairs
+    kid_index = g.child_index()
+    successes = g.successes.tolist()
+    for b in branching:
+        kids = kid_index[b]
+        val = {k: g.node_value(k, value) for k in kids}
+        ok = {k: successes[k] > 0 for k in kids}
         cut = []
         for i, j in combinations(kids, 2):
             if min_margin is None:
@@ -88,17 +88,17 @@ def tree_pairs(g: nx.DiGraph, granularity: str = "step", value: str = "data",
                 cut.append((i, j) if val[i] > val[j] else (j, i))
         if not cut:
             continue
-        prompt = task + step_messages([_step(g, n) for n in path_to(g, b)[1:]])
+        prompt = task + step_messages([_step(g, n) for n in g.path_to(b)[1:]])
         if granularity == "continuation" and ends is None:
-            ends = trajectory_ends(g)
+            ends = g.trajectory_ends()
         for win, lose in cut:
             chosen, rejected = _completion(g, win, ends), _completion(g, lose, ends, worst=True)
             if chosen == rejected:
                 continue
             pairs.append(Pair(
-                env=g.graph["env"], task_id=g.graph["task_id"], prompt=list(prompt),
+                env=g.env, task_id=g.task_id, prompt=list(prompt),
                 chosen=chosen, rejected=rejected, chosen_value=val[win], rejected_value=val[lose],
-                granularity=granularity, value_kind=value, tree_id=g.graph["tree_id"], node_id=int(b), chosen_node=int(win),
+                granularity=granularity, value_kind=value, tree_id=g.tree_id, node_id=int(b), chosen_node=int(win),
                 rejected_node=int(lose), chosen_success=ok[win], rejected_success=ok[lose],
             ))
     return pairs
@@ -195,19 +195,18 @@ def no_pair_reason(store: Store, env: str | None = None, task_id: str | None = N
             "and failures part only where a trajectory stops")
 
 
-def _step(g: nx.DiGraph, n: int) -> Step:
+def _step(g: Tree, n: int) -> Step:
     """A node as a step: its action with the first thought and observation seen there."""
-    d = g.nodes[n]
-    return Step(action=d["action"], thought=d["thoughts"][0] if d["thoughts"] else "",
-                observation=d["observations"][0] if d["observations"] else "")
+    thought, action, observation = g.step(n)
+    return Step(action=action, thought=thought, observation=observation)
 
 
-def _completion(g: nx.DiGraph, child: int, ends: dict[str, tuple[int, float]] | None,
+def _completion(g: Tree, child: int, ends: dict[str, tuple[int, float]] | None,
                 worst: bool = False) -> list[Message]:
     """The child's assistant turn (`ends` None: step granularity), or the rest of the trajectory
     through it with the best (`worst`: the worst) final reward, from the child down."""
     if ends is None:
         s = _step(g, child)
         return [{"role": "assistant", "content": format_assistant(s.thought, s.action)}]
-    path = path_to(g, ends[pick_trajectory(g, child, ends, worst=worst)][0])
+    path = g.path_to(ends[g.pick_trajectory(child, ends, worst=worst)][0])
     return step_messages([_step(g, n) for n in path[path.index(child):]], final_observation=False)

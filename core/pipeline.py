@@ -502,8 +502,8 @@ def _tree_data(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[
     }
     files = {name: _write(rows, folder / f"{name}.jsonl") for name, rows in data.items()}
     counts = {name: len(rows) for name, rows in data.items()}
-    n_branch = sum(1 for g in trees for n in g if g.out_degree(n) > 1)
-    n_both = sum(1 for g in trees if g.nodes[0]["successes"] and g.nodes[0]["failures"])
+    n_branch = sum(len(g.branching()) for g in trees)
+    n_both = sum(1 for g in trees if g.successes[0] and g.failures[0])
     rep.timed("trees + MCTS + pairs", t0)
     rep.say(None, f"{len(trees)} trees ({n_both} with both a success and a failure, {n_branch} branching "
                   f"nodes), {len(tpairs)} tree pairs, {len(epairs)} ETO pairs; training rows: {counts} "

@@ -24,22 +24,21 @@ from core.agents.registry import make_policy
 from core.envs.base import make_env, select_tasks
 from core.errors import UserError
 from core.evaluate import EvalResult, evaluate
-from core.mcts import DEFAULT_RULE, check_rule, run_mcts
+from core.mcts import DEFAULT_RULE, check_rule, run_mcts_all
 from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS, eto_pairs, tree_pairs
 from core.store import StaleTreeError
 from core.train.data import build_rows as training_rows
 from core.trajectory import Pair, Trajectory
-from core.tree import MERGE_RULES, build_trees
+from core.tree import MERGE_RULES, build_trees, build_trees_from_tables
+from core.tree_data import Tree
 
 if TYPE_CHECKING:
-    import networkx as nx
-
     from core.store import Store
 
 __all__ = [
     "CHUNK", "EvalResult", "MCTSSettings", "PairSettings", "TreeSettings", "cut_pairs", "cut_pairs_stored",
     "demonstrations", "evaluate", "expert_trajectories", "grow_trees", "grow_trees_stored", "replace_pairs", "run_policy",
-    "save_tree_data", "score_trees", "score_trees_stored", "select_tasks", "select_trajectories", "split_tasks",
+    "save_tree_data", "score_trees", "score_trees_stored", "select_tasks", "split_tasks",
     "training_rows",
 ]
 
@@ -96,14 +95,6 @@ class PairSettings:
 
 # -- selecting data ------------------------------------------------------------------------------
 
-def select_trajectories(store: Store, env: str | None = None, task: str | None = None,
-                        source: str | None = None, model: str | None = None) -> list[Trajectory]:
-    """The trajectories trees are grown from: the filters, and never evaluation episodes unless
-    `source` asks for them."""
-    trajs = store.trajectories(env=env, task_id=task, source=source, model=model)
-    return trajs if source else [t for t in trajs if t.source != "eval"]
-
-
 def split_tasks(env: str, split: str = "train", tasks: int | None = None,
                 task_ids: Sequence[str] | None = None) -> list[str]:
     """`select_tasks` on the env called `env` (opened and closed here)."""
@@ -151,21 +142,21 @@ def demonstrations(store: Store, env: str, task_ids: list[str]) -> list[Trajecto
 
 # -- trees, MCTS, pairs (in memory) ----------------------------------------------------------------
 
-def grow_trees(trajs: Sequence[Trajectory], settings: TreeSettings = TreeSettings()) -> list[nx.DiGraph]:
+def grow_trees(trajs: Sequence[Trajectory], settings: TreeSettings = TreeSettings()) -> list[Tree]:
     """One tree per (env, task) of `trajs`, steps merged by `settings.merge`."""
     settings.check()
     return build_trees(list(trajs), merge=settings.merge, threshold=settings.threshold)
 
 
-def score_trees(trees: Sequence[nx.DiGraph], settings: MCTSSettings = MCTSSettings()) -> list[nx.DiGraph]:
-    """Run offline MCTS on every tree in place (visit statistics and best path); returns them."""
+def score_trees(trees: Sequence[Tree], settings: MCTSSettings = MCTSSettings()) -> list[Tree]:
+    """Run offline MCTS on every tree in place (visit statistics and best path; one compiled call
+    for all of them); returns them."""
     settings.check()
-    for g in trees:
-        run_mcts(g, iterations=settings.iterations, c=settings.c, rule=settings.rule)
+    run_mcts_all(trees, iterations=settings.iterations, c=settings.c, rule=settings.rule)
     return list(trees)
 
 
-def cut_pairs(trees: Sequence[nx.DiGraph], settings: PairSettings = PairSettings(),
+def cut_pairs(trees: Sequence[Tree], settings: PairSettings = PairSettings(),
               trajectories: Sequence[Trajectory] = (), experts: Sequence[Trajectory] | None = None) -> list[Pair]:
     """The preference pairs of one granularity. `step` / `continuation`: cut at the trees'
     branching nodes. `trajectory` (the ETO baseline): whole trajectories of the trees' tasks,
@@ -182,7 +173,7 @@ def cut_pairs(trees: Sequence[nx.DiGraph], settings: PairSettings = PairSettings
     return pairs
 
 
-def save_tree_data(store: Store, trees: Sequence[nx.DiGraph], pairs: Mapping[str, Sequence[Pair]] | None = None
+def save_tree_data(store: Store, trees: Sequence[Tree], pairs: Mapping[str, Sequence[Pair]] | None = None
                    ) -> None:
     """Store `trees` (replacing earlier trees of the same tasks) and, per granularity in `pairs`,
     that granularity's pairs, replacing the earlier pairs of exactly that granularity for the
@@ -192,10 +183,10 @@ def save_tree_data(store: Store, trees: Sequence[nx.DiGraph], pairs: Mapping[str
         replace_pairs(store, trees, granularity, found)
 
 
-def replace_pairs(store: Store, trees: Sequence[nx.DiGraph], granularity: str, pairs: Sequence[Pair]) -> int:
+def replace_pairs(store: Store, trees: Sequence[Tree], granularity: str, pairs: Sequence[Pair]) -> int:
     """Store `pairs` in place of the earlier `granularity` pairs of the trees' tasks (the other
     granularities stay); returns the number stored."""
-    tasks = sorted({(g.graph["env"], g.graph["task_id"]) for g in trees})
+    tasks = sorted({(g.env, g.task_id) for g in trees})
     return store.save_pairs(pairs, replace_tasks=[(env, task, granularity) for env, task in tasks])
 
 
@@ -211,21 +202,20 @@ def _tick(progress: Tick | None, n: int) -> None:
         progress(n)
 
 
-def grow_trees_stored(store: Store, trajs: Sequence[Trajectory], settings: TreeSettings = TreeSettings(),
-                      progress: Tick | None = None) -> tuple[int, int]:
-    """Grow and store the trees of `trajs`, `CHUNK` tasks per write; returns (trees, nodes)."""
+def grow_trees_stored(store: Store, settings: TreeSettings = TreeSettings(), *, env: str | None = None,
+                      task: str | None = None, source: str | None = None, model: str | None = None,
+                      progress: Tick | None = None) -> tuple[int, int, int]:
+    """Grow the trees of the stored trajectories that match (evaluation episodes only when
+    `source` asks for them) straight from the steps table's Arrow columns, and store them,
+    `CHUNK` per write; returns (trees, nodes, trajectories)."""
     settings.check()
-    by_task: dict[tuple[str, str], list[Trajectory]] = {}
-    for t in trajs:
-        by_task.setdefault((t.env, t.task_id), []).append(t)
-    n_trees = n_nodes = 0
-    for chunk in _chunks(list(by_task.values())):
-        trees = grow_trees([t for group in chunk for t in group], settings)
-        store.save_trees(trees)
-        n_trees += len(trees)
-        n_nodes += sum(g.number_of_nodes() for g in trees)
+    heads, steps = store.tree_tables(env=env, task_id=task, source=source, model=model)
+    trees = build_trees_from_tables(heads, steps, merge=settings.merge, threshold=settings.threshold)
+    del steps  # the trees hold what they need; free the step texts before writing
+    for chunk in _chunks(trees):
+        store.save_trees(chunk)
         _tick(progress, len(chunk))
-    return n_trees, n_nodes
+    return len(trees), sum(t.n_nodes for t in trees), heads.num_rows
 
 
 def score_trees_stored(store: Store, tree_ids: list[str], settings: MCTSSettings = MCTSSettings(),
@@ -238,7 +228,7 @@ def score_trees_stored(store: Store, tree_ids: list[str], settings: MCTSSettings
         for attempt in range(1, MCTS_ATTEMPTS + 1):
             trees = score_trees(store.load_trees(tree_ids=chunk), settings)
             try:
-                store.save_trees(trees)
+                store.save_scores(trees)  # only the scores: the nodes' texts are unchanged
                 break
             except StaleTreeError as exc:
                 if attempt == MCTS_ATTEMPTS:
@@ -259,7 +249,7 @@ def cut_pairs_stored(store: Store, tree_ids: list[str], settings: PairSettings =
         trees = store.load_trees(tree_ids=chunk)
         trajs: list[Trajectory] = []
         if settings.granularity == "trajectory":
-            trajs = store.trajectories(traj_ids=[t for g in trees for t in g.nodes[0].get("traj_ids") or []])
+            trajs = store.trajectories(traj_ids=[str(t) for g in trees for t in g.traj_ids])
         total += replace_pairs(store, trees, settings.granularity, cut_pairs(trees, settings, trajs, experts))
         _tick(progress, len(chunk))
     return total

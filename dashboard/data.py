@@ -99,7 +99,7 @@ def tree_index(path: str, changes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 def tree(path: str, changes: int, tree_id: str) -> nx.DiGraph:
     """A stored tree, shared (not copied) between reruns and sessions: callers only read it.
     (Unpickling a 5,000-node DiGraph from st.cache_data costs ~0.25 s per rerun.)"""
-    return _open(path).load_tree(tree_id)
+    return _open(path).load_tree(tree_id).to_networkx()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -11,7 +11,8 @@ import pandas as pd
 
 from core.mcts import run_mcts
 from core.trajectory import Trajectory
-from core.tree import build_tree, children, pick_trajectory, trajectory_ends
+from core.tree import build_tree
+from core.tree_data import Tree
 
 
 def tree_after(g: nx.DiGraph, trajs: Sequence[Trajectory], n: int) -> nx.DiGraph:
@@ -20,7 +21,7 @@ def tree_after(g: nx.DiGraph, trajs: Sequence[Trajectory], n: int) -> nx.DiGraph
     hands out ids in insertion order."""
     settings = g.graph.get("settings") or {}
     return build_tree(list(trajs[:max(1, n)]), merge=g.graph.get("merge", "action"),
-                      threshold=float(settings.get("threshold", 0.9)))
+                      threshold=float(settings.get("threshold", 0.9))).to_networkx()
 
 
 def mcts_after(g: nx.DiGraph, iterations: int) -> nx.DiGraph:
@@ -38,7 +39,7 @@ def mcts_series(g: nx.DiGraph, node: int, every: int, total: int) -> pd.DataFram
     """MCTS visits and Q of `node`'s children every `every` iterations up to `total`
     (columns iteration, child, visits, q; child labelled `id · action`)."""
     rows = []
-    kids = children(g, node)
+    kids = sorted(g.successors(node))  # ids ascend in insertion order
     for i in range(0, total + 1, max(1, every)):
         h = mcts_after(g, i)
         for k in kids:
@@ -55,9 +56,10 @@ def leaf_options(g: nx.DiGraph) -> list[int]:
 
 def leaf_trajectories(g: nx.DiGraph, leaves: Sequence[int]) -> list[str]:
     """One trajectory per leaf: the best one ending there (ties: the earliest inserted)."""
-    ends = trajectory_ends(g)
+    tree = Tree.from_networkx(g)
+    ends = tree.trajectory_ends()
     out = []
     for leaf in leaves:
         here = [t for t, (n, _) in ends.items() if n == leaf]
-        out.append(max(here, key=lambda t: ends[t][1]) if here else pick_trajectory(g, leaf, ends))
+        out.append(max(here, key=lambda t: ends[t][1]) if here else tree.pick_trajectory(leaf, ends))
     return out

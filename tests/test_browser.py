@@ -96,7 +96,7 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
         external: list[str] = []
         page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:"))
                 else external.append(r.url))
-        g = store.load_tree("shop/t1")
+        g = store.load_tree("shop/t1").to_networkx()
         node_of = {g.nodes[n]["action"]: n for n in g}
         # A fresh server opened first on a deep link serves it through the app's navigation.
         page.goto(f"{server}/trees?tree=shop/t1&node={node_of['click[item a]']}")

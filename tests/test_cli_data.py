@@ -175,7 +175,7 @@ def test_eto_fixture_pipeline(store: Store, fixtures: Path, tmp_path, capsys):
     expected = json.loads((fx / "eto-explore-expected.json").read_text())
     assert main(["import", "eto-explore", str(fx / "eto-explore"), "--env", ENV]) == 0
     assert main(["tree"]) == 0
-    trees = {g.graph["task_id"]: g for g in store.load_trees(env=ENV)}
+    trees = {g.task_id: g.to_networkx() for g in store.load_trees(env=ENV)}
     assert set(trees) == set(expected)
     for task, runs in expected.items():
         root = trees[task].nodes[0]

@@ -102,7 +102,7 @@ def test_trajectories_come_back_in_collection_order(store) -> None:
         assert [(t.task_id, t.meta["sampling"]) for t in trajs] == expected
         assert [t.meta["seq"] for t in trajs] == list(range(len(expected)))
         assert store.trajectory_index(run_id=res.run_id)["traj_id"].tolist() == [t.traj_id for t in trajs]
-    a, b = (build_trees(store.trajectories(run_id=res.run_id)) for res in runs)
+    a, b = ([t.to_networkx() for t in build_trees(store.trajectories(run_id=res.run_id))] for res in runs)
     assert [[(n, d["action"], d["visits"]) for n, d in g.nodes(data=True)] for g in a] == \
         [[(n, d["action"], d["visits"]) for n, d in g.nodes(data=True)] for g in b]
 

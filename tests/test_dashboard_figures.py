@@ -64,7 +64,7 @@ def test_layout_of_a_real_built_tree_is_tidy():
     trajs = [Trajectory("shop", "t", "buy", [Step(a) for a in acts], reward=r)
              for acts, r in ((["s", "a", "b"], 1.0), (["s", "a", "c"], 0.0), (["s", "d"], 0.5),
                              (["e"], 0.0), (["s", "a", "b", "f"], 0.2))]
-    g = build_tree(trajs)
+    g = build_tree(trajs).to_networkx()
     view = layout.layout_tree(g)
     assert len(view.nodes) == g.number_of_nodes()
     assert_tidy(view)
@@ -170,7 +170,7 @@ def test_node_details_and_leaf_outcome():
     trajs = [Trajectory("shop", "t", "buy", [Step("s", "obs1", "think"), Step("a", "won")], reward=1.0),
              Trajectory("shop", "t", "buy", [Step("s", "obs1", "think"), Step("b", "lost")], reward=0.0),
              Trajectory("shop", "t", "buy", [Step("s", "obs2", "other")], reward=0.0)]
-    g = build_tree(trajs)
+    g = build_tree(trajs).to_networkx()
     s = next(iter(g.successors(0)))
     d = shaping.node_details(g, s)
     assert d["action"] == "s" and d["visits"] == 3 and d["value"] == pytest.approx(1 / 3)

@@ -155,7 +155,7 @@ def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
     assert at.get("plotly_chart"), "no tree figure"
     body = texts(at)
     assert "Node 0" in body and "(root: the task starts here)" in body
-    g = filled.load_tree("shop/t1")
+    g = filled.load_tree("shop/t1").to_networkx()
     target = next(n for n in g if g.nodes[n]["action"] == "click[item b]")
     at.selectbox(key="trees_node").set_value(target).run()
     assert not at.exception
@@ -180,7 +180,7 @@ def test_trees_page_says_when_the_best_path_is_a_tie_break(filled):
 
 
 def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
-    g = filled.load_tree("shop/t2")
+    g = filled.load_tree("shop/t2").to_networkx()
     at = run_page("views/trees.py", tree="shop/t2", node="2")
     assert not at.exception
     assert at.selectbox(key="trees_tree").value == "shop/t2"

@@ -14,7 +14,7 @@ from core.cli import main
 from core.collect import collect
 from core.envs import make_env
 from core.mcts import run_mcts
-from core.tree import build_trees, children, path_to
+from core.tree import build_trees, path_to
 
 TASK = "train_0"
 
@@ -33,7 +33,7 @@ def _check_counts(g) -> None:
     success / failure split adds up; MCTS visits of the children add up to the parent's."""
     for n in g:
         d = g.nodes[n]
-        kids = children(g, n)
+        kids = sorted(g.successors(n))
         assert d["visits"] == sum(g.nodes[k]["visits"] for k in kids) + len(d["terminal_rewards"])
         assert d["successes"] + d["failures"] == d["visits"] == len(d["traj_ids"])
         if kids and n != 0:
@@ -42,16 +42,16 @@ def _check_counts(g) -> None:
 
 def test_expert_from_a_failed_branch_adds_a_successful_branch(store, capsys) -> None:
     _failed_tree(store)
-    old = store.load_tree(f"shop/{TASK}")
+    old = store.load_tree(f"shop/{TASK}").to_networkx()
     assert old.nodes[0]["successes"] == 0
     node = 2  # depth 2 of the failed episode: not its end
-    assert old.nodes[node]["depth"] == 2 and children(old, node)
+    assert old.nodes[node]["depth"] == 2 and sorted(old.successors(node))
 
     rc = main(["explore", "--env", "shop", "--task", TASK, "--node", str(node), "--policy", "expert", "-k", "4"])
     out = capsys.readouterr().out
     assert rc == 0 and "4 continuations, 4 successful" in out
 
-    g = store.load_tree(f"shop/{TASK}")
+    g = store.load_tree(f"shop/{TASK}").to_networkx()
     for n in old:  # old nodes keep their ids and actions
         assert g.nodes[n]["action"] == old.nodes[n]["action"]
     assert g.nodes[0]["visits"] == 5 and g.nodes[0]["successes"] == 4
@@ -85,7 +85,7 @@ def test_paper_schedule_and_step_budget(store, capsys) -> None:
     assert sorted(t.meta["sampling"] for t in explored) == sorted(
         ["greedy#0", "t0.7-p0.9#1", "t1-p0.8#2", "t1-p0.9#3", "greedy#4"])
     assert all(len(t.steps) <= 3 for t in explored)  # 1 prefix step + at most 2
-    _check_counts(store.load_tree(f"shop/{TASK}"))
+    _check_counts(store.load_tree(f"shop/{TASK}").to_networkx())
 
 
 def test_a_replay_mismatch_names_the_step_and_stores_nothing(store, capsys) -> None:
@@ -125,7 +125,7 @@ def test_bad_input_is_one_line(store, capsys, args, needle) -> None:
 
 def test_the_end_of_an_episode_cannot_be_explored(store, capsys) -> None:
     _failed_tree(store)
-    g = store.load_tree(f"shop/{TASK}")
+    g = store.load_tree(f"shop/{TASK}").to_networkx()
     leaf = max(g, key=lambda n: g.nodes[n]["depth"])
     rc = main(["explore", "--env", "shop", "--task", TASK, "--node", str(leaf), "--policy", "expert"])
     assert rc == 2 and "ends its episode" in capsys.readouterr().err
@@ -164,7 +164,7 @@ def test_explore_as_a_background_job(store) -> None:
     status = job_status(job)
     assert status["status"] == "succeeded", status
     assert status["step"] == 2 and status["new_nodes"] and status["rewards"] == [1.0, 1.0]
-    g = store.load_tree(f"shop/{TASK}")
+    g = store.load_tree(f"shop/{TASK}").to_networkx()
     assert set(status["new_nodes"]) <= set(g) and g.nodes[0]["successes"] == 2
     assert list_jobs(store).set_index("job_id").loc[job, "kind"] == "explore"
 
@@ -183,12 +183,12 @@ def test_sciworld_expert_continues_its_gold_path(store, capsys) -> None:
     # two continuations in one JVM: its second load lists a room's objects in another order
     rc = main(["explore", "--env", "sciworld", "--task", task, "--node", "2", "--policy", "expert", "-k", "2"])
     assert rc == 0 and "2 continuations, 2 successful" in capsys.readouterr().out
-    _check_counts(store.load_tree(f"sciworld/{task}"))
+    _check_counts(store.load_tree(f"sciworld/{task}").to_networkx())
     # off the gold path (a random step first): the expert cannot plan, and says so in one line
     collect(store, "sciworld", RandomPolicy(3), [task], batch_size=1, max_steps=2, progress=False,
             run_id="run-random")
     store.save_trees(build_trees(store.trajectories(env="sciworld")))
-    g = store.load_tree(f"sciworld/{task}")
+    g = store.load_tree(f"sciworld/{task}").to_networkx()
     off = next(n for n in g if g.nodes[n]["depth"] == 1 and g.nodes[n]["successes"] == 0)
     rc = main(["explore", "--env", "sciworld", "--task", task, "--node", str(off), "--policy", "expert",
                "-k", "1"])

@@ -29,7 +29,7 @@ def _wait(job: str) -> dict:
 
 def test_the_explore_form_starts_a_job_and_the_page_rings_the_new_nodes(store) -> None:
     _failed_tree(store)
-    old = store.load_tree(TREE)
+    old = store.load_tree(TREE).to_networkx()
     at = run_page("views/trees.py", tree=TREE, node="2")
     assert not at.exception, at.exception
     assert at.session_state["trees_node"] == 2
@@ -46,7 +46,7 @@ def test_the_explore_form_starts_a_job_and_the_page_rings_the_new_nodes(store) -
     at.run()
     assert not at.exception, at.exception
     new = at.session_state["explore_new"][TREE]
-    g = store.load_tree(TREE)
+    g = store.load_tree(TREE).to_networkx()
     assert new == sorted(set(g) - set(old)) and new
     assert "2 continuations, 2 successful" in "\n".join(s.value for s in at.success)
     assert "Node 2" in texts(at)
@@ -58,7 +58,7 @@ def test_the_explore_form_starts_a_job_and_the_page_rings_the_new_nodes(store) -
 
 def test_the_explore_job_reports_why_it_stopped_in_one_line(store) -> None:
     _failed_tree(store)
-    g = store.load_tree(TREE)
+    g = store.load_tree(TREE).to_networkx()
     leaf = max(g, key=lambda n: g.nodes[n]["depth"])
     at = run_page("views/trees.py", tree=TREE, node=str(leaf))
     at.button(key="FormSubmitter:explore_form-Explore from here").click().run()
@@ -68,7 +68,7 @@ def test_the_explore_job_reports_why_it_stopped_in_one_line(store) -> None:
     at.run()
     assert not at.exception, at.exception
     assert any("ends its episode" in e.value for e in at.error)
-    assert store.load_tree(TREE).number_of_nodes() == g.number_of_nodes()
+    assert store.load_tree(TREE).to_networkx().number_of_nodes() == g.number_of_nodes()
 
 
 def test_play_from_here_saves_a_human_branch(store) -> None:
@@ -94,7 +94,7 @@ def test_play_from_here_saves_a_human_branch(store) -> None:
     assert session.closed and live_sessions() == before and new
     saved = store.trajectories(source="human")
     assert [t.traj_id for t in saved] == [traj_id] and saved[0].success and saved[0].meta["explore"]["node"] == 2
-    g = store.load_tree(TREE)
+    g = store.load_tree(TREE).to_networkx()
     assert g.nodes[0]["visits"] == 2 and g.nodes[new[-1]]["terminal_rewards"] == [1.0]
 
 
@@ -142,7 +142,7 @@ def test_growth_and_mcts_replays(store) -> None:
 
     _failed_tree(store)
     explore(store, ExploreSpec("shop", TASK, 2, "noisy-expert", k=4, schedule="paper"))
-    g = store.load_tree(TREE)
+    g = store.load_tree(TREE).to_networkx()
     ids = g.nodes[0]["traj_ids"]
     by_id = {t.traj_id: t for t in store.trajectories(traj_ids=ids)}
     trajs = [by_id[t] for t in ids]
@@ -170,7 +170,7 @@ def test_the_compare_page_opens_leaves_of_a_tree(store) -> None:
 
     _failed_tree(store)
     explore(store, ExploreSpec("shop", TASK, 2, "expert", k=1))
-    g = store.load_tree(TREE)
+    g = store.load_tree(TREE).to_networkx()
     leaves = growth.leaf_options(g)
     trajs = growth.leaf_trajectories(g, leaves)
     at = run_page("views/compare.py", trajs=",".join(trajs), nodes=",".join(map(str, leaves)))

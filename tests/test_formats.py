@@ -6,7 +6,6 @@ import io
 import json
 from pathlib import Path
 
-import networkx as nx
 import pytest
 
 from core.agents.prompt import env_prefix
@@ -29,6 +28,7 @@ from core.store import Store
 from core.train.data import best_path_rows, build_rows
 from core.trajectory import Pair, Step, Trajectory
 from core.tree import build_tree
+from core.tree_data import Tree
 
 ENV = "toy"  # not registered: env_prefix gives the default role prompt and "OK"
 
@@ -254,15 +254,15 @@ def _best_trajs() -> list[Trajectory]:
             _walk("d", "again", "Kitchen D.", ("take key", "mine", "Got it."), 1.0)]
 
 
-def _tree() -> nx.DiGraph:
+def _tree() -> Tree:
     g = build_tree(_best_trajs())
-    g.graph["best_path"] = [0, 1, 3]
+    g.best_path = [0, 1, 3]
     return g
 
 
 def test_best_path_messages_are_the_best_real_trajectory():
     g = _tree()
-    assert [g.nodes[n]["action"] for n in (1, 2, 3)] == ["go north", "sleep", "take key"]
+    assert [g.action[n] for n in (1, 2, 3)] == ["go north", "sleep", "take key"]
     assert best_path_trajectory(g) == "d"  # of b (0.5) and d (1.0) through the path's end
     by_id = {t.traj_id: t for t in _best_trajs()}
     assert best_path_messages(g, by_id) == [
@@ -275,7 +275,7 @@ def test_best_path_messages_are_the_best_real_trajectory():
         {"role": "user", "content": "Observation: Got it."}
     with pytest.raises(UserError, match="trajectory d .* is not stored"):
         best_path_messages(g, {})
-    g.graph["best_path"] = []
+    g.best_path = []
     with pytest.raises(UserError, match="no best path; run `w2stree mcts` first"):
         best_path_messages(g, by_id)
 

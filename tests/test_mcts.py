@@ -14,6 +14,7 @@ from core.errors import UserError
 from core.mcts import RULES, run_mcts, run_mcts_all
 from core.trajectory import Step, Trajectory
 from core.tree import build_tree, build_trees
+from core.tree_data import Tree
 
 
 def traj(actions: list[str], reward: float, task: str = "t") -> Trajectory:
@@ -22,12 +23,14 @@ def traj(actions: list[str], reward: float, task: str = "t") -> Trajectory:
 
 
 @pytest.fixture
-def tiny() -> nx.DiGraph:
+def tiny() -> Tree:
     """root(0) -> a(1) [leaf, reward 1.0]; root -> b(2) -> b1(3) [0.0], b -> b2(4) [0.5]."""
     return build_tree([traj(["a"], 1.0), traj(["b", "b1"], 0.0), traj(["b", "b2"], 0.5)])
 
 
-def stats(g: nx.DiGraph) -> dict[int, tuple[int, float]]:
+def stats(g: Tree | nx.DiGraph) -> dict[int, tuple[int, float]]:
+    if isinstance(g, Tree):
+        return dict(enumerate(zip(g.mcts_visits.tolist(), g.mcts_value_sum.tolist())))
     return {n: (d["mcts_visits"], d["mcts_value_sum"]) for n, d in g.nodes(data=True)}
 
 
@@ -64,16 +67,19 @@ def test_uct_statistics_by_hand(tiny, iterations):
     best = run_mcts(tiny, iterations=iterations, c=1.41)
     assert stats(tiny) == UCT_BY_HAND[iterations]
     assert best == [0, 1]  # a has Q = 1.0, the best possible
-    assert tiny.graph["best_path"] == best
-    assert (tiny.graph["mcts_iterations"], tiny.graph["mcts_c"], tiny.graph["mcts_rule"]) == (
-        iterations, 1.41, "uct")
+    assert tiny.best_path == best
+    assert (tiny.mcts_iterations, tiny.mcts_c, tiny.mcts_rule) == (iterations, 1.41, "uct")
+    assert tiny.settings["mcts"] == {"rule": "uct", "iterations": iterations, "c": 1.41}
+    g = tiny.to_networkx()  # the DiGraph carries the same results
+    assert stats(g) == UCT_BY_HAND[iterations] and g.graph["best_path"] == best
+    assert (g.graph["mcts_iterations"], g.graph["mcts_c"], g.graph["mcts_rule"]) == (iterations, 1.41, "uct")
 
 
 def test_best_path_follows_mcts_mean_into_subtree():
     # After it 7 above, b's best child is b2 (Q 0.5 vs 0.0). Make a worse so b is best at the root:
     g = build_tree([traj(["a"], 0.1), traj(["b", "b1"], 0.0), traj(["b", "b2"], 1.0)])
     best = run_mcts(g, iterations=200)
-    q = {n: d["mcts_value_sum"] / d["mcts_visits"] for n, d in g.nodes(data=True) if d["mcts_visits"]}
+    q = {n: s / v for n, (v, s) in stats(g).items() if v}
     assert q[2] > q[1] and q[4] > q[3]
     assert best == [0, 2, 4]
 
@@ -151,6 +157,33 @@ def plain_early_release(g: nx.DiGraph, iterations: int, c: float) -> dict[int, l
     return st
 
 
+def plain_puct(g: nx.DiGraph, iterations: int, c: float) -> dict[int, list]:
+    """PUCT from the rule's text: Q (0 if unvisited) + c * prior * sqrt(P) / (1 + n), prior =
+    the child's share of its siblings' data visits (uniform if they have none)."""
+    kids = {n: sorted(g.successors(n)) for n in g}
+    st = {n: [0, 0.0] for n in g}
+    for _ in range(iterations):
+        node, path = 0, []
+        while kids[node]:
+            ks = kids[node]
+            total = sum(st[k][0] for k in ks)
+            data = sum(g.nodes[k]["visits"] for k in ks)
+
+            def score(k, ks=ks, total=total, data=data):
+                n, s = st[k]
+                prior = g.nodes[k]["visits"] / data if data else 1.0 / len(ks)
+                return (s / n if n else 0.0) + c * prior * math.sqrt(total) / (1 + n)
+
+            node = max(ks, key=score)
+            path.append(node)
+        d = g.nodes[node]
+        value = d["value_sum"] / d["visits"] if d["visits"] else 0.0
+        for n in path:
+            st[n][0] += 1
+            st[n][1] += value
+    return st
+
+
 def plain_best_path(g: nx.DiGraph, st: dict[int, list]) -> list[int]:
     path, node = [0], 0
     while list(g.successors(node)):
@@ -168,7 +201,7 @@ def random_trajectory_tree(seed: int) -> nx.DiGraph:
     rng = random.Random(seed)
     trajs = [traj([rng.choice("abc") if d < 2 else rng.choice("abcdef") for d in range(rng.randint(0, 7))],
                   rng.choice([0.0, 0.25, 0.5, 0.5, 1.0])) for _ in range(rng.randint(5, 40))]
-    return build_tree(trajs)
+    return build_tree(trajs).to_networkx()
 
 
 def random_raw_tree(seed: int) -> nx.DiGraph:
@@ -187,7 +220,8 @@ def random_raw_tree(seed: int) -> nx.DiGraph:
 
 
 @pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize("rule, plain", [("uct", plain_uct), ("early-release", plain_early_release)])
+@pytest.mark.parametrize("rule, plain", [("uct", plain_uct), ("early-release", plain_early_release),
+                                         ("puct", plain_puct)])
 def test_matches_plain_implementation(seed, rule, plain):
     for g in (random_trajectory_tree(seed), random_raw_tree(seed)):
         c = [1.41, 0.5, 2.0][seed % 3]
@@ -196,6 +230,20 @@ def test_matches_plain_implementation(seed, rule, plain):
         expected = plain(g, iterations, c)
         assert {n: [d["mcts_visits"], d["mcts_value_sum"]] for n, d in g.nodes(data=True)} == expected
         assert best == plain_best_path(g, expected)
+
+
+@pytest.mark.parametrize("rule, plain", [("uct", plain_uct), ("early-release", plain_early_release),
+                                         ("puct", plain_puct)])
+def test_batched_trees_match_plain_implementation(rule, plain):
+    """Many trees scored in one compiled call (run_mcts_all on Trees) give each tree the
+    statistics of the plain implementation run on that tree alone."""
+    graphs = [random_trajectory_tree(seed) for seed in range(20, 30)]
+    trees = [Tree.from_networkx(g) for g in graphs]
+    bests = run_mcts_all(trees, iterations=300, c=1.0, rule=rule)
+    for g, t, best in zip(graphs, trees, bests, strict=True):
+        expected = plain(g, 300, 1.0)
+        assert {n: list(v) for n, v in stats(t).items()} == expected
+        assert best == t.best_path == plain_best_path(g, expected)
 
 
 def test_rerun_resets_and_zero_iterations(tiny):

@@ -9,7 +9,7 @@ from core.errors import UserError
 from core.mcts import run_mcts
 from core.pairs import eto_pairs, tree_pairs
 from core.trajectory import Step, Trajectory
-from core.tree import build_tree, children, node_value
+from core.tree import build_tree
 
 
 def traj(steps: list[tuple[str, str, str]], reward: float, task: str = "mug", **kw) -> Trajectory:
@@ -54,7 +54,7 @@ def g():
 
 
 def test_default_pairs_split_success_from_failure(g):
-    assert [g.nodes[n]["action"] for n in range(9)] == [
+    assert g.action.tolist() == [
         "", "search[mug]", "click[mug A]", "click[buy now]", "click[mug B]", "click[buy now]",
         "search[cup]", "click[back]", "go to shop"]
     pairs = tree_pairs(g)
@@ -114,8 +114,8 @@ def test_continuation_chosen_is_a_path_that_succeeded():
         traj([("cups", "search[cup]", "cups"), ("plate", "click[plate]", "plate")], 0.0),
         traj([("cups", "search[cup]", "cups"), ("plate", "click[plate]", "plate")], 0.6),
     ])
-    a, b = (n for n in g if g.nodes[n]["action"] in ("click[mug A]", "click[mug B]"))
-    assert node_value(g, a) > node_value(g, b) and g.nodes[a]["successes"] == 0
+    a, b = (n for n in range(g.n_nodes) if g.action[n] in ("click[mug A]", "click[mug B]"))
+    assert g.node_value(a) > g.node_value(b) and g.successes[a] == 0
     (p,) = [p for p in tree_pairs(g, granularity="continuation") if p.node_id == 0]
     assert [m["content"].splitlines()[-1] for m in p.chosen if m["role"] == "assistant"] == [
         "Action: search[mug]", "Action: click[mug B]", "Action: click[buy B]"]
@@ -129,7 +129,7 @@ def test_pairs_whose_sides_read_the_same_are_dropped(granularity):
     # Same thought and action, different observations: two children under --merge observation.
     g = build_tree([traj([("buy it", "click[buy now]", "bought")], 1.0, success=True),
                     traj([("buy it", "click[buy now]", "sold out")], 0.0)], merge="observation")
-    assert len(children(g, 0)) == 2
+    assert len(g.children(0)) == 2
     assert tree_pairs(g, granularity=granularity) == []
     assert tree_pairs(g, granularity=granularity, min_margin=0.5) == []
 
@@ -141,8 +141,8 @@ def test_mcts_values(g):
     pairs = tree_pairs(g, value="mcts", min_margin=0.0)
     assert pairs and all(p.value_kind == "mcts" for p in pairs)
     for p in pairs:
-        assert p.chosen_value == node_value(g, p.chosen_node, "mcts") > p.rejected_value
-        assert p.rejected_value == node_value(g, p.rejected_node, "mcts")
+        assert p.chosen_value == g.node_value(p.chosen_node, "mcts") > p.rejected_value
+        assert p.rejected_value == g.node_value(p.rejected_node, "mcts")
     # The success rule does not depend on the values: same pairs as with data values.
     assert [(p.node_id, p.chosen_node, p.rejected_node) for p in tree_pairs(g, value="mcts")] == [
         (p.node_id, p.chosen_node, p.rejected_node) for p in tree_pairs(g)]

@@ -24,7 +24,7 @@ def test_tree_round_trip(store: Store):
                terminal_rewards=[1.0, 0.0], traj_ids=["x", "y"], mcts_visits=3, mcts_value_sum=1.5)
     g.add_edge(0, 1)
     store.save_trees([g])
-    back = store.load_tree("shop/7")
+    back = store.load_tree("shop/7").to_networkx()
     assert list(back.edges) == [(0, 1)]
     assert back.nodes[1]["terminal_rewards"] == [1.0, 0.0]
     assert back.nodes[1]["mcts_value_sum"] == 1.5
@@ -38,7 +38,7 @@ def test_tree_keeps_initial_observation(store: Store):
                    initial_observation="WebShop [SEP] Search")
     g.add_node(0, depth=0, action="", visits=1, value_sum=1.0, successes=1, failures=0)
     store.save_trees([g])
-    assert store.load_tree("shop/8").graph["initial_observation"] == "WebShop [SEP] Search"
+    assert store.load_tree("shop/8").initial_observation == "WebShop [SEP] Search"
 
 
 def test_migration_from_v1(tmp_path):
@@ -61,6 +61,6 @@ def test_migration_from_v1(tmp_path):
     assert store.schema_version() == SCHEMA_VERSION == 5
     assert "run_id" in store.results().columns  # v4: result rows name their eval run
     assert "folder_state" in store.jobs().columns  # v5: job rows keep their folder's state
-    g = store.load_tree("shop/1")
+    g = store.load_tree("shop/1").to_networkx()
     assert g.graph["initial_observation"] == "" and g.nodes[0]["visits"] == 1
     assert g.graph["version"] == 1  # v3: trees written before versions count as version 1

@@ -158,15 +158,15 @@ def test_stale_tree_save_refuses(store: Store):
     store.import_trajectories([_traj(["a"], 1.0)])
     store.save_trees(build_trees(store.trajectories()))
     (old,) = store.load_trees()
-    assert old.graph["version"] == 1
+    assert old.version == 1
     store.import_trajectories([_traj(["b"], 0.0, "t1")])
     store.save_trees(build_trees(store.trajectories()))  # a rebuild: version 2
     with pytest.raises(StaleTreeError, match="rebuilt by another process"):
         store.save_trees([old])
     (now,) = store.load_trees()
-    assert (now.graph["version"], now.graph["n_trajectories"]) == (2, 2)
+    assert (now.version, now.n_trajectories) == (2, 2)
     store.save_trees([now])  # saving the current version is fine and bumps it
-    assert store.load_trees()[0].graph["version"] == 3
+    assert store.load_trees()[0].version == 3
 
 
 # `w2stree mcts` in its own process, held after it loaded and scored the trees until the test
@@ -177,15 +177,15 @@ from pathlib import Path
 import core.mcts
 from core.cli import main
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
-real = core.mcts.run_mcts
-def paused(g, **kw):
-    out = real(g, **kw)
+real = core.mcts.run_mcts_all
+def paused(trees, **kw):
+    out = real(trees, **kw)
     if not ready.exists():
         ready.write_text("scored")
         while not go.exists():
             time.sleep(0.02)
     return out
-core.mcts.run_mcts = paused
+core.mcts.run_mcts_all = paused
 sys.exit(main(["mcts", "--iterations", "50"]))
 """
 
@@ -209,7 +209,7 @@ def test_mcts_never_overwrites_a_tree_rebuilt_meanwhile(store: Store, tmp_path):
     out, err = mcts.communicate(timeout=300)
     assert mcts.returncode == 0, err
     assert "rebuilt while MCTS ran; scoring them again" in err
-    (g,) = store.load_trees()
+    (g,) = [t.to_networkx() for t in store.load_trees()]
     # the rebuilt tree, scored: not the 2-trajectory tree the mcts process had loaded first
     assert g.graph["n_trajectories"] == 3 and g.number_of_nodes() == 4
     assert g.graph["mcts_iterations"] == 50 and g.graph["version"] == 3

@@ -12,16 +12,13 @@ import pytest
 from core.errors import UserError
 from core.store import NODE_FIELDS
 from core.trajectory import Step, Trajectory
-from core.tree import (
-    build_tree,
-    build_trees,
-    children,
-    node_value,
-    normalize_action,
-    path_to,
-    pick_trajectory,
-    trajectory_ends,
-)
+from core.tree import build_tree, build_trees, build_trees_from_tables, normalize_action, path_to
+from core.tree_data import Tree
+
+
+def children(g, node: int) -> list[int]:
+    """A DiGraph node's children in first-insertion (ascending id) order."""
+    return sorted(g.successors(node))
 
 
 def traj(steps: list[tuple[str, str, str]] | list[str], reward: float, task: str = "t",
@@ -51,7 +48,10 @@ def trajs() -> list[Trajectory]:
 
 
 def test_statistics_and_order(trajs):
-    g = build_tree(trajs)
+    t = build_tree(trajs)
+    g = t.to_networkx()
+    assert t.children(0) == [1, 4] and t.children(2) == [3] and t.path_to(3) == [0, 1, 2, 3]
+    assert path_to(t, 3) == [0, 1, 2, 3] and t.node_value(1) == 1.25 / 3 and t.node_value(1, "mcts") == 0.0
     # Insertion order: A creates 1 (go north), 2 (open door); B joins them and adds 3 (look);
     # C adds 4 (go south); D ends at 1.
     assert sorted(g.edges) == [(0, 1), (0, 4), (1, 2), (2, 3)]
@@ -76,38 +76,38 @@ def test_statistics_and_order(trajs):
         "initial_observation": "You are in a room.", "merge": "action",
         "settings": {"merge": "action"}, "n_trajectories": 4, "best_path": [],
     }
-    assert node_value(g, 1) == 1.25 / 3 and node_value(g, 1, "mcts") == 0.0
 
 
 def test_observation_rule_splits_on_outcome(trajs):
-    g = build_tree(trajs, merge="observation")
+    g = build_tree(trajs, merge="observation").to_networkx()
     # "go north" led to "hall" (A, B) and to "hall!" (D): two nodes now.
     assert [g.nodes[k]["observations"] for k in children(g, 0)] == [["hall"], ["yard"], ["hall!"]]
     assert [g.nodes[k]["visits"] for k in children(g, 0)] == [2, 1, 1]
     assert g.graph["settings"] == {"merge": "observation"}
     # Whitespace inside observations does not split.
     g2 = build_tree([traj([("", "a", "x  y")], 1.0), traj([("", "a", "x y ")], 0.0)], merge="observation")
-    assert g2.number_of_nodes() == 2
+    assert g2.n_nodes == 2
 
 
 def test_trajectory_without_steps_ends_at_root():
-    g = build_tree([traj([], 0.5), traj(["a"], 1.0)])
+    g = build_tree([traj([], 0.5), traj(["a"], 1.0)]).to_networkx()
     assert g.nodes[0]["terminal_rewards"] == [0.5] and g.nodes[0]["visits"] == 2
     assert g.nodes[1]["terminal_rewards"] == [1.0]
 
 
 def test_trajectory_ends_and_picks(store, trajs):
     trajs = [*trajs, traj([], 0.75, traj_id="E"), traj(["go north", "open door"], 0.0, traj_id="F")]
-    g = build_tree(trajs)
+    t = build_tree(trajs)
     ends = {"A": (2, 1.0), "B": (3, 0.0), "C": (4, 0.5), "D": (1, 0.25), "E": (0, 0.75), "F": (2, 0.0)}
-    assert trajectory_ends(g) == ends and list(trajectory_ends(g)) == list("ABCDEF")  # insertion order
-    store.save_trees([g])
-    assert trajectory_ends(store.load_tree("e/t")) == ends  # traj_ids and terminal rewards are stored
-    assert pick_trajectory(g, 1, ends) == "A" and pick_trajectory(g, 1, ends, worst=True) == "B"
-    assert pick_trajectory(g, 0, ends) == "A" and pick_trajectory(g, 2, ends, worst=True) == "B"  # ties: earliest
+    assert t.trajectory_ends() == ends and list(t.trajectory_ends()) == list("ABCDEF")  # insertion order
+    store.save_trees([t])
+    assert store.load_tree("e/t").trajectory_ends() == ends  # traj_ids and terminal rewards are stored
+    assert t.pick_trajectory(1, ends) == "A" and t.pick_trajectory(1, ends, worst=True) == "B"
+    assert t.pick_trajectory(0, ends) == "A" and t.pick_trajectory(2, ends, worst=True) == "B"  # ties: earliest
+    g = t.to_networkx()
     g.nodes[4]["traj_ids"] = []
     with pytest.raises(UserError, match="records no trajectories at node 4; rebuild it"):
-        pick_trajectory(g, 4, ends)
+        Tree.from_networkx(g).pick_trajectory(4, ends)
 
 
 def test_bad_input():
@@ -141,13 +141,13 @@ def test_semantic_rule_with_known_cosines():
     }
     # "done close it" meets no other step (the only "close" at depth 3): never embedded (the
     # table has no entry for it).
-    g = build_tree(trajs, merge="semantic", threshold=0.9, embedder=table_embedder(table))
+    g = build_tree(trajs, merge="semantic", threshold=0.9, embedder=table_embedder(table)).to_networkx()
     # "walk left" vs "go left": cosine 0.95 >= 0.9 -> same node; "fly away": cosine 0 -> new node.
     # Step 2: "room B open it" vs "room A open it": cosine 0.8 < 0.9 -> a second "open" child.
     assert sorted(g.edges) == [(0, 1), (0, 5), (1, 2), (1, 4), (2, 3)]
     assert g.nodes[1]["visits"] == 2 and g.nodes[1]["thoughts"] == ["go left", "walk left"]
     assert g.graph["settings"] == {"merge": "semantic", "threshold": 0.9, "model": "all-MiniLM-L6-v2"}
-    lax = build_tree(trajs, merge="semantic", threshold=0.75, embedder=table_embedder(table))
+    lax = build_tree(trajs, merge="semantic", threshold=0.75, embedder=table_embedder(table)).to_networkx()
     assert sorted(lax.edges) == [(0, 1), (0, 4), (1, 2), (2, 3)]
     with pytest.raises(UserError, match="threshold"):
         build_tree(trajs, merge="semantic", threshold=1.5, embedder=table_embedder(table))
@@ -162,7 +162,7 @@ def test_semantic_rule_with_minilm():
         traj([("I should go to the kitchen to look for the mug.", "go to kitchen", "kitchen")], 0.0),
         traj([("The weather on Mars is cold and dusty.", "go to kitchen", "kitchen")], 0.0),
     ]
-    g = build_tree(trajs, merge="semantic")
+    g = build_tree(trajs, merge="semantic").to_networkx()
     assert [g.nodes[k]["visits"] for k in children(g, 0)] == [2, 1]
 
 
@@ -221,7 +221,7 @@ def random_trajectories(seed: int, n: int = 300) -> list[Trajectory]:
 @pytest.mark.parametrize("merge", ["action", "observation"])
 def test_matches_plain_builder(seed, merge):
     trajs = random_trajectories(seed)
-    graphs = build_trees(trajs, merge=merge)
+    graphs = [t.to_networkx() for t in build_trees(trajs, merge=merge)]
     by_task: dict[str, list[Trajectory]] = {}
     for t in trajs:
         by_task.setdefault(t.task_id, []).append(t)
@@ -233,8 +233,89 @@ def test_matches_plain_builder(seed, merge):
 
 
 def test_store_round_trip(store, trajs):
-    g = build_tree(trajs)
+    g = build_tree(trajs).to_networkx()
     store.save_trees([g])
-    h = store.load_tree("e/t")
+    h = store.load_tree("e/t").to_networkx()
     assert as_plain(h) == as_plain(g)
     assert {n: d["depth"] for n, d in h.nodes(data=True)} == {0: 0, 1: 1, 2: 2, 3: 3, 4: 1}
+
+
+# -- columnar trees: conversions, the store, growing --------------------------------------------
+def same(a: Tree, b: Tree, graph: bool = True) -> bool:
+    """Equal DiGraphs: graph attributes (with `graph`), edges and every node attribute (exact floats)."""
+    x, y = a.to_networkx(), b.to_networkx()
+    return (x.graph == y.graph or not graph) and sorted(x.edges) == sorted(y.edges) and dict(
+        x.nodes(data=True)) == dict(y.nodes(data=True))
+
+
+@pytest.mark.parametrize("merge", ["action", "observation"])
+def test_networkx_round_trip_and_store_tables(store, merge):
+    trajs = random_trajectories(5, n=120)
+    trees = build_trees(trajs, merge=merge)
+    for t in trees:
+        assert same(Tree.from_networkx(t.to_networkx()), t)
+    store.import_trajectories(trajs)  # kept in this order
+    # The store's Arrow tables (collection order) give the same trees as the Trajectory objects.
+    from_tables = build_trees_from_tables(*store.tree_tables(), merge=merge)
+    assert [t.tree_id for t in from_tables] == [t.tree_id for t in trees]
+    assert all(same(a, b) for a, b in zip(from_tables, trees, strict=True))
+    assert build_trees_from_tables(*store.tree_tables(task_id="nothing")) == []
+
+
+def test_store_round_trip_keeps_every_field(store, trajs):
+    from core.mcts import run_mcts
+
+    t = build_tree(trajs)
+    run_mcts(t, iterations=40)
+    assert store.save_trees([t]) == ["e/t"] and t.version == 1
+    back = store.load_tree("e/t")
+    assert back.version == 1 and back.best_path == t.best_path and back.settings == t.settings
+    for name in ("parent", "depth", "visits", "value_sum", "successes", "failures", "mcts_visits",
+                 "mcts_value_sum"):
+        assert getattr(back, name).tolist() == getattr(t, name).tolist(), name
+    assert back.trajectory_ends() == t.trajectory_ends()
+    g = back.to_networkx()
+    assert g.graph["version"] == 1 and g.graph["mcts_iterations"] == 40 and g.graph["mcts_c"] == 1.41
+    assert dict(g.nodes(data=True)) == dict(t.to_networkx().nodes(data=True))
+
+
+def test_save_scores_writes_only_mcts_results(store, trajs):
+    from core.mcts import run_mcts
+    from core.store import StaleTreeError
+
+    store.save_trees([build_tree(trajs)])
+    loaded = store.load_tree("e/t")
+    run_mcts(loaded, iterations=30, rule="early-release")
+    assert store.save_scores([loaded]) == ["e/t"] and loaded.version == 2
+    back = store.load_tree("e/t")
+    assert back.version == 2 and same(back, loaded)  # nodes, best path, settings, MCTS statistics
+    assert back.mcts_visits.tolist() == loaded.mcts_visits.tolist() and back.mcts_visits.any()
+    store.save_trees([build_tree(trajs)])  # another process rebuilds it: version 3
+    with pytest.raises(StaleTreeError):
+        store.save_scores([back])
+    with pytest.raises(UserError, match="not loaded from the store"):
+        store.save_scores([build_tree(trajs)])
+
+
+@pytest.mark.parametrize("merge", ["action", "observation"])
+def test_extend_equals_rebuild(store, merge):
+    trajs = [t for t in random_trajectories(7, n=200) if t.task_id in ("task1", "task2")]
+    first, later = trajs[:len(trajs) // 2], trajs[len(trajs) // 2:]
+    assert {t.task_id for t in first} == {t.task_id for t in later} == {"task1", "task2"}
+    tree = next(t for t in build_trees(first, merge=merge) if t.task_id == "task1")
+    tree.extend([t for t in later if t.task_id == "task1"])
+    full = next(t for t in build_trees(trajs, merge=merge) if t.task_id == "task1")
+    assert same(tree, full)
+    # Through the store: only the named tree changes, and it equals the rebuild.
+    store.save_trees(build_trees(first, merge=merge))
+    other = store.load_tree("e/task2")
+    grown = store.add_to_tree("e/task1", [t for t in later if t.task_id == "task1"])
+    # (a loaded tree also says mcts_iterations = 0, mcts_c = 0.0)
+    assert grown.version == 2 and same(store.load_tree("e/task1"), grown, graph=False)
+    full.version = 2
+    assert same(grown, full)
+    assert same(store.load_tree("e/task2"), other)
+    with pytest.raises(UserError, match="not of tree e/task1"):
+        store.add_to_tree("e/task1", [t for t in later if t.task_id == "task2"][:1])
+    with pytest.raises(UserError, match="already in tree"):
+        store.add_to_tree("e/task1", [trajs[0] if trajs[0].task_id == "task1" else later[0]])

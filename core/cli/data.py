@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import networkx as nx
 from tqdm import tqdm
 
 from core.cli.context import open_store
@@ -31,6 +30,7 @@ from core.mcts import RULES
 from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS
 from core.store import Store
 from core.tree import MERGE_RULES
+from core.tree_data import Tree
 
 STDOUT = "standard output"
 
@@ -153,18 +153,19 @@ def _bar(total: int, desc: str) -> tqdm:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
-    from core.stages import TreeSettings, grow_trees_stored, select_trajectories
+    from core.stages import TreeSettings, grow_trees_stored
 
     store = open_store(args)
-    trajs = select_trajectories(store, args.env, args.task, args.source, args.model)
-    if not trajs:
+    settings = TreeSettings(args.merge, args.threshold)
+    with tqdm(desc="trees", unit="tree", disable=None) as bar:  # the count is known once they are grown
+        n_trees, n_nodes, n_trajs = grow_trees_stored(store, settings, env=args.env, task=args.task,
+                                                      source=args.source, model=args.model, progress=bar.update)
+    if not n_trajs:
         raise UserError(f"no trajectories{_scope(args)}"
                         f"{' from source ' + repr(args.source) if args.source else ''}"
                         f"{' of model ' + repr(args.model) if args.model else ''}; "
                         "run `w2stree import` or `w2stree collect` first")
-    with _bar(len({(t.env, t.task_id) for t in trajs}), "trees") as bar:
-        n_trees, n_nodes = grow_trees_stored(store, trajs, TreeSettings(args.merge, args.threshold), bar.update)
-    print(f"built {n_trees} trees ({n_nodes} nodes) from {len(trajs)} trajectories, merge={args.merge}")
+    print(f"built {n_trees} trees ({n_nodes} nodes) from {n_trajs} trajectories, merge={args.merge}")
     return 0
 
 
@@ -175,7 +176,7 @@ def _trees(store: Store, args: argparse.Namespace) -> list[str]:
     return ids
 
 
-def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[nx.DiGraph]]:
+def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[Tree]]:
     """Trees in chunks, with a progress bar over all of them."""
     from core.stages import CHUNK
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import networkx as nx
-
 from core.agents.prompt import Message, env_prefix, step_messages, task_message
 from core.errors import UserError
 from core.trajectory import Pair, Trajectory
-from core.tree import pick_trajectory, trajectory_ends
+from core.tree_data import Tree
 
 TREE_NODE_FIELDS = ("depth", "action", "visits", "value_sum", "successes", "failures",
                     "mcts_visits", "mcts_value_sum")
@@ -33,17 +31,17 @@ def to_eto_turns(messages: Iterable[Message]) -> list[dict[str, str]]:
     return [{"from": _FROM[m["role"]], "value": m["content"]} for m in messages]
 
 
-def best_path_trajectory(g: nx.DiGraph) -> str:
+def best_path_trajectory(g: Tree) -> str:
     """The id of the real trajectory that stands for a tree's MCTS best path: of the trajectories
     that follow the whole path (through its last node), the one with the highest final reward,
     ties to the earliest inserted."""
-    path = [int(n) for n in g.graph.get("best_path") or []]
+    path = [int(n) for n in g.best_path]
     if len(path) < 2:
-        raise UserError(f"tree {g.graph.get('tree_id', '?')!r} has no best path; run `w2stree mcts` first")
-    return pick_trajectory(g, path[-1], trajectory_ends(g))
+        raise UserError(f"tree {g.tree_id!r} has no best path; run `w2stree mcts` first")
+    return g.pick_trajectory(path[-1], g.trajectory_ends())
 
 
-def best_path_messages(g: nx.DiGraph, trajectories: Mapping[str, Trajectory],
+def best_path_messages(g: Tree, trajectories: Mapping[str, Trajectory],
                        final_observation: bool = False) -> list[Message]:
     """The MCTS best path of a tree as chat messages, WITHOUT the env prefix: ONE real trajectory
     (`best_path_trajectory`, looked up in `trajectories` by id) as the task message, then its
@@ -52,7 +50,7 @@ def best_path_messages(g: nx.DiGraph, trajectories: Mapping[str, Trajectory],
     traj_id = best_path_trajectory(g)
     t = trajectories.get(traj_id)
     if t is None:
-        raise UserError(f"trajectory {traj_id} of tree {g.graph.get('tree_id', '?')!r} is not stored; "
+        raise UserError(f"trajectory {traj_id} of tree {g.tree_id!r} is not stored; "
                         "rebuild the tree (`w2stree tree`) and run `w2stree mcts` again")
     task = task_message(t.instruction, str((t.meta or {}).get("initial_observation", "")))
     return [{"role": "user", "content": task}, *step_messages(t.steps, final_observation=final_observation)]
@@ -83,39 +81,32 @@ def pairs_trl(pairs: Iterable[Pair]) -> list[dict[str, Any]]:
             for p in pairs]
 
 
-def best_paths_eto(trees: Iterable[nx.DiGraph], trajectories: Mapping[str, Trajectory]) -> list[dict[str, Any]]:
+def best_paths_eto(trees: Iterable[Tree], trajectories: Mapping[str, Trajectory]) -> list[dict[str, Any]]:
     """Best paths as ETO SFT-style records `{id, prompt, conversations}` (`trajectories`: by id,
     holding every tree's `best_path_trajectory`)."""
     prefix = _prefixes()
     out = []
     for g in trees:
-        head = prefix(g.graph["env"])
+        head = prefix(g.env)
         turns = to_eto_turns(head + best_path_messages(g, trajectories, final_observation=True))
-        rec = {"id": g.graph["tree_id"], "prompt": turns[:len(head) + 1], "conversations": turns}
-        if g.graph["env"] == "alfworld":  # ETO's ALFWorld records name their game
+        rec = {"id": g.tree_id, "prompt": turns[:len(head) + 1], "conversations": turns}
+        if g.env == "alfworld":  # ETO's ALFWorld records name their game
             from core.envs.alfworld_data import relative_game
 
-            rec["game_file"] = relative_game(g.graph["task_id"])
+            rec["game_file"] = relative_game(g.task_id)
         out.append(rec)
     return out
 
 
-def best_paths_trl(trees: Iterable[nx.DiGraph], trajectories: Mapping[str, Trajectory]) -> list[dict[str, Any]]:
+def best_paths_trl(trees: Iterable[Tree], trajectories: Mapping[str, Trajectory]) -> list[dict[str, Any]]:
     """Best paths as TRL conversational SFT rows `{"messages": [...]}` (prefix included)."""
     prefix = _prefixes()
-    return [{"messages": prefix(g.graph["env"]) + best_path_messages(g, trajectories)} for g in trees]
+    return [{"messages": prefix(g.env) + best_path_messages(g, trajectories)} for g in trees]
 
 
-def tree_json(g: nx.DiGraph) -> dict[str, Any]:
+def tree_json(g: Tree) -> dict[str, Any]:
     """One tree as `{"env", "task_id", "nodes": [{"id", "parent", ...stats}], "best_path"}`."""
-    nodes = []
-    for n in sorted(g.nodes):
-        preds = list(g.predecessors(n))
-        attrs = g.nodes[n]
-        row: dict[str, Any] = {"id": int(n), "parent": int(preds[0]) if preds else None}
-        for k in TREE_NODE_FIELDS:
-            v = attrs.get(k, "" if k == "action" else 0)
-            row[k] = float(v) if k in ("value_sum", "mcts_value_sum") else v if k == "action" else int(v)
-        nodes.append(row)
-    return {"env": g.graph["env"], "task_id": g.graph["task_id"], "nodes": nodes,
-            "best_path": [int(x) for x in g.graph.get("best_path") or []]}
+    cols = {k: getattr(g, k).tolist() for k in TREE_NODE_FIELDS}
+    nodes = [{"id": n, "parent": p if p >= 0 else None, **{k: cols[k][n] for k in TREE_NODE_FIELDS}}
+             for n, p in enumerate(g.parent.tolist())]
+    return {"env": g.env, "task_id": g.task_id, "nodes": nodes, "best_path": [int(x) for x in g.best_path]}

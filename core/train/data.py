@@ -38,7 +38,7 @@ from core.store import Store
 from core.trajectory import Pair, Trajectory
 
 if TYPE_CHECKING:
-    import networkx as nx
+    from core.tree_data import Tree
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _pair_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
     return pair_rows([p for p in pairs if p.task_id in keep])
 
 
-def best_path_rows(graphs: Iterable[nx.DiGraph], trajectories: Iterable[Trajectory] | Mapping[str, Trajectory]
+def best_path_rows(graphs: Iterable[Tree], trajectories: Iterable[Trajectory] | Mapping[str, Trajectory]
                    ) -> tuple[list[dict[str, Any]], int]:
     """SFT rows of the `mcts` method: per tree, ONE real trajectory along its MCTS best path
     (`core.formats.export.best_path_trajectory`), looked up in `trajectories` (a mapping by id, or
@@ -175,13 +175,13 @@ def best_path_rows(graphs: Iterable[nx.DiGraph], trajectories: Iterable[Trajecto
     by_id = trajectories if isinstance(trajectories, Mapping) else {t.traj_id: t for t in trajectories}
     rows, skipped = [], 0
     for g in graphs:
-        if len(g.graph.get("best_path") or []) < 2:
+        if len(g.best_path) < 2:
             continue
-        if not g.nodes[0]["successes"]:
+        if not g.successes[0]:
             skipped += 1
             continue
         msgs = best_path_messages(g, by_id)
-        rows.append(sft_row(g.graph["env"], msgs[0]["content"], msgs[1:]))
+        rows.append(sft_row(g.env, msgs[0]["content"], msgs[1:]))
     return rows, skipped
 
 
