@@ -786,6 +786,8 @@ def _ragged(column: pa.ChunkedArray, dtype: Any) -> Ragged:
 def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
     """Trees from `trees` header rows and their `nodes` rows (column `pos` = the header's row,
     sorted by pos, then node id)."""
+    if not heads.num_rows:  # no tree matched (an unknown id): nothing to index
+        return []
     pos = nodes.column("pos").to_numpy()
     bounds = np.searchsorted(pos, np.arange(heads.num_rows + 1)).tolist()
 

@@ -41,7 +41,7 @@ def data_file(tmp_path) -> Path:
 def _tree_rows(store: Store) -> list[tuple]:
     """Every stored tree's task, nodes (with data and MCTS statistics) and best path; no ids."""
     out = []
-    for g in store.load_trees():
+    for g in (t.to_networkx() for t in store.load_trees()):
         nodes = tuple(sorted((n, d["action"], d["visits"], d["value_sum"], d["successes"], d["failures"],
                               d["mcts_visits"], d["mcts_value_sum"], tuple(g.predecessors(n)))
                              for n, d in g.nodes(data=True)))
