@@ -98,19 +98,21 @@ MIGRATIONS: list[str] = [
         trajs_per_task INTEGER, avg_reward DOUBLE, success_rate DOUBLE, n_examples INTEGER,
         n_episodes INTEGER, created_at TIMESTAMP);
     """,
+    # (every ADD COLUMN says IF NOT EXISTS: a store that a development build already gave the
+    # column, under the older version number, still migrates)
     # v2: trees keep the first observation of their task (the task message needs it)
-    "ALTER TABLE trees ADD COLUMN initial_observation VARCHAR DEFAULT '';",
+    "ALTER TABLE trees ADD COLUMN IF NOT EXISTS initial_observation VARCHAR DEFAULT '';",
     # v3: trees get a version (stale saves refuse); runs the process that runs them (a killed
     # collect reads as interrupted)
     """
-    ALTER TABLE trees ADD COLUMN version BIGINT DEFAULT 1;
-    ALTER TABLE runs ADD COLUMN pid INTEGER;
-    ALTER TABLE runs ADD COLUMN host VARCHAR;
+    ALTER TABLE trees ADD COLUMN IF NOT EXISTS version BIGINT DEFAULT 1;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid INTEGER;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS host VARCHAR;
     """,
     # v4: a result row names its evaluation run (per-task rewards for paired comparisons)
-    "ALTER TABLE results ADD COLUMN run_id VARCHAR;",
+    "ALTER TABLE results ADD COLUMN IF NOT EXISTS run_id VARCHAR;",
     # v5: a job row keeps the state of its folder's files at its last sync (unchanged: no write)
-    "ALTER TABLE jobs ADD COLUMN folder_state VARCHAR;",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS folder_state VARCHAR;",
 ]
 
 RUN_COLUMNS = ("run_id, kind, env, policy, model, settings, status, created_at, finished_at, "

@@ -41,6 +41,22 @@ def test_tree_keeps_initial_observation(store: Store):
     assert store.load_tree("shop/8").initial_observation == "WebShop [SEP] Search"
 
 
+def test_migration_over_a_column_that_already_exists(tmp_path):
+    """A store that a development build gave a later version's column, under an older version
+    number, still migrates (ADD COLUMN IF NOT EXISTS) and keeps its rows."""
+    import duckdb
+
+    path = tmp_path / "dev.duckdb"
+    Store(path).add_results([dict(experiment_id="e", env="shop", method="SFT-weak", model="m", seed=0,
+                                  trajs_per_task=4, avg_reward=0.5, success_rate=0.2, run_id="run-1")])
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")  # run_id is v4's column
+    con.close()
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.results()["run_id"].tolist() == ["run-1"]
+
+
 def test_migration_from_v1(tmp_path):
     """A store written by schema 1 (no trees.initial_observation) opens, migrates and loads."""
     import duckdb
