@@ -648,10 +648,9 @@ class Store(JobTables, Summaries):
         return _trees_from_tables(heads, nodes)
 
     # -- pairs -------------------------------------------------------------------------------
-    def save_pairs(self, pairs: Iterable[Pair], replace_trees: Iterable[str] = (),
-                   replace_tasks: Iterable[tuple[str, str, str]] = ()) -> int:
-        """Insert pairs; first delete the pairs of `replace_trees` and of
-        `replace_tasks` ((env, task_id, granularity) triples) so re-running replaces them."""
+    def save_pairs(self, pairs: Iterable[Pair], replace_tasks: Iterable[tuple[str, str, str]] = ()) -> int:
+        """Insert pairs; first delete the pairs of `replace_tasks` ((env, task_id, granularity)
+        triples) so re-running replaces them."""
         pairs = list(pairs)
         now = _now()
         table = pa.table({
@@ -675,15 +674,13 @@ class Store(JobTables, Summaries):
             "created_at": pa.array([now] * len(pairs), pa.timestamp("us")),
         })
         with self.transaction() as con:
-            rt = list(replace_trees)
-            if rt:
-                con.execute("DELETE FROM pairs WHERE tree_id IN (SELECT unnest(?))", [rt])
             for env, task_id, gran in replace_tasks:
                 con.execute("DELETE FROM pairs WHERE env = ? AND task_id = ? AND granularity = ?",
                             [env, task_id, gran])
             if pairs:
                 con.register("new_pairs", table)
-                con.execute("INSERT INTO pairs SELECT * FROM new_pairs")
+                cols = ", ".join(table.column_names)
+                con.execute(f"INSERT INTO pairs ({cols}) SELECT {cols} FROM new_pairs")
         return len(pairs)
 
     def pairs(self, env: str | None = None, task_id: str | None = None,

@@ -110,6 +110,15 @@ def test_early_release_rule_by_hand(tiny, iterations):
 
 
 # -- an independent plain implementation, straight from the rules' text -------------------------
+def _back_up(g: nx.DiGraph, st: dict[int, list], path: list[int], leaf: int) -> None:
+    """Add one visit and the leaf's data mean to every node on the path (not the root)."""
+    d = g.nodes[leaf]
+    value = d["value_sum"] / d["visits"] if d["visits"] else 0.0
+    for n in path:
+        st[n][0] += 1
+        st[n][1] += value
+
+
 def plain_uct(g: nx.DiGraph, iterations: int, c: float) -> dict[int, list]:
     kids = {n: sorted(g.successors(n)) for n in g}
     st = {n: [0, 0.0] for n in g}
@@ -124,11 +133,7 @@ def plain_uct(g: nx.DiGraph, iterations: int, c: float) -> dict[int, list]:
 
             node = max(kids[node], key=ucb)  # max() keeps the first of equal keys
             path.append(node)
-        d = g.nodes[node]
-        value = d["value_sum"] / d["visits"] if d["visits"] else 0.0
-        for n in path:
-            st[n][0] += 1
-            st[n][1] += value
+        _back_up(g, st, path, node)
     return st
 
 
@@ -176,11 +181,7 @@ def plain_puct(g: nx.DiGraph, iterations: int, c: float) -> dict[int, list]:
 
             node = max(ks, key=score)
             path.append(node)
-        d = g.nodes[node]
-        value = d["value_sum"] / d["visits"] if d["visits"] else 0.0
-        for n in path:
-            st[n][0] += 1
-            st[n][1] += value
+        _back_up(g, st, path, node)
     return st
 
 
