@@ -390,11 +390,11 @@ def _trajectory(ep: _Episode, env: str, run_id: str, source: str, model: str, po
         meta={"initial_observation": ep.initial_observation, "sampling": ep.sampling.name(), "seq": ep.seq,
               "policy": policy, "env_kwargs": env_kwargs, "seed": seed, "episode_seed": ep.seed,
               "step_limit": ep.limit, "truncated": not ep.done, "n_invalid": ep.n_invalid,
-              **_env_meta(env, ep.task_id)},
+              **env_meta(env, ep.task_id)},
     )
 
 
-def _env_meta(env: str, task_id: str) -> dict[str, Any]:
+def env_meta(env: str, task_id: str) -> dict[str, Any]:
     """The env class's `trajectory_meta` (e.g. ALFWorld's game file), without building an env."""
     from core.envs.base import _REGISTRY
 

@@ -329,7 +329,7 @@ def _run_batch(spec: ExploreSpec, policy: Policy, source: Trajectory, depth: int
 
 def _trajectory(spec: ExploreSpec, ep: _Episode, source: Trajectory, depth: int, run_id: str,
                 policy: str) -> Trajectory:
-    from core.collect import _env_meta
+    from core.collect import env_meta
 
     reward = ep.steps[-1].reward if ep.steps else 0.0
     return Trajectory(
@@ -342,16 +342,16 @@ def _trajectory(spec: ExploreSpec, ep: _Episode, source: Trajectory, depth: int,
               "truncated": ep.truncated, "n_invalid": ep.n_invalid,
               "explore": {"tree_id": spec.tree_id, "node": spec.node, "from_traj": source.traj_id,
                           "prefix_steps": depth},
-              **_env_meta(spec.env, spec.task_id)},
+              **env_meta(spec.env, spec.task_id)},
     )
 
 
 # -- the tree ------------------------------------------------------------------------------------
 
 def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> tuple[list[int], int]:
-    """Add stored trajectories `traj_ids` to the tree of (env, task_id) in place
-    (`Store.add_to_tree`: the other trees are not touched, every old node keeps its id) and rerun
-    its MCTS with the tree's own rule, iterations and c (1000 iterations if it had none). A tree of
+    """Add stored trajectories `traj_ids` to the tree of (env, task_id) in place (`Tree.extend`:
+    every old node keeps its id, the other trees are not touched), rerun its MCTS with the tree's
+    own rule, iterations and c (1000 iterations if it had none) and save it in one write. A tree of
     the semantic rule cannot grow in place and is rebuilt from all its trajectories. Returns (the
     new node ids, the tree's node count)."""
     from core.mcts import run_mcts
@@ -363,26 +363,25 @@ def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> 
             old = store.load_tree(tree_id)
         except KeyError:
             old = None
-        new = store.trajectories(traj_ids=list(traj_ids))
+        n_old, settings = (old.n_nodes, dict(old.settings)) if old is not None else (0, {})
+        if old is not None and old.merge != "semantic":
+            tree = old
+            tree.extend(store.trajectories(traj_ids=list(traj_ids)))
+        else:
+            ids = list(dict.fromkeys([*(old.traj_ids.tolist() if old is not None else []), *traj_ids]))
+            tree = build_tree(store.trajectories(traj_ids=ids), merge=old.merge if old else "action",
+                              threshold=float(settings.get("threshold", 0.9)))
+            if old is not None:
+                tree.version = old.version
+        mcts = settings.get("mcts") or {}
+        run_mcts(tree, iterations=int(mcts.get("iterations") or 1000), c=float(mcts.get("c", 1.41)),
+                 rule=mcts.get("rule", "uct"))
         try:
-            if old is not None and old.merge != "semantic":
-                tree = store.add_to_tree(tree_id, new)
-            else:
-                ids = list(dict.fromkeys([*(old.traj_ids.tolist() if old is not None else []), *traj_ids]))
-                tree = build_tree(store.trajectories(traj_ids=ids), merge=old.merge if old else "action",
-                                  threshold=float((old.settings if old else {}).get("threshold", 0.9)))
-                if old is not None:
-                    tree.version = old.version
-                store.save_trees([tree])
-            mcts = (old.settings if old is not None else {}).get("mcts") or {}
-            run_mcts(tree, iterations=int(mcts.get("iterations") or 1000), c=float(mcts.get("c", 1.41)),
-                     rule=mcts.get("rule", "uct"))
-            store.save_scores([tree])
+            store.save_trees([tree])
         except StaleTreeError:  # another process saved the tree meanwhile: grow its new version
             if attempt == GROW_ATTEMPTS:
                 raise
             continue
-        n_old = old.n_nodes if old is not None else 0
         return list(range(n_old, tree.n_nodes)), tree.n_nodes
     raise AssertionError("unreachable")
 
@@ -406,11 +405,11 @@ def start_job(spec: ExploreSpec, store: Store) -> str:
 def run_job(job_dir: Path) -> Path:
     """The job process's work: `explore` with the job's spec; status and progress go to the
     job folder (the new node ids and trajectory ids too, for the page to highlight them)."""
-    from core.train.jobs import update_status
+    from core.train.jobs import now_iso, update_status
 
     meta = json.loads((job_dir / "config.json").read_text())
     spec, db = ExploreSpec(**meta["config"]), meta["lineage"].get("db")
-    update_status(job_dir, status="running", pid=os.getpid(), started_at=_now(), step=0, max_steps=spec.k)
+    update_status(job_dir, status="running", pid=os.getpid(), started_at=now_iso(), step=0, max_steps=spec.k)
     stop_file = job_dir / "stop"
 
     def progress(done: int, k: int, message: str) -> None:
@@ -423,16 +422,11 @@ def run_job(job_dir: Path) -> Path:
         lines = [ln for ln in traceback.format_exception_only(exc)[-1].splitlines() if ln.strip()]
         message = str(exc) if isinstance(exc, UserError) else (lines[-1] if lines else type(exc).__name__)
         update_status(job_dir, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
-                      error=message, finished_at=_now())
+                      error=message, finished_at=now_iso())
         raise
     print(res.line(spec), flush=True)
     update_status(job_dir, status="stopped" if stop_file.exists() else "succeeded", step=len(res.traj_ids),
-                  finished_at=_now(), new_nodes=res.new_nodes, traj_ids=res.traj_ids, rewards=res.rewards,
+                  finished_at=now_iso(), new_nodes=res.new_nodes, traj_ids=res.traj_ids, rewards=res.rewards,
                   run_id=res.run_id, summary=res.line(spec))
     return job_dir
 
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")

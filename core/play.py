@@ -96,7 +96,7 @@ class PlaySession:
         node ids)."""
         if not self.played:
             raise UserError("play at least one step before saving a branch")
-        from core.collect import _env_meta
+        from core.collect import env_meta
 
         run_id = new_id("run-")
         reward = self.steps[-1].reward
@@ -108,7 +108,7 @@ class PlaySession:
                   "env_kwargs": self.env_kwargs, "step_limit": self.limit, "truncated": not self.done,
                   "explore": {"tree_id": f"{self.env_name}/{self.task_id}", "node": self.node,
                               "from_traj": self.source.traj_id, "prefix_steps": self.depth},
-                  **_env_meta(self.env_name, self.task_id)})
+                  **env_meta(self.env_name, self.task_id)})
         store.add_run(Run(run_id, SOURCE, self.env_name, SOURCE, self.player,
                           {"source": SOURCE, "node": self.node, "tree_id": f"{self.env_name}/{self.task_id}"}),
                       status="finished")

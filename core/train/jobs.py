@@ -88,7 +88,7 @@ _CHILDREN: dict[str, subprocess.Popen] = {}  # launched here: polled so they nev
 
 # -- folder I/O -----------------------------------------------------------------------------------
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
@@ -108,7 +108,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def update_status(job_dir: Path, **fields: Any) -> dict[str, Any]:
     """Merge `fields` into status.json (with `updated_at`) and return the new status."""
     status = _read_json(job_dir / "status.json")
-    status.update(fields, updated_at=_now())
+    status.update(fields, updated_at=now_iso())
     _write_json(job_dir / "status.json", status)
     return status
 
@@ -177,11 +177,11 @@ def write_job(kind: str, config: dict[str, Any], lineage: dict[str, Any], store:
     folder = jobs_dir() / job_id
     (folder / "checkpoints").mkdir(parents=True)
     _write_json(folder / "config.json", {"job_id": job_id, "kind": kind, "config": config,
-                                         "lineage": lineage, "output_path": output, "created_at": _now()})
+                                         "lineage": lineage, "output_path": output, "created_at": now_iso()})
     if fill is not None:
         fill(folder)
     update_status(folder, status="queued", step=0, max_steps=max_steps, eta_s=None, error=None, pid=None,
-                  output_path=None, created_at=_now())
+                  output_path=None, created_at=now_iso())
     sync_job(store if store is not None else Store(), job_id)
     return job_id
 
@@ -235,7 +235,7 @@ def _launch(job_id: str, job_dir: Path, resume: bool, lock: int) -> subprocess.P
         os.close(lock)
     _CHILDREN[job_id] = proc
     _write_json(job_dir / "launch.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd, "resume": resume,
-                                          "launched_at": _now(), "launched_ts": time.time()})
+                                          "launched_at": now_iso(), "launched_ts": time.time()})
     return proc
 
 
@@ -292,7 +292,7 @@ def last_checkpoint(job_dir: Path) -> Path | None:
 def mark_checkpoint_complete(ckpt: Path) -> None:
     """Mark a checkpoint folder as fully saved (called once the trainer has written all of it)."""
     if ckpt.is_dir():
-        (ckpt / COMPLETE).write_text(_now())
+        (ckpt / COMPLETE).write_text(now_iso())
 
 
 # -- liveness, stop ---------------------------------------------------------------------------------
@@ -347,9 +347,9 @@ def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
         launched = (folder / "launch.json").exists() or status.get("inproc")
         if launched and not job_alive(folder) and _read_json(folder / "status.json").get("status") in ACTIVE:
             if (folder / "stop").exists():
-                status = update_status(folder, status="stopped", eta_s=None, finished_at=_now())
+                status = update_status(folder, status="stopped", eta_s=None, finished_at=now_iso())
             else:
-                status = update_status(folder, status="failed", eta_s=None, finished_at=_now(),
+                status = update_status(folder, status="failed", eta_s=None, finished_at=now_iso(),
                                        error=status.get("error") or f"process {pid} ended without reporting "
                                        "(killed, out of memory, or the machine restarted); see log.txt")
     cfg = _read_json(folder / "config.json")
@@ -385,7 +385,7 @@ def stop_job(job_id: str, store: Store | None = None, grace: float = 600.0) -> d
         while running():
             time.sleep(0.05)
     if _read_json(folder / "status.json").get("status") in ACTIVE:
-        update_status(folder, status="stopped", eta_s=None, finished_at=_now())
+        update_status(folder, status="stopped", eta_s=None, finished_at=now_iso())
     if store is not None:
         sync_job(store, folder.name)
     return job_status(folder)
@@ -598,7 +598,7 @@ def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
     main = is_main_process()
     if main:
         update_status(job_dir, status="running", pid=os.getpid(), inproc=inproc, error=None, finished_at=None,
-                      started_at=_read_json(job_dir / "status.json").get("started_at") or _now())
+                      started_at=_read_json(job_dir / "status.json").get("started_at") or now_iso())
     try:
         setup_threads(cfg)
         progress = JobProgress(job_dir, write=main)
@@ -612,19 +612,19 @@ def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         if progress.stop_requested:
             if main:
-                update_status(job_dir, status="stopped", eta_s=None, finished_at=_now())
+                update_status(job_dir, status="stopped", eta_s=None, finished_at=now_iso())
             return Path(meta["output_path"])
         out = save_model(trainer, tokenizer, Path(meta["output_path"]), cfg.merge_lora)
         if main:
             params = sum(p.numel() for p in trainer.model.parameters())
             update_status(job_dir, status="succeeded", eta_s=0, output_path=str(out), params=params,
-                          finished_at=_now())
+                          finished_at=now_iso())
         return out
     except BaseException as exc:
         if main:
             lines = [ln for ln in traceback.format_exception_only(exc)[-1].splitlines() if ln.strip()]
             update_status(job_dir, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
-                          error=lines[-1] if lines else type(exc).__name__, eta_s=None, finished_at=_now())
+                          error=lines[-1] if lines else type(exc).__name__, eta_s=None, finished_at=now_iso())
         raise
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.envs import make_env
 from core.evaluate import evaluate
-from core.results import bootstrap_mean
+from core.results import bootstrap_mean, episode_outcomes
 from core.store import Store
 
 ENV = "shop?n_products=200&n_categories=10"
@@ -27,9 +27,8 @@ ENV = "shop?n_products=200&n_categories=10"
 
 def outcomes(store: Store, run_id: str) -> pd.DataFrame:
     """task_id, reward, success of one evaluation run."""
-    idx = store.trajectory_index(run_id=run_id)
-    return pd.DataFrame({"task_id": idx["task_id"], "reward": idx["reward"].astype(float),
-                         "success": idx["success"].fillna(False).astype(float)})
+    row = pd.DataFrame({"method": [""], "seed": [0], "trajs_per_task": [0], "run_id": [run_id]})
+    return episode_outcomes(store, row)[["task_id", "reward", "success"]]
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
 """Sweep the training budget of the four W2S methods, one change at a time, on the data a pipeline
 run stored, starting from that run's SFT-strong model; every variant is evaluated greedily on the
-same test tasks and compared per task with SFT-strong and SFT-weak (paired bootstrap 95 % interval).
+first 100 test tasks, as the baselines were, and compared per task with SFT-strong and SFT-weak (paired bootstrap 95 % interval).
 Used for docs/experiments.md run 5.
 
     W2STREE_HOME=HOME python docs/scripts/strong_budget_sweep.py HOME KDIR BASE_EXPERIMENT [VARIANT ...]
 
-HOME holds the run's store and models (as for strong_methods_on_stored_data.py), KDIR its
+HOME holds the run's store and models (as for strong_methods_on_stored_data.py, beside this
+script, whose setup it shares), KDIR its
 experiments/<id>/s0/k4 folder, BASE_EXPERIMENT the stored experiment whose SFT-weak and SFT-strong
 evaluations are the baselines. VARIANT names pick from VARIANTS (default: all, in order).
 """
@@ -17,13 +18,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from strong_methods_on_stored_data import ENV, stored_seed_run  # the script beside this one
 
-from core.envs import env_slug, make_env
-from core.pipeline import SCALES, _Reporter, _run_work, _SeedRun, _train_unit
+from core.envs import env_slug
+from core.pipeline import _run_work, _train_unit
 from core.results import episode_outcomes, paired_comparisons
-from core.store import Store
-
-ENV = "shop?n_products=200&n_categories=10"
 
 # name -> (method as in the results table, trainer kind, training file, overrides of the tiny scale's)
 VARIANTS: dict[str, tuple[str, str, str, dict]] = {
@@ -45,13 +44,8 @@ BUDGET = {"TreeDPO": "dpo", "ETO-DPO": "dpo", "MCTS": "mcts_sft", "W2S-SFT": "w2
 def main() -> None:
     home, kdir, base_exp = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     names = sys.argv[4:] or list(VARIANTS)
-    store, cfg, rep = Store(home / "w2stree.duckdb"), SCALES["tiny"], _Reporter(True)
-    with make_env(ENV) as e:
-        test_ids = [t.task_id for t in e.tasks("test")][: cfg.test_tasks]
-    run = _SeedRun(store, ENV, cfg, 0, [4], False, "", "", Path(), 0, [], test_ids, home / "sweep", rep,
-                   lambda f: f)
-    slug = env_slug(ENV)
-    weak, strong = run.model_path(f"{slug}-sft-weak-s0"), run.model_path(f"{slug}-sft-strong-s0")
+    store, run, weak, strong = stored_seed_run(home, "sweep")
+    cfg, rep, slug = run.cfg, run.rep, env_slug(ENV)
     base = store.results(base_exp)
     base = base[base["method"].isin(["SFT-weak", "SFT-strong"])]
     for name in names:

@@ -24,15 +24,23 @@ from core.store import Store
 ENV = "shop?n_products=200&n_categories=10"
 
 
+def stored_seed_run(home: Path, folder: str, n_test: int = 100) -> tuple[Store, _SeedRun, Path, Path]:
+    """(the store, seed 0 of the tiny scale over it evaluating on test[:n_test], the SFT-weak and
+    SFT-strong model folders) of the stored run in `home`; outputs go to home/`folder`. Runs 4 and
+    5 evaluated on the first 100 test tasks."""
+    store = Store(home / "w2stree.duckdb")
+    with make_env(ENV) as e:
+        test_ids = [t.task_id for t in e.tasks("test")][:n_test]
+    run = _SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), 0, [], test_ids, home / folder,
+                   _Reporter(True), lambda f: f)
+    slug = env_slug(ENV)
+    return store, run, run.model_path(f"{slug}-sft-weak-s0"), run.model_path(f"{slug}-sft-strong-s0")
+
+
 def main() -> None:
     home, kdir = Path(sys.argv[1]), Path(sys.argv[2])
-    store, cfg, rep = Store(home / "w2stree.duckdb"), SCALES["tiny"], _Reporter(True)
-    with make_env(ENV) as e:
-        test_ids = [t.task_id for t in e.tasks("test")][: cfg.test_tasks]
-    run = _SeedRun(store, ENV, cfg, 0, [4], False, "", "", Path(), 0, [], test_ids, home / "run4", rep,
-                   lambda f: f)
-    slug = env_slug(ENV)
-    weak, strong = run.model_path(f"{slug}-sft-weak-s0"), run.model_path(f"{slug}-sft-strong-s0")
+    store, run, weak, strong = stored_seed_run(home, "run4")
+    cfg, rep = run.cfg, run.rep
     files = {name: kdir / f"{name}.jsonl" for name in ("successes", "best_paths", "tree_pairs", "eto_pairs")}
     counts = {name: sum(1 for line in f.read_text().splitlines() if line.strip()) for name, f in files.items()}
     base = _run_work([run.eval_unit("SFT-weak", weak, None, ()), run.eval_unit("SFT-strong", strong, None, ())],
