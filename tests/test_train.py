@@ -4,6 +4,7 @@ TRL trainers, real trees and pairs from the built-in shop; observation masking; 
 from __future__ import annotations
 
 import pickle
+import random
 
 import pytest
 import torch
@@ -283,6 +284,73 @@ def test_datasets_fingerprint_fallback(monkeypatch, filled, models, tmp_path):
                                    tmp_path)
     trainer.train()  # ...and TRL's own dataset maps survive it too
     assert trainer.state.global_step == 1
+
+
+# -- length-sorted micro-batches ------------------------------------------------------------------------------
+
+def padding(batches: list[list[int]], lengths: list[int]) -> float:
+    """Padded tokens / real tokens of index batches."""
+    return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths[i] for b in batches for i in b)
+
+
+def test_sorted_step_sampler_keeps_random_steps_and_sorts_inside_them():
+    from core.train.batching import SortedStepSampler
+
+    rng = random.Random(0)
+    lengths = [rng.choice([60, 130, 380]) + rng.randrange(40) for _ in range(1000)]  # the shop's three kinds
+    sampler = SortedStepSampler(lengths, 32, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(1000))
+    steps = [order[i:i + 32] for i in range(0, 1000, 32)]
+    assert all([lengths[i] for i in step] == sorted(lengths[i] for i in step) for step in steps)
+    # the steps are random draws, not length buckets: each spans the kinds of rows
+    assert sum(max(lengths[i] for i in s) - min(lengths[i] for i in s) > 300 for s in steps) > 25
+    micro = [order[i:i + 8] for i in range(0, 1000, 8)]
+    assert padding(micro, lengths) < 1.3 < 1.8 < padding(steps, lengths)
+    assert list(SortedStepSampler(lengths, 32, seed=3)) == order  # a resumed run sees the same batches
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+@pytest.mark.parametrize("kind,data,batch,micro", [("sft", "expert:shop", 4, 2), ("treedpo", "pairs:shop:step", 2, 1)])
+def test_micro_batches_give_the_same_step_as_one_batch(filled, models, tmp_path, kind, data, batch, micro):
+    from core.train.data import build_rows
+    from core.train.dpo import SortedDPOTrainer, build_dpo_trainer
+    from core.train.sft import SortedSFTTrainer, build_sft_trainer
+
+    build = build_sft_trainer if kind == "sft" else build_dpo_trainer
+    rows = build_rows(data, filled)[:batch]  # one step holds every row, whatever the sampler's order
+    after, logged = {}, {}
+    for m in (0, micro):
+        trainer, _ = build(cfg(kind, models, "x", batch_size=batch, micro_batch=m, max_steps=1, warmup_ratio=0.0,
+                               lr_scheduler="constant_with_warmup"), rows, tmp_path / str(m))
+        assert isinstance(trainer, (SortedSFTTrainer, SortedDPOTrainer)) == (m == micro)
+        trainer.train()
+        after[m] = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+        logged[m] = trainer.state.log_history[0]
+    assert logged[0]["loss"] == pytest.approx(logged[micro]["loss"], rel=1e-5)
+    assert logged[0]["grad_norm"] == pytest.approx(logged[micro]["grad_norm"], rel=1e-5)  # same scale, not only sign
+    # Adam moves every weight by ~lr (>= 2e-4) at step 1: a flipped gradient sign would show as ~2 lr
+    assert max(float((after[0][k] - after[micro][k]).abs().max()) for k in after[0]) < 1e-5
+    first = next(iter(after[0]))
+    assert not torch.equal(after[0][first], weights(models["strong"])[first])  # the step moved the weights
+
+
+def test_tiny_sft_pads_its_micro_batches_little(filled, models, tmp_path):
+    from core.train.data import build_rows
+    from core.train.sft import build_sft_trainer
+
+    rows = build_rows("expert:shop", filled) * 4  # each length four times: a sorted step pads little
+
+    def loader_padding(micro: int) -> tuple[float, int]:
+        trainer, _ = build_sft_trainer(cfg("sft", models, "x", batch_size=16, micro_batch=micro), rows,
+                                       tmp_path / str(micro))
+        masks = [b["attention_mask"] for b in trainer.get_train_dataloader()]
+        return sum(m.numel() for m in masks) / sum(int(m.sum()) for m in masks), sum(len(m) for m in masks)
+
+    (sorted_pad, n), (plain_pad, n_plain) = loader_padding(4), loader_padding(0)
+    assert n == n_plain > 40  # every decision row, once
+    assert sorted_pad < 1.2 and plain_pad > 1.5, (sorted_pad, plain_pad)
 
 
 # -- configs ------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from core.errors import UserError
-from core.train.config import TrainConfig
+from core.train.config import TrainConfig, micro_split
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,10 @@ def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: i
     """Keyword arguments for a TRL config class (`SFTConfig`, `DPOConfig`) from our config."""
     names = {f.name for f in dataclasses.fields(arg_cls)}
     cuda = use_cuda(cfg)
+    split = micro_split(cfg)  # micro-batches per batch: accumulated into the same step
     kw: dict[str, Any] = dict(
         output_dir=str(out_dir), num_train_epochs=float(cfg.epochs), learning_rate=float(cfg.lr),
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=accumulation_steps(cfg),
+        per_device_train_batch_size=cfg.batch_size // split, gradient_accumulation_steps=accumulation_steps(cfg) * split,
         max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler, max_grad_norm=float(cfg.max_grad_norm),
         logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, report_to="none", disable_tqdm=True,

@@ -29,6 +29,7 @@ import torch
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from core.train.batching import SortedStepTrainer
 from core.train.common import (
     check_not_empty,
     context_length,
@@ -38,8 +39,9 @@ from core.train.common import (
     lora_config,
     trainer_kwargs,
     use_cuda,
+    world_size,
 )
-from core.train.config import DPOTrainConfig
+from core.train.config import DPOTrainConfig, micro_split
 from core.train.data import to_dataset
 from core.train.masks import assistant_mask
 
@@ -101,6 +103,10 @@ def same_vocab(tok_a: Any, tok_b: Any) -> bool:
     return tok_a.get_vocab() == tok_b.get_vocab()
 
 
+class SortedDPOTrainer(SortedStepTrainer, MaskedDPOTrainer):
+    """`MaskedDPOTrainer` with each step's pairs sorted into micro-batches (`core.train.batching`)."""
+
+
 def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: Path,
                       callbacks: list[Any] | None = None, masked: bool = True) -> tuple[Any, Any]:
     """(trainer, tokenizer) for DPO on preference rows. `masked=False` builds plain TRL's
@@ -124,6 +130,8 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
                                             truncation_mode=args.truncation_mode,
                                             pad_to_multiple_of=args.pad_to_multiple_of)
     cls = MaskedDPOTrainer if masked else DPOTrainer
+    if masked and micro_split(cfg) > 1 and world_size() == 1:
+        cls = SortedDPOTrainer
     trainer = cls(model=model, ref_model=ref_model, args=args, data_collator=collator,
                   train_dataset=to_dataset(rows), processing_class=tokenizer,
                   peft_config=lora_config(cfg), callbacks=callbacks)

@@ -17,6 +17,7 @@ from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
+from core.train.batching import SortedStepTrainer
 from core.train.common import (
     check_not_empty,
     context_length,
@@ -26,10 +27,15 @@ from core.train.common import (
     lora_config,
     trainer_kwargs,
     use_cuda,
+    world_size,
 )
-from core.train.config import SFTTrainConfig
+from core.train.config import SFTTrainConfig, micro_split
 from core.train.data import to_dataset
 from core.train.masks import has_generation_markers, tokenize_sft_row
+
+
+class SortedSFTTrainer(SortedStepTrainer, SFTTrainer):
+    """TRL's SFT trainer with each step's rows sorted into micro-batches (`core.train.batching`)."""
 
 
 def build_sft_trainer(cfg: SFTTrainConfig, rows: list[dict[str, Any]], out_dir: Path,
@@ -42,7 +48,8 @@ def build_sft_trainer(cfg: SFTTrainConfig, rows: list[dict[str, Any]], out_dir: 
         rows = [tokenize_sft_row(tokenizer, r) for r in rows]
     args = SFTConfig(**trainer_kwargs(cfg, out_dir, SFTConfig, context_length(model, cfg)),
                      assistant_only_loss=markers)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
+    cls = SortedSFTTrainer if micro_split(cfg) > 1 and world_size() == 1 else SFTTrainer
+    trainer = cls(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
                          peft_config=lora_config(cfg), callbacks=callbacks)
     if not use_cuda(cfg):
         install_cpu_lm_heads(trainer)
