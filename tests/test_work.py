@@ -56,7 +56,7 @@ def test_units_run_at_most_parallel_at_once_in_dependency_order(store, tmp_path)
     assert all(r["store"] == [str(store.path)] for r in results.values())  # each worker opened the same store
     assert all(len(r["running"]) <= 2 for r in results.values())
     # a and b held until the other had started: they ran side by side; c waited for a free slot
-    assert results["wait c"]["ended"] and results["wait c"]["running"] != ["a", "b", "c"]
+    assert results["wait c"]["ended"]
     assert "c" in results["after d"]["ended"]  # d started only once c was done
     starts = [t for t in lines if t.startswith("start ")]
     assert starts == ["start wait a", "start wait b", "start wait c", "start after d"]  # list order
