@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.envs.base import select_tasks
 from core.store import Store
@@ -31,6 +32,11 @@ class EvalResult:
     avg_reward: float
     success_rate: float
     task_ids: list[str] = field(default_factory=list)
+
+    def averages(self) -> dict[str, Any]:
+        """What a results row takes from the run: label, avg_reward, success_rate, n_episodes, run_id."""
+        return dict(label=self.label, avg_reward=self.avg_reward, success_rate=self.success_rate,
+                    n_episodes=self.n_episodes, run_id=self.run_id)
 
     def summary(self) -> str:
         return (f"{self.label} on {self.env}/{self.split}: avg reward {self.avg_reward:.3f}, "

@@ -23,9 +23,10 @@
 
 Trained models are registered as `<env>-<method>-s<seed>` (with `-k<K>` when the number of
 trajectories per task is swept), eval labels get the same `-s<seed>` / `-k<K>` suffixes for seeds
-other than 0 and swept K. Training runs are jobs (`w2stree jobs list` shows them), `parallel` at
-a time, one torch thread each. The training rows of each run are kept as JSONL under
-`<home>/experiments/<experiment id>/` so every job can be re-run by hand.
+other than 0 and swept K. Training runs are jobs (`w2stree jobs list` shows them); they, the
+exploration and the evaluations are units of `core.work`, run `parallel` at a time with one
+torch thread each, each started as soon as what it needs is done. The training rows of each run
+are kept as JSONL under `<home>/experiments/<experiment id>/` so every job can be re-run by hand.
 
 Scales (`SCALES`, `--scale`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
 prompted one decision at a time (`core.agents.prompt.decision_view`), with sizes and budgets
@@ -47,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,8 +64,8 @@ from core.results import METHODS
 from core.store import Store
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
+from core.work import Progress, Reporter, Unit, run_units
 
-Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class Scale:
@@ -132,29 +132,6 @@ SCALES: dict[str, Scale] = {
 
 # -- small helpers ---------------------------------------------------------------------------------
 
-class _Reporter:
-    """Stage timings plus progress lines (to a callback, stderr, or nowhere)."""
-
-    def __init__(self, progress: Progress | bool | None) -> None:
-        self.callback = progress if callable(progress) else None
-        self.echo = progress is True
-        self.timings: dict[str, float] = {}
-        self.t0 = time.monotonic()
-        self.fraction = 0.0
-
-    def say(self, fraction: float | None, text: str) -> None:
-        """Report `text`; `fraction` of the whole done (None: unchanged)."""
-        if fraction is not None:
-            self.fraction = min(max(fraction, 0.0), 1.0)
-        if self.callback is not None:
-            self.callback(self.fraction, text)
-        if self.echo:
-            print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=sys.stderr, flush=True)
-
-    def timed(self, stage: str, start: float) -> None:
-        self.timings[stage] = self.timings.get(stage, 0.0) + time.monotonic() - start
-
-
 def schedule_for(k: int) -> tuple[Sampling, ...]:
     """K decoding settings: the paper schedule's first K; beyond 4, its sampled settings again
     under new labels (each label draws its own samples)."""
@@ -185,108 +162,6 @@ def _cap(items: list[Any], n: int | None, seed: int) -> list[Any]:
         return items
     keep = sorted(random.Random(seed).sample(range(len(items)), n))
     return [items[i] for i in keep]
-
-
-# -- running work, `parallel` units at a time ----------------------------------------------------------
-
-@dataclass
-class _Work:
-    """A unit of work: a training job (`kind` + `config`, its own process, see core.train.jobs) or a
-    call of a module-level function in a worker process. Starts once its `deps` are done."""
-
-    name: str
-    kind: str = ""
-    config: Any = None
-    fn: Callable[..., Any] | None = None
-    args: tuple[Any, ...] = ()
-    deps: tuple[str, ...] = ()
-    n_examples: int = 0
-    result: Any = None
-
-
-def _worker_init() -> None:
-    import torch
-
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)  # one core per unit: `parallel` units share the machine
-
-
-def _run_work(items: list[_Work], store: Store, parallel: int, rep: _Reporter) -> dict[str, _Work]:
-    """Run the units, at most `parallel` at a time, in list order as their dependencies allow;
-    returns them by name with `result` filled (a training job: its output folder). Any failure
-    stops the rest and raises with the job's error and log tail."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    from core.train import job_alive, job_log_tail, job_status, start_job, stop_job, sync_job
-
-    parallel = max(1, parallel)
-    pending, running, done = list(items), {}, {}
-    pool = ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init)
-    try:
-        while pending or running:
-            for w in [w for w in pending if all(d in done for d in w.deps)]:
-                if len(running) >= parallel:
-                    break
-                pending.remove(w)
-                if w.kind:
-                    handle: Any = start_job(w.kind, w.config, store, detach=True)
-                    rep.say(None, f"start {w.name} ({w.kind}, {w.n_examples} examples, job {handle})")
-                else:
-                    handle = pool.submit(w.fn, *w.args)
-                    rep.say(None, f"start {w.name}")
-                running[w.name] = (w, handle, time.monotonic())
-            if not running:
-                missing = sorted({d for w in pending for d in w.deps} - set(done) - {w.name for w in pending})
-                raise RuntimeError(f"pipeline units wait on unknown dependencies {missing}")
-            time.sleep(0.5)
-            for name, (w, handle, t0) in list(running.items()):
-                if w.kind:
-                    status = job_status(handle)
-                    if status["status"] in ("queued", "running") or job_alive(handle):
-                        continue
-                    sync_job(store, handle)
-                    if status["status"] != "succeeded":
-                        raise RuntimeError(f"training job {handle} ({w.name}) {status['status']}: "
-                                           f"{status.get('error')}\n{job_log_tail(handle, 20)}")
-                    w.result = Path(status["output_path"])
-                else:
-                    if not handle.done():
-                        continue
-                    w.result = handle.result()
-                del running[name]
-                done[name] = w
-                rep.timed(name.split(" ")[0], t0)
-                rep.say(None, f"done {w.name} in {time.monotonic() - t0:.0f}s")
-    finally:
-        for w, handle, _ in running.values():
-            if w.kind:
-                stop_job(handle, store, grace=5.0)
-        pool.shutdown(wait=True, cancel_futures=True)
-    return done
-
-
-def _explore_unit(db: str, policy: str, env: str, task_ids: list[str], schedule: tuple[Sampling, ...],
-                  max_steps: int | None, batch: int, label: str, seed: int) -> str:
-    """Worker: the SFT-weak model (or the scale's explorer policy) explores; returns the run id."""
-    return stages.run_policy(Store(db), env, policy, task_ids, schedule, label=label, seed=seed,
-                             max_steps=max_steps, batch_size=batch)
-
-
-def _eval_unit(db: str, model: str, env: str, task_ids: list[str], max_steps: int | None, batch: int,
-               label: str) -> dict[str, Any]:
-    """Worker: one greedy evaluation; returns its averages."""
-    res = stages.evaluate(Store(db), model, env, task_ids=task_ids, max_steps=max_steps, batch_size=batch, label=label)
-    return dict(label=res.label, avg_reward=res.avg_reward, success_rate=res.success_rate,
-                n_episodes=res.n_episodes, run_id=res.run_id)
-
-
-def _train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int,
-                deps: tuple[str, ...] = (), **fields: Any) -> _Work:
-    from core.train import make_config
-
-    config = make_config(kind, cfg.train_preset, **{**overrides, **fields})
-    return _Work(f"train {method}", kind=kind, config=config, deps=deps, n_examples=n)
 
 
 # -- the experiment ------------------------------------------------------------------------------------
@@ -327,7 +202,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     for k in ks:
         schedule_for(k)  # validates K
     store = store if store is not None else Store()
-    rep = _Reporter(progress)
+    rep = Reporter(progress)
     exp_id = experiment_id or f"exp-{env_slug(env)}-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
     exp_dir = home() / "experiments" / exp_id
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -393,7 +268,7 @@ class _SeedRun:
     explore_ids: list[str]
     test_ids: list[str]
     folder: Path
-    rep: _Reporter
+    rep: Reporter
     frac: Callable[[float], float]
 
     def model_path(self, name: str) -> Path:
@@ -401,54 +276,63 @@ class _SeedRun:
 
         return models_dir() / name
 
-    def eval_unit(self, method: str, model: Path, k: int | None, deps: tuple[str, ...]) -> _Work:
-        label = eval_label(dict(METHODS)[method], self.seed, k)
-        return _Work(f"eval {method}", fn=_eval_unit, deps=deps, args=(
-            str(self.store.path), str(model), self.env, self.test_ids, self.cfg.max_steps, self.cfg.gen_batch,
-            label))
+    def eval_unit(self, method: str, model: Path, k: int | None, deps: tuple[str, ...]) -> Unit:
+        """`method`'s model evaluated greedily on the test tasks, once `deps` are done."""
+        return Unit(f"eval {method}", stage=stages.evaluate, deps=deps, kwargs=dict(
+            model=str(model), env=self.env, task_ids=self.test_ids, max_steps=self.cfg.max_steps,
+            batch_size=self.cfg.gen_batch, label=eval_label(dict(METHODS)[method], self.seed, k)))
+
+    def sft_model(self, which: str) -> str:
+        """The name of this seed's SFT-`which` model (weak or strong)."""
+        return f"{env_slug(self.env)}-sft-{which}-s{self.seed}"
 
     def run(self) -> list[dict[str, Any]]:
-        cfg, env, seed, rep = self.cfg, self.env, self.seed, self.rep
+        """The seed's results rows: per K, the two SFT baselines and the four strong methods."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        slug = env_slug(env)
-        weak_name, strong_name = f"{slug}-sft-weak-s{seed}", f"{slug}-sft-strong-s{seed}"
-        weak_sft, strong_sft = self.model_path(weak_name), self.model_path(strong_name)
-        k_max = max(self.ks)
-        data = str(self.demo_file)
-        rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
-                                 f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
-        units = [
-            _train_unit("SFT-weak", "sft", cfg, cfg.sft_weak, self.n_demos, model=self.weak_base, data=data,
-                        output=weak_name, seed=seed),
-            _train_unit("SFT-strong", "sft", cfg, cfg.sft_strong, self.n_demos, model=self.strong_base,
-                        data=data, output=strong_name, seed=seed),
-            _Work("explore", fn=_explore_unit, deps=("train SFT-weak",), args=(
-                str(self.store.path), cfg.explorer or str(weak_sft), env, self.explore_ids, schedule_for(k_max),
-                cfg.max_steps, cfg.gen_batch, cfg.explorer or weak_name, seed)),
-            self.eval_unit("SFT-weak", weak_sft, None, ("train SFT-weak",)),
-            self.eval_unit("SFT-strong", strong_sft, None, ("train SFT-strong",)),
-        ]
-        done = _run_work(units, self.store, cfg.parallel, rep)
-        run_id = done["explore"].result
-        explored = self.store.trajectories(run_id=run_id)
-        n = len(explored)
-        rep.say(self.frac(0.4), f"seed {seed}: exploration avg reward "
-                                f"{sum(t.reward for t in explored) / max(n, 1):.3f}, success rate "
-                                f"{sum(bool(t.success) for t in explored) / max(n, 1):.3f} ({n} episodes)")
-        base_rows = [dict(method=m, model=p.name, n_examples=self.n_demos, **done[f"eval {m}"].result)
-                     for m, p in (("SFT-weak", weak_sft), ("SFT-strong", strong_sft))]
-        experts = stages.demonstrations(self.store, env, self.explore_ids)  # the ETO baseline's chosen side
+        weak_sft, strong_sft = self.model_path(self.sft_model("weak")), self.model_path(self.sft_model("strong"))
+        explored, base_rows = self.sft_and_exploration()
+        experts = stages.demonstrations(self.store, self.env, self.explore_ids)  # the ETO baseline's chosen side
         rows: list[dict[str, Any]] = []
         for ki, k in enumerate(self.ks):
             labels = {s.name() for s in schedule_for(k)}
             trajs = [t for t in explored if t.meta.get("sampling") in labels]
             kdir = self.folder / f"k{k}"
             kdir.mkdir(exist_ok=True)
-            files, counts = _tree_data(self.store, cfg, trajs, experts, seed, kdir, rep, save=(k == k_max))
-            rows += [{**r, "seed": seed, "trajs_per_task": k} for r in base_rows]
-            rows += [{**r, "seed": seed, "trajs_per_task": k} for r in self.strong_methods(
-                k if self.sweep else None, files, counts, weak_sft, strong_sft, ki)]
+            files, counts = _tree_data(self.store, self.cfg, trajs, experts, self.seed, kdir, self.rep,
+                                       save=(k == max(self.ks)))
+            strong = self.strong_methods(k if self.sweep else None, files, counts, weak_sft, strong_sft, ki)
+            rows += [{**r, "seed": self.seed, "trajs_per_task": k} for r in base_rows + strong]
         return rows
+
+    def sft_and_exploration(self) -> tuple[list[Trajectory], list[dict[str, Any]]]:
+        """SFT-weak and SFT-strong trained on the demonstrations and evaluated; SFT-weak (or the
+        scale's explorer) explores as soon as it is trained. Returns the explored trajectories
+        and the two baselines' rows."""
+        cfg, env, seed, rep = self.cfg, self.env, self.seed, self.rep
+        weak_name, strong_name = self.sft_model("weak"), self.sft_model("strong")
+        weak_sft, strong_sft = self.model_path(weak_name), self.model_path(strong_name)
+        k_max, data = max(self.ks), str(self.demo_file)
+        rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
+                                 f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
+        done = run_units([
+            _train_unit("SFT-weak", "sft", cfg, cfg.sft_weak, self.n_demos, model=self.weak_base, data=data,
+                        output=weak_name, seed=seed),
+            _train_unit("SFT-strong", "sft", cfg, cfg.sft_strong, self.n_demos, model=self.strong_base,
+                        data=data, output=strong_name, seed=seed),
+            Unit("explore", stage=stages.run_policy, deps=("train SFT-weak",), kwargs=dict(
+                env=env, policy=cfg.explorer or str(weak_sft), task_ids=self.explore_ids,
+                schedule=schedule_for(k_max), label=cfg.explorer or weak_name, seed=seed,
+                max_steps=cfg.max_steps, batch_size=cfg.gen_batch)),
+            self.eval_unit("SFT-weak", weak_sft, None, ("train SFT-weak",)),
+            self.eval_unit("SFT-strong", strong_sft, None, ("train SFT-strong",)),
+        ], self.store, cfg.parallel, rep)
+        explored = self.store.trajectories(run_id=done["explore"].result)
+        n = len(explored)
+        rep.say(self.frac(0.4), f"seed {seed}: exploration avg reward "
+                                f"{sum(t.reward for t in explored) / max(n, 1):.3f}, success rate "
+                                f"{sum(bool(t.success) for t in explored) / max(n, 1):.3f} ({n} episodes)")
+        return explored, [dict(method=m, model=p.name, n_examples=self.n_demos, **done[f"eval {m}"].result.averages())
+                          for m, p in (("SFT-weak", weak_sft), ("SFT-strong", strong_sft))]
 
     def strong_methods(self, k: int | None, files: dict[str, Path], counts: dict[str, int], weak_sft: Path,
                        strong_sft: Path, ki: int) -> list[dict[str, Any]]:
@@ -474,16 +358,24 @@ class _SeedRun:
             trains.append(_train_unit(method, kind, cfg, over, counts[data], model=str(strong_sft),
                                       data=str(files[data]), output=name, seed=self.seed, **extra))
             evals.append(self.eval_unit(method, models[method], k, (f"train {method}",)))
-        done = _run_work(trains + evals, self.store, cfg.parallel, rep)
+        done = run_units(trains + evals, self.store, cfg.parallel, rep)
         data_of = {m: d for m, _, _, d, _ in plans}
         no_data = dict(avg_reward=None, success_rate=None, n_episodes=0, run_id=None, label="")
         return [dict(method=m, model=models[m].name if m in models else "", n_examples=counts[data_of[m]],
-                     **(done[f"eval {m}"].result if f"eval {m}" in done else no_data))
+                     **(done[f"eval {m}"].result.averages() if f"eval {m}" in done else no_data))
                 for m, _ in METHODS[2:]]
 
 
+def _train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int, **fields: Any) -> Unit:
+    """A training job of `kind` on `n` rows: the scale's preset, then `overrides`, then `fields`."""
+    from core.train import make_config
+
+    config = make_config(kind, cfg.train_preset, **{**overrides, **fields})
+    return Unit(f"train {method}", kind=kind, config=config, n_examples=n)
+
+
 def _tree_data(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[Trajectory],
-               seed: int, folder: Path, rep: _Reporter, save: bool) -> tuple[dict[str, Path], dict[str, int]]:
+               seed: int, folder: Path, rep: Reporter, save: bool) -> tuple[dict[str, Path], dict[str, int]]:
     """Trees, MCTS, pairs and the four training files (in `folder`) of one set of exploration
     trajectories (`experts`: the explored tasks' expert episodes, for the ETO baseline); with
     `save` the trees and pairs also go to the store for the dashboard."""
@@ -520,7 +412,7 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     pairs and ETO pairs."""
     from core.models import build_local_models
 
-    rep = _Reporter(progress)
+    rep = Reporter(progress)
     rep.say(0.0, "building the local models (tokenizer, weak, strong)")
     build_local_models(env, store, n_tasks=200)
     ids = stages.split_tasks(env, "train")[:n_tasks]

@@ -21,8 +21,9 @@ import pandas as pd
 from strong_methods_on_stored_data import ENV, stored_seed_run  # the script beside this one
 
 from core.envs import env_slug
-from core.pipeline import _run_work, _train_unit
+from core.pipeline import _train_unit
 from core.results import episode_outcomes, paired_comparisons
+from core.work import run_units
 
 # name -> (method as in the results table, trainer kind, training file, overrides of the tiny scale's)
 VARIANTS: dict[str, tuple[str, str, str, dict]] = {
@@ -59,9 +60,9 @@ def main() -> None:
         t0 = time.monotonic()
         unit = _train_unit(name, kind, cfg, {**getattr(cfg, BUDGET[method]), **over}, rows, model=str(strong),
                            data=str(kdir / f"{data}.jsonl"), output=output, seed=train_seed, **extra)
-        done = _run_work([unit, run.eval_unit(method, run.model_path(output), 4, (f"train {name}",))],
+        done = run_units([unit, run.eval_unit(method, run.model_path(output), 4, (f"train {name}",))],
                          store, 1, rep)
-        res = done[f"eval {method}"].result
+        res = done[f"eval {method}"].result.averages()
         row = dict(experiment_id=f"sweep-{name}", env=ENV, method=name, model=output, seed=0, trajs_per_task=4,
                    n_examples=rows, **res)
         store.add_results([{**row, "method": method}])

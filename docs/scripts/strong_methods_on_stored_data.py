@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from core.envs import env_slug, make_env
-from core.pipeline import SCALES, _Reporter, _run_work, _SeedRun
+from core.pipeline import SCALES, _SeedRun
 from core.results import render
 from core.store import Store
+from core.work import Reporter, run_units
 
 ENV = "shop?n_products=200&n_categories=10"
 
@@ -32,7 +33,7 @@ def stored_seed_run(home: Path, folder: str, n_test: int = 100) -> tuple[Store, 
     with make_env(ENV) as e:
         test_ids = [t.task_id for t in e.tasks("test")][:n_test]
     run = _SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), 0, [], test_ids, home / folder,
-                   _Reporter(True), lambda f: f)
+                   Reporter(True), lambda f: f)
     slug = env_slug(ENV)
     return store, run, run.model_path(f"{slug}-sft-weak-s0"), run.model_path(f"{slug}-sft-strong-s0")
 
@@ -43,9 +44,9 @@ def main() -> None:
     cfg, rep = run.cfg, run.rep
     files = {name: kdir / f"{name}.jsonl" for name in ("successes", "best_paths", "tree_pairs", "eto_pairs")}
     counts = {name: sum(1 for line in f.read_text().splitlines() if line.strip()) for name, f in files.items()}
-    base = _run_work([run.eval_unit("SFT-weak", weak, None, ()), run.eval_unit("SFT-strong", strong, None, ())],
+    base = run_units([run.eval_unit("SFT-weak", weak, None, ()), run.eval_unit("SFT-strong", strong, None, ())],
                      store, cfg.parallel, rep)
-    rows = [dict(method=m, model=p.name, n_examples=3000, seed=0, trajs_per_task=4, **base[f"eval {m}"].result)
+    rows = [dict(method=m, model=p.name, n_examples=3000, seed=0, trajs_per_task=4, **base[f"eval {m}"].result.averages())
             for m, p in (("SFT-weak", weak), ("SFT-strong", strong))]
     rows += [{**r, "seed": 0, "trajs_per_task": 4}
              for r in run.strong_methods(None, files, counts, weak, strong, 0)]
