@@ -361,6 +361,7 @@ def test_tiny_sft_pads_its_micro_batches_little(filled, models, tmp_path):
     ("treedpo", {"beta": 0.0}, "beta"),
     ("treedpo", {"loss_type": "nope"}, "loss_type"),
     ("sft", {"epochs": 0}, "epochs"),
+    ("sft", {"batch_size": 8, "micro_batch": 3}, "micro_batch=3 is invalid; use 0 or a divisor of batch_size=8"),
     ("sft", {"model": "no-such-model"}, "no-such-model"),
     ("treedpo", {"ref": "/no/such/ref", "data": "pairs:shop:step"}, "/no/such/ref"),
     ("treedpo", {"data": "pairs:shop:step"}, "empty"),
