@@ -13,7 +13,7 @@ from core.errors import UserError
 from core.store import NODE_FIELDS
 from core.trajectory import Step, Trajectory
 from core.tree import build_tree, build_trees, build_trees_from_tables, normalize_action, path_to
-from core.tree_data import Tree
+from core.tree_data import Ragged, Tree
 
 
 def children(g, node: int) -> list[int]:
@@ -230,6 +230,31 @@ def test_matches_plain_builder(seed, merge):
         expected = plain_build(by_task[g.graph["task_id"]], with_observation=merge == "observation")
         assert as_plain(g) == expected  # the same floats, not just close ones
         assert g.graph["n_trajectories"] == len(by_task[g.graph["task_id"]])
+
+
+@pytest.mark.parametrize("merge", ["action", "observation"])
+def test_unicode_whitespace_and_case_match_plain_builder(store, merge):
+    # Arrow normalizes ASCII texts; str.split / str.lower know more (NBSP, em space, the Kelvin
+    # sign, dotted I, the \x1c-\x1f separators): both paths must merge exactly as Python does.
+    words = ["Go\u00a0North", "go north", "GO\u2003 north", "K", "\u212a", "İ", "i̇", "a\x1cb", "A B",
+             "Straße", "STRASSE", " go  north\t", "x\x0by", "X Y"]
+    rng = random.Random(7)
+    trajs = [traj([(rng.choice(["", "hm"]), rng.choice(words), rng.choice(["o\u00a02", "o 2", "o  2", "Ö"]))
+                   for _ in range(rng.randint(0, 5))], rng.random(), task=f"t{i % 3}", traj_id=f"u{i}")
+             for i in range(150)]
+    store.import_trajectories(trajs)
+    for trees in (build_trees(trajs, merge=merge), build_trees_from_tables(*store.tree_tables(), merge=merge)):
+        for t in trees:
+            mine = [x for x in trajs if x.task_id == t.task_id]
+            assert as_plain(t.to_networkx()) == plain_build(mine, with_observation=merge == "observation")
+
+
+def test_ragged_split_equals_slices():
+    r = Ragged.from_lists([[1], [2, 3], [], [4, 5, 6], [7], []], np.int64)
+    bounds = np.array([1, 3, 3, 6])
+    parts = r.split(bounds)
+    assert [p.lists() for p in parts] == [r.slice(lo, hi).lists() for lo, hi in zip(bounds[:-1], bounds[1:])]
+    assert [p.offsets.tolist() for p in parts] == [[0, 2, 2], [0], [0, 3, 4, 4]]
 
 
 def test_store_round_trip(store, trajs):
