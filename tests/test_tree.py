@@ -322,6 +322,25 @@ def test_save_scores_writes_only_mcts_results(store, trajs):
         store.save_scores([build_tree(trajs)])
 
 
+@pytest.mark.parametrize("rule", ["uct", "early-release", "puct", "mean"])
+def test_numeric_only_load_scores_the_same(store, rule):
+    from core.mcts import run_mcts_all
+    from core.stages import MCTSSettings, score_trees_stored
+
+    store.save_trees(build_trees(random_trajectories(3, n=150)))
+    full, light = store.load_trees(), store.load_trees(numeric_only=True)
+    assert [t.tree_id for t in light] == [t.tree_id for t in full]
+    assert all(not t.thoughts.values.size and not t.trajs.values.size and not t.traj_ids.size
+               and set(t.action.tolist()) == {""} for t in light)
+    assert run_mcts_all(light, iterations=60, rule=rule) == run_mcts_all(full, iterations=60, rule=rule)
+    for a, b in zip(light, full, strict=True):
+        assert a.mcts_visits.tolist() == b.mcts_visits.tolist() and a.mcts_value_sum.tolist() == b.mcts_value_sum.tolist()
+    # The MCTS stage loads numeric columns only; what it stores equals scoring the full trees.
+    score_trees_stored(store, [t.tree_id for t in full], MCTSSettings(60, 1.41, rule))
+    for back, b in zip(store.load_trees(), full, strict=True):
+        assert same(back, b, graph=False) and back.best_path == b.best_path and back.settings == b.settings
+
+
 @pytest.mark.parametrize("merge", ["action", "observation"])
 def test_extend_equals_rebuild(store, merge):
     trajs = [t for t in random_trajectories(7, n=200) if t.task_id in ("task1", "task2")]
