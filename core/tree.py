@@ -219,21 +219,19 @@ def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
             enc.dictionary.to_numpy(zero_copy_only=False).astype(object))
 
 
-# str.split()'s whitespace among the ASCII characters (Arrow's regex \s knows fewer of them).
-_ASCII_SPACE = "[\t\n\x0b\x0c\r\x1c-\x1f ]+"
-
-
 def _normalized_codes(codes: np.ndarray, uniques: np.ndarray, lower: bool) -> np.ndarray:
     """Per row, an integer equal for rows whose normalized texts are equal: `normalize_action`
-    (`lower`) or `normalize_observation` of the distinct texts `uniques`, computed by Arrow for
-    ASCII texts; the others go through the Python functions (Unicode whitespace and case)."""
+    (`lower`) or `normalize_observation` of the distinct texts `uniques`. Arrow normalizes the
+    printable-ASCII texts without a run of spaces (their only whitespace is single spaces: trim
+    and lower case suffice); the others go through the Python function (str.split and str.lower
+    know Unicode whitespace and case)."""
     if not len(codes):
         return codes
     texts = pa.array(uniques, pa.string())
-    norm = pc.utf8_trim(pc.replace_substring_regex(texts, _ASCII_SPACE, " "), " ")
+    norm = pc.utf8_trim(texts, " ")
     if lower:
         norm = pc.ascii_lower(norm)
-    other = pc.invert(pc.string_is_ascii(texts))
+    other = pc.or_(pc.invert(pc.ascii_is_printable(texts)), pc.greater(pc.count_substring(texts, "  "), 0))
     if pc.any(other).as_py():
         normalize = normalize_action if lower else _normalize_observation
         fixed = [normalize(t) for t in texts.filter(other).to_pylist()]
