@@ -236,6 +236,8 @@ def _normalized_codes(codes: np.ndarray, uniques: np.ndarray, lower: bool) -> np
         normalize = normalize_action if lower else _normalize_observation
         fixed = [normalize(t) for t in texts.filter(other).to_pylist()]
         norm = pc.replace_with_mask(norm, other, pa.array(fixed, pa.string()))
+    if pc.all(pc.equal(norm, texts)).as_py():  # already normal (often): the distinct texts stay distinct
+        return codes
     return norm.dictionary_encode().indices.to_numpy().astype(np.int64)[codes]
 
 
@@ -260,16 +262,15 @@ def _assign_keyed(flat: _Flat, with_observation: bool) -> _Nodes:
         norm_obs = _normalized_codes(*flat.text["observation"], lower=False)
         codes, _ = pd.factorize(codes.astype(np.int64) * (int(norm_obs.max()) + 1) + norm_obs)
     n_codes = int(codes.max()) + 1 if n_rows else 1
-    # Rows level by level, trajectory order inside a level (a stable sort keeps it).
-    order = np.argsort(flat.row_depth, kind="stable")
-    level_bounds = np.searchsorted(flat.row_depth[order], np.arange(1, int(flat.lengths.max(initial=0)) + 2))
+    starts = np.cumsum(flat.lengths) - flat.lengths  # first row of every trajectory
     cur = flat.traj_tree.astype(np.int64).copy()  # current node of each trajectory; roots = tree index
     row_tmp = np.empty(n_rows, dtype=np.int64)
     parents, firsts = [np.full(n_trees, -1, np.int64)], [np.full(n_trees, -1, np.int64)]
     next_id = n_trees
-    for lo, hi in zip(level_bounds[:-1], level_bounds[1:]):
-        rows = order[lo:hi]
-        trajs = flat.row_traj[rows]
+    for depth in range(1, int(flat.lengths.max(initial=0)) + 1):
+        # The rows of this depth, in trajectory order
+        trajs = np.flatnonzero(flat.lengths >= depth)
+        rows = starts[trajs] + (depth - 1)
         key = cur[trajs] * n_codes + codes[rows]
         inv, uniq = pd.factorize(key)
         ids = next_id + inv
@@ -291,12 +292,25 @@ def _assign_keyed(flat: _Flat, with_observation: bool) -> _Nodes:
     # them tree by tree, in insertion order, with a tree's root (its first trajectory, depth 0) first.
     created_by = np.concatenate([flat.first_of_tree[:-1], flat.row_traj[first_tmp[n_trees:]]])
     depth = np.concatenate([np.zeros(n_trees, np.int64), flat.row_depth[first_tmp[n_trees:]]])
-    new_order = np.argsort(created_by * (int(depth.max(initial=0)) + 1) + depth)
-    new_id = np.empty_like(new_order)
-    new_id[new_order] = np.arange(len(new_order))
+    new_id = _rank(created_by * (int(depth.max(initial=0)) + 1) + depth)
+    new_order = np.empty_like(new_id)
+    new_order[new_id] = np.arange(len(new_id))
     tree_offset = np.concatenate([[0], np.cumsum(np.bincount(flat.traj_tree[created_by], minlength=n_trees))])
     parent = np.where(parent_tmp[new_order] >= 0, new_id[np.maximum(parent_tmp[new_order], 0)], -1)
     return _Nodes(new_id[row_tmp], parent, first_tmp[new_order], tree_offset)
+
+
+def _rank(keys: np.ndarray) -> np.ndarray:
+    """The rank of every key among `keys` (distinct, >= 0): by counting where the key range is
+    small against their number (no sort), else by sorting."""
+    top = int(keys.max(initial=-1)) + 1
+    if top > 8 * len(keys) + 1024:
+        rank = np.empty_like(keys)
+        rank[np.argsort(keys)] = np.arange(len(keys))
+        return rank
+    seen = np.zeros(top, bool)
+    seen[keys] = True
+    return (np.cumsum(seen) - 1)[keys]
 
 
 def _assign_semantic(flat: _Flat, threshold: float, embed: Embedder) -> _Nodes:
@@ -377,8 +391,10 @@ _MODEL: Any = None
 def _distinct(node: np.ndarray, rows: np.ndarray, codes: np.ndarray, uniques: np.ndarray, n: int) -> Ragged:
     """Per node, the distinct texts of its rows in first-seen order: `rows` grouped by their
     node `node` (ascending), each node's rows in trajectory order."""
+    from core.tree_kernel import first_in_group  # numba loads on first use: plain imports stay fast
+
     codes = codes[rows]
-    first = ~pd.Series(node * (len(uniques) + 1) + codes).duplicated().to_numpy()
+    first = first_in_group(node, codes, len(uniques))
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(node[first], minlength=n), out=offsets[1:])
     return Ragged(offsets, uniques[codes[first]])
@@ -426,17 +442,16 @@ def _make_trees(flat: _Flat, nodes: _Nodes, merge: str, settings: dict[str, Any]
         ("trajs", trajs))}
     offsets_l = nodes.tree_offset.tolist()
     first = flat.first_of_tree.tolist()
+    heads = zip(flat.keys, flat.instruction[first[:-1]].tolist(), flat.initial_observation[first[:-1]].tolist())
     trees = []
-    for tree, (th, ob, tr, tj) in enumerate(zip(*ragged.values())):
-        env, task_id = flat.keys[tree]
+    for tree, (((env, task_id), instruction, initial), th, ob, tr, tj) in enumerate(zip(heads, *ragged.values())):
         lo, hi = offsets_l[tree], offsets_l[tree + 1]
-        t0 = first[tree]
         trees.append(Tree(
-            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=str(flat.instruction[t0]),
-            initial_observation=str(flat.initial_observation[t0]), merge=merge, settings=dict(settings),
+            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=str(instruction),
+            initial_observation=str(initial), merge=merge, settings=dict(settings),
             parent=parent[lo:hi], depth=depth[lo:hi], action=action[lo:hi], thoughts=th, observations=ob,
             visits=visits[lo:hi], value_sum=value_sum[lo:hi], successes=successes[lo:hi],
             failures=failures[lo:hi], terminal_rewards=tr, mcts_visits=mcts_visits[lo:hi],
-            mcts_value_sum=mcts_value_sum[lo:hi], trajs=tj, traj_ids=flat.traj_ids[t0:first[tree + 1]],
+            mcts_value_sum=mcts_value_sum[lo:hi], trajs=tj, traj_ids=flat.traj_ids[first[tree]:first[tree + 1]],
         ))
     return trees
