@@ -177,7 +177,8 @@ class _Flat:
              "reward": np.array([float(t.reward) for t in ts], np.float64),
              "success": np.array([bool(t.success) for t in ts], bool),
              "lengths": np.array([len(t.steps) for t in ts], np.int64)},
-            {k: _factorize(object_array(list(map(attrgetter(k), steps)))) for k in ("action", "thought", "observation")})
+            {k: _encode(pa.chunked_array([pa.array(list(map(attrgetter(k), steps)), pa.string())]))
+             for k in ("action", "thought", "observation")})
 
     @classmethod
     def from_tables(cls, heads: pa.Table, steps: pa.Table) -> _Flat:
@@ -205,11 +206,6 @@ class _Flat:
     def action_codes(self) -> np.ndarray:
         """Per row, an integer equal for rows whose normalized actions are equal."""
         return _normalized_codes(*self.text["action"], lower=True)
-
-
-def _factorize(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    codes, uniques = pd.factorize(texts)
-    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
 
 
 def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
