@@ -32,6 +32,8 @@ load; CPU seconds do not, so ratios compare CPU seconds.
     python bench/tree_mcts.py                      # full sizes (100k trajectories, 2,000 x 40)
     python bench/tree_mcts.py --quick              # small sizes, a minute or two
     python bench/tree_mcts.py --scale 10000000     # also the 10M-step store
+    python bench/tree_mcts.py --only scale --scale 10000000   # just the 10M-step store
+    python bench/tree_mcts.py --only baseline      # just the in-memory builders vs the plain one
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from core.tree import build_trees, build_trees_from_tables, normalize_action  # 
 from core.tree_data import Tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+PHASES = ("engine", "baseline", "release", "figure", "scale")
 VERBS = ("search", "click", "open", "take", "go to", "look at", "use", "put", "move", "check", "read", "buy")
 
 
@@ -390,7 +393,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scale", type=int, default=0, metavar="STEPS", help="also run a store of STEPS steps")
     ap.add_argument("--quick", action="store_true", help="small sizes (a quick check of the bench itself)")
+    ap.add_argument("--only", metavar="PHASES",
+                    help=f"comma-separated phases to run, of {','.join(PHASES)} (default all; compile always "
+                    "runs; scale needs --scale)")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else set(PHASES)
+    if only - set(PHASES):
+        ap.error(f"unknown phase(s) {', '.join(sorted(only - set(PHASES)))}; use {','.join(PHASES)}")
+    if args.only and "scale" in only and not args.scale:
+        ap.error("the scale phase needs --scale STEPS")
     if args.quick:
         args.trajectories, args.tasks, args.cli_tasks, args.cli_per_task = 10_000, 200, 200, 40
         args.baseline_trajectories, args.baseline_trees, args.figure_nodes = 5_000, 50, 5000
@@ -398,14 +409,17 @@ def main() -> None:
     rows = [phase_compile()]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        rows += phase_engine(args, tmp)  # first: the peak RSS it reports is its own
-        gc.collect()
-        rows += phase_build_baseline(args, tmp)
-        gc.collect()
-        if args.cli_tasks:
+        if "engine" in only:
+            rows += phase_engine(args, tmp)  # first: the peak RSS it reports is its own
+            gc.collect()
+        if "baseline" in only:
+            rows += phase_build_baseline(args, tmp)
+            gc.collect()
+        if "release" in only and args.cli_tasks:
             rows += phase_release(args, tmp)
-        rows.append(phase_figure(args, tmp))
-        if args.scale:
+        if "figure" in only:
+            rows.append(phase_figure(args, tmp))
+        if "scale" in only and args.scale:
             rows += phase_scale(args, tmp)
     print(f"\npeak RSS of this process {peak_mb():,.0f} MB; load average {os.getloadavg()[0]:.1f}. "
           "Ratios compare CPU seconds (wall stretches with the machine's load).\n")

@@ -226,7 +226,8 @@ def score_trees_stored(store: Store, tree_ids: list[str], settings: MCTSSettings
     settings.check()
     for chunk in _chunks(tree_ids):
         for attempt in range(1, MCTS_ATTEMPTS + 1):
-            trees = score_trees(store.load_trees(tree_ids=chunk), settings)
+            # MCTS reads structure and statistics only: the node texts stay in the store
+            trees = score_trees(store.load_trees(tree_ids=chunk, numeric_only=True), settings)
             try:
                 store.save_scores(trees)  # only the scores: the nodes' texts are unchanged
                 break

@@ -629,9 +629,13 @@ class Store(JobTables, Summaries):
         return trees[0]
 
     def load_trees(self, env: str | None = None, task_id: str | None = None,
-                   tree_ids: list[str] | None = None) -> list[Tree]:
+                   tree_ids: list[str] | None = None, numeric_only: bool = False) -> list[Tree]:
         """Stored trees matching the filters (by env and task), or exactly `tree_ids` in that
-        order (unknown ids are left out); one connection and two queries for all of them."""
+        order (unknown ids are left out); one connection and two queries for all of them.
+
+        `numeric_only` reads just the numeric node columns (structure and statistics: what MCTS
+        and `save_scores` need): node texts (action, thoughts, observations) come back empty,
+        and so do the trajectories through each node (`trajs`, `traj_ids`)."""
         with self.connect() as con:
             if tree_ids is None:
                 where, params = _where(env=env, task_id=task_id)
@@ -643,7 +647,8 @@ class Store(JobTables, Summaries):
             heads = heads.to_arrow_table()
             con.register("sel", pa.table({"tree_id": heads.column("tree_id"),
                                           "pos": pa.array(range(heads.num_rows), pa.int64())}))
-            nodes = con.sql("SELECT sel.pos, n.* FROM nodes n JOIN sel USING (tree_id) "
+            cols = ", ".join(f"n.{c}" for c in _NUMERIC_NODE_COLUMNS) if numeric_only else "n.*"
+            nodes = con.sql(f"SELECT sel.pos, {cols} FROM nodes n JOIN sel USING (tree_id) "
                             "ORDER BY sel.pos, n.node_id").to_arrow_table()
         return _trees_from_tables(heads, nodes)
 
@@ -782,55 +787,75 @@ def _ragged(column: pa.ChunkedArray, dtype: Any) -> Ragged:
     return Ragged(offsets, values.to_numpy(zero_copy_only=False).astype(dtype))
 
 
+# The node columns `load_trees(numeric_only=True)` reads.
+_NUMERIC_NODE_COLUMNS = ("node_id", "parent_id", "depth", "visits", "value_sum", "successes", "failures",
+                         "terminal_rewards", "mcts_visits", "mcts_value_sum")
+
+
 def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
     """Trees from `trees` header rows and their `nodes` rows (column `pos` = the header's row,
-    sorted by pos, then node id)."""
+    sorted by pos, then node id); without the text columns (action, thoughts, observations,
+    traj_ids) the trees get empty ones."""
     if not heads.num_rows:  # no tree matched (an unknown id): nothing to index
         return []
     pos = nodes.column("pos").to_numpy()
-    bounds = np.searchsorted(pos, np.arange(heads.num_rows + 1)).tolist()
+    bounds = np.searchsorted(pos, np.arange(heads.num_rows + 1))
 
     def num(name: str, dtype: Any, fill: Any = 0) -> np.ndarray:
         return nodes.column(name).fill_null(fill).to_numpy().astype(dtype)
 
     parent = num("parent_id", np.int64, -1)
-    ragged = {k: _ragged(nodes.column(k), d) for k, d in (
-        ("thoughts", object), ("observations", object), ("terminal_rewards", np.float64))}
     cols = {k: num(k, d) for k, d in (("depth", np.int64), ("visits", np.int64), ("value_sum", np.float64),
                                       ("successes", np.int64), ("failures", np.int64),
                                       ("mcts_visits", np.int64), ("mcts_value_sum", np.float64))}
-    action = nodes.column("action").fill_null("").to_numpy(zero_copy_only=False).astype(object)
-    # Trajectories through a node: positions in the tree's trajectory list (its root's list).
-    # Ids are hashed by Arrow; only the distinct ids become Python strings.
-    offsets, values = _list_parts(nodes.column("traj_ids"))
-    enc = values.dictionary_encode()
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    names = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    roots = np.array(bounds[:-1])[np.diff(bounds) > 0]  # the root row of every non-empty tree
-    root_len = offsets[roots + 1] - offsets[roots]
-    root_vals = np.repeat(offsets[roots] - np.concatenate([[0], np.cumsum(root_len)[:-1]]), root_len) + \
-        np.arange(int(root_len.sum()))
-    local = np.full(len(names), -1, np.int64)
-    local[codes[root_vals]] = root_vals - np.repeat(offsets[roots], root_len)
-    through = Ragged(offsets, local[codes])
+    ragged = {"terminal_rewards": _ragged(nodes.column("terminal_rewards"), np.float64)}
+    n = nodes.num_rows
+    if "action" in nodes.column_names:
+        ragged.update({k: _ragged(nodes.column(k), object) for k in ("thoughts", "observations")})
+        action = nodes.column("action").fill_null("").to_numpy(zero_copy_only=False).astype(object)
+        ragged["trajs"], names, root_codes = _through(nodes.column("traj_ids"), bounds)
+    else:
+        empty = Ragged(np.zeros(n + 1, np.int64), np.empty(0, object))
+        ragged.update(thoughts=empty, observations=empty, trajs=Ragged(empty.offsets, np.empty(0, np.int64)))
+        action, names, root_codes = np.full(n, "", dtype=object), np.empty(0, object), None
+    parts = {k: r.split(bounds) for k, r in ragged.items()}
+    b = bounds.tolist()
     trees = []
     for i, h in enumerate(heads.to_pylist()):
-        lo, hi = bounds[i], bounds[i + 1]
-        root_codes = codes[offsets[lo]:offsets[lo + 1]] if hi > lo else codes[:0]
+        lo, hi = b[i], b[i + 1]
         settings = json.loads(h["settings"] or "{}")
         trees.append(Tree(
             tree_id=h["tree_id"], env=h["env"], task_id=h["task_id"], instruction=h["instruction"] or "",
             initial_observation=h["initial_observation"] or "", merge=h["merge"] or "action",
             settings=settings, parent=parent[lo:hi], action=action[lo:hi],
-            **{k: v[lo:hi] for k, v in cols.items()},
-            thoughts=ragged["thoughts"].slice(lo, hi), observations=ragged["observations"].slice(lo, hi),
-            terminal_rewards=ragged["terminal_rewards"].slice(lo, hi),
-            trajs=through.slice(lo, hi), traj_ids=names[root_codes],
+            **{k: v[lo:hi] for k, v in cols.items()}, **{k: p[i] for k, p in parts.items()},
+            traj_ids=names[root_codes[i]] if root_codes is not None else names,
             best_path=[int(x) for x in h["best_path"] or []], mcts_iterations=int(h["mcts_iterations"] or 0),
             mcts_c=float(h["mcts_c"] or 0.0), mcts_rule=(settings.get("mcts") or {}).get("rule"),
             version=int(h["version"]),
         ))
     return trees
+
+
+def _through(column: pa.ChunkedArray, bounds: np.ndarray) -> tuple[Ragged, np.ndarray, list[np.ndarray]]:
+    """The `traj_ids` column of the nodes of trees `bounds[i]..bounds[i + 1] - 1` as the
+    trajectories through each node (positions in its tree's list, the root's list), the distinct
+    ids, and per tree the codes of its list. Ids are hashed by Arrow; only the distinct ids
+    become Python strings."""
+    offsets, values = _list_parts(column)
+    enc = values.dictionary_encode()
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    roots = bounds[:-1][np.diff(bounds) > 0]  # the root row of every non-empty tree
+    root_len = offsets[roots + 1] - offsets[roots]
+    root_vals = np.repeat(offsets[roots] - np.concatenate([[0], np.cumsum(root_len)[:-1]]), root_len) + \
+        np.arange(int(root_len.sum()))
+    local = np.full(len(names), -1, np.int64)
+    local[codes[root_vals]] = root_vals - np.repeat(offsets[roots], root_len)
+    off = offsets.tolist()
+    root_codes = [codes[off[lo]:off[lo + 1]] if hi > lo else codes[:0]
+                  for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+    return Ragged(offsets, local[codes]), names, root_codes
 
 
 def _owner_alive(pid: Any, host: Any) -> bool:

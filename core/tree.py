@@ -45,6 +45,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.errors import UserError
 from core.trajectory import Trajectory
@@ -176,7 +177,8 @@ class _Flat:
              "reward": np.array([float(t.reward) for t in ts], np.float64),
              "success": np.array([bool(t.success) for t in ts], bool),
              "lengths": np.array([len(t.steps) for t in ts], np.int64)},
-            {k: _factorize(object_array(list(map(attrgetter(k), steps)))) for k in ("action", "thought", "observation")})
+            {k: _encode(pa.chunked_array([pa.array(list(map(attrgetter(k), steps)), pa.string())]))
+             for k in ("action", "thought", "observation")})
 
     @classmethod
     def from_tables(cls, heads: pa.Table, steps: pa.Table) -> _Flat:
@@ -203,12 +205,7 @@ class _Flat:
 
     def action_codes(self) -> np.ndarray:
         """Per row, an integer equal for rows whose normalized actions are equal."""
-        return _normalized_codes(*self.text["action"], normalize_action)
-
-
-def _factorize(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    codes, uniques = pd.factorize(texts)
-    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+        return _normalized_codes(*self.text["action"], lower=True)
 
 
 def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,10 +215,26 @@ def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
             enc.dictionary.to_numpy(zero_copy_only=False).astype(object))
 
 
-def _normalized_codes(codes: np.ndarray, uniques: np.ndarray, normalize: Callable[[str], str]) -> np.ndarray:
-    """Per row, an integer equal for rows whose normalized texts are equal."""
-    norm_codes, _ = pd.factorize(object_array([normalize(a) for a in uniques.tolist()]))
-    return norm_codes[codes] if len(codes) else codes
+def _normalized_codes(codes: np.ndarray, uniques: np.ndarray, lower: bool) -> np.ndarray:
+    """Per row, an integer equal for rows whose normalized texts are equal: `normalize_action`
+    (`lower`) or `normalize_observation` of the distinct texts `uniques`. Arrow normalizes the
+    printable-ASCII texts without a run of spaces (their only whitespace is single spaces: trim
+    and lower case suffice); the others go through the Python function (str.split and str.lower
+    know Unicode whitespace and case)."""
+    if not len(codes):
+        return codes
+    texts = pa.array(uniques, pa.string())
+    norm = pc.utf8_trim(texts, " ")
+    if lower:
+        norm = pc.ascii_lower(norm)
+    other = pc.or_(pc.invert(pc.ascii_is_printable(texts)), pc.greater(pc.count_substring(texts, "  "), 0))
+    if pc.any(other).as_py():
+        normalize = normalize_action if lower else _normalize_observation
+        fixed = [normalize(t) for t in texts.filter(other).to_pylist()]
+        norm = pc.replace_with_mask(norm, other, pa.array(fixed, pa.string()))
+    if pc.all(pc.equal(norm, texts)).as_py():  # already normal (often): the distinct texts stay distinct
+        return codes
+    return norm.dictionary_encode().indices.to_numpy().astype(np.int64)[codes]
 
 
 class _Nodes:
@@ -242,41 +255,58 @@ def _assign_keyed(flat: _Flat, with_observation: bool) -> _Nodes:
     n_trees, n_rows = len(flat.keys), flat.n_rows
     codes = flat.action_codes()
     if with_observation and n_rows:
-        norm_obs = _normalized_codes(*flat.text["observation"], _normalize_observation)
+        norm_obs = _normalized_codes(*flat.text["observation"], lower=False)
         codes, _ = pd.factorize(codes.astype(np.int64) * (int(norm_obs.max()) + 1) + norm_obs)
     n_codes = int(codes.max()) + 1 if n_rows else 1
-    # Rows level by level, trajectory order inside a level (a stable sort keeps it).
-    order = np.argsort(flat.row_depth, kind="stable")
-    level_bounds = np.searchsorted(flat.row_depth[order], np.arange(1, int(flat.lengths.max(initial=0)) + 2))
+    starts = np.cumsum(flat.lengths) - flat.lengths  # first row of every trajectory
     cur = flat.traj_tree.astype(np.int64).copy()  # current node of each trajectory; roots = tree index
     row_tmp = np.empty(n_rows, dtype=np.int64)
     parents, firsts = [np.full(n_trees, -1, np.int64)], [np.full(n_trees, -1, np.int64)]
     next_id = n_trees
-    for lo, hi in zip(level_bounds[:-1], level_bounds[1:]):
-        rows = order[lo:hi]
-        trajs = flat.row_traj[rows]
+    for depth in range(1, int(flat.lengths.max(initial=0)) + 1):
+        # The rows of this depth, in trajectory order
+        trajs = np.flatnonzero(flat.lengths >= depth)
+        rows = starts[trajs] + (depth - 1)
         key = cur[trajs] * n_codes + codes[rows]
         inv, uniq = pd.factorize(key)
         ids = next_id + inv
-        _, first_pos = np.unique(inv, return_index=True)
+        # factorize numbers keys by first appearance: a key's first row is where inv exceeds
+        # every earlier inv (no sort needed)
+        peak = np.maximum.accumulate(inv)
+        new = np.empty(len(inv), bool)
+        new[:1] = True
+        np.greater(peak[1:], peak[:-1], out=new[1:])
         parents.append(uniq // n_codes)
-        firsts.append(rows[first_pos])
+        firsts.append(rows[new])
         cur[trajs] = ids
         row_tmp[rows] = ids
         next_id += len(uniq)
     parent_tmp = np.concatenate(parents)
     first_tmp = np.concatenate(firsts)
-    # Renumber: inside a tree, a node is created at (first trajectory, depth) of its first row.
-    tree_of = np.concatenate([np.arange(n_trees), flat.traj_tree[flat.row_traj[first_tmp[n_trees:]]]])
-    first_traj = np.concatenate([np.full(n_trees, -1), flat.row_traj[first_tmp[n_trees:]]])
+    # Renumber: a node is created by (its first trajectory, its depth), a pair no other node of
+    # any tree shares; trajectories are grouped by tree, so ordering nodes by that pair orders
+    # them tree by tree, in insertion order, with a tree's root (its first trajectory, depth 0) first.
+    created_by = np.concatenate([flat.first_of_tree[:-1], flat.row_traj[first_tmp[n_trees:]]])
     depth = np.concatenate([np.zeros(n_trees, np.int64), flat.row_depth[first_tmp[n_trees:]]])
-    new_order = np.lexsort((depth, first_traj, tree_of))  # roots first in each tree (traj -1)
-    new_id = np.empty_like(new_order)
-    new_id[new_order] = np.arange(len(new_order))
-    counts = np.bincount(tree_of, minlength=n_trees)
-    tree_offset = np.concatenate([[0], np.cumsum(counts)])
+    new_id = _rank(created_by * (int(depth.max(initial=0)) + 1) + depth)
+    new_order = np.empty_like(new_id)
+    new_order[new_id] = np.arange(len(new_id))
+    tree_offset = np.concatenate([[0], np.cumsum(np.bincount(flat.traj_tree[created_by], minlength=n_trees))])
     parent = np.where(parent_tmp[new_order] >= 0, new_id[np.maximum(parent_tmp[new_order], 0)], -1)
     return _Nodes(new_id[row_tmp], parent, first_tmp[new_order], tree_offset)
+
+
+def _rank(keys: np.ndarray) -> np.ndarray:
+    """The rank of every key among `keys` (distinct, >= 0): by counting where the key range is
+    small against their number (no sort), else by sorting."""
+    top = int(keys.max(initial=-1)) + 1
+    if top > 8 * len(keys) + 1024:
+        rank = np.empty_like(keys)
+        rank[np.argsort(keys)] = np.arange(len(keys))
+        return rank
+    seen = np.zeros(top, bool)
+    seen[keys] = True
+    return (np.cumsum(seen) - 1)[keys]
 
 
 def _assign_semantic(flat: _Flat, threshold: float, embed: Embedder) -> _Nodes:
@@ -354,38 +384,45 @@ _MODEL: Any = None
 
 
 # -- aggregation ----------------------------------------------------------------------------------
-def _distinct(node: np.ndarray, order: np.ndarray, codes: np.ndarray, uniques: np.ndarray, n: int) -> Ragged:
-    """Per node, the distinct texts of its rows in first-seen order: `node[i]` is the node of
-    row `order[i]` (rows in level order, trajectory order inside a level)."""
-    if not len(node):
-        return Ragged(np.zeros(n + 1, np.int64), np.empty(0, object))
-    codes = codes[order]
-    key = node * (len(uniques) + 1) + codes
-    first = np.flatnonzero(~pd.Series(key).duplicated().to_numpy())  # first rows, in row order
-    return Ragged.grouped(node[first], uniques[codes[first]], n)
+def _distinct(node: np.ndarray, rows: np.ndarray, codes: np.ndarray, uniques: np.ndarray, n: int) -> Ragged:
+    """Per node, the distinct texts of its rows in first-seen order: `rows` grouped by their
+    node `node` (ascending), each node's rows in trajectory order."""
+    from core.tree_kernel import first_in_group  # numba loads on first use: plain imports stay fast
+
+    codes = codes[rows]
+    first = first_in_group(node, codes, len(uniques))
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(node[first], minlength=n), out=offsets[1:])
+    return Ragged(offsets, uniques[codes[first]])
 
 
 def _make_trees(flat: _Flat, nodes: _Nodes, merge: str, settings: dict[str, Any]) -> list[Tree]:
     n = len(nodes.parent)
-    n_trees = len(flat.keys)
+    n_trajs = len(flat.traj_ids)
     roots = nodes.tree_offset[:-1]
-    # Rows in level order, trajectory order within a level: every node's events are then in
-    # trajectory order, as in a step-by-step insertion (bincount adds in order: same float sums).
-    order = np.argsort(flat.row_depth, kind="stable")
-    ev_node = np.concatenate([roots[flat.traj_tree], nodes.row_node[order]])
-    ev_traj = np.concatenate([np.arange(len(flat.traj_ids)), flat.row_traj[order]])
+    # Events: every trajectory at its root, then every row (step) at its node, in trajectory
+    # order, so each node's events are in trajectory order, as in a step-by-step insertion
+    # (bincount adds in order: the same float sums).
+    ev_node = np.concatenate([roots[flat.traj_tree], nodes.row_node])
+    ev_traj = np.concatenate([np.arange(n_trajs), flat.row_traj])
     visits = np.bincount(ev_node, minlength=n).astype(np.int64)
     value_sum = np.bincount(ev_node, weights=flat.reward[ev_traj], minlength=n)
     successes = np.bincount(ev_node, weights=flat.success[ev_traj], minlength=n).astype(np.int64)
+    # One stable sort groups the events by node (trajectory order kept): the trajectories
+    # through each node, and (the events that are rows) its distinct thoughts and observations.
+    by_node = np.argsort(ev_node, kind="stable")
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(visits, out=offsets[1:])
     local_traj = ev_traj - flat.first_of_tree[flat.traj_tree[ev_traj]]
-    trajs = Ragged.grouped(ev_node, local_traj, n)
+    trajs = Ragged(offsets, local_traj[by_node])
+    row_events = by_node[by_node >= n_trajs]
+    rows, row_nodes = row_events - n_trajs, ev_node[row_events]
+    thoughts = _distinct(row_nodes, rows, *flat.text["thought"], n)
+    observations = _distinct(row_nodes, rows, *flat.text["observation"], n)
     last = roots[flat.traj_tree].copy()  # the node each trajectory ends at (root if no steps)
     has_steps = flat.lengths > 0
     last[has_steps] = nodes.row_node[(np.cumsum(flat.lengths) - 1)[has_steps]]
     terminal = Ragged.grouped(last, flat.reward, n)
-    row_nodes = nodes.row_node[order]
-    thoughts = _distinct(row_nodes, order, *flat.text["thought"], n)
-    observations = _distinct(row_nodes, order, *flat.text["observation"], n)
     has_row = nodes.first_row >= 0
     depth = np.zeros(n, np.int64)
     depth[has_row] = flat.row_depth[nodes.first_row[has_row]]
@@ -394,21 +431,23 @@ def _make_trees(flat: _Flat, nodes: _Nodes, merge: str, settings: dict[str, Any]
     action[has_row] = uniques[codes[nodes.first_row[has_row]]]
     sizes = np.diff(nodes.tree_offset)
     parent = np.where(nodes.parent >= 0, nodes.parent - np.repeat(roots, sizes), -1)
-    offsets = nodes.tree_offset.tolist()
+    failures = visits - successes
+    mcts_visits, mcts_value_sum = np.zeros(n, np.int64), np.zeros(n, np.float64)
+    ragged = {name: r.split(nodes.tree_offset) for name, r in (
+        ("thoughts", thoughts), ("observations", observations), ("terminal_rewards", terminal),
+        ("trajs", trajs))}
+    offsets_l = nodes.tree_offset.tolist()
     first = flat.first_of_tree.tolist()
+    heads = zip(flat.keys, flat.instruction[first[:-1]].tolist(), flat.initial_observation[first[:-1]].tolist())
     trees = []
-    for tree in range(n_trees):
-        env, task_id = flat.keys[tree]
-        lo, hi = offsets[tree], offsets[tree + 1]
-        t0 = first[tree]
+    for tree, (((env, task_id), instruction, initial), th, ob, tr, tj) in enumerate(zip(heads, *ragged.values())):
+        lo, hi = offsets_l[tree], offsets_l[tree + 1]
         trees.append(Tree(
-            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=str(flat.instruction[t0]),
-            initial_observation=str(flat.initial_observation[t0]), merge=merge, settings=dict(settings),
-            parent=parent[lo:hi], depth=depth[lo:hi], action=action[lo:hi],
-            thoughts=thoughts.slice(lo, hi), observations=observations.slice(lo, hi),
+            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=str(instruction),
+            initial_observation=str(initial), merge=merge, settings=dict(settings),
+            parent=parent[lo:hi], depth=depth[lo:hi], action=action[lo:hi], thoughts=th, observations=ob,
             visits=visits[lo:hi], value_sum=value_sum[lo:hi], successes=successes[lo:hi],
-            failures=visits[lo:hi] - successes[lo:hi], terminal_rewards=terminal.slice(lo, hi),
-            mcts_visits=np.zeros(hi - lo, np.int64), mcts_value_sum=np.zeros(hi - lo, np.float64),
-            trajs=trajs.slice(lo, hi), traj_ids=flat.traj_ids[t0:first[tree + 1]],
+            failures=failures[lo:hi], terminal_rewards=tr, mcts_visits=mcts_visits[lo:hi],
+            mcts_value_sum=mcts_value_sum[lo:hi], trajs=tj, traj_ids=flat.traj_ids[first[tree]:first[tree + 1]],
         ))
     return trees

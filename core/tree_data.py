@@ -72,6 +72,20 @@ class Ragged:
         off = self.offsets[lo:hi + 1]
         return Ragged(off - off[0], self.values[off[0]:off[-1]])
 
+    def split(self, bounds: np.ndarray) -> list[Ragged]:
+        """Rows `bounds[i]..bounds[i + 1] - 1` as part i, for every i (`bounds` ascending): the
+        `slice` of each, with all parts' offsets computed at once (their values are views)."""
+        bounds = np.asarray(bounds, np.int64)
+        sizes = np.diff(bounds) + 1  # a part's offsets: one more than its rows
+        ends = np.cumsum(sizes)
+        part = np.repeat(np.arange(len(sizes)), sizes)
+        rows = np.arange(int(ends[-1]) if len(ends) else 0) - part + bounds[0]  # lo..hi of each part
+        starts = self.offsets[bounds]
+        local = self.offsets[rows] - starts[part]
+        ends_l, starts_l = ends.tolist(), starts.tolist()
+        return [Ragged(local[e - k:e], self.values[starts_l[i]:starts_l[i + 1]])
+                for i, (e, k) in enumerate(zip(ends_l, sizes.tolist()))]
+
     @classmethod
     def from_lists(cls, rows: Sequence[Sequence[Any]], dtype: Any = object) -> Ragged:
         offsets = np.zeros(len(rows) + 1, np.int64)

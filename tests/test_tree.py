@@ -13,7 +13,7 @@ from core.errors import UserError
 from core.store import NODE_FIELDS
 from core.trajectory import Step, Trajectory
 from core.tree import build_tree, build_trees, build_trees_from_tables, normalize_action, path_to
-from core.tree_data import Tree
+from core.tree_data import Ragged, Tree
 
 
 def children(g, node: int) -> list[int]:
@@ -232,6 +232,31 @@ def test_matches_plain_builder(seed, merge):
         assert g.graph["n_trajectories"] == len(by_task[g.graph["task_id"]])
 
 
+@pytest.mark.parametrize("merge", ["action", "observation"])
+def test_unicode_whitespace_and_case_match_plain_builder(store, merge):
+    # Arrow normalizes ASCII texts; str.split / str.lower know more (NBSP, em space, the Kelvin
+    # sign, dotted I, the \x1c-\x1f separators): both paths must merge exactly as Python does.
+    words = ["Go\u00a0North", "go north", "GO\u2003 north", "K", "\u212a", "İ", "i̇", "a\x1cb", "A B",
+             "Straße", "STRASSE", " go  north\t", "x\x0by", "X Y"]
+    rng = random.Random(7)
+    trajs = [traj([(rng.choice(["", "hm"]), rng.choice(words), rng.choice(["o\u00a02", "o 2", "o  2", "Ö"]))
+                   for _ in range(rng.randint(0, 5))], rng.random(), task=f"t{i % 3}", traj_id=f"u{i}")
+             for i in range(150)]
+    store.import_trajectories(trajs)
+    for trees in (build_trees(trajs, merge=merge), build_trees_from_tables(*store.tree_tables(), merge=merge)):
+        for t in trees:
+            mine = [x for x in trajs if x.task_id == t.task_id]
+            assert as_plain(t.to_networkx()) == plain_build(mine, with_observation=merge == "observation")
+
+
+def test_ragged_split_equals_slices():
+    r = Ragged.from_lists([[1], [2, 3], [], [4, 5, 6], [7], []], np.int64)
+    bounds = np.array([1, 3, 3, 6])
+    parts = r.split(bounds)
+    assert [p.lists() for p in parts] == [r.slice(lo, hi).lists() for lo, hi in zip(bounds[:-1], bounds[1:])]
+    assert [p.offsets.tolist() for p in parts] == [[0, 2, 2], [0], [0, 3, 4, 4]]
+
+
 def test_store_round_trip(store, trajs):
     g = build_tree(trajs).to_networkx()
     store.save_trees([g])
@@ -295,6 +320,25 @@ def test_save_scores_writes_only_mcts_results(store, trajs):
         store.save_scores([back])
     with pytest.raises(UserError, match="not loaded from the store"):
         store.save_scores([build_tree(trajs)])
+
+
+@pytest.mark.parametrize("rule", ["uct", "early-release", "puct", "mean"])
+def test_numeric_only_load_scores_the_same(store, rule):
+    from core.mcts import run_mcts_all
+    from core.stages import MCTSSettings, score_trees_stored
+
+    store.save_trees(build_trees(random_trajectories(3, n=150)))
+    full, light = store.load_trees(), store.load_trees(numeric_only=True)
+    assert [t.tree_id for t in light] == [t.tree_id for t in full]
+    assert all(not t.thoughts.values.size and not t.trajs.values.size and not t.traj_ids.size
+               and set(t.action.tolist()) == {""} for t in light)
+    assert run_mcts_all(light, iterations=60, rule=rule) == run_mcts_all(full, iterations=60, rule=rule)
+    for a, b in zip(light, full, strict=True):
+        assert a.mcts_visits.tolist() == b.mcts_visits.tolist() and a.mcts_value_sum.tolist() == b.mcts_value_sum.tolist()
+    # The MCTS stage loads numeric columns only; what it stores equals scoring the full trees.
+    score_trees_stored(store, [t.tree_id for t in full], MCTSSettings(60, 1.41, rule))
+    for back, b in zip(store.load_trees(), full, strict=True):
+        assert same(back, b, graph=False) and back.best_path == b.best_path and back.settings == b.settings
 
 
 @pytest.mark.parametrize("merge", ["action", "observation"])
