@@ -254,7 +254,10 @@ def test_workers_run_in_parallel_and_ctrl_c_leaves_nothing(alf, store, tmp_path)
         [sys.executable, "-m", "core", "collect", "--env", "alfworld", "--policy", "random", "--split", "train",
          "--workers", "2", "--batch-size", "2", "--max-steps", "40", "--samples", "20", "--temperature", "1"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True,
+        # a test run started in the background (`pytest &`) hands its children SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler: give the child a terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 600  # generous: shared CI machines can be slow to spawn
         workers: list[int] = []
