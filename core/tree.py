@@ -433,21 +433,22 @@ def _make_trees(flat: _Flat, nodes: _Nodes, merge: str, settings: dict[str, Any]
     parent = np.where(nodes.parent >= 0, nodes.parent - np.repeat(roots, sizes), -1)
     failures = visits - successes
     mcts_visits, mcts_value_sum = np.zeros(n, np.int64), np.zeros(n, np.float64)
-    ragged = {name: r.split(nodes.tree_offset) for name, r in (
+    parts = {name: r.split(nodes.tree_offset) for name, r in (
         ("thoughts", thoughts), ("observations", observations), ("terminal_rewards", terminal),
-        ("trajs", trajs))}
+        ("trajs", trajs))}  # per tree, cut in one go
     offsets_l = nodes.tree_offset.tolist()
     first = flat.first_of_tree.tolist()
-    heads = zip(flat.keys, flat.instruction[first[:-1]].tolist(), flat.initial_observation[first[:-1]].tolist())
+    instructions = flat.instruction[first[:-1]].tolist()
+    initials = flat.initial_observation[first[:-1]].tolist()
     trees = []
-    for tree, (((env, task_id), instruction, initial), th, ob, tr, tj) in enumerate(zip(heads, *ragged.values())):
+    for tree, (env, task_id) in enumerate(flat.keys):
         lo, hi = offsets_l[tree], offsets_l[tree + 1]
         trees.append(Tree(
-            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=str(instruction),
-            initial_observation=str(initial), merge=merge, settings=dict(settings),
-            parent=parent[lo:hi], depth=depth[lo:hi], action=action[lo:hi], thoughts=th, observations=ob,
+            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=str(instructions[tree]),
+            initial_observation=str(initials[tree]), merge=merge, settings=dict(settings),
+            parent=parent[lo:hi], depth=depth[lo:hi], action=action[lo:hi],
             visits=visits[lo:hi], value_sum=value_sum[lo:hi], successes=successes[lo:hi],
-            failures=failures[lo:hi], terminal_rewards=tr, mcts_visits=mcts_visits[lo:hi],
-            mcts_value_sum=mcts_value_sum[lo:hi], trajs=tj, traj_ids=flat.traj_ids[first[tree]:first[tree + 1]],
+            failures=failures[lo:hi], mcts_visits=mcts_visits[lo:hi], mcts_value_sum=mcts_value_sum[lo:hi],
+            traj_ids=flat.traj_ids[first[tree]:first[tree + 1]], **{k: p[tree] for k, p in parts.items()},
         ))
     return trees

@@ -5,8 +5,9 @@ tokens (the first search) to ~420 (a results page), so a random batch of 32 hold
 tokens, and attention, quadratic in the padded length, 3.4x its real work (measured on the tiny
 scale's expert decision rows). With `micro_batch` set, each optimizer step still draws a random
 batch, but its rows are sorted by length and run as micro-batches with gradient accumulation: the
-same rows and the same gradient (the loss is normalised over the whole step's tokens) with 1.17x
-padding in micro-batches of 8. Grouping rows of similar length across steps (transformers'
+same rows and the same gradient (SFT normalises the loss over the whole step's tokens; DPO
+averages equal micro-batches, so only an epoch's short last step weighs its pairs unequally) with
+1.16x padding in micro-batches of 8. Grouping rows of similar length across steps (transformers'
 `group_by_length`) pads even less but makes each step see one kind of decision; measured on the
 tiny scale it learned more slowly per step, so this module keeps the steps random.
 """

@@ -51,6 +51,12 @@ def world_size() -> int:
     return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
 
 
+def sorted_steps(cfg: TrainConfig) -> bool:
+    """Whether the trainer sorts each step's rows into micro-batches (`core.train.batching`):
+    when `micro_batch` splits the batch and one process trains (several use their own sampler)."""
+    return micro_split(cfg) > 1 and world_size() == 1
+
+
 def sharded_launch() -> bool:
     """Whether accelerate launched this process with FSDP or DeepSpeed (which shard the model)."""
     return any(os.environ.get(f"ACCELERATE_USE_{k}", "").lower() in ("1", "true") for k in ("FSDP", "DEEPSPEED"))

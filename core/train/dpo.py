@@ -37,11 +37,11 @@ from core.train.common import (
     install_cpu_lm_heads,
     load_policy,
     lora_config,
+    sorted_steps,
     trainer_kwargs,
     use_cuda,
-    world_size,
 )
-from core.train.config import DPOTrainConfig, micro_split
+from core.train.config import DPOTrainConfig
 from core.train.data import to_dataset
 from core.train.masks import assistant_mask
 
@@ -130,7 +130,7 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
                                             truncation_mode=args.truncation_mode,
                                             pad_to_multiple_of=args.pad_to_multiple_of)
     cls = MaskedDPOTrainer if masked else DPOTrainer
-    if masked and micro_split(cfg) > 1 and world_size() == 1:
+    if masked and sorted_steps(cfg):
         cls = SortedDPOTrainer
     trainer = cls(model=model, ref_model=ref_model, args=args, data_collator=collator,
                   train_dataset=to_dataset(rows), processing_class=tokenizer,

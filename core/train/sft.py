@@ -25,11 +25,11 @@ from core.train.common import (
     install_cpu_lm_heads,
     load_policy,
     lora_config,
+    sorted_steps,
     trainer_kwargs,
     use_cuda,
-    world_size,
 )
-from core.train.config import SFTTrainConfig, micro_split
+from core.train.config import SFTTrainConfig
 from core.train.data import to_dataset
 from core.train.masks import has_generation_markers, tokenize_sft_row
 
@@ -48,7 +48,7 @@ def build_sft_trainer(cfg: SFTTrainConfig, rows: list[dict[str, Any]], out_dir: 
         rows = [tokenize_sft_row(tokenizer, r) for r in rows]
     args = SFTConfig(**trainer_kwargs(cfg, out_dir, SFTConfig, context_length(model, cfg)),
                      assistant_only_loss=markers)
-    cls = SortedSFTTrainer if micro_split(cfg) > 1 and world_size() == 1 else SFTTrainer
+    cls = SortedSFTTrainer if sorted_steps(cfg) else SFTTrainer
     trainer = cls(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
                          peft_config=lora_config(cfg), callbacks=callbacks)
     if not use_cuda(cfg):
