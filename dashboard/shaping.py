@@ -444,7 +444,8 @@ def data_spec(source: str, env: str, arg: str = "", tasks: int = 0, min_margin: 
         opts.append(f"tasks={int(tasks)}")
     if source == "pairs" and min_margin:
         opts.append(f"min_margin={min_margin:g}")
-    return head + ("?" + "&".join(opts) if opts else "")
+    # options after the env's own parameters (`shop?n_products=200`) join them with "&"
+    return head + (("&" if "?" in head else "?") + "&".join(opts) if opts else "")
 
 
 EMPTY_DATA = {

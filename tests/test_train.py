@@ -43,7 +43,7 @@ def chat_models(tmp_path_factory):
                          decision_history=None)
 
 
-def fill_store(store, n_tasks: int = 3) -> None:
+def fill_store(store, n_tasks: int = 3, env: str = "shop") -> None:
     """Expert + random exploration on a few shop tasks -> trees -> MCTS -> step, continuation and
     ETO-style pairs, all through the real modules."""
     from core.agents.scripted import ExpertPolicy, RandomPolicy
@@ -53,15 +53,15 @@ def fill_store(store, n_tasks: int = 3) -> None:
     from core.pairs import eto_pairs, tree_pairs
     from core.tree import build_trees
 
-    tids = [t.task_id for t in make_env("shop").tasks("train")[:n_tasks]]
-    collect(store, "shop", ExpertPolicy("shop"), tids, model="expert", progress=False)
-    collect(store, "shop", RandomPolicy(seed=1), tids, model="weak", progress=False, max_steps=4)
-    trees = build_trees(store.trajectories(env="shop"))
+    tids = [t.task_id for t in make_env(env).tasks("train")[:n_tasks]]
+    collect(store, env, ExpertPolicy(env), tids, model="expert", progress=False)
+    collect(store, env, RandomPolicy(seed=1), tids, model="weak", progress=False, max_steps=4)
+    trees = build_trees(store.trajectories(env=env))
     for g in trees:
         run_mcts(g, iterations=100)
     store.save_trees(trees)
     pairs = [p for g in trees for gran in ("step", "continuation") for p in tree_pairs(g, gran)]
-    pairs += eto_pairs(store.trajectories(env="shop"), mode="weak")
+    pairs += eto_pairs(store.trajectories(env=env), mode="weak")
     store.save_pairs(pairs)
 
 
@@ -238,6 +238,26 @@ def test_data_specs(filled):
                 "expert:shop?tasks=x"):
         with pytest.raises(UserError):
             parse_spec(bad)
+
+
+def test_data_specs_reach_an_env_with_parameters(store):
+    """The embedded default's env carries parameters (`shop?n_products=...`): the Train page's spec
+    for it reaches its rows (it was rejected as malformed), and options still apply."""
+    from core.train.data import build_rows, parse_spec
+    from dashboard.shaping import data_spec
+
+    env = "shop?n_products=50&n_categories=10"
+    fill_store(store, n_tasks=2, env=env)
+    assert len(build_rows(data_spec("expert", env), store)) == 2
+    assert len(build_rows(data_spec("expert", env, tasks=1), store)) == 1
+    assert build_rows(f"expert:{env}", store) == build_rows(data_spec("expert", env), store)
+    steps = store.pairs(env=env, granularity="step")
+    assert steps and len(build_rows(data_spec("pairs", env, "step"), store)) == len(steps)
+    assert build_rows(data_spec("pairs", env, "step", min_margin=2.0), store) == []  # margins are <= 1
+    assert parse_spec(f"pairs:{env}:step?min_margin=0.5").options == {"min_margin": "0.5"}
+    assert build_rows("expert:shop", store) == []  # the plain shop is another env
+    with pytest.raises(UserError, match="n_prods"):
+        parse_spec("expert:shop?n_prods=50")
 
 
 def test_file_data_spec(store, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -155,6 +156,16 @@ def env_slug(name: str) -> str:
     """An env name usable in file and model names: `shop?n_products=200&n_categories=10` ->
     `shop-n_products=200-n_categories=10`."""
     return name.replace("?", "-").replace("&", "-")
+
+
+def env_parameters(name: str) -> tuple[str, ...]:
+    """The parameter names an env name may carry (its factory's keyword arguments); () for an
+    unknown env."""
+    factory = env_class(name)
+    if factory is None:
+        return ()
+    return tuple(p.name for p in inspect.signature(factory).parameters.values()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def known_env(name: str) -> bool:

@@ -13,7 +13,10 @@ Data SPEC grammar (what `--data` takes)::
 
 A store source may end in `?key=value&...` options: `tasks=N` (the first N task ids, sorted),
 `split=S` (tasks of that split only), `min_margin=X` (pairs only).
-Example: `expert:shop?split=train&tasks=100`.
+Example: `expert:shop?split=train&tasks=100`. ENV may carry its parameters, and options then join
+them with `&` (or after the granularity / model with `?`): `expert:shop?n_products=200&tasks=100`,
+`pairs:shop?n_products=200&n_categories=10:step?min_margin=0.1`; a key that is not an option must be
+a parameter of the env.
 
 Every row is in the format the policy sees at inference: `core.agents.prompt.env_prefix(env)`
 (system turn, "OK", the one-shot example) + the task message + `Thought/Action` assistant turns
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from core.agents.prompt import Message, env_prefix, step_messages, task_message
+from core.envs import env_parameters
 from core.errors import UserError
 from core.pairs import GRANULARITIES
 from core.store import Store
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCES = ("expert", "successes", "best-paths", "pairs")
+OPTIONS = ("tasks", "split", "min_margin")
 SPEC_HELP = __doc__.split("Data SPEC grammar (what `--data` takes)::\n\n", 1)[1].split("\nEvery row")[0]
 
 
@@ -61,33 +67,40 @@ class DataSpec:
 def parse_spec(text: str) -> DataSpec:
     """Parse a data SPEC; a UserError names what is wrong and shows the grammar."""
     text = (text or "").strip()
-    head, _, query = text.partition("?")
+    head = text.partition("?")[0]
     if head.endswith((".jsonl", ".json")) or "/" in head:
         path = Path(head).expanduser()
         if not path.is_file():
             raise UserError(f"data file {head} does not exist; give an existing .jsonl/.json file")
         return DataSpec(text, "file", path=path.resolve())
-    parts = head.split(":")
+    parts = text.split(":")
     source = parts[0]
     if source not in SOURCES:
         raise UserError(f"data spec {text!r} is not understood; use one of: "
                         "expert:ENV, successes:ENV:MODEL, best-paths:ENV, pairs:ENV:GRANULARITY, FILE.jsonl")
     want = 3 if source in ("successes", "pairs") else 2
-    if len(parts) != want or not all(parts):
+    names = [re.split(r"[?&]", p, maxsplit=1)[0] for p in parts]
+    if len(parts) != want or not all(names):
         form = {"expert": "expert:ENV", "successes": "successes:ENV:MODEL", "best-paths": "best-paths:ENV",
                 "pairs": "pairs:ENV:GRANULARITY"}[source]
         raise UserError(f"data spec {text!r} is malformed; write it as {form}")
-    options = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
-    unknown = set(options) - {"tasks", "split", "min_margin"}
-    if unknown:
-        raise UserError(f"data spec {text!r}: unknown option {sorted(unknown)[0]!r}; use tasks, split, min_margin")
+    # the query items after ENV and after MODEL/GRANULARITY: spec options, the rest env parameters
+    items = [item for p in parts[1:] for item in re.split(r"[?&]", p)[1:] if item]
+    options = dict(parse_qsl("&".join(i for i in items if i.partition("=")[0] in OPTIONS), keep_blank_values=True))
+    params = [i for i in items if i.partition("=")[0] not in OPTIONS]
+    allowed = env_parameters(names[1])
+    for item in params:
+        if item.partition("=")[0] not in allowed:
+            raise UserError(f"data spec {text!r}: unknown option {item.partition('=')[0]!r}; use "
+                            f"{', '.join(OPTIONS)} or a parameter of env {names[1]!r} ({', '.join(allowed) or 'none'})")
+    env = names[1] + ("?" + "&".join(params) if params else "")
     for key, conv in (("tasks", int), ("min_margin", float)):
         if key in options:
             try:
                 conv(options[key])
             except ValueError:
                 raise UserError(f"data spec {text!r}: {key}={options[key]!r} is not a number") from None
-    spec = DataSpec(text, source, env=parts[1], arg=parts[2] if want == 3 else "", options=options)
+    spec = DataSpec(text, source, env=env, arg=names[2] if want == 3 else "", options=options)
     if source == "pairs" and spec.arg not in GRANULARITIES:
         raise UserError(f"data spec {text!r}: granularity {spec.arg!r} is unknown; use {', '.join(GRANULARITIES)}")
     return spec
