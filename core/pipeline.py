@@ -233,7 +233,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
 
     rows: list[dict[str, Any]] = []
     for si, seed in enumerate(seeds):
-        run = _SeedRun(store, env, cfg, seed, ks, sweep, weak_base, strong_base, demo_file, len(demos),
+        run = SeedRun(store, env, cfg, seed, ks, sweep, weak_base, strong_base, demo_file, len(demos),
                        explore_ids, test_ids, exp_dir / f"s{seed}", rep,
                        lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f)
         seed_rows = run.run()
@@ -251,7 +251,7 @@ def _write(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 @dataclass
-class _SeedRun:
+class SeedRun:
     """One seed of the experiment: SFT baselines and exploration, then per K the trees, pairs,
     four strong trainings and all evaluations."""
 
@@ -315,9 +315,9 @@ class _SeedRun:
         rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
                                  f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
         done = run_units([
-            _train_unit("SFT-weak", "sft", cfg, cfg.sft_weak, self.n_demos, model=self.weak_base, data=data,
+            train_unit("SFT-weak", "sft", cfg, cfg.sft_weak, self.n_demos, model=self.weak_base, data=data,
                         output=weak_name, seed=seed),
-            _train_unit("SFT-strong", "sft", cfg, cfg.sft_strong, self.n_demos, model=self.strong_base,
+            train_unit("SFT-strong", "sft", cfg, cfg.sft_strong, self.n_demos, model=self.strong_base,
                         data=data, output=strong_name, seed=seed),
             Unit("explore", stage=stages.run_policy, deps=("train SFT-weak",), kwargs=dict(
                 env=env, policy=cfg.explorer or str(weak_sft), task_ids=self.explore_ids,
@@ -355,7 +355,7 @@ class _SeedRun:
                 continue
             name = f"{env_slug(env)}-{dict(METHODS)[method]}{sfx}"
             models[method] = self.model_path(name)
-            trains.append(_train_unit(method, kind, cfg, over, counts[data], model=str(strong_sft),
+            trains.append(train_unit(method, kind, cfg, over, counts[data], model=str(strong_sft),
                                       data=str(files[data]), output=name, seed=self.seed, **extra))
             evals.append(self.eval_unit(method, models[method], k, (f"train {method}",)))
         done = run_units(trains + evals, self.store, cfg.parallel, rep)
@@ -366,7 +366,7 @@ class _SeedRun:
                 for m, _ in METHODS[2:]]
 
 
-def _train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int, **fields: Any) -> Unit:
+def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int, **fields: Any) -> Unit:
     """A training job of `kind` on `n` rows: the scale's preset, then `overrides`, then `fields`."""
     from core.train import make_config
 

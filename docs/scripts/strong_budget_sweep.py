@@ -21,7 +21,7 @@ import pandas as pd
 from strong_methods_on_stored_data import ENV, stored_seed_run  # the script beside this one
 
 from core.envs import env_slug
-from core.pipeline import _train_unit
+from core.pipeline import train_unit
 from core.results import episode_outcomes, paired_comparisons
 from core.work import run_units
 
@@ -58,7 +58,7 @@ def main() -> None:
         rows = sum(1 for line in (kdir / f"{data}.jsonl").read_text().splitlines() if line.strip())
         output = f"{slug}-sweep-{name}"
         t0 = time.monotonic()
-        unit = _train_unit(name, kind, cfg, {**getattr(cfg, BUDGET[method]), **over}, rows, model=str(strong),
+        unit = train_unit(name, kind, cfg, {**getattr(cfg, BUDGET[method]), **over}, rows, model=str(strong),
                            data=str(kdir / f"{data}.jsonl"), output=output, seed=train_seed, **extra)
         done = run_units([unit, run.eval_unit(method, run.model_path(output), 4, (f"train {name}",))],
                          store, 1, rep)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from core.envs import env_slug, make_env
-from core.pipeline import SCALES, _SeedRun
+from core.pipeline import SCALES, SeedRun
 from core.results import render
 from core.store import Store
 from core.work import Reporter, run_units
@@ -25,14 +25,14 @@ from core.work import Reporter, run_units
 ENV = "shop?n_products=200&n_categories=10"
 
 
-def stored_seed_run(home: Path, folder: str, n_test: int = 100) -> tuple[Store, _SeedRun, Path, Path]:
+def stored_seed_run(home: Path, folder: str, n_test: int = 100) -> tuple[Store, SeedRun, Path, Path]:
     """(the store, seed 0 of the tiny scale over it evaluating on test[:n_test], the SFT-weak and
     SFT-strong model folders) of the stored run in `home`; outputs go to home/`folder`. Runs 4 and
     5 evaluated on the first 100 test tasks."""
     store = Store(home / "w2stree.duckdb")
     with make_env(ENV) as e:
         test_ids = [t.task_id for t in e.tasks("test")][:n_test]
-    run = _SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), 0, [], test_ids, home / folder,
+    run = SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), 0, [], test_ids, home / folder,
                    Reporter(True), lambda f: f)
     slug = env_slug(ENV)
     return store, run, run.model_path(f"{slug}-sft-weak-s0"), run.model_path(f"{slug}-sft-strong-s0")
