@@ -66,7 +66,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     store = open_store(args)
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
-              f"(shop env, {args.scale} scale; the tiny scale takes about 45 minutes on 2 CPU cores)",
+              f"(shop env, {args.scale} scale; the tiny scale takes about 27 minutes on 2 CPU cores)",
               flush=True)
         from core.pipeline import run_pipeline  # heavy imports (torch, trl): only when needed
 
