@@ -1,9 +1,10 @@
 """Sweep the training budget of the four W2S methods, one change at a time, on the data a pipeline
 run stored, starting from that run's SFT-strong model; every variant is evaluated greedily on the
-first 100 test tasks, as the baselines were, and compared per task with SFT-strong and SFT-weak (paired bootstrap 95 % interval).
-Used for docs/experiments.md run 5.
+first N test tasks (`--test`, default 100 as in run 5; run 9's follow-up used all 200), and
+compared per task with SFT-strong and SFT-weak (paired bootstrap 95 % interval).
+Used for docs/experiments.md runs 5 and 9.
 
-    W2STREE_HOME=HOME python docs/scripts/strong_budget_sweep.py HOME KDIR BASE_EXPERIMENT [VARIANT ...]
+    W2STREE_HOME=HOME python docs/scripts/strong_budget_sweep.py HOME KDIR BASE_EXPERIMENT [VARIANT ...] [--test N]
 
 HOME holds the run's store and models (as for strong_methods_on_stored_data.py, beside this
 script, whose setup it shares), KDIR its
@@ -13,7 +14,7 @@ evaluations are the baselines. VARIANT names pick from VARIANTS (default: all, i
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from pathlib import Path
 
@@ -31,6 +32,8 @@ VARIANTS: dict[str, tuple[str, str, str, dict]] = {
     "treedpo-ref-strong": ("TreeDPO", "treedpo", "tree_pairs", dict(ref="strong")),
     "treedpo-beta0.5": ("TreeDPO", "treedpo", "tree_pairs", dict(beta=0.5)),
     "treedpo-lr2e-5": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=2e-5)),
+    "treedpo-lr1e-4": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=1e-4)),
+    "treedpo-lr2e-4": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=2e-4)),
     "treedpo-lr5e-5-120": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=5e-5, max_steps=120)),
     "treedpo-lr5e-5-seed1": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=5e-5, seed=1)),
     "mcts-lr1e-4": ("MCTS", "mcts", "best_paths", dict(lr=1e-4)),
@@ -43,9 +46,15 @@ BUDGET = {"TreeDPO": "dpo", "ETO-DPO": "dpo", "MCTS": "mcts_sft", "W2S-SFT": "w2
 
 
 def main() -> None:
-    home, kdir, base_exp = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    names = sys.argv[4:] or list(VARIANTS)
-    store, run, weak, strong = stored_seed_run(home, "sweep")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("home", type=Path)
+    ap.add_argument("kdir", type=Path)
+    ap.add_argument("base_exp")
+    ap.add_argument("variants", nargs="*", choices=[[], *VARIANTS], default=[])
+    ap.add_argument("--test", type=int, default=100, help="evaluate on the first N test tasks")
+    args = ap.parse_args()
+    home, kdir, base_exp, names = args.home, args.kdir, args.base_exp, args.variants or list(VARIANTS)
+    store, run, weak, strong = stored_seed_run(home, "sweep", n_test=args.test)
     cfg, rep, slug = run.cfg, run.rep, env_slug(ENV)
     base = store.results(base_exp)
     base = base[base["method"].isin(["SFT-weak", "SFT-strong"])]
