@@ -235,8 +235,8 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     rows: list[dict[str, Any]] = []
     for si, seed in enumerate(seeds):
         run = SeedRun(store, env, cfg, seed, ks, sweep, weak_base, strong_base, demo_file, len(demos),
-                       explore_ids, test_ids, exp_dir / f"s{seed}", rep,
-                       lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f)
+                      explore_ids, test_ids, exp_dir / f"s{seed}", rep,
+                      lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f)
         seed_rows = run.run()
         store.add_results([{**r, "experiment_id": exp_id, "env": env} for r in seed_rows])  # as each seed ends
         rows += seed_rows
@@ -287,10 +287,14 @@ class SeedRun:
         """The name of this seed's SFT-`which` model (weak or strong)."""
         return f"{env_slug(self.env)}-sft-{which}-s{self.seed}"
 
+    def sft_paths(self) -> tuple[Path, Path]:
+        """The folders of this seed's SFT-weak and SFT-strong models."""
+        return self.model_path(self.sft_model("weak")), self.model_path(self.sft_model("strong"))
+
     def run(self) -> list[dict[str, Any]]:
         """The seed's results rows: per K, the two SFT baselines and the four strong methods."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        weak_sft, strong_sft = self.model_path(self.sft_model("weak")), self.model_path(self.sft_model("strong"))
+        weak_sft, strong_sft = self.sft_paths()
         explored, base_rows = self.sft_and_exploration()
         experts = stages.demonstrations(self.store, self.env, self.explore_ids)  # the ETO baseline's chosen side
         rows: list[dict[str, Any]] = []
@@ -311,15 +315,15 @@ class SeedRun:
         and the two baselines' rows."""
         cfg, env, seed, rep = self.cfg, self.env, self.seed, self.rep
         weak_name, strong_name = self.sft_model("weak"), self.sft_model("strong")
-        weak_sft, strong_sft = self.model_path(weak_name), self.model_path(strong_name)
+        weak_sft, strong_sft = self.sft_paths()
         k_max, data = max(self.ks), str(self.demo_file)
         rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
                                  f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
         done = run_units([
             train_unit("SFT-weak", "sft", cfg, cfg.sft_weak, self.n_demos, model=self.weak_base, data=data,
-                        output=weak_name, seed=seed),
+                       output=weak_name, seed=seed),
             train_unit("SFT-strong", "sft", cfg, cfg.sft_strong, self.n_demos, model=self.strong_base,
-                        data=data, output=strong_name, seed=seed),
+                       data=data, output=strong_name, seed=seed),
             Unit("explore", stage=stages.run_policy, deps=("train SFT-weak",), kwargs=dict(
                 env=env, policy=cfg.explorer or str(weak_sft), task_ids=self.explore_ids,
                 schedule=schedule_for(k_max), label=cfg.explorer or weak_name, seed=seed,
@@ -357,7 +361,7 @@ class SeedRun:
             name = f"{env_slug(env)}-{dict(METHODS)[method]}{sfx}"
             models[method] = self.model_path(name)
             trains.append(train_unit(method, kind, cfg, over, counts[data], model=str(strong_sft),
-                                      data=str(files[data]), output=name, seed=self.seed, **extra))
+                                     data=str(files[data]), output=name, seed=self.seed, **extra))
             evals.append(self.eval_unit(method, models[method], k, (f"train {method}",)))
         done = run_units(trains + evals, self.store, cfg.parallel, rep)
         data_of = {m: d for m, _, _, d, _ in plans}

@@ -79,21 +79,22 @@ def parse_spec(text: str) -> DataSpec:
         raise UserError(f"data spec {text!r} is not understood; use one of: "
                         "expert:ENV, successes:ENV:MODEL, best-paths:ENV, pairs:ENV:GRANULARITY, FILE.jsonl")
     want = 3 if source in ("successes", "pairs") else 2
-    names = [re.split(r"[?&]", p, maxsplit=1)[0] for p in parts]
+    split = [re.split(r"[?&]", p) for p in parts]  # per part: its name, then its query items
+    names = [s[0] for s in split]
     if len(parts) != want or not all(names):
         form = {"expert": "expert:ENV", "successes": "successes:ENV:MODEL", "best-paths": "best-paths:ENV",
                 "pairs": "pairs:ENV:GRANULARITY"}[source]
         raise UserError(f"data spec {text!r} is malformed; write it as {form}")
     # the query items after ENV and after MODEL/GRANULARITY: spec options, the rest env parameters
-    items = [item for p in parts[1:] for item in re.split(r"[?&]", p)[1:] if item]
-    options = dict(parse_qsl("&".join(i for i in items if i.partition("=")[0] in OPTIONS), keep_blank_values=True))
-    params = [i for i in items if i.partition("=")[0] not in OPTIONS]
+    items = [(item.partition("=")[0], item) for s in split[1:] for item in s[1:] if item]
+    options = dict(parse_qsl("&".join(i for k, i in items if k in OPTIONS), keep_blank_values=True))
+    params = [(k, i) for k, i in items if k not in OPTIONS]
     allowed = env_parameters(names[1])
-    for item in params:
-        if item.partition("=")[0] not in allowed:
-            raise UserError(f"data spec {text!r}: unknown option {item.partition('=')[0]!r}; use "
-                            f"{', '.join(OPTIONS)} or a parameter of env {names[1]!r} ({', '.join(allowed) or 'none'})")
-    env = names[1] + ("?" + "&".join(params) if params else "")
+    unknown = next((k for k, _ in params if k not in allowed), None)
+    if unknown is not None:
+        raise UserError(f"data spec {text!r}: unknown option {unknown!r}; use "
+                        f"{', '.join(OPTIONS)} or a parameter of env {names[1]!r} ({', '.join(allowed) or 'none'})")
+    env = names[1] + ("?" + "&".join(i for _, i in params) if params else "")
     for key, conv in (("tasks", int), ("min_margin", float)):
         if key in options:
             try:

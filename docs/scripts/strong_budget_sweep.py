@@ -68,7 +68,7 @@ def main() -> None:
         output = f"{slug}-sweep-{name}"
         t0 = time.monotonic()
         unit = train_unit(name, kind, cfg, {**getattr(cfg, BUDGET[method]), **over}, rows, model=str(strong),
-                           data=str(kdir / f"{data}.jsonl"), output=output, seed=train_seed, **extra)
+                          data=str(kdir / f"{data}.jsonl"), output=output, seed=train_seed, **extra)
         done = run_units([unit, run.eval_unit(method, run.model_path(output), 4, (f"train {name}",))],
                          store, 1, rep)
         res = done[f"eval {method}"].result.averages()

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.envs import env_slug, make_env
+from core.envs import make_env
 from core.pipeline import SCALES, SeedRun
 from core.results import render
 from core.store import Store
@@ -33,9 +33,8 @@ def stored_seed_run(home: Path, folder: str, n_test: int = 100) -> tuple[Store, 
     with make_env(ENV) as e:
         test_ids = [t.task_id for t in e.tasks("test")][:n_test]
     run = SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), 0, [], test_ids, home / folder,
-                   Reporter(True), lambda f: f)
-    slug = env_slug(ENV)
-    return store, run, run.model_path(f"{slug}-sft-weak-s0"), run.model_path(f"{slug}-sft-strong-s0")
+                  Reporter(True), lambda f: f)
+    return store, run, *run.sft_paths()
 
 
 def main() -> None:
