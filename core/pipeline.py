@@ -7,18 +7,22 @@
    (`worlds`: the tiny scale plays `shop?n_products=200&n_categories=10`);
 2. expert demonstrations (policy `expert`, `core.stages.demonstrations`) on `demo_tasks` train tasks;
 3. SFT-weak and SFT-strong: each base model fine-tuned on those demonstrations;
-4. exploration: the SFT-weak model plays `explore_tasks` other train tasks (ones it was not
-   trained on) with the paper's schedule (greedy, (0.7, 0.9), (1.0, 0.8), (1.0, 0.9); more
-   settings when K > 4);
-5. trees (one per task), MCTS on each, TreeDPO `step` pairs and the ETO baseline (each explored
-   task's expert episode against its lower-reward explored ones, as the release builds it): the
-   stages of `core.stages`, the same functions `w2stree tree / mcts / pairs` run;
+4. exploration: the SFT-weak model plays `explore_tasks` train tasks from `explore_from` (0: the
+   demonstrated tasks, as the release does) with the paper's schedule (greedy, (0.7, 0.9),
+   (1.0, 0.8), (1.0, 0.9); more settings when K > 4);
+5. trees (one per task), MCTS on each, TreeDPO pairs (the scale's `pair_granularity`) and the ETO
+   baseline (each explored task's expert demonstration against its explored episodes, as the
+   release builds it, with only the demonstrations SFT-strong was trained on): the stages of
+   `core.stages`, the same functions `w2stree tree / mcts / pairs` run;
 6. the strong SFT model trained four ways: W2S-SFT (weak successes), ETO-style DPO, TreeDPO (tree
    pairs; both DPO runs use the SFT-weak model as reference, the paper's W2S setting) and MCTS
    (SFT on one real trajectory along the MCTS best path of every tree that holds a success);
-7. all six models evaluated greedily on `test_tasks` test tasks (episodes stored, source=eval,
-   under the labels `sft-weak`, `sft-strong`, `w2s-sft`, `eto-dpo`, `treedpo`, `mcts`);
-8. one results row per (method, seed, K) in the store's `results` table (`core.results`); a
+7. SFT-continued, the compute-matched control: SFT-strong trained further on its own expert rows
+   for the DPO stage's steps and learning rate;
+8. all seven models evaluated greedily on `test_tasks` tasks of the evaluation split (`--split`:
+   `dev` while choosing, `test` once; episodes stored, source=eval, under the labels `sft-weak`,
+   `sft-strong`, `sft-continued`, `w2s-sft`, `eto-dpo`, `treedpo`, `mcts`);
+9. one results row per (method, seed, K) in the store's `results` table (`core.results`); a
    method left without training data gets a "no data" row, never another method's numbers.
 
 Trained models are registered as `<env>-<method>-s<seed>` (with `-k<K>` when the number of
@@ -60,7 +64,7 @@ from core import stages
 from core.agents.base import PAPER_SCHEDULE, Sampling
 from core.envs.base import env_slug, select_tasks
 from core.errors import UserError
-from core.results import METHODS
+from core.results import METHODS, STRONG_METHODS
 from core.store import Store
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
@@ -82,6 +86,8 @@ class Scale:
     test_tasks: int = 50  # test tasks every model is evaluated on
     trajs_per_task: int = 4  # K: trajectories per explored task
     max_steps: int | None = 10  # episode step cap for exploration and evaluation
+    eval_split: str = "test"  # where every model is evaluated: "dev" for choices, "test" once, at the end
+    pair_granularity: str = "step"  # TreeDPO pairs: step, or continuation (every decision of each side)
     sft_weak: dict[str, Any] = field(default_factory=dict)
     sft_strong: dict[str, Any] = field(default_factory=dict)
     w2s_sft: dict[str, Any] = field(default_factory=dict)
@@ -103,7 +109,9 @@ SCALES: dict[str, Scale] = {
     # success, 800: 35 %); the strong one learns faster per step and keeps gaining (700 steps: 40 %,
     # 1000 steps: 64 % on the 200 test tasks, seed 0)
     "tiny": Scale(
-        name="tiny", demo_tasks=3000, explore_from=3000, explore_tasks=200, test_tasks=200, max_steps=10,
+        # the paper's design: SFT-weak explores the demonstrated tasks (the first 750 of the 3,000),
+        # K = 4, so explored episodes (3,000) are as many as the expert ones
+        name="tiny", demo_tasks=3000, explore_from=0, explore_tasks=750, test_tasks=200, max_steps=10,
         sft_weak=dict(max_steps=800, lr=3e-3, batch_size=32, save_steps=200),
         sft_strong=dict(max_steps=1000, lr=3e-3, batch_size=32, save_steps=200),
         # the four strong trainings nudge SFT-strong: at higher rates they pull it toward the weak
@@ -170,13 +178,15 @@ def _cap(items: list[Any], n: int | None, seed: int) -> list[Any]:
 def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence[int] = (0,),
                  trajs_per_task: int | Sequence[int] | None = None, store: Store | None = None,
                  progress: Progress | bool | None = True, *, weak: str | None = None,
-                 strong: str | None = None, test_tasks: int | None = None,
+                 strong: str | None = None, test_tasks: int | None = None, split: str | None = None,
                  experiment_id: str | None = None) -> pd.DataFrame:
     """Run the weak-to-strong experiment (module docstring) and return one row per
     (method, seed, K): method, label, model, seed, trajs_per_task, avg_reward, success_rate,
     n_examples, n_episodes. Rows are also stored in the store's `results` table under one
     experiment id. `trajs_per_task` may be a list of K values (Figure 4): the weak model explores
-    once with the largest K and each K uses the first K trajectories of every task. Stage wall
+    once with the largest K and each K uses the first K trajectories of every task. `split` is
+    where the models are evaluated (default: the scale's `eval_split`, `test`): `dev` for every
+    choice of sizes and hyper-parameters, `test` once, by the final run. Stage wall
     times (summed over units running side by side) are in `df.attrs["timings"]`."""
     from core.envs import make_env
     from core.paths import home
@@ -185,7 +195,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     if cfg is None:
         raise UserError(f"unknown pipeline scale {scale!r}; use one of {', '.join(SCALES)}")
     cfg = dataclasses.replace(cfg, weak=weak or cfg.weak, strong=strong or cfg.strong,
-                              test_tasks=test_tasks or cfg.test_tasks)
+                              test_tasks=test_tasks or cfg.test_tasks, eval_split=split or cfg.eval_split)
     if "?" not in env and env in cfg.worlds:
         env = f"{env}?{cfg.worlds[env]}"
     seeds = list(dict.fromkeys(int(s) for s in seeds))
@@ -204,12 +214,13 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
         schedule_for(k)  # validates K
     store = store if store is not None else Store()
     rep = Reporter(progress)
-    exp_id = experiment_id or f"exp-{env_slug(env)}-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
+    exp_id = experiment_id or f"exp-{env_slug(env)}-{cfg.name}-{cfg.eval_split}-{stamp}"
     exp_dir = home() / "experiments" / exp_id
     exp_dir.mkdir(parents=True, exist_ok=True)
 
     with make_env(env) as e:
-        train_ids, test_ids = select_tasks(e, "train"), select_tasks(e, "test")
+        train_ids, test_ids = select_tasks(e, "train"), select_tasks(e, cfg.eval_split)
     need = max(cfg.demo_tasks, cfg.explore_from + cfg.explore_tasks)
     if len(train_ids) < need:
         raise UserError(f"{env} has {len(train_ids)} train tasks; scale {cfg.name} needs {need}: "
@@ -234,7 +245,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
 
     rows: list[dict[str, Any]] = []
     for si, seed in enumerate(seeds):
-        run = SeedRun(store, env, cfg, seed, ks, sweep, weak_base, strong_base, demo_file, len(demos),
+        run = SeedRun(store, env, cfg, seed, ks, sweep, weak_base, strong_base, demo_file, demo_ids,
                       explore_ids, test_ids, exp_dir / f"s{seed}", rep,
                       lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f)
         seed_rows = run.run()
@@ -265,7 +276,7 @@ class SeedRun:
     weak_base: str
     strong_base: str
     demo_file: Path
-    n_demos: int
+    demo_ids: list[str]  # the demonstrated train tasks (SFT-weak's and SFT-strong's data)
     explore_ids: list[str]
     test_ids: list[str]
     folder: Path
@@ -287,6 +298,10 @@ class SeedRun:
         """The name of this seed's SFT-`which` model (weak or strong)."""
         return f"{env_slug(self.env)}-sft-{which}-s{self.seed}"
 
+    @property
+    def n_demos(self) -> int:
+        return len(self.demo_ids)
+
     def sft_paths(self) -> tuple[Path, Path]:
         """The folders of this seed's SFT-weak and SFT-strong models."""
         return self.model_path(self.sft_model("weak")), self.model_path(self.sft_model("strong"))
@@ -296,7 +311,9 @@ class SeedRun:
         self.folder.mkdir(parents=True, exist_ok=True)
         weak_sft, strong_sft = self.sft_paths()
         explored, base_rows = self.sft_and_exploration()
-        experts = stages.demonstrations(self.store, self.env, self.explore_ids)  # the ETO baseline's chosen side
+        # the ETO baseline's expert side: only demonstrations SFT-strong was trained on, as in the release
+        demo_set = set(self.demo_ids)
+        experts = stages.demonstrations(self.store, self.env, [t for t in self.explore_ids if t in demo_set])
         rows: list[dict[str, Any]] = []
         for ki, k in enumerate(self.ks):
             labels = {s.name() for s in schedule_for(k)}
@@ -311,11 +328,17 @@ class SeedRun:
 
     def sft_and_exploration(self) -> tuple[list[Trajectory], list[dict[str, Any]]]:
         """SFT-weak and SFT-strong trained on the demonstrations and evaluated; SFT-weak (or the
-        scale's explorer) explores as soon as it is trained. Returns the explored trajectories
-        and the two baselines' rows."""
+        scale's explorer) explores as soon as it is trained; SFT-continued (the compute-matched
+        control: SFT-strong trained further on the same expert rows with the DPO stage's steps and
+        learning rate) once SFT-strong is. Returns the explored trajectories and the three
+        baselines' rows."""
         cfg, env, seed, rep = self.cfg, self.env, self.seed, self.rep
         weak_name, strong_name = self.sft_model("weak"), self.sft_model("strong")
         weak_sft, strong_sft = self.sft_paths()
+        continued_name = f"{env_slug(env)}-{dict(METHODS)['SFT-continued']}-s{seed}"
+        continued = train_unit("SFT-continued", "sft", cfg, continued_budget(cfg), self.n_demos,
+                               model=str(strong_sft), data=str(self.demo_file), output=continued_name, seed=seed)
+        continued.deps = ("train SFT-strong",)
         k_max, data = max(self.ks), str(self.demo_file)
         rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
                                  f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
@@ -330,14 +353,18 @@ class SeedRun:
                 max_steps=cfg.max_steps, batch_size=cfg.gen_batch)),
             self.eval_unit("SFT-weak", weak_sft, None, ("train SFT-weak",)),
             self.eval_unit("SFT-strong", strong_sft, None, ("train SFT-strong",)),
+            continued,
+            self.eval_unit("SFT-continued", self.model_path(continued_name), None, ("train SFT-continued",)),
         ], self.store, cfg.parallel, rep)
         explored = self.store.trajectories(run_id=done["explore"].result)
         n = len(explored)
         rep.say(self.frac(0.4), f"seed {seed}: exploration avg reward "
                                 f"{sum(t.reward for t in explored) / max(n, 1):.3f}, success rate "
                                 f"{sum(bool(t.success) for t in explored) / max(n, 1):.3f} ({n} episodes)")
+        baselines = (("SFT-weak", weak_sft), ("SFT-strong", strong_sft),
+                     ("SFT-continued", self.model_path(continued_name)))
         return explored, [dict(method=m, model=p.name, n_examples=self.n_demos, **done[f"eval {m}"].result.averages())
-                          for m, p in (("SFT-weak", weak_sft), ("SFT-strong", strong_sft))]
+                          for m, p in baselines]
 
     def strong_methods(self, k: int | None, files: dict[str, Path], counts: dict[str, int], weak_sft: Path,
                        strong_sft: Path, ki: int) -> list[dict[str, Any]]:
@@ -368,7 +395,14 @@ class SeedRun:
         no_data = dict(avg_reward=None, success_rate=None, n_episodes=0, run_id=None, label="")
         return [dict(method=m, model=models[m].name if m in models else "", n_examples=counts[data_of[m]],
                      **(done[f"eval {m}"].result.averages() if f"eval {m}" in done else no_data))
-                for m, _ in METHODS[2:]]
+                for m in STRONG_METHODS]
+
+
+def continued_budget(cfg: Scale) -> dict[str, Any]:
+    """SFT-continued's training budget: the DPO stage's steps (or epochs), learning rate, batch and
+    LoRA, so that it sees as many updates of the same size as TreeDPO does."""
+    keys = ("max_steps", "epochs", "lr", "batch_size", "save_steps", "lora")
+    return {k: v for k, v in cfg.dpo.items() if k in keys}
 
 
 def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int, **fields: Any) -> Unit:
@@ -386,12 +420,12 @@ def _tree_data(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[
     `save` the trees and pairs also go to the store for the dashboard."""
     t0 = time.monotonic()
     trees = stages.score_trees(stages.grow_trees(trajs), stages.MCTSSettings(iterations=cfg.mcts_iterations))
-    tpairs = stages.cut_pairs(trees, stages.PairSettings("step"))
+    tpairs = stages.cut_pairs(trees, stages.PairSettings(cfg.pair_granularity))
     epairs = stages.cut_pairs(trees, stages.PairSettings("trajectory"), trajs, experts)
     if save:
-        stages.save_tree_data(store, trees, {"step": tpairs, "trajectory": epairs})
+        stages.save_tree_data(store, trees, {cfg.pair_granularity: tpairs, "trajectory": epairs})
     best_paths, no_success = best_path_rows(trees, trajs)
-    data = {  # the rows of successes:ENV:MODEL, best-paths:ENV, pairs:ENV:step, pairs:ENV:trajectory
+    data = {  # the rows of successes:ENV:MODEL, best-paths:ENV, pairs:ENV:<granularity>, pairs:ENV:trajectory
         "successes": sft_rows([t for t in trajs if t.success]),
         "best_paths": best_paths,
         "tree_pairs": _cap(pair_rows(tpairs), cfg.max_pairs, seed),

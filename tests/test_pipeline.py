@@ -97,14 +97,20 @@ def test_quick_pipeline_end_to_end(store):
     assert sorted(stored["method"]) == sorted(methods)
     assert set(stored["env"]) == {"shop"} and set(stored["seed"]) == {0}
     models = set(store.models()["name"])
-    for name in ("sft-weak", "sft-strong", "w2s-sft", "eto-dpo", "treedpo", "mcts"):
+    for name in ("sft-weak", "sft-strong", "sft-continued", "w2s-sft", "eto-dpo", "treedpo", "mcts"):
         assert f"shop-{name}-s0" in models
+    # the paper's design: the weak model explores the demonstrated tasks, more episodes than demos;
+    # the evaluation tasks are in neither
+    trajs = store.trajectory_index(source="collect")
+    demos, explored = trajs[trajs["model"] == "expert"], trajs[trajs["model"] == "noisy-expert"]
+    assert set(explored["task_id"]) <= set(demos["task_id"]) and len(explored) >= len(demos)
+    evals = store.trajectory_index(source="eval")
+    assert set(evals["task_id"]).isdisjoint(set(demos["task_id"]) | set(explored["task_id"]))
     assert len(store.trees(env="shop")) == 4
     assert len(store.pairs(granularity="step")) > 0
-    evals = store.trajectory_index(source="eval")
     assert set(evals["model"]) == {label for _, label in METHODS}
     # the table's numbers are those of the stored eval episodes
     tree = df[df["method"] == "TreeDPO"].iloc[0]
     assert tree["avg_reward"] == pytest.approx(evals[evals["model"] == "treedpo"]["reward"].mean())
     jobs = store.query("SELECT kind, status FROM jobs")
-    assert len(jobs) == 6 and set(jobs["status"]) == {"succeeded"}
+    assert len(jobs) == 7 and set(jobs["status"]) == {"succeeded"}

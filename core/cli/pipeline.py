@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="the weak-to-strong experiment end to end, with its results table",
                        description="Build models, SFT weak and strong on expert demonstrations, explore "
                                    "with the SFT-weak model, build trees, MCTS and pairs, train the strong "
-                                   "model four ways (W2S-SFT, ETO-DPO, TreeDPO, MCTS), evaluate all six.")
+                                   "model four ways (W2S-SFT, ETO-DPO, TreeDPO, MCTS) and the compute-matched "
+                                   "control (SFT-continued), evaluate all seven.")
     p.add_argument("--env", default="shop", help="environment (default: shop)")
     p.add_argument("--scale", "--preset", dest="scale", default="tiny",
                    help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models); "
@@ -36,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
     p.add_argument("--trajs-per-task", type=int, nargs="+", default=None, metavar="K",
                    help="trajectories per explored task; several values sweep K (Figure 4)")
-    p.add_argument("--test-tasks", type=int, default=None, metavar="N", help="test tasks evaluated")
+    p.add_argument("--split", default=None, choices=("dev", "test"),
+                   help="where every model is evaluated: dev for choosing sizes and hyper-parameters, test "
+                        "once, by the final run (default: the scale's, test)")
+    p.add_argument("--test-tasks", type=int, default=None, metavar="N",
+                   help="tasks of the evaluation split (--split) every model is evaluated on")
     p.add_argument("--weak", default=None, help="base weak model (default: the scale's)")
     p.add_argument("--strong", default=None, help="base strong model (default: the scale's)")
     p.set_defaults(func=_pipeline)
@@ -77,7 +82,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     store = open_store(args)
     df = run_pipeline(args.env, "quick" if args.quick else args.scale, seeds=args.seeds, trajs_per_task=ks,
                       store=store, progress=True, weak=args.weak, strong=args.strong,
-                      test_tasks=args.test_tasks)
+                      test_tasks=args.test_tasks, split=args.split)
     print(render(store, df.attrs["experiment_id"]))
     print(f"experiment {df.attrs['experiment_id']}: {df.attrs['wall_s']:.0f}s; stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in df.attrs["timings"].items()))

@@ -32,7 +32,7 @@ def stored_seed_run(home: Path, folder: str, n_test: int = 100) -> tuple[Store, 
     store = Store(home / "w2stree.duckdb")
     with make_env(ENV) as e:
         test_ids = [t.task_id for t in e.tasks("test")][:n_test]
-    run = SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), 0, [], test_ids, home / folder,
+    run = SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), [], [], test_ids, home / folder,
                   Reporter(True), lambda f: f)
     return store, run, *run.sft_paths()
 
