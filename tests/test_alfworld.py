@@ -16,7 +16,7 @@ import pytest
 
 from core.cli import main
 from core.envs import alfworld_data as data
-from core.envs.base import UnknownEnvError, make_env
+from core.envs.base import UnknownEnvError, make_env, select_tasks
 from core.errors import UserError
 
 pytest.importorskip("textworld")
@@ -55,6 +55,10 @@ def test_data_command_unpacks_bundled_games(tmp_path, monkeypatch, capsys):
     assert all(t.startswith("valid_unseen/") for t in unseen)
     assert len(env.tasks("eto-seen")) == 2 and len(env.tasks("train")) == 3
     assert sorted(t.task_id for t in env.tasks("test")) == sorted(unseen)
+    # dev is the seen set: disjoint from train and test, usable wherever a split is
+    dev = select_tasks(env, "dev")
+    assert dev == [t.task_id for t in env.tasks("eto-seen")] and all(t.startswith("valid_seen/") for t in dev)
+    assert not set(dev) & {t.task_id for s in ("train", "test") for t in env.tasks(s)}
     with pytest.raises(UserError, match="unknown alfworld split"):
         env.tasks("valid_seen")
     # a broken source folder: one line naming what is missing

@@ -145,13 +145,63 @@ def test_step_limit_ends_with_zero_reward(env: ShopEnv) -> None:
 
 
 def test_unknown_task_split_and_bad_settings(env: ShopEnv) -> None:
-    with pytest.raises(UnknownEnvError, match="train_0..train_4999"):
+    with pytest.raises(UnknownEnvError, match="train_0..train_4999, dev_0..dev_199, test_0..test_199"):
         env.reset("train_5000")
-    with pytest.raises(UnknownEnvError, match="splits"):
-        env.tasks("dev")
+    with pytest.raises(UnknownEnvError, match="splits: train, dev, test"):
+        env.tasks("valid")
     with pytest.raises(UserError, match="n_categories"):
         ShopEnv(n_categories=3)
-    assert len(env.tasks("train")) == 5000 and len(env.tasks("test")) == 200
+    with pytest.raises(UserError, match="n_dev=0"):
+        ShopEnv(n_dev=0)
+    assert len(env.tasks("train")) == 5000 and len(env.tasks("test")) == 200 and len(env.tasks("dev")) == 200
+
+
+# Instructions of the original plan (before the dev split existed): stored experiments name these
+# tasks, so adding dev must leave them exactly as they were.
+PINNED = {
+    "shop": {
+        "train_0": "i need a dog collar that is waterproof, padded and reflective in orange color and in size "
+                   "small, and price lower than 40.00 dollars",
+        "train_7": "find me a jigsaw puzzle that is 1000 pieces, thick pieces and for adults in ocean color, and "
+                   "price lower than 40.00 dollars",
+        "test_0": "i want to buy a non gmo, low sugar and vegan protein bars with peanut butter flavor and in size "
+                  "12 count, and price lower than 70.00 dollars",
+    },
+    "shop?n_products=200&n_categories=10": {
+        "train_0": "i am searching for a led light bulb that is soft white, long lasting and daylight in size 40w "
+                   "equivalent and in 2700k color, and price lower than 60.00 dollars",
+        "test_5": "find me a hot sauce that is extra hot and small batch with garlic flavor and in size 5 fl oz, "
+                  "and price lower than 40.00 dollars",
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_dev_split_is_disjoint_and_leaves_train_and_test_goals_unchanged(name: str) -> None:
+    from core.envs.base import select_tasks
+
+    env = make_env(name)
+    ids = {s: [t.task_id for t in env.tasks(s)] for s in ("train", "dev", "test")}
+    assert ids["dev"] == [f"dev_{i}" for i in range(200)]
+    assert not set(ids["dev"]) & (set(ids["train"]) | set(ids["test"]))
+    assert {t.split for t in env.tasks("dev")} == {"dev"}
+    for tid, text in PINNED[name].items():
+        assert env.goal(tid).instruction == text
+    # dev targets come from the train products (a 200-product shop's test tasks use every
+    # product, so there train shares products with test; the default shop's does not)
+    targets = env._tasks.targets
+    products = {s: {targets[t][1] for t in ids[s]} for s in ids}
+    assert products["dev"] <= products["train"]
+    if name == "shop":
+        assert not products["dev"] & products["test"]
+    assert select_tasks(env, "dev", tasks=3) == ["dev_0", "dev_1", "dev_2"]
+    assert env.reset("dev_0")[1] == env.goal("dev_0").instruction
+
+
+def test_n_dev_sizes_the_dev_block_only() -> None:
+    small, big = ShopEnv(n_dev=10), ShopEnv(n_dev=300)
+    assert len(small.tasks("dev")) == 10 and big.tasks("dev")[:10] == small.tasks("dev")
+    assert small.tasks("train") == big.tasks("train") and small.tasks("test") == big.tasks("test")
 
 
 def test_more_train_tasks_keep_the_earlier_ones_and_the_test_split():
@@ -231,9 +281,9 @@ def test_expert_reaches_one_on_a_sample_of_tasks(env: ShopEnv) -> None:
 
 def test_one_shot_is_an_expert_episode_outside_the_splits(env: ShopEnv) -> None:
     message, steps = ShopEnv.one_shot()
-    ids = {t.task_id for t in env.tasks("train") + env.tasks("test")}
-    assert "demo_0" not in ids
-    assert message not in {t.instruction for t in env.tasks("train") + env.tasks("test")}
+    every = [t for s in env.splits() for t in env.tasks(s)]
+    assert "demo_0" not in {t.task_id for t in every}
+    assert message not in {t.instruction for t in every}
     assert message.startswith(env.goal("demo_0").instruction) and "Observation: WebShop [SEP]" in message
     assert steps[0].action.startswith("search[") and steps[-1].action == "click[buy now]"
     assert steps[-1].reward == 1.0 and all(s.thought for s in steps)

@@ -21,6 +21,9 @@ reset of the game already loaded re-uses it.
 * Expert: ALFWorld's handcoded expert (`AlfredExpert`), played out on its own game instance
   up to the step limit; its plan, with a short thought per step, is `expert(task_id)` (cached).
 * Trajectories name their game file relative to the data root: `meta["game"]`.
+* Splits (core.envs.alfworld_data.SPLITS): `train`; `dev`, an alias of `eto-seen` (ALFRED's
+  `valid_seen`, the paper's seen set), where every tuning choice is made; `test`, the
+  `eto-unseen` games (`valid_unseen`) sorted by path. The three hold disjoint games.
 """
 
 from __future__ import annotations

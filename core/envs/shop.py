@@ -16,6 +16,11 @@ only (the first observation, which opens the task message), not repeated on ever
 prompts short for small models. Clicking an option answers `You have clicked <value>.` as
 WebShop's text env does.
 
+Splits: `train` (`train_0..`, the tasks that are demonstrated and explored), `dev`
+(`dev_0..dev_{n_dev-1}`, for every tuning choice: targets drawn from the train products, but the
+ids are not train ids, so no dev task is ever demonstrated or explored) and `test` (`test_0..`,
+distinct products of their own, evaluated once by the final run).
+
 `buy now` ends the episode with WebShop's reward (core.envs.shop_catalog.reward); success is
 reward 1. When the step limit (10 by default, as the paper's release runs WebShop) is hit first,
 the episode ends with reward 0. Search is BM25
@@ -127,9 +132,14 @@ class _TaskSet:
 
 
 @functools.cache
-def _task_set(seed: int, n_products: int, n_categories: int, n_train: int, n_test: int) -> _TaskSet:
+def _task_set(seed: int, n_products: int, n_categories: int, n_train: int, n_test: int,
+              n_dev: int = 200) -> _TaskSet:
     """Test tasks target distinct products; train tasks target the others (cycling when there
-    are more train tasks than products left). The demo task (one-shot example) is neither."""
+    are more train tasks than products left); dev tasks draw from the train products, continuing
+    the cycle after the train tasks. The demo task (one-shot example) is in no split.
+
+    The dev block is planned after train, and a goal is seeded by its task id, so adding it (or
+    changing `n_dev`) leaves every train and test task's target and goal as they were."""
     cat = _catalog(seed, n_products, n_categories)
     order = list(range(len(cat.products)))
     random.Random(f"shop-tasks/{seed}").shuffle(order)
@@ -137,8 +147,9 @@ def _task_set(seed: int, n_products: int, n_categories: int, n_train: int, n_tes
     rest = order[n_test:] or order
     plan = [("test", i, test_targets[i % len(test_targets)]) for i in range(n_test)]
     plan += [("train", i, rest[i % len(rest)]) for i in range(n_train)]
+    plan += [("dev", i, rest[(n_train + i) % len(rest)]) for i in range(n_dev)]
     plan.append(("demo", 0, order[-1]))
-    targets, splits = {}, {"train": [], "test": [], "demo": []}
+    targets, splits = {}, {"train": [], "dev": [], "test": [], "demo": []}
     for split, i, target in plan:
         tid = f"{split}_{i}"
         targets[tid] = (split, target)
@@ -178,28 +189,29 @@ class ShopEnv(Env):
     )
 
     def __init__(self, seed: int = 0, n_products: int = 1000, n_categories: int = 12,
-                 n_train: int = 5000, n_test: int = 200, max_steps: int = 10) -> None:
+                 n_train: int = 5000, n_test: int = 200, max_steps: int = 10, n_dev: int = 200) -> None:
         if not 10 <= n_categories <= MAX_CATEGORIES:
             raise UserError(f"shop: n_categories must be between 10 and {MAX_CATEGORIES}, got {n_categories}")
-        if n_products < n_categories or n_train < 1 or n_test < 1 or max_steps < 1:
+        if n_products < n_categories or min(n_train, n_dev, n_test, max_steps) < 1:
             raise UserError(
-                f"shop: need n_products >= n_categories and positive n_train, n_test, max_steps "
-                f"(got n_products={n_products}, n_train={n_train}, n_test={n_test}, max_steps={max_steps})"
+                f"shop: need n_products >= n_categories and positive n_train, n_dev, n_test, max_steps "
+                f"(got n_products={n_products}, n_train={n_train}, n_dev={n_dev}, n_test={n_test}, "
+                f"max_steps={max_steps})"
             )
         self.seed, self.n_products, self.n_categories = seed, n_products, n_categories
         self.step_limit = max_steps
         self.catalog = _catalog(seed, n_products, n_categories)
-        self._tasks = _task_set(seed, n_products, n_categories, n_train, n_test)
+        self._tasks = _task_set(seed, n_products, n_categories, n_train, n_test, n_dev)
         self._state: _State | None = None
         self._instruction = ""
 
     # -- tasks -------------------------------------------------------------------------------
     def splits(self) -> list[str]:
-        return ["train", "test"]
+        return ["train", "dev", "test"]
 
     def tasks(self, split: str = "train") -> list[Task]:
-        if split not in self.splits():  # the demo task (one-shot example) is in neither split
-            raise UnknownEnvError(f"shop has no split {split!r}; splits: train, test")
+        if split not in self.splits():  # the demo task (one-shot example) is in no split
+            raise UnknownEnvError(f"shop has no split {split!r}; splits: {', '.join(self.splits())}")
         tasks = [self._tasks.task(t) for t in self._tasks.splits[split]]
         # tasks are cached per catalogue; one named with parameters is stored under its full name
         return tasks if self.name == "shop" else [dataclasses.replace(t, env=self.name) for t in tasks]
@@ -208,11 +220,8 @@ class ShopEnv(Env):
         """The goal behind a task (its target product, attributes, options, price limit)."""
         goal = self._tasks.goal(task_id)
         if goal is None:
-            n_train, n_test = len(self._tasks.splits["train"]), len(self._tasks.splits["test"])
-            raise UnknownEnvError(
-                f"shop has no task {task_id!r}; tasks are train_0..train_{n_train - 1} and "
-                f"test_0..test_{n_test - 1}"
-            )
+            ranges = ", ".join(f"{s}_0..{s}_{len(self._tasks.splits[s]) - 1}" for s in self.splits())
+            raise UnknownEnvError(f"shop has no task {task_id!r}; tasks are {ranges}")
         return goal
 
     def max_steps(self, task_id: str | None = None) -> int:
@@ -423,7 +432,7 @@ class ShopEnv(Env):
     @classmethod
     def one_shot(cls) -> tuple[str, list[Step]]:
         """The one-shot example: the expert episode of the default catalogue's demo task
-        (a task in neither split)."""
+        (a task in no split)."""
         return _one_shot()
 
 
