@@ -19,7 +19,8 @@ import pandas as pd
 
 from core.envs import make_env
 from core.evaluate import evaluate
-from core.results import bootstrap_mean, episode_outcomes
+from core.results import episode_outcomes
+from core.stats import bootstrap_mean
 from core.store import Store
 
 ENV = "shop?n_products=200&n_categories=10"
