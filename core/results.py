@@ -29,14 +29,13 @@ from core.store import Store
 METHODS: tuple[tuple[str, str], ...] = (
     ("SFT-weak", "sft-weak"),
     ("SFT-strong", "sft-strong"),
-    ("SFT-continued", "sft-continued"),  # compute-matched control: SFT-strong trained further on expert rows
+    ("SFT-continued", "sft-continued"),  # compute-matched control: SFT-strong + the DPO stage's steps on expert rows
     ("W2S-SFT", "w2s-sft"),
     ("ETO-DPO", "eto-dpo"),
     ("TreeDPO", "treedpo"),
     ("MCTS", "mcts"),
 )
-#: The methods trained from SFT-strong on the weak model's data, in table order (the pipeline's
-#: `strong_methods` rows).
+#: The methods that train the strong SFT model on the weak model's exploration, in table order.
 STRONG_METHODS: tuple[str, ...] = ("W2S-SFT", "ETO-DPO", "TreeDPO", "MCTS")
 #: The comparisons the paper's claim is about: (method, baseline).
 CLAIMS: tuple[tuple[str, str], ...] = (
