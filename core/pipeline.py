@@ -60,7 +60,7 @@ from core import stages
 from core.agents.base import PAPER_SCHEDULE, Sampling
 from core.envs.base import env_slug, select_tasks
 from core.errors import UserError
-from core.results import METHODS, STRONG_METHODS
+from core.results import METHODS
 from core.store import Store
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
@@ -368,7 +368,7 @@ class SeedRun:
         no_data = dict(avg_reward=None, success_rate=None, n_episodes=0, run_id=None, label="")
         return [dict(method=m, model=models[m].name if m in models else "", n_examples=counts[data_of[m]],
                      **(done[f"eval {m}"].result.averages() if f"eval {m}" in done else no_data))
-                for m in STRONG_METHODS]
+                for m, _ in METHODS[2:]]
 
 
 def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int, **fields: Any) -> Unit:

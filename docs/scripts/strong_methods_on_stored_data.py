@@ -34,8 +34,8 @@ def stored_seed_run(home: Path, folder: str, n_eval: int = 100, split: str = "de
     and 5 evaluated on the first 100 test tasks, run 9's follow-up on all 200."""
     store = Store(home / "w2stree.duckdb")
     with make_env(ENV) as e:
-        eval_ids = [t.task_id for t in e.tasks(split)][:n_eval]
-    run = SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), 0, [], eval_ids, home / folder,
+        test_ids = [t.task_id for t in e.tasks(split)][:n_eval]
+    run = SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), [], [], test_ids, home / folder,
                   Reporter(True), lambda f: f)
     return store, run, *run.sft_paths()
 
