@@ -153,7 +153,7 @@ def format_table(df: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> s
     n_test = int(df["n_episodes"].max()) if "n_episodes" in df and df["n_episodes"].notna().any() else None
     for k, part in s.groupby("trajs_per_task", sort=False):
         head = f"trajectories per task: {k}  (seeds: {int(part['seeds'].max())}"
-        lines.append(head + (f", test tasks: {n_test})" if n_test else ")"))
+        lines.append(head + (f", evaluation tasks: {n_test})" if n_test else ")"))
         lines.append(f"{'method':<13} {'avg reward':>17} {'success rate':>17} {'#train ex.':>10}")
         for r in part.itertuples(index=False):
             lines.append(f"{r.method:<13} {_cell(r.avg_reward, r.avg_reward_std, r.seeds_with_data)} "

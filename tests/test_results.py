@@ -108,7 +108,7 @@ def test_a_method_without_data_says_so_and_keeps_out_of_the_means():
     assert s["avg_reward"].isna().tolist() == [False, True]
     text = format_table(df)
     assert "TreeDPO" in text and "no data" in text.split("TreeDPO")[1].splitlines()[0]
-    assert "test tasks: 100" in text
+    assert "evaluation tasks: 100" in text
 
 
 def test_results_command_prints_json_rows_and_comparisons(store, capsys):
