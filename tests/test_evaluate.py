@@ -61,6 +61,12 @@ def test_eval_cli_prints_the_averages(store, capsys):
     out = capsys.readouterr().out
     assert "avg reward    1.0000" in out and "success rate  1.0000" in out
     assert set(store.trajectory_index(source="eval")["model"]) == {"gold"}
+    assert main(["eval", "--model", "expert", "--env", "shop", "--split", "dev", "--tasks", "2", "--label", "dev"]) == 0
+    assert "(shop/dev, run" in capsys.readouterr().out
+    dev = store.trajectory_index(source="eval", model="dev")
+    assert sorted(dev["task_id"]) == ["dev_0", "dev_1"]
+    assert main(["collect", "--env", "shop", "--policy", "expert", "--split", "dev", "--tasks", "1"]) == 0
+    assert "dev_0" in set(store.trajectory_index(model="expert")["task_id"])
 
 
 @pytest.mark.slow
