@@ -107,9 +107,10 @@ def _cell(mean: float, std: float, seeds: int) -> str:
     return f"{mean:>8.3f} {f'({ONE_SEED})':<8}" if seeds == 1 else f"{mean:>8.3f} ± {std:<6.3f}"
 
 
-def _interval(lo: float, hi: float, n_seeds: int = 2) -> str:
-    """`[lo, hi]`, or "1 seed" where an interval over seeds has a single seed."""
-    return ONE_SEED if n_seeds == 1 or pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
+def interval_text(lo: float, hi: float) -> str:
+    """An interval of differences as `[+lo, +hi]`, or "1 seed" where it has no bounds (the
+    t-interval over seeds of a single seed)."""
+    return ONE_SEED if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
 
 
 def _k_cell(r: pd.Series) -> str:
@@ -139,7 +140,7 @@ def _comparison_lines(comparisons: pd.DataFrame) -> list[str]:
             lines.append(f"{head} {NO_DATA}")
             continue
         seeds = f"{r.n_seeds} seed{'s' if r.n_seeds != 1 else ''}"
-        lines.append(f"{head} {r.diff:+.3f} {_interval(r.lo, r.hi)} | t {_interval(r.t_lo, r.t_hi, r.n_seeds)}"
+        lines.append(f"{head} {r.diff:+.3f} {interval_text(r.lo, r.hi)} | t {interval_text(r.t_lo, r.t_hi)}"
                      f"  ({seeds} x {r.n_tasks} tasks)")
     return lines
 

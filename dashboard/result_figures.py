@@ -9,16 +9,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.results import NO_DATA, ONE_SEED
+from core.results import NO_DATA, interval_text
 from dashboard.shaping import escape
 
 BOOTSTRAP = "95% bootstrap (seeds, then tasks)"
 T_INTERVAL = "95% t over seeds"
 CELL_COLUMNS = ["comparison", "K", "metric", "diff", BOOTSTRAP, T_INTERVAL, "seeds x tasks"]
-
-
-def _bounds(lo: float, hi: float) -> str:
-    return f"[{lo:+.3f}, {hi:+.3f}]"
 
 
 def comparison_cells(comparisons: pd.DataFrame) -> pd.DataFrame:
@@ -31,8 +27,8 @@ def comparison_cells(comparisons: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "comparison": f"{r.a} − {r.b}", "K": int(r.k), "metric": r.metric,
             "diff": f"{r.diff:+.3f}" if has else NO_DATA,
-            BOOTSTRAP: _bounds(r.lo, r.hi) if has else "",
-            T_INTERVAL: (ONE_SEED if pd.isna(r.t_lo) else _bounds(r.t_lo, r.t_hi)) if has else "",
+            BOOTSTRAP: interval_text(r.lo, r.hi) if has else "",
+            T_INTERVAL: interval_text(r.t_lo, r.t_hi) if has else "",
             "seeds x tasks": f"{r.n_seeds} x {r.n_tasks}",
         })
     return pd.DataFrame(rows, columns=CELL_COLUMNS)

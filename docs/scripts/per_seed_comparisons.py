@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from core.results import episode_outcomes, experiment_results, paired_comparisons
+from core.results import episode_outcomes, experiment_results, interval_text, paired_comparisons
 from core.store import Store
 
 PAIRS = (("SFT-strong", "SFT-weak"), ("TreeDPO", "SFT-strong"), ("MCTS", "SFT-strong"),
@@ -25,7 +25,7 @@ def main() -> None:
     for label, part in groups + [("all", outcomes)]:
         for r in paired_comparisons(part, PAIRS).itertuples():
             print(f"seed {label:>3}  K={r.k}  {r.a:>10} - {r.b:<13} {r.metric:<7} {r.diff:+.3f} "
-                  f"[{r.lo:+.3f}, {r.hi:+.3f}] (seeds+tasks), t over seeds [{r.t_lo:+.3f}, {r.t_hi:+.3f}]  "
+                  f"{interval_text(r.lo, r.hi)} (seeds+tasks), t over seeds {interval_text(r.t_lo, r.t_hi)}  "
                   f"({r.n_seeds} seeds x {r.n_tasks} tasks)")
 
 
