@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.envs.base import select_tasks
+from core.envs.base import Env, select_tasks
 from core.store import Store
 
 
@@ -44,18 +44,35 @@ class EvalResult:
                 f"(run {self.run_id})")
 
 
-def evaluate(store: Store, model: str, env: str, split: str = "test", tasks: int | None = None,
+#: Splits a model may be evaluated on without naming one: task ids are looked up here, in order.
+HELD_OUT = ("test", "dev")
+
+
+def _held_out_split(env: Env, task_ids: Sequence[str]) -> str:
+    """The held-out split that holds every one of `task_ids` ("test" when none does:
+    `select_tasks` then names the ids that are not there)."""
+    wanted = set(task_ids)
+    for split in HELD_OUT:
+        if split in env.splits() and wanted <= {t.task_id for t in env.tasks(split)}:
+            return split
+    return "test"
+
+
+def evaluate(store: Store, model: str, env: str, split: str | None = None, tasks: int | None = None,
              task_ids: Sequence[str] | None = None, *, max_steps: int | None = None,
              batch_size: int = 16, workers: int = 1, label: str | None = None,
              progress: bool = False) -> EvalResult:
     """Run `model` greedily on the tasks of `split` (all, the first `tasks`, or `task_ids`),
-    store every episode (source=eval, model=`label` or `model`) and return the averages."""
+    store every episode (source=eval, model=`label` or `model`) and return the averages.
+    Without a split, `task_ids` must all be test tasks or all dev tasks (never train tasks);
+    without either, the split is test."""
     from core.agents.base import Sampling
     from core.envs import make_env
     from core.stages import run_policy  # here: core.stages offers `evaluate` from this module
 
     name = label or model
     with make_env(env) as e:
+        split = split or (_held_out_split(e, task_ids) if task_ids else "test")
         ids = select_tasks(e, split, tasks, task_ids)
     run_id = run_policy(store, env, model, ids, (Sampling(0.0, 1.0, "greedy"),), label=name, max_steps=max_steps,
                         batch_size=batch_size, workers=workers, source="eval", progress=progress)

@@ -88,6 +88,15 @@ def results(path: str, changes: int) -> pd.DataFrame:
     return _open(path).results()
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def comparisons(path: str, changes: int, experiment_id: str) -> pd.DataFrame:
+    """The experiment's paired comparisons with both intervals (core.results.paired_comparisons)."""
+    from core.results import episode_outcomes, experiment_results, paired_comparisons
+
+    s = _open(path)
+    return paired_comparisons(episode_outcomes(s, experiment_results(s, experiment_id)[1]))
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def tree_index(path: str, changes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(tree headers, root rows with visits and successes) for the task picker."""

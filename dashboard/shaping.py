@@ -422,18 +422,6 @@ def score_curves(steps: pd.DataFrame) -> pd.DataFrame:
     return long
 
 
-def trajectory_curves(results: pd.DataFrame) -> pd.DataFrame:
-    """Performance versus number of trajectories per task (the paper's Figure 4): for each
-    method and env with results at 2+ settings, the mean over seeds at each setting."""
-    if results.empty:
-        return pd.DataFrame(columns=["method", "env", "trajs_per_task", "avg_reward", "success_rate"])
-    df = results[has_training_data(results)].dropna(subset=["trajs_per_task"])
-    counts = df.groupby(["method", "env"])["trajs_per_task"].transform("nunique")
-    df = df[counts >= 2]
-    return (df.groupby(["method", "env", "trajs_per_task"], as_index=False)[["avg_reward", "success_rate"]]
-            .mean().sort_values(["env", "method", "trajs_per_task"]).reset_index(drop=True))
-
-
 # -- training ---------------------------------------------------------------------------------
 def data_spec(source: str, env: str, arg: str = "", tasks: int = 0, min_margin: float = 0.0) -> str:
     """A training data SPEC (core.train.data grammar) from the form's choices: `pairs` takes the

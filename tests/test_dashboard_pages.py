@@ -257,6 +257,34 @@ def test_results_page_shows_table_and_both_curves(filled):
     assert len(at.get("plotly_chart")) == 2  # score per step + trajectories per task
 
 
+def test_results_page_shows_comparisons_with_both_intervals_and_figure_4(filled):
+    rewards = {"SFT-weak": (0.0, 0.5, 1.0), "SFT-strong": (0.5, 0.5, 1.0), "TreeDPO": (1.0, 0.5, 1.0)}
+    rows = []
+    for seed in (0, 1):
+        for k in (1, 4):
+            for method, rs in rewards.items():
+                run = f"run-{method}-{seed}-{k}"
+                rs = tuple(min(1.0, r + 0.25 * seed) for r in rs) if method == "TreeDPO" else rs
+                filled.add_trajectories([episode(f"test_{i}", ["click[buy now]"], r, model=method.lower(),
+                                                 source="eval", run_id=run) for i, r in enumerate(rs)])
+                rows.append(dict(experiment_id="exp-2", env="shop", method=method, model=method.lower(), seed=seed,
+                                 trajs_per_task=k, avg_reward=sum(rs) / 3, success_rate=rs.count(1.0) / 3,
+                                 n_examples=10, n_episodes=3, run_id=run))
+    filled.add_results(rows)
+    at = run_page("views/results.py")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="results_exp").value == "exp-2"
+    cells = next(d.value for d in at.dataframe if "comparison" in d.value.columns)
+    row = cells[(cells["comparison"] == "TreeDPO − SFT-weak") & (cells["metric"] == "reward")].iloc[0]
+    # seed 0: per-task differences 1, 0, 0; seed 1: 1, 0.25, 0 -> mean 0.375 over 2 seeds x 3 tasks
+    assert row["diff"] == "+0.375" and row["seeds x tasks"] == "2 x 3" and row["K"] == 1
+    assert row.iloc[4].startswith("[") and row.iloc[5].startswith("[")  # both intervals
+    assert "resamples seeds, then tasks" in texts(at)
+    assert len(at.get("plotly_chart")) == 3  # comparisons, trajectories per task, score per step
+    at.radio(key="results_metric").set_value("success").run()
+    assert not at.exception, at.exception
+
+
 def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
     at = run_page("views/train.py")
     assert not at.exception, at.exception

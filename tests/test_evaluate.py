@@ -39,9 +39,19 @@ def test_random_eval_averages_equal_the_stored_rewards(store):
 def test_bad_tasks_are_rejected(store):
     with pytest.raises(UserError, match="not in the 'test' split"):
         evaluate(store, "expert", "shop", task_ids=["train_0"])
+    with pytest.raises(UserError, match="not in the 'test' split"):  # held-out ids, but not one split
+        evaluate(store, "expert", "shop", task_ids=["test_0", "dev_0"])
     with pytest.raises(UserError, match="at least 1"):
         evaluate(store, "expert", "shop", tasks=0)
     assert store.runs().empty  # nothing started
+
+
+def test_dev_task_ids_are_evaluated_as_the_dev_split(store):
+    # the pipeline passes the task ids of its evaluation split (dev for choices) without naming it
+    res = evaluate(store, "expert", "shop", task_ids=["dev_1", "dev_0"], label="gold-dev")
+    assert (res.split, res.n_episodes, res.avg_reward) == ("dev", 2, 1.0)
+    assert sorted(store.trajectory_index(run_id=res.run_id)["task_id"]) == ["dev_0", "dev_1"]
+    assert evaluate(store, "expert", "shop", "dev", tasks=1).task_ids == ["dev_0"]
 
 
 def test_eval_cli_prints_the_averages(store, capsys):
@@ -51,6 +61,12 @@ def test_eval_cli_prints_the_averages(store, capsys):
     out = capsys.readouterr().out
     assert "avg reward    1.0000" in out and "success rate  1.0000" in out
     assert set(store.trajectory_index(source="eval")["model"]) == {"gold"}
+    assert main(["eval", "--model", "expert", "--env", "shop", "--split", "dev", "--tasks", "2", "--label", "dev"]) == 0
+    assert "(shop/dev, run" in capsys.readouterr().out
+    dev = store.trajectory_index(source="eval", model="dev")
+    assert sorted(dev["task_id"]) == ["dev_0", "dev_1"]
+    assert main(["collect", "--env", "shop", "--policy", "expert", "--split", "dev", "--tasks", "1"]) == 0
+    assert "dev_0" in set(store.trajectory_index(model="expert")["task_id"])
 
 
 @pytest.mark.slow

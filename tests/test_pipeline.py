@@ -49,7 +49,7 @@ def test_summary_is_mean_and_std_over_seeds():
     assert tree["success_rate"] == pytest.approx(0.35)
     assert tree["n_examples"] == pytest.approx(11)
     text = format_table(pd.DataFrame(rows))
-    assert "TreeDPO         0.700 ± 0.200" in text and "seeds: 3" in text
+    assert "TreeDPO          0.700 ± 0.200" in text and "seeds: 3" in text  # 13 wide: SFT-continued
     untrained = [{**r, "n_examples": 0} if r["method"] == "TreeDPO" else r for r in rows]
     line = next(x for x in format_table(pd.DataFrame(untrained)).splitlines() if x.startswith("TreeDPO"))
     assert "no data" in line and "0.700" not in line  # never another model's numbers

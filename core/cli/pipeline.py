@@ -49,8 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("results", help="the stored results of an experiment (latest by default)",
                        description="One row per method x seed x K: method, seed, k, env, avg_reward, "
                                    "success_rate, n_test, n_train_examples (null rewards: the method had no "
-                                   "training data). The table format adds mean ± std over seeds and paired "
-                                   "per-task comparisons with bootstrap 95% intervals.")
+                                   "training data); csv prints these rows. json prints {\"rows\": [...], "
+                                   "\"comparisons\": [...]}: each paired comparison with a, b, k, metric, diff, "
+                                   "lo, hi (bootstrap resampling seeds, then tasks), t_lo, t_hi (t-interval over "
+                                   "seeds), n_seeds, n_tasks. The table adds mean ± std over seeds, performance "
+                                   "against K when there are several, and the comparisons with both intervals.")
     r.add_argument("--experiment", default=None, metavar="ID", help="experiment id (default: the latest)")
     r.add_argument("--format", default="table", choices=FORMATS, help="output format")
     r.set_defaults(func=_results)

@@ -1,15 +1,17 @@
-"""Results: the method table (average reward and success rate per method and env), the score per
-time step of evaluation episodes (the paper's Figure 3) and performance versus the number of
-trajectories per task (Figure 4)."""
+"""Results: the method table (average reward and success rate per method and env), the paired
+comparisons with both intervals, performance versus the number of trajectories per task (the
+paper's Figure 4) and the score per time step of evaluation episodes (Figure 3)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, figures, shaping, ui
+from core.results import METRICS, k_table
+from dashboard import data, figures, result_figures, shaping, ui
 
 
-def method_section(results) -> None:
+def method_section(results) -> str:
+    """The chosen experiment's method table; returns the experiment id."""
     st.subheader("Methods")
     experiments = results.sort_values("created_at")["experiment_id"].unique().tolist()[::-1]
     exp = st.selectbox("Experiment (latest first)", experiments, key="results_exp")
@@ -21,6 +23,32 @@ def method_section(results) -> None:
                    "(e.g. 0 pairs), so there is no model of their own to evaluate.")
     with st.expander("All rows of this experiment"):
         st.dataframe(part, hide_index=True)
+    return exp
+
+
+def comparison_section(path: str, changes: int, exp: str, metric: str) -> None:
+    st.subheader("Paired comparisons")
+    cmp = data.comparisons(path, changes, exp)
+    if cmp.empty or cmp["diff"].isna().all():
+        ui.empty("No paired comparison in this experiment: it needs evaluation episodes of both methods "
+                 "on the same tasks (the pipeline stores them with each result row).")
+        return
+    st.caption("a − b, per-task differences within each seed. Two 95% intervals: a bootstrap that "
+               "resamples seeds, then tasks, and the t-interval over the seeds' mean differences "
+               "(none with one seed).")
+    st.dataframe(result_figures.comparison_cells(cmp), hide_index=True)
+    st.plotly_chart(result_figures.comparison_figure(cmp, metric), key="results_comparisons")
+
+
+def trajectories_section(part, metric: str) -> None:
+    st.subheader("Performance versus trajectories per task")
+    table = k_table(part)
+    if table.empty:
+        ui.empty("This experiment ran one number of trajectories per task; `w2stree pipeline "
+                 "--trajs-per-task 1 2 4 6` fills this figure (the paper's Figure 4).")
+        return
+    st.caption("Mean over seeds; error bars: 95% t-interval over seeds (none where a point has one seed).")
+    st.plotly_chart(result_figures.k_figure(table, metric), key="results_k")
 
 
 def score_section(path: str, changes: int, index) -> None:
@@ -40,20 +68,6 @@ def score_section(path: str, changes: int, index) -> None:
                                         x_title="time step"), key="results_scores")
 
 
-def trajectories_section(results) -> None:
-    st.subheader("Performance versus trajectories per task")
-    curves = shaping.trajectory_curves(results)
-    if curves.empty:
-        ui.empty("No method was run at two or more numbers of trajectories per task yet "
-                 "(the pipeline's trajectories-per-task sweep fills this).")
-        return
-    for env, part in curves.groupby("env"):
-        st.plotly_chart(figures.line_figure(part, "trajs_per_task", "avg_reward", "method",
-                                            title=str(env), y_title="average reward",
-                                            x_title="trajectories per task"),
-                        key=f"results_trajs_{env}")
-
-
 def main() -> None:
     st.title("Results")
     path, changes = data.key()
@@ -62,10 +76,12 @@ def main() -> None:
         ui.empty("No results yet. `w2stree pipeline` (or `w2stree up`) trains and evaluates "
                  "SFT-weak, SFT-strong, TreeDPO and MCTS and writes the method table here.")
     else:
-        method_section(results)
+        exp = method_section(results)
+        metric = st.radio("Metric of the comparisons and the figure", list(METRICS), horizontal=True,
+                          key="results_metric")
+        comparison_section(path, changes, exp, metric)
+        trajectories_section(results[results["experiment_id"] == exp], metric)
     score_section(path, changes, data.eval_index(path, changes))
-    if not results.empty:
-        trajectories_section(results)
 
 
 main()

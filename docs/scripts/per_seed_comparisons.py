@@ -1,6 +1,7 @@
-"""Paired per-task comparisons of a stored experiment, seed by seed and over all its seeds
-(bootstrap 95 % intervals), for more method pairs than the results table prints. Used for
-docs/experiments.md run 8.
+"""Paired per-task comparisons of a stored experiment, seed by seed and over all its seeds (the
+hierarchical bootstrap over seeds and tasks, and the t-interval over seeds: core.results), for
+more method pairs than the results table prints. Used for docs/experiments.md run 8 (whose
+numbers were printed with the earlier bootstrap over tasks only).
 
     python docs/scripts/per_seed_comparisons.py STORE.duckdb [EXPERIMENT_ID]
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from core.results import episode_outcomes, experiment_results, paired_comparisons
+from core.results import episode_outcomes, experiment_results, interval_text, paired_comparisons
 from core.store import Store
 
 PAIRS = (("SFT-strong", "SFT-weak"), ("TreeDPO", "SFT-strong"), ("MCTS", "SFT-strong"),
@@ -23,9 +24,9 @@ def main() -> None:
     groups = [(str(seed), outcomes[outcomes["seed"] == seed]) for seed in sorted(outcomes["seed"].unique())]
     for label, part in groups + [("all", outcomes)]:
         for r in paired_comparisons(part, PAIRS).itertuples():
-            print(f"seed {label:>3}  K={r.trajs_per_task}  {r.method:>10} - {r.baseline:<10} "
-                  f"reward {r.diff:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]  "
-                  f"success {r.success_diff:+.3f} [{r.success_lo:+.3f}, {r.success_hi:+.3f}]  ({r.n_tasks} tasks)")
+            print(f"seed {label:>3}  K={r.k}  {r.a:>10} - {r.b:<13} {r.metric:<7} {r.diff:+.3f} "
+                  f"{interval_text(r.lo, r.hi)} (seeds+tasks), t over seeds {interval_text(r.t_lo, r.t_hi)}  "
+                  f"({r.n_seeds} seeds x {r.n_tasks} tasks)")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
-"""Evaluate stored models on the shop's other 100 test tasks (test[100:200]) and compare them per
+"""Evaluate stored models on the other 100 tasks of a split (`split`[100:200]) and compare them per
 task over all 200 with a paired bootstrap 95 % interval: 100 tasks cannot separate differences of a
-few points. Used for docs/experiments.md run 5.
+few points. The split is **dev** by default (`--split`): the comparisons it prints choose settings.
+Used for docs/experiments.md run 5, on test (`--split test`), which "Which figures were tuned on
+test" there marks.
 
-    W2STREE_HOME=HOME python docs/scripts/second_test_half.py HOME NAME=MODEL_FOLDER:RUN_ID ...
+    W2STREE_HOME=HOME python docs/scripts/second_test_half.py HOME NAME=MODEL_FOLDER:RUN_ID ... [--split dev]
 
-MODEL_FOLDER is under HOME/models; RUN_ID is the stored evaluation run of that model on test[:100]
-(the results table's run_id); `MODEL_FOLDER:RUN_ID:RUN_ID2` reuses a stored run on test[100:200]. The first NAME is the baseline every other is compared with; the
+MODEL_FOLDER is under HOME/models; RUN_ID is the stored evaluation run of that model on the
+split's first 100 tasks (the results table's run_id); `MODEL_FOLDER:RUN_ID:RUN_ID2` reuses a
+stored run on `split`[100:200]. The first NAME is the baseline every other is compared with; the
 second, if there are more than two, is a second baseline.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,8 @@ import pandas as pd
 
 from core.envs import make_env
 from core.evaluate import evaluate
-from core.results import bootstrap_mean, episode_outcomes
+from core.results import episode_outcomes
+from core.stats import bootstrap_mean
 from core.store import Store
 
 ENV = "shop?n_products=200&n_categories=10"
@@ -32,17 +36,22 @@ def outcomes(store: Store, run_id: str) -> pd.DataFrame:
 
 
 def main() -> None:
-    home = Path(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("home", type=Path)
+    ap.add_argument("models", nargs="+", metavar="NAME=MODEL_FOLDER:RUN_ID[:RUN_ID2]")
+    ap.add_argument("--split", default="dev", help="the split evaluated on (default dev; test only for a final run)")
+    args = ap.parse_args()
+    home = args.home
     store = Store(home / "w2stree.duckdb")
     with make_env(ENV) as e:
-        second = [t.task_id for t in e.tasks("test")][100:200]
+        second = [t.task_id for t in e.tasks(args.split)][100:200]
     per_model = {}
-    for spec in sys.argv[2:]:
+    for spec in args.models:
         name, rest = spec.split("=", 1)
         folder, first_run, *stored = rest.split(":")
         second_run = stored[0] if stored else evaluate(
             store, str(home / "models" / folder), ENV, task_ids=second, max_steps=10, batch_size=16,
-            label=f"{name}-test2").run_id
+            label=f"{name}-{args.split}2").run_id
         both = pd.concat([outcomes(store, first_run), outcomes(store, second_run)], ignore_index=True)
         per_model[name] = both.set_index("task_id").sort_index()
         print(f"{name}: 200 tasks: reward {both['reward'].mean():.3f} success {both['success'].mean():.3f} "

@@ -1,15 +1,19 @@
 """Sweep the training budget of the four W2S methods, one change at a time, on the data a pipeline
 run stored, starting from that run's SFT-strong model; every variant is evaluated greedily on the
-first N test tasks (`--test`, default 100 as in run 5; run 9's follow-up used all 200), and
-compared per task with SFT-strong and SFT-weak (paired bootstrap 95 % interval).
-Used for docs/experiments.md runs 5 and 9.
+first N tasks of a split (`--tasks`, default 100) and compared per task with SFT-strong and
+SFT-weak (core.results.paired_comparisons).
 
-    W2STREE_HOME=HOME python docs/scripts/strong_budget_sweep.py HOME KDIR BASE_EXPERIMENT [VARIANT ...] [--test N]
+The split is **dev** by default (`--split`): a sweep is tuning, and the test split is for the
+final run. Runs 5 and 9 used this script on test (test[:100], then all 200: `--split test
+--tasks 200 --base EXPERIMENT`); docs/experiments.md, "Which figures were tuned on test", marks them.
+
+    W2STREE_HOME=HOME python docs/scripts/strong_budget_sweep.py HOME KDIR [VARIANT ...] [--split dev] [--tasks N] [--base EXPERIMENT]
 
 HOME holds the run's store and models (as for strong_methods_on_stored_data.py, beside this
-script, whose setup it shares), KDIR its
-experiments/<id>/s0/k4 folder, BASE_EXPERIMENT the stored experiment whose SFT-weak and SFT-strong
-evaluations are the baselines. VARIANT names pick from VARIANTS (default: all, in order).
+script, whose setup it shares), KDIR its experiments/<id>/s0/k4 folder. The baselines are SFT-weak
+and SFT-strong evaluated here on the same tasks, or, with `--base`, a stored experiment's
+evaluations of them (which must cover those tasks). VARIANT names pick from VARIANTS (default:
+all, in order).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from strong_methods_on_stored_data import ENV, stored_seed_run  # the script beside this one
+from strong_methods_on_stored_data import ENV, baseline_rows, stored_seed_run  # the script beside this one
 
 from core.envs import env_slug
 from core.pipeline import train_unit
@@ -49,14 +53,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("home", type=Path)
     ap.add_argument("kdir", type=Path)
-    ap.add_argument("base_exp")
     ap.add_argument("variants", nargs="*", choices=[[], *VARIANTS], default=[])
-    ap.add_argument("--test", type=int, default=100, help="evaluate on the first N test tasks")
+    ap.add_argument("--split", default="dev", help="the split evaluated on (default dev; test only for a final run)")
+    ap.add_argument("--tasks", "--test", dest="tasks", type=int, default=100,
+                    help="evaluate on the first N tasks of the split (--test is the old name)")
+    ap.add_argument("--base", metavar="EXPERIMENT", help="a stored experiment whose SFT-weak and SFT-strong "
+                    "evaluations are the baselines (default: evaluate both here)")
     args = ap.parse_args()
-    home, kdir, base_exp, names = args.home, args.kdir, args.base_exp, args.variants or list(VARIANTS)
-    store, run, weak, strong = stored_seed_run(home, "sweep", n_test=args.test)
+    home, kdir, names = args.home, args.kdir, args.variants or list(VARIANTS)
+    store, run, weak, strong = stored_seed_run(home, "sweep", args.tasks, args.split)
     cfg, rep, slug = run.cfg, run.rep, env_slug(ENV)
-    base = store.results(base_exp)
+    base = store.results(args.base) if args.base else pd.DataFrame(baseline_rows(store, run, weak, strong))
     base = base[base["method"].isin(["SFT-weak", "SFT-strong"])]
     for name in names:
         method, kind, data, over = VARIANTS[name]
