@@ -45,8 +45,8 @@ from core.processes import pid_running
 from core.store_jobs import JobTables
 from core.store_summaries import Summaries
 from core.trajectory import Pair, Run, Step, Task, Trajectory
-from core.tree_data import NODE_FIELDS as NODE_FIELDS  # noqa: F401 -- importers read it here
 from core.tree_data import NO_STEPS, Ragged, Tree, concat
+from core.tree_data import NODE_FIELDS as NODE_FIELDS  # noqa: F401 -- importers read it here
 
 SCHEMA_VERSION = 6
 
