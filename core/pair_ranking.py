@@ -105,6 +105,13 @@ class PairScorer:
                 out[i, col] += lp
         return out
 
+    def ranked_wrong(self, pairs: Sequence[Pair]) -> list[Pair]:
+        """The pairs this model ranks wrong: the chosen side not more likely than the rejected one."""
+        if not pairs:
+            return []
+        lp = self.pair_log_probs(pairs)
+        return [p for p, (c, r) in zip(pairs, lp.tolist(), strict=True) if not c > r]
+
     def close(self) -> None:
         self.policy.close()
 
@@ -136,8 +143,9 @@ def ranking_summary(policy_lp: np.ndarray, ref_lp: np.ndarray | None = None) -> 
 
 
 def hard_pairs(pairs: Sequence[Pair], model: str, store: Any = None) -> list[Pair]:
-    """The pairs `model` ranks wrong (chosen side not more likely than the rejected one)."""
-    if not pairs:
-        return []
-    lp = score_pairs(model, pairs, store)
-    return [p for p, (c, r) in zip(pairs, lp.tolist(), strict=True) if not c > r]
+    """The pairs the model called `model` ranks wrong (`PairScorer.ranked_wrong`)."""
+    scorer = PairScorer.load(model, store)
+    try:
+        return scorer.ranked_wrong(pairs)
+    finally:
+        scorer.close()
