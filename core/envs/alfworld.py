@@ -21,6 +21,10 @@ reset of the game already loaded re-uses it.
 * Expert: ALFWorld's handcoded expert (`AlfredExpert`), played out on its own game instance
   up to the step limit; its plan, with a short thought per step, is `expert(task_id)` (cached).
 * Trajectories name their game file relative to the data root: `meta["game"]`.
+* No oracle (`Env.has_oracle` stays False, no `replan`): the handcoded expert is not a planner over
+  the current state but a tracker of its own episode (receptacles from the intro, where it saw each
+  object, where it stands, what it holds, the `close` actions it owes), built from its own moves
+  since the game's start; a weak model's prefix would leave that memory wrong (core/oracle.py).
 """
 
 from __future__ import annotations
