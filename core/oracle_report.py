@@ -5,9 +5,12 @@
   either is missing (no oracle run, a prefix that did not replay, or a pair not cut from a tree,
   such as the ETO trajectory pairs). Accuracy = right / (right + wrong + equal).
   **By steps**: `right` when the expert needs fewer steps from the chosen node than from the
-  rejected one; a side the expert cannot finish from counts as infinitely long (two such sides
-  are `equal`). Both per granularity, overall and by margin bucket (the pair's own value margin,
-  chosen - rejected, as it was cut).
+  rejected one to reach the pair's better true value; a side that reaches less (a lower true
+  value: a wrong purchase that ends the episode at once is not "shorter") or cannot finish counts
+  as infinitely long (two such sides are `equal`). So pairs of different true values get the same
+  verdict by steps as by value, and pairs of equal ones are judged by the expert's steps. Both per
+  granularity, overall and by margin bucket (the pair's own value margin, chosen - rejected, as it
+  was cut).
 * **Values against the truth**: Pearson and Spearman correlation of MCTS Q (over nodes MCTS
   visited) and of the data mean (over nodes trajectories visited) with the true value.
 * **Model ranking** (`core.pair_ranking`): added by the CLI when a model is given.
@@ -47,9 +50,10 @@ def judge_pairs(truths: pd.DataFrame) -> pd.DataFrame:
     cv, rv = df["chosen_true"].to_numpy(float), df["rejected_true"].to_numpy(float)
     known = np.isfinite(cv) & np.isfinite(rv)
     df["by_value"] = _verdict(cv, rv, known, higher_wins=True)
-    # a side the expert cannot finish from is infinitely long
-    cs = df["chosen_steps"].to_numpy(float, na_value=np.inf)
-    rs = df["rejected_steps"].to_numpy(float, na_value=np.inf)
+    # steps to the pair's better value: a side that reaches less, or cannot finish, is infinitely long
+    best = np.fmax(cv, rv)
+    cs = np.where(cv < best, np.inf, df["chosen_steps"].to_numpy(float, na_value=np.inf))
+    rs = np.where(rv < best, np.inf, df["rejected_steps"].to_numpy(float, na_value=np.inf))
     df["by_steps"] = _verdict(cs, rs, known, higher_wins=False)
     df["margin_bucket"] = pd.cut(df["margin"].astype(float), list(MARGIN_EDGES), right=False,
                                  labels=list(MARGIN_LABELS)).astype(object)

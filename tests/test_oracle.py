@@ -170,16 +170,16 @@ def hand_store(store: Store):
     (tree,) = build_trees(trajs)
     assert tree.n_nodes == 6
     tree.true_value[:] = [1.0, 1.0, 0.0, 1.0, 0.5, 1.0]
-    tree.true_steps[:] = [5, 4, NO_STEPS, 6, NO_STEPS, 3]
+    tree.true_steps[:] = [5, 4, NO_STEPS, 6, 0, 3]  # node 4: a purchase worth 0.5 ends its episode
     tree.mcts_visits[:] = [10, 4, 0, 3, 2, 1]
     tree.mcts_value_sum[:] = [5.0, 3.0, 0.0, 3.0, 0.0, 0.5]
     store.save_trees([tree])
     pairs = [
         _pair(tree, 0, 1, 2, 1.0, 0.0),   # true 1 vs 0: right; steps 4 vs none: right; margin 1.0
-        _pair(tree, 0, 4, 5, 0.7, 0.5),   # true 0.5 vs 1: wrong; steps none vs 3: wrong; margin 0.2
+        _pair(tree, 0, 4, 5, 0.7, 0.5),   # true 0.5 vs 1: wrong; its 0 steps reach only 0.5: wrong; margin 0.2
         _pair(tree, 0, 5, 3, 0.55, 0.5),  # 1 vs 1: equal; steps 3 vs 6: right; margin 0.05
         _pair(tree, 0, 3, 5, 0.625, 0.5),  # 1 vs 1: equal; steps 6 vs 3: wrong; margin 0.125
-        _pair(tree, 0, 2, 4, 0.3, 0.4),   # 0 vs 0.5: wrong; both unfinished: equal; margin -0.1
+        _pair(tree, 0, 2, 4, 0.3, 0.4),   # 0 vs 0.5: wrong; unfinished vs 0 steps to 0.5: wrong; margin -0.1
         _pair(None, -1, -1, -1, 1.0, 0.0, "trajectory"),  # not from a tree: unknown
     ]
     store.save_pairs(pairs)
@@ -192,7 +192,7 @@ def test_label_table_by_hand(hand_store):
     step = table[(table["granularity"] == "step") & (table["margin"] == "all")].iloc[0]
     assert (step["pairs"], step["right"], step["wrong"], step["equal"], step["unknown"]) == (5, 1, 2, 2, 0)
     assert step["accuracy"] == pytest.approx(1 / 5)
-    assert (step["steps_right"], step["steps_wrong"], step["steps_equal"]) == (2, 2, 1)
+    assert (step["steps_right"], step["steps_wrong"], step["steps_equal"]) == (2, 3, 0)
     assert step["steps_accuracy"] == pytest.approx(2 / 5)
     by_margin = table[(table["granularity"] == "step") & (table["margin"] != "all")].set_index("margin")
     assert by_margin["pairs"].to_dict() == {"< 0": 1, "0 - 0.1": 1, "0.1 - 0.25": 2, ">= 0.5": 1}
