@@ -135,3 +135,21 @@ def test_report_ranking_and_hard_for(world, capsys):
     assert main(["--db", db, "pairs", "--min-margin", "0", "--hard-for", world["weak"]]) == 0
     assert f"ranks {len(wrong)} of the {len(pairs)} pairs cut wrong" in capsys.readouterr().out
     assert {key(p) for p in store.pairs(granularity="step")} == wrong  # re-cut, then only those kept
+
+
+def test_hard_for_is_a_pairs_option_only(store):
+    from core.errors import UserError
+    from core.train.data import parse_spec
+
+    assert parse_spec("pairs:shop:step?hard_for=models/x&min_margin=0.1").options == {
+        "hard_for": "models/x", "min_margin": "0.1"}
+    with pytest.raises(UserError, match="hard_for filters pairs"):
+        parse_spec("expert:shop?hard_for=models/x")
+
+
+def test_hard_for_an_unknown_model_stores_nothing_new(world, capsys):
+    store = world["store"]
+    before = sorted(p.pair_id for p in store.pairs())
+    assert main(["--db", str(store.path), "pairs", "--hard-for", "no-such-model"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+    assert sorted(p.pair_id for p in store.pairs()) == before
