@@ -34,7 +34,7 @@ from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
 from core.agents.registry import SCRIPTED
 from core.agents.scripted import RandomPolicy
-from core.envs.base import Env, known_env, list_envs, make_env, parse_env_name
+from core.envs.base import Env, StepResult, known_env, list_envs, make_env, parse_env_name
 from core.errors import UserError
 from core.store import StaleTreeError, Store
 from core.trajectory import Run, Step, Trajectory, new_id
@@ -142,24 +142,30 @@ def load_node(store: Store, env: str, task_id: str, node: int) -> tuple[Tree, Tr
     return tree, trajs[0], int(tree.depth[node])
 
 
-def replay_prefix(env: Env, traj: Trajectory, depth: int, node: int) -> tuple[str, str, list[str] | None]:
+def replay_steps(env: Env, traj: Trajectory, depth: int, node: int) -> tuple[str, str, StepResult | None]:
     """Reset `env` to the trajectory's task and play its first `depth` actions, checking every
-    observation against the stored one. Returns (first observation, instruction, valid actions
-    now). ReplayMismatch names the first step that differs; UserError when the episode is over."""
+    observation against the stored one. Returns (first observation, instruction, the last step's
+    result: None at the root). ReplayMismatch names the first step that differs."""
     obs0, instruction = env.reset(traj.task_id)
     stored0 = (traj.meta or {}).get("initial_observation")
     if stored0 is not None and not env.same_observation(stored0, obs0):
         raise ReplayMismatch(f"replaying node {node}: the first observation of task {traj.task_id} differs from "
                              f"the stored one (trajectory {traj.traj_id}); the env is not deterministic there")
-    done = False
+    res = None
     for i, step in enumerate(traj.steps[:depth]):
         res = env.step(step.action)
         if not env.same_observation(step.observation, res.observation):
             raise ReplayMismatch(
                 f"replaying node {node}: step {i + 1} ({step.action!r}) answered another observation than "
                 f"the stored trajectory {traj.traj_id}; the env is not deterministic there")
-        done = res.done
-    if done:
+    return obs0, instruction, res
+
+
+def replay_prefix(env: Env, traj: Trajectory, depth: int, node: int) -> tuple[str, str, list[str] | None]:
+    """`replay_steps`, for a node to continue from: returns (first observation, instruction, valid
+    actions now); UserError when the episode is over at the node."""
+    obs0, instruction, last = replay_steps(env, traj, depth, node)
+    if last is not None and last.done:
         raise UserError(f"node {node} ends its episode (step {depth}); pick a node above it to explore from")
     return obs0, instruction, env.valid_actions()
 

@@ -240,10 +240,12 @@ def score_trees_stored(store: Store, tree_ids: list[str], settings: MCTSSettings
 
 
 def cut_pairs_stored(store: Store, tree_ids: list[str], settings: PairSettings = PairSettings(),
-                     experts: Sequence[Trajectory] | None = None, progress: Tick | None = None) -> int:
+                     experts: Sequence[Trajectory] | None = None, progress: Tick | None = None,
+                     keep: Callable[[list[Pair]], list[Pair]] | None = None) -> int:
     """Cut pairs of one granularity from the stored trees `tree_ids` and store them, replacing
     that granularity's earlier pairs of the trees' tasks; returns the number stored. The
-    trajectory granularity takes the trees' own trajectories as the explored side."""
+    trajectory granularity takes the trees' own trajectories as the explored side. `keep`
+    filters each chunk's pairs before they are stored (`--hard-for`: `PairScorer.ranked_wrong`)."""
     settings.check()
     total = 0
     for chunk in _chunks(tree_ids):
@@ -251,6 +253,7 @@ def cut_pairs_stored(store: Store, tree_ids: list[str], settings: PairSettings =
         trajs: list[Trajectory] = []
         if settings.granularity == "trajectory":
             trajs = store.trajectories(traj_ids=[str(t) for g in trees for t in g.traj_ids])
-        total += replace_pairs(store, trees, settings.granularity, cut_pairs(trees, settings, trajs, experts))
+        found = cut_pairs(trees, settings, trajs, experts)
+        total += replace_pairs(store, trees, settings.granularity, keep(found) if keep else found)
         _tick(progress, len(chunk))
     return total

@@ -45,10 +45,10 @@ from core.processes import pid_running
 from core.store_jobs import JobTables
 from core.store_summaries import Summaries
 from core.trajectory import Pair, Run, Step, Task, Trajectory
+from core.tree_data import NO_STEPS, Ragged, Tree, concat
 from core.tree_data import NODE_FIELDS as NODE_FIELDS  # noqa: F401 -- importers read it here
-from core.tree_data import Ragged, Tree, concat
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Forward migrations: MIGRATIONS[v] takes a store at version v to v + 1.
 MIGRATIONS: list[str] = [
@@ -113,6 +113,11 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE results ADD COLUMN IF NOT EXISTS run_id VARCHAR;",
     # v5: a job row keeps the state of its folder's files at its last sync (unchanged: no write)
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS folder_state VARCHAR;",
+    # v6: a node's true value by the env's expert (core.oracle); NULL where unknown
+    """
+    ALTER TABLE nodes ADD COLUMN IF NOT EXISTS true_value DOUBLE;
+    ALTER TABLE nodes ADD COLUMN IF NOT EXISTS true_steps INTEGER;
+    """,
 ]
 
 RUN_COLUMNS = ("run_id, kind, env, policy, model, settings, status, created_at, finished_at, "
@@ -573,35 +578,49 @@ class Store(JobTables, Summaries):
         """Persist the MCTS results of trees loaded from the store (node `mcts_visits` /
         `mcts_value_sum`, best path, MCTS settings) without rewriting their nodes; same version
         check and bump as `save_trees` (a tree rebuilt meanwhile raises StaleTreeError)."""
-        trees = list(trees)
+        return self._update_nodes(list(trees), {
+            "mcts_visits": lambda t: pa.array(t.mcts_visits, pa.int32()),
+            "mcts_value_sum": lambda t: pa.array(t.mcts_value_sum, pa.float64())}, mcts_head=True)
+
+    def save_true_values(self, trees: Iterable[Tree]) -> list[str]:
+        """Persist the oracle columns (`true_value`, `true_steps`; NULL where unknown) of trees
+        loaded from the store, nothing else; same version check and bump as `save_trees`."""
+        return self._update_nodes(list(trees), {
+            "true_value": lambda t: pa.array(t.true_value, pa.float64(), mask=np.isnan(t.true_value)),
+            "true_steps": lambda t: pa.array(t.true_steps, pa.int32(), mask=t.true_steps == NO_STEPS)})
+
+    def _update_nodes(self, trees: list[Tree], columns: dict[str, Any], mcts_head: bool = False) -> list[str]:
+        """Write node `columns` (name -> the Arrow array of a tree) of trees loaded from the store in
+        place, bumping their versions (StaleTreeError when one was saved by another process since);
+        `mcts_head` also writes the MCTS header fields (settings, iterations, c, best path)."""
         if not trees:
             return []
         unsaved = [t.tree_id for t in trees if t.version is None]
         if unsaved:
             raise UserError(f"tree {unsaved[0]} was not loaded from the store; save it with save_trees")
         sizes = [t.n_nodes for t in trees]
-        scores = pa.table({
+        values = pa.table({
             "tree_id": pa.array(np.repeat(np.array([t.tree_id for t in trees], dtype=object), sizes), pa.string()),
             "node_id": pa.array(np.concatenate([np.arange(n) for n in sizes]), pa.int32()),
-            "mcts_visits": pa.array(np.concatenate([t.mcts_visits for t in trees]), pa.int32()),
-            "mcts_value_sum": pa.array(np.concatenate([t.mcts_value_sum for t in trees]), pa.float64()),
+            **{name: pa.concat_arrays([arr(t) for t in trees]) for name, arr in columns.items()},
         })
         with self.transaction() as con:
             versions = _next_versions(con, trees)
-            con.register("new_heads", pa.table({
-                "tree_id": pa.array([t.tree_id for t in trees], pa.string()),
-                "settings": pa.array([json.dumps(t.settings) for t in trees], pa.string()),
-                "mcts_iterations": pa.array([int(t.mcts_iterations or 0) for t in trees], pa.int32()),
-                "mcts_c": pa.array([float(t.mcts_c or 0.0) for t in trees], pa.float64()),
-                "best_path": pa.array([list(t.best_path) for t in trees], pa.list_(pa.int32())),
-                "version": pa.array(versions, pa.int64()),
-            }))
-            con.register("scores", scores)
-            con.execute("UPDATE nodes SET mcts_visits = s.mcts_visits, mcts_value_sum = s.mcts_value_sum "
-                        "FROM scores s WHERE nodes.tree_id = s.tree_id AND nodes.node_id = s.node_id")
-            con.execute("UPDATE trees SET settings = h.settings, mcts_iterations = h.mcts_iterations, "
-                        "mcts_c = h.mcts_c, best_path = h.best_path, version = h.version "
-                        "FROM new_heads h WHERE trees.tree_id = h.tree_id")
+            heads = {"tree_id": pa.array([t.tree_id for t in trees], pa.string()),
+                     "version": pa.array(versions, pa.int64())}
+            if mcts_head:
+                heads.update({
+                    "settings": pa.array([json.dumps(t.settings) for t in trees], pa.string()),
+                    "mcts_iterations": pa.array([int(t.mcts_iterations or 0) for t in trees], pa.int32()),
+                    "mcts_c": pa.array([float(t.mcts_c or 0.0) for t in trees], pa.float64()),
+                    "best_path": pa.array([list(t.best_path) for t in trees], pa.list_(pa.int32()))})
+            con.register("new_heads", pa.table(heads))
+            con.register("node_values", values)
+            sets = ", ".join(f"{c} = v.{c}" for c in columns)
+            con.execute(f"UPDATE nodes SET {sets} FROM node_values v "
+                        "WHERE nodes.tree_id = v.tree_id AND nodes.node_id = v.node_id")
+            sets = ", ".join(f"{c} = h.{c}" for c in heads if c != "tree_id")
+            con.execute(f"UPDATE trees SET {sets} FROM new_heads h WHERE trees.tree_id = h.tree_id")
         for t, v in zip(trees, versions, strict=True):
             t.version = v
         return [t.tree_id for t in trees]
@@ -770,6 +789,10 @@ def _node_table(trees: list[Tree]) -> pa.Table:
         "mcts_value_sum": pa.array(np.concatenate([t.mcts_value_sum for t in trees]), pa.float64()),
         "traj_ids": _list_column([Ragged(t.trajs.offsets, t.traj_ids[t.trajs.values]) for t in trees],
                                  pa.string()),
+        "true_value": pa.array(np.concatenate([t.true_value for t in trees]), pa.float64(),
+                               mask=np.isnan(np.concatenate([t.true_value for t in trees]))),
+        "true_steps": pa.array(np.concatenate([t.true_steps for t in trees]), pa.int32(),
+                               mask=np.concatenate([t.true_steps for t in trees]) == NO_STEPS),
     })
 
 
@@ -789,7 +812,7 @@ def _ragged(column: pa.ChunkedArray, dtype: Any) -> Ragged:
 
 # The node columns `load_trees(numeric_only=True)` reads.
 _NUMERIC_NODE_COLUMNS = ("node_id", "parent_id", "depth", "visits", "value_sum", "successes", "failures",
-                         "terminal_rewards", "mcts_visits", "mcts_value_sum")
+                         "terminal_rewards", "mcts_visits", "mcts_value_sum", "true_value", "true_steps")
 
 
 def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
@@ -808,6 +831,8 @@ def _trees_from_tables(heads: pa.Table, nodes: pa.Table) -> list[Tree]:
     cols = {k: num(k, d) for k, d in (("depth", np.int64), ("visits", np.int64), ("value_sum", np.float64),
                                       ("successes", np.int64), ("failures", np.int64),
                                       ("mcts_visits", np.int64), ("mcts_value_sum", np.float64))}
+    cols["true_value"] = num("true_value", np.float64, np.nan)
+    cols["true_steps"] = num("true_steps", np.int64, NO_STEPS)
     ragged = {"terminal_rewards": _ragged(nodes.column("terminal_rewards"), np.float64)}
     n = nodes.num_rows
     if "action" in nodes.column_names:

@@ -114,3 +114,28 @@ class Summaries:
         df = self.query(f"SELECT DISTINCT model FROM trajectories WHERE source <> 'eval' AND {cond}{extra} "
                         "ORDER BY model", params)
         return df["model"].tolist()
+
+    # -- oracle (core.oracle_report) --------------------------------------------------------------
+    def pair_truths(self: Store, env: str | None = None, task_id: str | None = None) -> pd.DataFrame:
+        """Per stored pair: its granularity, margin and values, and the true value and expert steps
+        of its chosen and rejected nodes (NULL where unknown, or for pairs not cut from a tree)."""
+        cond, params = _filters("p.", env=env, task_id=task_id)
+        return self.query(f"""
+            SELECT p.pair_id, p.env, p.task_id, p.tree_id, p.node_id, p.granularity, p.margin,
+                   p.chosen_value, p.rejected_value, p.chosen_node, p.rejected_node,
+                   c.true_value AS chosen_true, c.true_steps AS chosen_steps,
+                   r.true_value AS rejected_true, r.true_steps AS rejected_steps
+            FROM pairs p
+            LEFT JOIN nodes c ON c.tree_id = p.tree_id AND c.node_id = p.chosen_node
+            LEFT JOIN nodes r ON r.tree_id = p.tree_id AND r.node_id = p.rejected_node
+            WHERE {cond} ORDER BY p.env, p.task_id, p.node_id, p.pair_id""", params)
+
+    def node_truths(self: Store, env: str | None = None, task_id: str | None = None) -> pd.DataFrame:
+        """Per tree node: data visits and mean, MCTS visits and Q, true value and expert steps."""
+        cond, params = _filters("t.", env=env, task_id=task_id)
+        return self.query(f"""
+            SELECT n.tree_id, n.node_id, n.depth, n.visits, n.value_sum / nullif(n.visits, 0) AS data_value,
+                   n.mcts_visits, n.mcts_value_sum / nullif(n.mcts_visits, 0) AS mcts_value,
+                   n.true_value, n.true_steps
+            FROM nodes n JOIN trees t USING (tree_id)
+            WHERE {cond} ORDER BY n.tree_id, n.node_id""", params)

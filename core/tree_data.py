@@ -26,8 +26,11 @@ from core.trajectory import Trajectory
 #: Node attributes of a tree's DiGraph (and columns of the store's `nodes` table).
 NODE_FIELDS = (
     "depth", "action", "thoughts", "observations", "visits", "value_sum", "successes",
-    "failures", "terminal_rewards", "mcts_visits", "mcts_value_sum", "traj_ids",
+    "failures", "terminal_rewards", "mcts_visits", "mcts_value_sum", "traj_ids", "true_value", "true_steps",
 )
+
+#: `Tree.true_steps` of a node whose expert steps are unknown (no oracle yet, or the expert failed).
+NO_STEPS = -1
 
 
 def normalize_action(a: str) -> str:
@@ -122,6 +125,10 @@ class Tree:
     plus `settings["mcts"]` once scored), `best_path` (node ids, empty before MCTS),
     `mcts_iterations`, `mcts_c`, `mcts_rule` (None before MCTS), `version` (the stored version
     this tree was loaded as; None for a tree built in memory).
+
+    Oracle columns (`core.oracle`): `true_value` (float64, NaN where unknown) is the reward the
+    env's expert reaches from the node's state within the steps left, `true_steps` (int64,
+    `NO_STEPS` where unknown or where the expert did not finish) its steps from there.
     """
 
     tree_id: str
@@ -150,6 +157,15 @@ class Tree:
     mcts_c: float | None = None
     mcts_rule: str | None = None
     version: int | None = None
+    true_value: np.ndarray | None = None  # float64, NaN: unknown (filled in __post_init__)
+    true_steps: np.ndarray | None = None  # int64, NO_STEPS: unknown or the expert did not finish
+
+    def __post_init__(self) -> None:
+        n = len(self.parent)
+        if self.true_value is None:
+            self.true_value = np.full(n, np.nan)
+        if self.true_steps is None:
+            self.true_steps = np.full(n, NO_STEPS, np.int64)
 
     # -- shape ---------------------------------------------------------------------------------
     @property
@@ -184,6 +200,10 @@ class Tree:
             path.append(int(parent[path[-1]]))
         path.reverse()
         return path
+
+    def has_oracle(self) -> bool:
+        """Whether any node has a true value (`core.oracle`)."""
+        return bool(np.isfinite(self.true_value).any())
 
     def node_value(self, node: int, kind: str = "data") -> float:
         """Mean value of a node: `data` = value_sum / visits, `mcts` = mcts_value_sum /
@@ -291,6 +311,10 @@ class Tree:
         self.visits, self.successes = np.array(visits, np.int64), np.array(successes, np.int64)
         self.value_sum, self.failures = np.array(value_sum, np.float64), self.visits - self.successes
         self.mcts_visits, self.mcts_value_sum = np.zeros(n, np.int64), np.zeros(n, np.float64)
+        # an old node keeps its id and its prefix, so its oracle value still holds
+        grown = n - len(self.true_value)
+        self.true_value = np.concatenate([self.true_value, np.full(grown, np.nan)])
+        self.true_steps = np.concatenate([self.true_steps, np.full(grown, NO_STEPS, np.int64)])
         self.best_path, self.mcts_iterations, self.mcts_c, self.mcts_rule = [], None, None, None
         self.settings.pop("mcts", None)
 
@@ -315,12 +339,14 @@ class Tree:
         return [
             {"depth": dp, "action": a, "thoughts": th, "observations": ob, "visits": v, "value_sum": vs,
              "successes": sc, "failures": fl, "terminal_rewards": tr, "mcts_visits": mv,
-             "mcts_value_sum": mvs, "traj_ids": ti}
-            for dp, a, th, ob, v, vs, sc, fl, tr, mv, mvs, ti in zip(
+             "mcts_value_sum": mvs, "traj_ids": ti, "true_value": None if tv != tv else tv,
+             "true_steps": None if ts == NO_STEPS else ts}
+            for dp, a, th, ob, v, vs, sc, fl, tr, mv, mvs, ti, tv, ts in zip(
                 self.depth.tolist(), self.action.tolist(), self.thoughts.lists(),
                 self.observations.lists(), self.visits.tolist(), self.value_sum.tolist(),
                 self.successes.tolist(), self.failures.tolist(), self.terminal_rewards.lists(),
-                self.mcts_visits.tolist(), self.mcts_value_sum.tolist(), through)
+                self.mcts_visits.tolist(), self.mcts_value_sum.tolist(), through,
+                self.true_value.tolist(), self.true_steps.tolist())
         ]
 
     def to_networkx(self) -> nx.DiGraph:
@@ -369,6 +395,8 @@ class Tree:
             traj_ids=object_array(tids), best_path=[int(x) for x in ga.get("best_path") or []],
             mcts_iterations=ga.get("mcts_iterations"), mcts_c=ga.get("mcts_c"), mcts_rule=ga.get("mcts_rule"),
             version=ga.get("version"),
+            true_value=np.array([np.nan if x.get("true_value") is None else x["true_value"] for x in d], np.float64),
+            true_steps=np.array([NO_STEPS if x.get("true_steps") is None else x["true_steps"] for x in d], np.int64),
         )
 
     def write_mcts_to(self, g: nx.DiGraph) -> None:

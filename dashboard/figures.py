@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.colors import get_colorscale
 
 from dashboard.layout import TreeView
-from dashboard.shaping import best_path_edges, escape, fmt, leaf_outcome, node_stats
+from dashboard.shaping import VALUE_LABELS, best_path_edges, escape, fmt, leaf_outcome, node_stats
 
 # Expanded here: plotly.js knows only a few scale names, and traces skip the Python-side expansion.
 COLORSCALE = get_colorscale("RdYlGn")  # red = failure (0) ... green = success (1)
@@ -63,17 +63,22 @@ def _hover(g: nx.DiGraph, view: TreeView, i: int, kind: str) -> str:
                 f"visits {visits} · mean reward {fmt(value)} · "
                 f"{int(d.get('successes', 0) or 0)} success / {int(d.get('failures', 0) or 0)} fail<br>"
                 f"MCTS visits {mv} · Q {fmt(q)}")
+        if d.get("true_value") is not None:
+            steps = d.get("true_steps")
+            text += (f"<br>true value {fmt(float(d['true_value']))} · expert "
+                     + (f"{int(steps)} steps from here" if steps is not None else "does not finish"))
         outcome = leaf_outcome(g, n)
         if outcome:
             text += f"<br>trajectory end: {outcome}"
     if view.hidden[i] and n >= 0:
         text += f"<br>{view.hidden[i]} deeper nodes hidden (depth cap)"
-    return text + ("<br><i>MCTS statistics shown</i>" if kind == "mcts" else "")
+    return text + {"mcts": "<br><i>MCTS statistics shown</i>", "true": "<br><i>true values shown</i>"}.get(kind, "")
 
 
 def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
                 selected: int | None = None, highlight: Collection[int] = ()) -> go.Figure:
-    """The tidy node-link tree: colour = mean reward (data) or Q (mcts) with a colour bar,
+    """The tidy node-link tree: colour = mean reward (data), Q (mcts) or the true value by the
+    env's expert (true) with a colour bar,
     marker size and label = visits, MCTS best path in blue, trajectory ends as stars (success)
     or crosses (failure), folded children as squares, `highlight`ed nodes (new branches) ringed
     in orange. Node markers carry their node id in
@@ -109,7 +114,7 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
     traces.append(_trace(go.Scatter, x=bx or [None], y=by or [None], mode="lines",
                              line={"color": BEST_PATH, "width": 4}, hoverinfo="skip",
                              name="MCTS best path"))
-    label = "MCTS Q" if kind == "mcts" else "mean reward"
+    label = VALUE_LABELS[kind]
     marker = {
         "size": sizes, "symbol": symbols,
         "color": colors, "colorscale": COLORSCALE, "cmin": 0.0, "cmax": 1.0,
@@ -165,7 +170,7 @@ def tree_figure(g: nx.DiGraph, view: TreeView, kind: str = "data",
 
 
 def icicle_figure(g: nx.DiGraph, kind: str = "data", max_depth: int | None = 6) -> go.Figure:
-    """An icicle overview of the whole tree sized by visits, coloured by mean reward or Q."""
+    """An icicle overview of the whole tree sized by visits, coloured by mean reward, Q or true value."""
     ids, parents, labels, values, colors, hover = [], [], [], [], [], []
     for n in nx.dfs_preorder_nodes(g, 0):
         preds = list(g.predecessors(n))
@@ -178,11 +183,11 @@ def icicle_figure(g: nx.DiGraph, kind: str = "data", max_depth: int | None = 6) 
         values.append(visits)
         colors.append(0.0 if math.isnan(value) else value)
         hover.append(f"node {n}<br>{escape(g.nodes[n].get('action', ''), HOVER_CHARS)}<br>"
-                     f"visits {visits} · {'Q' if kind == 'mcts' else 'mean reward'} {fmt(value)}")
+                     f"visits {visits} · {VALUE_LABELS[kind]} {fmt(value)}")
     fig = go.Figure(data=[_trace(
         go.Icicle, ids=ids, parents=parents, labels=labels, values=values, branchvalues="total",
         marker={"colors": colors, "colorscale": COLORSCALE, "cmin": 0, "cmax": 1,
-                "colorbar": {"title": {"text": "MCTS Q" if kind == "mcts" else "mean reward"},
+                "colorbar": {"title": {"text": VALUE_LABELS[kind]},
                              "thickness": 12}},
         hovertext=hover, hoverinfo="text", maxdepth=(max_depth + 1) if max_depth else -1,
         tiling={"orientation": "v"},

@@ -45,11 +45,33 @@ def mean(total: float, count: int) -> float:
     return total / count if count else math.nan
 
 
+#: The Trees page's colourings: statistic kind -> its label ("true" only where the tree has oracle values).
+STAT_KINDS = {"data": "Data (visits, mean reward)", "mcts": "MCTS (visits, Q)",
+              "true": "True value (the expert from here)"}
+VALUE_LABELS = {"data": "mean reward", "mcts": "MCTS Q", "true": "true value"}
+
+
+def has_true_values(g: nx.DiGraph) -> bool:
+    """Whether any node of the tree has a true value (`w2stree oracle`)."""
+    return any(d.get("true_value") is not None for _, d in g.nodes(data=True))
+
+
+def stat_kinds(g: nx.DiGraph) -> list[str]:
+    """The colourings the Trees page offers for this tree (`true` only when it has oracle values)."""
+    return [k for k in STAT_KINDS if k != "true" or has_true_values(g)]
+
+
 def node_stats(g: nx.DiGraph, node: int, groups: Mapping[int, Sequence[int]] | None = None,
                kind: str = "data") -> tuple[int, float]:
     """(visits, mean value) of a node for the chosen statistics: `data` (trajectories through
-    it, mean final reward) or `mcts` (MCTS visits, Q). A group id (< 0) sums its members."""
+    it, mean final reward), `mcts` (MCTS visits, Q) or `true` (trajectories through it, the
+    true value by the env's expert; NaN where unknown). A group id (< 0) sums its members (its
+    true value: the mean of its members' known ones)."""
     members = groups[node] if node < 0 and groups else [node]
+    if kind == "true":
+        known = [float(v) for m in members if (v := g.nodes[m].get("true_value")) is not None]
+        visits = sum(int(g.nodes[m].get("visits", 0) or 0) for m in members)
+        return visits, mean(sum(known), len(known))
     if kind == "mcts":
         visits = sum(int(g.nodes[m].get("mcts_visits", 0) or 0) for m in members)
         total = sum(float(g.nodes[m].get("mcts_value_sum", 0.0) or 0.0) for m in members)
@@ -159,6 +181,8 @@ def node_details(g: nx.DiGraph, node: int) -> dict[str, Any]:
         "terminal_rewards": list(d.get("terminal_rewards") or []),
         "mcts_visits": mcts_visits,
         "q": q,
+        "true_value": d.get("true_value"),  # None: unknown (no oracle run, or the env has none)
+        "true_steps": d.get("true_steps"),  # None: unknown, or the expert does not finish from here
         "children": g.out_degree(node),
         "path": [g.nodes[n].get("action", "") for n in path_to(g, node)[1:]],
         "on_best_path": node == 0 or any(node == b for _, b in best_path_edges(g)),

@@ -374,3 +374,30 @@ def test_tree_legend_is_below_the_plot_clear_of_the_toolbar():
         g.nodes[n].update(depth=0, action=f"a{n}", visits=1, value_sum=0.0)
     fig = figures.tree_figure(g, layout.layout_tree(g))
     assert fig.layout.legend.yanchor == "top" and fig.layout.legend.y <= 0  # the modebar is top-right
+
+
+def test_true_value_colouring_and_node_details():
+    g = make_tree({1: 0, 2: 0, 3: 0}, visits={0: 3, 1: 1, 2: 1, 3: 1})
+    assert shaping.stat_kinds(g) == ["data", "mcts"]  # no oracle values: no "true" colouring
+    for n, (v, s) in {0: (1.0, 4), 1: (1.0, 3), 2: (0.0, None)}.items():
+        g.nodes[n].update(true_value=v, true_steps=s)
+    assert shaping.stat_kinds(g) == ["data", "mcts", "true"]
+    assert shaping.node_stats(g, 1, kind="true") == (1, 1.0)
+    assert math.isnan(shaping.node_stats(g, 3, kind="true")[1])  # unknown
+    view = layout.layout_tree(g, max_children=1)
+    gid = layout.group_id(0)
+    assert view.groups[gid] == [2, 3]
+    assert shaping.node_stats(g, gid, view.groups, "true") == (2, 0.0)  # the mean of the known member
+    d = shaping.node_details(g, 2)
+    assert (d["true_value"], d["true_steps"]) == (0.0, None)
+    assert shaping.node_details(g, 0)["true_steps"] == 4
+    fig = figures.tree_figure(g, view, kind="true")
+    nodes = next(t for t in fig.data if t.name == "nodes")
+    colours = dict(zip(nodes.customdata, nodes.marker.color, strict=True))
+    assert (colours[0], colours[1], colours[gid]) == (1.0, 1.0, 0.0)
+    assert nodes.marker.colorbar.title.text == "true value"
+    hover = dict(zip(nodes.customdata, nodes.hovertext, strict=True))
+    assert "true value 1.00 · expert 3 steps from here" in hover[1]
+    assert "steps from here" not in hover[gid]  # a folded group has no expert of its own
+    icicle = figures.icicle_figure(g, kind="true")
+    assert list(icicle.data[0].marker.colors) == [1.0, 1.0, 0.0, 0.0]  # unknown drawn as 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -14,6 +15,7 @@ from core.pairs import tree_pairs
 from core.store import Store
 from core.trajectory import Run, Step, Task, Trajectory
 from core.tree import build_trees
+from core.tree_data import NO_STEPS
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ("views/overview.py", "views/trees.py", "views/pairs.py", "views/train.py",
@@ -196,6 +198,32 @@ def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["MCTS visits"] == str(g.nodes[2]["mcts_visits"])
+
+
+def test_trees_page_colours_by_true_value_where_the_tree_has_it(filled):
+    at = run_page("views/trees.py", tree="shop/t1")
+    assert at.segmented_control(key="trees_kind").options == ["Data (visits, mean reward)", "MCTS (visits, Q)"]
+    g = filled.load_tree("shop/t1")
+    g.true_value[:] = 1.0
+    g.true_steps[:] = np.arange(g.n_nodes)[::-1]
+    g.true_value[2], g.true_steps[2] = 0.0, NO_STEPS
+    filled.save_true_values([g])
+    at = run_page("views/trees.py", tree="shop/t1", node="1")
+    assert not at.exception, at.exception
+    control = at.segmented_control(key="trees_kind")
+    assert control.options[-1] == "True value (the expert from here)"
+    control.set_value("true").run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["True value"] == "1.00" and metrics["Expert steps"] == str(g.true_steps[1])
+    at.selectbox(key="trees_node").set_value(2).run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["True value"], metrics["Expert steps"]) == ("0.00", "does not finish")
+    # another tree without oracle values falls back to the data colouring
+    at.query_params.update(tree="shop/t2", node="0")
+    at.run()
+    assert not at.exception and at.segmented_control(key="trees_kind").value == "data"
+    assert "True value" not in {m.label for m in at.metric}
 
 
 def test_pairs_page_shows_prefix_and_both_continuations(filled):

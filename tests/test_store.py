@@ -74,9 +74,10 @@ def test_migration_from_v1(tmp_path):
                 "failures, mcts_visits, mcts_value_sum) VALUES ('shop/1', 0, 0, '', 1, 1.0, 1, 0, 0, 0)")
     con.close()
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert "run_id" in store.results().columns  # v4: result rows name their eval run
     assert "folder_state" in store.jobs().columns  # v5: job rows keep their folder's state
     g = store.load_tree("shop/1").to_networkx()
     assert g.graph["initial_observation"] == "" and g.nodes[0]["visits"] == 1
     assert g.graph["version"] == 1  # v3: trees written before versions count as version 1
+    assert g.nodes[0]["true_value"] is None and g.nodes[0]["true_steps"] is None  # v6: no oracle yet

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "core.cli.data",      # import, tree, mcts, pairs, export, stats
     "core.cli.envs",      # collect, replay
     "core.cli.explore",   # explore
+    "core.cli.oracle",    # oracle
     "core.cli.env_data",  # data (environment data files)
     "core.cli.models",    # models build|list
     "core.cli.train",     # train, jobs

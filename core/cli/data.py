@@ -5,7 +5,7 @@
                    [--source S] [--model M]
     w2stree mcts   [--env] [--task] [--iterations 1000] [--c 1.41] [--rule uct|early-release|puct|mean]
     w2stree pairs  [--env] [--task] [--granularity step|continuation|trajectory]
-                   [--min-margin X] [--value data|mcts] [--baseline expert|weak]
+                   [--min-margin X] [--value data|mcts] [--baseline expert|weak] [--hard-for MODEL]
     w2stree export {trajectories,pairs,best-paths,tree} OUT [--format jsonl|eto|trl|json] ...
     w2stree stats
 """
@@ -99,6 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="least value difference of a pair (default: one side succeeds, the other not)")
     p.add_argument("--value", choices=VALUE_KINDS, default="data",
                    help="compare children by data mean reward or MCTS Q (needs `w2stree mcts`)")
+    p.add_argument("--hard-for", metavar="MODEL",
+                   help="keep only the pairs MODEL ranks wrong (its summed decision log-probability of the "
+                        "chosen side not above the rejected side's; core.pair_ranking)")
     p.set_defaults(func=cmd_pairs)
 
     p = sub.add_parser("export", help="write trajectories, pairs, best paths or trees to a file",
@@ -213,10 +216,25 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         if not experts:
             raise UserError(f"no expert trajectories{_scope(args)} for the expert baseline; collect them "
                             "(`w2stree collect --policy expert`) or import them, or pass --baseline weak")
-    with _bar(len(ids), f"pairs ({args.granularity})") as bar:
-        total = cut_pairs_stored(store, ids, settings, experts, bar.update)
+    keep, cut = None, [0]
+    if args.hard_for:
+        from core.pair_ranking import PairScorer
+
+        scorer = PairScorer.load(args.hard_for, store)
+
+        def keep(pairs: list) -> list:
+            cut[0] += len(pairs)
+            return scorer.ranked_wrong(pairs)
+    try:
+        with _bar(len(ids), f"pairs ({args.granularity})") as bar:
+            total = cut_pairs_stored(store, ids, settings, experts, bar.update, keep)
+    finally:
+        if args.hard_for:
+            scorer.close()
     detail = f" (baseline={args.baseline})" if args.granularity == "trajectory" else f" (value={args.value})"
-    if not total:
+    if args.hard_for:
+        detail += f"; {args.hard_for} ranks {total} of the {cut[0]} pairs cut wrong: only those are stored"
+    elif not total:
         detail += ": " + no_pair_reason(store, args.env, args.task, args.min_margin)
     print(f"stored {total} {args.granularity} pairs from {len(ids)} trees{detail}")
     return 0

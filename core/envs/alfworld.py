@@ -24,6 +24,10 @@ reset of the game already loaded re-uses it.
 * Splits (core.envs.alfworld_data.SPLITS): `train`; `dev`, an alias of `eto-seen` (ALFRED's
   `valid_seen`, the paper's seen set), where every tuning choice is made; `test`, the
   `eto-unseen` games (`valid_unseen`) sorted by path. The three hold disjoint games.
+* No oracle (`Env.has_oracle` stays False, no `replan`): the handcoded expert is not a planner over
+  the current state but a tracker of its own episode (receptacles from the intro, where it saw each
+  object, where it stands, what it holds, the `close` actions it owes), built from its own moves
+  since the game's start; a weak model's prefix would leave that memory wrong (core/oracle.py).
 """
 
 from __future__ import annotations

@@ -62,6 +62,9 @@ class Env(ABC):
     name: str = ""
     #: one-line description of the ReAct role, used as the first prompt turn
     system_prompt: str = ""
+    #: Whether `replan` plans from EVERY state of an episode, so that the expert can judge any
+    #: tree node (its true value, `core.oracle`). An env opts in by setting it True.
+    has_oracle: bool = False
 
     @abstractmethod
     def tasks(self, split: str = "train") -> list[Task]:

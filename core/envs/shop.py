@@ -175,6 +175,7 @@ class ShopEnv(Env):
     """WebShop-style shop over a generated catalogue (see the module docstring)."""
 
     name = "shop"
+    has_oracle = True  # `replan` plans from any page (core.oracle: true values of tree nodes)
     system_prompt = (
         "You are web shopping. I will give you an instruction about what to buy. Every round I "
         "give you an observation of the page, with its elements separated by [SEP]; you answer "

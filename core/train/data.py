@@ -12,7 +12,8 @@ Data SPEC grammar (what `--data` takes)::
                                {"prompt", "chosen", "rejected"} for DPO
 
 A store source may end in `?key=value&...` options: `tasks=N` (the first N task ids, sorted),
-`split=S` (tasks of that split only), `min_margin=X` (pairs only).
+`split=S` (tasks of that split only), `min_margin=X` (pairs only), `hard_for=MODEL` (pairs only:
+the pairs that model ranks wrong, `core.pair_ranking`).
 Example: `expert:shop?split=train&tasks=100`. ENV may carry its parameters, and options then join
 them with `&` (or after the granularity / model with `?`): `expert:shop?n_products=200&tasks=100`,
 `pairs:shop?n_products=200&n_categories=10:step?min_margin=0.1`; a key that is not an option must be
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCES = ("expert", "successes", "best-paths", "pairs")
-OPTIONS = ("tasks", "split", "min_margin")
+OPTIONS = ("tasks", "split", "min_margin", "hard_for")
 SPEC_HELP = __doc__.split("Data SPEC grammar (what `--data` takes)::\n\n", 1)[1].split("\nEvery row")[0]
 
 
@@ -102,6 +103,8 @@ def parse_spec(text: str) -> DataSpec:
             except ValueError:
                 raise UserError(f"data spec {text!r}: {key}={options[key]!r} is not a number") from None
     spec = DataSpec(text, source, env=env, arg=names[2] if want == 3 else "", options=options)
+    if "hard_for" in options and source != "pairs":
+        raise UserError(f"data spec {text!r}: hard_for filters pairs; use it with pairs:ENV:GRANULARITY")
     if source == "pairs" and spec.arg not in GRANULARITIES:
         raise UserError(f"data spec {text!r}: granularity {spec.arg!r} is unknown; use {', '.join(GRANULARITIES)}")
     return spec
@@ -174,7 +177,12 @@ def _pair_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
     margin = float(spec.options["min_margin"]) if "min_margin" in spec.options else None
     pairs = store.pairs(env=spec.env, granularity=spec.arg, min_margin=margin)
     keep = _task_filter(spec, store, {p.task_id for p in pairs})
-    return pair_rows([p for p in pairs if p.task_id in keep])
+    pairs = [p for p in pairs if p.task_id in keep]
+    if spec.options.get("hard_for"):
+        from core.pair_ranking import hard_pairs
+
+        pairs = hard_pairs(pairs, spec.options["hard_for"], store)
+    return pair_rows(pairs)
 
 
 def best_path_rows(graphs: Iterable[Tree], trajectories: Iterable[Trajectory] | Mapping[str, Trajectory]

@@ -70,6 +70,13 @@ def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
     m[2].metric("Ends here", len(d["terminal_rewards"]),
                 help="trajectories that stop at this node; their final rewards: "
                      + ", ".join(f"{r:.2f}" for r in d["terminal_rewards"][:20]))
+    if d["true_value"] is not None:
+        m = st.columns(3)
+        m[0].metric("True value", shaping.fmt(float(d["true_value"])),
+                    help="the reward the env's expert reaches from this node's state within the steps left "
+                         "(`w2stree oracle`)")
+        m[1].metric("Expert steps", "does not finish" if d["true_steps"] is None else int(d["true_steps"]),
+                    help="the expert's steps from this node to the end of the episode")
     ui.text("Action", d["action"] or "(root: the task starts here)", code=True)
     for i, t in enumerate(d["thoughts"][:5]):
         ui.text(f"Thought {i + 1} of {len(d['thoughts'])}", t)
@@ -116,9 +123,14 @@ def main() -> None:
         st.text(head["instruction"] or "–")
 
     c_kind, c_depth, c_children = st.columns([2, 1, 1])
+    kinds = shaping.stat_kinds(g)
+    if st.session_state.get("trees_kind") not in kinds:  # "true" on a tree without oracle values
+        st.session_state["trees_kind"] = "data"
     kind = c_kind.segmented_control(
-        "Statistics", ["data", "mcts"], default="data", required=True, key="trees_kind",
-        format_func={"data": "Data (visits, mean reward)", "mcts": "MCTS (visits, Q)"}.get,
+        "Statistics", kinds, default="data", required=True, key="trees_kind",
+        format_func=shaping.STAT_KINDS.get,
+        help="True value: the reward the env's expert reaches from each node (`w2stree oracle`); offered "
+             "where the tree has them",
     )
     if kind == "mcts" and not has_mcts:
         c_kind.caption("No MCTS statistics on this tree yet: run `w2stree mcts`.")
