@@ -194,7 +194,8 @@ def _preference_decisions(row: dict, k: int) -> dict | None:
         sides[col] = [{"prompt": decision_view(conversation[:i], k), "completion": [conversation[i]]}
                       for i in range(start + j, len(conversation)) if conversation[i]["role"] == "assistant"]
     first = sides[DECISION_COLUMNS[0]][0]
-    out = {**row, "prompt": first["prompt"], "chosen": first["completion"],
+    out = {**{key: v for key, v in row.items() if key not in DECISION_COLUMNS},
+           "prompt": first["prompt"], "chosen": first["completion"],
            "rejected": sides[DECISION_COLUMNS[1]][0]["completion"]}
     if any(len(d) > 1 for d in sides.values()):
         out.update(sides)
