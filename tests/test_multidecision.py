@@ -46,8 +46,12 @@ def loss_and_grads(trainer) -> tuple[float, dict[str, torch.Tensor], dict[str, f
     return float(loss), grads, {k: v[-1] for k, v in trainer._metrics["train"].items()}
 
 
-def test_one_decision_pairs_give_trls_loss_gradient_and_metrics(filled, models, tmp_path, monkeypatch):
-    """Step pairs forced through the decision path (one decision a side) against plain TRL."""
+@pytest.mark.parametrize("head", ["cpu", "trl"])
+def test_one_decision_pairs_give_trls_loss_gradient_and_metrics(filled, models, tmp_path, monkeypatch, head):
+    """Step pairs forced through the decision path (one decision a side) against plain TRL, with
+    the CPU LM head and with TRL's own fused head (the one CUDA runs)."""
+    if head == "trl":
+        monkeypatch.setattr("core.train.dpo.install_cpu_lm_heads", lambda trainer: None)
     rows = build_rows("pairs:shop:step", filled)[:3]
     conf = cfg("treedpo", models, "x", ref=str(models["weak"]))  # a reference unlike the policy
     plain, _ = build_dpo_trainer(conf, rows, tmp_path / "plain", masked=False)
@@ -104,7 +108,7 @@ def test_k_decision_pairs_give_the_hand_summed_loss(filled, models, tmp_path):
     hand = -F.logsigmoid(margins).mean()
     hand.backward()
     loss, grads, metrics = loss_and_grads(trainer)
-    assert loss == pytest.approx(float(hand), rel=1e-5)
+    assert loss == pytest.approx(float(hand.detach()), rel=1e-5)
     for k, p in policy.named_parameters():  # and the same gradient
         torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-5 * float(p.grad.abs().max()))
     assert abs(loss - float(-F.logsigmoid(first_only).mean())) > 1e-2  # the later decisions count
@@ -114,8 +118,10 @@ def test_k_decision_pairs_give_the_hand_summed_loss(filled, models, tmp_path):
 
 @pytest.mark.parametrize("extra", [{}, {"lora": True, "lr": 1e-2}, {"micro_batch": 1}])
 def test_training_on_continuation_pairs_moves_the_weights(filled, models, tmp_path, extra):
-    rows = build_rows("pairs:shop:continuation", filled)
+    rows = build_rows("pairs:shop:step", filled)[:1] + build_rows("pairs:shop:continuation", filled)
     trainer, _ = build_dpo_trainer(cfg("treedpo", models, "x", **extra), rows, tmp_path)
+    sides = trainer.train_dataset["decision_sides"]
+    assert len(sides) == len(rows) and [0, 1] in sides and max(map(len, sides)) > 4  # one and k decisions
     want = decision_dpo.SortedDecisionDPOTrainer if extra.get("micro_batch") else decision_dpo.DecisionDPOTrainer
     assert type(trainer) is want
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if v.requires_grad}
