@@ -86,7 +86,8 @@ class DecisionCollator(MaskedPreferenceCollator):
                         masks.append(self._cut([0] * len(prompt) + [1] * len(completion)))
                         sides.append(s * len(examples) + b)
         counts = torch.zeros(2 * len(examples), dtype=torch.long)
-        counts.index_add_(0, torch.tensor(sides), torch.tensor([sum(m) for m in masks]))
+        # a row's first token is never scored (nothing predicts it), as in TRL's shifted sequences
+        counts.index_add_(0, torch.tensor(sides), torch.tensor([sum(m[1:]) for m in masks]))
         width = int(counts.max()) + 1
         per_side = (torch.arange(width)[None, :] >= 1) & (torch.arange(width)[None, :] <= counts[:, None])
         input_ids = pad([torch.tensor(x) for x in ids], padding_value=self.pad_token_id, padding_side="right",
