@@ -27,8 +27,11 @@ A pair whose chosen and rejected sides read the same (possible when ``--merge ob
 (prompt = the task message only):
 
 * ``mode="expert"`` (default), as the release builds it (ETO's ``construct_preference.py``): the
-  task's expert trajectory against every explored trajectory with a LOWER final reward (equal
-  rewards dropped), the rejected side cut at the expert's length + 5 turns;
+  task's expert trajectory against every explored trajectory of the same task with another final
+  reward. The higher reward is chosen: explored below the expert gives (expert, explored) with the
+  explored side cut at the expert's length + 5 assistant turns (the release keeps
+  ``len(golden) + 5*2`` conversation turns); explored above it gives (explored, expert), neither
+  side cut; equal rewards are dropped;
 * ``mode="weak"``: a successful against a failed explored trajectory (no expert needed).
 """
 
@@ -50,7 +53,7 @@ TREE_GRANULARITIES = ("step", "continuation")  # cut from a tree
 GRANULARITIES = (*TREE_GRANULARITIES, "trajectory")  # every stored pair's (trajectory: ETO baseline)
 VALUE_KINDS = ("data", "mcts")
 ETO_MODES = ("expert", "weak")
-#: The release cuts the rejected trajectory at the expert's length plus this many turns.
+#: The release cuts a rejected explored trajectory at the expert's length plus this many turns.
 ETO_EXTRA_TURNS = 5
 
 
@@ -133,7 +136,8 @@ def eto_pairs(explored: Sequence[Trajectory], experts: Sequence[Trajectory] | No
                 continue
             best = expert_of[key]
             cut = len(best.steps) + ETO_EXTRA_TURNS
-            order = [(best, t, t.steps[:cut]) for t in trajs if t.reward < best.reward]
+            order = [(best, t, t.steps[:cut]) if t.reward < best.reward else (t, best, best.steps)
+                     for t in trajs if t.reward != best.reward]
         else:
             wins = [t for t in trajs if t.success]
             losses = [t for t in trajs if not t.success]

@@ -149,6 +149,37 @@ def test_several_trees_export_as_a_list(store: Store, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["nodes"][1]["action"] == "b"
 
 
+def test_export_continuation_pairs_keeps_every_turn_of_each_side(store: Store, tmp_path, capsys):
+    """`export pairs --format trl --granularity continuation`: each side is TRL's conversational
+    messages with every assistant turn of that side and the observations between them; read back
+    as training data under a one-decision prompt, each side keeps all its decisions."""
+    from core.agents.prompt import DECISION_COLUMNS, decision_rows
+    from core.train.data import build_rows
+
+    data = tmp_path / "long.jsonl"
+    data.write_text(_line(["a", "b", "e"], 1.0, "r0") + "\n" + _line(["a", "c", "f", "g"], 0.0, "r1") + "\n")
+    assert main(["--db", str(store.path), "import", "jsonl", str(data)]) == 0
+    assert main(["tree"]) == 0 and main(["pairs", "--granularity", "continuation"]) == 0
+    out = tmp_path / "cont.jsonl"
+    assert main(["export", "pairs", str(out), "--format", "trl", "--granularity", "continuation"]) == 0
+    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+
+    def turns(actions: list[str]) -> list[dict[str, str]]:
+        out = []
+        for a in actions:
+            out += [{"role": "assistant", "content": f"Thought: why {a}\nAction: {a}"},
+                    {"role": "user", "content": f"Observation: after {a}"}]
+        return out[:-1]  # no observation after the last turn
+
+    assert row["prompt"] == env_prefix(ENV) + [{"role": "user", "content": "open the box\nObservation: A box."},
+                                               *turns(["a"]), {"role": "user", "content": "Observation: after a"}]
+    assert row["chosen"] == turns(["b", "e"]) and row["rejected"] == turns(["c", "f", "g"])
+    (back,) = decision_rows(build_rows(str(out)), 1)
+    assert [[d["prompt"][0]["content"].splitlines()[1] for d in back[c]] for c in DECISION_COLUMNS] == [
+        ["Previous actions: a", "Previous actions: b"], ["Previous actions: a", "Previous actions: c",
+                                                         "Previous actions: f"]]
+
+
 def test_eto_baseline_from_the_cli_and_the_renamed_rule(store: Store, data_file: Path, tmp_path, capsys):
     assert main(["import", "jsonl", str(data_file)]) == 0
     assert main(["tree"]) == 0

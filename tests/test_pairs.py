@@ -183,21 +183,31 @@ def test_eto_pairs_weak_baseline():
 
 
 def test_eto_pairs_expert_baseline_as_released():
-    """Expert against every explored trajectory of lower reward (ties dropped), the rejected side
-    cut at the expert's length + 5 turns."""
-    expert = traj([SEARCH, CLICK_A, BUY], 1.0, model="expert")
+    """As the release's construct_preference.py: the expert against every explored trajectory of
+    its task; lower reward -> (expert, explored cut at the expert's length + 5 turns), higher
+    reward -> (explored, expert), both whole; equal rewards dropped."""
+    expert = traj([SEARCH, CLICK_A, BUY], 0.75, model="expert")
     wander = [(f"t{i}", f"click[page {i}]", f"page {i}") for i in range(10)]
-    explored = [traj([SEARCH, CLICK_A, BUY], 1.0),  # as good as the expert: dropped
+    better = [SEARCH, CLICK_B] + wander + [BUY]  # 13 steps, more than the expert's 3 + 5
+    explored = [traj([SEARCH, CLICK_A, BUY], 0.75),  # as good as the expert: dropped
                 traj(wander, 0.0),
+                traj(better, 1.0, success=True),
                 traj([SEARCH, CLICK_B], 0.4),
                 traj([BUY], 0.0, task="cup")]  # no expert for this task: no pair
     pairs = eto_pairs(explored, [expert])
-    assert [(p.chosen_value, p.rejected_value) for p in pairs] == [(1.0, 0.0), (1.0, 0.4)]
-    assert all(p.chosen == [asst(SEARCH), user("Observation: results"), asst(CLICK_A),
-                            user("Observation: item A"), asst(BUY)] for p in pairs)
+    assert [(p.chosen_value, p.rejected_value) for p in pairs] == [(0.75, 0.0), (1.0, 0.75), (0.75, 0.4)]
+    whole_expert = [asst(SEARCH), user("Observation: results"), asst(CLICK_A), user("Observation: item A"), asst(BUY)]
+    # lower: the expert is chosen and the explored side cut after 3 + 5 assistant turns
+    assert pairs[0].chosen == whole_expert
     cut = [m for m in pairs[0].rejected if m["role"] == "assistant"]
-    assert len(cut) == 3 + 5 and cut[-1] == asst(wander[7])
-    assert pairs[1].rejected == [asst(SEARCH), user("Observation: results"), asst(CLICK_B)]
+    assert len(cut) == 3 + 5 and cut[-1] == asst(wander[7]) and pairs[0].rejected[-1] == cut[-1]
+    # higher: roles swapped, the explored trajectory chosen whole (13 turns), the expert rejected whole
+    assert [m for m in pairs[1].chosen if m["role"] == "assistant"] == [asst(s) for s in better]
+    assert pairs[1].rejected == whole_expert
+    assert (pairs[1].chosen_success, pairs[1].rejected_success) == (True, False)
+    assert pairs[1].prompt == pairs[0].prompt == [user("buy a mug\nObservation: home page")]
+    assert pairs[2].chosen == whole_expert
+    assert pairs[2].rejected == [asst(SEARCH), user("Observation: results"), asst(CLICK_B)]
     assert [p.rejected_value for p in eto_pairs(explored, [expert], max_pairs_per_task=1)] == [0.0]
     with pytest.raises(UserError, match="expert trajectories"):
         eto_pairs(explored)

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.agents.prompt import (
+    DECISION_COLUMNS,
     DECISION_FLAG,
     ONE_SHOT_FLAG,
     decision_rows,
@@ -81,10 +82,43 @@ def test_decision_rows_are_what_the_policy_sees_at_each_step():
     pref = {"prompt": msgs[:task_at + 3], "chosen": [a, obs, {"role": "assistant", "content": "Action: click[buy now]"}],
             "rejected": [a, obs, {"role": "assistant", "content": "Action: click[< prev]"}]}
     (p,) = decision_rows([pref], 4)
-    assert p["chosen"] == [pref["chosen"][2]] and p["rejected"] == [pref["rejected"][2]]
+    assert p == {"prompt": decision_view([*pref["prompt"], a, obs], 4), "chosen": [pref["chosen"][2]],
+                 "rejected": [pref["rejected"][2]]}  # one decision a side: exactly TRL's row, no extra columns
     assert p["prompt"][0]["content"].endswith("click[B01]\nObservation: item page")
     # sides that never differ in an assistant turn give no pair
     assert decision_rows([{**pref, "rejected": pref["chosen"]}], 4) == []
+
+
+def test_continuation_rows_keep_every_decision_of_each_side():
+    """A continuation pair with several decisions a side keeps them all, each with the prompt the
+    policy sees at that point of that side's rollout (the shared turns as history)."""
+    msgs = _episode()
+    task_at = len(env_prefix("shop"))
+    turn = lambda text: {"role": "assistant", "content": text}  # noqa: E731
+    obs = lambda text: {"role": "user", "content": f"Observation: {text}"}  # noqa: E731
+    shared = [turn("Action: search[red mug]"), obs("results B01 B02")]
+    chosen = [*shared, turn("Thought: red\nAction: click[B01]"), obs("item B01"), turn("Action: click[buy now]")]
+    rejected = [*shared, turn("Action: click[B02]"), obs("item B02"), turn("Action: click[< prev]"),
+                obs("results B01 B02"), turn("Action: click[B02]")]
+    pref = {"prompt": msgs[:task_at + 1], "chosen": chosen, "rejected": rejected}
+    (p,) = decision_rows([pref], 1)
+    got = {col: [(d["prompt"][0]["content"], d["completion"][0]["content"]) for d in p[col]] for col in DECISION_COLUMNS}
+    assert got == {
+        "chosen_decisions": [
+            ("buy a red mug\nPrevious actions: search[red mug]\nObservation: results B01 B02", chosen[2]["content"]),
+            ("buy a red mug\nPrevious actions: click[B01]\nObservation: item B01", "Action: click[buy now]")],
+        "rejected_decisions": [
+            ("buy a red mug\nPrevious actions: search[red mug]\nObservation: results B01 B02", "Action: click[B02]"),
+            ("buy a red mug\nPrevious actions: click[B02]\nObservation: item B02", "Action: click[< prev]"),
+            ("buy a red mug\nPrevious actions: click[< prev]\nObservation: results B01 B02", "Action: click[B02]")]}
+    # each decision's prompt is exactly the rollout prompt of that side before it
+    assert p["rejected_decisions"][2]["prompt"] == decision_view([*pref["prompt"], *rejected[:-1]], 1)
+    # and the row is still TRL's row of the first diverging decisions
+    assert (p["prompt"], p["chosen"], p["rejected"]) == (
+        p["chosen_decisions"][0]["prompt"], [chosen[2]], [rejected[2]])
+    # one side with several decisions is enough to keep them
+    (q,) = decision_rows([{**pref, "chosen": chosen[:3]}], 1)
+    assert [len(q[c]) for c in DECISION_COLUMNS] == [1, 3]
 
 
 def test_fit_prompts_converts_rows_for_decision_models():

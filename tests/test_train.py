@@ -332,7 +332,8 @@ def test_sorted_step_sampler_keeps_random_steps_and_sorts_inside_them():
     assert list(sampler) != order
 
 
-@pytest.mark.parametrize("kind,data,batch,micro", [("sft", "expert:shop", 4, 2), ("treedpo", "pairs:shop:step", 2, 1)])
+@pytest.mark.parametrize("kind,data,batch,micro", [("sft", "expert:shop", 4, 2), ("treedpo", "pairs:shop:step", 2, 1),
+                                                    ("treedpo", "pairs:shop:continuation", 2, 1)])
 def test_micro_batches_give_the_same_step_as_one_batch(filled, models, tmp_path, kind, data, batch, micro):
     from core.train.data import build_rows
     from core.train.dpo import SortedDPOTrainer, build_dpo_trainer

@@ -150,19 +150,28 @@ def decision_view(messages: Sequence[Message], k: int) -> list[Message]:
     return [{"role": "user", "content": "\n".join(lines)}]
 
 
+#: The columns of a preference row in the decision view whose sides hold more than one decision:
+#: every decision of the chosen / rejected side, in order, each `{"prompt", "completion"}`.
+DECISION_COLUMNS = ("chosen_decisions", "rejected_decisions")
+
+
 def decision_rows(rows: Sequence[dict], k: int) -> list[dict]:
     """Training rows in the decision view: an SFT row (`prompt` + `completion`, or `messages`)
-    becomes one row per assistant turn after the task message; a preference row becomes the pair
-    of its first diverging assistant turns (a multi-turn pair shares the turns before it), and is
-    dropped when the sides never diverge in an assistant turn."""
+    becomes one row per assistant turn after the task message.
+
+    A preference row keeps every decision of each side: its `prompt`, `chosen` and `rejected` are
+    the first diverging assistant turns (a multi-turn pair shares the turns before them, which
+    become history in the prompt), exactly TRL's row; when a side holds more than one assistant
+    turn, `chosen_decisions` and `rejected_decisions` (`DECISION_COLUMNS`) list every decision of
+    that side, the first included, each `{"prompt": its own view, "completion": [the turn]}`: the
+    prompt the policy sees at that point of the side's rollout. A pair whose sides never diverge in
+    an assistant turn is dropped."""
     out: list[dict] = []
     for row in rows:
         if "chosen" in row:
-            pair = _first_divergence(row["chosen"], row["rejected"])
+            pair = _preference_decisions(row, k)
             if pair is not None:
-                j, chosen, rejected = pair
-                out.append({**row, "prompt": decision_view([*row["prompt"], *row["chosen"][:j]], k),
-                            "chosen": [chosen], "rejected": [rejected]})
+                out.append(pair)
             continue
         full = strip_one_shot([*row.get("prompt", []), *row.get("completion", []), *row.get("messages", [])])
         start = _task_index(full) + 1
@@ -172,13 +181,33 @@ def decision_rows(rows: Sequence[dict], k: int) -> list[dict]:
     return out
 
 
-def _first_divergence(chosen: Sequence[Message], rejected: Sequence[Message]
-                      ) -> tuple[int, Message, Message] | None:
-    """(index, chosen turn, rejected turn) of the first turn where the sides differ, when both
-    are assistant turns; None when they differ in an observation first or never."""
+def _preference_decisions(row: dict, k: int) -> dict | None:
+    """A preference row in the decision view (see `decision_rows`), or None when its sides never
+    diverge in an assistant turn."""
+    j = _first_divergence(row["chosen"], row["rejected"])
+    if j is None:
+        return None
+    sides = {}
+    for side, col in zip(("chosen", "rejected"), DECISION_COLUMNS):
+        conversation = [*row["prompt"], *row[side]]
+        start = len(row["prompt"])
+        sides[col] = [{"prompt": decision_view(conversation[:i], k), "completion": [conversation[i]]}
+                      for i in range(start + j, len(conversation)) if conversation[i]["role"] == "assistant"]
+    first = sides[DECISION_COLUMNS[0]][0]
+    out = {**{key: v for key, v in row.items() if key not in DECISION_COLUMNS},
+           "prompt": first["prompt"], "chosen": first["completion"],
+           "rejected": sides[DECISION_COLUMNS[1]][0]["completion"]}
+    if any(len(d) > 1 for d in sides.values()):
+        out.update(sides)
+    return out
+
+
+def _first_divergence(chosen: Sequence[Message], rejected: Sequence[Message]) -> int | None:
+    """The index of the first turn where the sides differ, when both are assistant turns; None
+    when they differ in an observation first or never."""
     for j, (a, b) in enumerate(zip(chosen, rejected)):
         if a != b:
-            return (j, a, b) if a["role"] == b["role"] == "assistant" else None
+            return j if a["role"] == b["role"] == "assistant" else None
     return None
 
 

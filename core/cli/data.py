@@ -93,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--granularity", choices=GRANULARITIES, default="step")
     p.add_argument("--baseline", choices=ETO_MODES, default="expert",
                    help="trajectory only: expert (default, as the release: the task's expert trajectory "
-                        "vs each explored one of lower reward, cut at the expert's length + 5 turns) or "
+                        "vs each explored one, the higher reward chosen, ties dropped, a rejected explored one "
+                        "cut at the expert's length + 5 turns) or "
                         "weak (a successful vs a failed explored trajectory)")
     p.add_argument("--min-margin", type=float, default=None,
                    help="least value difference of a pair (default: one side succeeds, the other not)")

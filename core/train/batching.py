@@ -48,9 +48,13 @@ class SortedStepSampler(Sampler[int]):
 
 
 def row_lengths(dataset: Any) -> list[int]:
-    """Token lengths of a tokenized SFT (`input_ids`) or preference dataset (prompt plus the longer side)."""
+    """Token lengths of a tokenized SFT (`input_ids`) or preference dataset (prompt plus the longer
+    side; a pair with decision columns: the tokens of all its decisions, `core.train.decision_dpo`)."""
     if "input_ids" in dataset.column_names:
         return [len(ids) for ids in dataset["input_ids"]]
+    if "decision_prompt_ids" in dataset.column_names:
+        return [sum(map(len, p)) + sum(map(len, c))
+                for p, c in zip(dataset["decision_prompt_ids"], dataset["decision_completion_ids"])]
     return [len(p) + max(len(c), len(r))
             for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
 

@@ -9,6 +9,11 @@ template's `<|im_start|>assistant` header after an observation is also masked, l
 one, which TRL puts in the prompt) and `MaskedPreferenceCollator` folds it into TRL's
 `completion_mask`, which then zeroes those positions for both the policy and the reference.
 
+Models prompted one decision at a time (the from-scratch local ones) see no multi-turn
+completion: their `continuation` and `trajectory` pairs keep every decision of each side, each
+under its own prompt, and train with `core.train.decision_dpo.DecisionDPOTrainer` (a side's
+log-probability is the sum over its decisions).
+
 The assistant spans come from the chat template: its `{% generation %}` spans where it has them
 (the local models), else by tokenizing the conversation prefix by prefix (any template;
 `core.train.masks`).
@@ -109,8 +114,10 @@ class SortedDPOTrainer(SortedStepTrainer, MaskedDPOTrainer):
 
 def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: Path,
                       callbacks: list[Any] | None = None, masked: bool = True) -> tuple[Any, Any]:
-    """(trainer, tokenizer) for DPO on preference rows. `masked=False` builds plain TRL's
-    `DPOTrainer` (the benchmark's baseline)."""
+    """(trainer, tokenizer) for DPO on preference rows: `MaskedDPOTrainer`, or `DecisionDPOTrainer`
+    when the model's one-decision prompt gives pairs with several decisions a side
+    (`core.train.decision_dpo`). `masked=False` builds plain TRL's `DPOTrainer` (the benchmark's
+    baseline; it trains a multi-decision pair on its first decisions only)."""
     model, tokenizer = load_policy(cfg.model, cfg)
     rows = fit_prompts(model, rows)
     ref_model = None
@@ -125,13 +132,19 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
     args = DPOConfig(**trainer_kwargs(cfg, out_dir, DPOConfig, max_length), beta=cfg.beta,
                      loss_type=[cfg.loss_type])
     collator = None
+    cls: type = DPOTrainer
     if masked:
-        collator = MaskedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
-                                            truncation_mode=args.truncation_mode,
-                                            pad_to_multiple_of=args.pad_to_multiple_of)
-    cls = MaskedDPOTrainer if masked else DPOTrainer
-    if masked and sorted_steps(cfg):
-        cls = SortedDPOTrainer
+        from core.train import decision_dpo
+
+        multi = decision_dpo.has_decisions(rows)  # a one-decision prompt's pairs with several decisions a side
+        if multi:
+            rows = decision_dpo.with_decisions(rows)
+        collator = (decision_dpo.DecisionCollator if multi else MaskedPreferenceCollator)(
+            pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
+            truncation_mode=args.truncation_mode, pad_to_multiple_of=args.pad_to_multiple_of)
+        cls = {(False, False): MaskedDPOTrainer, (False, True): SortedDPOTrainer,
+               (True, False): decision_dpo.DecisionDPOTrainer,
+               (True, True): decision_dpo.SortedDecisionDPOTrainer}[multi, sorted_steps(cfg)]
     trainer = cls(model=model, ref_model=ref_model, args=args, data_collator=collator,
                   train_dataset=to_dataset(rows), processing_class=tokenizer,
                   peft_config=lora_config(cfg), callbacks=callbacks)
