@@ -320,7 +320,7 @@ class SeedRun:
             trajs = [t for t in explored if t.meta.get("sampling") in labels]
             kdir = self.folder / f"k{k}"
             kdir.mkdir(exist_ok=True)
-            files, counts = _tree_data(self.store, self.cfg, trajs, experts, self.seed, kdir, self.rep,
+            files, counts = training_files(self.store, self.cfg, trajs, experts, self.seed, kdir, self.rep,
                                        save=(k == max(self.ks)))
             strong = self.strong_methods(k if self.sweep else None, files, counts, weak_sft, strong_sft, ki)
             rows += [{**r, "seed": self.seed, "trajs_per_task": k} for r in base_rows + strong]
@@ -413,7 +413,7 @@ def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n:
     return Unit(f"train {method}", kind=kind, config=config, n_examples=n)
 
 
-def _tree_data(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[Trajectory],
+def training_files(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[Trajectory],
                seed: int, folder: Path, rep: Reporter, save: bool) -> tuple[dict[str, Path], dict[str, int]]:
     """Trees, MCTS, pairs and the four training files (in `folder`) of one set of exploration
     trajectories (`experts`: the explored tasks' expert episodes, for the ETO baseline); with

@@ -12,7 +12,7 @@ from core import stages
 from core.cli import main
 from core.errors import UserError
 from core.formats.jsonl import read_jsonl
-from core.pipeline import Scale, _tree_data
+from core.pipeline import Scale, training_files
 from core.store import Store
 from core.work import Reporter
 
@@ -68,7 +68,7 @@ def test_cli_and_pipeline_store_the_same_trees_and_pairs(tmp_path, data_file, mo
     pipe = Store(pipe_db)
     weak, experts = pipe.trajectories(model="weak"), stages.expert_trajectories(pipe)
     cfg = Scale(name="test", mcts_iterations=50)
-    _, counts = _tree_data(pipe, cfg, weak, experts, seed=0, folder=tmp_path, rep=Reporter(None), save=True)
+    _, counts = training_files(pipe, cfg, weak, experts, seed=0, folder=tmp_path, rep=Reporter(None), save=True)
 
     cli = Store(cli_db)
     assert counts["tree_pairs"] > 0 and counts["eto_pairs"] > 0
@@ -87,7 +87,7 @@ def test_pairs_are_replaced_per_granularity(store, data_file, tmp_path):
     stages.save_tree_data(store, trees, {"continuation": cont})
     # the pipeline stores step and trajectory pairs of the same trees: a user's continuation pairs stay
     cfg = Scale(name="test", mcts_iterations=20)
-    _tree_data(store, cfg, weak, experts, seed=0, folder=tmp_path, rep=Reporter(None), save=True)
+    training_files(store, cfg, weak, experts, seed=0, folder=tmp_path, rep=Reporter(None), save=True)
     by_gran = store.pairs_frame().groupby("granularity").size().to_dict()
     assert by_gran["continuation"] == len(cont) and by_gran["step"] > 0 and by_gran["trajectory"] > 0
     # replacing one granularity with nothing empties exactly that one

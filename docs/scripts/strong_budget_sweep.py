@@ -14,20 +14,30 @@ script, whose setup it shares), KDIR its experiments/<id>/s0/k4 folder. The base
 and SFT-strong evaluated here on the same tasks, or, with `--base`, a stored experiment's
 evaluations of them (which must cover those tasks). VARIANT names pick from VARIANTS (default:
 all, in order).
+
+Besides the stored training files (`tree_pairs`, `eto_pairs`, `best_paths`, `successes` in KDIR), a
+variant may train on data derived here from the run's stored exploration (`DERIVED`): the tree
+pairs at `continuation` granularity (every decision of each side), or only the step pairs the
+SFT-strong model ranks wrong (`--hard-for`); and on the expert rows (`expert`, the SFT-continued
+control). Derived files are written into KDIR once and reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import pandas as pd
 from strong_methods_on_stored_data import ENV, baseline_rows, stored_seed_run  # the script beside this one
 
+from core import stages
 from core.envs import env_slug
-from core.pipeline import train_unit
+from core.pair_ranking import hard_pairs
+from core.pipeline import continued_budget, train_unit, training_files
 from core.results import episode_outcomes, paired_comparisons
+from core.train.data import pair_rows, write_rows
 from core.work import run_units
 
 # name -> (method as in the results table, trainer kind, training file, overrides of the tiny scale's)
@@ -45,8 +55,37 @@ VARIANTS: dict[str, tuple[str, str, str, dict]] = {
     "mcts-lr5e-5": ("MCTS", "mcts", "best_paths", dict(lr=5e-5)),
     "w2s-lr1e-4": ("W2S-SFT", "sft", "successes", dict(lr=1e-4)),
     "etodpo-lr5e-5": ("ETO-DPO", "eto-dpo", "eto_pairs", dict(lr=5e-5)),
+    "treedpo-continuation": ("TreeDPO", "treedpo", "tree_pairs_continuation", {}),
+    "treedpo-hard": ("TreeDPO", "treedpo", "tree_pairs_hard", {}),
+    "treedpo-240": ("TreeDPO", "treedpo", "tree_pairs", dict(max_steps=240)),
+    "continued-240": ("SFT-continued", "sft", "expert", dict(max_steps=240)),
+    "treedpo-lr2e-4-dev": ("TreeDPO", "treedpo", "tree_pairs", dict(lr=2e-4)),
+    "continued-lr2e-4": ("SFT-continued", "sft", "expert", dict(lr=2e-4)),
 }
 BUDGET = {"TreeDPO": "dpo", "ETO-DPO": "dpo", "MCTS": "mcts_sft", "W2S-SFT": "w2s_sft"}
+DERIVED = ("tree_pairs_continuation", "tree_pairs_hard", "expert")
+
+
+def training_file(data: str, kdir: Path, store, run, strong: Path) -> Path:
+    """The training file `data` of the run: a stored one in KDIR, or a DERIVED one built now (once)."""
+    path = kdir / f"{data}.jsonl"
+    if data == "expert":  # the run's demonstrations, written by the pipeline beside the seed folders
+        return kdir.parents[1] / "expert.jsonl"
+    if path.exists() or data not in DERIVED:
+        return path
+    explored = store.trajectories(source="collect", model=run.sft_model("weak"))
+    if data == "tree_pairs_continuation":  # the same trees, pairs cut at continuation granularity
+        cfg = dataclasses.replace(run.cfg, pair_granularity="continuation")
+        experts = stages.demonstrations(store, ENV, sorted({t.task_id for t in explored}))
+        files, _ = training_files(store, cfg, explored, experts, run.seed, path.parent / "continuation",
+                              run.rep, save=False)
+        path.write_text(files["tree_pairs"].read_text())
+    else:  # the step pairs SFT-strong ranks wrong
+        trees = stages.score_trees(stages.grow_trees(explored),
+                                   stages.MCTSSettings(iterations=run.cfg.mcts_iterations))
+        pairs = stages.cut_pairs(trees, stages.PairSettings("step"))
+        write_rows(pair_rows(hard_pairs(pairs, str(strong), store)), path)
+    return path
 
 
 def main() -> None:
@@ -71,11 +110,13 @@ def main() -> None:
         train_seed = over.pop("seed", 0)  # the data order; the evaluation is greedy
         ref = {"strong": str(strong)}.get(over.pop("ref", ""), str(weak)) if kind in ("treedpo", "eto-dpo") else None
         extra = {"ref": ref} if ref else {}
-        rows = sum(1 for line in (kdir / f"{data}.jsonl").read_text().splitlines() if line.strip())
+        file = training_file(data, kdir, store, run, strong)
+        rows = sum(1 for line in file.read_text().splitlines() if line.strip())
         output = f"{slug}-sweep-{name}"
         t0 = time.monotonic()
-        unit = train_unit(name, kind, cfg, {**getattr(cfg, BUDGET[method]), **over}, rows, model=str(strong),
-                          data=str(kdir / f"{data}.jsonl"), output=output, seed=train_seed, **extra)
+        budget = continued_budget(cfg) if method == "SFT-continued" else getattr(cfg, BUDGET[method])
+        unit = train_unit(name, kind, cfg, {**budget, **over}, rows, model=str(strong),
+                          data=str(file), output=output, seed=train_seed, **extra)
         done = run_units([unit, run.eval_unit(method, run.model_path(output), 4, (f"train {name}",))],
                          store, 1, rep)
         res = done[f"eval {method}"].result.averages()
