@@ -134,7 +134,7 @@ def test_train_cli_rejects_another_methods_data_in_one_line(store, capsys):
 
 def test_task_selection_is_checked(store):
     assert stages.split_tasks("shop", "train", tasks=3) == ["train_0", "train_1", "train_2"]
-    with pytest.raises(UserError, match="no split 'dev'"):
-        stages.split_tasks("shop", "dev")
+    with pytest.raises(UserError, match="no split 'valid'"):
+        stages.split_tasks("shop", "valid")
     with pytest.raises(UserError, match="not in the 'train' split"):
         stages.split_tasks("shop", "train", task_ids=["nope"])
