@@ -1,0 +1,85 @@
+"""Packed preference sequences (`core.train.packing`): layouts, masks and position ids checked by
+hand on small id lists; then, on the tiny models in fp32, packed log-probabilities, loss and
+gradient against TRL's unpacked computation (`core.train.packed_dpo`)."""
+
+from __future__ import annotations
+
+import torch
+
+from core.train.packing import Scored, pack, pair_sequences, per_side, token_log_probs
+
+
+def mask_rows(packing, r: int = 0) -> list[list[int]]:
+    """Each position's visible positions, from the 4-D mask."""
+    m = packing.attention_mask[r, 0]
+    return [torch.nonzero(m[i]).flatten().tolist() for i in range(m.shape[0])]
+
+
+def test_pair_packing_lays_out_prompt_chosen_rejected():
+    seqs = pair_sequences([5, 6, 7], [8, 9], [10, 11, 12], pair=0, n_pairs=1)
+    p = pack(seqs, n_sides=2, mode="pair", pad_id=0)
+    assert p.input_ids.tolist() == [[5, 6, 7, 8, 9, 10, 11, 12]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 4, 3, 4, 5]]  # rejected restarts at the prompt's end
+    assert mask_rows(p) == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4],
+                            [0, 1, 2, 5], [0, 1, 2, 5, 6], [0, 1, 2, 5, 6, 7]]  # rejected never sees chosen
+    assert p.scored_node.tolist() == [3, 4, 5, 6, 7]
+    assert p.scored_parent.tolist() == [2, 3, 2, 5, 6]  # the first rejected token is read off the prompt's end
+    assert p.side_index.tolist() == [[0, 1, 0], [2, 3, 4]]
+    assert p.side_mask.tolist() == [[True, True, False], [True, True, True]]
+    assert p.tokens == 8  # unpacked: 5 + 6 = 11
+
+
+def test_pair_packing_keeps_pairs_apart_and_honours_loss_masks():
+    seqs = (pair_sequences([1, 2], [3, 4, 5], [6], 0, 2, chosen_mask=[1, 0, 1])
+            + pair_sequences([1, 2], [7], [8], 1, 2))
+    p = pack(seqs, n_sides=4, mode="pair", pad_id=99)
+    assert p.input_ids.tolist() == [[1, 2, 3, 4, 5, 6], [1, 2, 7, 8, 99, 99]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 4, 2], [0, 1, 2, 2, 0, 0]]
+    assert p.valid.tolist() == [[True] * 6, [True] * 4 + [False] * 2]
+    assert mask_rows(p, 1) == [[0], [0, 1], [0, 1, 2], [0, 1, 3], [4], [5]]  # padding sees itself only
+    # side 0 scores 3 and 5 (4 is masked out, like an observation token), flat indices row * 6 + node
+    assert [p.scored_node[t].item() for t in p.side_index[0][p.side_mask[0]]] == [2, 4]
+    assert [p.scored_node[t].item() for t in p.side_index[1][p.side_mask[1]]] == [6 + 2]
+    assert [p.scored_parent[t].item() for t in p.side_index[3][p.side_mask[3]]] == [6 + 1]
+
+
+def tree_example() -> list[Scored]:
+    """Pair A at a node (prompt 1 2, chosen 3 4, rejected 5) and pair B one step further along A's
+    chosen path (prompt 1 2 3, chosen 4 6, rejected 7): B's prompt holds A's chosen 3, and its
+    chosen starts with A's chosen 4."""
+    return pair_sequences([1, 2], [3, 4], [5], 0, 2) + pair_sequences([1, 2, 3], [4, 6], [7], 1, 2)
+
+
+def test_tree_packing_shares_every_prefix_once():
+    p = pack(tree_example(), n_sides=4, mode="tree", budget=64)
+    assert p.input_ids.tolist() == [[1, 2, 3, 4, 5, 6, 7]]  # 7 positions for 4 sequences of 13 tokens
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 2, 4, 3]]
+    assert mask_rows(p) == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 4], [0, 1, 2, 3, 5], [0, 1, 2, 6]]
+    assert p.scored_node.tolist() == [2, 3, 4, 5, 6]
+    assert p.scored_parent.tolist() == [1, 2, 1, 3, 2]
+    # sides: A chosen, B chosen, A rejected, B rejected; token 4 (t = 1) is scored by both chosen sides
+    assert p.side_index.tolist() == [[0, 1], [1, 3], [2, 0], [4, 0]]
+    assert p.side_mask.tolist() == [[True, True], [True, True], [True, False], [True, False]]
+
+
+def test_tree_packing_starts_a_row_when_a_pair_overflows_the_budget():
+    p = pack(tree_example(), n_sides=4, mode="tree", budget=6)  # A takes 5, B would add 2
+    assert p.input_ids.tolist() == [[1, 2, 3, 4, 5, 0], [1, 2, 3, 4, 6, 7]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 2, 0], [0, 1, 2, 3, 4, 3]]
+    assert p.scored_node.tolist() == [2, 3, 4, 6 + 3, 6 + 4, 6 + 5]
+    assert p.side_index.tolist() == [[0, 1], [3, 4], [2, 0], [5, 0]]
+    one = pack(tree_example(), n_sides=4, mode="tree", budget=2)  # a pair over the budget: a row each
+    assert one.input_ids.shape[0] == 2
+
+
+def test_log_probs_come_from_the_parent_position_and_gather_per_side():
+    p = pack(tree_example(), n_sides=4, mode="tree", budget=64)
+    logits = torch.randn(1, 7, 10)
+    logp = token_log_probs(logits, p)
+    full = logits[0].log_softmax(-1)
+    # node 6 (token 7) is predicted by node 2 (token 3), not by node 5 before it in the row
+    assert torch.allclose(logp, torch.stack([full[1, 3], full[2, 4], full[1, 5], full[3, 6], full[2, 7]]))
+    sides = per_side(logp, p)
+    assert torch.equal(sides[1], torch.stack([full[2, 4], full[3, 6]]))
+    assert torch.equal(sides[2], torch.stack([full[1, 5], torch.tensor(0.0)]))
+    assert per_side(logp > -100, p).tolist()[3] == [True, False]
