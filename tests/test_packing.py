@@ -4,9 +4,13 @@ gradient against TRL's unpacked computation (`core.train.packed_dpo`)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from test_train import cfg, chat_models, filled, filled_db, models  # noqa: F401 (fixtures, shared with test_train)
 
-from core.train.packing import Scored, pack, pair_sequences, per_side, token_log_probs
+from core.train.data import build_rows
+from core.train.dpo import build_dpo_trainer
+from core.train.packing import Scored, pack, pair_sequences, parent_states, per_side, scored_targets
 
 
 def mask_rows(packing, r: int = 0) -> list[list[int]]:
@@ -75,7 +79,7 @@ def test_tree_packing_starts_a_row_when_a_pair_overflows_the_budget():
 def test_log_probs_come_from_the_parent_position_and_gather_per_side():
     p = pack(tree_example(), n_sides=4, mode="tree", budget=64)
     logits = torch.randn(1, 7, 10)
-    logp = token_log_probs(logits, p)
+    logp = parent_states(logits, p).log_softmax(-1).gather(-1, scored_targets(p)[:, None]).squeeze(-1)
     full = logits[0].log_softmax(-1)
     # node 6 (token 7) is predicted by node 2 (token 3), not by node 5 before it in the row
     assert torch.allclose(logp, torch.stack([full[1, 3], full[2, 4], full[1, 5], full[3, 6], full[2, 7]]))
@@ -83,3 +87,54 @@ def test_log_probs_come_from_the_parent_position_and_gather_per_side():
     assert torch.equal(sides[1], torch.stack([full[2, 4], full[3, 6]]))
     assert torch.equal(sides[2], torch.stack([full[1, 5], torch.tensor(0.0)]))
     assert per_side(logp > -100, p).tolist()[3] == [True, False]
+
+
+# -- exactness against TRL on the tiny models (fp32) -----------------------------------------------------
+
+def run_batch(trainer) -> dict:
+    """TRL's loss on one batch of the trainer's whole dataset: loss, gradient, metrics, the
+    policy's per-side log-probabilities (chosen sides then rejected) and TRL's token count."""
+    model = trainer.model.train()
+    model.zero_grad()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    trainer._metrics["train"].clear()
+    seen = []
+    hook = model.register_forward_hook(lambda _m, _i, out: seen.append(out.log_probs.detach().sum(1)))
+    try:
+        loss = trainer.compute_loss(model, batch)
+    finally:
+        hook.remove()
+    loss.backward()
+    return {"loss": float(loss.detach()), "logps": seen[0], "tokens": trainer._total_train_tokens,
+            "grads": {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None},
+            "metrics": {k: v[-1] for k, v in trainer._metrics["train"].items() if k != "num_tokens"}}
+
+
+@pytest.mark.parametrize("gran,attn", [("step", "sdpa"), ("continuation", "sdpa"), ("continuation", "eager"),
+                                       ("trajectory", "sdpa")])
+def test_packed_logps_loss_and_gradient_equal_trls(filled, chat_models, tmp_path, gran, attn):  # noqa: F811
+    """Full-history prompts (models without the one-decision flag): `pair` and `tree` give TRL's
+    per-pair log-probabilities, loss, gradient and metrics within 1e-5, on fewer tokens."""
+    rows = build_rows(f"pairs:shop:{gran}", filled)[:8]
+    kind = "eto-dpo" if gran == "trajectory" else "treedpo"
+    got = {}
+    for packing in ("none", "pair", "tree"):
+        conf = cfg(kind, chat_models, "x", ref=str(chat_models["weak"]), packing=packing)
+        trainer, _ = build_dpo_trainer(conf, rows, tmp_path / packing)
+        for m in (trainer.model, trainer.ref_model):
+            m.config._attn_implementation = attn
+        got[packing] = run_batch(trainer)
+    want = got["none"]
+    assert len(want["logps"]) == 2 * len(rows) and want["loss"] != pytest.approx(0.6931, abs=1e-3)
+    for packing in ("pair", "tree"):
+        have = got[packing]
+        torch.testing.assert_close(have["logps"], want["logps"], rtol=1e-5, atol=0)
+        assert have["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        assert have["grads"].keys() == want["grads"].keys()
+        for k, g in want["grads"].items():
+            torch.testing.assert_close(have["grads"][k], g, rtol=1e-5, atol=1e-5 * float(g.abs().max()))
+        # rewards and margins are differences of log-probabilities of size L: their rounding is ~1e-7 L
+        scale = float(want["logps"].abs().max())
+        for k, v in want["metrics"].items():
+            assert have["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-6 * scale), (packing, k)
+    assert got["tree"]["tokens"] <= got["pair"]["tokens"] < want["tokens"]

@@ -40,6 +40,7 @@ from core.errors import UserError
 DPO_LOSSES = ("sigmoid", "hinge", "ipo")
 SCHEDULERS = ("constant_with_warmup", "cosine", "linear")
 DEVICES = ("auto", "cuda", "cpu")
+PACKINGS = ("none", "pair", "tree")  # core.train.packed_dpo
 
 
 @dataclass
@@ -102,6 +103,10 @@ class DPOTrainConfig(TrainConfig):
                 "empty or a tokenizer mismatch: the trained model's own starting weights"})
     beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the pull to the reference"})
     loss_type: str = field(default="sigmoid", metadata={"help": "DPO loss: sigmoid, hinge or ipo"})
+    packing: str = field(default="none", metadata={
+        "help": "compute shared prefixes once: none (TRL as is), pair (a pair's prompt once, then chosen, then "
+                "rejected) or tree (a micro-batch's pairs in one token trie up to max_length tokens a row); "
+                "the same loss and gradient, needs sdpa or eager attention"})
 
 
 # Values that differ from the class defaults, per preset and trainer.
@@ -260,3 +265,4 @@ def validate_fields(kind: str, cfg: TrainConfig) -> None:
     if isinstance(cfg, DPOTrainConfig):
         need(math.isfinite(cfg.beta) and cfg.beta > 0, "beta", "use a positive beta such as 0.1")
         need(cfg.loss_type in DPO_LOSSES, "loss_type", f"use one of {', '.join(DPO_LOSSES)}")
+        need(cfg.packing in PACKINGS, "packing", f"use one of {', '.join(PACKINGS)}")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-MODES = ("none", "pair", "tree")
+from core.train.config import PACKINGS as MODES
 
 
 @dataclass(frozen=True)
@@ -195,11 +195,15 @@ def pair_sequences(prompt: Sequence[int], chosen: Sequence[int], rejected: Seque
     return out
 
 
-def token_log_probs(logits: torch.Tensor, packing: Packing) -> torch.Tensor:
-    """(T,) log-probability of each scored token, from its parent's row of `logits` (R, N, V)."""
-    flat = logits.reshape(-1, logits.shape[-1])[packing.scored_parent].float().log_softmax(-1)
-    target = packing.input_ids.reshape(-1)[packing.scored_node].to(flat.device)
-    return flat.gather(-1, target[:, None]).squeeze(-1)
+def parent_states(states: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """(T, ...) the row of `states` (R, N, ...: hidden states or logits of the packed rows) that
+    predicts each scored token: its parent's, the previous token of its own path."""
+    return states.reshape(-1, *states.shape[2:])[packing.scored_parent.to(states.device)]
+
+
+def scored_targets(packing: Packing) -> torch.Tensor:
+    """(T,) the id of each scored token."""
+    return packing.input_ids.reshape(-1)[packing.scored_node.to(packing.input_ids.device)]
 
 
 def per_side(values: torch.Tensor, packing: Packing) -> torch.Tensor:
