@@ -110,16 +110,19 @@ def run_batch(trainer) -> dict:
             "metrics": {k: v[-1] for k, v in trainer._metrics["train"].items() if k != "num_tokens"}}
 
 
-@pytest.mark.parametrize("gran,attn", [("step", "sdpa"), ("continuation", "sdpa"), ("continuation", "eager"),
-                                       ("trajectory", "sdpa")])
-def test_packed_logps_loss_and_gradient_equal_trls(filled, chat_models, tmp_path, gran, attn):  # noqa: F811
-    """Full-history prompts (models without the one-decision flag): `pair` and `tree` give TRL's
-    per-pair log-probabilities, loss, gradient and metrics within 1e-5, on fewer tokens."""
+@pytest.mark.parametrize("gran,attn,prompts", [
+    ("step", "sdpa", "chat_models"), ("continuation", "sdpa", "chat_models"), ("continuation", "eager", "chat_models"),
+    ("trajectory", "sdpa", "chat_models"), ("continuation", "sdpa", "models")])
+def test_packed_logps_loss_and_gradient_equal_trls(filled, request, tmp_path, gran, attn, prompts):  # noqa: F811
+    """`pair` and `tree` give the unpacked per-pair log-probabilities, loss, gradient and metrics
+    within 1e-5, on fewer tokens: TRL's with full-history prompts (`chat_models`), the decision
+    sums of `DecisionDPOTrainer` with the one-decision prompt (`models`: k decisions a side)."""
+    family = request.getfixturevalue(prompts)
     rows = build_rows(f"pairs:shop:{gran}", filled)[:8]
     kind = "eto-dpo" if gran == "trajectory" else "treedpo"
     got = {}
     for packing in ("none", "pair", "tree"):
-        conf = cfg(kind, chat_models, "x", ref=str(chat_models["weak"]), packing=packing)
+        conf = cfg(kind, family, "x", ref=str(family["weak"]), packing=packing)
         trainer, _ = build_dpo_trainer(conf, rows, tmp_path / packing)
         for m in (trainer.model, trainer.ref_model):
             m.config._attn_implementation = attn
@@ -138,3 +141,55 @@ def test_packed_logps_loss_and_gradient_equal_trls(filled, chat_models, tmp_path
         for k, v in want["metrics"].items():
             assert have["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-6 * scale), (packing, k)
     assert got["tree"]["tokens"] <= got["pair"]["tokens"] < want["tokens"]
+
+
+def test_a_model_whose_attention_takes_no_4d_mask_is_refused(filled, chat_models, tmp_path, monkeypatch):  # noqa: F811
+    from core.errors import UserError
+    from core.train import common, packed_dpo
+
+    load = common.load_policy
+
+    def flash(name, conf, frozen=False):
+        model, tok = load(name, conf, frozen)
+        model.config._attn_implementation = "flash_attention_2"
+        return model, tok
+
+    monkeypatch.setattr("core.train.dpo.load_policy", flash)
+    conf = cfg("treedpo", chat_models, "x", packing="tree")
+    with pytest.raises(UserError, match=r"--packing tree needs attention that takes a 4-D mask \(sdpa or eager\); "
+                                        r"model .*strong.* uses flash_attention_2: use --packing none"):
+        build_dpo_trainer(conf, build_rows("pairs:shop:step", filled)[:2], tmp_path)
+    assert packed_dpo.ATTENTIONS == ("sdpa", "eager")
+
+
+def test_packing_is_a_typed_config_field_and_a_command_line_flag():
+    from core.cli import build_parser
+    from core.cli.train import config_from_args
+    from core.errors import UserError
+    from core.train import command_line, make_config
+    from core.train.config import validate_fields
+
+    assert make_config("treedpo").packing == "none" and make_config("eto-dpo", "tiny").packing == "none"
+    with pytest.raises(UserError, match=r"treedpo: packing='trie' is invalid; use one of none, pair, tree"):
+        validate_fields("treedpo", make_config("treedpo", model="m", data="pairs:shop:step", packing="trie"))
+    c = make_config("eto-dpo", "tiny", model="m", data="pairs:shop:trajectory", packing="tree")
+    line = command_line("eto-dpo", c)
+    assert "--packing tree" in line
+    assert config_from_args("eto-dpo", build_parser().parse_args(line.split()[1:])) == c
+
+
+@pytest.mark.slow
+def test_training_with_tree_packing_ends_at_the_same_weights(filled, chat_models, tmp_path):  # noqa: F811
+    """Three optimizer steps on continuation pairs from the same seed: `tree` ends within fp32
+    rounding of `none`, and the weights moved."""
+    rows = build_rows("pairs:shop:continuation", filled)
+    ends = {}
+    for packing in ("none", "tree"):
+        conf = cfg("treedpo", chat_models, "x", packing=packing, max_steps=3, batch_size=4, micro_batch=2)
+        trainer, _ = build_dpo_trainer(conf, rows, tmp_path / packing)
+        start = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+        trainer.train()
+        ends[packing] = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    assert any(not torch.equal(start[k], ends["none"][k]) for k in start)
+    for k, w in ends["none"].items():
+        torch.testing.assert_close(ends["tree"][k], w, rtol=1e-4, atol=1e-6)
