@@ -67,13 +67,16 @@ def test_tree_packing_shares_every_prefix_once():
 
 
 def test_tree_packing_starts_a_row_when_a_pair_overflows_the_budget():
-    p = pack(tree_example(), n_sides=4, mode="tree", budget=6)  # A takes 5, B would add 2
+    p = pack(tree_example(), n_sides=4, mode="tree", budget=6)  # A takes 5 positions, B would add 2
     assert p.input_ids.tolist() == [[1, 2, 3, 4, 5, 0], [1, 2, 3, 4, 6, 7]]
     assert p.position_ids.tolist() == [[0, 1, 2, 3, 2, 0], [0, 1, 2, 3, 4, 3]]
     assert p.scored_node.tolist() == [2, 3, 4, 6 + 3, 6 + 4, 6 + 5]
+    assert p.scored_parent.tolist() == [1, 2, 1, 6 + 2, 6 + 3, 6 + 2]
     assert p.side_index.tolist() == [[0, 1], [3, 4], [2, 0], [5, 0]]
-    one = pack(tree_example(), n_sides=4, mode="tree", budget=2)  # a pair over the budget: a row each
-    assert one.input_ids.shape[0] == 2
+    assert pack(tree_example(), n_sides=4, mode="tree", budget=2).input_ids.shape[0] == 4  # each over it
+    assert pack(tree_example(), n_sides=4, mode="tree").input_ids.shape[0] == 1  # default: 2 x 5 positions
+    assert pack(tree_example(), n_sides=4, mode="pair", budget=4).input_ids.tolist() == [
+        [1, 2, 3, 4, 0], [1, 2, 5, 0, 0], [1, 2, 3, 4, 6], [1, 2, 3, 7, 0]]  # a pair's rows split over the budget
 
 
 def test_log_probs_come_from_the_parent_position_and_gather_per_side():

@@ -150,7 +150,7 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
             from core.train import packed_dpo
 
             packed_dpo.check_model(model, cfg.model, cfg.packing)
-            collator = packed_dpo.PackingCollator(**shape, mode=cfg.packing, budget=max_length)
+            collator = packed_dpo.PackingCollator(**shape, mode=cfg.packing, budget=cfg.pack_tokens)
             cls = packed_dpo.packed_trainer(cls)
     trainer = cls(model=model, ref_model=ref_model, args=args, data_collator=collator,
                   train_dataset=to_dataset(rows), processing_class=tokenizer,

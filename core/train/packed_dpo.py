@@ -62,7 +62,7 @@ class PackingCollator(DecisionCollator):
     rows in, per-side placeholders and the packed rows (`packed_*` keys) out."""
 
     mode: str = "pair"
-    budget: int = 4096
+    budget: int = 0  # positions per packed row; 0: twice the batch's longest sequence
 
     def sequences(self, examples: list[dict[str, Any]]) -> list[Scored]:
         """The batch's sequences, truncated as TRL truncates them, each with its side and pair."""

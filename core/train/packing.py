@@ -13,13 +13,17 @@ Layouts (`pack`):
 
   pair  one packed row per pair: its prompt once, then the chosen side, then the rejected side
         (positions restarting at the prompt's end); tokens the two sides start with in common are
-        shared too. Under the one-decision prompt a pair's decisions go into one row and share
-        whatever prefix their prompts share (the first decision's prompt is the same on both
-        sides; later decisions have their own prompts).
-  tree  the batch's pairs in rows of at most `budget` positions (a pair is never split; one
-        longer than the budget gets a row of its own), each row one trie over all its sequences:
-        pairs cut at one node share its whole prefix, continuations below a node share theirs,
-        and every pair shares the common system / one-shot prefix.
+        shared too. Under the one-decision prompt a pair's decisions share whatever prefix their
+        prompts share (the first decision's prompt is the same on both sides; later decisions
+        have their own prompts).
+  tree  rows that are each one trie over the sequences of several pairs: pairs cut at one node
+        share its whole prefix, continuations below a node share theirs, and every pair shares
+        the common system / one-shot prefix.
+
+Both fill a row while it stays within `budget` positions (default: twice the batch's longest
+sequence), then start another (a sequence longer than the budget gets a row of its own): the
+mask is dense, so a row's attention costs its length squared whatever it masks, and one long row
+of short sequences would cost more than the sequences apart.
 
 The log-probability of the token at trie node j is read from the logits of its parent (the
 previous token of its own path), not of position j - 1: `scored_node` / `scored_parent` list
@@ -118,58 +122,67 @@ def ancestor_mask(parent: Sequence[int], width: int) -> np.ndarray:
     return anc
 
 
-def _rows(seqs: Sequence[Scored], mode: str, budget: int) -> list[tuple[_Trie, dict[int, list[int]]]]:
-    """The packed rows: each a trie and the node path of each of its sequences (by index in
-    `seqs`). One pair a row (`pair`), or pairs added in order while the row stays within `budget`
-    positions (`tree`; a pair is never split)."""
+def _rows(seqs: Sequence[Scored], mode: str, budget: int) -> tuple[list[_Trie], list[tuple[int, list[int]]]]:
+    """The packed rows (tries) and each sequence's (row, node path). A pair starts a row (`pair`),
+    or joins the current row whole when it fits within `budget` positions, else starts one
+    (`tree`: so a pair never costs more positions than under `pair`); inside its rows a pair's
+    sequences start another row when one would overflow the budget."""
     if mode not in MODES[1:]:
         raise ValueError(f"unknown packing {mode!r}; use one of {', '.join(MODES[1:])}")
     groups: dict[int, list[int]] = {}
     for i, s in enumerate(seqs):
         groups.setdefault(s.group, []).append(i)
-    rows: list[tuple[_Trie, dict[int, list[int]]]] = []
+    rows: list[_Trie] = []
+    where: dict[int, tuple[int, list[int]]] = {}
     for members in groups.values():
-        if rows and mode == "tree":
-            trie, paths = rows[-1]
-            size = len(trie.ids)
-            added = {i: trie.insert(seqs[i].ids) for i in members}
-            if len(trie.ids) <= budget:
-                paths.update(added)
+        if mode == "tree" and rows:
+            size = len(rows[-1].ids)
+            paths = [rows[-1].insert(seqs[i].ids) for i in members]
+            if len(rows[-1].ids) <= budget:
+                where.update((i, (len(rows) - 1, path)) for i, path in zip(members, paths))
                 continue
-            trie.rollback(size)
-        trie = _Trie()
-        rows.append((trie, {i: trie.insert(seqs[i].ids) for i in members}))
-    return rows
+            rows[-1].rollback(size)
+        for k, i in enumerate(members):
+            if k:
+                size = len(rows[-1].ids)
+                path = rows[-1].insert(seqs[i].ids)
+                if len(rows[-1].ids) <= budget:
+                    where[i] = (len(rows) - 1, path)
+                    continue
+                rows[-1].rollback(size)
+            rows.append(_Trie())
+            where[i] = (len(rows) - 1, rows[-1].insert(seqs[i].ids))
+    return rows, [where[i] for i in range(len(seqs))]
 
 
 def pack(seqs: Sequence[Scored], n_sides: int, mode: str, budget: int = 0, pad_id: int = 0) -> Packing:
     """Pack `seqs` (see the module docstring for `mode`, `pair` or `tree`; `budget`: positions per
-    row for `tree`). Side s's scored tokens are, in order, those of its sequences in `seqs` order,
-    each sequence's in position order."""
-    rows = _rows(seqs, mode, budget)
-    width = max(len(trie.ids) for trie, _ in rows)
+    row, 0 for twice the longest sequence). Side s's scored tokens are, in order, those of its
+    sequences in `seqs` order, each sequence's in position order."""
+    rows, where = _rows(seqs, mode, budget or 2 * max(len(s.ids) for s in seqs))
+    width = max(len(trie.ids) for trie in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     depth = torch.zeros((len(rows), width), dtype=torch.long)
     valid = torch.zeros((len(rows), width), dtype=torch.bool)
     mask = np.zeros((len(rows), 1, width, width), dtype=bool)
-    found: dict[tuple[int, int], int] = {}  # (row, node) -> scored-token index
-    nodes: list[int] = []
-    parents: list[int] = []
-    sides: list[list[int]] = [[] for _ in range(n_sides)]
-    for r, (trie, paths) in enumerate(rows):
+    for r, trie in enumerate(rows):
         n = len(trie.ids)
         ids[r, :n] = torch.tensor(trie.ids)
         depth[r, :n] = torch.tensor(trie.depth)
         valid[r, :n] = True
         mask[r, 0] = ancestor_mask(trie.parent, width)
-        for i, path in paths.items():
-            for p in range(1, len(path)):
-                if seqs[i].scored[p]:
-                    t = found.setdefault((r, path[p]), len(nodes))
-                    if t == len(nodes):
-                        nodes.append(r * width + path[p])
-                        parents.append(r * width + path[p - 1])
-                    sides[seqs[i].side].append(t)
+    found: dict[tuple[int, int], int] = {}  # (row, node) -> scored-token index
+    nodes: list[int] = []
+    parents: list[int] = []
+    sides: list[list[int]] = [[] for _ in range(n_sides)]
+    for seq, (r, path) in zip(seqs, where):
+        for p in range(1, len(path)):
+            if seq.scored[p]:
+                t = found.setdefault((r, path[p]), len(nodes))
+                if t == len(nodes):
+                    nodes.append(r * width + path[p])
+                    parents.append(r * width + path[p - 1])
+                sides[seq.side].append(t)
     side_width = max(1, max(map(len, sides)))
     side_index = torch.zeros((n_sides, side_width), dtype=torch.long)
     side_mask = torch.zeros((n_sides, side_width), dtype=torch.bool)
