@@ -182,13 +182,15 @@ def test_packing_is_a_typed_config_field_and_a_command_line_flag():
 
 
 @pytest.mark.slow
-def test_training_with_tree_packing_ends_at_the_same_weights(filled, chat_models, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("extra", [{}, {"lora": True, "lr": 1e-2}])
+def test_training_with_tree_packing_ends_at_the_same_weights(filled, chat_models, tmp_path, extra):  # noqa: F811
     """Three optimizer steps on continuation pairs from the same seed: `tree` ends within fp32
-    rounding of `none`, and the weights moved."""
+    rounding of `none`, and the weights moved (all of them, or the LoRA adapter: the reference is
+    then the base with the adapter off, through the same packed forward)."""
     rows = build_rows("pairs:shop:continuation", filled)
     ends = {}
     for packing in ("none", "tree"):
-        conf = cfg("treedpo", chat_models, "x", packing=packing, max_steps=3, batch_size=4, micro_batch=2)
+        conf = cfg("treedpo", chat_models, "x", packing=packing, max_steps=3, batch_size=4, micro_batch=2, **extra)
         trainer, _ = build_dpo_trainer(conf, rows, tmp_path / packing)
         start = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
         trainer.train()

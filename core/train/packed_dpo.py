@@ -27,6 +27,8 @@ the packing: TRL computes them outside the loss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,9 +88,10 @@ class PackingCollator(DecisionCollator):
                 **{f"packed_{k}": getattr(packing, k) for k in PACKED_KEYS}}
 
 
-def packed_forward(model: Any, packing: Packing) -> Any:
+def packed_forward(model: Any, packing: Packing, autocast: Callable[[], Any] = nullcontext) -> Any:
     """A forward for `model` that ignores TRL's per-side placeholders, runs the packed rows and
-    returns the fused head's per-token fields as per-side rows (`FusedCausalLMOutput`)."""
+    returns the fused head's per-token fields as per-side rows (`FusedCausalLMOutput`), under
+    `autocast()` (the trainer's mixed precision: the forward it replaces had it)."""
     from trl.trainer.utils import FusedCausalLMOutput
 
     def forward(*args: Any, fused_lm_head: bool = False, **kwargs: Any) -> Any:
@@ -99,9 +102,10 @@ def packed_forward(model: Any, packing: Packing) -> Any:
         dtype = model.get_output_embeddings().weight.dtype
         if getattr(model.config, "_attn_implementation", "eager") != "sdpa":  # eager adds its mask to the scores
             mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-        hidden = model.get_decoder()(input_ids=packing.input_ids, attention_mask=mask,
-                                     position_ids=packing.position_ids, use_cache=False).last_hidden_state
-        fields = score_tokens(model, parent_states(hidden, packing), scored_targets(packing))
+        with autocast():
+            hidden = model.get_decoder()(input_ids=packing.input_ids, attention_mask=mask,
+                                         position_ids=packing.position_ids, use_cache=False).last_hidden_state
+            fields = score_tokens(model, parent_states(hidden, packing), scored_targets(packing))
         sides = {k: per_side(v, packing) for k, v in fields.items()}
         return FusedCausalLMOutput(loss=None, label_mask=packing.side_mask, **sides)
 
@@ -117,7 +121,8 @@ class PackedDPOMixin:
             return super()._compute_loss(model, inputs, return_outputs)  # type: ignore[misc]
         inputs = dict(inputs)
         packing = Packing(**{k: inputs.pop(f"packed_{k}") for k in PACKED_KEYS})
-        with swapped_forwards(self, lambda m, _inner: packed_forward(m, packing)):
+        autocast = self.accelerator.autocast  # type: ignore[attr-defined]
+        with swapped_forwards(self, lambda m, _inner: packed_forward(m, packing, autocast)):
             return super()._compute_loss(model, inputs, return_outputs)  # type: ignore[misc]
 
 
