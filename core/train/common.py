@@ -146,23 +146,25 @@ def install_cpu_lm_head(model: Any) -> None:
         else:
             labels = shift_labels
         mask = labels != -100
-        logits = model.get_output_embeddings()(hidden[mask]).float()
-        logp = logits.log_softmax(-1)
-        target = labels[mask]
-
-        def spread(values: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
-
-        log_probs = spread(logp.gather(-1, target[:, None]).squeeze(-1))
-        with torch.no_grad():
-            entropy = spread(-(logp.exp() * logp).sum(-1))
-            mean_logits = spread(logits.mean(-1))
-            is_top1 = spread(logits.argmax(-1) == target)
+        fields = {k: torch.zeros(mask.shape, dtype=v.dtype, device=v.device).masked_scatter(mask, v)
+                  for k, v in score_tokens(model, hidden[mask], labels[mask]).items()}
         n = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        return FusedCausalLMOutput(loss=-log_probs.sum() / n, log_probs=log_probs, entropy=entropy,
-                                   mean_logits=mean_logits, is_top1=is_top1, label_mask=mask)
+        return FusedCausalLMOutput(loss=-fields["log_probs"].sum() / n, label_mask=mask, **fields)
 
     model.forward = forward
+
+
+def score_tokens(model: Any, hidden: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The fused head's per-token fields for tokens `target` (T,) predicted by hidden states
+    `hidden` (T, H): `log_probs` (with gradient), `entropy`, `mean_logits`, `is_top1` (without),
+    from one plain matmul with the model's output embeddings, in fp32."""
+    logits = model.get_output_embeddings()(hidden).float()
+    logp = logits.log_softmax(-1)
+    out = {"log_probs": logp.gather(-1, target[:, None]).squeeze(-1)}
+    with torch.no_grad():
+        out.update(entropy=-(logp.exp() * logp).sum(-1), mean_logits=logits.mean(-1),
+                   is_top1=logits.argmax(-1) == target)
+    return out
 
 
 def install_cpu_lm_heads(trainer: Any) -> None:

@@ -40,6 +40,7 @@ from core.errors import UserError
 DPO_LOSSES = ("sigmoid", "hinge", "ipo")
 SCHEDULERS = ("constant_with_warmup", "cosine", "linear")
 DEVICES = ("auto", "cuda", "cpu")
+PACKINGS = ("none", "pair", "tree")  # core.train.packed_dpo
 
 
 @dataclass
@@ -102,6 +103,13 @@ class DPOTrainConfig(TrainConfig):
                 "empty or a tokenizer mismatch: the trained model's own starting weights"})
     beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the pull to the reference"})
     loss_type: str = field(default="sigmoid", metadata={"help": "DPO loss: sigmoid, hinge or ipo"})
+    packing: str = field(default="none", metadata={
+        "help": "compute shared prefixes once: none (TRL as is), pair (a pair's prompt once, then chosen, then "
+                "rejected) or tree (a micro-batch's pairs in token tries, every shared prefix once); "
+                "the same loss and gradient, needs sdpa or eager attention"})
+    pack_tokens: int = field(default=0, metadata={
+        "help": "with --packing: positions per packed row (0: twice the batch's longest sequence; the mask is "
+                "dense, so a longer row costs attention on the positions it masks)"})
 
 
 # Values that differ from the class defaults, per preset and trainer.
@@ -260,3 +268,5 @@ def validate_fields(kind: str, cfg: TrainConfig) -> None:
     if isinstance(cfg, DPOTrainConfig):
         need(math.isfinite(cfg.beta) and cfg.beta > 0, "beta", "use a positive beta such as 0.1")
         need(cfg.loss_type in DPO_LOSSES, "loss_type", f"use one of {', '.join(DPO_LOSSES)}")
+        need(cfg.packing in PACKINGS, "packing", f"use one of {', '.join(PACKINGS)}")
+        need(cfg.pack_tokens >= 0, "pack_tokens", "use 0 (twice the longest sequence) or a positive count")

@@ -29,7 +29,7 @@ observation turns masked (`MaskedDPOTrainer`). Precomputed reference log-probabi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -160,29 +160,31 @@ class DecisionDPOTrainer(MaskedDPOTrainer):
             return super()._compute_loss(model, inputs, return_outputs)
         inputs = dict(inputs)
         rows = {k: inputs.pop(k) for k in ROW_KEYS}
-        with self._packed_forwards(rows, *inputs["completion_mask"].shape):
+        n_sides, width = inputs["completion_mask"].shape
+        with swapped_forwards(self, lambda m, inner: _row_forward(inner, rows, n_sides, width - 1)):
             return super()._compute_loss(model, inputs, return_outputs)
 
-    @contextmanager
-    def _packed_forwards(self, rows: dict[str, torch.Tensor], n_sides: int, width: int) -> Iterator[None]:
-        """The policy's and the reference's forward, for one call of TRL's loss, running the rows
-        and returning per-side outputs (`pack_sides`)."""
-        policy = self.accelerator.unwrap_model(self.model)
-        models = [policy.get_base_model() if hasattr(policy, "get_base_model") else policy]
-        if self.ref_model is not None:
-            models.append(self.accelerator.unwrap_model(self.ref_model))
-        models = list({id(m): m for m in models}.values())
-        saved = [m.__dict__.get("forward") for m in models]
-        for m in models:
-            m.forward = _row_forward(m.forward, rows, n_sides, width - 1)
-        try:
-            yield
-        finally:
-            for m, forward in zip(models, saved):
-                if forward is None:
-                    del m.forward
-                else:
-                    m.forward = forward
+
+@contextmanager
+def swapped_forwards(trainer: Any, wrap: Callable[[Any, Any], Any]) -> Iterator[None]:
+    """For the block, the forward of the policy (its base under PEFT) and of the reference replaced
+    by `wrap(model, its current forward)`; restored after."""
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    models = [policy.get_base_model() if hasattr(policy, "get_base_model") else policy]
+    if trainer.ref_model is not None:
+        models.append(trainer.accelerator.unwrap_model(trainer.ref_model))
+    models = list({id(m): m for m in models}.values())
+    saved = [m.__dict__.get("forward") for m in models]
+    for m in models:
+        m.forward = wrap(m, m.forward)
+    try:
+        yield
+    finally:
+        for m, forward in zip(models, saved):
+            if forward is None:
+                del m.forward
+            else:
+                m.forward = forward
 
 
 def _row_forward(inner: Any, rows: dict[str, torch.Tensor], n_sides: int, width: int) -> Any:

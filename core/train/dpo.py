@@ -116,8 +116,9 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
                       callbacks: list[Any] | None = None, masked: bool = True) -> tuple[Any, Any]:
     """(trainer, tokenizer) for DPO on preference rows: `MaskedDPOTrainer`, or `DecisionDPOTrainer`
     when the model's one-decision prompt gives pairs with several decisions a side
-    (`core.train.decision_dpo`). `masked=False` builds plain TRL's `DPOTrainer` (the benchmark's
-    baseline; it trains a multi-decision pair on its first decisions only)."""
+    (`core.train.decision_dpo`), either on packed rows with `--packing pair|tree`
+    (`core.train.packed_dpo`). `masked=False` builds plain TRL's `DPOTrainer` (the benchmark's
+    baseline; it trains a multi-decision pair on its first decisions only; no packing)."""
     model, tokenizer = load_policy(cfg.model, cfg)
     rows = fit_prompts(model, rows)
     ref_model = None
@@ -139,12 +140,18 @@ def build_dpo_trainer(cfg: DPOTrainConfig, rows: list[dict[str, Any]], out_dir: 
         multi = decision_dpo.has_decisions(rows)  # a one-decision prompt's pairs with several decisions a side
         if multi:
             rows = decision_dpo.with_decisions(rows)
-        collator = (decision_dpo.DecisionCollator if multi else MaskedPreferenceCollator)(
-            pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
-            truncation_mode=args.truncation_mode, pad_to_multiple_of=args.pad_to_multiple_of)
+        shape = dict(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
+                     truncation_mode=args.truncation_mode, pad_to_multiple_of=args.pad_to_multiple_of)
+        collator = (decision_dpo.DecisionCollator if multi else MaskedPreferenceCollator)(**shape)
         cls = {(False, False): MaskedDPOTrainer, (False, True): SortedDPOTrainer,
                (True, False): decision_dpo.DecisionDPOTrainer,
                (True, True): decision_dpo.SortedDecisionDPOTrainer}[multi, sorted_steps(cfg)]
+        if cfg.packing != "none":
+            from core.train import packed_dpo
+
+            packed_dpo.check_model(model, cfg.model, cfg.packing)
+            collator = packed_dpo.PackingCollator(**shape, mode=cfg.packing, budget=cfg.pack_tokens)
+            cls = packed_dpo.packed_trainer(cls)
     trainer = cls(model=model, ref_model=ref_model, args=args, data_collator=collator,
                   train_dataset=to_dataset(rows), processing_class=tokenizer,
                   peft_config=lora_config(cfg), callbacks=callbacks)
