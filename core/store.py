@@ -342,6 +342,13 @@ class Store(JobTables, Summaries):
                 [status, _now(), run_id],
             )
 
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        """The stored row of run `run_id` (column -> value); KeyError when there is none."""
+        rows = self.query(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id])
+        if rows.empty:
+            raise KeyError(f"no run {run_id!r}")
+        return rows.iloc[0].to_dict()
+
     def has_run(self, run_id: str) -> bool:
         """Whether a run of this id is stored."""
         return not self.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).empty

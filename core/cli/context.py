@@ -22,6 +22,17 @@ def add_db_argument(parser: argparse.ArgumentParser, dest: str = "db") -> None:
     parser.add_argument("--db", dest=dest, metavar="PATH", help=DB_HELP)
 
 
+def env_arg(text: str) -> str:
+    """The argparse type of `--env`: the canonical name of the world it names (see
+    `core.envs.canonical_env_name`; an env unknown here as given), or one line saying why not."""
+    from core.envs import UnknownEnvError, canonical_env_name
+
+    try:
+        return canonical_env_name(text)
+    except UnknownEnvError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def db_path(args: argparse.Namespace) -> Path:
     """The absolute path of the store named by `args` (the verb's `--db` wins over the global one)."""
     given = getattr(args, "app_db", None) or getattr(args, "db", None)

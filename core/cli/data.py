@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from core.cli.context import open_store
+from core.cli.context import env_arg, open_store
 from core.errors import UserError
 from core.formats.importer import KINDS as IMPORT_FORMATS
 from core.mcts import RULES
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "  eto-explore  folder <root>/<model>/<experiment>/<task_id>.json"))
     p.add_argument("format", choices=IMPORT_FORMATS)
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    p.add_argument("--env", help="environment of ETO files (default: sciworld)")
+    p.add_argument("--env", type=env_arg, help="environment of ETO files (default: sciworld)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("tree", help="(re)build trajectory trees, one per (env, task)",
@@ -126,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", help="only this environment")
+    p.add_argument("--env", type=env_arg, help="only this environment")
     p.add_argument("--task", help="only this task id")
 
 

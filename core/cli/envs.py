@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Sampling
-from core.cli.context import open_store
+from core.cli.context import env_arg, open_store
 from core.errors import UserError
 
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run episodes (one per task and sampling setting) and store every "
                                    "trajectory as it finishes. Ctrl-C keeps what finished; continue "
                                    "with --resume RUN_ID.")
-    p.add_argument("--env", required=True, help="environment: shop, sciworld, alfworld, webshop")
+    p.add_argument("--env", type=env_arg, required=True, help="environment: shop, sciworld, alfworld, webshop")
     p.add_argument("--policy", required=True,
                    help="expert, random, noisy-expert, or a model (registered name, local folder or hub id)")
     p.add_argument("--split", default="train", help="task split (default: train)")
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Replay every stored trajectory in a fresh env of its task and report "
                                    "where the reward (or ScienceWorld's per-step score) differs. Exit "
                                    "status 1 when anything differs.")
-    p.add_argument("--env", help="only this environment")
+    p.add_argument("--env", type=env_arg, help="only this environment")
     p.add_argument("--limit", type=int, metavar="N", help="at most N trajectories")
     p.set_defaults(func=cmd_replay)
 
@@ -70,6 +70,14 @@ def parse_env_args(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
+
+
+def env_with_args(env: str, env_kwargs: dict[str, Any]) -> str:
+    """The canonical name of the world `--env ENV --env-arg ...` builds (what the store keeps
+    its tasks and trajectories under)."""
+    from core.envs import canonical_env_name
+
+    return canonical_env_name(env, **env_kwargs)
 
 
 def schedule_from_args(args: argparse.Namespace) -> list[Sampling]:
@@ -93,16 +101,17 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from core.envs.base import make_env, select_tasks
 
     env_kwargs = parse_env_args(args.env_arg)
+    world = env_with_args(args.env, env_kwargs)
     schedule = schedule_from_args(args)
     store = open_store(args)
     if args.task_ids:
         task_ids = args.task_ids
     else:
-        with make_env(args.env, **env_kwargs) as env:
+        with make_env(world) as env:
             task_ids = select_tasks(env, args.split, args.tasks)
-    policy = make_policy(args.policy, args.env, seed=args.seed, store=store, env_kwargs=env_kwargs)
+    policy = make_policy(args.policy, world, seed=args.seed, store=store, env_kwargs=env_kwargs)
     try:
-        res = collect(store, args.env, policy, task_ids, schedule, max_steps=args.max_steps,
+        res = collect(store, world, policy, task_ids, schedule, max_steps=args.max_steps,
                       workers=args.workers, batch_size=args.batch_size, source=args.source,
                       run_id=args.resume, resume=bool(args.resume), env_kwargs=env_kwargs, seed=args.seed)
     finally:

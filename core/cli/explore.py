@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import open_store
+from core.cli.context import env_arg, open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Replay node N's actions in a fresh env of the task (every observation "
                                    "must equal the stored one), continue K times with the policy, store the "
                                    "trajectories (source explore) and update that tree and its MCTS.")
-    p.add_argument("--env", required=True, help="environment of the tree: shop, sciworld, alfworld, ...")
+    p.add_argument("--env", type=env_arg, required=True, help="environment of the tree: shop, sciworld, alfworld, ...")
     p.add_argument("--task", required=True, metavar="ID", help="task id of the tree")
     p.add_argument("--node", required=True, type=int, metavar="N", help="node id to explore from (0 = root)")
     p.add_argument("--policy", required=True,
@@ -39,12 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from core.cli.envs import parse_env_args
+    from core.cli.envs import env_with_args, parse_env_args
     from core.explore import ExploreSpec, explore, start_job
 
-    spec = ExploreSpec(env=args.env, task_id=args.task, node=args.node, policy=args.policy, k=args.k,
+    env_kwargs = parse_env_args(args.env_arg)
+    spec = ExploreSpec(env=env_with_args(args.env, env_kwargs), task_id=args.task, node=args.node, policy=args.policy, k=args.k,
                        schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
-                       max_steps=args.max_steps, seed=args.seed, env_kwargs=parse_env_args(args.env_arg))
+                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs)
     store = open_store(args)
     if args.detach:
         print(f"started job {start_job(spec, store)}; follow it with `w2stree jobs show`")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from core.cli.context import env_arg
 from core.results import FORMATS
 
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", required=True,
                    help="registered model name, folder or hub id; or a scripted policy: expert, random, "
                         "noisy-expert")
-    e.add_argument("--env", default="shop", help="environment (default: shop)")
+    e.add_argument("--env", type=env_arg, default="shop", help="environment (default: shop)")
     e.add_argument("--split", default="test", help="task split (default: test)")
     e.add_argument("--tasks", type=int, default=None, metavar="N", help="the first N tasks of the split")
     e.add_argument("--label", default=None,
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Build models, SFT weak and strong on expert demonstrations, explore "
                                    "with the SFT-weak model, build trees, MCTS and pairs, train the strong "
                                    "model four ways (W2S-SFT, ETO-DPO, TreeDPO, MCTS), evaluate all six.")
-    p.add_argument("--env", default="shop", help="environment (default: shop)")
+    p.add_argument("--env", type=env_arg, default="shop", help="environment (default: shop)")
     p.add_argument("--scale", "--preset", dest="scale", default="tiny",
                    help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models); "
                         "--preset is its earlier name")
