@@ -45,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `w2stree` console script."""
     from core.envs.base import UnknownEnvError
-    from core.errors import UserError
+    from core.errors import UserError, one_line
 
     args = build_parser().parse_args(argv)
     try:
         rc = args.func(args)
     except (UserError, UnknownEnvError, FileNotFoundError) as exc:
-        print(f"w2stree: error: {exc}", file=sys.stderr)
+        print(f"w2stree: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `w2stree stats | head -1`: the reader has all it wanted
         from core.cli.data import silence_stdout
