@@ -36,7 +36,12 @@ def env_arg(text: str) -> str:
 def db_path(args: argparse.Namespace) -> Path:
     """The absolute path of the store named by `args` (the verb's `--db` wins over the global one)."""
     given = getattr(args, "app_db", None) or getattr(args, "db", None)
-    return Path(given).resolve() if given else default_db()
+    if not given:
+        return default_db()
+    path = Path(given).absolute()
+    resolved = path.resolve()
+    # /dev/fd/N of `--db <(...)` resolves to a name that cannot be opened: keep it as given
+    return resolved if resolved.exists() or not path.exists() else path
 
 
 def open_store(args: argparse.Namespace) -> Store:
