@@ -341,7 +341,7 @@ def test_cli_up_prints_the_results_then_serves_without_refilling(filled, capsys,
 
     before = len(filled.results())
     served = []
-    monkeypatch.setattr(app.os, "execv", lambda *a: served.append(a[1]))  # stand in for the server
+    monkeypatch.setattr(app.os, "execve", lambda *a: served.append(a[1]))  # stand in for the server
     assert main(["up", "--db", str(filled.path)]) == 0
     out = capsys.readouterr().out
     assert "already has results" in out and len(filled.results()) == before
@@ -349,9 +349,9 @@ def test_cli_up_prints_the_results_then_serves_without_refilling(filled, capsys,
     assert table < out.index("w2stree dashboard: http://127.0.0.1")  # the table comes first
     for method in ("sft-weak", "sft-strong", "treedpo", "mcts"):
         assert method in out[table:]
-    assert served and served[0][4] == str(APP)
+    assert served and served[0][4] == APP.replace("app.py", "server.py")  # app.py behind its guard
     assert served[0][-3:] == ["--", "--db", str(filled.path)]  # the server gets the store as an argument
     cmd = serve_command(8765)
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == Path(APP)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == APP.replace("app.py", "server.py")
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.port") + 1] == "8765"
