@@ -19,6 +19,7 @@ import streamlit as st  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
 from core.store import StoreBusyError  # noqa: E402
+from dashboard import ui  # noqa: E402
 from dashboard.serving import TOKEN_ENV, allowed_hosts, exposure_problem, request_problem  # noqa: E402
 
 # Not "pages/": Streamlit would also serve a folder of that name as old-style pages, bypassing
@@ -38,7 +39,7 @@ def refuse_if_exposed() -> None:
                                   allowed_hosts(os.environ), websocket=True)
     if problem:
         print(f"w2stree dashboard: refusing to serve: {problem}", file=sys.stderr, flush=True)
-        st.text(f"Refusing to serve: {problem}")
+        ui.error(f"Refusing to serve: {problem}")
         st.stop()
 
 
@@ -61,7 +62,7 @@ def main() -> None:
     try:
         nav.run()
     except (UserError, StoreBusyError) as exc:  # one clear line, not a traceback
-        st.error(str(exc))
+        ui.error(exc)
 
 
 main()

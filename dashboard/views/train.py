@@ -125,14 +125,14 @@ def job_form(path: str, changes: int) -> None:
         cfg = make_config(kind, preset, **overrides)
         validate_fields(kind, cfg)
     except UserError as exc:
-        st.error(str(exc))
+        ui.error(exc)
         return
     st.caption("equivalent command")
     st.code(command_line(kind, cfg), language="bash", wrap_lines=True)
     n_examples, why_empty = data.example_count(path, changes, spec)
     blocked = shaping.empty_data_reason(source, env, arg, n_examples, why_empty)
     if blocked:
-        st.warning(blocked, icon=":material/block:")
+        st.warning(ui.plain(blocked), icon=":material/block:")
     else:
         st.caption(f"{n_examples:,} training examples")
     if st.button("Start", type="primary", icon=":material/play_arrow:", key="train_start",
@@ -141,10 +141,10 @@ def job_form(path: str, changes: int) -> None:
             with st.spinner("checking the data and starting the job"):
                 job_id = start_job(kind, cfg, data.store())
         except UserError as exc:
-            st.error(str(exc))
+            ui.error(exc)
             return
         st.session_state["train_job"] = job_id
-        st.toast(f"started {job_id}")
+        st.toast(ui.plain(f"started {job_id}"))
 
 
 def stop(job_id: str) -> None:
@@ -171,12 +171,12 @@ def jobs_live() -> None:
     job_id = st.selectbox("Job", ids, key="train_job")
     status = job_status(job_id)
     c = st.columns([4, 1])
-    c[0].progress(float(status.get("progress") or 0.0), text=shaping.progress_text(status))
+    c[0].progress(float(status.get("progress") or 0.0), text=ui.plain(shaping.progress_text(status)))
     if status.get("status") in ACTIVE:
         c[1].button("Stop", icon=":material/stop:", key="train_stop", on_click=stop,
                     args=(job_id,), help="checkpoint, then end the job's processes")
     if status.get("error"):
-        st.error(str(status["error"]).splitlines()[-1][:500])
+        ui.error(str(status["error"]).splitlines()[-1][:500])
     if status.get("status") in ACTIVE:
         for i, (used, total) in enumerate(data.gpu_memory()):
             st.progress(used / max(total, 1), text=f"GPU {i} memory {used} / {total} MiB")
