@@ -71,3 +71,43 @@ def test_a_file_name_with_a_line_break_stays_one_line(store, tmp_path, capsys) -
     assert main(["--db", str(folder), "stats"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "dir\\nname" in err
+
+
+def _record(i: int, size: int) -> dict:
+    return {"env": "shop", "task_id": f"train_{i}", "instruction": "buy", "reward": 1.0,
+            "steps": [{"action": "search[x]", "observation": "o" * size}]}
+
+
+def test_jsonl_is_read_line_by_line(tmp_path) -> None:
+    """Peak memory of reading a file stays near what its trajectories hold: the file is not held
+    whole (as bytes, text and a list of lines) besides them."""
+    import tracemalloc
+
+    from core.formats.jsonl import read_jsonl
+
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as fh:
+        for i in range(400):
+            fh.write(json.dumps(_record(i, 50_000)) + "\n")
+    size = path.stat().st_size
+    tracemalloc.start()
+    trajs = read_jsonl(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(trajs) == 400 and trajs[-1].steps[0].observation == "o" * 50_000
+    assert peak < 1.5 * size, (peak, size)
+
+
+def test_a_folder_tree_deeper_than_the_recursion_limit_imports(store, tmp_path) -> None:
+    import sys
+
+    from core.formats.eto import explore_files
+
+    deep = folder = tmp_path / "root"
+    deep.mkdir()
+    for _ in range(sys.getrecursionlimit() + 50):  # level by level: Path.mkdir(parents=True) recurses
+        folder = folder / "d"
+        folder.mkdir()
+    (folder / "t1.json").write_text("{}")
+    assert explore_files(deep) == [folder / "t1.json"]
+    assert main(["import", "eto-explore", str(deep)]) == 1  # the one file is not a trajectory: one line

@@ -158,6 +158,10 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
         except FormatError as exc:
             summary.errors.append(str(exc))
             continue
+        except MemoryError:  # its trajectories do not fit in memory: the next files still import
+            summary.errors.append(one_line(f"{path}: file: too big to hold in memory here; split it "
+                                           "into smaller files and import those"))
+            continue
         batch.append((path, trajs, runs))
         pending += len(trajs)
         if pending >= BATCH_TRAJECTORIES:
