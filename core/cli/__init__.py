@@ -42,12 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = "w2stree: interrupted; what was finished is stored"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `w2stree` console script."""
-    from core.envs.base import UnknownEnvError
-    from core.errors import UserError, one_line
+    try:  # Ctrl-C while the verbs' modules load and the arguments are read: one line too
+        from core.envs.base import UnknownEnvError
+        from core.errors import UserError, one_line
 
-    args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     try:
         rc = args.func(args)
     except (UserError, UnknownEnvError, FileNotFoundError) as exc:
@@ -61,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("w2stree: interrupted; what was finished is stored", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     return int(rc or 0)
 

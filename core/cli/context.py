@@ -9,6 +9,7 @@ path as an argument. Nothing here changes the environment of this process.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from core.paths import default_db
@@ -20,6 +21,31 @@ DB_HELP = "DuckDB store (default: $W2STREE_DB, else w2stree.duckdb in $W2STREE_H
 def add_db_argument(parser: argparse.ArgumentParser, dest: str = "db") -> None:
     """Add `--db PATH` to `parser` (stored as `dest`)."""
     parser.add_argument("--db", dest=dest, metavar="PATH", help=DB_HELP)
+
+
+#: The largest number the store's INTEGER columns (iterations, seeds, counts) hold.
+INT32_MAX = 2**31 - 1
+
+
+def int_in(lo: int, hi: int = INT32_MAX) -> Callable[[str], int]:
+    """An argparse type: a whole number from `lo` to `hi`, else argparse's one line saying so
+    (so that no out-of-range number reaches DuckDB or means "all")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            shown = text if len(text) <= 40 else text[:20] + "..."
+            raise argparse.ArgumentTypeError(f"{shown} is outside {lo}..{hi}")
+        return value
+
+    return parse
+
+
+COUNT = int_in(1)  # how many (tasks, samples, steps, workers, limit): at least one
+NONNEGATIVE = int_in(0)  # seeds, node ids
 
 
 def env_arg(text: str) -> str:

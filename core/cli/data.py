@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from core.cli.context import env_arg, open_store
+from core.cli.context import COUNT, env_arg, open_store
 from core.errors import UserError
 from core.formats.importer import KINDS as IMPORT_FORMATS
 from core.mcts import RULES
@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Score stored trees with offline MCTS (no environment calls) and "
                                    "store the visit statistics and the best path.")
     _filters(p)
-    p.add_argument("--iterations", type=int, default=1000, help="iterations per tree (default 1000)")
+    p.add_argument("--iterations", type=COUNT, default=1000, help="iterations per tree (default 1000)")
     p.add_argument("--c", type=float, default=1.41, help="exploration constant (default 1.41)")
     p.add_argument("--rule", default="uct", metavar="{" + ",".join(RULES) + "}",
                    help="uct (default: the released mcts_demo.py exactly), early-release (an earlier "

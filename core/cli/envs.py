@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Sampling
-from core.cli.context import env_arg, open_store
+from core.cli.context import COUNT, NONNEGATIVE, env_arg, open_store
 from core.errors import UserError
 
 
@@ -30,19 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="expert, random, noisy-expert, or a model (registered name, local folder or hub id)")
     p.add_argument("--split", default="train", help="task split (default: train)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--tasks", type=int, metavar="N", help="the first N tasks of the split (default: all)")
+    which.add_argument("--tasks", type=COUNT, metavar="N", help="the first N tasks of the split (default: all)")
     which.add_argument("--task-ids", nargs="+", metavar="ID", help="these task ids")
     p.add_argument("--schedule", choices=("paper",),
                    help="paper: greedy + (T, top-p) = (0.7, 0.9), (1.0, 0.8), (1.0, 0.9)")
-    p.add_argument("--samples", type=int, default=1, metavar="K", help="K episodes per task at one setting")
+    p.add_argument("--samples", type=COUNT, default=1, metavar="K", help="K episodes per task at one setting")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, metavar="S", help="step limit (default: the env's)")
-    p.add_argument("--workers", type=int, default=1, metavar="W", help="env worker processes (default 1)")
-    p.add_argument("--batch-size", type=int, metavar="B",
+    p.add_argument("--max-steps", type=COUNT, metavar="S", help="step limit (default: the env's)")
+    p.add_argument("--workers", type=COUNT, default=1, metavar="W", help="env worker processes (default 1)")
+    p.add_argument("--batch-size", type=COUNT, metavar="B",
                    help="episodes run in lockstep, one env each (default 32; sciworld 4 per worker)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished episodes")
-    p.add_argument("--seed", type=int, default=0, help="policy / sampling seed (default 0)")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="policy / sampling seed (default 0)")
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="environment constructor argument, e.g. seed=1 or n_products=2000 (repeatable)")
     p.add_argument("--source", choices=("collect", "eval"), default="collect",
@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "where the reward (or ScienceWorld's per-step score) differs. Exit "
                                    "status 1 when anything differs.")
     p.add_argument("--env", type=env_arg, help="only this environment")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N trajectories")
+    p.add_argument("--limit", type=COUNT, metavar="N", help="at most N trajectories")
     p.set_defaults(func=cmd_replay)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import env_arg
+from core.cli.context import COUNT, env_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = msub.add_parser("build", help="train the env tokenizer and build the weak/strong local models")
     b.add_argument("--env", type=env_arg, default="shop", help="environment whose text trains the tokenizer (default: shop)")
     b.add_argument("--force", action="store_true", help="rebuild even when the local models exist")
-    b.add_argument("--tasks", type=int, default=None, metavar="N",
+    b.add_argument("--tasks", type=COUNT, default=None, metavar="N",
                    help="expert episodes of the first N train tasks in the corpus (default: all)")
     b.add_argument("--out", default=None, help="folder for the local models (default: data/models)")
     b.set_defaults(func=_build)

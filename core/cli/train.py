@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.cli.context import COUNT
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `train` and `jobs` commands."""
@@ -55,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "resume":
             a.add_argument("--detach", action="store_true", help="return at once instead of following")
         if name == "show":
-            a.add_argument("-n", type=int, default=20, help="log lines to show (default 20)")
+            a.add_argument("-n", type=COUNT, default=20, help="log lines to show (default 20)")
         a.set_defaults(func=fn)
     j.set_defaults(func=_list)
 
