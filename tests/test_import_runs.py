@@ -109,5 +109,11 @@ def test_a_folder_tree_deeper_than_the_recursion_limit_imports(store, tmp_path) 
         folder = folder / "d"
         folder.mkdir()
     (folder / "t1.json").write_text("{}")
-    assert explore_files(deep) == [folder / "t1.json"]
-    assert main(["import", "eto-explore", str(deep)]) == 1  # the one file is not a trajectory: one line
+    try:
+        assert explore_files(deep) == [folder / "t1.json"]
+        assert main(["import", "eto-explore", str(deep)]) == 1  # the one file is not a trajectory: one line
+    finally:  # level by level: pytest's own clean-up of old temporary folders recurses
+        (folder / "t1.json").unlink()
+        while folder != deep:
+            folder.rmdir()
+            folder = folder.parent
