@@ -210,6 +210,17 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def _is_write_failure(exc: BaseException) -> bool:
+    """Whether a failed write is the file's (full disk, I/O error): an IOException, or the
+    TransactionException a commit raises when it cannot write (not a conflict between two
+    writers, which callers retry)."""
+    if isinstance(exc, duckdb.IOException):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) and "conflict" not in text and any(
+        w in text for w in ("could not write", "no space", "io error", "i/o error", "failed to commit"))
+
+
 def _is_lock_error(exc: Exception) -> bool:
     # DuckDB: 'IO Error: Could not set lock on file "...": Conflicting lock is held in ...'
     # (Windows says the file is being used by another process). Anything else fails at once.
@@ -286,8 +297,7 @@ class Store(JobTables, Summaries):
             except BaseException as exc:
                 with contextlib.suppress(duckdb.Error):
                     con.rollback()
-                # a full disk fails the write (IOException) or the commit (TransactionException)
-                if isinstance(exc, duckdb.IOException | duckdb.TransactionException):
+                if _is_write_failure(exc):
                     raise StoreError(f"writing store {self.path} failed, nothing of this write was "
                                      f"kept: {_first_line(exc)}") from exc
                 raise

@@ -16,6 +16,7 @@ from core.train.config import DEVICES, METHODS, PRESETS, field_help, make_config
 from core.train.jobs import (
     ACTIVE,
     command_line,
+    gone_job,
     job_log_tail,
     job_metrics,
     job_status,
@@ -169,7 +170,12 @@ def jobs_live() -> None:
     if "train_job" not in st.session_state:  # a reload or a second tab: follow the running job
         st.session_state["train_job"] = (active or ids)[0]
     job_id = st.selectbox("Job", ids, key="train_job")
-    status = job_status(job_id)
+    try:
+        status = job_status(job_id)
+    except UserError as exc:
+        row = gone_job(store, job_id)  # its folder was removed: the stored row says so
+        ui.error(f"job {job_id}: {row['error'] if row else exc}")
+        return
     c = st.columns([4, 1])
     c[0].progress(float(status.get("progress") or 0.0), text=ui.plain(shaping.progress_text(status)))
     if status.get("status") in ACTIVE:
