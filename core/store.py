@@ -21,12 +21,10 @@ a slow `mcts` never overwrites a tree that `tree` rebuilt while it ran.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import random
 import socket
-import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -44,6 +42,7 @@ import pyarrow.compute as pc
 from core.errors import UserError
 from core.paths import default_db
 from core.processes import pid_running
+from core.store_checks import check_store_file, missing_schema
 from core.store_jobs import JobTables
 from core.store_summaries import Summaries
 from core.trajectory import Pair, Run, Step, Task, Trajectory
@@ -51,7 +50,6 @@ from core.tree_data import NODE_FIELDS as NODE_FIELDS  # noqa: F401 -- importers
 from core.tree_data import Ragged, Tree, concat
 
 SCHEMA_VERSION = 5
-DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 
 # Forward migrations: MIGRATIONS[v] takes a store at version v to v + 1.
 MIGRATIONS: list[str] = [
@@ -155,52 +153,6 @@ class StaleTreeError(StoreError):
                          "this one worked on them; nothing of them was saved; run the command again")
 
 
-def _check_store_file(path: Path) -> bool:
-    """Whether `path` already exists as a DuckDB file (False: a new store is made there);
-    StoreError, without waiting or writing, for anything else there: a FIFO or pipe
-    (`--db <(...)`), a device, or a file that is not a DuckDB database (JSON, CSV, Parquet,
-    text), which DuckDB would otherwise open as a read-only view."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise StoreError(f"store {path} is a broken symbolic link; fix it or pass another --db") from None
-        return False
-    except OSError as exc:
-        raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise StoreError(f"store {path} is not a regular file (a FIFO, pipe, device or socket); pass --db "
-                         "a w2stree store file (or a new file name)")
-    try:
-        # O_NONBLOCK: should the path become a FIFO after the check, opening it does not wait
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as fh:
-            head = fh.read(12)
-    except OSError as exc:
-        raise StoreError(f"cannot read store {path}: {exc.strerror or exc}") from None
-    if head[8:12] != DUCKDB_MAGIC:
-        raise StoreError(f"{path} is not a w2stree store (not a DuckDB file); nothing was changed; pass --db "
-                         "a w2stree store (or a new file name)")
-    return True
-
-
-@functools.cache
-def _schema_columns() -> dict[str, list[str]]:
-    """The columns of every table of a store at SCHEMA_VERSION (MIGRATIONS run in memory)."""
-    con = duckdb.connect()
-    try:
-        for migration in MIGRATIONS:
-            con.execute(migration)
-        rows = con.execute("SELECT table_name, column_name FROM information_schema.columns "
-                           "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position").fetchall()
-    finally:
-        con.close()
-    out: dict[str, list[str]] = {}
-    for table, column in rows:
-        out.setdefault(table, []).append(column)
-    return out
-
-
 def _first_line(exc: BaseException) -> str:
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
     return lines[0] if lines else type(exc).__name__
@@ -240,7 +192,7 @@ class Store(JobTables, Summaries):
         self.timeout = timeout
         if self.path.is_dir():
             raise StoreError(f"store {self.path} is a folder; pass --db a store file (or a new file name)")
-        self._existed = _check_store_file(self.path)
+        self._existed = check_store_file(self.path, StoreError)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -319,7 +271,10 @@ class Store(JobTables, Summaries):
                                 [str(v + 1)])
                     con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('changes', '0')")
                     con.commit()
-                self._check_columns(con)
+                missing = missing_schema(con, MIGRATIONS)
+                if missing:
+                    raise StoreError(f"store {self.path} is damaged: it {missing}; restore it from a backup "
+                                     "or pass another --db")
             except (duckdb.Error, ValueError) as exc:
                 raise StoreError(f"store {self.path} is not a usable w2stree store: {_first_line(exc)}; "
                                  "pass --db a w2stree store (or a new file name)") from None
@@ -343,21 +298,6 @@ class Store(JobTables, Summaries):
             con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         return int(row[0]) if row else 0
-
-    def _check_columns(self, con: duckdb.DuckDBPyConnection) -> None:
-        """StoreError naming the first table or column of the schema that the store lacks (a
-        damaged or hand-made store), before any command trips over it."""
-        have: dict[str, set[str]] = {}
-        for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
-                                         "WHERE table_schema = 'main'").fetchall():
-            have.setdefault(table, set()).add(column)
-        for table, columns in _schema_columns().items():
-            missing = [c for c in columns if c not in have.get(table, ())]
-            if missing:
-                what = f"has no table {table}" if table not in have else \
-                    f"has no column {missing[0]} in table {table}"
-                raise StoreError(f"store {self.path} is damaged: it {what}; restore it from a backup "
-                                 "or pass another --db")
 
     # -- generic -----------------------------------------------------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
