@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
-from core.envs.base import Env, UnknownEnvError, canonical_env_name, env_class, known_env, list_envs, make_env
+from core.envs.base import (
+    Env,
+    UnknownEnvError,
+    canonical_env_name,
+    env_class,
+    known_env,
+    list_envs,
+    make_env,
+    parse_env_name,
+)
 from core.errors import UserError
 from core.trajectory import Run, Step, Task, Trajectory, new_id
 
@@ -245,7 +254,8 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
         raise UnknownEnvError(f"unknown env {env!r}; available: {', '.join(list_envs())}")
     env = canonical_env_name(env, **(env_kwargs or {}))
     if batch_size is None:
-        batch_size = SLOTS_PER_WORKER[env] * workers if env in SLOTS_PER_WORKER else DEFAULT_BATCH
+        per_worker = SLOTS_PER_WORKER.get(parse_env_name(env)[0])  # `sciworld?reward=best` is a sciworld
+        batch_size = per_worker * workers if per_worker else DEFAULT_BATCH
     if workers < 1 or batch_size < 1:
         raise UserError(f"workers and batch size must be >= 1 (got workers={workers}, batch_size={batch_size})")
     if max_steps is not None and max_steps < 1:
