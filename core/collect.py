@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
-from core.envs.base import Env, UnknownEnvError, known_env, list_envs, make_env
+from core.envs.base import (
+    Env,
+    UnknownEnvError,
+    canonical_env_name,
+    env_class,
+    known_env,
+    list_envs,
+    make_env,
+    parse_env_name,
+)
 from core.errors import UserError
 from core.trajectory import Run, Step, Task, Trajectory, new_id
 
@@ -237,12 +246,16 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
     (env instances) run in lockstep (default: 32, or `SLOTS_PER_WORKER[env] * workers` for envs
     whose instances are processes); `workers > 1` hosts the envs in that many processes.
     `model` is the name stored with the trajectories (default: the policy's name).
-    `resume=True` continues `run_id`, skipping the pairs it already stored.
+    `resume=True` continues `run_id`, skipping the pairs it already stored; it refuses a run of
+    another policy or another world. `env` and `env_kwargs` together name the world, stored
+    under its canonical name (`canonical_env_name`).
     """
     if not known_env(env):
         raise UnknownEnvError(f"unknown env {env!r}; available: {', '.join(list_envs())}")
+    env = canonical_env_name(env, **(env_kwargs or {}))
     if batch_size is None:
-        batch_size = SLOTS_PER_WORKER[env] * workers if env in SLOTS_PER_WORKER else DEFAULT_BATCH
+        per_worker = SLOTS_PER_WORKER.get(parse_env_name(env)[0])  # `sciworld?reward=best` is a sciworld
+        batch_size = per_worker * workers if per_worker else DEFAULT_BATCH
     if workers < 1 or batch_size < 1:
         raise UserError(f"workers and batch size must be >= 1 (got workers={workers}, batch_size={batch_size})")
     if max_steps is not None and max_steps < 1:
@@ -264,6 +277,7 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
             raise UserError(f"no run {run_id!r} to resume; see `w2stree stats` or start a new run")
         if store.run_owner_alive(run_id):
             raise UserError(f"run {run_id!r} is still running in another process; stop it first")
+        _check_same_run(store.run_record(run_id), env, policy.name)
         for meta in store.trajectory_index(run_id=run_id)[["task_id", "meta"]].itertuples(index=False):
             done_pairs.add((meta.task_id, json.loads(meta.meta or "{}").get("sampling", "")))
     elif run_id and store.has_run(run_id):
@@ -380,6 +394,15 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
     )
 
 
+def _check_same_run(run: dict[str, Any], env: str, policy: str) -> None:
+    """UserError unless the stored run `run` was collected by `policy` on `env`: a resume
+    continues the same policy in the same world only."""
+    for what, stored, given, flag in (("env", run["env"], env, "--env"), ("policy", run["policy"], policy, "--policy")):
+        if stored != given:
+            raise UserError(f"run {run['run_id']!r} was collected with {what} {stored!r}, not {given!r}; "
+                            f"resume it with {flag} {stored} or start a new run without --resume")
+
+
 def _trajectory(ep: _Episode, env: str, run_id: str, source: str, model: str, policy: str,
                 env_kwargs: dict[str, Any], seed: int) -> Trajectory:
     reward = ep.steps[-1].reward if ep.steps else 0.0
@@ -396,7 +419,5 @@ def _trajectory(ep: _Episode, env: str, run_id: str, source: str, model: str, po
 
 def env_meta(env: str, task_id: str) -> dict[str, Any]:
     """The env class's `trajectory_meta` (e.g. ALFWorld's game file), without building an env."""
-    from core.envs.base import _REGISTRY
-
-    cls = _REGISTRY.get(env)
+    cls = env_class(env)
     return cls.trajectory_meta(task_id) if cls is not None and hasattr(cls, "trajectory_meta") else {}

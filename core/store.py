@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from core.errors import UserError
 from core.paths import default_db
 from core.processes import pid_running
+from core.store_checks import check_store_file, missing_schema
 from core.store_jobs import JobTables
 from core.store_summaries import Summaries
 from core.trajectory import Pair, Run, Step, Task, Trajectory
@@ -166,6 +167,17 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def _is_write_failure(exc: BaseException) -> bool:
+    """Whether a failed write is the file's (full disk, I/O error): an IOException, or the
+    TransactionException a commit raises when it cannot write (not a conflict between two
+    writers, which callers retry)."""
+    if isinstance(exc, duckdb.IOException):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) and "conflict" not in text and any(
+        w in text for w in ("could not write", "no space", "io error", "i/o error", "failed to commit"))
+
+
 def _is_lock_error(exc: Exception) -> bool:
     # DuckDB: 'IO Error: Could not set lock on file "...": Conflicting lock is held in ...'
     # (Windows says the file is being used by another process). Anything else fails at once.
@@ -185,6 +197,7 @@ class Store(JobTables, Summaries):
         self.timeout = timeout
         if self.path.is_dir():
             raise StoreError(f"store {self.path} is a folder; pass --db a store file (or a new file name)")
+        self._existed = check_store_file(self.path, StoreError)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -241,7 +254,7 @@ class Store(JobTables, Summaries):
             except BaseException as exc:
                 with contextlib.suppress(duckdb.Error):
                     con.rollback()
-                if isinstance(exc, duckdb.IOException):
+                if _is_write_failure(exc):
                     raise StoreError(f"writing store {self.path} failed, nothing of this write was "
                                      f"kept: {_first_line(exc)}") from exc
                 raise
@@ -263,6 +276,10 @@ class Store(JobTables, Summaries):
                                 [str(v + 1)])
                     con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('changes', '0')")
                     con.commit()
+                missing = missing_schema(con, MIGRATIONS)
+                if missing:
+                    raise StoreError(f"store {self.path} is damaged: it {missing}; restore it from a backup "
+                                     "or pass another --db")
             except (duckdb.Error, ValueError) as exc:
                 raise StoreError(f"store {self.path} is not a usable w2stree store: {_first_line(exc)}; "
                                  "pass --db a w2stree store (or a new file name)") from None
@@ -274,6 +291,12 @@ class Store(JobTables, Summaries):
         has_meta = con.execute("SELECT count(*) FROM information_schema.tables "
                                "WHERE table_name = 'meta'").fetchone()[0]
         if not has_meta:
+            tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                                "ORDER BY table_name").fetchall()]
+            if self._existed and tables:  # someone else's database: never add our tables to it
+                raise StoreError(f"{self.path} is a DuckDB file of another program (tables: "
+                                 f"{', '.join(tables[:5])}{', ...' if len(tables) > 5 else ''}), not a "
+                                 "w2stree store; nothing was changed; pass --db a w2stree store (or a new file name)")
             if self.read_only:
                 raise StoreError(f"store {self.path} is empty and the file is not writable; "
                                  "make it writable or pass another --db")
@@ -347,6 +370,13 @@ class Store(JobTables, Summaries):
                 [status, _now(), run_id],
             )
 
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        """The stored row of run `run_id` (column -> value); KeyError when there is none."""
+        rows = self.query(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id])
+        if rows.empty:
+            raise KeyError(f"no run {run_id!r}")
+        return rows.iloc[0].to_dict()
+
     def has_run(self, run_id: str) -> bool:
         """Whether a run of this id is stored."""
         return not self.query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).empty
@@ -405,49 +435,64 @@ class Store(JobTables, Summaries):
 
     def import_trajectories(self, trajs: Iterable[Trajectory], runs: Iterable[Run] = (),
                             split: str = "train", replace_prefixes: Iterable[str] = ()) -> int:
-        """Store imported trajectories, their runs and tasks in ONE transaction (all or none).
+        """Store imported trajectories, their runs and tasks in ONE transaction (all or none);
+        returns how many trajectories were added.
 
         Trajectories whose id is already stored, or starts with one of `replace_prefixes` (what
         a file imported before), are replaced (importers derive ids from the file, so importing
-        a file twice does not duplicate it); tasks not yet known are added to `split`; runs are
-        recorded as finished imports."""
+        a file again does not duplicate it). A trajectory that is already stored under the id it
+        carries in `meta["traj_id"]` (what an export writes) with the same env, task, reward and
+        number of steps is left out: re-importing an export adds nothing. Tasks not yet known are
+        added to `split`; runs not yet known are recorded as finished imports, and a stored run
+        is never changed."""
         trajs = list(trajs)
         prefixes = list(replace_prefixes)
         if not trajs and not prefixes:
             return 0
-        tasks = {(t.env, t.task_id): t.instruction for t in trajs}
-        task_tab = pa.table({
-            "env": [k[0] for k in tasks], "task_id": [k[1] for k in tasks],
-            "split": [split] * len(tasks), "instruction": list(tasks.values()),
-        })
         with self.transaction() as con:
-            con.register("old_ids", pa.table({"traj_id": pa.array([t.traj_id for t in trajs], pa.string())}))
             con.register("old_prefixes", pa.table({"prefix": pa.array(prefixes, pa.string())}))
+            trajs = _not_stored(con, trajs)
+            con.register("old_ids", pa.table({"traj_id": pa.array([t.traj_id for t in trajs], pa.string())}))
             old = ("SELECT traj_id FROM old_ids UNION SELECT t.traj_id FROM trajectories t "
                    "JOIN old_prefixes p ON starts_with(t.traj_id, p.prefix)")
             con.execute(f"DELETE FROM steps WHERE traj_id IN ({old})")
             con.execute(f"DELETE FROM trajectories WHERE traj_id IN ({old})")
             con.unregister("old_ids")
             con.unregister("old_prefixes")
+            used = {t.run_id for t in trajs}
             for run in runs:
-                con.execute(
-                    f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'finished', ?, ?, NULL, NULL)",
-                    [run.run_id, run.kind, run.env, run.policy, run.model,
-                     json.dumps(run.settings), _now(), _now()],
-                )
-            con.register("new_tasks", task_tab)
+                if run.run_id in used:
+                    con.execute(
+                        f"INSERT OR IGNORE INTO runs ({RUN_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'finished', ?, ?, NULL, NULL)",
+                        [run.run_id, run.kind, run.env, run.policy, run.model,
+                         json.dumps(run.settings), _now(), _now()],
+                    )
+            tasks = {(t.env, t.task_id): t.instruction for t in trajs}
+            con.register("new_tasks", pa.table({
+                "env": pa.array([k[0] for k in tasks], pa.string()),
+                "task_id": pa.array([k[1] for k in tasks], pa.string()),
+                "split": pa.array([split] * len(tasks), pa.string()),
+                "instruction": pa.array(list(tasks.values()), pa.string()),
+            }))
             con.execute(f"INSERT OR IGNORE INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM new_tasks")
             con.unregister("new_tasks")
             self.add_trajectories(trajs, con=con)
             # Readers list trajectories by created_at: space them 1 µs apart so they keep
             # the order of the files (trees keep first-insertion order of children).
-            con.register("import_order", pa.table({"traj_id": [t.traj_id for t in trajs],
-                                                   "seq": list(range(len(trajs)))}))
+            con.register("import_order", pa.table({"traj_id": pa.array([t.traj_id for t in trajs], pa.string()),
+                                                   "seq": pa.array(range(len(trajs)), pa.int64())}))
             con.execute("UPDATE trajectories SET created_at = created_at + to_microseconds(o.seq) "
                         "FROM import_order o WHERE trajectories.traj_id = o.traj_id")
             con.unregister("import_order")
         return len(trajs)
+
+    def foreign_runs(self, run_ids: Iterable[str]) -> set[str]:
+        """Those of `run_ids` that are stored runs not made by an import (collect, eval,
+        explore): an import never adds trajectories to them."""
+        ids = list(run_ids)
+        return set(self.query("SELECT run_id FROM runs WHERE kind IS DISTINCT FROM 'import' "
+                              "AND run_id IN (SELECT unnest(?))", [ids])["run_id"]) if ids else set()
 
     def counts(self) -> dict[str, int]:
         """Row count of every table (cheap; used by stats and to check that nothing changed)."""
@@ -760,6 +805,26 @@ def _next_versions(con: duckdb.DuckDBPyConnection, trees: list[Tree]) -> list[in
     if stale:
         raise StaleTreeError(stale)
     return [(stored.get(t.tree_id) or 0) + 1 for t in trees]
+
+
+def _not_stored(con: duckdb.DuckDBPyConnection, trajs: list[Trajectory]) -> list[Trajectory]:
+    """`trajs` without those already stored under the id they carry in `meta["traj_id"]` (same
+    env, task, reward and number of steps), unless that stored one is about to be replaced (its
+    id starts with a prefix of the registered `old_prefixes`)."""
+    origin = [t.meta.get("traj_id") if isinstance(t.meta.get("traj_id"), str) else None for t in trajs]
+    if not any(origin):
+        return trajs
+    con.register("origin", pa.table({
+        "pos": pa.array(range(len(trajs)), pa.int64()), "traj_id": pa.array(origin, pa.string()),
+        "env": pa.array([t.env for t in trajs], pa.string()),
+        "task_id": pa.array([t.task_id for t in trajs], pa.string()),
+        "reward": pa.array([float(t.reward) for t in trajs], pa.float64()),
+        "n_steps": pa.array([len(t.steps) for t in trajs], pa.int32())}))
+    known = {row[0] for row in con.execute(
+        "SELECT o.pos FROM origin o JOIN trajectories t USING (traj_id, env, task_id, reward, n_steps) "
+        "WHERE NOT EXISTS (SELECT 1 FROM old_prefixes p WHERE starts_with(t.traj_id, p.prefix))").fetchall()}
+    con.unregister("origin")
+    return [t for i, t in enumerate(trajs) if i not in known]
 
 
 def _list_column(parts: list[Ragged], kind: pa.DataType) -> pa.ListArray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -86,6 +87,19 @@ class JobTables:
         """Jobs whose stored status is queued or running."""
         return self.query("SELECT job_id FROM jobs WHERE status IN (SELECT unnest(?)) ORDER BY created_at",
                           [list(ACTIVE_JOB)])["job_id"].tolist()
+
+    def job_row(self: Store, job_id: str) -> dict[str, Any] | None:
+        """The stored row of job `job_id` (column -> value), or None."""
+        df = self.query("SELECT * FROM jobs WHERE job_id = ?", [job_id])
+        return None if df.empty else {k: None if pd.isna(v) else v for k, v in df.iloc[0].items()}
+
+    def mark_job_failed(self: Store, job_id: str, error: str) -> None:
+        """Mark a stored job that still says queued or running failed with `error` (its folder
+        is gone, so no sync will ever end it)."""
+        with self.transaction() as con:
+            con.execute("UPDATE jobs SET status = 'failed', error = ?, finished_at = ? "
+                        "WHERE job_id = ? AND status IN (SELECT unnest(?))",
+                        [error, datetime.now(UTC).replace(tzinfo=None), job_id, list(ACTIVE_JOB)])
 
     def jobs(self: Store) -> pd.DataFrame:
         """All job rows, newest first."""

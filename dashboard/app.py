@@ -7,6 +7,7 @@ read wherever it is started from); a server forced otherwise shows a refusal ins
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import streamlit as st  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
 from core.store import StoreBusyError  # noqa: E402
-from dashboard.serving import exposure_problem  # noqa: E402
+from dashboard import ui  # noqa: E402
+from dashboard.serving import TOKEN_ENV, allowed_hosts, exposure_problem, request_problem  # noqa: E402
 
 # Not "pages/": Streamlit would also serve a folder of that name as old-style pages, bypassing
 # this script (its navigation and layout) when a fresh server is first opened on a page URL.
@@ -27,11 +29,17 @@ PAGES = Path(__file__).parent / "views"
 
 def refuse_if_exposed() -> None:
     """Stop here, before anything of the store is read, on a server reachable from other
-    machines or reporting to the internet."""
+    machines or reporting to the internet, and for a session opened by a page of another host
+    (DNS rebinding) or without the token (also when started as plain `streamlit run app.py`,
+    without dashboard/server.py's guard in front)."""
     problem = exposure_problem({k: st.get_option(k) for k in ("server.address", "browser.gatherUsageStats")})
+    headers = {k.lower(): v for k, v in st.context.headers.items()}
+    if not problem and headers:  # no headers: an in-process test session, not a browser's
+        problem = request_problem(headers, dict(st.context.cookies), "/_stcore/stream", os.environ.get(TOKEN_ENV, ""),
+                                  allowed_hosts(os.environ), websocket=True)
     if problem:
         print(f"w2stree dashboard: refusing to serve: {problem}", file=sys.stderr, flush=True)
-        st.error(f"Refusing to serve: {problem}")
+        ui.error(f"Refusing to serve: {problem}")
         st.stop()
 
 
@@ -54,7 +62,7 @@ def main() -> None:
     try:
         nav.run()
     except (UserError, StoreBusyError) as exc:  # one clear line, not a traceback
-        st.error(str(exc))
+        ui.error(exc)
 
 
 main()

@@ -64,10 +64,10 @@ def explore_form(g: nx.DiGraph, node: int) -> None:
         with st.spinner("starting the exploration job"):
             job_id = start_job(spec, data.store())
     except UserError as exc:
-        st.error(str(exc))
+        ui.error(exc)
         return
     st.session_state["explore_job"] = job_id
-    st.toast(f"started {job_id}")
+    st.toast(ui.plain(f"started {job_id}"))
 
 
 def _attach(tree_id: str) -> str | None:
@@ -108,16 +108,16 @@ def explore_live(tree_id: str) -> None:
         st.session_state.pop("explore_job", None)
         return
     c = st.columns([4, 1])
-    c[0].progress(float(status.get("progress") or 0.0), text=f"{job} · " + shaping.progress_text(status))
+    c[0].progress(float(status.get("progress") or 0.0), text=ui.plain(f"{job} · " + shaping.progress_text(status)))
     if status.get("status") in ACTIVE:
         c[1].button("Stop", icon=":material/stop:", key="explore_stop", on_click=stop_job,
                     args=(job, data.store(), 30.0))
         st.code(job_log_tail(job, 6) or "(starting)", language=None)
         return
     if status.get("error"):
-        st.error(str(status["error"]).splitlines()[-1][:500])
+        ui.error(str(status["error"]).splitlines()[-1][:500])
     elif status.get("summary"):
-        st.success(status["summary"], icon=":material/call_split:")
+        st.success(ui.plain(status["summary"]), icon=":material/call_split:")
     if st.session_state.get("explore_seen") != job:  # once per job: redraw the grown tree
         st.session_state["explore_seen"] = job
         cfg = json.loads((Path(status["job_dir"]) / "config.json").read_text())["config"]
@@ -144,7 +144,7 @@ def play_console(g: nx.DiGraph, node: int) -> None:
                 with st.spinner("replaying the path to this node"):
                     st.session_state["play"] = PlaySession(data.store(), env, task, node)
             except UserError as exc:
-                st.error(str(exc))
+                ui.error(exc)
                 return
             st.rerun()
         return
@@ -163,18 +163,18 @@ def play_console(g: nx.DiGraph, node: int) -> None:
                 try:
                     session.step(action, thought)
                 except UserError as exc:
-                    st.error(str(exc))
+                    ui.error(exc)
                 st.rerun()
     c = st.columns(2)
     if c[0].button("Save as a branch", type="primary", key="play_save", disabled=not session.played):
         try:
             traj_id, new = session.save(data.store())
         except UserError as exc:
-            st.error(str(exc))
+            ui.error(exc)
             return
         st.session_state["play"] = None
         st.session_state.setdefault("explore_new", {})[tree_id] = new
-        st.toast(f"saved {traj_id}: {len(new)} new nodes")
+        st.toast(ui.plain(f"saved {traj_id}: {len(new)} new nodes"))
         st.rerun()
     if c[1].button("Discard", key="play_discard"):
         session.discard()
@@ -198,7 +198,7 @@ def growth_replay(g: nx.DiGraph, max_depth: int | None, max_children: int | None
     n = st.slider("Trajectories inserted", 1, len(trajs), len(trajs), key=f"growth_{g.graph['tree_id']}")
     h = growth.tree_after(g, trajs, n)
     last = trajs[n - 1]
-    st.caption(f"after trajectory {n} of {len(trajs)}: {last.source} · {last.model or '-'} · "
+    st.caption(f"after trajectory {n} of {len(trajs)}: {ui.plain(last.source)} · {ui.plain(last.model or '-')} · "
                f"reward {last.reward:.2f} · {h.number_of_nodes()} nodes")
     new_path = [v for v in h if last.traj_id in (h.nodes[v].get("traj_ids") or ())]
     view = layout_tree(h, max_depth, max_children, new_path[-1:])

@@ -1,7 +1,9 @@
 """Small Streamlit building blocks shared by the pages.
 
 Trajectory text is shown only through `st.text` / `st.code` (never markdown or HTML), so an
-observation holding `<script>` or markdown links is displayed literally.
+observation holding `<script>` or markdown links is displayed literally; stored names inside
+markdown-rendering elements (captions, labels, messages) go through `plain`, and messages that
+may quote them through `error`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,26 @@ from typing import Any
 
 import streamlit as st
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+from core.errors import one_line
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&@])")
+# Streamlit links bare `http://...`, `www.x` and `a@b.c` after the escapes are read (GFM autolinks
+# work on the text): an invisible word joiner before `:` and `@` and after `www` stops that.
+_AUTOLINK = re.compile(r"(?i)(?<=www)(?=\.)|(?=[:@])")
+WORD_JOINER = "\u2060"
 
 
 def plain(value: object) -> str:
-    """A store value (model name, id) made literal for widgets whose labels render markdown."""
-    return _MARKDOWN.sub(r"\\\1", str(value))
+    """A store value (model name, id, message) made literal for elements that render markdown:
+    no emphasis, link, image, HTML, autolink or directive; the same characters on screen (plus
+    invisible word joiners that keep URLs from becoming links)."""
+    return _MARKDOWN.sub(r"\\\1", _AUTOLINK.sub(WORD_JOINER, str(value)))
+
+
+def error(message: object) -> None:
+    """An error box whose message may quote stored or typed text (a file, task or model name):
+    shown literally, on one line."""
+    st.error(plain(one_line(str(message))))
 
 
 def text(label: str, body: str, code: bool = False) -> None:

@@ -23,6 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 REPO = Path(__file__).resolve().parents[1]
+TOKEN = "browser-test-token"  # the dashboard's token (the first page opened carries it)
 OUT = REPO / "tests" / "output"
 PAGES = {"overview": ("", "Overview"), "trees": ("trees", "Trees"), "pairs": ("pairs", "Pairs"),
          "train": ("train", "Train"), "compare": ("compare", "Compare"), "results": ("results", "Results")}
@@ -52,7 +53,7 @@ def _serve(store, tmp_path):
     log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen([sys.executable, "-m", "core", "dashboard", "--db", str(store.path),
                              "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+                            env=dict(os.environ, PYTHONPATH=str(REPO), W2STREE_DASHBOARD_TOKEN=TOKEN))
     url = f"http://127.0.0.1:{port}"
     # a loaded 2-core machine can take minutes to import streamlit
     wait_healthy(proc, port, tmp_path / "streamlit.log", 240, "dashboard")
@@ -99,7 +100,7 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
         g = store.load_tree("shop/t1").to_networkx()
         node_of = {g.nodes[n]["action"]: n for n in g}
         # A fresh server opened first on a deep link serves it through the app's navigation.
-        page.goto(f"{server}/trees?tree=shop/t1&node={node_of['click[item a]']}")
+        page.goto(f"{server}/trees?tree=shop/t1&node={node_of['click[item a]']}&token={TOKEN}")
         settle(page, "Trees")
         page.get_by_role("heading", name=f"Node {node_of['click[item a]']}").wait_for(timeout=30_000)
         nav = page.locator("[data-testid='stSidebarNav']").inner_text()
@@ -146,7 +147,7 @@ def test_explore_from_a_node_with_the_expert_grows_the_tree(explore_server, stor
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
-        page.goto(f"{explore_server}/trees?tree={tree}&node=0")
+        page.goto(f"{explore_server}/trees?tree={tree}&node=0&token={TOKEN}")
         settle(page, "Trees")
         click_node(page, 2)
         settle(page, "Trees")

@@ -305,7 +305,9 @@ def test_training_helpers():
 def test_plain_makes_markdown_literal():
     from dashboard.ui import plain
 
-    assert plain("m*1* [x](http://e) <i>") == r"m\*1\* \[x\]\(http\://e\) \<i\>"
+    wj = "\u2060"  # an invisible word joiner: no autolink
+    assert plain("m*1* [x](http://e.f) <i> a@b & :red[c] www.x") == \
+        rf"m\*1\* \[x\]\(http{wj}\://e\.f\) \<i\> a{wj}\@b \& {wj}\:red\[c\] www{wj}\.x"
 
 
 def test_source_table_and_exploration_health():

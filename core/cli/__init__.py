@@ -43,16 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = "w2stree: interrupted; what was finished is stored"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `w2stree` console script."""
-    from core.envs.base import UnknownEnvError
-    from core.errors import UserError
+    try:  # Ctrl-C while the verbs' modules load and the arguments are read: one line too
+        from core.envs.base import UnknownEnvError
+        from core.errors import UserError, one_line
 
-    args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     try:
         rc = args.func(args)
     except (UserError, UnknownEnvError, FileNotFoundError) as exc:
-        print(f"w2stree: error: {exc}", file=sys.stderr)
+        print(f"w2stree: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `w2stree stats | head -1`: the reader has all it wanted
         from core.cli.data import silence_stdout
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("w2stree: interrupted; what was finished is stored", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     return int(rc or 0)
 

@@ -1,10 +1,13 @@
 """`w2stree dashboard` (serve the Streamlit dashboard) and `w2stree up` (fill the embedded default
-when the store has no results yet, then serve). The dashboard is bound to 127.0.0.1."""
+when the store has no results yet, then serve). The dashboard is bound to 127.0.0.1, answers only
+requests naming a loopback host (or one given with --allow-host), and asks for the token in the
+URL it prints (--no-token: none)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -15,16 +18,17 @@ from core.store import Store
 DEFAULT_PORT = 8501
 
 
-def app_path() -> Path:
-    """dashboard/app.py of this installation (it ships beside the `core` package)."""
+def app_path(name: str = "server.py") -> Path:
+    """dashboard/server.py (the guarded server; `name` another file) of this installation (it
+    ships beside the `core` package)."""
     import dashboard
 
-    return Path(dashboard.__file__).resolve().parent / "app.py"
+    return Path(dashboard.__file__).resolve().parent / name
 
 
 def serve_command(port: int, db: Path | None = None) -> list[str]:
     """The `streamlit run` command serving the dashboard of store `db` (default: the default
-    store) on 127.0.0.1:`port`."""
+    store) on 127.0.0.1:`port`, behind its guard (dashboard/server.py)."""
     return [sys.executable, "-m", "streamlit", "run", str(app_path()),
             "--server.address", "127.0.0.1", "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
@@ -38,21 +42,29 @@ def _port(text: str) -> int:
     return port
 
 
-def serve(port: int, store: Store) -> int:
-    """Become the dashboard server of `store` (until Ctrl-C). The process is replaced by
+def serve(port: int, store: Store, token: bool = True, hosts: list[str] | None = None) -> int:
+    """Become the dashboard server of `store` (until Ctrl-C), asking for a fresh token unless
+    `token` is False and answering the loopback names and `hosts`. The process is replaced by
     `streamlit run` rather than waiting on it, so a signal sent to this process reaches the
     server itself and never leaves an orphaned server behind."""
-    if not app_path().exists():
-        raise UserError(f"{app_path()} is missing; reinstall w2stree (pip install -e .)")
-    print(f"w2stree dashboard: http://127.0.0.1:{port}  (store {store.path}; Ctrl-C stops it)", flush=True)
+    from dashboard.serving import HOSTS_ENV, TOKEN_ENV
+
+    for path in (app_path(), app_path("app.py")):
+        if not path.exists():
+            raise UserError(f"{path} is missing; reinstall w2stree (pip install -e .)")
+    # a token given in the environment (scripts, tests) is kept; else a fresh one per start
+    secret = (os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)) if token else ""
+    url = f"http://127.0.0.1:{port}/" + (f"?token={secret}" if secret else "")
+    print(f"w2stree dashboard: {url}  (store {store.path}; Ctrl-C stops it)", flush=True)
     cmd = serve_command(port, store.path)
-    os.execv(cmd[0], cmd)
+    env = {**os.environ, TOKEN_ENV: secret, HOSTS_ENV: ",".join(hosts or [])}
+    os.execve(cmd[0], cmd, env)
     return 0  # not reached
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     # Opened here (created and migrated) so that a bad path fails as one line, not in the browser.
-    return serve(args.port, open_store(args))
+    return serve(args.port, open_store(args), token=not args.no_token, hosts=args.allow_host)
 
 
 def results_text(store: Store) -> str:
@@ -76,7 +88,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(results_text(store), flush=True)
     if args.no_serve:
         return 0
-    return serve(args.port, store)
+    return serve(args.port, store, token=not args.no_token, hosts=args.allow_host)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,6 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=text, description=text)
         add_db_argument(p, dest="app_db")
         p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+        p.add_argument("--no-token", action="store_true",
+                       help="serve without a token (any page of this machine may then use the dashboard)")
+        p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests naming this host (a reverse proxy's name; repeatable)")
         if name == "up":
             p.add_argument("--no-serve", action="store_true",
                            help="only fill the store; do not start the dashboard")

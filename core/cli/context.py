@@ -9,6 +9,7 @@ path as an argument. Nothing here changes the environment of this process.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from core.paths import default_db
@@ -22,10 +23,51 @@ def add_db_argument(parser: argparse.ArgumentParser, dest: str = "db") -> None:
     parser.add_argument("--db", dest=dest, metavar="PATH", help=DB_HELP)
 
 
+#: The largest number the store's INTEGER columns (iterations, seeds, counts) hold.
+INT32_MAX = 2**31 - 1
+
+
+def int_in(lo: int, hi: int = INT32_MAX) -> Callable[[str], int]:
+    """An argparse type: a whole number from `lo` to `hi`, else argparse's one line saying so
+    (so that no out-of-range number reaches DuckDB or means "all")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            shown = text if len(text) <= 40 else text[:20] + "..."
+            raise argparse.ArgumentTypeError(f"{shown} is outside {lo}..{hi}")
+        return value
+
+    return parse
+
+
+COUNT = int_in(1)  # how many (tasks, samples, steps, workers, limit): at least one
+NONNEGATIVE = int_in(0)  # seeds, node ids
+
+
+def env_arg(text: str) -> str:
+    """The argparse type of `--env`: the canonical name of the world it names (see
+    `core.envs.canonical_env_name`; an env unknown here as given), or one line saying why not."""
+    from core.envs import UnknownEnvError, canonical_env_name
+
+    try:
+        return canonical_env_name(text)
+    except UnknownEnvError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def db_path(args: argparse.Namespace) -> Path:
     """The absolute path of the store named by `args` (the verb's `--db` wins over the global one)."""
     given = getattr(args, "app_db", None) or getattr(args, "db", None)
-    return Path(given).resolve() if given else default_db()
+    if not given:
+        return default_db()
+    path = Path(given).absolute()
+    resolved = path.resolve()
+    # /dev/fd/N of `--db <(...)` resolves to a name that cannot be opened: keep it as given
+    return resolved if resolved.exists() or not path.exists() else path
 
 
 def open_store(args: argparse.Namespace) -> Store:

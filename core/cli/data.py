@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from core.cli.context import open_store
+from core.cli.context import COUNT, env_arg, open_store
 from core.errors import UserError
 from core.formats.importer import KINDS as IMPORT_FORMATS
 from core.mcts import RULES
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "  eto-explore  folder <root>/<model>/<experiment>/<task_id>.json"))
     p.add_argument("format", choices=IMPORT_FORMATS)
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    p.add_argument("--env", help="environment of ETO files (default: sciworld)")
+    p.add_argument("--env", type=env_arg, help="environment of ETO files (default: sciworld)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("tree", help="(re)build trajectory trees, one per (env, task)",
@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Score stored trees with offline MCTS (no environment calls) and "
                                    "store the visit statistics and the best path.")
     _filters(p)
-    p.add_argument("--iterations", type=int, default=1000, help="iterations per tree (default 1000)")
+    p.add_argument("--iterations", type=COUNT, default=1000, help="iterations per tree (default 1000)")
     p.add_argument("--c", type=float, default=1.41, help="exploration constant (default 1.41)")
     p.add_argument("--rule", default="uct", metavar="{" + ",".join(RULES) + "}",
                    help="uct (default: the released mcts_demo.py exactly), early-release (an earlier "
@@ -130,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", help="only this environment")
+    p.add_argument("--env", type=env_arg, help="only this environment")
     p.add_argument("--task", help="only this task id")
 
 

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Sampling
-from core.cli.context import open_store
+from core.cli.context import COUNT, NONNEGATIVE, env_arg, open_store
 from core.errors import UserError
 
 
@@ -25,24 +25,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run episodes (one per task and sampling setting) and store every "
                                    "trajectory as it finishes. Ctrl-C keeps what finished; continue "
                                    "with --resume RUN_ID.")
-    p.add_argument("--env", required=True, help="environment: shop, sciworld, alfworld, webshop")
+    p.add_argument("--env", type=env_arg, required=True, help="environment: shop, sciworld, alfworld, webshop")
     p.add_argument("--policy", required=True,
                    help="expert, random, noisy-expert, or a model (registered name, local folder or hub id)")
     p.add_argument("--split", default="train", help="task split (default: train)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--tasks", type=int, metavar="N", help="the first N tasks of the split (default: all)")
+    which.add_argument("--tasks", type=COUNT, metavar="N", help="the first N tasks of the split (default: all)")
     which.add_argument("--task-ids", nargs="+", metavar="ID", help="these task ids")
     p.add_argument("--schedule", choices=("paper",),
                    help="paper: greedy + (T, top-p) = (0.7, 0.9), (1.0, 0.8), (1.0, 0.9)")
-    p.add_argument("--samples", type=int, default=1, metavar="K", help="K episodes per task at one setting")
+    p.add_argument("--samples", type=COUNT, default=1, metavar="K", help="K episodes per task at one setting")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, metavar="S", help="step limit (default: the env's)")
-    p.add_argument("--workers", type=int, default=1, metavar="W", help="env worker processes (default 1)")
-    p.add_argument("--batch-size", type=int, metavar="B",
+    p.add_argument("--max-steps", type=COUNT, metavar="S", help="step limit (default: the env's)")
+    p.add_argument("--workers", type=COUNT, default=1, metavar="W", help="env worker processes (default 1)")
+    p.add_argument("--batch-size", type=COUNT, metavar="B",
                    help="episodes run in lockstep, one env each (default 32; sciworld 4 per worker)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished episodes")
-    p.add_argument("--seed", type=int, default=0, help="policy / sampling seed (default 0)")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="policy / sampling seed (default 0)")
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="environment constructor argument, e.g. seed=1 or n_products=2000 (repeatable)")
     p.add_argument("--source", choices=("collect", "eval"), default="collect",
@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Replay every stored trajectory in a fresh env of its task and report "
                                    "where the reward (or ScienceWorld's per-step score) differs. Exit "
                                    "status 1 when anything differs.")
-    p.add_argument("--env", help="only this environment")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N trajectories")
+    p.add_argument("--env", type=env_arg, help="only this environment")
+    p.add_argument("--limit", type=COUNT, metavar="N", help="at most N trajectories")
     p.set_defaults(func=cmd_replay)
 
 
@@ -70,6 +70,14 @@ def parse_env_args(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
+
+
+def env_with_args(env: str, env_kwargs: dict[str, Any]) -> str:
+    """The canonical name of the world `--env ENV --env-arg ...` builds (what the store keeps
+    its tasks and trajectories under)."""
+    from core.envs import canonical_env_name
+
+    return canonical_env_name(env, **env_kwargs)
 
 
 def schedule_from_args(args: argparse.Namespace) -> list[Sampling]:
@@ -93,16 +101,17 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from core.envs.base import make_env, select_tasks
 
     env_kwargs = parse_env_args(args.env_arg)
+    world = env_with_args(args.env, env_kwargs)
     schedule = schedule_from_args(args)
     store = open_store(args)
     if args.task_ids:
         task_ids = args.task_ids
     else:
-        with make_env(args.env, **env_kwargs) as env:
+        with make_env(world) as env:
             task_ids = select_tasks(env, args.split, args.tasks)
-    policy = make_policy(args.policy, args.env, seed=args.seed, store=store, env_kwargs=env_kwargs)
+    policy = make_policy(args.policy, world, seed=args.seed, store=store, env_kwargs=env_kwargs)
     try:
-        res = collect(store, args.env, policy, task_ids, schedule, max_steps=args.max_steps,
+        res = collect(store, world, policy, task_ids, schedule, max_steps=args.max_steps,
                       workers=args.workers, batch_size=args.batch_size, source=args.source,
                       run_id=args.resume, resume=bool(args.resume), env_kwargs=env_kwargs, seed=args.seed)
     finally:

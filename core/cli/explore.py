@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import open_store
+from core.cli.context import COUNT, NONNEGATIVE, env_arg, open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,19 +18,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Replay node N's actions in a fresh env of the task (every observation "
                                    "must equal the stored one), continue K times with the policy, store the "
                                    "trajectories (source explore) and update that tree and its MCTS.")
-    p.add_argument("--env", required=True, help="environment of the tree: shop, sciworld, alfworld, ...")
+    p.add_argument("--env", type=env_arg, required=True, help="environment of the tree: shop, sciworld, alfworld, ...")
     p.add_argument("--task", required=True, metavar="ID", help="task id of the tree")
-    p.add_argument("--node", required=True, type=int, metavar="N", help="node id to explore from (0 = root)")
+    p.add_argument("--node", required=True, type=NONNEGATIVE, metavar="N", help="node id to explore from (0 = root)")
     p.add_argument("--policy", required=True,
                    help="expert (re-plans from the node's state), noisy-expert, random, or a registered model")
-    p.add_argument("-k", "--k", type=int, default=4, metavar="K", help="continuations (default 4)")
+    p.add_argument("-k", "--k", type=COUNT, default=4, metavar="K", help="continuations (default 4)")
     p.add_argument("--schedule", choices=("paper",),
                    help="paper: greedy + (T, top-p) = (0.7, 0.9), (1.0, 0.8), (1.0, 0.9), cycled to K")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, metavar="S", help="at most S steps after the node (default: the "
+    p.add_argument("--max-steps", type=COUNT, metavar="S", help="at most S steps after the node (default: the "
                                                               "env's own limit)")
-    p.add_argument("--seed", type=int, default=0, help="policy / sampling seed (default 0)")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="policy / sampling seed (default 0)")
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="environment constructor argument (repeatable)")
     p.add_argument("--detach", action="store_true",
@@ -39,12 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from core.cli.envs import parse_env_args
+    from core.cli.envs import env_with_args, parse_env_args
     from core.explore import ExploreSpec, explore, start_job
 
-    spec = ExploreSpec(env=args.env, task_id=args.task, node=args.node, policy=args.policy, k=args.k,
+    env_kwargs = parse_env_args(args.env_arg)
+    spec = ExploreSpec(env=env_with_args(args.env, env_kwargs), task_id=args.task, node=args.node, policy=args.policy, k=args.k,
                        schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
-                       max_steps=args.max_steps, seed=args.seed, env_kwargs=parse_env_args(args.env_arg))
+                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs)
     store = open_store(args)
     if args.detach:
         print(f"started job {start_job(spec, store)}; follow it with `w2stree jobs show`")

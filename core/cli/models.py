@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.cli.context import COUNT, env_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `models` command and its sub-commands."""
@@ -11,9 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
     b = msub.add_parser("build", help="train the env tokenizer and build the weak/strong local models")
-    b.add_argument("--env", default="shop", help="environment whose text trains the tokenizer (default: shop)")
+    b.add_argument("--env", type=env_arg, default="shop", help="environment whose text trains the tokenizer (default: shop)")
     b.add_argument("--force", action="store_true", help="rebuild even when the local models exist")
-    b.add_argument("--tasks", type=int, default=None, metavar="N",
+    b.add_argument("--tasks", type=COUNT, default=None, metavar="N",
                    help="expert episodes of the first N train tasks in the corpus (default: all)")
     b.add_argument("--out", default=None, help="folder for the local models (default: data/models)")
     b.set_defaults(func=_build)

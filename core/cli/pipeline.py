@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from core.cli.context import COUNT, NONNEGATIVE, env_arg
 from core.results import FORMATS
 
 
@@ -14,14 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", required=True,
                    help="registered model name, folder or hub id; or a scripted policy: expert, random, "
                         "noisy-expert")
-    e.add_argument("--env", default="shop", help="environment (default: shop)")
+    e.add_argument("--env", type=env_arg, default="shop", help="environment (default: shop)")
     e.add_argument("--split", default="test", help="task split (default: test)")
-    e.add_argument("--tasks", type=int, default=None, metavar="N", help="the first N tasks of the split")
+    e.add_argument("--tasks", type=COUNT, default=None, metavar="N", help="the first N tasks of the split")
     e.add_argument("--label", default=None,
                    help="name the episodes are stored under (default: the model name)")
-    e.add_argument("--max-steps", type=int, default=None, help="cap episodes below the env's step limit")
-    e.add_argument("--batch-size", type=int, default=16, help="episodes per generate call (default: 16)")
-    e.add_argument("--workers", type=int, default=1, help="env worker processes (default: 1)")
+    e.add_argument("--max-steps", type=COUNT, default=None, help="cap episodes below the env's step limit")
+    e.add_argument("--batch-size", type=COUNT, default=16, help="episodes per generate call (default: 16)")
+    e.add_argument("--workers", type=COUNT, default=1, help="env worker processes (default: 1)")
     e.set_defaults(func=_eval)
 
     p = sub.add_parser("pipeline", help="the weak-to-strong experiment end to end, with its results table",
@@ -29,18 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "with the SFT-weak model, build trees, MCTS and pairs, train the strong "
                                    "model four ways (W2S-SFT, ETO-DPO, TreeDPO, MCTS) and the compute-matched "
                                    "control (SFT-continued), evaluate all seven.")
-    p.add_argument("--env", default="shop", help="environment (default: shop)")
+    p.add_argument("--env", type=env_arg, default="shop", help="environment (default: shop)")
     p.add_argument("--scale", "--preset", dest="scale", default="tiny",
                    help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models); "
                         "--preset is its earlier name")
     p.add_argument("--quick", action="store_true", help="the smoke-test scale (same as --scale quick)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
-    p.add_argument("--trajs-per-task", type=int, nargs="+", default=None, metavar="K",
+    p.add_argument("--seeds", type=NONNEGATIVE, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
+    p.add_argument("--trajs-per-task", type=COUNT, nargs="+", default=None, metavar="K",
                    help="trajectories per explored task; several values sweep K (Figure 4)")
     p.add_argument("--split", default=None, choices=("dev", "test"),
                    help="where every model is evaluated: dev for choosing sizes and hyper-parameters, test "
                         "once, by the final run (default: the scale's, test)")
-    p.add_argument("--test-tasks", type=int, default=None, metavar="N",
+    p.add_argument("--test-tasks", type=COUNT, default=None, metavar="N",
                    help="tasks of the evaluation split (--split) every model is evaluated on")
     p.add_argument("--weak", default=None, help="base weak model (default: the scale's)")
     p.add_argument("--strong", default=None, help="base strong model (default: the scale's)")

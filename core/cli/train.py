@@ -14,6 +14,13 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.cli.context import COUNT
+from core.errors import UserError
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "resume":
             a.add_argument("--detach", action="store_true", help="return at once instead of following")
         if name == "show":
-            a.add_argument("-n", type=int, default=20, help="log lines to show (default 20)")
+            a.add_argument("-n", type=COUNT, default=20, help="log lines to show (default 20)")
         a.set_defaults(func=fn)
     j.set_defaults(func=_list)
 
@@ -140,7 +147,10 @@ def _show(args: argparse.Namespace) -> int:
     from core.train import job_log_tail, job_metrics, sync_job
 
     store = open_store(args)
-    status = sync_job(store, args.job_id)
+    try:
+        status = sync_job(store, args.job_id)
+    except UserError as exc:
+        return _gone(store, args.job_id, exc)
     print(_summary(status))
     if status.get("eta_s"):
         print(f"progress {status['progress']:.0%}, about {status['eta_s']:.0f}s left")
@@ -158,7 +168,23 @@ def _stop(args: argparse.Namespace) -> int:
     from core.cli.context import open_store
     from core.train import stop_job
 
-    print(_summary(stop_job(args.job_id, open_store(args))))
+    store = open_store(args)
+    try:
+        print(_summary(stop_job(args.job_id, store)))
+    except UserError as exc:
+        return _gone(store, args.job_id, exc)
+    return 0
+
+
+def _gone(store: Store, job_id: str, error: UserError) -> int:
+    """`jobs show` / `jobs stop` of a job whose folder is gone: its stored row (marked failed);
+    `error` (what reading the folder said) when it is not such a job."""
+    from core.train import gone_job
+
+    row = gone_job(store, job_id)
+    if row is None:
+        raise error
+    print(_summary(row))
     return 0
 
 

@@ -5,6 +5,7 @@ from core.envs.base import (
     ExpertStep,
     StepResult,
     UnknownEnvError,
+    canonical_env_name,
     env_parameters,
     env_slug,
     known_env,
@@ -14,5 +15,5 @@ from core.envs.base import (
     register_env,
 )
 
-__all__ = ["Env", "ExpertStep", "StepResult", "UnknownEnvError", "env_parameters", "env_slug", "known_env", "list_envs", "make_env",
+__all__ = ["Env", "ExpertStep", "StepResult", "UnknownEnvError", "canonical_env_name", "env_parameters", "env_slug", "known_env", "list_envs", "make_env",
            "parse_env_name", "register_env"]

@@ -137,8 +137,8 @@ def list_envs() -> list[str]:
 
 def parse_env_name(name: str) -> tuple[str, dict[str, Any]]:
     """Split an env name into its registry name and parameters: `shop?n_products=200&n_categories=10`
-    -> ("shop", {"n_products": 200, "n_categories": 10}). Values are read as int, then float, else
-    kept as text. A plain name has no parameters."""
+    -> ("shop", {"n_products": 200, "n_categories": 10}). Values are read as int, then float, then
+    true/false, else kept as text. A plain name has no parameters."""
     base, _, query = name.partition("?")
     params: dict[str, Any] = {}
     for part in filter(None, query.split("&")):
@@ -146,13 +146,95 @@ def parse_env_name(name: str) -> tuple[str, dict[str, Any]]:
         if not eq or not key:
             raise UnknownEnvError(f"env {name!r}: parameter {part!r} is not key=value; "
                                   "write e.g. shop?n_products=200&n_categories=10")
-        for conv in (int, float):
-            try:
-                params[key] = conv(value)
-                break
-            except ValueError:
-                params[key] = value
+        params[key] = _read_value(value)
     return base, params
+
+
+def _read_value(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text, text)
+
+
+def canonical_env_name(name: str, **kwargs: Any) -> str:
+    """The one name of the world that `name` plus constructor `kwargs` build: the registry name,
+    then `?key=value&...` for every parameter that differs from the constructor's default, in
+    the constructor's order (parameters of a `**kwargs` factory after them, alphabetically).
+    `shop?n_categories=10&n_products=200`, `shop?n_products=200&n_categories=10&seed=0` and
+    `make_env("shop", n_products=200, n_categories=10)` are all `shop?n_products=200&n_categories=10`;
+    `shop?n_products=1000` (the default) is `shop`. The store keeps every task, trajectory, run and
+    tree under this name. An env this installation does not know keeps its name as given.
+    A parameter the env does not take, or a value of the wrong type, is an UnknownEnvError
+    (one line naming the parameter and what it takes)."""
+    base, params = _canonical(name, kwargs)
+    return name if params is None else base + _query(params)
+
+
+def _canonical(name: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """(registry name, the parameters of the canonical name, typed) of `canonical_env_name`;
+    None for the parameters of an env this installation does not know (and no kwargs)."""
+    base, params = parse_env_name(name)
+    params.update(kwargs)
+    factory = env_class(base)
+    if factory is None:
+        return base, (params if kwargs else None)
+    signature = inspect.signature(factory).parameters
+    named = [p for p in signature.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in signature.values())
+    unknown = sorted(set(params) - {p.name for p in named})
+    if unknown and not open_ended:
+        raise UnknownEnvError(f"env {base!r} has no parameter {unknown[0]!r}; its parameters: "
+                              f"{', '.join(p.name for p in named) or 'none'}")
+    kept: dict[str, Any] = {}
+    for p in named:
+        if p.name in params:
+            value = _typed(base, p.name, params[p.name], p.default)
+            if p.default is p.empty or value != p.default:
+                kept[p.name] = value
+    kept.update((k, params[k]) for k in unknown)
+    return base, kept
+
+
+def _typed(env: str, key: str, value: Any, default: Any) -> Any:
+    """`value` as the type of the parameter's default (an int default takes whole numbers, a
+    float default any number, a bool default true/false, a text default any value as text)."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise UnknownEnvError(f"env {env!r}: {key} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UnknownEnvError(f"env {env!r}: {key} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise UnknownEnvError(f"env {env!r}: {key} must be a number, got {value!r}")
+    if kind is str:
+        return _text(value)
+    return value
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _query(params: dict[str, Any]) -> str:
+    """`?k=v&...` of parameters (empty for none); a value an env name cannot hold is an error."""
+    parts = []
+    for key, value in params.items():
+        text = _text(value)
+        if not isinstance(value, bool | int | float | str) or any(c in text for c in "?&=\n"):
+            raise UnknownEnvError(f"env parameter {key}={text!r} cannot be part of an env name; "
+                                  "use a number, true/false or text without ?, & and =")
+        parts.append(f"{key}={text}")
+    return "?" + "&".join(parts) if parts else ""
 
 
 def env_slug(name: str) -> str:
@@ -184,18 +266,16 @@ def env_class(name: str) -> Callable[..., Env] | None:
 
 def make_env(name: str, **kwargs: Any) -> Env:
     """Build an environment by name: a registry name (`shop`, `sciworld`, `alfworld`, `webshop`),
-    optionally with constructor parameters (`shop?n_products=200&n_categories=10`). The env's
-    `name` is the full name, so its tasks and trajectories are stored under it."""
-    base, params = parse_env_name(name)
+    optionally with constructor parameters (`shop?n_products=200&n_categories=10`) and keyword
+    arguments. The env's `name` is its canonical name (`canonical_env_name`), so its tasks and
+    trajectories are stored under it."""
+    base, _ = parse_env_name(name)
     factory = env_class(name)
     if factory is None:
         raise UnknownEnvError(f"unknown env {base!r}; available: {', '.join(list_envs())}")
-    try:
-        env = factory(**{**params, **kwargs})
-    except TypeError as exc:  # an unknown parameter name
-        raise UnknownEnvError(f"env {name!r}: {exc}; check the parameter names") from None
-    if params:
-        env.name = name
+    _, params = _canonical(name, kwargs)
+    env = factory(**params)
+    env.name = base + _query(params)
     return env
 
 

@@ -7,7 +7,7 @@ one transaction per file), `export` (pairs, best paths, trees, trajectories → 
 
 from __future__ import annotations
 
-from core.errors import UserError
+from core.errors import UserError, one_line
 
 
 class FormatError(UserError):
@@ -16,4 +16,5 @@ class FormatError(UserError):
     def __init__(self, file: str, record: str, field: str, problem: str) -> None:
         self.file, self.record, self.field, self.problem = file, record, field, problem
         where = f"{file}: {record}"
-        super().__init__(f"{where}: field '{field}': {problem}" if field else f"{where}: {problem}")
+        # one line whatever the file, record and field are named (a name may hold a line break)
+        super().__init__(one_line(f"{where}: field '{field}': {problem}" if field else f"{where}: {problem}"))

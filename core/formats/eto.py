@@ -27,6 +27,7 @@ the last step.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,26 @@ def explore_files(root: str | Path) -> list[Path]:
     """The trajectory files of an explored-trajectory folder (or the file itself), sorted."""
     root = Path(root)
     if root.is_dir():  # every entry but folders: a FIFO or a link loop is reported, not skipped
-        return sorted(p for p in root.rglob("*.json") if not p.is_dir())
+        return sorted(_walk_json(root))
     if not root.exists() and not root.is_symlink():
         raise FileNotFoundError("no such file or folder")
     return [root]
+
+
+def _walk_json(root: Path) -> list[Path]:
+    """The `*.json` entries that are not folders anywhere under `root`, walked with a stack (no
+    recursion, so a tree thousands of levels deep is fine; links to folders are not followed,
+    as `Path.rglob` does not)."""
+    found, stack = [], [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.name.endswith(".json") and not entry.is_dir():
+                    found.append(Path(entry.path))
+    return found
 
 
 def read_eto_explore_file(path: str | Path, env: str) -> Trajectory:

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 from tqdm import tqdm
 
-from core.errors import UserError
+from core.errors import UserError, one_line
 from core.formats import FormatError
 from core.formats.eto import explore_files, read_eto_explore_file, read_eto_sft
 from core.formats.jsonl import read_jsonl
@@ -40,6 +40,7 @@ class ImportSummary:
 
     files: int = 0
     trajectories: int = 0
+    already: int = 0  # records of trajectories the store already holds (a re-imported export)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -48,6 +49,7 @@ class ImportSummary:
 
     def line(self) -> str:
         text = f"imported {self.trajectories} trajectories from {self.files} file(s)"
+        text += f"; {self.already} already stored" if self.already else ""
         return text + (f"; skipped {self.skipped} file(s) with errors" if self.errors else "")
 
 
@@ -119,10 +121,10 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
         try:
             found = _files(kind, Path(p))
         except FileNotFoundError as exc:
-            summary.errors.append(f"{p}: {exc}")
+            summary.errors.append(one_line(f"{p}: {exc}"))
             continue
         if not found:
-            summary.errors.append(f"{p}: no {kind} files in this folder")
+            summary.errors.append(one_line(f"{p}: no {kind} files in this folder"))
         files.extend(found)
 
     batch: list[tuple[Path, list[Trajectory], list[Run]]] = []
@@ -133,18 +135,20 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
         if not batch:
             return
         try:
-            _write(store, batch)
+            added = _write(store, batch)
             summary.files += len(batch)
-            summary.trajectories += pending
+            summary.trajectories += added
+            summary.already += pending - added
         except STORE_VALUE_ERRORS:  # validation missed something: find the file, keep the others
             for item in batch:
                 try:
-                    _write(store, [item])
+                    added = _write(store, [item])
                 except STORE_VALUE_ERRORS as exc:
-                    summary.errors.append(f"{item[0]}: file: the store cannot hold it: {_first_line(exc)}")
+                    summary.errors.append(one_line(f"{item[0]}: file: the store cannot hold it: {_first_line(exc)}"))
                     continue
                 summary.files += 1
-                summary.trajectories += len(item[1])
+                summary.trajectories += added
+                summary.already += len(item[1]) - added
         batch.clear()
         pending = 0
 
@@ -154,6 +158,10 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
         except FormatError as exc:
             summary.errors.append(str(exc))
             continue
+        except MemoryError:  # its trajectories do not fit in memory: the next files still import
+            summary.errors.append(one_line(f"{path}: file: too big to hold in memory here; split it "
+                                           "into smaller files and import those"))
+            continue
         batch.append((path, trajs, runs))
         pending += len(trajs)
         if pending >= BATCH_TRAJECTORIES:
@@ -162,10 +170,20 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
     return summary
 
 
-def _write(store: Store, batch: list[tuple[Path, list[Trajectory], list[Run]]]) -> None:
+def _write(store: Store, batch: list[tuple[Path, list[Trajectory], list[Run]]]) -> int:
+    """Store a batch of read files; returns the trajectories added. A record naming a run that
+    an import did not make (a collected run) goes to its file's import run instead, keeping
+    that name in `meta["run"]`: an import never changes another run."""
+    foreign = store.foreign_runs({t.run_id for _, ts, _ in batch for t in ts})
+    for path, trajs, runs in batch:
+        moved = [t for t in trajs if t.run_id in foreign]
+        for t in moved:
+            t.meta["run"], t.run_id = t.run_id, ""
+        if moved:
+            runs[:] = [r for r in runs if r.run_id not in foreign] + _runs(path, runs[0].settings["format"], moved)
     runs = {r.run_id: r for _, _, rs in batch for r in rs}  # folders share a run
-    store.import_trajectories([t for _, ts, _ in batch for t in ts], runs.values(),
-                              replace_prefixes=[id_prefix(path) for path, _, _ in batch])
+    return store.import_trajectories([t for _, ts, _ in batch for t in ts], runs.values(),
+                                     replace_prefixes=[id_prefix(path) for path, _, _ in batch])
 
 
 def _first_line(exc: BaseException) -> str:

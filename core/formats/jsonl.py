@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.formats import FormatError
-from core.formats.reading import MAX_DEPTH, check_value, parse_json, read_text, suspect
+from core.formats.reading import MAX_DEPTH, check_value, parse_json, read_lines, suspect
 from core.trajectory import Step, Trajectory
 
 TOP_FIELDS = {"env", "task_id", "instruction", "reward", "success", "steps", "model", "run", "meta"}
@@ -144,8 +144,7 @@ def read_jsonl(path: str | Path) -> list[Trajectory]:
     path = Path(path)
     file = str(path)
     out = []
-    # split on newlines only: str.splitlines would also split inside strings at U+2028 and others
-    for n, line in enumerate(read_text(path).split("\n"), 1):
+    for n, line in read_lines(path):  # one line at a time: a big file is not held whole
         if not line.strip():
             continue
         obj = parse_json(line, file, f"line {n}")

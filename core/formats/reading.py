@@ -16,8 +16,9 @@ import math
 import os
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from core.formats import FormatError
 
@@ -32,6 +33,38 @@ _SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|(?<![.\d])\d{16}|[eE][+-]?\d{3}|NaN|In
 
 def read_text(path: Path) -> str:
     """The text of a regular UTF-8 file; FormatError for anything else (see the module docstring)."""
+    return "\n".join(line for _, line in read_lines(path))
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every line of a regular UTF-8 file, read one line at a time (a big
+    file is never held whole), without their line breaks; FormatError as `read_text` says, the
+    bad line named. Only `\\n` ends a line (JSON strings may hold U+2028 and the like)."""
+    file = str(path)
+    with _open_regular(path) as fh:
+        try:
+            empty = True
+            for n, raw in enumerate(fh, 1):
+                if n == 1:
+                    if raw.startswith(LFS_POINTER):
+                        raise FormatError(file, "file", "", "a Git LFS pointer, not the data itself; fetch the "
+                                                            "file with `git lfs pull` and import again")
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise FormatError(file, f"line {n}", "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                                                             f"column {exc.start + 1}); convert the file to UTF-8") from None
+                empty = empty and (not line or line.isspace())
+                yield n, line.removesuffix("\n")
+        except OSError as exc:  # a read that fails midway (EIO)
+            raise FormatError(file, "file", "", _os_problem(exc, path)) from None
+    if empty:
+        raise FormatError(file, "file", "", "empty file: there is nothing to import")
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file; FormatError otherwise."""
     file = str(path)
     try:
         st = os.stat(path)
@@ -44,24 +77,13 @@ def read_text(path: Path) -> str:
                                             "regular files are read")
     try:
         # O_NONBLOCK: should the path become a FIFO after the check, opening it does not wait
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise FormatError(file, "file", "", "not a regular file; only regular files are read")
-            data = fh.read()
+        fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
     except OSError as exc:
         raise FormatError(file, "file", "", _os_problem(exc, path)) from None
-    if not data or data.isspace():
-        raise FormatError(file, "file", "", "empty file: there is nothing to import")
-    if data.startswith(LFS_POINTER):
-        raise FormatError(file, "file", "", "a Git LFS pointer, not the data itself; fetch the file "
-                                            "with `git lfs pull` and import again")
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise FormatError(file, f"line {line}", "", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at "
-                                                    f"offset {exc.start}); convert the file to UTF-8") from None
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise FormatError(file, "file", "", "not a regular file; only regular files are read")
+    return fh
 
 
 def _os_problem(exc: OSError, path: Path) -> str:

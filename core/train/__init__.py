@@ -4,7 +4,8 @@ Public API (the CLI, the dashboard's Train page and the pipeline use these):
 
 * `train(kind, config, store) -> Path`: train in this process (recorded as a job), return the model.
 * `start_job(kind, config, store=None, detach=True) -> job_id`: the same in a separate process.
-* `job_status`, `job_alive`, `job_metrics`, `job_log_tail`, `list_jobs`, `sync_job`, `stop_job`, `resume_job`.
+* `job_status`, `job_alive`, `job_metrics`, `job_log_tail`, `list_jobs`, `sync_job`, `stop_job`, `resume_job`,
+  `gone_job` (a job whose folder vanished: its stored row, marked failed).
 * `command_line(kind, config)`: the equivalent `w2stree train ...` command.
 * `METHODS` / `method(name)`: the training methods (trainer + data + config class).
 * `make_config(method, preset, **overrides)`, `SFTTrainConfig`, `DPOTrainConfig`, `PRESETS`.
@@ -26,6 +27,7 @@ from core.train.config import (
 )
 from core.train.jobs import (
     command_line,
+    gone_job,
     job_alive,
     job_log_tail,
     job_metrics,
@@ -40,6 +42,6 @@ from core.train.jobs import (
 
 __all__ = [
     "METHODS", "PRESETS", "DPOTrainConfig", "SFTTrainConfig", "TrainConfig", "command_line", "config_class",
-    "field_help", "job_alive", "job_log_tail", "job_metrics", "job_status", "list_jobs", "make_config", "method", "resume_job",
+    "field_help", "gone_job", "job_alive", "job_log_tail", "job_metrics", "job_status", "list_jobs", "make_config", "method", "resume_job",
     "start_job", "stop_job", "sync_job", "train",
 ]

@@ -49,6 +49,7 @@ import dataclasses
 import fcntl
 import importlib
 import json
+import math
 import os
 import re
 import shlex
@@ -99,10 +100,24 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A job file's JSON object; {} for a missing, unreadable or damaged one (not UTF-8, not JSON,
+    not an object): one damaged job never breaks the commands on the others."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    """A whole number read from a job file, or None for anything else (a damaged value)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def update_status(job_dir: Path, **fields: Any) -> dict[str, Any]:
@@ -323,8 +338,10 @@ def _pids(job_dir: Path) -> tuple[int | None, int | None, bool, float | None]:
     launch = _read_json(job_dir / "launch.json")
     status = _read_json(job_dir / "status.json")
     if status.get("inproc"):
-        return status.get("pid"), None, False, None
-    return launch.get("pid") or status.get("pid"), launch.get("pgid"), True, launch.get("launched_ts")
+        return _int(status.get("pid")), None, False, None
+    launched = launch.get("launched_ts")
+    return (_int(launch.get("pid")) or _int(status.get("pid")), _int(launch.get("pgid")), True,
+            float(launched) if isinstance(launched, int | float) and not isinstance(launched, bool) else None)
 
 
 def job_alive(job_id_or_dir: str | Path) -> bool:
@@ -352,10 +369,14 @@ def job_status(job_id_or_dir: str | Path) -> dict[str, Any]:
                 status = update_status(folder, status="failed", eta_s=None, finished_at=now_iso(),
                                        error=status.get("error") or f"process {pid} ended without reporting "
                                        "(killed, out of memory, or the machine restarted); see log.txt")
+    if not isinstance(status.get("status"), str):  # status.json damaged: the process tells what is known
+        status = {**status, "status": "running" if job_alive(folder) else "failed",
+                  "error": f"{folder / 'status.json'} is damaged"}
     cfg = _read_json(folder / "config.json")
-    step, max_steps = status.get("step") or 0, status.get("max_steps") or 0
-    return {**status, "job_id": folder.name, "kind": cfg.get("kind"), "job_dir": str(folder),
-            "progress": min(1.0, step / max_steps) if max_steps else 0.0}
+    step, max_steps = _int(status.get("step")) or 0, _int(status.get("max_steps"))
+    return {**status, "step": step, "max_steps": max_steps, "pid": _int(status.get("pid")), "job_id": folder.name,
+            "kind": cfg.get("kind"), "job_dir": str(folder),
+            "progress": min(1.0, max(0.0, step / max_steps)) if max_steps else 0.0}
 
 
 def stop_job(job_id: str, store: Store | None = None, grace: float = 600.0) -> dict[str, Any]:
@@ -441,21 +462,30 @@ def _reap(job_id: str) -> None:
 # -- reading -------------------------------------------------------------------------------------------
 
 def _metric_lines(folder: Path) -> list[dict[str, Any]]:
-    path = folder / "metrics.jsonl"
-    if not path.exists():
+    """The metric records of a job folder: lines that are not a JSON object with a whole `step`
+    and a numeric `ts` (being written right now, or damaged) are left out."""
+    try:
+        data = (folder / "metrics.jsonl").read_bytes()
+    except OSError:
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in data.split(b"\n"):
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written right now
+            m = json.loads(line)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
             continue
+        if isinstance(m, dict) and _int(m.get("step")) is not None and _number(m.get("ts")):
+            out.append(m)
     return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _long_metrics(lines: list[dict[str, Any]]) -> pd.DataFrame:
     rows = [(int(m["step"]), k, float(v), float(m["ts"])) for m in lines for k, v in m.items()
-            if k not in ("step", "ts") and isinstance(v, int | float) and not isinstance(v, bool)]
+            if k not in ("step", "ts") and _number(v)]
     return pd.DataFrame(rows, columns=["step", "name", "value", "ts"])
 
 
@@ -529,12 +559,15 @@ def sync_job(store: Store, job_id: str) -> dict[str, Any]:
     if store.job_folder_state(job_id) == state:
         return status
     meta = _read_json(folder / "config.json")
-    ts = lambda key: pd.Timestamp(status[key]) if status.get(key) else None  # noqa: E731
-    job = {"job_id": job_id, "kind": meta["kind"], "status": status.get("status"),
-           "config": json.dumps(meta["config"]), "pid": status.get("pid"), "step": int(status.get("step") or 0),
-           "max_steps": status.get("max_steps"), "job_dir": str(folder), "output_path": status.get("output_path"),
-           "error": status.get("error"), "created_at": ts("created_at"), "started_at": ts("started_at"),
-           "updated_at": ts("updated_at"), "finished_at": ts("finished_at"), "folder_state": state}
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f"job {job_id}: {folder / 'config.json'} is damaged; its job cannot be read")
+    text = lambda key: None if status.get(key) is None else str(status[key])  # noqa: E731
+    job = {"job_id": job_id, "kind": str(meta.get("kind")), "status": text("status"),
+           "config": json.dumps(meta["config"]), "pid": status["pid"], "step": status["step"],
+           "max_steps": status["max_steps"], "job_dir": str(folder), "output_path": text("output_path"),
+           "error": text("error"), "created_at": _time(status.get("created_at")),
+           "started_at": _time(status.get("started_at")), "updated_at": _time(status.get("updated_at")),
+           "finished_at": _time(status.get("finished_at")), "folder_state": state}
     model = None
     if status.get("status") == "succeeded" and status.get("output_path"):
         lineage = {**meta.get("lineage", {}), "job_id": job_id, "config": meta["config"]}
@@ -545,15 +578,39 @@ def sync_job(store: Store, job_id: str) -> dict[str, Any]:
     return status
 
 
+def _time(value: Any) -> pd.Timestamp | None:
+    """A time read from status.json, or None for a missing or damaged one."""
+    try:
+        return pd.Timestamp(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
 def list_jobs(store: Store | None = None) -> pd.DataFrame:
-    """All jobs of the store (active ones synced from their folders first), newest first."""
+    """All jobs of the store (active ones synced from their folders first), newest first. An
+    active job whose folder is gone (removed while it ran) is marked failed, saying so; one whose
+    folder cannot be read keeps its row as it was."""
     store = store if store is not None else Store()
     for job_id in store.active_job_ids():
         try:
             sync_job(store, job_id)
-        except UserError:  # folder deleted by hand: keep the row as it was
-            continue
+        except UserError:
+            gone_job(store, job_id)
     return store.jobs()
+
+
+def gone_job(store: Store, job_id: str) -> dict[str, Any] | None:
+    """The stored row of job `job_id` if its folder no longer exists (marked failed, saying where
+    the folder was, unless it had finished), else None (no such job, or its folder is there)."""
+    row = store.job_row(job_id)
+    if row is None:
+        return None
+    folder = Path(row["job_dir"]) if row.get("job_dir") else jobs_dir() / job_id
+    if (folder / "config.json").exists():
+        return None
+    store.mark_job_failed(job_id, f"its folder {folder} is gone (removed while the job ran); "
+                                  "nothing more of it can be read")
+    return store.job_row(job_id)
 
 
 # -- the equivalent command line ---------------------------------------------------------------------

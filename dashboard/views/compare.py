@@ -44,7 +44,7 @@ def untrained_note() -> None:
     exp = shaping.latest_experiment(results)
     untrained = shaping.untrained_methods(results[results["experiment_id"] == exp]) if exp else []
     if untrained:
-        st.caption(f"{', '.join(untrained)}: {shaping.NO_DATA} in experiment {exp} (no training examples, "
+        st.caption(f"{ui.plain(', '.join(untrained))}: {shaping.NO_DATA} in experiment {ui.plain(exp)} (no training examples, "
                    "so no model of their own was evaluated).")
 
 
@@ -66,7 +66,7 @@ def main() -> None:
     models = [m for m in chosen if m in latest.index]
     missing = [m for m in chosen if m not in latest.index]
     if missing:
-        st.caption(f"No episode of {', '.join(missing)} on this task.")
+        st.caption(f"No episode of {ui.plain(', '.join(missing))} on this task.")
     if not models:
         ui.empty("Pick at least one model evaluated on this task.")
         return

@@ -82,7 +82,7 @@ def show_pair(row: dict) -> None:
     with m[3]:
         where = (f"cut at node {int(row['node_id'])}" if int(row["node_id"]) >= 0
                  else "whole trajectories, no shared prefix")
-        st.caption(f"{row['granularity']} pair · values from {row['value_kind']} statistics · {where}")
+        st.caption(ui.plain(f"{row['granularity']} pair · values from {row['value_kind']} statistics · {where}"))
         if row.get("tree_id") and int(row["node_id"]) >= 0:
             st.page_link("views/trees.py", label=f"Open node {int(row['node_id'])} in Trees",
                          icon=":material/account_tree:",

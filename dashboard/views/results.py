@@ -19,7 +19,7 @@ def method_section(results) -> str:
     st.dataframe(shaping.method_cells(shaping.method_table(part)))
     untrained = shaping.untrained_methods(part)
     if untrained:
-        st.caption(f"{', '.join(untrained)}: {shaping.NO_DATA}: no training examples in this experiment "
+        st.caption(f"{ui.plain(', '.join(untrained))}: {shaping.NO_DATA}: no training examples in this experiment "
                    "(e.g. 0 pairs), so there is no model of their own to evaluate.")
     with st.expander("All rows of this experiment"):
         st.dataframe(part, hide_index=True)

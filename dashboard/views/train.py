@@ -16,6 +16,7 @@ from core.train.config import DEVICES, METHODS, PRESETS, field_help, make_config
 from core.train.jobs import (
     ACTIVE,
     command_line,
+    gone_job,
     job_log_tail,
     job_metrics,
     job_status,
@@ -125,14 +126,14 @@ def job_form(path: str, changes: int) -> None:
         cfg = make_config(kind, preset, **overrides)
         validate_fields(kind, cfg)
     except UserError as exc:
-        st.error(str(exc))
+        ui.error(exc)
         return
     st.caption("equivalent command")
     st.code(command_line(kind, cfg), language="bash", wrap_lines=True)
     n_examples, why_empty = data.example_count(path, changes, spec)
     blocked = shaping.empty_data_reason(source, env, arg, n_examples, why_empty)
     if blocked:
-        st.warning(blocked, icon=":material/block:")
+        st.warning(ui.plain(blocked), icon=":material/block:")
     else:
         st.caption(f"{n_examples:,} training examples")
     if st.button("Start", type="primary", icon=":material/play_arrow:", key="train_start",
@@ -141,10 +142,10 @@ def job_form(path: str, changes: int) -> None:
             with st.spinner("checking the data and starting the job"):
                 job_id = start_job(kind, cfg, data.store())
         except UserError as exc:
-            st.error(str(exc))
+            ui.error(exc)
             return
         st.session_state["train_job"] = job_id
-        st.toast(f"started {job_id}")
+        st.toast(ui.plain(f"started {job_id}"))
 
 
 def stop(job_id: str) -> None:
@@ -169,14 +170,19 @@ def jobs_live() -> None:
     if "train_job" not in st.session_state:  # a reload or a second tab: follow the running job
         st.session_state["train_job"] = (active or ids)[0]
     job_id = st.selectbox("Job", ids, key="train_job")
-    status = job_status(job_id)
+    try:
+        status = job_status(job_id)
+    except UserError as exc:
+        row = gone_job(store, job_id)  # its folder was removed: the stored row says so
+        ui.error(f"job {job_id}: {row['error'] if row else exc}")
+        return
     c = st.columns([4, 1])
-    c[0].progress(float(status.get("progress") or 0.0), text=shaping.progress_text(status))
+    c[0].progress(float(status.get("progress") or 0.0), text=ui.plain(shaping.progress_text(status)))
     if status.get("status") in ACTIVE:
         c[1].button("Stop", icon=":material/stop:", key="train_stop", on_click=stop,
                     args=(job_id,), help="checkpoint, then end the job's processes")
     if status.get("error"):
-        st.error(str(status["error"]).splitlines()[-1][:500])
+        ui.error(str(status["error"]).splitlines()[-1][:500])
     if status.get("status") in ACTIVE:
         for i, (used, total) in enumerate(data.gpu_memory()):
             st.progress(used / max(total, 1), text=f"GPU {i} memory {used} / {total} MiB")

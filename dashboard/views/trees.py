@@ -118,7 +118,7 @@ def main() -> None:
     mcts = (f"MCTS {int(head['mcts_iterations'])} iterations (c = {float(head['mcts_c']):g})"
             if has_mcts else "no MCTS yet")
     st.caption(f"{g.number_of_nodes()} nodes · {int(head['n_trajectories'])} trajectories · "
-               f"{int(head['n_branching'])} branching nodes · merge rule {head['merge']} · {mcts}")
+               f"{int(head['n_branching'])} branching nodes · merge rule {ui.plain(head['merge'])} · {mcts}")
     with st.expander("Instruction", expanded=False):
         st.text(head["instruction"] or "–")
 
