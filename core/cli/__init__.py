@@ -1,6 +1,7 @@
 """`w2stree` command line: one sub-command module per area, each exposing `register(sub)`.
 
-Every known user error is printed as one line (`w2stree: error: ...`) with exit status 2.
+Every known user error is printed as one line (`w2stree: error: ...`) with exit status 2. A reader
+that closes standard output early (`w2stree stats | head`) is a normal end: exit 0, no message.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rc = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe found by the last flush is caught below
     except (UserError, UnknownEnvError, FileNotFoundError) as exc:
         print(f"w2stree: error: {exc}", file=sys.stderr)
         return 2
@@ -58,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.cli.data import silence_stdout
 
         silence_stdout()
-        print("w2stree: error: standard output was closed before the output was complete (broken pipe)",
-              file=sys.stderr)
-        return 2
+        return 0
     except KeyboardInterrupt:
         print("w2stree: interrupted; what was finished is stored", file=sys.stderr)
         return 130

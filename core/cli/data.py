@@ -246,8 +246,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 def _open_out(out: str, store: Store, force: bool) -> Iterator[IO[str]]:
     """The stream an export writes: stdout for '-', else a temporary file beside OUT that
     replaces OUT only once everything is written. Refuses the store itself, a folder, and an
-    existing file without `force`; a failed write (full disk, closed pipe) is one UserError and
-    leaves OUT as it was."""
+    existing file without `force`; a failed write (full disk) is one UserError and leaves OUT as
+    it was; a closed standard output ends the export quietly."""
     if out == "-":
         with _writing(STDOUT):
             yield sys.stdout
@@ -284,11 +284,15 @@ def _check_out(path: Path, store: Store, force: bool) -> None:
 
 @contextmanager
 def _writing(what: str) -> Iterator[None]:
-    """Turn an OSError while writing `what` (a file, or STDOUT) into one UserError line."""
+    """Turn an OSError while writing `what` (a file, or STDOUT) into one UserError line. A closed
+    standard output (`| head`) is not an error: its BrokenPipeError goes on to `core.cli.main`,
+    which ends quietly."""
     try:
         yield
     except OSError as exc:
         if what == STDOUT:
+            if isinstance(exc, BrokenPipeError):
+                raise
             silence_stdout()
         if isinstance(exc, BrokenPipeError):
             raise UserError(f"{what} was closed before the export was complete (broken pipe)") from None
