@@ -62,7 +62,8 @@ def summary(path: str, changes: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def by_source(path: str, changes: int) -> pd.DataFrame:
-    """Per env and source: episodes, successes, steps, invalid actions (Store.source_summary)."""
+    """Per env and source (evaluation per model): episodes, successes, rates, steps, invalid
+    actions (Store.source_summary)."""
     return _open(path).source_summary()
 
 

@@ -18,7 +18,6 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from core.store_summaries import SOURCES
 from core.trajectory import Trajectory
 from core.tree import normalize_action, path_to
 
@@ -190,20 +189,18 @@ def node_details(g: nx.DiGraph, node: int) -> dict[str, Any]:
 
 
 # -- overview ---------------------------------------------------------------------------------
-# Where a trajectory comes from (SOURCES); each has its own success rate (expert demonstrations
-# nearly all succeed, evaluation measures trained models: one mixed figure would say nothing).
+# Where a trajectory comes from (core.store_summaries.SOURCES); each has its own success rate
+# (expert demonstrations nearly all succeed, evaluation measures trained models, each model its
+# own: one mixed figure would say nothing).
 
 
 def source_table(by_source: pd.DataFrame) -> pd.DataFrame:
-    """Per env and source: episodes, success rate, mean episode length (sources in SOURCES order)."""
-    cols = ["env", "source", "episodes", "success rate", "mean length"]
-    if by_source.empty:
-        return pd.DataFrame(columns=cols)
-    df = by_source.copy()
-    df["success rate"] = df["successes"] / df["episodes"]
-    df["mean length"] = df["steps"] / df["episodes"]
-    df["_o"] = df["source"].map({s: i for i, s in enumerate(SOURCES)})
-    return df.sort_values(["env", "_o"])[cols].reset_index(drop=True)
+    """Per env and source (evaluation per model, as Store.source_summary orders them): episodes,
+    success rate, mean reward, mean episode length."""
+    df = by_source.rename(columns={"success_rate": "success rate", "mean_reward": "mean reward",
+                                   "mean_length": "mean length"})
+    cols = ["env", "source", "model", "episodes", "success rate", "mean reward", "mean length"]
+    return df.reindex(columns=cols).reset_index(drop=True)
 
 
 def exploration_health(by_source: pd.DataFrame, outcomes: pd.DataFrame, env: str) -> dict[str, Any]:

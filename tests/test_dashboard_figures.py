@@ -308,21 +308,35 @@ def test_plain_makes_markdown_literal():
     assert plain("m*1* [x](http://e) <i>") == r"m\*1\* \[x\]\(http\://e\) \<i\>"
 
 
-def test_source_table_and_exploration_health():
-    by_source = pd.DataFrame({
-        "env": ["shop", "shop", "shop", "sci"], "source": ["exploration", "evaluation", "expert demonstrations",
-                                                           "exploration"],
-        "episodes": [10, 4, 5, 2], "successes": [3, 4, 5, 0], "steps": [60, 12, 20, 8],
-        "invalid": [6, None, None, None], "checked_steps": [40, None, None, None]})
+def test_source_table_and_exploration_health(store):
+    """Rates per source from a real store; evaluation one row per model, never blended."""
+    def ep(env: str, n: int, reward: float, invalid: int | None = None, **kw) -> Trajectory:
+        meta = {} if invalid is None else {"n_invalid": invalid}
+        return Trajectory(env, "t", "do", [Step(f"a{i}", "o") for i in range(n)], reward=reward, meta=meta, **kw)
+
+    store.add_trajectories([
+        ep("shop", 6, 1.0, 2, model="weak"), ep("shop", 4, 0.0, 4, model="weak"), ep("shop", 5, 0.5, model="weak"),
+        ep("shop", 3, 1.0, model="sft", source="eval"), ep("shop", 3, 0.0, model="sft", source="eval"),
+        ep("shop", 2, 1.0, model="dpo", source="eval"), ep("shop", 4, 1.0, model="expert"),
+        ep("sci", 4, 0.0, model="weak")])
+    by_source = store.source_summary()
     table = shaping.source_table(by_source)
-    assert table["env"].tolist() == ["sci", "shop", "shop", "shop"]
-    shop = table[table["env"] == "shop"]
-    assert shop["source"].tolist() == list(shaping.SOURCES)
-    assert shop["success rate"].tolist() == [1.0, 0.3, 1.0]
+    assert table.columns.tolist() == ["env", "source", "model", "episodes", "success rate", "mean reward",
+                                      "mean length"]
+    assert table[["env", "source", "model"]].values.tolist() == [
+        ["sci", "exploration", ""], ["shop", "expert demonstrations", ""], ["shop", "exploration", ""],
+        ["shop", "evaluation", "dpo"], ["shop", "evaluation", "sft"]]
+    shop = table[table["env"] == "shop"].set_index(["source", "model"])
+    assert shop.loc[("evaluation", "sft"), "success rate"] == 0.5  # not 2/3 over both models
+    assert shop.loc[("evaluation", "dpo"), "success rate"] == 1.0
+    assert shop.loc[("exploration", ""), "mean reward"] == pytest.approx(0.5)
+    assert shop.loc[("exploration", ""), "mean length"] == 5.0
+    assert store.source_summary(env="sci")["episodes"].tolist() == [1]
     outcomes = pd.DataFrame({"env": ["shop"], "trees": [5], "both_outcomes": [2]})
     h = shaping.exploration_health(by_source, outcomes, "shop")
-    assert h["valid_action_rate"] == pytest.approx(1 - 6 / 40)  # over the steps that were checked
-    assert h["mean_length"] == 6.0 and h["success_rate"] == 0.3 and (h["both_outcomes"], h["trees"]) == (2, 5)
+    assert h["valid_action_rate"] == pytest.approx(1 - 6 / 10)  # over the steps that were checked
+    assert h["mean_length"] == 5.0 and h["success_rate"] == pytest.approx(1 / 3)
+    assert (h["both_outcomes"], h["trees"]) == (2, 5)
     sci = shaping.exploration_health(by_source, outcomes, "sci")
     assert math.isnan(sci["valid_action_rate"]) and sci["trees"] == 0  # imported: nothing recorded
     assert shaping.percent(sci["valid_action_rate"]) == "–"

@@ -119,10 +119,13 @@ def test_overview_gives_success_rates_per_source_and_exploration_health(store):
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert "Success rate" not in metrics  # no figure mixing the sources
-    table = at.dataframe[1].value.set_index(["env", "source"])
-    assert table.loc[("shop", "expert demonstrations"), "success rate"] == 1.0
-    assert table.loc[("shop", "exploration"), "success rate"] == pytest.approx(2 / 7)
-    assert table.loc[("shop", "evaluation"), "episodes"] == 5
+    table = at.dataframe[1].value
+    shop = table[table["env"] == "shop"].set_index(["source", "model"])["success rate"]
+    assert shop[("expert demonstrations", "")] == 1.0
+    assert shop[("exploration", "")] == pytest.approx(2 / 7)
+    evaluation = table[(table["env"] == "shop") & (table["source"] == "evaluation")]
+    assert evaluation["episodes"].tolist() == [1] * 5  # one row per model: 5 episodes of 5 models
+    assert shop[("evaluation", "strong-w2s")] == 1.0 and shop[("evaluation", "strong-treedpo")] == 0
     assert metrics["Valid-action rate"] == "25%"  # only the episode that recorded it counts
     assert metrics["Explorer success rate"] == "29%"
     assert metrics["Mean episode length"] == f"{(3 + 3 + 4 + 3 + 3 + 2 + 4) / 7:.1f}"

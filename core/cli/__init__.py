@@ -14,7 +14,8 @@ from core.cli.context import add_db_argument
 
 # Command modules, in the order their verbs appear in --help.
 COMMAND_MODULES = (
-    "core.cli.data",      # import, tree, mcts, pairs, export, stats
+    "core.cli.data",      # import, tree, mcts, pairs, export
+    "core.cli.stats",     # stats
     "core.cli.envs",      # collect, replay
     "core.cli.explore",   # explore
     "core.cli.oracle",    # oracle

@@ -1,4 +1,4 @@
-"""Data commands: import, tree, mcts, pairs, export, stats.
+"""Data commands: import, tree, mcts, pairs, export (`stats` is core.cli.stats).
 
     w2stree import {jsonl,eto-sft,eto-explore} PATH... [--env ENV]
     w2stree tree   [--env] [--task] [--merge action|observation|semantic] [--threshold 0.9]
@@ -7,7 +7,6 @@
     w2stree pairs  [--env] [--task] [--granularity step|continuation|trajectory]
                    [--min-margin X] [--value data|mcts] [--baseline expert|weak] [--hard-for MODEL]
     w2stree export {trajectories,pairs,best-paths,tree} OUT [--format jsonl|eto|trl|json] ...
-    w2stree stats
 """
 
 from __future__ import annotations
@@ -124,9 +123,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", help="trajectories only: this source")
     p.add_argument("--model", help="trajectories only: this model")
     p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("stats", help="counts per env/task: trajectories, success rate, nodes, pairs")
-    p.set_defaults(func=cmd_stats)
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -363,20 +359,4 @@ def cmd_export(args: argparse.Namespace) -> int:
             _write_rows(rows, fh, as_list=fmt == "eto")
     if args.out != "-":
         print(f"wrote {n} {what} ({fmt}) to {args.out}")
-    return 0
-
-
-# -- stats ----------------------------------------------------------------------------------
-def cmd_stats(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    df = store.task_stats()
-    if df.empty:
-        print("the store is empty; run `w2stree import` or `w2stree collect` first")
-        return 0
-    for col in ("success_rate", "mean_reward"):
-        df[col] = df[col].map(lambda v: "-" if v != v else f"{v:.2f}")  # NaN: no trajectories
-    print(df.to_string(index=False))
-    c = store.counts()
-    print(f"\ntotal: {c['trajectories']} trajectories, {c['trees']} trees, {c['nodes']} nodes, "
-          f"{c['pairs']} pairs")
     return 0
