@@ -18,6 +18,7 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
+from core.console import plural
 from core.trajectory import Trajectory
 from core.tree import normalize_action, path_to
 
@@ -125,7 +126,7 @@ def tie_note(ties: int, steps: int) -> str | None:
     if ties == steps:
         return ("MCTS Q is equal among the siblings at every step of the best path: the best path is a "
                 "tie-break (the earliest child), not a preference.")
-    return (f"{ties} of the best path's {steps} steps are a tie-break (siblings with equal MCTS Q; the "
+    return (f"{ties} of the best path's {plural(steps, 'step')} are a tie-break (siblings with equal MCTS Q; the "
             "earliest child is taken).")
 
 
@@ -257,8 +258,8 @@ def task_label(row: Mapping[str, Any]) -> str:
     rate = row.get("success_rate")
     rate_s = "–" if rate is None or pd.isna(rate) else f"{rate:.0%}"
     instr = _SPACE.sub(" ", str(row.get("instruction") or ""))[:70]
-    return (f"{row['task_id']} · {int(row['n_nodes'])} nodes · {rate_s} success · "
-            f"{int(row['n_branching'])} branches · {instr}")
+    return (f"{row['task_id']} · {plural(row['n_nodes'], 'node')} · {rate_s} success · "
+            f"{plural(row['n_branching'], 'branch')} · {instr}")
 
 
 # -- pairs ------------------------------------------------------------------------------------

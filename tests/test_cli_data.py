@@ -33,9 +33,9 @@ def data_file(tmp_path) -> Path:
 
 def test_pipeline_end_to_end(store: Store, data_file: Path, tmp_path, capsys):
     assert main(["--db", str(store.path), "import", "jsonl", str(data_file)]) == 0
-    assert "imported 3 trajectories from 1 file(s)" in capsys.readouterr().out
+    assert "imported 3 trajectories from 1 file" in capsys.readouterr().out
     assert main(["tree"]) == 0
-    assert "built 1 trees (5 nodes) from 3 trajectories" in capsys.readouterr().out
+    assert "built 1 tree (5 nodes) from 3 trajectories" in capsys.readouterr().out
     assert main(["mcts", "--iterations", "4"]) == 0
     assert main(["pairs"]) == 0
     assert "stored 2 step pairs" in capsys.readouterr().out
@@ -97,7 +97,7 @@ def test_pipeline_end_to_end(store: Store, data_file: Path, tmp_path, capsys):
     assert lines[at + 1].split() == ["env", "task", "trajectories", "success_rate", "mean_reward", "nodes",
                                      "branching", "pairs"]
     assert lines[at + 2].split() == [ENV, "t1", "3", "0.33", "0.50", "5", "2", "4"]
-    assert "total: 3 trajectories, 1 trees, 5 nodes, 4 pairs" in out
+    assert "total: 3 trajectories, 1 tree, 5 nodes, 4 pairs" in out
 
 
 def test_stats_is_compact_and_keeps_evaluation_apart_per_model(store: Store, data_file: Path, capsys):
@@ -168,7 +168,7 @@ def test_import_reports_skipped_files_and_keeps_good_ones(store: Store, data_fil
     cap = capsys.readouterr()
     assert cap.err.strip() == (f"w2stree: skipped {bad}: line 2: field 'steps[0].act': unknown field "
                                "(allowed: action, observation, reward, score, thought)")
-    assert cap.out.strip() == "imported 3 trajectories from 1 file(s); skipped 1 file(s) with errors"
+    assert cap.out.strip() == "imported 3 trajectories from 1 file; skipped 1 file with errors"
     assert store.counts()["trajectories"] == 3
 
 
@@ -228,7 +228,7 @@ def test_eto_baseline_from_the_cli_and_the_renamed_rule(store: Store, data_file:
     assert main(["import", "jsonl", str(tmp_path / "expert.jsonl")]) == 0
     assert main(["tree"]) == 0
     assert main(["pairs", "--granularity", "trajectory"]) == 0
-    assert "stored 2 trajectory pairs from 1 trees (baseline=expert)" in capsys.readouterr().out
+    assert "stored 2 trajectory pairs from 1 tree (baseline=expert)" in capsys.readouterr().out
     # the expert (1.0) against the explored ones of lower reward: 0.0 and 0.5 (the 1.0 tie dropped)
     assert sorted((p.chosen_value, p.rejected_value) for p in store.pairs()) == [(1.0, 0.0), (1.0, 0.5)]
     assert main(["mcts", "--rule", "reference"]) == 2

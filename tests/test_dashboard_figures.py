@@ -415,3 +415,9 @@ def test_true_value_colouring_and_node_details():
     assert "steps from here" not in hover[gid]  # a folded group has no expert of its own
     icicle = figures.icicle_figure(g, kind="true")
     assert list(icicle.data[0].marker.colors) == [1.0, 1.0, 0.0, 0.0]  # unknown drawn as 0
+
+
+def test_task_label_counts_in_the_singular_and_plural():
+    row = {"task_id": "t7", "n_nodes": 1, "n_branching": 1, "success_rate": 0.5, "instruction": "buy a lamp"}
+    assert shaping.task_label(row) == "t7 · 1 node · 50% success · 1 branch · buy a lamp"
+    assert shaping.task_label({**row, "n_nodes": 12, "n_branching": 3}).startswith("t7 · 12 nodes · 50% success · 3 branches")

@@ -97,7 +97,7 @@ def test_read_only_store_reads_and_refuses_writes(tmp_path, capsys):
         assert store.read_only and store.counts()["trajectories"] == 1
         assert [t.actions for t in store.trajectories()] == [["a", "b"]]
         assert main(["--db", str(path), "stats"]) == 0
-        assert "total: 1 trajectories" in capsys.readouterr().out
+        assert "total: 1 trajectory," in capsys.readouterr().out
         assert main(["--db", str(path), "tree"]) == 2
         assert "is read-only" in _one_error_line(capsys.readouterr().err)
         with pytest.raises(StoreError, match="read-only"):

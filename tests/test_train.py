@@ -464,6 +464,28 @@ def test_trainer_arguments_for_cuda_and_several_processes(monkeypatch, tmp_path)
     assert lora_config(make_config("sft", "tiny", lora=True)).target_modules == "all-linear"
 
 
+def test_trainers_silence_only_the_checkpointing_deprecation(models, tmp_path):
+    """TRL's DPO step and PEFT read `is_gradient_checkpointing`, which transformers deprecates with
+    a FutureWarning in every job log; building a trainer's arguments ignores that one warning."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    from core.train import make_config
+    from core.train.common import trainer_kwargs
+
+    model = AutoModelForCausalLM.from_pretrained(models["weak"])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert model.is_gradient_checkpointing is False  # what TRL's DPO trainer reads each step
+        assert [type(w.message) for w in seen] == [FutureWarning]  # the warning is real
+        trainer_kwargs(make_config("treedpo", "tiny", device="cpu"), tmp_path, DPOConfig, 64)
+        assert model.is_gradient_checkpointing is False
+        warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
+        assert [str(w.message) for w in seen[1:]] == ["another FutureWarning"]
+
+
 def test_multi_gpu_launch_honours_an_accelerate_config(monkeypatch, tmp_path):
     import json
 

@@ -47,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `w2stree` console script."""
+    from core.console import quiet_library_bars
     from core.envs.base import UnknownEnvError
     from core.errors import UserError
 
+    quiet_library_bars()  # before any verb imports transformers: bars only on a terminal
     args = build_parser().parse_args(argv)
     try:
         rc = args.func(args)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from core.cli.context import add_db_argument, open_store
 from core.errors import UserError
+from core.processes import reap_ended_children
 from core.store import Store
 
 DEFAULT_PORT = 8501
@@ -41,11 +42,14 @@ def _port(text: str) -> int:
 def serve(port: int, store: Store) -> int:
     """Become the dashboard server of `store` (until Ctrl-C). The process is replaced by
     `streamlit run` rather than waiting on it, so a signal sent to this process reaches the
-    server itself and never leaves an orphaned server behind."""
+    server itself and never leaves an orphaned server behind. The ended children of this process
+    (`up`'s training jobs) are reaped first: the server would never wait on them, and they would
+    stay "defunct" under it until it stops."""
     if not app_path().exists():
         raise UserError(f"{app_path()} is missing; reinstall w2stree (pip install -e .)")
     print(f"w2stree dashboard: http://127.0.0.1:{port}  (store {store.path}; Ctrl-C stops it)", flush=True)
     cmd = serve_command(port, store.path)
+    reap_ended_children()
     os.execv(cmd[0], cmd)
     return 0  # not reached
 

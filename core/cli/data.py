@@ -23,6 +23,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from core.cli.context import open_store
+from core.console import plural
 from core.errors import UserError
 from core.formats.importer import KINDS as IMPORT_FORMATS
 from core.mcts import RULES
@@ -165,7 +166,8 @@ def cmd_tree(args: argparse.Namespace) -> int:
                         f"{' from source ' + repr(args.source) if args.source else ''}"
                         f"{' of model ' + repr(args.model) if args.model else ''}; "
                         "run `w2stree import` or `w2stree collect` first")
-    print(f"built {n_trees} trees ({n_nodes} nodes) from {n_trajs} trajectories, merge={args.merge}")
+    print(f"built {plural(n_trees, 'tree')} ({plural(n_nodes, 'node')}) from {plural(n_trajs, 'trajectory')}, "
+          f"merge={args.merge}")
     return 0
 
 
@@ -195,7 +197,8 @@ def cmd_mcts(args: argparse.Namespace) -> int:
     ids = _trees(store, args)
     with _bar(len(ids), "mcts") as bar:
         score_trees_stored(store, ids, settings, bar.update)
-    print(f"ran MCTS on {len(ids)} trees: {args.iterations} iterations, c={args.c}, rule={args.rule}")
+    print(f"ran MCTS on {plural(len(ids), 'tree')}: {plural(args.iterations, 'iteration')}, c={args.c}, "
+          f"rule={args.rule}")
     return 0
 
 
@@ -230,10 +233,10 @@ def cmd_pairs(args: argparse.Namespace) -> int:
             scorer.close()
     detail = f" (baseline={args.baseline})" if args.granularity == "trajectory" else f" (value={args.value})"
     if args.hard_for:
-        detail += f"; {args.hard_for} ranks {total} of the {cut[0]} pairs cut wrong: only those are stored"
+        detail += f"; {args.hard_for} ranks {total} of the {plural(cut[0], 'pair')} cut wrong: only those are stored"
     elif not total:
         detail += ": " + no_pair_reason(store, args.env, args.task, args.min_margin)
-    print(f"stored {total} {args.granularity} pairs from {len(ids)} trees{detail}")
+    print(f"stored {plural(total, args.granularity + ' pair')} from {plural(len(ids), 'tree')}{detail}")
     return 0
 
 

@@ -14,11 +14,14 @@ import shlex
 import pandas as pd
 
 from core.cli.context import open_store
+from core.console import plural
 from core.errors import UserError
 from core.store import Store
 
 # Columns printed with fixed digits (a dash where there is no value).
 DIGITS = {"success_rate": 2, "mean_reward": 2, "mean_length": 1}
+# The totals line: column of Store.task_stats -> its noun.
+COUNTED = (("trajectories", "trajectory"), ("trees", "tree"), ("nodes", "node"), ("pairs", "pair"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,9 +79,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print("per task (without evaluation episodes)")
         print(_text(tasks.drop(columns="trees")) + "\n" if not tasks.empty else "no trajectories, trees or pairs\n")
     n_eval = int(sources.loc[sources["source"] == "evaluation", "episodes"].sum())
-    evaluation = f"; {n_eval} evaluation episodes apart (per model above)" if n_eval else ""
-    print(f"total: {int(tasks['trajectories'].sum())} trajectories, {int(tasks['trees'].sum())} trees, "
-          f"{int(tasks['nodes'].sum())} nodes, {int(tasks['pairs'].sum())} pairs{evaluation}")
+    evaluation = f"; {plural(n_eval, 'evaluation episode')} apart (per model above)" if n_eval else ""
+    total = ", ".join(plural(int(tasks[col].sum()), noun) for col, noun in COUNTED)
+    print(f"total: {total}{evaluation}")
     if not (args.all or args.env or args.task):
         print("the table per task: `w2stree stats --env ENV`, `--task ID` or `--all`")
     return 0

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 from tqdm import tqdm
 
+from core.console import plural
 from core.errors import UserError
 from core.formats import FormatError
 from core.formats.eto import explore_files, read_eto_explore_file, read_eto_sft
@@ -47,8 +48,8 @@ class ImportSummary:
         return len(self.errors)
 
     def line(self) -> str:
-        text = f"imported {self.trajectories} trajectories from {self.files} file(s)"
-        return text + (f"; skipped {self.skipped} file(s) with errors" if self.errors else "")
+        text = f"imported {plural(self.trajectories, 'trajectory')} from {plural(self.files, 'file')}"
+        return text + (f"; skipped {plural(self.skipped, 'file')} with errors" if self.errors else "")
 
 
 def _files(kind: str, path: Path) -> list[Path]:

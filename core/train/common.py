@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,17 @@ def lora_config(cfg: TrainConfig) -> Any:
                       target_modules=modules, task_type="CAUSAL_LM")
 
 
+def quiet_checkpointing_deprecation() -> None:
+    """Ignore transformers' FutureWarning that `is_gradient_checkpointing` is deprecated: TRL's
+    DPO trainer (every step) and PEFT (wrapping a LoRA model) read that property, not this
+    project, so the warning says nothing a user can act on. Only that message is ignored."""
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: int) -> dict[str, Any]:
-    """Keyword arguments for a TRL config class (`SFTConfig`, `DPOConfig`) from our config."""
+    """Keyword arguments for a TRL config class (`SFTConfig`, `DPOConfig`) from our config. Every
+    trainer is built through here: it also installs `quiet_checkpointing_deprecation`."""
+    quiet_checkpointing_deprecation()
     names = {f.name for f in dataclasses.fields(arg_cls)}
     cuda = use_cuda(cfg)
     split = micro_split(cfg)  # micro-batches per batch: accumulated into the same step

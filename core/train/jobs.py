@@ -298,10 +298,15 @@ def mark_checkpoint_complete(ckpt: Path) -> None:
 # -- liveness, stop ---------------------------------------------------------------------------------
 
 def _alive(pid: int | None, runner: bool, launched_ts: float | None = None) -> bool:
-    """Whether `pid` runs; for a runner process also that it is still the job's (pid reuse)."""
+    """Whether `pid` runs; for a runner process also that it is still the job's (pid reuse). A
+    process launched here is asked through its Popen, which also reaps it once it has ended
+    (otherwise it would stay a zombie of this process, e.g. of the dashboard server)."""
+    mine = [p for p in _CHILDREN.values() if p.pid == pid]  # two, if an ended one's pid was reused
+    if mine:
+        return any(p.poll() is None for p in mine)
     if not pid_running(pid):
         return False
-    if not runner or _our_child(pid):
+    if not runner:
         return True
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -425,11 +430,6 @@ def _runner_pids(job_dir: Path) -> list[int]:
         if b"core.train.runner" in args and want & set(args) and int(proc.name) != os.getpid():
             pids.append(int(proc.name))
     return pids
-
-
-def _our_child(pid: int) -> bool:
-    """Whether `pid` is a job process launched by this process and not yet exited."""
-    return any(p.pid == pid and p.poll() is None for p in _CHILDREN.values())
 
 
 def _reap(job_id: str) -> None:

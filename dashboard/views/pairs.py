@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.agents.prompt import parse_reply
+from core.console import plural
 from dashboard import data, shaping, ui
 
 TABLE_KEY = "pairs_table"
@@ -87,7 +88,7 @@ def show_pair(row: dict) -> None:
             st.page_link("views/trees.py", label=f"Open node {int(row['node_id'])} in Trees",
                          icon=":material/account_tree:",
                          query_params={"tree": row["tree_id"], "node": str(int(row["node_id"]))})
-    st.subheader(f"Shared prefix ({len(v.prompt)} turns)")
+    st.subheader(f"Shared prefix ({plural(len(v.prompt), 'turn')})")
     shown = v.prompt if len(v.prompt) <= 8 else v.prompt[-6:]
     if len(shown) < len(v.prompt):
         with st.expander(f"{len(v.prompt) - len(shown)} earlier turns"):
@@ -111,7 +112,7 @@ def main() -> None:
                  "(or fill the embedded default from the Overview page).")
         return
     df = filters(pairs)
-    st.caption(f"{len(df)} of {len(pairs)} pairs match")
+    st.caption(f"{len(df)} of {plural(len(pairs), 'pair')} match")
     if df.empty:
         ui.empty("No pair matches these filters: lower the margin or pick another task.")
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.console import plural
 from dashboard import data, explore_panel, layout, shaping, ui
 
 CHART_KEY = "trees_chart"
@@ -83,7 +84,7 @@ def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
     for i, o in enumerate(d["observations"][:3]):
         ui.text(f"Observation {i + 1} of {len(d['observations'])}", o, code=True)
     if d["path"]:
-        with st.expander(f"Path from the root ({len(d['path'])} actions)"):
+        with st.expander(f"Path from the root ({plural(len(d['path']), 'action')})"):
             st.code("\n".join(f"{i + 1}. {a}" for i, a in enumerate(d["path"])), language=None,
                     wrap_lines=True)
     pairs = data.pairs(path, changes, tree_id=tree_id)
@@ -115,10 +116,10 @@ def main() -> None:
     g = data.tree(path, changes, tree_id)
     head = trees[trees["tree_id"] == tree_id].iloc[0]
     has_mcts = int(head["mcts_iterations"]) > 0
-    mcts = (f"MCTS {int(head['mcts_iterations'])} iterations (c = {float(head['mcts_c']):g})"
+    mcts = (f"MCTS {plural(head['mcts_iterations'], 'iteration')} (c = {float(head['mcts_c']):g})"
             if has_mcts else "no MCTS yet")
-    st.caption(f"{g.number_of_nodes()} nodes · {int(head['n_trajectories'])} trajectories · "
-               f"{int(head['n_branching'])} branching nodes · merge rule {head['merge']} · {mcts}")
+    st.caption(f"{plural(g.number_of_nodes(), 'node')} · {plural(head['n_trajectories'], 'trajectory')} · "
+               f"{plural(head['n_branching'], 'branching node')} · merge rule {head['merge']} · {mcts}")
     with st.expander("Instruction", expanded=False):
         st.text(head["instruction"] or "–")
 
@@ -152,7 +153,7 @@ def main() -> None:
         fig, drawn = data.tree_picture(path, changes, tree_id, kind, max_depth or None,
                                        max_children or None, node, explore_panel.highlight(tree_id))
         if len(drawn) < g.number_of_nodes():
-            st.caption(f"Drawing {len(drawn)} of {g.number_of_nodes()} nodes (caps); squares fold "
+            st.caption(f"Drawing {len(drawn)} of {plural(g.number_of_nodes(), 'node')} (caps); squares fold "
                        "children, hover a node for what its caps hide.")
         if has_mcts and (note := shaping.tie_note(*shaping.best_path_ties(g))):
             st.info(note, icon=":material/balance:")
@@ -172,7 +173,7 @@ def main() -> None:
         options = shaping.node_options(g, drawn, node)
         if len(options) < g.number_of_nodes():
             st.number_input("Go to node id", 0, max(g.nodes), None, key="trees_goto", on_change=go_to,
-                            args=(g,), placeholder=f"any of {g.number_of_nodes()} nodes")
+                            args=(g,), placeholder=f"any of {plural(g.number_of_nodes(), 'node')}")
         node = st.selectbox(
             "Node (or click one in the tree)", options, key="trees_node",
             format_func=lambda n: f"{n} · depth {g.nodes[n].get('depth', 0)} · "
