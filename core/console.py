@@ -12,11 +12,11 @@ import sys
 
 
 def plural(n: int | float, noun: str, many: str | None = None) -> str:
-    """`n` and `noun` in the singular for exactly 1, else in the plural (`many`, or the English
-    rule: "-y" after a consonant -> "-ies", "-s" / "-x" / "-ch" / "-sh" -> "-es", else "-s"):
-    plural(1, "turn") == "1 turn", plural(3, "branch") == "3 branches"."""
-    count = int(n) if float(n).is_integer() else n
-    if count == 1:
+    """`n` (thousands separated) and `noun` in the singular for exactly 1, else in the plural
+    (`many`, or the English rule: "-y" after a consonant -> "-ies", "-s" / "-x" / "-ch" / "-sh" ->
+    "-es", else "-s"): plural(1, "turn") == "1 turn", plural(3200, "branch") == "3,200 branches"."""
+    count = f"{int(n):,}" if float(n).is_integer() else f"{n:,}"
+    if count == "1":
         return f"{count} {noun}"
     if many is None:
         if noun.endswith("y") and noun[-2:-1] not in "aeiou":

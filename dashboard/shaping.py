@@ -19,6 +19,7 @@ import networkx as nx
 import pandas as pd
 
 from core.console import plural
+from core.pairs import GRANULARITIES
 from core.trajectory import Trajectory
 from core.tree import normalize_action, path_to
 
@@ -302,6 +303,22 @@ def pair_view(row: Mapping[str, Any]) -> PairView:
         chosen_value=float(row["chosen_value"]), rejected_value=float(row["rejected_value"]),
         chosen_success=bool(row["chosen_success"]), rejected_success=bool(row["rejected_success"]),
     )
+
+
+def tree_pairs_first(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Pairs in the order the Pairs page offers them: TreeDPO pairs (cut at a tree node: step,
+    then continuation) before the ETO baseline's whole-trajectory pairs, then by env, task, node."""
+    rank = pairs["granularity"].map({g: i for i, g in enumerate(GRANULARITIES)}).fillna(len(GRANULARITIES))
+    order = pairs.assign(_rank=rank).sort_values(["_rank", "env", "task_id", "node_id", "pair_id"], kind="stable")
+    return order.drop(columns="_rank")
+
+
+def pair_scope(node_id: int, n_prompt: int) -> str:
+    """Where a pair's sides part, in the words of its shared prefix of `n_prompt` turns."""
+    shared = plural(n_prompt, "turn")
+    if node_id >= 0:
+        return f"cut at node {node_id}: both sides continue the same {shared}"
+    return f"whole trajectories: they share only the task's opening ({shared})"
 
 
 def pair_label(row: Mapping[str, Any]) -> str:

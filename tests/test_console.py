@@ -26,6 +26,7 @@ def test_plural():
     assert [plural(2, "mismatch"), plural(2, "box"), plural(2, "step pair")] == [
         "2 mismatches", "2 boxes", "2 step pairs"]
     assert plural(1.0, "node") == "1 node" and plural(4, "datum", "data") == "4 data"
+    assert plural(15136, "row") == "15,136 rows" and plural(0.5, "share") == "0.5 shares"
 
 
 # Saves a tiny model and loads it back: transformers draws "Writing model shards" and "Loading

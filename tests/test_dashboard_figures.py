@@ -12,7 +12,7 @@ import pytest
 
 from core.trajectory import Step, Trajectory
 from core.tree import build_tree
-from dashboard import figures, layout, shaping
+from dashboard import figures, layout, shaping, train_defaults
 
 
 def make_tree(parents: dict[int, int], visits: dict[int, int] | None = None,
@@ -421,3 +421,28 @@ def test_task_label_counts_in_the_singular_and_plural():
     row = {"task_id": "t7", "n_nodes": 1, "n_branching": 1, "success_rate": 0.5, "instruction": "buy a lamp"}
     assert shaping.task_label(row) == "t7 · 1 node · 50% success · 1 branch · buy a lamp"
     assert shaping.task_label({**row, "n_nodes": 12, "n_branching": 3}).startswith("t7 · 12 nodes · 50% success · 3 branches")
+
+
+def test_tree_pairs_come_first_and_the_caption_counts_the_shared_turns():
+    pairs = pd.DataFrame({"pair_id": ["e1", "c1", "s2", "s1"], "env": ["shop"] * 4,
+                          "task_id": ["t1", "t1", "t2", "t1"], "node_id": [-1, 2, 0, 3],
+                          "granularity": ["trajectory", "continuation", "step", "step"]})
+    assert shaping.tree_pairs_first(pairs)["pair_id"].tolist() == ["s1", "s2", "c1", "e1"]
+    assert shaping.tree_pairs_first(pairs.iloc[:0]).empty
+    assert shaping.pair_scope(-1, 1) == "whole trajectories: they share only the task's opening (1 turn)"
+    assert shaping.pair_scope(4, 7) == "cut at node 4: both sides continue the same 7 turns"
+
+
+def test_train_form_defaults_come_from_the_pipeline_scale_field_of_the_training():
+    assert [train_defaults.scale_field(k, s, w) for k, s, w in (
+        ("treedpo", "pairs", False), ("eto-dpo", "pairs", True), ("mcts", "best-paths", False),
+        ("sft", "successes", False), ("sft", "expert", True), ("sft", "expert", False))] == [
+        "dpo", "dpo", "mcts_sft", "w2s_sft", "sft_weak", "sft_strong"]
+    models = pd.DataFrame({"name": ["shop-weak", "shop-strong", "sft-weak", "sft-strong"],
+                           "role": ["weak", "strong", "sft", "sft"],
+                           "base": ["", "", "shop-weak", "shop-strong"]})
+    assert train_defaults.weak_models(models) == {"shop-weak", "sft-weak"}
+    assert train_defaults.example_caption(1, False, None, "m") == "1 training example (one training row each)"
+    assert train_defaults.example_caption(3200, True, 15136, "m").startswith(
+        "3,200 training examples → 15,136 training rows as the trainer sees them (m is prompted one decision")
+    assert train_defaults.example_caption(5, True, None, "m").endswith("(counted when the job starts)")

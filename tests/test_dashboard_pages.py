@@ -4,6 +4,7 @@ pairs, evaluation episodes of four models, ScienceWorld-style scored episodes, r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.mcts import run_mcts
 from core.pairs import tree_pairs
+from core.pipeline import SCALES
 from core.store import Store
 from core.trajectory import Run, Step, Task, Trajectory
 from core.tree import build_trees
@@ -249,6 +251,24 @@ def test_pairs_page_shows_prefix_and_both_continuations(filled):
     assert "4 of 8 pairs match" in texts(at)
 
 
+def test_pairs_page_opens_on_a_tree_pair_and_says_what_each_pair_shares(filled):
+    from core.pairs import eto_pairs
+
+    filled.save_pairs(eto_pairs(filled.trajectories(env="shop", source="collect"), mode="weak"))
+    eto = filled.pairs_frame(granularity="trajectory")
+    assert len(eto) and eto["env"].iloc[0] == "shop"  # ETO pairs sort first in the store (node -1)
+    at = run_page("views/pairs.py")
+    assert not at.exception, at.exception
+    assert at.slider(key="pairs_margin").value == 0.0
+    shown = filled.pairs_frame().set_index("pair_id").loc[at.selectbox(key="pairs_pick").value]
+    assert shown["granularity"] == "step" and shown["node_id"] >= 0
+    at.selectbox(key="pairs_pick").set_value(eto["pair_id"].iloc[0]).run()
+    turns = len(json.loads(eto["prompt"].iloc[0]))
+    shared = f"{turns} turn" + ("s" if turns != 1 else "")
+    assert f"Shared prefix ({shared})" in texts(at)
+    assert f"whole trajectories: they share only the task's opening ({shared})" in texts(at)
+
+
 def test_pairs_page_deep_link_filters_to_a_node(filled):
     at = run_page("views/pairs.py", tree="shop/t2", node="1")
     assert not at.exception
@@ -321,8 +341,14 @@ def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
     assert not at.exception, at.exception
     assert at.selectbox(key="train_env").value == "shop"
     commands = [c.value for c in at.code if c.value.startswith("w2stree train")]
-    assert commands == ["w2stree train treedpo --preset tiny --model strong-sft "
-                        "--data pairs:shop:step --ref weak-sft"]
+    dpo = SCALES["tiny"].dpo  # the defaults are the pipeline's tiny-scale DPO settings
+    assert commands == ["w2stree train treedpo --preset tiny --model strong-sft --data pairs:shop:step "
+                        f"--lr {dpo['lr']} --batch-size {dpo['batch_size']} --max-steps {dpo['max_steps']} "
+                        f"--save-steps {dpo['save_steps']} --ref weak-sft"]
+    assert next(w for w in at.number_input if w.key.startswith("train_lr_")).value == dpo["lr"]
+    at.segmented_control(key="train_kind").set_value("mcts").run()
+    assert next(w for w in at.number_input if w.key.startswith("train_lr_")).value == SCALES["tiny"].mcts_sft["lr"]
+    at.segmented_control(key="train_kind").set_value("treedpo").run()
     at.text_input(key="train_output").input("../escape").run()  # invalid output name
     assert "output='../escape' is invalid" in at.error[0].value
     assert not any(b.key == "train_start" for b in at.button)
@@ -330,6 +356,31 @@ def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
     at.button(key="train_start").click().run()  # registered, but its folder does not exist
     assert at.error and "strong-sft" in at.error[0].value
     assert filled.query("SELECT count(*) AS n FROM jobs")["n"][0] == 0
+
+
+@pytest.mark.slow
+def test_train_form_counts_rows_as_the_trainer_sees_them(filled, tmp_path_factory):
+    """The local models are prompted one decision at a time: an SFT example of n steps is n rows.
+    SFT defaults follow the model trained (the pipeline's SFT-weak or SFT-strong settings)."""
+    from test_train import tiny_models
+
+    paths = tiny_models(tmp_path_factory.getbasetemp())
+    for role in ("weak", "strong"):
+        filled.register_model(f"shop-{role}", str(paths[role]), role=role, params=1000)
+    filled.add_trajectories([episode("t1", ["search[x]", "click[item a]", "click[buy now]"], 1.0, model="expert"),
+                             episode("t2", ["search[lamp]", "click[buy now]"], 1.0, model="expert")])
+    at = run_page("views/train.py")
+    at.segmented_control(key="train_kind").set_value("sft").run()
+    at.selectbox(key="train_model_sft").set_value("shop-strong").run()
+    assert not at.exception, at.exception
+    assert ("2 training examples → 5 training rows as the trainer sees them (shop-strong is prompted one "
+            "decision at a time") in texts(at)
+    steps = lambda: next(w for w in at.number_input if w.key.startswith("train_steps_")).value  # noqa: E731
+    assert steps() == SCALES["tiny"].sft_strong["max_steps"]
+    at.selectbox(key="train_model_sft").set_value("shop-weak").run()
+    assert steps() == SCALES["tiny"].sft_weak["max_steps"]
+    at.selectbox(key="train_model_sft").set_value("strong-sft").run()  # registered, folder gone: not read
+    assert "2 training examples (one training row each)" in texts(at)
 
 
 @pytest.mark.slow
@@ -370,8 +421,9 @@ def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     assert "--max-steps 100000" in " ".join(c.value for c in at.code)
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
-    jobs = filled.query("SELECT job_id, status FROM jobs")
+    jobs = filled.query("SELECT job_id, status, max_steps FROM jobs")
     assert len(jobs) == 1 and jobs["status"][0] in ("queued", "running")
+    assert jobs["max_steps"][0] == 100_000  # as configured, before the trainer reports it
     job_id = jobs["job_id"][0]
     assert at.selectbox(key="train_job").value == job_id
     pid = json.loads((Path(job_status(job_id)["job_dir"]) / "launch.json").read_text())["pid"]

@@ -166,8 +166,11 @@ def create_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | N
     cfg, rows, lineage = prepare(kind, config, store)
     job_id = new_job_id(kind)
     output = str(models_dir() / (cfg.output or job_id))
+    # max_steps as configured from the start (the trainer reports its own once it runs; by epochs
+    # the count is known only then)
     return write_job(kind, dataclasses.asdict(cfg), lineage, store, output,
-                     lambda folder: write_rows(rows, folder / "data.jsonl"), job_id=job_id)
+                     lambda folder: write_rows(rows, folder / "data.jsonl"), job_id=job_id,
+                     max_steps=cfg.max_steps if cfg.max_steps > 0 else None)
 
 
 def write_job(kind: str, config: dict[str, Any], lineage: dict[str, Any], store: Store | None = None,
