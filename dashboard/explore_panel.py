@@ -108,11 +108,11 @@ def explore_live(tree_id: str) -> None:
     except UserError:  # its folder was deleted
         st.session_state.pop("explore_job", None)
         return
-    c = st.columns([4, 1])
-    c[0].progress(float(status.get("progress") or 0.0), text=f"{job} · " + shaping.progress_text(status))
+    # full width, the buttons below it: beside it in this narrow column "Stop" was cut to "S…"
+    st.progress(float(status.get("progress") or 0.0), text=f"{job} · " + shaping.progress_text(status))
     if status.get("status") in ACTIVE:
-        c[1].button("Stop", icon=":material/stop:", key="explore_stop", on_click=stop_job,
-                    args=(job, data.store(), 30.0))
+        st.button("Stop", icon=":material/stop:", key="explore_stop", on_click=stop_job,
+                  args=(job, data.store(), 30.0))
         st.code(job_log_tail(job, 6) or "(starting)", language=None)
         return
     if status.get("error"):
@@ -125,7 +125,7 @@ def explore_live(tree_id: str) -> None:
         st.session_state.setdefault("explore_new", {})[f"{cfg['env']}/{cfg['task_id']}"] = [
             int(n) for n in status.get("new_nodes") or []]
         st.rerun()
-    c[1].button("Dismiss", key="explore_dismiss", on_click=lambda: st.session_state.pop("explore_job", None))
+    st.button("Dismiss", key="explore_dismiss", on_click=lambda: st.session_state.pop("explore_job", None))
 
 
 # -- play from here -----------------------------------------------------------------------------------

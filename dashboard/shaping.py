@@ -230,28 +230,37 @@ def percent(x: float) -> str:
 
 
 # -- task picker ------------------------------------------------------------------------------
+#: The task picker's orders: name -> (columns, ascending each); ties always by task id. The
+#: first is the default: trees holding a success and a failure (the ones that yield pairs, and
+#: show both colours) first, the bigger first among them.
 TASK_SORTS = {
-    "size": ("n_nodes", False),
-    "success rate": ("success_rate", False),
-    "branching": ("n_branching", False),
-    "task id": ("task_id", True),
+    "both outcomes first": (["both_outcomes", "n_nodes"], [False, False]),
+    "size": (["n_nodes"], [False]),
+    "success rate": (["success_rate"], [False]),
+    "branching": (["n_branching"], [False]),
+    "task id": (["task_id"], [True]),
 }
 
 
-def task_table(trees: pd.DataFrame, roots: pd.DataFrame, sort: str = "size") -> pd.DataFrame:
+def task_table(trees: pd.DataFrame, roots: pd.DataFrame, sort: str = "both outcomes first",
+               both_only: bool = False) -> pd.DataFrame:
     """One row per tree: env, task_id, tree_id, instruction, n_nodes, n_trajectories,
-    n_branching, success_rate (successes / visits at the root), sorted by `sort`
-    (a key of TASK_SORTS; ties by task id)."""
+    n_branching, success_rate (successes / visits at the root), both_outcomes (a success and a
+    failure), sorted by `sort` (a key of TASK_SORTS; ties by task id); with `both_only` only the
+    trees with both outcomes."""
     cols = ["tree_id", "env", "task_id", "instruction", "n_nodes", "n_trajectories", "n_branching"]
     if trees.empty:
-        return pd.DataFrame(columns=[*cols, "success_rate"])
+        return pd.DataFrame(columns=[*cols, "success_rate", "both_outcomes"])
     df = trees[cols].copy()
     rate = roots.set_index("tree_id").eval("successes / visits") if not roots.empty else pd.Series()
     df["success_rate"] = df["tree_id"].map(rate).astype(float)
-    col, ascending = TASK_SORTS[sort]
-    keys = [col] if col == "task_id" else [col, "task_id"]
-    return df.sort_values(keys, ascending=[ascending] + [True] * (len(keys) - 1),
-                          na_position="last").reset_index(drop=True)
+    df["both_outcomes"] = (df["success_rate"] > 0) & (df["success_rate"] < 1)
+    if both_only:
+        df = df[df["both_outcomes"]]
+    keys, ascending = TASK_SORTS[sort]
+    if "task_id" not in keys:
+        keys, ascending = [*keys, "task_id"], [*ascending, True]
+    return df.sort_values(keys, ascending=ascending, na_position="last").reset_index(drop=True)
 
 
 def task_label(row: Mapping[str, Any]) -> str:
@@ -261,6 +270,16 @@ def task_label(row: Mapping[str, Any]) -> str:
     instr = _SPACE.sub(" ", str(row.get("instruction") or ""))[:70]
     return (f"{row['task_id']} · {plural(row['n_nodes'], 'node')} · {rate_s} success · "
             f"{plural(row['n_branching'], 'branch')} · {instr}")
+
+
+def root_mcts_note(g: nx.DiGraph, node: int) -> str | None:
+    """Why the root shows no MCTS visits and no Q after a search, or None where that is not the
+    case: the released rule (`uct`, as mcts_demo.py) backs up every node of a path but the root."""
+    if node != 0 or not g.graph.get("mcts_iterations") or g.nodes[0].get("mcts_visits"):
+        return None
+    return ("The root has no MCTS visits and no Q by design: the released MCTS rule backs up every node "
+            "of an iteration's path except the root, where every iteration starts. Its children's "
+            "visits add up to the iterations; the best path starts here all the same.")
 
 
 # -- pairs ------------------------------------------------------------------------------------

@@ -213,6 +213,10 @@ def test_task_table_sorts():
     assert shaping.task_table(trees, roots, "branching")["task_id"].tolist() == ["a", "c", "b"]
     t = shaping.task_table(trees, roots, "success rate")
     assert t["task_id"].tolist() == ["c", "a", "b"] and t["success_rate"].tolist() == [1.0, 0.25, 0.0]
+    # only a (1 success of 4) holds both outcomes: first by default, then the rest by size
+    assert shaping.task_table(trees, roots)["task_id"].tolist() == ["a", "b", "c"]
+    assert shaping.task_table(trees, roots, "size", both_only=True)["task_id"].tolist() == ["a"]
+    assert list(shaping.TASK_SORTS)[0] == "both outcomes first"
 
 
 def test_method_table():
@@ -446,3 +450,13 @@ def test_train_form_defaults_come_from_the_pipeline_scale_field_of_the_training(
     assert train_defaults.example_caption(3200, True, 15136, "m").startswith(
         "3,200 training examples → 15,136 training rows as the trainer sees them (m is prompted one decision")
     assert train_defaults.example_caption(5, True, None, "m").endswith("(counted when the job starts)")
+
+
+def test_the_root_note_explains_its_empty_mcts_statistics():
+    g = make_tree({1: 0, 2: 0})
+    assert shaping.root_mcts_note(g, 0) is None  # no MCTS yet: nothing to explain
+    g.graph["mcts_iterations"] = 50
+    assert "backs up every node of an iteration's path except the root" in shaping.root_mcts_note(g, 0)
+    assert shaping.root_mcts_note(g, 1) is None
+    g.nodes[0]["mcts_visits"] = 50  # a rule that backs the root up (early-release): nothing to explain
+    assert shaping.root_mcts_note(g, 0) is None

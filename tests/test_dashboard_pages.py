@@ -94,6 +94,11 @@ def run_page(page: str, **query) -> AppTest:
     return at.run()
 
 
+def tree_picker(at: AppTest):
+    """The Trees page's task picker (its key changes with its lines; the choice is "trees_tree")."""
+    return next(s for s in at.selectbox if s.key.startswith("trees_pick_"))
+
+
 def texts(at: AppTest) -> str:
     """Everything the page shows as text, code, markdown, captions and metrics."""
     parts = [e.value for kind in ("text", "code", "markdown", "caption", "title", "subheader", "info")
@@ -158,7 +163,7 @@ def test_overview_summarizes_the_store(filled):
 def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
     at = run_page("views/trees.py")
     assert not at.exception, at.exception
-    assert at.selectbox(key="trees_tree").value == "shop/t1"  # biggest tree first
+    assert tree_picker(at).value == "shop/t1"  # biggest tree first
     assert at.get("plotly_chart"), "no tree figure"
     body = texts(at)
     assert "Node 0" in body and "(root: the task starts here)" in body
@@ -170,6 +175,28 @@ def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
     assert f"Node {target}" in body and "click[item b]" in [c.value for c in at.code]
     assert f"page after click[item b] {XSS}" in [c.value for c in at.code]  # shown as text
     assert at.query_params["node"] == str(target)
+
+
+def test_trees_page_opens_on_a_tree_with_both_outcomes_and_reselects_on_sort(filled):
+    fails = [episode("t3", ["search[x]", f"click[item {i}]", "click[buy now]"], 0.0, model="weak-sft")
+             for i in range(6)]  # the biggest tree, all red
+    filled.add_trajectories(fails)
+    filled.save_trees(build_trees(fails))
+    at = run_page("views/trees.py")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="trees_sort").value == "both outcomes first"
+    assert tree_picker(at).value == "shop/t1"  # the biggest with a success and a failure
+    at.selectbox(key="trees_sort").set_value("size").run()
+    assert tree_picker(at).value == "shop/t3"  # a new order opens on its first task
+    at.selectbox(key="trees_sort").set_value("task id").run()
+    assert tree_picker(at).value == "shop/t1"
+    at.toggle(key="trees_both").set_value(True).run()
+    assert tree_picker(at).options == [
+        o for o in tree_picker(at).options if not o.startswith("t3 ")]
+    assert len(tree_picker(at).options) == 2
+    # the root after MCTS: no visits and no Q, and the panel says why
+    assert {m.label: m.value for m in at.metric}["MCTS visits"] == "0"
+    assert "backs up every node of an iteration's path except the root" in texts(at)
 
 
 def test_trees_page_says_when_the_best_path_is_a_tie_break(filled):
@@ -190,13 +217,13 @@ def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
     g = filled.load_tree("shop/t2").to_networkx()
     at = run_page("views/trees.py", tree="shop/t2", node="2")
     assert not at.exception
-    assert at.selectbox(key="trees_tree").value == "shop/t2"
+    assert tree_picker(at).value == "shop/t2"
     assert at.selectbox(key="trees_node").value == 2
     assert g.nodes[2]["action"] in [c.value for c in at.code]
     # a later link (e.g. from the Pairs page) to another tree opens that tree at its node
     at.query_params.update(tree="shop/t1", node="3")
     at.run()
-    assert (at.selectbox(key="trees_tree").value, at.selectbox(key="trees_node").value) == ("shop/t1", 3)
+    assert (tree_picker(at).value, at.selectbox(key="trees_node").value) == ("shop/t1", 3)
     at.query_params.update(tree="shop/t2", node="2")
     at.run()
     at.segmented_control(key="trees_kind").set_value("mcts").run()

@@ -6,6 +6,8 @@ Deep link: `?tree=<tree id>&node=<node id>` (the Pairs page links here this way)
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
 from core.console import plural
@@ -46,13 +48,29 @@ def pick_tree(trees, roots) -> str:
     c_env, c_sort, c_task = st.columns([1, 1, 4])
     ui.keep_choice("trees_env", envs)
     env = c_env.selectbox("Environment", envs, key="trees_env")
-    sort = c_sort.selectbox("Sort tasks by", list(shaping.TASK_SORTS), key="trees_sort")
-    table = shaping.task_table(trees[trees["env"] == env], roots, sort)
+    sort = c_sort.selectbox("Sort tasks by", list(shaping.TASK_SORTS), key="trees_sort",
+                            help="both outcomes first: trees holding a success and a failure (they yield "
+                                 "the pairs), the bigger first")
+    both_only = c_sort.toggle("Both outcomes only", key="trees_both",
+                              help="only trees holding a success and a failure")
+    table = shaping.task_table(trees[trees["env"] == env], roots, sort, both_only)
+    if table.empty:  # no tree of this env holds both outcomes: show them all, saying so
+        c_sort.caption("No tree here holds both outcomes.")
+        table = shaping.task_table(trees[trees["env"] == env], roots, sort)
     labels = {r["tree_id"]: shaping.task_label(r) for r in table.to_dict("records")}
     ids = list(labels)
+    order = (sort, both_only)
+    if st.session_state.get("_trees_order", order) != order and not linked:
+        st.session_state["trees_tree"] = ids[0]  # a new order opens on its first task
+    st.session_state["_trees_order"] = order
     ui.keep_choice("trees_tree", ids)
-    return c_task.selectbox("Task (type to search)", ids, format_func=labels.__getitem__,
-                            key="trees_tree")
+    st.session_state.setdefault("trees_tree", ids[0])
+    # "trees_tree" holds the choice; the widget's key changes with its lines: a browser keeps showing
+    # the old line of a kept widget (33 nodes after exploring grew the tree to 36)
+    widget = "trees_pick_" + hashlib.sha1("\n".join(labels.values()).encode()).hexdigest()[:10]
+    st.session_state[widget] = st.session_state["trees_tree"]
+    return c_task.selectbox("Task (type to search)", ids, format_func=labels.__getitem__, key=widget,
+                            on_change=lambda: st.session_state.update(trees_tree=st.session_state[widget]))
 
 
 def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
@@ -66,11 +84,14 @@ def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
     m[1].metric("Mean reward", shaping.fmt(d["value"]))
     m[2].metric("Success / fail", f"{d['successes']} / {d['failures']}")
     m = st.columns(3)
-    m[0].metric("MCTS visits", d["mcts_visits"])
-    m[1].metric("MCTS Q", shaping.fmt(d["q"]))
+    root_note = shaping.root_mcts_note(g, node)
+    m[0].metric("MCTS visits", d["mcts_visits"], help=root_note)
+    m[1].metric("MCTS Q", shaping.fmt(d["q"]), help=root_note)
     m[2].metric("Ends here", len(d["terminal_rewards"]),
                 help="trajectories that stop at this node; their final rewards: "
                      + ", ".join(f"{r:.2f}" for r in d["terminal_rewards"][:20]))
+    if root_note:
+        st.caption(root_note)
     if d["true_value"] is not None:
         m = st.columns(3)
         m[0].metric("True value", shaping.fmt(float(d["true_value"])),
