@@ -29,6 +29,7 @@ import torch
 
 from core.errors import UserError
 from core.train.config import TrainConfig, micro_split
+from core.train.tensorboard import report_to
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: i
         per_device_train_batch_size=cfg.batch_size // split, gradient_accumulation_steps=accumulation_steps(cfg) * split,
         max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler, max_grad_norm=float(cfg.max_grad_norm),
         logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, report_to="none", disable_tqdm=True,
+        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, report_to=report_to(), disable_tqdm=True,
         dataloader_num_workers=0, bf16=_bf16(cuda), use_cpu=not cuda, max_length=max_length,
     )
     if world_size() > 1:  # DDP: every parameter that trains gets a gradient; skip the unused scan

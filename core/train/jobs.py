@@ -8,6 +8,8 @@ A job folder `<home>/jobs/<job_id>/` holds::
     launch.json     what the launcher started: pid / process group, command, start time
     metrics.jsonl   one line per logged step: step, ts, loss, learning_rate, rewards/... (append)
     log.txt         the process's stdout and stderr
+    tensorboard/    TensorBoard event files of the logged metrics (when `tensorboard` is installed;
+                    `w2stree jobs tensorboard JOB` prints the command that opens them)
     checkpoints/    TRL checkpoints every `save_steps` (and one at a requested stop); each gets
                     a COMPLETE file once fully saved, and resume takes the newest complete one
                     (a checkpoint half-written by a killed process is never picked)
@@ -77,6 +79,7 @@ from core.train.config import (
     validate_fields,
 )
 from core.train.data import build_rows, check_rows, parse_spec, read_rows, write_rows
+from core.train.tensorboard import tensorboard_logs
 
 COMPLETE = "COMPLETE"  # marker file of a fully saved checkpoint
 FINISHED = ("succeeded", "failed", "stopped")
@@ -610,7 +613,8 @@ def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
         ckpt = last_checkpoint(job_dir) if resume else None
         if ckpt is not None:
             print(f"resuming from {ckpt.name}", flush=True)
-        trainer, tokenizer = _build_trainer(kind, cfg, read_rows(job_dir / "data.jsonl"), job_dir, progress)
+        with tensorboard_logs(job_dir):
+            trainer, tokenizer = _build_trainer(kind, cfg, read_rows(job_dir / "data.jsonl"), job_dir, progress)
         trainer.remove_callback(PrinterCallback)  # JobProgress prints one line per log instead
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         if progress.stop_requested:
