@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
+from core.console import plural
 from core.envs.base import (
     Env,
     UnknownEnvError,
@@ -297,7 +298,7 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
         if unknown:
             some = ", ".join(list(index)[:5])
             raise UnknownEnvError(f"env {env!r} has no task(s) {', '.join(map(repr, unknown[:5]))}; "
-                                  f"it has {len(index)} tasks, e.g. {some}")
+                                  f"it has {plural(len(index), 'task')}, e.g. {some}")
         store.upsert_tasks(index[t] for t in task_ids)
         settings = {"schedule": [vars(s) for s in schedule], "max_steps": max_steps, "workers": workers,
                     "batch_size": batch_size, "seed": seed, "env_kwargs": env_kwargs, "source": source,

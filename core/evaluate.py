@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.console import plural
 from core.envs.base import Env, select_tasks
 from core.store import Store
 
@@ -40,7 +41,7 @@ class EvalResult:
 
     def summary(self) -> str:
         return (f"{self.label} on {self.env}/{self.split}: avg reward {self.avg_reward:.3f}, "
-                f"success rate {self.success_rate:.3f} over {self.n_episodes} episodes "
+                f"success rate {self.success_rate:.3f} over {plural(self.n_episodes, 'episode')} "
                 f"(run {self.run_id})")
 
 

@@ -34,6 +34,7 @@ from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
 from core.agents.registry import SCRIPTED
 from core.agents.scripted import RandomPolicy
+from core.console import plural
 from core.envs.base import Env, StepResult, known_env, list_envs, make_env, parse_env_name
 from core.errors import UserError
 from core.store import StaleTreeError, Store
@@ -117,9 +118,9 @@ class ExploreResult:
         """The one-line summary the CLI prints and the job logs."""
         ok = sum(r >= 1.0 for r in self.rewards)
         return (f"explored {spec.tree_id} from node {spec.node} with {spec.policy}: "
-                f"{len(self.traj_ids)} continuations, {ok} successful, rewards "
-                f"{', '.join(f'{r:.2f}' for r in self.rewards) or '-'}; {len(self.new_nodes)} new nodes "
-                f"(tree now {self.n_nodes} nodes; run {self.run_id})")
+                f"{plural(len(self.traj_ids), 'continuation')}, {ok} successful, rewards "
+                f"{', '.join(f'{r:.2f}' for r in self.rewards) or '-'}; {plural(len(self.new_nodes), 'new node')} "
+                f"(tree now {plural(self.n_nodes, 'node')}; run {self.run_id})")
 
 
 # -- the node and its prefix ---------------------------------------------------------------------
@@ -305,7 +306,7 @@ def _run_batch(spec: ExploreSpec, policy: Policy, source: Trajectory, depth: int
         ep.done = depth >= ep.limit
     if isinstance(policy, ReplanningExpert):
         policy.envs = {ep.seed: ep.env for ep in episodes}
-    say(n_done, k, f"replayed {depth} steps to node {spec.node}")
+    say(n_done, k, f"replayed {plural(depth, 'step')} to node {spec.node}")
     while not all(ep.done for ep in episodes):
         if should_stop and should_stop():
             return []

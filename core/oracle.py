@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.console import plural
 from core.envs.base import Env, env_class, make_env
 from core.errors import UserError
 from core.explore import ReplayMismatch, replay_steps
@@ -144,8 +145,8 @@ class OracleSummary:
     mismatches: int
 
     def line(self) -> str:
-        miss = f"; {self.mismatches} node prefixes did not replay (left unknown)" if self.mismatches else ""
-        return f"true values of {self.known} / {self.nodes} nodes in {self.trees} trees{miss}"
+        miss = f"; {plural(self.mismatches, 'node prefix')} did not replay (left unknown)" if self.mismatches else ""
+        return f"true values of {self.known} / {plural(self.nodes, 'node')} in {plural(self.trees, 'tree')}{miss}"
 
 
 def label_stored(store: Store, tree_ids: Sequence[str], *, redo: bool = False, chunk: int = 100,

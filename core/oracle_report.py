@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.console import plural
+
 if TYPE_CHECKING:
     from core.store import Store
 
@@ -124,7 +126,7 @@ def oracle_report(store: Store, env: str | None = None, task_id: str | None = No
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The report as text lines (the CLI's table format)."""
     n = report["nodes"]
-    lines = [f"nodes with a true value: {n['known']} / {n['nodes']} in {n['trees']} trees "
+    lines = [f"nodes with a true value: {n['known']} / {n['nodes']} in {plural(n['trees'], 'tree')} "
              f"(the expert wins from {n['expert_wins']})", "", "label accuracy (chosen true value > rejected):"]
     table = pd.DataFrame(report["labels"])
     if table.empty:
@@ -136,16 +138,16 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     lines += ["", "values against the true value:"]
     for v in report["values"]:
         r, rho = (("–" if x is None else f"{x:+.3f}") for x in (v["pearson"], v["spearman"]))
-        lines.append(f"  {v['value']:<5} over {v['nodes']} nodes: Pearson {r}, Spearman {rho}")
+        lines.append(f"  {v['value']:<5} over {plural(v['nodes'], 'node')}: Pearson {r}, Spearman {rho}")
     for r in report.get("ranking", []):
         if not r["pairs"]:
             continue
         lines += ["", f"{r['granularity']} pairs: model {r['model']} ranks {r['right']} / {r['pairs']} right "
-                      f"(accuracy {r['accuracy']:.3f}, {r['equal']} ties; mean log-prob chosen "
+                      f"(accuracy {r['accuracy']:.3f}, {plural(r['equal'], 'tie')}; mean log-prob chosen "
                       f"{r['mean_chosen']:.2f}, rejected {r['mean_rejected']:.2f})"]
         if r.get("reward_accuracy") is not None:
             lines.append(f"  DPO implicit reward against {r['ref']} at step 0: accuracy {r['reward_accuracy']:.3f} "
-                         f"({r['reward_right']} right, {r['reward_equal']} ties)")
+                         f"({r['reward_right']} right, {plural(r['reward_equal'], 'tie')})")
     return lines
 
 

@@ -1,4 +1,5 @@
-"""Whether a process of this machine runs, and since when (Linux /proc; elsewhere only `kill 0`)."""
+"""Whether a process of this machine runs, and since when (Linux /proc; elsewhere only `kill 0`);
+reaping the ended children of this process."""
 
 from __future__ import annotations
 
@@ -36,3 +37,18 @@ def started_at(pid: int) -> float | None:
     except (OSError, IndexError, ValueError, StopIteration):
         return None
     return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def reap_ended_children() -> int:
+    """Collect the exit status of every ended child process of this one, so that none stays a
+    zombie ("defunct"); returns how many. For the moment before `exec`: the new program never
+    waits on the children it inherits (children still running are left alone)."""
+    reaped = 0
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # no children at all
+            return reaped
+        if pid == 0:  # children left, all running
+            return reaped
+        reaped += 1

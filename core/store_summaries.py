@@ -30,22 +30,25 @@ def _filters(prefix: str, **filters: str | None) -> tuple[str, list[str]]:
 class Summaries:
     """Read-only summaries of the store (mixed into Store)."""
 
-    def task_stats(self: Store) -> pd.DataFrame:
-        """Per (env, task): trajectories, success rate, mean reward, tree nodes, branching nodes,
-        pairs (a task with trees or pairs but no trajectories has NaN rates)."""
-        return self.query("""
+    def task_stats(self: Store, env: str | None = None, task_id: str | None = None) -> pd.DataFrame:
+        """Per (env, task) of `env` / `task_id`: trajectories, success rate and mean reward (all
+        but evaluation episodes, which `source_summary` gives per model), trees, tree nodes,
+        branching nodes, pairs (a task with trees or pairs but no trajectories has NaN rates)."""
+        cond, params = _filters("", env=env, task_id=task_id)
+        return self.query(f"""
             WITH t AS (SELECT env, task_id, count(*) AS trajectories, avg(success::INT) AS success_rate,
                               avg(reward) AS mean_reward
-                       FROM trajectories GROUP BY ALL),
-                 tr AS (SELECT env, task_id, sum(n_nodes)::BIGINT AS nodes,
+                       FROM trajectories WHERE source <> 'eval' AND {cond} GROUP BY ALL),
+                 tr AS (SELECT env, task_id, count(*) AS trees, sum(n_nodes)::BIGINT AS nodes,
                                sum(n_branching)::BIGINT AS branching
-                        FROM trees GROUP BY ALL),
-                 p AS (SELECT env, task_id, count(*) AS pairs FROM pairs GROUP BY ALL)
+                        FROM trees WHERE {cond} GROUP BY ALL),
+                 p AS (SELECT env, task_id, count(*) AS pairs FROM pairs WHERE {cond} GROUP BY ALL)
             SELECT env, task_id AS task, coalesce(t.trajectories, 0) AS trajectories, t.success_rate,
-                   t.mean_reward, coalesce(tr.nodes, 0) AS nodes, coalesce(tr.branching, 0) AS branching,
+                   t.mean_reward, coalesce(tr.trees, 0) AS trees, coalesce(tr.nodes, 0) AS nodes,
+                   coalesce(tr.branching, 0) AS branching,
                    coalesce(p.pairs, 0) AS pairs
             FROM t FULL JOIN tr USING (env, task_id) FULL JOIN p USING (env, task_id)
-            ORDER BY env, task_id""")
+            ORDER BY env, task_id""", params * 3)
 
     def env_summary(self: Store) -> pd.DataFrame:
         """Per environment: tasks, trajectories (not evaluation), evaluation episodes, trees,
@@ -58,20 +61,28 @@ class Summaries:
               (SELECT count(*) FROM trajectories t WHERE t.env = e.env AND t.source <> 'eval') AS trajectories,
               (SELECT count(*) FROM trajectories t WHERE t.env = e.env AND t.source = 'eval') AS eval_episodes,
               (SELECT count(*) FROM trees t WHERE t.env = e.env) AS trees,
-              (SELECT coalesce(sum(n_nodes), 0) FROM trees t WHERE t.env = e.env) AS nodes,
+              (SELECT coalesce(sum(n_nodes), 0)::BIGINT FROM trees t WHERE t.env = e.env) AS nodes,
               (SELECT count(*) FROM pairs p WHERE p.env = e.env) AS pairs
             FROM envs e ORDER BY e.env""")
 
-    def source_summary(self: Store) -> pd.DataFrame:
-        """Per env and source (one of SOURCES): episodes, successes, steps, and the invalid
-        actions and steps of the episodes that recorded them (collected ones do, imported ones not)."""
+    def source_summary(self: Store, env: str | None = None, task_id: str | None = None) -> pd.DataFrame:
+        """Per env and source (one of SOURCES, in that order) of `env` / `task_id`, evaluation
+        episodes also per model (`model` is '' for the other sources): episodes, successes,
+        success_rate, mean_reward, steps, mean_length, and the invalid actions and steps of the
+        episodes that recorded them (collected ones do, imported ones not). Evaluation is never
+        one figure over several models."""
+        cond, params = _filters("", env=env, task_id=task_id)
         return self.query(f"""
-            SELECT env, {_SOURCE} AS source, count(*) AS episodes,
-                   sum(CAST(success AS INTEGER)) AS successes, sum(n_steps) AS steps,
-                   sum(TRY_CAST(json_extract_string(meta, '$.n_invalid') AS INTEGER)) AS invalid,
-                   sum(n_steps) FILTER (WHERE json_extract_string(meta, '$.n_invalid') IS NOT NULL)
-                       AS checked_steps
-            FROM trajectories GROUP BY ALL ORDER BY env, source""")
+            SELECT * FROM (
+              SELECT env, {_SOURCE} AS source, CASE WHEN source = 'eval' THEN model ELSE '' END AS model,
+                     count(*) AS episodes, sum(CAST(success AS INTEGER)) AS successes,
+                     avg(CAST(success AS DOUBLE)) AS success_rate, avg(reward) AS mean_reward,
+                     sum(n_steps) AS steps, avg(n_steps) AS mean_length,
+                     sum(TRY_CAST(json_extract_string(meta, '$.n_invalid') AS INTEGER)) AS invalid,
+                     sum(n_steps) FILTER (WHERE json_extract_string(meta, '$.n_invalid') IS NOT NULL)
+                         AS checked_steps
+              FROM trajectories WHERE {cond} GROUP BY ALL)
+            ORDER BY env, list_position({list(SOURCES)}, source), model""", params)
 
     def tree_roots(self: Store, env: str | None = None, task_id: str | None = None) -> pd.DataFrame:
         """The root node of every stored tree (of `env` / `task_id`): tree_id, env, task_id,

@@ -47,6 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.console import plural
 from core.errors import UserError
 from core.trajectory import Trajectory
 from core.tree_data import Ragged, Tree, normalize_action, object_array
@@ -187,7 +188,7 @@ class _Flat:
 
         n_steps = heads.column("n_steps").fill_null(0).to_numpy().astype(np.int64)
         if int(n_steps.sum()) != steps.num_rows:
-            raise UserError(f"the store lists {int(n_steps.sum())} steps for these trajectories but holds "
+            raise UserError(f"the store lists {plural(int(n_steps.sum()), 'step')} for these trajectories but holds "
                             f"{steps.num_rows}; re-import them")
         return cls(
             text(heads, "env"), text(heads, "task_id"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.console import plural
 from core.errors import UserError
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter) -> 
                 pending.remove(u)
                 if u.kind:
                     handle: Any = start_job(u.kind, u.config, store, detach=True)
-                    rep.say(None, f"start {u.name} ({u.kind}, {u.n_examples} examples, job {handle})")
+                    rep.say(None, f"start {u.name} ({u.kind}, {plural(u.n_examples, 'example')}, job {handle})")
                 else:
                     handle = pool.submit(_call, str(store.path), u.stage, u.kwargs)
                     rep.say(None, f"start {u.name}")

@@ -62,7 +62,8 @@ def summary(path: str, changes: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def by_source(path: str, changes: int) -> pd.DataFrame:
-    """Per env and source: episodes, successes, steps, invalid actions (Store.source_summary)."""
+    """Per env and source (evaluation per model): episodes, successes, rates, steps, invalid
+    actions (Store.source_summary)."""
     return _open(path).source_summary()
 
 
@@ -187,6 +188,39 @@ def gpu_memory() -> list[tuple[int, int]]:
 def explorers(path: str, changes: int, env: str) -> list[str]:
     """Models with successful collected trajectories in `env` (for `successes:ENV:MODEL`)."""
     return _open(path).collected_models(env=env, successful=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def decision_history(path: str, changes: int, model: str) -> int | None:
+    """The history length of a model prompted one decision at a time (its config's
+    `core.agents.prompt.DECISION_FLAG`), or None: prompted with the conversation, or not found."""
+    from core.agents.prompt import DECISION_FLAG
+    from core.errors import UserError
+    from core.models.loading import config_value
+
+    try:
+        value = config_value(model, DECISION_FLAG, _open(path))
+    except UserError:
+        return None
+    return None if value is None else int(value)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def decision_row_count(path: str, changes: int, spec: str, history: int) -> int | None:
+    """How many rows the trainer sees for a data SPEC when the model is prompted one decision at a
+    time (`core.agents.prompt.decision_rows`, as `core.train.common.fit_prompts` converts them);
+    None for best paths (their rows load every tree: counted when the job starts) or bad specs."""
+    from core.agents.prompt import decision_rows
+    from core.errors import UserError
+    from core.train.data import build_rows, parse_spec
+
+    try:
+        parsed = parse_spec(spec)
+        if parsed.source == "best-paths":
+            return None
+        return len(decision_rows(build_rows(parsed, _open(path)), history))
+    except UserError:
+        return None
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -17,6 +17,7 @@ import networkx as nx
 import streamlit as st
 
 from core.agents.registry import SCRIPTED
+from core.console import plural
 from core.errors import UserError
 from core.explore import JOB_KIND, ExploreSpec, start_job
 from core.play import PlaySession
@@ -107,11 +108,11 @@ def explore_live(tree_id: str) -> None:
     except UserError:  # its folder was deleted
         st.session_state.pop("explore_job", None)
         return
-    c = st.columns([4, 1])
-    c[0].progress(float(status.get("progress") or 0.0), text=ui.plain(f"{job} · " + shaping.progress_text(status)))
+    # full width, the buttons below it: beside it in this narrow column "Stop" was cut to "S…"
+    st.progress(float(status.get("progress") or 0.0), text=ui.plain(f"{job} · " + shaping.progress_text(status)))
     if status.get("status") in ACTIVE:
-        c[1].button("Stop", icon=":material/stop:", key="explore_stop", on_click=stop_job,
-                    args=(job, data.store(), 30.0))
+        st.button("Stop", icon=":material/stop:", key="explore_stop", on_click=stop_job,
+                  args=(job, data.store(), 30.0))
         st.code(job_log_tail(job, 6) or "(starting)", language=None)
         return
     if status.get("error"):
@@ -124,7 +125,7 @@ def explore_live(tree_id: str) -> None:
         st.session_state.setdefault("explore_new", {})[f"{cfg['env']}/{cfg['task_id']}"] = [
             int(n) for n in status.get("new_nodes") or []]
         st.rerun()
-    c[1].button("Dismiss", key="explore_dismiss", on_click=lambda: st.session_state.pop("explore_job", None))
+    st.button("Dismiss", key="explore_dismiss", on_click=lambda: st.session_state.pop("explore_job", None))
 
 
 # -- play from here -----------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def play_console(g: nx.DiGraph, node: int) -> None:
                 return
             st.rerun()
         return
-    st.caption(f"{len(session.played)} steps played after node {node} · step "
+    st.caption(f"{plural(len(session.played), 'step')} played after node {node} · step "
                f"{len(session.steps)} of at most {session.limit}"
                + (f" · episode over, reward {session.steps[-1].reward:.2f}" if session.done else ""))
     ui.text("Observation", session.observation, code=True)
@@ -199,7 +200,7 @@ def growth_replay(g: nx.DiGraph, max_depth: int | None, max_children: int | None
     h = growth.tree_after(g, trajs, n)
     last = trajs[n - 1]
     st.caption(f"after trajectory {n} of {len(trajs)}: {ui.plain(last.source)} · {ui.plain(last.model or '-')} · "
-               f"reward {last.reward:.2f} · {h.number_of_nodes()} nodes")
+               f"reward {last.reward:.2f} · {plural(h.number_of_nodes(), 'node')}")
     new_path = [v for v in h if last.traj_id in (h.nodes[v].get("traj_ids") or ())]
     view = layout_tree(h, max_depth, max_children, new_path[-1:])
     st.plotly_chart(figures.tree_figure(h, view, "data", highlight=new_path), key="growth_chart",

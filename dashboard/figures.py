@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import get_colorscale
 
+from core.console import plural
 from dashboard.layout import TreeView
 from dashboard.shaping import VALUE_LABELS, best_path_edges, escape, fmt, leaf_outcome, node_stats
 
@@ -66,7 +67,7 @@ def _hover(g: nx.DiGraph, view: TreeView, i: int, kind: str) -> str:
         if d.get("true_value") is not None:
             steps = d.get("true_steps")
             text += (f"<br>true value {fmt(float(d['true_value']))} · expert "
-                     + (f"{int(steps)} steps from here" if steps is not None else "does not finish"))
+                     + (f"{plural(steps, 'step')} from here" if steps is not None else "does not finish"))
         outcome = leaf_outcome(g, n)
         if outcome:
             text += f"<br>trajectory end: {outcome}"

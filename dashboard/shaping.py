@@ -18,7 +18,8 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from core.store_summaries import SOURCES
+from core.console import plural
+from core.pairs import GRANULARITIES
 from core.trajectory import Trajectory
 from core.tree import normalize_action, path_to
 
@@ -126,7 +127,7 @@ def tie_note(ties: int, steps: int) -> str | None:
     if ties == steps:
         return ("MCTS Q is equal among the siblings at every step of the best path: the best path is a "
                 "tie-break (the earliest child), not a preference.")
-    return (f"{ties} of the best path's {steps} steps are a tie-break (siblings with equal MCTS Q; the "
+    return (f"{ties} of the best path's {plural(steps, 'step')} are a tie-break (siblings with equal MCTS Q; the "
             "earliest child is taken).")
 
 
@@ -190,20 +191,18 @@ def node_details(g: nx.DiGraph, node: int) -> dict[str, Any]:
 
 
 # -- overview ---------------------------------------------------------------------------------
-# Where a trajectory comes from (SOURCES); each has its own success rate (expert demonstrations
-# nearly all succeed, evaluation measures trained models: one mixed figure would say nothing).
+# Where a trajectory comes from (core.store_summaries.SOURCES); each has its own success rate
+# (expert demonstrations nearly all succeed, evaluation measures trained models, each model its
+# own: one mixed figure would say nothing).
 
 
 def source_table(by_source: pd.DataFrame) -> pd.DataFrame:
-    """Per env and source: episodes, success rate, mean episode length (sources in SOURCES order)."""
-    cols = ["env", "source", "episodes", "success rate", "mean length"]
-    if by_source.empty:
-        return pd.DataFrame(columns=cols)
-    df = by_source.copy()
-    df["success rate"] = df["successes"] / df["episodes"]
-    df["mean length"] = df["steps"] / df["episodes"]
-    df["_o"] = df["source"].map({s: i for i, s in enumerate(SOURCES)})
-    return df.sort_values(["env", "_o"])[cols].reset_index(drop=True)
+    """Per env and source (evaluation per model, as Store.source_summary orders them): episodes,
+    success rate, mean reward, mean episode length."""
+    df = by_source.rename(columns={"success_rate": "success rate", "mean_reward": "mean reward",
+                                   "mean_length": "mean length"})
+    cols = ["env", "source", "model", "episodes", "success rate", "mean reward", "mean length"]
+    return df.reindex(columns=cols).reset_index(drop=True)
 
 
 def exploration_health(by_source: pd.DataFrame, outcomes: pd.DataFrame, env: str) -> dict[str, Any]:
@@ -231,28 +230,37 @@ def percent(x: float) -> str:
 
 
 # -- task picker ------------------------------------------------------------------------------
+#: The task picker's orders: name -> (columns, ascending each); ties always by task id. The
+#: first is the default: trees holding a success and a failure (the ones that yield pairs, and
+#: show both colours) first, the bigger first among them.
 TASK_SORTS = {
-    "size": ("n_nodes", False),
-    "success rate": ("success_rate", False),
-    "branching": ("n_branching", False),
-    "task id": ("task_id", True),
+    "both outcomes first": (["both_outcomes", "n_nodes"], [False, False]),
+    "size": (["n_nodes"], [False]),
+    "success rate": (["success_rate"], [False]),
+    "branching": (["n_branching"], [False]),
+    "task id": (["task_id"], [True]),
 }
 
 
-def task_table(trees: pd.DataFrame, roots: pd.DataFrame, sort: str = "size") -> pd.DataFrame:
+def task_table(trees: pd.DataFrame, roots: pd.DataFrame, sort: str = "both outcomes first",
+               both_only: bool = False) -> pd.DataFrame:
     """One row per tree: env, task_id, tree_id, instruction, n_nodes, n_trajectories,
-    n_branching, success_rate (successes / visits at the root), sorted by `sort`
-    (a key of TASK_SORTS; ties by task id)."""
+    n_branching, success_rate (successes / visits at the root), both_outcomes (a success and a
+    failure), sorted by `sort` (a key of TASK_SORTS; ties by task id); with `both_only` only the
+    trees with both outcomes."""
     cols = ["tree_id", "env", "task_id", "instruction", "n_nodes", "n_trajectories", "n_branching"]
     if trees.empty:
-        return pd.DataFrame(columns=[*cols, "success_rate"])
+        return pd.DataFrame(columns=[*cols, "success_rate", "both_outcomes"])
     df = trees[cols].copy()
     rate = roots.set_index("tree_id").eval("successes / visits") if not roots.empty else pd.Series()
     df["success_rate"] = df["tree_id"].map(rate).astype(float)
-    col, ascending = TASK_SORTS[sort]
-    keys = [col] if col == "task_id" else [col, "task_id"]
-    return df.sort_values(keys, ascending=[ascending] + [True] * (len(keys) - 1),
-                          na_position="last").reset_index(drop=True)
+    df["both_outcomes"] = (df["success_rate"] > 0) & (df["success_rate"] < 1)
+    if both_only:
+        df = df[df["both_outcomes"]]
+    keys, ascending = TASK_SORTS[sort]
+    if "task_id" not in keys:
+        keys, ascending = [*keys, "task_id"], [*ascending, True]
+    return df.sort_values(keys, ascending=ascending, na_position="last").reset_index(drop=True)
 
 
 def task_label(row: Mapping[str, Any]) -> str:
@@ -260,8 +268,18 @@ def task_label(row: Mapping[str, Any]) -> str:
     rate = row.get("success_rate")
     rate_s = "–" if rate is None or pd.isna(rate) else f"{rate:.0%}"
     instr = _SPACE.sub(" ", str(row.get("instruction") or ""))[:70]
-    return (f"{row['task_id']} · {int(row['n_nodes'])} nodes · {rate_s} success · "
-            f"{int(row['n_branching'])} branches · {instr}")
+    return (f"{row['task_id']} · {plural(row['n_nodes'], 'node')} · {rate_s} success · "
+            f"{plural(row['n_branching'], 'branch')} · {instr}")
+
+
+def root_mcts_note(g: nx.DiGraph, node: int) -> str | None:
+    """Why the root shows no MCTS visits and no Q after a search, or None where that is not the
+    case: the released rule (`uct`, as mcts_demo.py) backs up every node of a path but the root."""
+    if node != 0 or not g.graph.get("mcts_iterations") or g.nodes[0].get("mcts_visits"):
+        return None
+    return ("The root has no MCTS visits and no Q by design: the released MCTS rule backs up every node "
+            "of an iteration's path except the root, where every iteration starts. Its children's "
+            "visits add up to the iterations; the best path starts here all the same.")
 
 
 # -- pairs ------------------------------------------------------------------------------------
@@ -304,6 +322,22 @@ def pair_view(row: Mapping[str, Any]) -> PairView:
         chosen_value=float(row["chosen_value"]), rejected_value=float(row["rejected_value"]),
         chosen_success=bool(row["chosen_success"]), rejected_success=bool(row["rejected_success"]),
     )
+
+
+def tree_pairs_first(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Pairs in the order the Pairs page offers them: TreeDPO pairs (cut at a tree node: step,
+    then continuation) before the ETO baseline's whole-trajectory pairs, then by env, task, node."""
+    rank = pairs["granularity"].map({g: i for i, g in enumerate(GRANULARITIES)}).fillna(len(GRANULARITIES))
+    order = pairs.assign(_rank=rank).sort_values(["_rank", "env", "task_id", "node_id", "pair_id"], kind="stable")
+    return order.drop(columns="_rank")
+
+
+def pair_scope(node_id: int, n_prompt: int) -> str:
+    """Where a pair's sides part, in the words of its shared prefix of `n_prompt` turns."""
+    shared = plural(n_prompt, "turn")
+    if node_id >= 0:
+        return f"cut at node {node_id}: both sides continue the same {shared}"
+    return f"whole trajectories: they share only the task's opening ({shared})"
 
 
 def pair_label(row: Mapping[str, Any]) -> str:

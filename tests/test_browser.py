@@ -153,6 +153,11 @@ def test_explore_from_a_node_with_the_expert_grows_the_tree(explore_server, stor
         settle(page, "Trees")
         page.get_by_role("tab", name="Explore from here").click()
         page.get_by_role("button", name="Explore from here").click()
+        # while the job runs its Stop button is whole (it was cut to "S…" beside the progress bar)
+        stop_button = page.get_by_role("button", name="Stop")
+        stop_button.wait_for(timeout=120_000)
+        assert stop_button.evaluate("b => [...b.querySelectorAll('*')].concat([b])"
+                                    ".every(e => e.scrollWidth <= e.clientWidth + 1)")
         page.get_by_text("continuations, 4 successful").wait_for(timeout=180_000)
         settle(page, "Trees")
         plot = page.locator(".js-plotly-plot").first
@@ -162,9 +167,14 @@ def test_explore_from_a_node_with_the_expert_grows_the_tree(explore_server, stor
             timeout=60_000)
         drawn = plot.evaluate("gd => gd.data.find(t => t.name === 'nodes').customdata.length")
         ringed = plot.evaluate("gd => Array.from(gd.data.find(t => t.name === 'new branch').customdata)")
+        picker = page.locator("[data-testid='stSelectbox']").filter(has_text="Task (type to search)")
+        # the task picker's line counts the grown tree (the chosen option is text or an input's value)
+        label = picker.evaluate("e => [e.textContent, ...[...e.querySelectorAll('input, [title]')]"
+                                ".map(i => i.value || i.title || '')].join(' | ')")
         assert page.locator("[data-testid='stException']").count() == 0
         page.screenshot(path=str(OUT / "trees_explored.png"), full_page=True)
         browser.close()
     g = store.load_tree(tree)
     assert drawn == g.n_nodes > before
+    assert f"train_0 · {g.n_nodes} nodes · " in label, label
     assert set(ringed) == set(range(before, g.n_nodes)) and g.successes[0] == 4

@@ -19,7 +19,7 @@ def test_db_argument_is_passed_down_and_leaves_the_environment_alone(store: Stor
     default = os.environ["W2STREE_DB"]
 
     assert main(["--db", str(other.path), "stats"]) == 0
-    assert "total: 1 trajectories" in capsys.readouterr().out
+    assert "total: 1 trajectory," in capsys.readouterr().out
     assert main(["--db", str(other.path), "models", "list"]) == 0
     assert "lamp-model" in capsys.readouterr().out
     assert os.environ["W2STREE_DB"] == default

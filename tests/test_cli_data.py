@@ -33,9 +33,9 @@ def data_file(tmp_path) -> Path:
 
 def test_pipeline_end_to_end(store: Store, data_file: Path, tmp_path, capsys):
     assert main(["--db", str(store.path), "import", "jsonl", str(data_file)]) == 0
-    assert "imported 3 trajectories from 1 file(s)" in capsys.readouterr().out
+    assert "imported 3 trajectories from 1 file" in capsys.readouterr().out
     assert main(["tree"]) == 0
-    assert "built 1 trees (5 nodes) from 3 trajectories" in capsys.readouterr().out
+    assert "built 1 tree (5 nodes) from 3 trajectories" in capsys.readouterr().out
     assert main(["mcts", "--iterations", "4"]) == 0
     assert main(["pairs"]) == 0
     assert "stored 2 step pairs" in capsys.readouterr().out
@@ -90,13 +90,50 @@ def test_pipeline_end_to_end(store: Store, data_file: Path, tmp_path, capsys):
     assert [[s["action"] for s in r["steps"]] for r in back] == [["a", "b"], ["a", "c"], ["d"]]
 
     capsys.readouterr()
-    assert main(["stats"]) == 0
+    assert main(["stats", "--all"]) == 0
     out = capsys.readouterr().out
-    header, line = out.splitlines()[:2]
-    assert header.split() == ["env", "task", "trajectories", "success_rate", "mean_reward", "nodes",
-                              "branching", "pairs"]
-    assert line.split() == [ENV, "t1", "3", "0.33", "0.50", "5", "2", "4"]
-    assert "total: 3 trajectories, 1 trees, 5 nodes, 4 pairs" in out
+    lines = out.splitlines()
+    at = lines.index("per task (without evaluation episodes)")
+    assert lines[at + 1].split() == ["env", "task", "trajectories", "success_rate", "mean_reward", "nodes",
+                                     "branching", "pairs"]
+    assert lines[at + 2].split() == [ENV, "t1", "3", "0.33", "0.50", "5", "2", "4"]
+    assert "total: 3 trajectories, 1 tree, 5 nodes, 4 pairs" in out
+
+
+def test_stats_is_compact_and_keeps_evaluation_apart_per_model(store: Store, data_file: Path, capsys):
+    """Evaluation episodes (two models on a test task) stay out of the totals and the per-task
+    rates, and each model has its own row; the per-task table only with a filter or --all."""
+    from core.trajectory import Step, Trajectory
+
+    assert main(["import", "jsonl", str(data_file)]) == 0
+    store.add_trajectories([
+        Trajectory(ENV, "test1", "do", [Step("a", "o")], reward=r, source="eval", model=m)
+        for m, r in (("sft", 1.0), ("sft", 0.0), ("sft", 0.0), ("dpo", 1.0), ("dpo", 0.5))])
+    capsys.readouterr()
+
+    def rows(*args: str) -> tuple[list[list[str]], str]:
+        assert main(["stats", *args]) == 0
+        out = capsys.readouterr().out
+        return [ln.split() for ln in out.splitlines()], out
+
+    lines, out = rows()
+    assert [ENV, "evaluation", "dpo", "2", "0.50", "0.75", "1.0"] in lines
+    assert [ENV, "evaluation", "sft", "3", "0.33", "0.33", "1.0"] in lines
+    assert [ENV, "exploration", "3", "0.33", "0.50", "1.7"] in lines  # no model column text
+    assert "per task (" not in out and not any(ln[:2] == [ENV, "t1"] for ln in lines)
+    assert "total: 3 trajectories, 0 trees, 0 nodes, 0 pairs; 5 evaluation episodes apart" in out
+    lines, out = rows("--env", ENV)
+    assert [ENV, "t1", "3", "0.33", "0.50", "0", "0", "0"] in lines
+    assert not any(ln[:2] == [ENV, "test1"] for ln in lines)  # evaluation only: no per-task row
+    lines, out = rows("--task", "test1")
+    assert "per environment" not in out and "no trajectories, trees or pairs" in out
+    assert [ENV, "evaluation", "sft", "3", "0.33", "0.33", "1.0"] in lines
+    assert "total: 0 trajectories, 0 trees, 0 nodes, 0 pairs; 5 evaluation episodes apart" in out
+    assert main(["stats", "--env", "shop?n=1&m=2"]) == 2
+    assert capsys.readouterr().err == (f"w2stree: error: no environment 'shop?n=1&m=2' in the store (it "
+                                       f"holds: {ENV})\n")
+    assert main(["stats", "--task", "zz"]) == 2
+    assert "nothing stored for task 'zz'; `w2stree stats --all` lists the tasks" in capsys.readouterr().err
 
 
 def test_clear_errors_when_nothing_matches(store: Store, data_file: Path, tmp_path, capsys):
@@ -131,7 +168,7 @@ def test_import_reports_skipped_files_and_keeps_good_ones(store: Store, data_fil
     cap = capsys.readouterr()
     assert cap.err.strip() == (f"w2stree: skipped {bad}: line 2: field 'steps[0].act': unknown field "
                                "(allowed: action, observation, reward, score, thought)")
-    assert cap.out.strip() == "imported 3 trajectories from 1 file(s); skipped 1 file(s) with errors"
+    assert cap.out.strip() == "imported 3 trajectories from 1 file; skipped 1 file with errors"
     assert store.counts()["trajectories"] == 3
 
 
@@ -191,7 +228,7 @@ def test_eto_baseline_from_the_cli_and_the_renamed_rule(store: Store, data_file:
     assert main(["import", "jsonl", str(tmp_path / "expert.jsonl")]) == 0
     assert main(["tree"]) == 0
     assert main(["pairs", "--granularity", "trajectory"]) == 0
-    assert "stored 2 trajectory pairs from 1 trees (baseline=expert)" in capsys.readouterr().out
+    assert "stored 2 trajectory pairs from 1 tree (baseline=expert)" in capsys.readouterr().out
     # the expert (1.0) against the explored ones of lower reward: 0.0 and 0.5 (the 1.0 tie dropped)
     assert sorted((p.chosen_value, p.rejected_value) for p in store.pairs()) == [(1.0, 0.0), (1.0, 0.5)]
     assert main(["mcts", "--rule", "reference"]) == 2

@@ -12,7 +12,7 @@ import pytest
 
 from core.trajectory import Step, Trajectory
 from core.tree import build_tree
-from dashboard import figures, layout, shaping
+from dashboard import figures, layout, shaping, train_defaults
 
 
 def make_tree(parents: dict[int, int], visits: dict[int, int] | None = None,
@@ -213,6 +213,10 @@ def test_task_table_sorts():
     assert shaping.task_table(trees, roots, "branching")["task_id"].tolist() == ["a", "c", "b"]
     t = shaping.task_table(trees, roots, "success rate")
     assert t["task_id"].tolist() == ["c", "a", "b"] and t["success_rate"].tolist() == [1.0, 0.25, 0.0]
+    # only a (1 success of 4) holds both outcomes: first by default, then the rest by size
+    assert shaping.task_table(trees, roots)["task_id"].tolist() == ["a", "b", "c"]
+    assert shaping.task_table(trees, roots, "size", both_only=True)["task_id"].tolist() == ["a"]
+    assert list(shaping.TASK_SORTS)[0] == "both outcomes first"
 
 
 def test_method_table():
@@ -310,21 +314,35 @@ def test_plain_makes_markdown_literal():
         rf"m\*1\* \[x\]\(http{wj}\://e\.f\) \<i\> a{wj}\@b \& {wj}\:red\[c\] www{wj}\.x"
 
 
-def test_source_table_and_exploration_health():
-    by_source = pd.DataFrame({
-        "env": ["shop", "shop", "shop", "sci"], "source": ["exploration", "evaluation", "expert demonstrations",
-                                                           "exploration"],
-        "episodes": [10, 4, 5, 2], "successes": [3, 4, 5, 0], "steps": [60, 12, 20, 8],
-        "invalid": [6, None, None, None], "checked_steps": [40, None, None, None]})
+def test_source_table_and_exploration_health(store):
+    """Rates per source from a real store; evaluation one row per model, never blended."""
+    def ep(env: str, n: int, reward: float, invalid: int | None = None, **kw) -> Trajectory:
+        meta = {} if invalid is None else {"n_invalid": invalid}
+        return Trajectory(env, "t", "do", [Step(f"a{i}", "o") for i in range(n)], reward=reward, meta=meta, **kw)
+
+    store.add_trajectories([
+        ep("shop", 6, 1.0, 2, model="weak"), ep("shop", 4, 0.0, 4, model="weak"), ep("shop", 5, 0.5, model="weak"),
+        ep("shop", 3, 1.0, model="sft", source="eval"), ep("shop", 3, 0.0, model="sft", source="eval"),
+        ep("shop", 2, 1.0, model="dpo", source="eval"), ep("shop", 4, 1.0, model="expert"),
+        ep("sci", 4, 0.0, model="weak")])
+    by_source = store.source_summary()
     table = shaping.source_table(by_source)
-    assert table["env"].tolist() == ["sci", "shop", "shop", "shop"]
-    shop = table[table["env"] == "shop"]
-    assert shop["source"].tolist() == list(shaping.SOURCES)
-    assert shop["success rate"].tolist() == [1.0, 0.3, 1.0]
+    assert table.columns.tolist() == ["env", "source", "model", "episodes", "success rate", "mean reward",
+                                      "mean length"]
+    assert table[["env", "source", "model"]].values.tolist() == [
+        ["sci", "exploration", ""], ["shop", "expert demonstrations", ""], ["shop", "exploration", ""],
+        ["shop", "evaluation", "dpo"], ["shop", "evaluation", "sft"]]
+    shop = table[table["env"] == "shop"].set_index(["source", "model"])
+    assert shop.loc[("evaluation", "sft"), "success rate"] == 0.5  # not 2/3 over both models
+    assert shop.loc[("evaluation", "dpo"), "success rate"] == 1.0
+    assert shop.loc[("exploration", ""), "mean reward"] == pytest.approx(0.5)
+    assert shop.loc[("exploration", ""), "mean length"] == 5.0
+    assert store.source_summary(env="sci")["episodes"].tolist() == [1]
     outcomes = pd.DataFrame({"env": ["shop"], "trees": [5], "both_outcomes": [2]})
     h = shaping.exploration_health(by_source, outcomes, "shop")
-    assert h["valid_action_rate"] == pytest.approx(1 - 6 / 40)  # over the steps that were checked
-    assert h["mean_length"] == 6.0 and h["success_rate"] == 0.3 and (h["both_outcomes"], h["trees"]) == (2, 5)
+    assert h["valid_action_rate"] == pytest.approx(1 - 6 / 10)  # over the steps that were checked
+    assert h["mean_length"] == 5.0 and h["success_rate"] == pytest.approx(1 / 3)
+    assert (h["both_outcomes"], h["trees"]) == (2, 5)
     sci = shaping.exploration_health(by_source, outcomes, "sci")
     assert math.isnan(sci["valid_action_rate"]) and sci["trees"] == 0  # imported: nothing recorded
     assert shaping.percent(sci["valid_action_rate"]) == "–"
@@ -403,3 +421,44 @@ def test_true_value_colouring_and_node_details():
     assert "steps from here" not in hover[gid]  # a folded group has no expert of its own
     icicle = figures.icicle_figure(g, kind="true")
     assert list(icicle.data[0].marker.colors) == [1.0, 1.0, 0.0, 0.0]  # unknown drawn as 0
+
+
+def test_task_label_counts_in_the_singular_and_plural():
+    row = {"task_id": "t7", "n_nodes": 1, "n_branching": 1, "success_rate": 0.5, "instruction": "buy a lamp"}
+    assert shaping.task_label(row) == "t7 · 1 node · 50% success · 1 branch · buy a lamp"
+    assert shaping.task_label({**row, "n_nodes": 12, "n_branching": 3}).startswith("t7 · 12 nodes · 50% success · 3 branches")
+
+
+def test_tree_pairs_come_first_and_the_caption_counts_the_shared_turns():
+    pairs = pd.DataFrame({"pair_id": ["e1", "c1", "s2", "s1"], "env": ["shop"] * 4,
+                          "task_id": ["t1", "t1", "t2", "t1"], "node_id": [-1, 2, 0, 3],
+                          "granularity": ["trajectory", "continuation", "step", "step"]})
+    assert shaping.tree_pairs_first(pairs)["pair_id"].tolist() == ["s1", "s2", "c1", "e1"]
+    assert shaping.tree_pairs_first(pairs.iloc[:0]).empty
+    assert shaping.pair_scope(-1, 1) == "whole trajectories: they share only the task's opening (1 turn)"
+    assert shaping.pair_scope(4, 7) == "cut at node 4: both sides continue the same 7 turns"
+
+
+def test_train_form_defaults_come_from_the_pipeline_scale_field_of_the_training():
+    assert [train_defaults.scale_field(k, s, w) for k, s, w in (
+        ("treedpo", "pairs", False), ("eto-dpo", "pairs", True), ("mcts", "best-paths", False),
+        ("sft", "successes", False), ("sft", "expert", True), ("sft", "expert", False))] == [
+        "dpo", "dpo", "mcts_sft", "w2s_sft", "sft_weak", "sft_strong"]
+    models = pd.DataFrame({"name": ["shop-weak", "shop-strong", "sft-weak", "sft-strong"],
+                           "role": ["weak", "strong", "sft", "sft"],
+                           "base": ["", "", "shop-weak", "shop-strong"]})
+    assert train_defaults.weak_models(models) == {"shop-weak", "sft-weak"}
+    assert train_defaults.example_caption(1, False, None, "m") == "1 training example (one training row each)"
+    assert train_defaults.example_caption(3200, True, 15136, "m").startswith(
+        "3,200 training examples → 15,136 training rows as the trainer sees them (m is prompted one decision")
+    assert train_defaults.example_caption(5, True, None, "m").endswith("(counted when the job starts)")
+
+
+def test_the_root_note_explains_its_empty_mcts_statistics():
+    g = make_tree({1: 0, 2: 0})
+    assert shaping.root_mcts_note(g, 0) is None  # no MCTS yet: nothing to explain
+    g.graph["mcts_iterations"] = 50
+    assert "backs up every node of an iteration's path except the root" in shaping.root_mcts_note(g, 0)
+    assert shaping.root_mcts_note(g, 1) is None
+    g.nodes[0]["mcts_visits"] = 50  # a rule that backs the root up (early-release): nothing to explain
+    assert shaping.root_mcts_note(g, 0) is None

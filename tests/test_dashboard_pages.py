@@ -5,6 +5,7 @@ pairs, evaluation episodes of four models, ScienceWorld-style scored episodes, r
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.mcts import run_mcts
 from core.pairs import tree_pairs
+from core.pipeline import SCALES
 from core.store import Store
 from core.trajectory import Run, Step, Task, Trajectory
 from core.tree import build_trees
@@ -100,6 +102,11 @@ def shown(markdown: str) -> str:
     return html.unescape(re.sub(r"\\([^\w\s])", r"\1", markdown)).replace("\u2060", "")
 
 
+def tree_picker(at: AppTest):
+    """The Trees page's task picker (its key changes with its lines; the choice is "trees_tree")."""
+    return next(s for s in at.selectbox if s.key.startswith("trees_pick_"))
+
+
 def texts(at: AppTest) -> str:
     """Everything the page shows as text, code, markdown, captions and metrics."""
     parts = [e.value for kind in ("text", "code") for e in getattr(at, kind)]
@@ -128,10 +135,13 @@ def test_overview_gives_success_rates_per_source_and_exploration_health(store):
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert "Success rate" not in metrics  # no figure mixing the sources
-    table = at.dataframe[1].value.set_index(["env", "source"])
-    assert table.loc[("shop", "expert demonstrations"), "success rate"] == 1.0
-    assert table.loc[("shop", "exploration"), "success rate"] == pytest.approx(2 / 7)
-    assert table.loc[("shop", "evaluation"), "episodes"] == 5
+    table = at.dataframe[1].value
+    shop = table[table["env"] == "shop"].set_index(["source", "model"])["success rate"]
+    assert shop[("expert demonstrations", "")] == 1.0
+    assert shop[("exploration", "")] == pytest.approx(2 / 7)
+    evaluation = table[(table["env"] == "shop") & (table["source"] == "evaluation")]
+    assert evaluation["episodes"].tolist() == [1] * 5  # one row per model: 5 episodes of 5 models
+    assert shop[("evaluation", "strong-w2s")] == 1.0 and shop[("evaluation", "strong-treedpo")] == 0
     assert metrics["Valid-action rate"] == "25%"  # only the episode that recorded it counts
     assert metrics["Explorer success rate"] == "29%"
     assert metrics["Mean episode length"] == f"{(3 + 3 + 4 + 3 + 3 + 2 + 4) / 7:.1f}"
@@ -162,7 +172,7 @@ def test_overview_summarizes_the_store(filled):
 def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
     at = run_page("views/trees.py")
     assert not at.exception, at.exception
-    assert at.selectbox(key="trees_tree").value == "shop/t1"  # biggest tree first
+    assert tree_picker(at).value == "shop/t1"  # biggest tree first
     assert at.get("plotly_chart"), "no tree figure"
     body = texts(at)
     assert "Node 0" in body and "(root: the task starts here)" in body
@@ -174,6 +184,28 @@ def test_trees_page_draws_the_tree_and_shows_the_selected_node(filled):
     assert f"Node {target}" in body and "click[item b]" in [c.value for c in at.code]
     assert f"page after click[item b] {XSS}" in [c.value for c in at.code]  # shown as text
     assert at.query_params["node"] == str(target)
+
+
+def test_trees_page_opens_on_a_tree_with_both_outcomes_and_reselects_on_sort(filled):
+    fails = [episode("t3", ["search[x]", f"click[item {i}]", "click[buy now]"], 0.0, model="weak-sft")
+             for i in range(6)]  # the biggest tree, all red
+    filled.add_trajectories(fails)
+    filled.save_trees(build_trees(fails))
+    at = run_page("views/trees.py")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="trees_sort").value == "both outcomes first"
+    assert tree_picker(at).value == "shop/t1"  # the biggest with a success and a failure
+    at.selectbox(key="trees_sort").set_value("size").run()
+    assert tree_picker(at).value == "shop/t3"  # a new order opens on its first task
+    at.selectbox(key="trees_sort").set_value("task id").run()
+    assert tree_picker(at).value == "shop/t1"
+    at.toggle(key="trees_both").set_value(True).run()
+    assert tree_picker(at).options == [
+        o for o in tree_picker(at).options if not o.startswith("t3 ")]
+    assert len(tree_picker(at).options) == 2
+    # the root after MCTS: no visits and no Q, and the panel says why
+    assert {m.label: m.value for m in at.metric}["MCTS visits"] == "0"
+    assert "backs up every node of an iteration's path except the root" in texts(at)
 
 
 def test_trees_page_says_when_the_best_path_is_a_tie_break(filled):
@@ -194,13 +226,13 @@ def test_trees_page_toggles_mcts_and_follows_a_deep_link(filled):
     g = filled.load_tree("shop/t2").to_networkx()
     at = run_page("views/trees.py", tree="shop/t2", node="2")
     assert not at.exception
-    assert at.selectbox(key="trees_tree").value == "shop/t2"
+    assert tree_picker(at).value == "shop/t2"
     assert at.selectbox(key="trees_node").value == 2
     assert g.nodes[2]["action"] in [c.value for c in at.code]
     # a later link (e.g. from the Pairs page) to another tree opens that tree at its node
     at.query_params.update(tree="shop/t1", node="3")
     at.run()
-    assert (at.selectbox(key="trees_tree").value, at.selectbox(key="trees_node").value) == ("shop/t1", 3)
+    assert (tree_picker(at).value, at.selectbox(key="trees_node").value) == ("shop/t1", 3)
     at.query_params.update(tree="shop/t2", node="2")
     at.run()
     at.segmented_control(key="trees_kind").set_value("mcts").run()
@@ -253,6 +285,24 @@ def test_pairs_page_shows_prefix_and_both_continuations(filled):
     assert "4 of 8 pairs match" in texts(at)
     at.slider(key="pairs_margin").set_value(1.0).run()
     assert "4 of 8 pairs match" in texts(at)
+
+
+def test_pairs_page_opens_on_a_tree_pair_and_says_what_each_pair_shares(filled):
+    from core.pairs import eto_pairs
+
+    filled.save_pairs(eto_pairs(filled.trajectories(env="shop", source="collect"), mode="weak"))
+    eto = filled.pairs_frame(granularity="trajectory")
+    assert len(eto) and eto["env"].iloc[0] == "shop"  # ETO pairs sort first in the store (node -1)
+    at = run_page("views/pairs.py")
+    assert not at.exception, at.exception
+    assert at.slider(key="pairs_margin").value == 0.0
+    shown = filled.pairs_frame().set_index("pair_id").loc[at.selectbox(key="pairs_pick").value]
+    assert shown["granularity"] == "step" and shown["node_id"] >= 0
+    at.selectbox(key="pairs_pick").set_value(eto["pair_id"].iloc[0]).run()
+    turns = len(json.loads(eto["prompt"].iloc[0]))
+    shared = f"{turns} turn" + ("s" if turns != 1 else "")
+    assert f"Shared prefix ({shared})" in texts(at)
+    assert f"whole trajectories: they share only the task's opening ({shared})" in texts(at)
 
 
 def test_pairs_page_deep_link_filters_to_a_node(filled):
@@ -327,8 +377,14 @@ def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
     assert not at.exception, at.exception
     assert at.selectbox(key="train_env").value == "shop"
     commands = [c.value for c in at.code if c.value.startswith("w2stree train")]
-    assert commands == ["w2stree train treedpo --preset tiny --model strong-sft "
-                        "--data pairs:shop:step --ref weak-sft"]
+    dpo = SCALES["tiny"].dpo  # the defaults are the pipeline's tiny-scale DPO settings
+    assert commands == ["w2stree train treedpo --preset tiny --model strong-sft --data pairs:shop:step "
+                        f"--lr {dpo['lr']} --batch-size {dpo['batch_size']} --max-steps {dpo['max_steps']} "
+                        f"--save-steps {dpo['save_steps']} --ref weak-sft"]
+    assert next(w for w in at.number_input if w.key.startswith("train_lr_")).value == dpo["lr"]
+    at.segmented_control(key="train_kind").set_value("mcts").run()
+    assert next(w for w in at.number_input if w.key.startswith("train_lr_")).value == SCALES["tiny"].mcts_sft["lr"]
+    at.segmented_control(key="train_kind").set_value("treedpo").run()
     at.text_input(key="train_output").input("../escape").run()  # invalid output name
     assert "output='../escape' is invalid" in shown(at.error[0].value)
     assert not any(b.key == "train_start" for b in at.button)
@@ -336,6 +392,31 @@ def test_train_page_rejects_a_bad_config_before_anything_starts(filled):
     at.button(key="train_start").click().run()  # registered, but its folder does not exist
     assert at.error and "strong-sft" in shown(at.error[0].value)
     assert filled.query("SELECT count(*) AS n FROM jobs")["n"][0] == 0
+
+
+@pytest.mark.slow
+def test_train_form_counts_rows_as_the_trainer_sees_them(filled, tmp_path_factory):
+    """The local models are prompted one decision at a time: an SFT example of n steps is n rows.
+    SFT defaults follow the model trained (the pipeline's SFT-weak or SFT-strong settings)."""
+    from test_train import tiny_models
+
+    paths = tiny_models(tmp_path_factory.getbasetemp())
+    for role in ("weak", "strong"):
+        filled.register_model(f"shop-{role}", str(paths[role]), role=role, params=1000)
+    filled.add_trajectories([episode("t1", ["search[x]", "click[item a]", "click[buy now]"], 1.0, model="expert"),
+                             episode("t2", ["search[lamp]", "click[buy now]"], 1.0, model="expert")])
+    at = run_page("views/train.py")
+    at.segmented_control(key="train_kind").set_value("sft").run()
+    at.selectbox(key="train_model_sft").set_value("shop-strong").run()
+    assert not at.exception, at.exception
+    assert ("2 training examples → 5 training rows as the trainer sees them (shop-strong is prompted one "
+            "decision at a time") in texts(at)
+    steps = lambda: next(w for w in at.number_input if w.key.startswith("train_steps_")).value  # noqa: E731
+    assert steps() == SCALES["tiny"].sft_strong["max_steps"]
+    at.selectbox(key="train_model_sft").set_value("shop-weak").run()
+    assert steps() == SCALES["tiny"].sft_weak["max_steps"]
+    at.selectbox(key="train_model_sft").set_value("strong-sft").run()  # registered, folder gone: not read
+    assert "2 training examples (one training row each)" in texts(at)
 
 
 @pytest.mark.slow
@@ -376,8 +457,9 @@ def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     assert "--max-steps 100000" in " ".join(c.value for c in at.code)
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
-    jobs = filled.query("SELECT job_id, status FROM jobs")
+    jobs = filled.query("SELECT job_id, status, max_steps FROM jobs")
     assert len(jobs) == 1 and jobs["status"][0] in ("queued", "running")
+    assert jobs["max_steps"][0] == 100_000  # as configured, before the trainer reports it
     job_id = jobs["job_id"][0]
     assert at.selectbox(key="train_job").value == job_id
     pid = json.loads((Path(job_status(job_id)["job_dir"]) / "launch.json").read_text())["pid"]

@@ -191,7 +191,7 @@ def test_the_play_console_steps_and_discards(store) -> None:
     at.text_input(key="play_action").input("click[< prev]")
     at.button(key="FormSubmitter:play_form-Step").click().run()
     assert not at.exception, at.exception
-    assert "1 steps played after node 2" in texts(at)
+    assert "1 step played after node 2" in texts(at)
     at.button(key="play_discard").click().run()
     assert not at.exception, at.exception
     assert at.session_state["play"] is None and live_sessions() == before

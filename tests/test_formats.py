@@ -229,7 +229,7 @@ def test_bad_file_imports_nothing_good_files_do(store: Store, tmp_path):
     assert s.errors == [f"{bad}: line 3: field 'steps': must be a list, got int"]
     s = import_paths(store, "jsonl", [bad, good, tmp_path / "missing.jsonl"], progress=False)
     assert (s.files, s.trajectories, s.skipped) == (1, 1, 2)
-    assert s.line() == "imported 1 trajectories from 1 file(s); skipped 2 file(s) with errors"
+    assert s.line() == "imported 1 trajectory from 1 file; skipped 2 files with errors"
     assert f"{tmp_path / 'missing.jsonl'}: no such file or folder" in s.errors
     assert store.counts()["trajectories"] == 1 and store.counts()["steps"] == 1
 

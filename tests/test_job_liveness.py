@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from test_job_sync import make_job
@@ -53,3 +54,20 @@ def test_an_ended_process_is_not_running(store):
     folder = make_job("job-d")
     launched(folder, proc.pid, time.time())
     assert not job_alive("job-d")
+
+
+def test_a_finished_job_launched_here_is_reaped_not_left_defunct(store, monkeypatch):
+    """The job wrote "succeeded" and then exited: the first liveness check after its exit
+    collects it (a dashboard or `up` that launched it would otherwise keep a zombie)."""
+    from core.train import jobs
+
+    folder = make_job("job-z", status="succeeded")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    monkeypatch.setitem(jobs._CHILDREN, "job-z", proc)
+    launched(folder, proc.pid, time.time())
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert not job_alive("job-z")
+    assert proc.returncode == 0 and not Path(f"/proc/{proc.pid}").exists()  # reaped

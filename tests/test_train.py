@@ -132,6 +132,34 @@ def test_trainer_changes_weights_and_registers_model(filled, models, kind, data,
 
 
 @pytest.mark.slow
+def test_every_job_writes_tensorboard_logs_and_the_cli_prints_how_to_open_them(filled, models, capsys):
+    import os
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from core.cli import main
+    from core.train import train
+    from core.train.tensorboard import LOG_DIR_VARIABLE
+
+    out = train("sft", cfg("sft", models, "expert:shop"), filled)
+    job_id = filled.models().set_index("name").loc[out.name, "job_id"]
+    logs = jobs_dir() / job_id / "tensorboard"
+    events = EventAccumulator(str(logs)).Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    logged = filled.query("SELECT value FROM metrics WHERE job_id = ? AND name = 'loss' ORDER BY step", [job_id])
+    assert losses == pytest.approx(logged["value"].tolist())  # the job's own metrics, step for step
+    assert LOG_DIR_VARIABLE not in os.environ  # the in-process job left the environment as it was
+    capsys.readouterr()
+    assert main(["jobs", "tensorboard", job_id]) == 0
+    assert capsys.readouterr().out.strip() == f"tensorboard --logdir {logs} --host 127.0.0.1"
+    for f in logs.iterdir():
+        f.unlink()
+    assert main(["jobs", "tensorboard", job_id]) == 2
+    assert "wrote no TensorBoard logs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_lora_trains_only_the_adapter(filled, models, tmp_path):
     from core.train.data import build_rows
     from core.train.dpo import build_dpo_trainer
@@ -462,6 +490,28 @@ def test_trainer_arguments_for_cuda_and_several_processes(monkeypatch, tmp_path)
     assert training_device(make_config("sft", device="cuda")) == "cpu"
     assert sorted(lora_config(paper).target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert lora_config(make_config("sft", "tiny", lora=True)).target_modules == "all-linear"
+
+
+def test_trainers_silence_only_the_checkpointing_deprecation(models, tmp_path):
+    """TRL's DPO step and PEFT read `is_gradient_checkpointing`, which transformers deprecates with
+    a FutureWarning in every job log; building a trainer's arguments ignores that one warning."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    from core.train import make_config
+    from core.train.common import trainer_kwargs
+
+    model = AutoModelForCausalLM.from_pretrained(models["weak"])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert model.is_gradient_checkpointing is False  # what TRL's DPO trainer reads each step
+        assert [type(w.message) for w in seen] == [FutureWarning]  # the warning is real
+        trainer_kwargs(make_config("treedpo", "tiny", device="cpu"), tmp_path, DPOConfig, 64)
+        assert model.is_gradient_checkpointing is False
+        warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
+        assert [str(w.message) for w in seen[1:]] == ["another FutureWarning"]
 
 
 def test_multi_gpu_launch_honours_an_accelerate_config(monkeypatch, tmp_path):

@@ -1,6 +1,7 @@
 """`w2stree` command line: one sub-command module per area, each exposing `register(sub)`.
 
-Every known user error is printed as one line (`w2stree: error: ...`) with exit status 2.
+Every known user error is printed as one line (`w2stree: error: ...`) with exit status 2. A reader
+that closes standard output early (`w2stree stats | head`) is a normal end: exit 0, no message.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from core.cli.context import add_db_argument
 
 # Command modules, in the order their verbs appear in --help.
 COMMAND_MODULES = (
-    "core.cli.data",      # import, tree, mcts, pairs, export, stats
+    "core.cli.data",      # import, tree, mcts, pairs, export
+    "core.cli.stats",     # stats
     "core.cli.envs",      # collect, replay
     "core.cli.explore",   # explore
     "core.cli.oracle",    # oracle
@@ -49,15 +51,18 @@ INTERRUPTED = "w2stree: interrupted; what was finished is stored"
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `w2stree` console script."""
     try:  # Ctrl-C while the verbs' modules load and the arguments are read: one line too
+        from core.console import quiet_library_bars
         from core.envs.base import UnknownEnvError
         from core.errors import UserError, one_line
 
+        quiet_library_bars()  # before any verb imports transformers: bars only on a terminal
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
     try:
         rc = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe found by the last flush is caught below
     except (UserError, UnknownEnvError, FileNotFoundError) as exc:
         print(f"w2stree: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -65,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.cli.data import silence_stdout
 
         silence_stdout()
-        print("w2stree: error: standard output was closed before the output was complete (broken pipe)",
-              file=sys.stderr)
-        return 2
+        return 0
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.cli.context import add_db_argument, open_store
 from core.errors import UserError
+from core.processes import reap_ended_children
 from core.store import Store
 
 DEFAULT_PORT = 8501
@@ -46,7 +47,9 @@ def serve(port: int, store: Store, token: bool = True, hosts: list[str] | None =
     """Become the dashboard server of `store` (until Ctrl-C), asking for a fresh token unless
     `token` is False and answering the loopback names and `hosts`. The process is replaced by
     `streamlit run` rather than waiting on it, so a signal sent to this process reaches the
-    server itself and never leaves an orphaned server behind."""
+    server itself and never leaves an orphaned server behind. The ended children of this process
+    (`up`'s training jobs) are reaped first: the server would never wait on them, and they would
+    stay "defunct" under it until it stops."""
     from dashboard.serving import HOSTS_ENV, TOKEN_ENV
 
     for path in (app_path(), app_path("app.py")):
@@ -58,6 +61,7 @@ def serve(port: int, store: Store, token: bool = True, hosts: list[str] | None =
     print(f"w2stree dashboard: {url}  (store {store.path}; Ctrl-C stops it)", flush=True)
     cmd = serve_command(port, store.path)
     env = {**os.environ, TOKEN_ENV: secret, HOSTS_ENV: ",".join(hosts or [])}
+    reap_ended_children()
     os.execve(cmd[0], cmd, env)
     return 0  # not reached
 

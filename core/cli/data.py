@@ -1,4 +1,4 @@
-"""Data commands: import, tree, mcts, pairs, export, stats.
+"""Data commands: import, tree, mcts, pairs, export (`stats` is core.cli.stats).
 
     w2stree import {jsonl,eto-sft,eto-explore} PATH... [--env ENV]
     w2stree tree   [--env] [--task] [--merge action|observation|semantic] [--threshold 0.9]
@@ -7,7 +7,6 @@
     w2stree pairs  [--env] [--task] [--granularity step|continuation|trajectory]
                    [--min-margin X] [--value data|mcts] [--baseline expert|weak] [--hard-for MODEL]
     w2stree export {trajectories,pairs,best-paths,tree} OUT [--format jsonl|eto|trl|json] ...
-    w2stree stats
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from core.cli.context import COUNT, env_arg, open_store
+from core.console import plural
 from core.errors import UserError
 from core.formats.importer import KINDS as IMPORT_FORMATS
 from core.mcts import RULES
@@ -125,9 +125,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="trajectories only: this model")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("stats", help="counts per env/task: trajectories, success rate, nodes, pairs")
-    p.set_defaults(func=cmd_stats)
-
 
 def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", type=env_arg, help="only this environment")
@@ -169,7 +166,8 @@ def cmd_tree(args: argparse.Namespace) -> int:
                         f"{' from source ' + repr(args.source) if args.source else ''}"
                         f"{' of model ' + repr(args.model) if args.model else ''}; "
                         "run `w2stree import` or `w2stree collect` first")
-    print(f"built {n_trees} trees ({n_nodes} nodes) from {n_trajs} trajectories, merge={args.merge}")
+    print(f"built {plural(n_trees, 'tree')} ({plural(n_nodes, 'node')}) from {plural(n_trajs, 'trajectory')}, "
+          f"merge={args.merge}")
     return 0
 
 
@@ -199,7 +197,8 @@ def cmd_mcts(args: argparse.Namespace) -> int:
     ids = _trees(store, args)
     with _bar(len(ids), "mcts") as bar:
         score_trees_stored(store, ids, settings, bar.update)
-    print(f"ran MCTS on {len(ids)} trees: {args.iterations} iterations, c={args.c}, rule={args.rule}")
+    print(f"ran MCTS on {plural(len(ids), 'tree')}: {plural(args.iterations, 'iteration')}, c={args.c}, "
+          f"rule={args.rule}")
     return 0
 
 
@@ -234,10 +233,10 @@ def cmd_pairs(args: argparse.Namespace) -> int:
             scorer.close()
     detail = f" (baseline={args.baseline})" if args.granularity == "trajectory" else f" (value={args.value})"
     if args.hard_for:
-        detail += f"; {args.hard_for} ranks {total} of the {cut[0]} pairs cut wrong: only those are stored"
+        detail += f"; {args.hard_for} ranks {total} of the {plural(cut[0], 'pair')} cut wrong: only those are stored"
     elif not total:
         detail += ": " + no_pair_reason(store, args.env, args.task, args.min_margin)
-    print(f"stored {total} {args.granularity} pairs from {len(ids)} trees{detail}")
+    print(f"stored {plural(total, args.granularity + ' pair')} from {plural(len(ids), 'tree')}{detail}")
     return 0
 
 
@@ -246,8 +245,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 def _open_out(out: str, store: Store, force: bool) -> Iterator[IO[str]]:
     """The stream an export writes: stdout for '-', else a temporary file beside OUT that
     replaces OUT only once everything is written. Refuses the store itself, a folder, and an
-    existing file without `force`; a failed write (full disk, closed pipe) is one UserError and
-    leaves OUT as it was."""
+    existing file without `force`; a failed write (full disk) is one UserError and leaves OUT as
+    it was; a closed standard output ends the export quietly."""
     if out == "-":
         with _writing(STDOUT):
             yield sys.stdout
@@ -284,11 +283,15 @@ def _check_out(path: Path, store: Store, force: bool) -> None:
 
 @contextmanager
 def _writing(what: str) -> Iterator[None]:
-    """Turn an OSError while writing `what` (a file, or STDOUT) into one UserError line."""
+    """Turn an OSError while writing `what` (a file, or STDOUT) into one UserError line. A closed
+    standard output (`| head`) is not an error: its BrokenPipeError goes on to `core.cli.main`,
+    which ends quietly."""
     try:
         yield
     except OSError as exc:
         if what == STDOUT:
+            if isinstance(exc, BrokenPipeError):
+                raise
             silence_stdout()
         if isinstance(exc, BrokenPipeError):
             raise UserError(f"{what} was closed before the export was complete (broken pipe)") from None
@@ -359,20 +362,4 @@ def cmd_export(args: argparse.Namespace) -> int:
             _write_rows(rows, fh, as_list=fmt == "eto")
     if args.out != "-":
         print(f"wrote {n} {what} ({fmt}) to {args.out}")
-    return 0
-
-
-# -- stats ----------------------------------------------------------------------------------
-def cmd_stats(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    df = store.task_stats()
-    if df.empty:
-        print("the store is empty; run `w2stree import` or `w2stree collect` first")
-        return 0
-    for col in ("success_rate", "mean_reward"):
-        df[col] = df[col].map(lambda v: "-" if v != v else f"{v:.2f}")  # NaN: no trajectories
-    print(df.to_string(index=False))
-    c = store.counts()
-    print(f"\ntotal: {c['trajectories']} trajectories, {c['trees']} trees, {c['nodes']} nodes, "
-          f"{c['pairs']} pairs")
     return 0

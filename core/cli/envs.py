@@ -16,6 +16,7 @@ from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Sampling
 from core.cli.context import COUNT, NONNEGATIVE, env_arg, open_store
+from core.console import plural
 from core.errors import UserError
 
 
@@ -116,7 +117,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
                       run_id=args.resume, resume=bool(args.resume), env_kwargs=env_kwargs, seed=args.seed)
     finally:
         policy.close()
-    print(f"run {res.run_id}: {res.n_episodes} episodes, average reward {res.avg_reward:.3f}, "
+    print(f"run {res.run_id}: {plural(res.n_episodes, 'episode')}, average reward {res.avg_reward:.3f}, "
           f"success rate {res.success_rate:.1%} (store {store.path})")
     return 0
 
@@ -125,7 +126,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from core.replay import replay
 
     report = replay(open_store(args), env=args.env, limit=args.limit)
-    print(f"replayed {report.checked} trajectories: {len(report.mismatches)} mismatches, "
+    print(f"replayed {plural(report.checked, 'trajectory')}: {plural(len(report.mismatches), 'mismatch')}, "
           f"{len(report.skipped)} skipped")
     reasons: dict[str, int] = {}
     for _, reason in report.skipped:

@@ -1,4 +1,4 @@
-"""`w2stree train {sft,mcts,treedpo,eto-dpo}` and `w2stree jobs list|show|stop|resume`.
+"""`w2stree train {sft,mcts,treedpo,eto-dpo}` and `w2stree jobs list|show|stop|resume|tensorboard`.
 
 The methods, their data and configs are `core.train.config.METHODS`. Every config field of the
 method is a flag (`--lora-r`, `--batch-size`, ...; booleans also take
@@ -51,12 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         k.add_argument("--detach", action="store_true", help="start the job and return at once")
         k.set_defaults(func=_train)
 
-    j = sub.add_parser("jobs", help="list, show, stop or resume training jobs")
+    j = sub.add_parser("jobs", help="list, show, stop or resume training jobs; their TensorBoard command")
     jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION")
     jsub.add_parser("list", help="all jobs, newest first").set_defaults(func=_list)
     for name, fn, text in (("show", _show, "status, progress, last metrics and log tail of a job"),
                            ("stop", _stop, "stop a running job (it keeps a checkpoint)"),
-                           ("resume", _resume, "continue a stopped or failed job from its last checkpoint")):
+                           ("resume", _resume, "continue a stopped or failed job from its last checkpoint"),
+                           ("tensorboard", _tensorboard, "print the command that opens a job's TensorBoard logs")):
         a = jsub.add_parser(name, help=text)
         a.add_argument("job_id")
         if name == "resume":
@@ -185,6 +186,13 @@ def _gone(store: Store, job_id: str, error: UserError) -> int:
     if row is None:
         raise error
     print(_summary(row))
+    return 0
+
+
+def _tensorboard(args: argparse.Namespace) -> int:
+    from core.train.tensorboard import tensorboard_command
+
+    print(tensorboard_command(args.job_id))
     return 0
 
 

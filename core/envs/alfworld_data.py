@@ -37,6 +37,7 @@ import tarfile
 from functools import lru_cache
 from pathlib import Path
 
+from core.console import plural
 from core.errors import UserError
 from core.paths import home
 
@@ -124,7 +125,7 @@ def split_report(root: Path | None = None) -> dict[str, str]:
     out = {}
     for split, (_, expected) in SPLITS.items():
         n = len(split_games(split, root))
-        out[split] = f"{n} games" + (f" of {expected}" if expected and n != expected else "")
+        out[split] = plural(n, "game") + (f" of {expected}" if expected and n != expected else "")
     return out
 
 

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 from tqdm import tqdm
 
+from core.console import plural
 from core.errors import UserError, one_line
 from core.formats import FormatError
 from core.formats.eto import explore_files, read_eto_explore_file, read_eto_sft
@@ -48,9 +49,9 @@ class ImportSummary:
         return len(self.errors)
 
     def line(self) -> str:
-        text = f"imported {self.trajectories} trajectories from {self.files} file(s)"
+        text = f"imported {plural(self.trajectories, 'trajectory')} from {plural(self.files, 'file')}"
         text += f"; {self.already} already stored" if self.already else ""
-        return text + (f"; skipped {self.skipped} file(s) with errors" if self.errors else "")
+        return text + (f"; skipped {plural(self.skipped, 'file')} with errors" if self.errors else "")
 
 
 def _files(kind: str, path: Path) -> list[Path]:

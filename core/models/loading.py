@@ -95,6 +95,18 @@ def model_name(name_or_path: str, store: Any | None = None) -> str:
     return local.resolve().name if local.exists() else str(name_or_path)
 
 
+def config_value(name_or_path: str, key: str, store: Any | None = None) -> Any:
+    """Field `key` of a model's config.json, read without loading the model (an adapter folder:
+    its base's); None where the field or a local config.json is absent (a hub id not cached)."""
+    folder = Path(resolve_model(name_or_path, store))
+    if not (folder / "config.json").is_file() and (folder / "adapter_config.json").is_file():
+        folder = Path(resolve_model(_adapter_base(folder), store))
+    try:
+        return json.loads((folder / "config.json").read_text()).get(key)
+    except (OSError, ValueError):
+        return None
+
+
 def auto_device_dtype(device: str | None = None, dtype: torch.dtype | str | None = None
                       ) -> tuple[str, torch.dtype]:
     """CUDA + bf16 (fp16 where bf16 is missing) when present, else CPU + fp32; explicit values win."""

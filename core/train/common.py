@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import torch
 
 from core.errors import UserError
 from core.train.config import TrainConfig, micro_split
+from core.train.tensorboard import report_to
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +190,17 @@ def lora_config(cfg: TrainConfig) -> Any:
                       target_modules=modules, task_type="CAUSAL_LM")
 
 
+def quiet_checkpointing_deprecation() -> None:
+    """Ignore transformers' FutureWarning that `is_gradient_checkpointing` is deprecated: TRL's
+    DPO trainer (every step) and PEFT (wrapping a LoRA model) read that property, not this
+    project, so the warning says nothing a user can act on. Only that message is ignored."""
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: int) -> dict[str, Any]:
-    """Keyword arguments for a TRL config class (`SFTConfig`, `DPOConfig`) from our config."""
+    """Keyword arguments for a TRL config class (`SFTConfig`, `DPOConfig`) from our config. Every
+    trainer is built through here: it also installs `quiet_checkpointing_deprecation`."""
+    quiet_checkpointing_deprecation()
     names = {f.name for f in dataclasses.fields(arg_cls)}
     cuda = use_cuda(cfg)
     split = micro_split(cfg)  # micro-batches per batch: accumulated into the same step
@@ -198,7 +209,7 @@ def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: i
         per_device_train_batch_size=cfg.batch_size // split, gradient_accumulation_steps=accumulation_steps(cfg) * split,
         max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler, max_grad_norm=float(cfg.max_grad_norm),
         logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, report_to="none", disable_tqdm=True,
+        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, report_to=report_to(), disable_tqdm=True,
         dataloader_num_workers=0, bf16=_bf16(cuda), use_cpu=not cuda, max_length=max_length,
     )
     if world_size() > 1:  # DDP: every parameter that trains gets a gradient; skip the unused scan

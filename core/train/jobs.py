@@ -8,6 +8,8 @@ A job folder `<home>/jobs/<job_id>/` holds::
     launch.json     what the launcher started: pid / process group, command, start time
     metrics.jsonl   one line per logged step: step, ts, loss, learning_rate, rewards/... (append)
     log.txt         the process's stdout and stderr
+    tensorboard/    TensorBoard event files of the logged metrics (when `tensorboard` is installed;
+                    `w2stree jobs tensorboard JOB` prints the command that opens them)
     checkpoints/    TRL checkpoints every `save_steps` (and one at a requested stop); each gets
                     a COMPLETE file once fully saved, and resume takes the newest complete one
                     (a checkpoint half-written by a killed process is never picked)
@@ -78,6 +80,7 @@ from core.train.config import (
     validate_fields,
 )
 from core.train.data import build_rows, check_rows, parse_spec, read_rows, write_rows
+from core.train.tensorboard import tensorboard_logs
 
 COMPLETE = "COMPLETE"  # marker file of a fully saved checkpoint
 FINISHED = ("succeeded", "failed", "stopped")
@@ -181,8 +184,11 @@ def create_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | N
     cfg, rows, lineage = prepare(kind, config, store)
     job_id = new_job_id(kind)
     output = str(models_dir() / (cfg.output or job_id))
+    # max_steps as configured from the start (the trainer reports its own once it runs; by epochs
+    # the count is known only then)
     return write_job(kind, dataclasses.asdict(cfg), lineage, store, output,
-                     lambda folder: write_rows(rows, folder / "data.jsonl"), job_id=job_id)
+                     lambda folder: write_rows(rows, folder / "data.jsonl"), job_id=job_id,
+                     max_steps=cfg.max_steps if cfg.max_steps > 0 else None)
 
 
 def write_job(kind: str, config: dict[str, Any], lineage: dict[str, Any], store: Store | None = None,
@@ -313,10 +319,15 @@ def mark_checkpoint_complete(ckpt: Path) -> None:
 # -- liveness, stop ---------------------------------------------------------------------------------
 
 def _alive(pid: int | None, runner: bool, launched_ts: float | None = None) -> bool:
-    """Whether `pid` runs; for a runner process also that it is still the job's (pid reuse)."""
+    """Whether `pid` runs; for a runner process also that it is still the job's (pid reuse). A
+    process launched here is asked through its Popen, which also reaps it once it has ended
+    (otherwise it would stay a zombie of this process, e.g. of the dashboard server)."""
+    mine = [p for p in _CHILDREN.values() if p.pid == pid]  # two, if an ended one's pid was reused
+    if mine:
+        return any(p.poll() is None for p in mine)
     if not pid_running(pid):
         return False
-    if not runner or _our_child(pid):
+    if not runner:
         return True
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -446,11 +457,6 @@ def _runner_pids(job_dir: Path) -> list[int]:
         if b"core.train.runner" in args and want & set(args) and int(proc.name) != os.getpid():
             pids.append(int(proc.name))
     return pids
-
-
-def _our_child(pid: int) -> bool:
-    """Whether `pid` is a job process launched by this process and not yet exited."""
-    return any(p.pid == pid and p.poll() is None for p in _CHILDREN.values())
 
 
 def _reap(job_id: str) -> None:
@@ -664,7 +670,8 @@ def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
         ckpt = last_checkpoint(job_dir) if resume else None
         if ckpt is not None:
             print(f"resuming from {ckpt.name}", flush=True)
-        trainer, tokenizer = _build_trainer(kind, cfg, read_rows(job_dir / "data.jsonl"), job_dir, progress)
+        with tensorboard_logs(job_dir):
+            trainer, tokenizer = _build_trainer(kind, cfg, read_rows(job_dir / "data.jsonl"), job_dir, progress)
         trainer.remove_callback(PrinterCallback)  # JobProgress prints one line per log instead
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         if progress.stop_requested:

@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from core.console import quiet_library_bars
+
+    quiet_library_bars()  # the job's output is its log.txt: no progress bars redrawn into it
     from core.train.jobs import execute
 
     try:

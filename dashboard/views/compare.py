@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.console import plural
 from dashboard import data, shaping, ui
 
 MAX_MODELS = 4
@@ -23,7 +24,7 @@ def pick(index) -> tuple[str, str, list[str]]:
     tasks = per_task.index.tolist()
     ui.keep_choice("compare_task", tasks)
     task = c[1].selectbox("Task (type to search)", tasks, key="compare_task",
-                          format_func=lambda t: f"{t} · {per_task[t]} models")
+                          format_func=lambda t: f"{t} · {plural(per_task[t], 'model')}")
     # Every model evaluated in this environment is offered; one without an episode of this task
     # says so in its column.
     on_task = set(part[part["task_id"] == task]["model"])
@@ -83,14 +84,14 @@ def show(labels: list[str], episodes: list) -> None:
         col.text(label)  # a name from the store: plain text, not a markdown label
         col.metric("final reward", f"{ep.reward:.2f}", delta="success" if ep.success else "failure",
                    delta_color="normal" if ep.success else "inverse", delta_arrow="off",
-                   help=f"after {len(ep.steps)} steps")
+                   help=f"after {plural(len(ep.steps), 'step')}")
     diverge = shaping.first_divergence([e.actions for e in episodes])
     if len(labels) > 1:
         st.caption("The episodes take the same actions throughout." if diverge is None
                    else f"The episodes first diverge at step {diverge + 1} (marked ▶ below).")
     rows = shaping.compare_rows(episodes)
     if len(rows) > MAX_STEPS:
-        st.caption(f"Showing the first {MAX_STEPS} of {len(rows)} steps.")
+        st.caption(f"Showing the first {MAX_STEPS} of {plural(len(rows), 'step')}.")
     for i, row in enumerate(rows[:MAX_STEPS]):
         if i == diverge:
             st.markdown(f":orange[**▶ step {i + 1}: first divergence**]")

@@ -32,14 +32,17 @@ def fill_default_button() -> None:
 
 
 def sources_section(path: str, changes: int) -> None:
-    """Success rate per source, never one mixed figure, and the health of each env's exploration."""
+    """Success rate per source and evaluation per model, never one mixed figure, and the health
+    of each env's exploration."""
     by_source = data.by_source(path, changes)
     if by_source.empty:
         return
     st.subheader("Success rate by source")
+    st.caption("Evaluation episodes have one row per model: a rate over several models would mean nothing.")
     st.dataframe(shaping.source_table(by_source), hide_index=True, column_config={
         "success rate": st.column_config.ProgressColumn("success rate", min_value=0, max_value=1,
                                                         format="percent"),
+        "mean reward": st.column_config.NumberColumn("mean reward", format="%.3f"),
         "mean length": st.column_config.NumberColumn("mean length (steps)", format="%.1f")})
     outcomes = data.tree_outcomes(path, changes)
     envs = by_source[by_source["source"] == "exploration"]["env"].unique().tolist()

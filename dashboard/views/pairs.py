@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.agents.prompt import parse_reply
+from core.console import plural
 from dashboard import data, shaping, ui
 
 TABLE_KEY = "pairs_table"
@@ -52,11 +53,14 @@ def filters(pairs: pd.DataFrame) -> pd.DataFrame:
     grans = [ALL, *sorted(df["granularity"].unique())]
     ui.keep_choice("pairs_gran", grans)
     gran = c[2].selectbox("Granularity", grans, key="pairs_gran")
-    # Success-based pairs can have a negative margin (the successful side has the lower mean).
+    # Success-based pairs can have a negative margin (the successful side has the lower mean):
+    # the slider reaches them, but starts at 0, where the chosen side is the better one.
     lo = min(float(df["margin"].min()), 0.0) if not df.empty else 0.0
     hi = max(float(df["margin"].max()), 1.0) if not df.empty else 1.0
     lo = math.floor(lo * 100) / 100  # round down so the smallest margin stays in range
-    margin = c[3].slider("Min margin", lo, hi, lo, step=0.01, key="pairs_margin")
+    margin = c[3].slider("Min margin", lo, hi, 0.0, step=0.01, key="pairs_margin",
+                         help="chosen value minus rejected value; below 0 also shows pairs whose "
+                              "successful side has the lower mean value")
     if task != ALL:
         df = df[df["task_id"] == task]
     nodes = [ALL, *sorted(int(n) for n in df["node_id"].unique())]
@@ -80,17 +84,16 @@ def show_pair(row: dict) -> None:
                 help="success" if v.rejected_success else "no success")
     m[2].metric("Margin", shaping.fmt(float(row["margin"]), 3))
     with m[3]:
-        where = (f"cut at node {int(row['node_id'])}" if int(row["node_id"]) >= 0
-                 else "whole trajectories, no shared prefix")
+        where = shaping.pair_scope(int(row["node_id"]), len(v.prompt))
         st.caption(ui.plain(f"{row['granularity']} pair · values from {row['value_kind']} statistics · {where}"))
         if row.get("tree_id") and int(row["node_id"]) >= 0:
             st.page_link("views/trees.py", label=f"Open node {int(row['node_id'])} in Trees",
                          icon=":material/account_tree:",
                          query_params={"tree": row["tree_id"], "node": str(int(row["node_id"]))})
-    st.subheader(f"Shared prefix ({len(v.prompt)} turns)")
+    st.subheader(f"Shared prefix ({plural(len(v.prompt), 'turn')})")
     shown = v.prompt if len(v.prompt) <= 8 else v.prompt[-6:]
     if len(shown) < len(v.prompt):
-        with st.expander(f"{len(v.prompt) - len(shown)} earlier turns"):
+        with st.expander(f"{plural(len(v.prompt) - len(shown), 'earlier turn')}"):
             ui.conversation(v.prompt[: len(v.prompt) - len(shown)])
     ui.conversation(shown)
     left, right = st.columns(2, gap="medium")
@@ -105,13 +108,13 @@ def show_pair(row: dict) -> None:
 def main() -> None:
     st.title("Pairs")
     path, changes = data.key()
-    pairs = data.pairs(path, changes)
+    pairs = shaping.tree_pairs_first(data.pairs(path, changes))  # opens on a TreeDPO pair
     if pairs.empty:
         ui.empty("No preference pairs yet. Cut them from the trees with `w2stree pairs` "
                  "(or fill the embedded default from the Overview page).")
         return
     df = filters(pairs)
-    st.caption(f"{len(df)} of {len(pairs)} pairs match")
+    st.caption(f"{len(df)} of {plural(len(pairs), 'pair')} match")
     if df.empty:
         ui.empty("No pair matches these filters: lower the margin or pick another task.")
         return

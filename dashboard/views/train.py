@@ -24,7 +24,7 @@ from core.train.jobs import (
     start_job,
     stop_job,
 )
-from dashboard import data, figures, shaping, ui
+from dashboard import data, figures, shaping, train_defaults, ui
 
 REFRESH_S = 2.0
 
@@ -56,7 +56,6 @@ def job_form(path: str, changes: int) -> None:
     presets = sorted(PRESETS, key=lambda p: p != "tiny")
     preset = c[0].selectbox("Preset", presets, index=0 if small else 1, key="train_preset",
                             help=help_["preset"])
-    base = make_config(kind, preset)
     # TreeDPO and MCTS start from the strong SFT model (the paper's setting), SFT from a base model.
     hints = ("strong",) if kind == "sft" else ("sft-strong", "strong-sft", "strong")
     model = c[1].selectbox("Base model", names, index=_pick(names, *hints), key=f"train_model_{kind}",
@@ -91,7 +90,11 @@ def job_form(path: str, changes: int) -> None:
     st.code(spec, language=None)
 
     st.markdown("**Optimisation**")
-    k = f"{kind}_{preset}"  # defaults follow the preset and method
+    base, scaled, settings = train_defaults.form_defaults(kind, preset, source,
+                                                          model in train_defaults.weak_models(models))
+    if scaled:
+        st.caption(f"defaults: the pipeline's tiny scale for this training (`SCALES['tiny'].{scaled}`)")
+    k = f"{kind}_{preset}_{scaled}"  # defaults follow the preset, method and training
     c = st.columns(4)
     epochs = c[0].number_input("Epochs", 0.1, 100.0, float(base.epochs), 0.5, key=f"train_epochs_{k}")
     lr = c[1].number_input("Learning rate", 1e-8, 0.99, float(base.lr), float(f"{base.lr / 10:.0e}"), "%.1e",
@@ -101,7 +104,8 @@ def job_form(path: str, changes: int) -> None:
         beta = c[2].number_input("β", 0.001, 100.0, float(base.beta), 0.05, key=f"train_beta_{k}",
                                  help=help_["beta"])
     lora = c[3].toggle("LoRA", value=base.lora, key=f"train_lora_{k}", help=help_["lora"])
-    overrides = {"model": model or "", "data": spec, "epochs": epochs, "lr": lr, "lora": lora}
+    # the scale's settings that have no field here (save_steps) go with the job too
+    overrides = {**settings, "model": model or "", "data": spec, "epochs": epochs, "lr": lr, "lora": lora}
     if ref:
         overrides["ref"] = ref
     if beta is not None:
@@ -135,7 +139,9 @@ def job_form(path: str, changes: int) -> None:
     if blocked:
         st.warning(ui.plain(blocked), icon=":material/block:")
     else:
-        st.caption(f"{n_examples:,} training examples")
+        history = data.decision_history(path, changes, model or "")
+        n_rows = None if history is None else data.decision_row_count(path, changes, spec, history)
+        st.caption(train_defaults.example_caption(n_examples, history is not None, n_rows, model or ""))
     if st.button("Start", type="primary", icon=":material/play_arrow:", key="train_start",
                  disabled=bool(blocked), help=blocked):
         try:

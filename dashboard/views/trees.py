@@ -6,8 +6,11 @@ Deep link: `?tree=<tree id>&node=<node id>` (the Pairs page links here this way)
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
+from core.console import plural
 from dashboard import data, explore_panel, layout, shaping, ui
 
 CHART_KEY = "trees_chart"
@@ -45,13 +48,29 @@ def pick_tree(trees, roots) -> str:
     c_env, c_sort, c_task = st.columns([1, 1, 4])
     ui.keep_choice("trees_env", envs)
     env = c_env.selectbox("Environment", envs, key="trees_env")
-    sort = c_sort.selectbox("Sort tasks by", list(shaping.TASK_SORTS), key="trees_sort")
-    table = shaping.task_table(trees[trees["env"] == env], roots, sort)
+    sort = c_sort.selectbox("Sort tasks by", list(shaping.TASK_SORTS), key="trees_sort",
+                            help="both outcomes first: trees holding a success and a failure (they yield "
+                                 "the pairs), the bigger first")
+    both_only = c_sort.toggle("Both outcomes only", key="trees_both",
+                              help="only trees holding a success and a failure")
+    table = shaping.task_table(trees[trees["env"] == env], roots, sort, both_only)
+    if table.empty:  # no tree of this env holds both outcomes: show them all, saying so
+        c_sort.caption("No tree here holds both outcomes.")
+        table = shaping.task_table(trees[trees["env"] == env], roots, sort)
     labels = {r["tree_id"]: shaping.task_label(r) for r in table.to_dict("records")}
     ids = list(labels)
+    order = (sort, both_only)
+    if st.session_state.get("_trees_order", order) != order and not linked:
+        st.session_state["trees_tree"] = ids[0]  # a new order opens on its first task
+    st.session_state["_trees_order"] = order
     ui.keep_choice("trees_tree", ids)
-    return c_task.selectbox("Task (type to search)", ids, format_func=labels.__getitem__,
-                            key="trees_tree")
+    st.session_state.setdefault("trees_tree", ids[0])
+    # "trees_tree" holds the choice; the widget's key changes with its lines: a browser keeps showing
+    # the old line of a kept widget (33 nodes after exploring grew the tree to 36)
+    widget = "trees_pick_" + hashlib.sha1("\n".join(labels.values()).encode()).hexdigest()[:10]
+    st.session_state[widget] = st.session_state["trees_tree"]
+    return c_task.selectbox("Task (type to search)", ids, format_func=labels.__getitem__, key=widget,
+                            on_change=lambda: st.session_state.update(trees_tree=st.session_state[widget]))
 
 
 def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
@@ -65,11 +84,14 @@ def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
     m[1].metric("Mean reward", shaping.fmt(d["value"]))
     m[2].metric("Success / fail", f"{d['successes']} / {d['failures']}")
     m = st.columns(3)
-    m[0].metric("MCTS visits", d["mcts_visits"])
-    m[1].metric("MCTS Q", shaping.fmt(d["q"]))
+    root_note = shaping.root_mcts_note(g, node)
+    m[0].metric("MCTS visits", d["mcts_visits"], help=root_note)
+    m[1].metric("MCTS Q", shaping.fmt(d["q"]), help=root_note)
     m[2].metric("Ends here", len(d["terminal_rewards"]),
                 help="trajectories that stop at this node; their final rewards: "
                      + ", ".join(f"{r:.2f}" for r in d["terminal_rewards"][:20]))
+    if root_note:
+        st.caption(root_note)
     if d["true_value"] is not None:
         m = st.columns(3)
         m[0].metric("True value", shaping.fmt(float(d["true_value"])),
@@ -83,7 +105,7 @@ def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
     for i, o in enumerate(d["observations"][:3]):
         ui.text(f"Observation {i + 1} of {len(d['observations'])}", o, code=True)
     if d["path"]:
-        with st.expander(f"Path from the root ({len(d['path'])} actions)"):
+        with st.expander(f"Path from the root ({plural(len(d['path']), 'action')})"):
             st.code("\n".join(f"{i + 1}. {a}" for i, a in enumerate(d["path"])), language=None,
                     wrap_lines=True)
     pairs = data.pairs(path, changes, tree_id=tree_id)
@@ -115,10 +137,10 @@ def main() -> None:
     g = data.tree(path, changes, tree_id)
     head = trees[trees["tree_id"] == tree_id].iloc[0]
     has_mcts = int(head["mcts_iterations"]) > 0
-    mcts = (f"MCTS {int(head['mcts_iterations'])} iterations (c = {float(head['mcts_c']):g})"
+    mcts = (f"MCTS {plural(head['mcts_iterations'], 'iteration')} (c = {float(head['mcts_c']):g})"
             if has_mcts else "no MCTS yet")
-    st.caption(f"{g.number_of_nodes()} nodes · {int(head['n_trajectories'])} trajectories · "
-               f"{int(head['n_branching'])} branching nodes · merge rule {ui.plain(head['merge'])} · {mcts}")
+    st.caption(f"{plural(g.number_of_nodes(), 'node')} · {plural(head['n_trajectories'], 'trajectory')} · "
+               f"{plural(head['n_branching'], 'branching node')} · merge rule {ui.plain(head['merge'])} · {mcts}")
     with st.expander("Instruction", expanded=False):
         st.text(head["instruction"] or "–")
 
@@ -152,7 +174,7 @@ def main() -> None:
         fig, drawn = data.tree_picture(path, changes, tree_id, kind, max_depth or None,
                                        max_children or None, node, explore_panel.highlight(tree_id))
         if len(drawn) < g.number_of_nodes():
-            st.caption(f"Drawing {len(drawn)} of {g.number_of_nodes()} nodes (caps); squares fold "
+            st.caption(f"Drawing {len(drawn)} of {plural(g.number_of_nodes(), 'node')} (caps); squares fold "
                        "children, hover a node for what its caps hide.")
         if has_mcts and (note := shaping.tie_note(*shaping.best_path_ties(g))):
             st.info(note, icon=":material/balance:")
@@ -172,7 +194,7 @@ def main() -> None:
         options = shaping.node_options(g, drawn, node)
         if len(options) < g.number_of_nodes():
             st.number_input("Go to node id", 0, max(g.nodes), None, key="trees_goto", on_change=go_to,
-                            args=(g,), placeholder=f"any of {g.number_of_nodes()} nodes")
+                            args=(g,), placeholder=f"any of {plural(g.number_of_nodes(), 'node')}")
         node = st.selectbox(
             "Node (or click one in the tree)", options, key="trees_node",
             format_func=lambda n: f"{n} · depth {g.nodes[n].get('depth', 0)} · "
