@@ -11,6 +11,19 @@ def _exit_interrupted() -> None:
     os._exit(130)
 
 
+def _unraisable(info: "sys.UnraisableHookArgs") -> None:
+    """A Ctrl-C that lands in a callback of the import machinery (a module lock's weakref callback)
+    cannot propagate: CPython would print "Exception ignored" with a traceback and go on. It ends
+    the command as any Ctrl-C does (one line, 130); nothing is half-written, since a store write
+    is one transaction."""
+    if issubclass(info.exc_type, KeyboardInterrupt):
+        print("w2stree: interrupted; what was finished is stored", file=sys.stderr)
+        _exit_interrupted()
+    sys.__unraisablehook__(info)
+
+
+sys.unraisablehook = _unraisable
+
 try:
     from core.cli import main
 except KeyboardInterrupt:  # Ctrl-C while the command line itself loads

@@ -58,7 +58,7 @@ def test_collect_with_env_args_stores_another_world_under_its_own_name(store, ca
     # every verb names the world the same way, whatever the spelling
     capsys.readouterr()
     assert main(["replay", "--env", "shop?n_categories=10&n_products=200"]) == 0
-    assert "replayed 1 trajectories: 0 mismatches" in capsys.readouterr().out
+    assert "replayed 1 trajectory: 0 mismatches" in capsys.readouterr().out
     assert main(["tree", "--env", "shop?n_products=200&seed=0&n_categories=10"]) == 0
     assert list(store.trees()["env"]) == [WORLD]
     with pytest.raises(SystemExit) as info:  # argparse: the usage line, then the error line

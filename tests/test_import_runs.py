@@ -30,7 +30,7 @@ def test_export_then_import_into_the_same_store_adds_nothing(store, tmp_path, ca
     for _ in range(2):
         capsys.readouterr()
         assert main(["import", "jsonl", str(out)]) == 0
-        assert "imported 0 trajectories from 1 file(s); 3 already stored" in capsys.readouterr().out
+        assert "imported 0 trajectories from 1 file; 3 already stored" in capsys.readouterr().out
         assert _snapshot(store) == before
     # into another store they all arrive, once
     other = Store(tmp_path / "other.duckdb")
@@ -48,7 +48,7 @@ def test_a_record_naming_a_collected_run_leaves_that_run_alone(store, tmp_path, 
     path = tmp_path / "foreign.jsonl"
     path.write_text(json.dumps(new) + "\n")
     assert main(["import", "jsonl", str(path)]) == 0
-    assert "imported 1 trajectories" in capsys.readouterr().out
+    assert "imported 1 trajectory" in capsys.readouterr().out
     after = store.run_record("run-c")
     assert {k: after[k] for k in ("kind", "env", "policy", "model", "settings", "status", "created_at")} == \
         {k: run_before[k] for k in ("kind", "env", "policy", "model", "settings", "status", "created_at")}

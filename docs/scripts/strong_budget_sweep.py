@@ -77,8 +77,9 @@ def training_file(data: str, kdir: Path, store, run, strong: Path) -> Path:
     if data == "tree_pairs_continuation":  # the same trees, pairs cut at continuation granularity
         cfg = dataclasses.replace(run.cfg, pair_granularity="continuation")
         experts = stages.demonstrations(store, ENV, sorted({t.task_id for t in explored}))
+        (path.parent / "continuation").mkdir(exist_ok=True)
         files, _ = training_files(store, cfg, explored, experts, run.seed, path.parent / "continuation",
-                              run.rep, save=False)
+                                  run.rep, save=False)
         path.write_text(files["tree_pairs"].read_text())
     else:  # the step pairs SFT-strong ranks wrong
         trees = stages.score_trees(stages.grow_trees(explored),
