@@ -82,7 +82,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     store = open_store(args)
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
-              f"(shop env, {args.scale} scale; the tiny scale takes about 27 minutes on 2 CPU cores)",
+              f"(shop env, {args.scale} scale; the tiny scale took 63 minutes on 2 shared CPU cores; "
+              f"`w2stree jobs list` shows its training jobs)",
               flush=True)
         from core.pipeline import run_pipeline  # heavy imports (torch, trl): only when needed
 
