@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 
@@ -33,4 +34,8 @@ except KeyboardInterrupt:  # Ctrl-C while the command line itself loads
 rc = main()
 if rc == 130:
     _exit_interrupted()
+# The command is done. CPython resets its SIGINT handler to the default while it shuts down (which
+# takes a moment with torch loaded), so a Ctrl-C then would kill a finished command (status -2);
+# an ignored SIGINT is left alone.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 sys.exit(rc)
