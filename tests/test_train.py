@@ -67,10 +67,12 @@ def fill_store(store, n_tasks: int = 3, env: str = "shop") -> None:
 
 @pytest.fixture(scope="session")
 def filled_db(tmp_path_factory):
-    """A store file filled once per session (fill_store); tests get a copy."""
+    """A store file filled once per session (fill_store); tests get a copy. Its own folder: other
+    modules import this fixture (test_packing), and each import is a fixture of its own that would
+    otherwise fill the same file again (6 expert episodes instead of 3)."""
     from core.store import Store
 
-    path = tmp_path_factory.getbasetemp() / "filled.duckdb"
+    path = tmp_path_factory.mktemp("filled") / "filled.duckdb"
     fill_store(Store(path))
     return path
 
