@@ -12,24 +12,12 @@ def _exit_interrupted() -> None:
     os._exit(130)
 
 
-def _unraisable(info: "sys.UnraisableHookArgs") -> None:
-    """A Ctrl-C that lands in a callback of the import machinery (a module lock's weakref callback)
-    cannot propagate: CPython would print "Exception ignored" with a traceback and go on. It ends
-    the command as any Ctrl-C does (one line, 130); nothing is half-written, since a store write
-    is one transaction."""
-    if issubclass(info.exc_type, KeyboardInterrupt):
-        print("w2stree: interrupted; what was finished is stored", file=sys.stderr)
-        _exit_interrupted()
-    sys.__unraisablehook__(info)
-
-
-sys.unraisablehook = _unraisable
-
-try:
-    from core.cli import main
-except KeyboardInterrupt:  # Ctrl-C while the command line itself loads
-    print("w2stree: interrupted; what was finished is stored", file=sys.stderr)
-    _exit_interrupted()
+# A Ctrl-C while the modules load would land wherever the import machinery is: in a C extension's
+# module init (duckdb's nanobind prints "Critical nanobind error" and a traceback) or an import-lock
+# callback ("Exception ignored"). It is held back until `core.cli.main` has read the arguments,
+# which lets it in where one line and 130 follow.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+from core.cli import main  # noqa: E402
 
 rc = main()
 if rc == 130:

@@ -337,8 +337,8 @@ class SeedRun:
         weak_sft, strong_sft = self.sft_paths()
         continued_name = f"{env_slug(env)}-{dict(METHODS)['SFT-continued']}-s{seed}"
         continued = train_unit("SFT-continued", "sft", cfg, continued_budget(cfg), self.n_demos,
-                               model=str(strong_sft), data=str(self.demo_file), output=continued_name, seed=seed)
-        continued.deps = ("train SFT-strong",)
+                               deps=("train SFT-strong",), model=str(strong_sft), data=str(self.demo_file),
+                               output=continued_name, seed=seed)
         k_max, data = max(self.ks), str(self.demo_file)
         rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
                                  f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
@@ -405,12 +405,14 @@ def continued_budget(cfg: Scale) -> dict[str, Any]:
     return {k: v for k, v in cfg.dpo.items() if k in keys}
 
 
-def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int, **fields: Any) -> Unit:
-    """A training job of `kind` on `n` rows: the scale's preset, then `overrides`, then `fields`."""
+def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int,
+               deps: tuple[str, ...] = (), **fields: Any) -> Unit:
+    """A training job of `kind` on `n` rows, started once the units named in `deps` are done: the
+    scale's preset, then `overrides`, then `fields`."""
     from core.train import make_config
 
     config = make_config(kind, cfg.train_preset, **{**overrides, **fields})
-    return Unit(f"train {method}", kind=kind, config=config, n_examples=n)
+    return Unit(f"train {method}", kind=kind, config=config, n_examples=n, deps=deps)
 
 
 def training_files(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[Trajectory],

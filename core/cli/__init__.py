@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from core.cli.context import add_db_argument
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_library_bars()  # before any verb imports transformers: bars only on a terminal
         args = build_parser().parse_args(argv)
+        # `python -m core` holds Ctrl-C back while the modules load: a pending one is raised here
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130

@@ -81,10 +81,8 @@ def training_file(data: str, kdir: Path, store, run, strong: Path) -> Path:
         files, _ = training_files(store, cfg, explored, experts, run.seed, path.parent / "continuation",
                                   run.rep, save=False)
         path.write_text(files["tree_pairs"].read_text())
-    else:  # the step pairs SFT-strong ranks wrong
-        trees = stages.score_trees(stages.grow_trees(explored),
-                                   stages.MCTSSettings(iterations=run.cfg.mcts_iterations))
-        pairs = stages.cut_pairs(trees, stages.PairSettings("step"))
+    else:  # the step pairs SFT-strong ranks wrong (data values: no MCTS needed)
+        pairs = stages.cut_pairs(stages.grow_trees(explored), stages.PairSettings("step"))
         write_rows(pair_rows(hard_pairs(pairs, str(strong), store)), path)
     return path
 
