@@ -29,7 +29,7 @@ from core.store import Store
 METHODS: tuple[tuple[str, str], ...] = (
     ("SFT-weak", "sft-weak"),
     ("SFT-strong", "sft-strong"),
-    ("SFT-continued", "sft-continued"),  # compute-matched control: SFT-strong + the DPO stage's steps on expert rows
+    ("SFT-continued", "sft-continued"),  # SFT-strong trained further on its expert rows (at least the DPO stage's steps)
     ("W2S-SFT", "w2s-sft"),
     ("ETO-DPO", "eto-dpo"),
     ("TreeDPO", "treedpo"),

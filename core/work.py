@@ -66,6 +66,7 @@ class Unit:
     kwargs: dict[str, Any] = field(default_factory=dict)
     deps: tuple[str, ...] = ()
     n_examples: int = 0  # a job's training rows, for the progress line
+    reusable: bool = False  # a call whose result (a run id) `core.reuse` may take from an identical earlier one
     result: Any = None
 
 
@@ -104,13 +105,17 @@ def _outcome(unit: Unit, future: Any, done: dict[str, Unit]) -> Any:
         raise UnitFailed(f"{unit.name} failed: {type(exc).__name__}: {exc}", unit.name, done) from exc
 
 
-def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter) -> dict[str, Unit]:
+def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reuse: bool = False
+              ) -> dict[str, Unit]:
     """Run the units, at most `parallel` at a time, in list order as their dependencies allow;
-    returns them by name with `result` filled. The first failure stops the rest and raises
-    UnitFailed naming the unit (a training job's: with its error and log tail)."""
+    returns them by name with `result` filled. With `reuse`, a training job or a reusable call
+    that already ran on identical inputs is not run again (`core.reuse`); every finished one is
+    recorded for that. The first failure stops the rest and raises UnitFailed naming the unit (a
+    training job's: with its error and log tail)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    from core import reuse as reuse_records
     from core.train import job_alive, job_log_tail, job_status, start_job, stop_job, sync_job
 
     parallel = max(1, parallel)
@@ -118,7 +123,13 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter) -> 
     pool = ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
         while pending or running:
+            reused = False
             for u in [u for u in pending if all(d in done for d in u.deps)]:
+                if reuse and (earlier := reuse_records.lookup(u, store)) is not None:
+                    pending.remove(u)
+                    u.result, done[u.name], reused = earlier, u, True
+                    rep.say(None, f"reuse {u.name}: identical inputs already gave {earlier}")
+                    continue
                 if len(running) >= parallel:
                     break
                 pending.remove(u)
@@ -129,6 +140,8 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter) -> 
                     handle = pool.submit(_call, str(store.path), u.stage, u.kwargs)
                     rep.say(None, f"start {u.name}")
                 running[u.name] = (u, handle, time.monotonic())
+            if reused:
+                continue  # units waiting on a reused one may start now
             if not running:
                 missing = sorted({d for u in pending for d in u.deps} - set(done) - {u.name for u in pending})
                 raise RuntimeError(f"units wait on unknown or circular dependencies {missing}")
@@ -149,6 +162,7 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter) -> 
                     u.result = _outcome(u, handle, done)
                 del running[name]
                 done[name] = u
+                reuse_records.record(u, store)
                 rep.timed(name.split(" ")[0], t0)
                 rep.say(None, f"done {u.name} in {time.monotonic() - t0:.0f}s")
     finally:

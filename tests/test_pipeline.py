@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -9,6 +11,7 @@ from core.agents.base import PAPER_SCHEDULE, Request, Sampling
 from core.agents.scripted import NoisyExpertPolicy
 from core.errors import UserError
 from core.pipeline import (
+    SCALES,
     eval_label,
     fill_default,
     run_pipeline,
@@ -114,3 +117,15 @@ def test_quick_pipeline_end_to_end(store):
     assert tree["avg_reward"] == pytest.approx(evals[evals["model"] == "treedpo"]["reward"].mean())
     jobs = store.query("SELECT kind, status FROM jobs")
     assert len(jobs) == 7 and set(jobs["status"]) == {"succeeded"}
+
+    # again with reuse and another DPO learning rate, evaluated on dev: only the three trainings
+    # that read the DPO budget (TreeDPO, ETO-DPO, SFT-continued) run again, the exploration does not
+    quick = SCALES["quick"]
+    changed = dataclasses.replace(quick, dpo={**quick.dpo, "lr": 1e-4})
+    runs_before = len(store.runs())
+    again = run_pipeline("shop", changed, seeds=(0,), store=store, progress=False, split="dev", reuse=True)
+    jobs = store.query("SELECT kind FROM jobs")
+    assert sorted(jobs["kind"]) == sorted(["sft"] * 5 + ["mcts"] + ["treedpo", "eto-dpo"] * 2)
+    assert len(store.runs()) == runs_before + 7  # the seven evaluations on dev, no new exploration
+    counts = store.results(again.attrs["experiment_id"]).set_index("method")["n_examples"]
+    assert counts.to_dict() == stored.set_index("method")["n_examples"].to_dict()

@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tasks of the evaluation split (--split) every model is evaluated on")
     p.add_argument("--weak", default=None, help="base weak model (default: the scale's)")
     p.add_argument("--strong", default=None, help="base strong model (default: the scale's)")
+    p.add_argument("--reuse", action="store_true",
+                   help="take trainings and explorations that already ran on identical inputs (same base "
+                        "weights, data, settings, seed) from earlier runs instead of running them again; "
+                        "evaluations always run")
     p.set_defaults(func=_pipeline)
 
     r = sub.add_parser("results", help="the stored results of an experiment (latest by default)",
@@ -86,7 +90,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     store = open_store(args)
     df = run_pipeline(args.env, "quick" if args.quick else args.scale, seeds=args.seeds, trajs_per_task=ks,
                       store=store, progress=True, weak=args.weak, strong=args.strong,
-                      test_tasks=args.test_tasks, split=args.split)
+                      test_tasks=args.test_tasks, split=args.split, reuse=args.reuse)
     print(render(store, df.attrs["experiment_id"]))
     print(f"experiment {df.attrs['experiment_id']}: {df.attrs['wall_s']:.0f}s; stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in df.attrs["timings"].items()))
