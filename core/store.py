@@ -230,6 +230,12 @@ class Store(JobTables, Summaries):
                 delay = min(delay * 1.6, 0.5)
         try:
             yield con
+        except (duckdb.InterruptException, RuntimeError) as exc:
+            # DuckDB turns a Ctrl-C during a query into its own error (a RuntimeError "Query
+            # interrupted" while fetching): it is the user's interrupt, not a failure
+            if isinstance(exc, RuntimeError) and str(exc) != "Query interrupted":
+                raise
+            raise KeyboardInterrupt from exc
         finally:
             con.close()
 

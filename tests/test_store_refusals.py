@@ -114,3 +114,23 @@ def test_a_full_disk_at_commit_is_one_line_and_the_store_stays_readable(tmp_path
     finally:
         subprocess.run(["umount", str(disk)], check=False)
         disk.rmdir()
+
+
+def test_ctrl_c_during_a_query_is_the_users_interrupt(tmp_path) -> None:
+    """DuckDB reports a Ctrl-C inside a query as RuntimeError("Query interrupted"): the store hands
+    it on as KeyboardInterrupt, so the CLI prints its one interrupt line, not a traceback."""
+    import os
+    import signal
+    import threading
+    import time
+
+    store = Store(tmp_path / "s.duckdb")
+
+    def ctrl_c() -> None:
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c).start()
+    with pytest.raises(KeyboardInterrupt):
+        store.query("SELECT count(*) FROM range(100000000000) a")  # minutes of work: the signal lands inside
+    assert store.schema_version() > 0  # the file is intact
