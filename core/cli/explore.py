@@ -1,8 +1,10 @@
-"""The explore verb: grow a stored tree from one of its nodes.
+"""The explore verbs: grow a stored tree from one of its nodes, or many trees where a rule says.
 
     w2stree explore --env ENV --task ID --node N --policy P [-k K]
                     [--schedule paper | --temperature T --top-p P] [--max-steps S]
                     [--seed S] [--env-arg KEY=VALUE ...] [--detach]
+    w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb] [-k K]
+                 [--per-tree M] [--max-steps S] [--seed S]
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 
 from core.cli.context import COUNT, NONNEGATIVE, env_arg, open_store
+
+RULE_NAMES = ("deepest-failure", "value-drop", "ucb")  # core.grow.RULES, without importing torch here
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +41,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run as a background job (follow it with `w2stree jobs show JOB`)")
     p.set_defaults(func=cmd_explore)
 
+    g = sub.add_parser("grow", help="spend a budget of episodes where the trees' decisions are undecided",
+                       description="Rank the nodes of every stored tree of ENV by a rule (deepest-failure: "
+                                   "nodes whose subtree only failed, deepest first; value-drop: the decisions "
+                                   "that lost most value; ucb: MCTS's selection score), and explore K "
+                                   "continuations (the paper's schedule) from the best BUDGET / K of them "
+                                   "with the policy; the trees grow in place.")
+    g.add_argument("--env", type=env_arg, required=True, help="environment of the trees")
+    g.add_argument("--policy", required=True, help="the explorer: a registered model (the weak one, for the "
+                                                   "method), or noisy-expert, random, expert")
+    g.add_argument("--budget", type=COUNT, required=True, metavar="N", help="new episodes in all")
+    g.add_argument("--rule", choices=RULE_NAMES, default=RULE_NAMES[0], help="where to grow (default: %(default)s)")
+    g.add_argument("-k", "--k", type=COUNT, default=4, metavar="K", help="continuations per node (default 4)")
+    g.add_argument("--per-tree", type=COUNT, default=1, metavar="M", help="at most M nodes per tree (default 1)")
+    g.add_argument("--max-steps", type=COUNT, default=10, metavar="S",
+                   help="the episode cap: a continuation gets the steps its node leaves (default 10)")
+    g.add_argument("--seed", type=NONNEGATIVE, default=0, help="sampling seed of the first node (default 0)")
+    g.set_defaults(func=cmd_grow)
+
 
 def cmd_explore(args: argparse.Namespace) -> int:
     from core.cli.envs import env_with_args, parse_env_args
@@ -54,4 +76,15 @@ def cmd_explore(args: argparse.Namespace) -> int:
     print(res.line(spec))
     if res.new_nodes:
         print(f"new nodes: {' '.join(map(str, res.new_nodes))}")
+    return 0
+
+
+def cmd_grow(args: argparse.Namespace) -> int:
+    from core.grow import GrowSettings, grow
+
+    settings = GrowSettings(budget=args.budget, rule=args.rule, k=args.k, per_tree=args.per_tree,
+                            max_steps=args.max_steps, seed=args.seed)
+    report = grow(open_store(args), args.env, args.policy, settings,
+                  progress=lambda i, n, line: print(f"[{i}/{n}] {line}", flush=True))
+    print(report.line())
     return 0

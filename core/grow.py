@@ -1,0 +1,159 @@
+"""Targeted growth: spend a budget of extra episodes where the trees' decisions are undecided.
+
+With 4-6 trajectories per task, an action-prefix tree pairs little more than the first divergence:
+the decisive mistakes (a wrong product, a wrong option, buying too early) sit lower, in chains
+without a sibling, so no pair is cut there. `grow` picks nodes by a rule, continues K episodes
+from each with the explorer (the weak model: the method stays weak-to-strong; `core.explore`
+replays the node's prefix and stores every continuation with its start node), and grows the
+trees in place (their MCTS rerun), so that the chosen decisions get siblings and, where one of
+them succeeds, pairs.
+
+Rules (every rule looks only at nodes where a failed trajectory passes, that have children, i.e.
+a state where the episode went on, and that leave at least one step before the episode cap):
+
+- `deepest-failure`: nodes whose whole subtree failed (no success below), deepest first;
+- `value-drop`: nodes with the largest drop from their value to their worst failing child's (the
+  decision that lost most; MCTS values when the tree has them, else data values), deepest first
+  among equal drops; a tree without any success has no drop and is not chosen;
+- `ucb`: MCTS's own selection score over the tree, Q + c * sqrt(ln N(parent) / N(node)) on the
+  MCTS statistics (the data's when the tree has none; N(parent) is the sum of its children's
+  visits, as in `core.mcts`): little-visited nodes of promising branches first.
+
+The nodes of all trees are ranked together; a tree gives at most `per_tree` nodes, and
+`budget // k` nodes are explored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import UserError
+from core.explore import ExploreResult, ExploreSpec, explore
+from core.store import Store
+from core.tree_data import Tree
+
+RULES = ("deepest-failure", "value-drop", "ucb")
+
+
+@dataclass(frozen=True)
+class GrowSettings:
+    """How much to grow and where (module docstring)."""
+
+    budget: int  # new episodes in all
+    rule: str = "deepest-failure"  # one of RULES
+    k: int = 4  # continuations per chosen node, with the paper's schedule (greedy + 3 sampled)
+    per_tree: int = 1  # at most this many chosen nodes per tree
+    max_steps: int = 10  # the episode cap: a continuation gets the steps its node leaves
+    c: float = 1.41  # the ucb rule's exploration constant
+    seed: int = 0
+
+    def check(self) -> None:
+        """UserError on a bad field, before anything runs."""
+        if self.rule not in RULES:
+            raise UserError(f"unknown growth rule {self.rule!r}; use one of {', '.join(RULES)}")
+        for name in ("budget", "k", "per_tree", "max_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"growth {name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.c) and self.c >= 0):
+            raise UserError(f"the ucb constant c must be a number >= 0, got {self.c}")
+        if self.budget < self.k:
+            raise UserError(f"a growth budget of {self.budget} episodes is less than one node's K = {self.k}")
+
+
+def _values(tree: Tree) -> np.ndarray:
+    """Per-node value: MCTS's mean where the tree has MCTS statistics, else the data mean."""
+    visits, total = (tree.mcts_visits, tree.mcts_value_sum) if tree.mcts_visits.any() else (tree.visits, tree.value_sum)
+    return np.divide(total, visits, out=np.zeros(tree.n_nodes), where=visits > 0)
+
+
+def node_scores(tree: Tree, settings: GrowSettings) -> list[tuple[float, int]]:
+    """(score, node) for every node the rule may choose in `tree`, higher scores first."""
+    n_children = np.bincount(tree.parent[1:], minlength=tree.n_nodes)
+    eligible = (tree.failures > 0) & (n_children > 0) & (tree.depth < settings.max_steps)
+    depth = tree.depth.astype(float)
+    if settings.rule == "deepest-failure":
+        eligible &= tree.successes == 0
+        score = depth
+    elif settings.rule == "value-drop":
+        value = _values(tree)
+        worst = np.full(tree.n_nodes, np.inf)
+        kids = np.arange(1, tree.n_nodes)
+        failing = kids[tree.failures[kids] > 0]
+        np.minimum.at(worst, tree.parent[failing], value[failing])
+        drop = value - np.where(np.isfinite(worst), worst, value)
+        eligible &= drop > 0
+        score = drop + depth * 1e-6  # deeper first among equal drops
+    else:
+        visits = (tree.mcts_visits if tree.mcts_visits.any() else tree.visits).astype(float)
+        # N(parent) as MCTS counts it: the sum of the parent's children's visits (the root
+        # itself is never counted by MCTS, so its own N is that sum over its children too)
+        below = np.bincount(tree.parent[1:], weights=visits[1:], minlength=tree.n_nodes)
+        visits[0] = below[0]
+        parent_visits = np.where(tree.parent >= 0, below[np.maximum(tree.parent, 0)], below[0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bonus = settings.c * np.sqrt(np.log(np.maximum(parent_visits, 1)) / visits)
+        score = _values(tree) + np.where(visits > 0, bonus, np.inf)
+    nodes = np.flatnonzero(eligible)
+    order = sorted(zip((-score[nodes]).tolist(), nodes.tolist()))
+    return [(-s, n) for s, n in order]
+
+
+def choose_nodes(trees: Sequence[Tree], settings: GrowSettings) -> list[tuple[str, int, float]]:
+    """(tree id, node, score) of the `budget // k` best nodes over all trees, at most `per_tree`
+    of each, best first (ties: tree id, then node id)."""
+    settings.check()
+    ranked = [(score, tree.tree_id, node) for tree in trees
+              for score, node in node_scores(tree, settings)[: settings.per_tree]]
+    ranked.sort(key=lambda r: (-r[0], r[1], r[2]))
+    return [(tree_id, node, score) for score, tree_id, node in ranked[: settings.budget // settings.k]]
+
+
+@dataclass
+class GrowReport:
+    """What one growth did: the nodes explored and the result of each."""
+
+    rule: str
+    nodes: list[tuple[str, int, float]]
+    results: list[ExploreResult]
+
+    @property
+    def episodes(self) -> int:
+        return sum(len(r.traj_ids) for r in self.results)
+
+    @property
+    def successes(self) -> int:
+        return sum(sum(x >= 1.0 for x in r.rewards) for r in self.results)
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        new = sum(len(r.new_nodes) for r in self.results)
+        return (f"grew {len(self.nodes)} nodes by rule {self.rule}: {self.episodes} episodes, "
+                f"{self.successes} successful, {new} new nodes")
+
+
+def grow(store: Store, env: str, policy: str, settings: GrowSettings, tree_ids: Sequence[str] | None = None,
+         progress: Callable[[int, int, str], None] | None = None) -> GrowReport:
+    """Choose nodes of the stored trees of `env` (or exactly `tree_ids`) by the rule and explore K
+    continuations from each with `policy`; every tree is grown in place. `progress(i, n, line)`
+    is told after each node."""
+    settings.check()
+    trees = store.load_trees(tree_ids=list(tree_ids)) if tree_ids is not None else store.load_trees(env=env)
+    if not trees:
+        raise UserError(f"no stored trees of {env!r}; build them with `w2stree tree --env {env}`")
+    chosen = choose_nodes(trees, settings)
+    depth = {t.tree_id: t.depth for t in trees}
+    task = {t.tree_id: t.task_id for t in trees}
+    results = []
+    for i, (tree_id, node, score) in enumerate(chosen):
+        spec = ExploreSpec(env=env, task_id=task[tree_id], node=node, policy=policy, k=settings.k,
+                           schedule="paper", max_steps=max(1, settings.max_steps - int(depth[tree_id][node])),
+                           seed=settings.seed + i)
+        results.append(explore(store, spec))
+        if progress is not None:
+            progress(i + 1, len(chosen), f"{tree_id} node {node} (score {score:.3g}): "
+                                         f"{sum(r >= 1.0 for r in results[-1].rewards)}/{settings.k} successful")
+    return GrowReport(settings.rule, chosen, results)
