@@ -1,0 +1,96 @@
+"""Targeted growth measured on dev (issue "Put the pairs where the mistakes are"): each rule of
+`core.grow` on a copy of a stored run, judged by the shop's oracle and by TreeDPO.
+
+    W2STREE_HOME=COPY python docs/scripts/growth_rules.py COPY RULE [--budget N] [--base EXPERIMENT] [--tasks 200] [--train]
+
+COPY is a copy of the run's home (store and models; growth writes into the store, so every rule
+needs its own copy). RULE is a `core.grow` rule, or `none` for the run's trees as they are. The
+script rebuilds seed 0's trees from the stored exploration of the run's SFT-weak model (MCTS as
+the pipeline runs it), grows them by the rule with that same weak model (budget N episodes, K = 4,
+the paper's schedule, within the 10-step cap), cuts the step pairs, labels every node with the
+oracle and prints: trees with both outcomes, pairs per tree, and the oracle's verdicts on the
+pairs. A pair "differs for the expert" when the expert, re-planning from each side, reaches a
+different reward or needs a different number of steps (`right` + `wrong` by steps); the rest are
+`equal`: the expert wins as fast from both sides. With `--train`, TreeDPO is trained on these pairs
+with the tiny scale's budget from the run's SFT-strong (reference SFT-weak) and evaluated greedily
+on dev[:tasks], paired with the base experiment's SFT-strong on the same tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+from strong_methods_on_stored_data import ENV, stored_seed_run  # the script beside this one
+
+from core import stages
+from core.envs import env_slug
+from core.grow import RULES, GrowSettings, grow
+from core.oracle import label_stored
+from core.oracle_report import judge_pairs, label_table
+from core.pipeline import train_unit
+from core.results import episode_outcomes, paired_comparisons
+from core.train.data import pair_rows, write_rows
+from core.work import run_units
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("home", type=Path)
+    ap.add_argument("rule", choices=("none", *RULES))
+    ap.add_argument("--budget", type=int, default=600, help="new episodes (default 600: a fifth of the run's 3,000)")
+    ap.add_argument("--base", metavar="EXPERIMENT", help="the stored dev experiment whose SFT-strong is the baseline")
+    ap.add_argument("--tasks", type=int, default=200, help="evaluate on the first N dev tasks")
+    ap.add_argument("--train", action="store_true", help="train TreeDPO on the pairs and evaluate it on dev")
+    args = ap.parse_args()
+    store, run, weak, strong = stored_seed_run(args.home, f"growth-{args.rule}", args.tasks, "dev")
+    t0 = time.monotonic()
+    explored = store.trajectories(source="collect", model=run.sft_model("weak"))
+    trees = stages.score_trees(stages.grow_trees(explored), stages.MCTSSettings(iterations=run.cfg.mcts_iterations))
+    store.save_trees(trees)
+    if args.rule != "none":
+        report = grow(store, ENV, str(weak), GrowSettings(budget=args.budget, rule=args.rule, max_steps=10),
+                      tree_ids=[g.tree_id for g in trees])
+        print(report.line(), f"({time.monotonic() - t0:.0f} s)", flush=True)
+    trees = store.load_trees(tree_ids=[g.tree_id for g in trees])
+    pairs = stages.cut_pairs(trees, stages.PairSettings("step"))
+    stages.replace_pairs(store, trees, "step", pairs)
+    label_stored(store, [g.tree_id for g in trees])
+    judged = judge_pairs(store.pair_truths(ENV))
+    table = label_table(judged[judged["granularity"] == "step"])
+    both = sum(1 for g in trees if g.successes[0] and g.failures[0])
+    row = table[table["margin"] == "all"].iloc[0]
+    differ = row["steps_right"] + row["steps_wrong"]
+    judged_n = differ + row["steps_equal"]
+    print(f"rule {args.rule}: {len(trees)} trees, {both} with both outcomes, {len(pairs)} step pairs "
+          f"({len(pairs) / len(trees):.2f} per tree); sides differ for the expert in {differ} of {judged_n} "
+          f"({differ / max(judged_n, 1):.1%}: chosen better {row['steps_right']}, rejected better "
+          f"{row['steps_wrong']}); by value right {row['right']}, wrong {row['wrong']}, equal {row['equal']}",
+          flush=True)
+    print(table.to_string(index=False), flush=True)
+    if not args.train:
+        return
+    file = args.home / f"growth-{args.rule}" / "tree_pairs.jsonl"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    write_rows(pair_rows(pairs), file)
+    output = f"{env_slug(ENV)}-growth-{args.rule}"
+    unit = train_unit("TreeDPO", "treedpo", run.cfg, run.cfg.dpo, len(pairs), model=str(strong), data=str(file),
+                      output=output, seed=0, ref=str(weak))
+    done = run_units([unit, run.eval_unit("TreeDPO", run.model_path(output), 4, ("train TreeDPO",))],
+                     store, 1, run.rep)
+    res = done["eval TreeDPO"].result.averages()
+    row = dict(experiment_id=f"growth-{args.rule}", env=ENV, method=f"growth-{args.rule}", model=output, seed=0,
+               trajs_per_task=4, n_examples=len(pairs), **res)
+    base = store.results(args.base)
+    base = base[base["method"] == "SFT-strong"].assign(trajs_per_task=4)
+    both_rows = pd.concat([base, pd.DataFrame([row])], ignore_index=True)
+    cmp = paired_comparisons(episode_outcomes(store, both_rows), claims=((row["method"], "SFT-strong"),))
+    print(f"\ngrowth-{args.rule} TreeDPO: reward {res['avg_reward']:.3f} success {res['success_rate']:.3f} "
+          f"({time.monotonic() - t0:.0f} s)", flush=True)
+    print(cmp.to_string(index=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
