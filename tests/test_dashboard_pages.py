@@ -444,7 +444,7 @@ def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
 
     from test_train import tiny_models
 
-    from core.train.jobs import job_status
+    from core.jobs import job_status
 
     paths = tiny_models(tmp_path_factory.getbasetemp())
     for role in ("weak", "strong"):
