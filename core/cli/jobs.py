@@ -12,19 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from core import jobs
 from core.cli.context import COUNT, open_store
 from core.errors import UserError
-from core.jobs import (
-    ACTIVE,
-    gone_job,
-    job_log_tail,
-    job_metrics,
-    job_status,
-    list_jobs,
-    resume_job,
-    stop_job,
-    sync_job,
-)
 from core.store import Store
 from core.train.tensorboard import tensorboard_command
 
@@ -48,11 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.set_defaults(func=_list)
 def follow(store: Store, job_id: str) -> int:
     """Stream the job's log until it ends; Ctrl-C stops the job. Exit 0 only on success."""
-    log = Path(job_status(job_id)["job_dir"]) / "log.txt"
+    log = Path(jobs.job_status(job_id)["job_dir"]) / "log.txt"
     pos = log.stat().st_size if log.exists() else 0
     try:
         while True:
-            status = job_status(job_id)
+            status = jobs.job_status(job_id)
             if log.exists():
                 with open(log, "rb") as fh:
                     fh.seek(pos)
@@ -60,13 +50,13 @@ def follow(store: Store, job_id: str) -> int:
                     pos = fh.tell()
                 sys.stdout.write(chunk.decode("utf-8", errors="replace"))
                 sys.stdout.flush()
-            if status["status"] not in ACTIVE:
+            if status["status"] not in jobs.ACTIVE:
                 break
             time.sleep(1.0)
     except KeyboardInterrupt:
         print(f"\nstopping job {job_id} ...", file=sys.stderr)
-        status = stop_job(job_id, store)
-    status = sync_job(store, job_id)
+        status = jobs.stop_job(job_id, store)
+    status = jobs.sync_job(store, job_id)
     print(_summary(status))
     return 0 if status["status"] == "succeeded" else 1
 
@@ -81,7 +71,7 @@ def _summary(status: dict[str, Any]) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    df = list_jobs(open_store(args))
+    df = jobs.list_jobs(open_store(args))
     if df.empty:
         print("no jobs yet; start one with `w2stree train`")
         return 0
@@ -93,26 +83,26 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     store = open_store(args)
     try:
-        status = sync_job(store, args.job_id)
+        status = jobs.sync_job(store, args.job_id)
     except UserError as exc:
         return _gone(store, args.job_id, exc)
     print(_summary(status))
     if status.get("eta_s"):
         print(f"progress {status['progress']:.0%}, about {status['eta_s']:.0f}s left")
-    metrics = job_metrics(args.job_id, store)
+    metrics = jobs.job_metrics(args.job_id, store)
     if not metrics.empty:
         last = metrics[metrics["step"] == metrics["step"].max()]
         print(f"metrics at step {int(last['step'].iloc[0])}: "
               + ", ".join(f"{n}={v:.4g}" for n, v in zip(last["name"], last["value"])))
     print("--- log ---")
-    print(job_log_tail(args.job_id, args.n))
+    print(jobs.job_log_tail(args.job_id, args.n))
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
     store = open_store(args)
     try:
-        print(_summary(stop_job(args.job_id, store)))
+        print(_summary(jobs.stop_job(args.job_id, store)))
     except UserError as exc:
         return _gone(store, args.job_id, exc)
     return 0
@@ -121,7 +111,7 @@ def _stop(args: argparse.Namespace) -> int:
 def _gone(store: Store, job_id: str, error: UserError) -> int:
     """`jobs show` / `jobs stop` of a job whose folder is gone: its stored row (marked failed);
     `error` (what reading the folder said) when it is not such a job."""
-    row = gone_job(store, job_id)
+    row = jobs.gone_job(store, job_id)
     if row is None:
         raise error
     print(_summary(row))
@@ -135,6 +125,6 @@ def _tensorboard(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     store = open_store(args)
-    job_id = resume_job(args.job_id, store, detach=True)
+    job_id = jobs.resume_job(args.job_id, store, detach=True)
     print(f"job {job_id} resumed from its last checkpoint")
     return 0 if args.detach else follow(store, job_id)

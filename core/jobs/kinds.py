@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
-from core.jobs.folder import read_json
+from core.jobs.folder import now_iso, read_json, update_status
 
 _KINDS: dict[str, JobKind] = {}
 
@@ -44,5 +44,11 @@ def job_kind(name: str) -> JobKind:
 
 
 def run_kind(job_dir: Path, resume: bool = False) -> Any:
-    """Run the job of `job_dir` in this process with its registered kind."""
-    return job_kind(str(read_json(job_dir / "config.json").get("kind"))).run(job_dir, resume)
+    """Run the job of `job_dir` in this process with its registered kind (a kind unknown here is
+    recorded as the job's failure)."""
+    try:
+        kind = job_kind(str(read_json(job_dir / "config.json").get("kind")))
+    except UserError as exc:
+        update_status(job_dir, status="failed", error=str(exc), eta_s=None, finished_at=now_iso())
+        raise
+    return kind.run(job_dir, resume)
