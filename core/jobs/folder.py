@@ -139,8 +139,8 @@ class JobStatus:
         """status.json with the whole fields checked, and job_id, kind, job_dir, progress: the
         mapping `job_status` has always returned."""
         return {**self.record, "status": self.status, "error": self.error, "step": self.step,
-                "max_steps": self.max_steps, "pid": self.pid, "job_id": self.job_id, "kind": self.kind, "job_dir": str(self.job_dir),
-                "progress": self.progress}
+                "max_steps": self.max_steps, "pid": self.pid, "job_id": self.job_id, "kind": self.kind,
+                "job_dir": str(self.job_dir), "progress": self.progress}
 
 
 def read_job(job_id_or_dir: str | Path) -> JobStatus:
@@ -150,8 +150,8 @@ def read_job(job_id_or_dir: str | Path) -> JobStatus:
 
 
 def status_from(folder: Path, record: dict[str, Any], meta: dict[str, Any] | None = None) -> JobStatus:
-    """A `JobStatus` of `folder` with status.json `record` (config.json and launch.json read here
-    unless `meta` is given)."""
+    """A `JobStatus` of `folder` with status.json `record`; launch.json is read here, config.json
+    too unless `meta` (its contents) is given."""
     meta = read_json(folder / "config.json") if meta is None else meta
     text = lambda key: None if record.get(key) is None else str(record[key])  # noqa: E731
     pid = whole(record.get("pid"))

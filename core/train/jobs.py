@@ -134,6 +134,7 @@ def execute(job_dir: Path, resume: bool = False, inproc: bool = False) -> Path:
 
 def _run(job_dir: Path, resume: bool, build: Builder, inproc: bool = False,
          meta: dict[str, Any] | None = None) -> Path:
+    """The training of `job_dir` with the trainer `build`: the work of every method's job kind."""
     from transformers import PrinterCallback  # heavy: only in the process that trains
 
     from core.train.common import is_main_process, save_model, setup_threads
