@@ -15,19 +15,15 @@ expert tracks the game from its start and has no re-planning here), `noisy-exper
 re-planned step by a random valid action with probability `noise x temperature`, `random`, or any
 registered model (as `collect --policy`).
 
-The CLI verb (`w2stree explore`) and the dashboard's job (`run_job`, kind `explore` of
-`core.train.jobs`) share `explore`.
+The CLI verb (`w2stree explore`) and the job kind `explore` (`core.explore_job`, the dashboard's
+"Explore from here") share `explore`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import traceback
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
@@ -391,49 +387,4 @@ def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> 
             continue
         return list(range(n_old, tree.n_nodes)), tree.n_nodes
     raise AssertionError("unreachable")
-
-
-# -- the background job -----------------------------------------------------------------------------
-
-def start_job(spec: ExploreSpec, store: Store) -> str:
-    """Check the spec and the node, then start `explore` as a job (its own process; progress,
-    stop and re-attach as training jobs). Returns the job id."""
-    from core.train.jobs import launch_job, write_job
-
-    spec.check()
-    load_node(store, spec.env, spec.task_id, spec.node)
-    # the job process writes its trajectories itself, so it is told which store (not the default one)
-    job_id = write_job(JOB_KIND, asdict(spec), {"kind": JOB_KIND, "tree_id": spec.tree_id, "db": str(store.path)},
-                       store=store, max_steps=spec.k)
-    launch_job(job_id, store)
-    return job_id
-
-
-def run_job(job_dir: Path) -> Path:
-    """The job process's work: `explore` with the job's spec; status and progress go to the
-    job folder (the new node ids and trajectory ids too, for the page to highlight them)."""
-    from core.train.jobs import now_iso, update_status
-
-    meta = json.loads((job_dir / "config.json").read_text())
-    spec, db = ExploreSpec(**meta["config"]), meta["lineage"].get("db")
-    update_status(job_dir, status="running", pid=os.getpid(), started_at=now_iso(), step=0, max_steps=spec.k)
-    stop_file = job_dir / "stop"
-
-    def progress(done: int, k: int, message: str) -> None:
-        print(message, flush=True)
-        update_status(job_dir, step=done, max_steps=k)
-
-    try:
-        res = explore(Store(db) if db else Store(), spec, progress=progress, should_stop=stop_file.exists)
-    except BaseException as exc:
-        lines = [ln for ln in traceback.format_exception_only(exc)[-1].splitlines() if ln.strip()]
-        message = str(exc) if isinstance(exc, UserError) else (lines[-1] if lines else type(exc).__name__)
-        update_status(job_dir, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
-                      error=message, finished_at=now_iso())
-        raise
-    print(res.line(spec), flush=True)
-    update_status(job_dir, status="stopped" if stop_file.exists() else "succeeded", step=len(res.traj_ids),
-                  finished_at=now_iso(), new_nodes=res.new_nodes, traj_ids=res.traj_ids, rewards=res.rewards,
-                  run_id=res.run_id, summary=res.line(spec))
-    return job_dir
 

@@ -5,7 +5,7 @@ meanwhile. Every method here therefore opens a short-lived connection and closes
 opening retries with back-off while another process holds the lock (up to `timeout` seconds),
 so the dashboard, a CLI command and a collection run can share one file without a
 "database is locked" error reaching the user. Training jobs do not write here while they run:
-they write to their own job folder, which is ingested (see core.train.jobs).
+they write to their own job folder, which is ingested (see core.jobs).
 
 Bulk writes go through Arrow tables, never row-by-row inserts.
 

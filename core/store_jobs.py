@@ -1,6 +1,6 @@
 """Store methods for training jobs, their metrics and the models they register.
 
-A job process never opens the store: its folder is the record, and `core.train.jobs.sync_job`
+A job process never opens the store: its folder is the record, and `core.jobs.sync_job`
 copies it into the `jobs` and `metrics` tables with `record_job`. The Train page syncs every two
 seconds, so a sync of a folder that did not change writes nothing (a write bumps the change
 counter and so invalidates every cached reader of the dashboard): the job row keeps the state of

@@ -19,9 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.jobs import list_jobs
 from core.paths import default_db
 from core.store import Store
-from core.train.jobs import list_jobs
 from core.trajectory import Trajectory
 from dashboard import shaping
 from dashboard.figures import icicle_figure, tree_figure

@@ -2,16 +2,13 @@
 live, re-attached after a reload; its new nodes highlighted when it ends), play from it by hand,
 replay how the tree grew and how its MCTS statistics converged, and pick leaves to compare.
 
-Exploration runs as a job of kind `explore` (core.explore.start_job: own process, progress,
-stop); the page only reads its folder. A play session (core.play) holds an env in this server
+Exploration runs as a job of kind `explore` (core.explore_job.start_job: own process, progress,
+stop); the page reads it through core.jobs only. A play session (core.play) holds an env in this server
 process, kept in the browser session's state; it is closed on save, discard, a change of node, or
 by core.play's idle reaper.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import networkx as nx
 import streamlit as st
@@ -19,9 +16,10 @@ import streamlit as st
 from core.agents.registry import SCRIPTED
 from core.console import plural
 from core.errors import UserError
-from core.explore import JOB_KIND, ExploreSpec, start_job
+from core.explore import JOB_KIND, ExploreSpec
+from core.explore_job import start_job
+from core.jobs import ACTIVE, active_jobs, current, job_log_tail, stop_job
 from core.play import PlaySession
-from core.train.jobs import ACTIVE, job_log_tail, job_status, list_jobs, stop_job
 from dashboard import data, figures, growth, shaping, ui
 from dashboard.layout import layout_tree
 
@@ -77,23 +75,11 @@ def _attach(tree_id: str) -> str | None:
     job = st.session_state.get("explore_job")
     if job:
         return job
-    jobs = list_jobs(data.store())
-    if jobs.empty:
+    mine = [j for j in active_jobs(data.store(), JOB_KIND) if j.lineage.get("tree_id") == tree_id]
+    if not mine:
         return None
-    mine = jobs[(jobs["kind"] == JOB_KIND) & jobs["status"].isin(ACTIVE)
-                & jobs["config"].map(lambda c: _tree_of(c) == tree_id)]
-    if mine.empty:
-        return None
-    st.session_state["explore_job"] = mine.iloc[0]["job_id"]
+    st.session_state["explore_job"] = mine[0].job_id
     return st.session_state["explore_job"]
-
-
-def _tree_of(config: str) -> str:
-    try:
-        c = json.loads(config or "{}")
-    except json.JSONDecodeError:
-        return ""
-    return f"{c.get('env')}/{c.get('task_id')}"
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -104,26 +90,26 @@ def explore_live(tree_id: str) -> None:
     if not job:
         return
     try:
-        status = job_status(job)
+        read = current(job)
     except UserError:  # its folder was deleted
         st.session_state.pop("explore_job", None)
         return
+    status = read.as_dict()
     # full width, the buttons below it: beside it in this narrow column "Stop" was cut to "S…"
-    st.progress(float(status.get("progress") or 0.0), text=ui.plain(f"{job} · " + shaping.progress_text(status)))
-    if status.get("status") in ACTIVE:
+    st.progress(read.progress, text=ui.plain(f"{job} · " + shaping.progress_text(status)))
+    if read.status in ACTIVE:
         st.button("Stop", icon=":material/stop:", key="explore_stop", on_click=stop_job,
                   args=(job, data.store(), 30.0))
         st.code(job_log_tail(job, 6) or "(starting)", language=None)
         return
-    if status.get("error"):
-        ui.error(str(status["error"]).splitlines()[-1][:500])
-    elif status.get("summary"):
-        st.success(ui.plain(status["summary"]), icon=":material/call_split:")
+    if read.error:
+        ui.error(read.error.splitlines()[-1][:500])
+    elif read.record.get("summary"):
+        st.success(ui.plain(str(read.record["summary"])), icon=":material/call_split:")
     if st.session_state.get("explore_seen") != job:  # once per job: redraw the grown tree
         st.session_state["explore_seen"] = job
-        cfg = json.loads((Path(status["job_dir"]) / "config.json").read_text())["config"]
-        st.session_state.setdefault("explore_new", {})[f"{cfg['env']}/{cfg['task_id']}"] = [
-            int(n) for n in status.get("new_nodes") or []]
+        st.session_state.setdefault("explore_new", {})[str(read.lineage.get("tree_id"))] = [
+            int(n) for n in read.record.get("new_nodes") or []]
         st.rerun()
     st.button("Dismiss", key="explore_dismiss", on_click=lambda: st.session_state.pop("explore_job", None))
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.jobs import job_status
 from core.mcts import run_mcts
 from core.pairs import tree_pairs
 from core.pipeline import SCALES
@@ -153,8 +155,16 @@ def test_overview_button_fills_the_embedded_default(store):
     at = run_page("views/overview.py")
     assert "store is empty" in at.info[0].value
     assert [b.label for b in at.button] == ["Fill the embedded default"]
-    at.button[0].click().run(timeout=600)  # the real fill: models, demos, exploration, trees, pairs
+    at.button[0].click().run()  # starts the real fill as a job: models, demos, exploration, trees, pairs
     assert not at.exception, at.exception
+    job = at.session_state["fill_job"]
+    assert job_status(job)["kind"] == "fill" and at.get("progress")  # followed, not run in the page
+    deadline = time.monotonic() + 600
+    while not at.metric and time.monotonic() < deadline:  # a rerun per poll, as the fragment's timer
+        time.sleep(2)
+        at.run()
+    assert not at.exception, at.exception
+    assert job_status(job)["status"] == "succeeded"
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Trees"]) == 20 and int(metrics["Pairs"]) > 0
     assert not at.button  # the button is only offered on an empty store
@@ -440,11 +450,8 @@ def test_train_page_disables_start_on_empty_data_and_says_why(filled):
 def test_train_page_starts_and_stops_a_job(filled, tmp_path_factory):
     import json
     import os
-    import time
 
     from test_train import tiny_models
-
-    from core.train.jobs import job_status
 
     paths = tiny_models(tmp_path_factory.getbasetemp())
     for role in ("weak", "strong"):

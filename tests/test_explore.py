@@ -157,8 +157,9 @@ def test_shop_expert_replans_from_every_page(store) -> None:
 
 
 def test_explore_as_a_background_job(store) -> None:
-    from core.explore import ExploreSpec, start_job
-    from core.train.jobs import FINISHED, job_status, list_jobs
+    from core.explore import ExploreSpec
+    from core.explore_job import start_job
+    from core.jobs import FINISHED, job_status, list_jobs
 
     _failed_tree(store)
     job = start_job(ExploreSpec("shop", TASK, 2, "expert", k=2), store)

@@ -12,9 +12,9 @@ from test_dashboard_pages import run_page, texts
 from test_explore import TASK, _failed_tree
 
 from core.errors import UserError
+from core.jobs import FINISHED, job_status
 from core.mcts import run_mcts
 from core.play import PlaySession, live_sessions, reap
-from core.train.jobs import FINISHED, job_status
 from dashboard import growth
 
 TREE = f"shop/{TASK}"

@@ -17,7 +17,7 @@ from test_job_liveness import launched
 from test_job_sync import log_metric, make_job
 
 from core.cli import main
-from core.train.jobs import job_status, list_jobs, sync_job
+from core.jobs import job_status, list_jobs, sync_job
 
 
 @pytest.fixture

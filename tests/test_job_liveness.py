@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_job_sync import make_job
 
+from core.jobs import job_alive, job_status
 from core.processes import pid_running, started_at
-from core.train.jobs import job_alive, job_status
 
 
 @pytest.fixture
@@ -59,11 +59,11 @@ def test_an_ended_process_is_not_running(store):
 def test_a_finished_job_launched_here_is_reaped_not_left_defunct(store, monkeypatch):
     """The job wrote "succeeded" and then exited: the first liveness check after its exit
     collects it (a dashboard or `up` that launched it would otherwise keep a zombie)."""
-    from core.train import jobs
+    from core.jobs import process
 
     folder = make_job("job-z", status="succeeded")
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    monkeypatch.setitem(jobs._CHILDREN, "job-z", proc)
+    monkeypatch.setitem(process._CHILDREN, "job-z", proc)
     launched(folder, proc.pid, time.time())
     deadline = time.monotonic() + 30
     while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":

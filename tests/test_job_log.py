@@ -3,8 +3,8 @@ collapse to their last state, escape sequences go."""
 
 from __future__ import annotations
 
+from core.jobs.logs import job_log_tail, terminal_lines
 from core.paths import jobs_dir
-from core.train.jobs import job_log_tail, terminal_lines
 
 
 def test_terminal_lines_collapse_progress_bars():

@@ -9,9 +9,10 @@ import threading
 import time
 from pathlib import Path
 
+from core.jobs import list_jobs, sync_job
+from core.jobs.folder import update_status
 from core.paths import jobs_dir
 from core.store import Store
-from core.train.jobs import list_jobs, sync_job, update_status
 
 
 def make_job(job_id: str, status: str = "running") -> Path:

@@ -12,16 +12,8 @@ from pathlib import Path
 import pytest
 from test_train import tiny_models
 
-from core.train import (
-    job_log_tail,
-    job_metrics,
-    job_status,
-    list_jobs,
-    resume_job,
-    start_job,
-    stop_job,
-    sync_job,
-)
+from core.jobs import job_log_tail, job_metrics, job_status, list_jobs, resume_job, stop_job, sync_job
+from core.train import start_job
 
 
 @pytest.fixture(scope="session")

@@ -167,9 +167,9 @@ def test_a_model_whose_attention_takes_no_4d_mask_is_refused(filled, chat_models
 
 def test_packing_is_a_typed_config_field_and_a_command_line_flag():
     from core.cli import build_parser
-    from core.cli.train import config_from_args
+    from core.cli.train import command_line, config_from_args
     from core.errors import UserError
-    from core.train import command_line, make_config
+    from core.train import make_config
     from core.train.config import validate_fields
 
     assert make_config("treedpo").packing == "none" and make_config("eto-dpo", "tiny").packing == "none"

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
+from core.jobs import resume_job, stop_job
+from core.jobs.folder import COMPLETE, last_checkpoint
+from core.jobs.process import RUNNER
 from core.paths import jobs_dir
 from core.store import Store
-from core.train.jobs import COMPLETE, last_checkpoint, resume_job, stop_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,11 +82,12 @@ def test_second_resume_refuses_while_the_job_lock_is_held(store: Store):
 
 def test_stop_ends_every_process_of_the_job(store: Store):
     folder = _job(status="running")
-    runner_args = ("-m", "core.train.runner", str(folder))
+    runner_args = ("-m", RUNNER, str(folder))
     first = _sleeper(*runner_args)
-    second = _sleeper(*runner_args, "--resume")  # a second runner of the same job, in its own group
+    # a second runner of the same job, in its own group, started by the earlier runner module
+    second = _sleeper("-m", "core.train.runner", str(folder), "--resume")
     third = _sleeper(*runner_args, own_group=False)  # one in our own group: signalled alone
-    bystander = _sleeper("-m", "core.train.runner", str(folder) + "-other")
+    bystander = _sleeper("-m", RUNNER, str(folder) + "-other")
     try:
         (folder / "launch.json").write_text(json.dumps({"pid": first.pid, "pgid": first.pid}))
         (folder / "status.json").write_text(json.dumps({"status": "running", "pid": first.pid}))

@@ -440,8 +440,8 @@ def test_bad_configs_rejected_before_any_process(store, models, kind, over, matc
 
 def test_presets_and_command_line():
     from core.cli import build_parser
-    from core.cli.train import config_from_args
-    from core.train import command_line, make_config
+    from core.cli.train import command_line, config_from_args
+    from core.train import make_config
 
     paper, tiny = make_config("treedpo"), make_config("treedpo", "tiny")
     # the release's values: LoRA r 128 / alpha 256 on q/k/v/o, lr 2e-5, constant after warm-up, clip 0.5
@@ -519,7 +519,7 @@ def test_trainers_silence_only_the_checkpointing_deprecation(models, tmp_path):
 def test_multi_gpu_launch_honours_an_accelerate_config(monkeypatch, tmp_path):
     import json
 
-    from core.train import jobs
+    from core.jobs import process as jobs
 
     (tmp_path / "config.json").write_text(json.dumps({"config": {"device": "auto"}}))
     monkeypatch.setattr(jobs, "_gpu_count", lambda: 4)

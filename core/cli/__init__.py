@@ -22,7 +22,8 @@ COMMAND_MODULES = (
     "core.cli.oracle",    # oracle
     "core.cli.env_data",  # data (environment data files)
     "core.cli.models",    # models build|list
-    "core.cli.train",     # train, jobs
+    "core.cli.train",     # train
+    "core.cli.jobs",      # jobs
     "core.cli.pipeline",  # eval, pipeline
     "core.cli.app",       # dashboard, up
 )

@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_explore(args: argparse.Namespace) -> int:
     from core.cli.envs import env_with_args, parse_env_args
-    from core.explore import ExploreSpec, explore, start_job
+    from core.explore import ExploreSpec, explore
+    from core.explore_job import start_job
 
     env_kwargs = parse_env_args(args.env_arg)
     spec = ExploreSpec(env=env_with_args(args.env, env_kwargs), task_id=args.task, node=args.node, policy=args.policy, k=args.k,

@@ -1,30 +1,27 @@
-"""`w2stree train {sft,mcts,treedpo,eto-dpo}` and `w2stree jobs list|show|stop|resume|tensorboard`.
+"""`w2stree train {sft,mcts,treedpo,eto-dpo}`, and the train command that a config is (`command_line`).
 
 The methods, their data and configs are `core.train.config.METHODS`. Every config field of the
 method is a flag (`--lora-r`, `--batch-size`, ...; booleans also take
 `--no-...`); flags not given keep the value of `--preset`. Training always runs as a job in its
 own process; without `--detach` the command follows the job's log until it ends (Ctrl-C stops it,
-keeping a checkpoint for `w2stree jobs resume`).
+keeping a checkpoint for `w2stree jobs resume`; the `jobs` verbs are `core.cli.jobs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING
+import shlex
+from typing import TYPE_CHECKING, Any
 
-from core.cli.context import COUNT
-from core.errors import UserError
+from core.cli.jobs import follow
 
 if TYPE_CHECKING:
-    from core.store import Store
+    from core.train.config import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `train` and `jobs` commands."""
+    """Add the `train` command."""
     from core.train.config import METHODS, PRESETS, RENAMED, field_help
     from core.train.data import SPEC_HELP
 
@@ -51,22 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         k.add_argument("--detach", action="store_true", help="start the job and return at once")
         k.set_defaults(func=_train)
 
-    j = sub.add_parser("jobs", help="list, show, stop or resume training jobs; their TensorBoard command")
-    jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION")
-    jsub.add_parser("list", help="all jobs, newest first").set_defaults(func=_list)
-    for name, fn, text in (("show", _show, "status, progress, last metrics and log tail of a job"),
-                           ("stop", _stop, "stop a running job (it keeps a checkpoint)"),
-                           ("resume", _resume, "continue a stopped or failed job from its last checkpoint"),
-                           ("tensorboard", _tensorboard, "print the command that opens a job's TensorBoard logs")):
-        a = jsub.add_parser(name, help=text)
-        a.add_argument("job_id")
-        if name == "resume":
-            a.add_argument("--detach", action="store_true", help="return at once instead of following")
-        if name == "show":
-            a.add_argument("-n", type=COUNT, default=20, help="log lines to show (default 20)")
-        a.set_defaults(func=fn)
-    j.set_defaults(func=_list)
-
 
 def config_from_args(kind: str, args: argparse.Namespace):
     """The config that the parsed `w2stree train METHOD ...` flags describe."""
@@ -78,7 +59,7 @@ def config_from_args(kind: str, args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from core.cli.context import open_store
-    from core.train import command_line, method, start_job
+    from core.train import method, start_job
 
     kind = method(args.kind).name
     cfg = config_from_args(kind, args)
@@ -88,119 +69,29 @@ def _train(args: argparse.Namespace) -> int:
     if args.detach:
         print(f"follow it with `w2stree jobs show {job_id}`; stop it with `w2stree jobs stop {job_id}`")
         return 0
-    return _follow(store, job_id)
+    return follow(store, job_id)
 
 
-def _follow(store, job_id: str) -> int:
-    """Stream the job's log until it ends; Ctrl-C stops the job. Exit 0 only on success."""
-    from core.train import job_status, stop_job, sync_job
-    from core.train.jobs import ACTIVE
+def command_line(kind: str, config: TrainConfig | dict[str, Any]) -> str:
+    """The `w2stree train ...` command that starts the same job (fields left at their preset's
+    defaults are omitted): the inverse of `config_from_args`."""
+    from core.train.config import config_class, make_config
+    from core.train.jobs import coerce_config
 
-    log = Path(job_status(job_id)["job_dir"]) / "log.txt"
-    pos = log.stat().st_size if log.exists() else 0
-    try:
-        while True:
-            status = job_status(job_id)
-            if log.exists():
-                with open(log, "rb") as fh:
-                    fh.seek(pos)
-                    chunk = fh.read()
-                    pos = fh.tell()
-                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
-                sys.stdout.flush()
-            if status["status"] not in ACTIVE:
-                break
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        print(f"\nstopping job {job_id} ...", file=sys.stderr)
-        status = stop_job(job_id, store)
-    status = sync_job(store, job_id)
-    print(_summary(status))
-    return 0 if status["status"] == "succeeded" else 1
+    cfg = coerce_config(kind, config)
+    base = make_config(kind, cfg.preset)
+    parts = ["w2stree", "train", kind]
+    if cfg.preset != "paper":
+        parts += ["--preset", cfg.preset]
+    for f in dataclasses.fields(config_class(kind)):
+        value, default = getattr(cfg, f.name), getattr(base, f.name)
+        if f.name == "preset" or value == default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
 
 
-def _summary(status: dict) -> str:
-    line = f"job {status['job_id']}: {status['status']}, step {status.get('step') or 0}/{status.get('max_steps') or '?'}"
-    if status.get("output_path"):
-        line += f", model {status['output_path']}"
-    if status.get("error"):
-        line += f", error: {status['error']}"
-    return line
-
-
-def _list(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from core.cli.context import open_store
-    from core.train import list_jobs
-
-    df = list_jobs(open_store(args))
-    if df.empty:
-        print("no jobs yet; start one with `w2stree train`")
-        return 0
-    df["progress"] = [f"{s}/{'?' if pd.isna(m) else int(m)}" for s, m in zip(df["step"], df["max_steps"])]
-    print(df[["job_id", "kind", "status", "progress", "created_at", "output_path"]].fillna("").to_string(index=False))
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-    from core.train import job_log_tail, job_metrics, sync_job
-
-    store = open_store(args)
-    try:
-        status = sync_job(store, args.job_id)
-    except UserError as exc:
-        return _gone(store, args.job_id, exc)
-    print(_summary(status))
-    if status.get("eta_s"):
-        print(f"progress {status['progress']:.0%}, about {status['eta_s']:.0f}s left")
-    metrics = job_metrics(args.job_id, store)
-    if not metrics.empty:
-        last = metrics[metrics["step"] == metrics["step"].max()]
-        print(f"metrics at step {int(last['step'].iloc[0])}: "
-              + ", ".join(f"{n}={v:.4g}" for n, v in zip(last["name"], last["value"])))
-    print("--- log ---")
-    print(job_log_tail(args.job_id, args.n))
-    return 0
-
-
-def _stop(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-    from core.train import stop_job
-
-    store = open_store(args)
-    try:
-        print(_summary(stop_job(args.job_id, store)))
-    except UserError as exc:
-        return _gone(store, args.job_id, exc)
-    return 0
-
-
-def _gone(store: Store, job_id: str, error: UserError) -> int:
-    """`jobs show` / `jobs stop` of a job whose folder is gone: its stored row (marked failed);
-    `error` (what reading the folder said) when it is not such a job."""
-    from core.train import gone_job
-
-    row = gone_job(store, job_id)
-    if row is None:
-        raise error
-    print(_summary(row))
-    return 0
-
-
-def _tensorboard(args: argparse.Namespace) -> int:
-    from core.train.tensorboard import tensorboard_command
-
-    print(tensorboard_command(args.job_id))
-    return 0
-
-
-def _resume(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-    from core.train import resume_job
-
-    store = open_store(args)
-    job_id = resume_job(args.job_id, store, detach=True)
-    print(f"job {job_id} resumed from its last checkpoint")
-    return 0 if args.detach else _follow(store, job_id)

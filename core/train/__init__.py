@@ -4,9 +4,8 @@ Public API (the CLI, the dashboard's Train page and the pipeline use these):
 
 * `train(kind, config, store) -> Path`: train in this process (recorded as a job), return the model.
 * `start_job(kind, config, store=None, detach=True) -> job_id`: the same in a separate process.
-* `job_status`, `job_alive`, `job_metrics`, `job_log_tail`, `list_jobs`, `sync_job`, `stop_job`, `resume_job`,
-  `gone_job` (a job whose folder vanished: its stored row, marked failed).
-* `command_line(kind, config)`: the equivalent `w2stree train ...` command.
+* `job_status`, `job_alive`, `job_log_tail`, `sync_job`, `stop_job`: those of every job (`core.jobs`,
+  where the rest of the job API is), here for the pipeline's units (`core.work`).
 * `METHODS` / `method(name)`: the training methods (trainer + data + config class).
 * `make_config(method, preset, **overrides)`, `SFTTrainConfig`, `DPOTrainConfig`, `PRESETS`.
 
@@ -14,6 +13,7 @@ Heavy libraries (torch, TRL) load only when a trainer is built, so the dashboard
 module cheaply.
 """
 
+from core.jobs import job_alive, job_log_tail, job_status, stop_job, sync_job
 from core.train.config import (
     METHODS,
     PRESETS,
@@ -25,23 +25,9 @@ from core.train.config import (
     make_config,
     method,
 )
-from core.train.jobs import (
-    command_line,
-    gone_job,
-    job_alive,
-    job_log_tail,
-    job_metrics,
-    job_status,
-    list_jobs,
-    resume_job,
-    start_job,
-    stop_job,
-    sync_job,
-    train,
-)
+from core.train.jobs import start_job, train
 
 __all__ = [
-    "METHODS", "PRESETS", "DPOTrainConfig", "SFTTrainConfig", "TrainConfig", "command_line", "config_class",
-    "field_help", "gone_job", "job_alive", "job_log_tail", "job_metrics", "job_status", "list_jobs", "make_config", "method", "resume_job",
-    "start_job", "stop_job", "sync_job", "train",
+    "METHODS", "PRESETS", "DPOTrainConfig", "SFTTrainConfig", "TrainConfig", "config_class", "field_help",
+    "job_alive", "job_log_tail", "job_status", "make_config", "method", "start_job", "stop_job", "sync_job", "train",
 ]

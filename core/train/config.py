@@ -10,7 +10,7 @@ A method (`METHODS`) is a trainer, the data it learns from and the trainer's typ
 
 Every method also takes a file of rows in its trainer's shape. The SFT trainer's config is
 `SFTTrainConfig`, the DPO trainer's `DPOTrainConfig`. To add a method: add a `Method` to
-`METHODS` (and a trainer to `TRAINERS` if it needs a new one, built in `core.train.jobs`).
+`METHODS` (and a trainer to `TRAINERS` if it needs a new one, its builder in `core.train.jobs.TRAINER_BUILDERS`).
 
 Presets: `paper` holds the release's values for real 0.5-13 B models: LoRA (r 128, alpha 256) on
 the attention projections q/k/v/o, lr 2e-5 (SFT and DPO), a constant schedule after a linear

@@ -6,7 +6,7 @@ rewards/margins, rewards/accuracies, logps/...) becomes one line of metrics.json
 and a timestamp, and one human-readable line on stdout (the job's log.txt).
 
 Stop: at the end of every optimizer step the callback looks for the job's `stop` file (written by
-`stop_job`) and for a SIGTERM seen by `request_stop`. Either makes the trainer save a checkpoint
+`core.jobs.stop_job`) and for a SIGTERM seen by `request_stop`. Either makes the trainer save a checkpoint
 and end training after that step. With several processes the ranks agree first (an all-reduce of
 the flag), so all of them stop at the same step and none waits forever in a collective.
 A checkpoint is marked complete once the trainer has saved all of it.
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from core.jobs.folder import mark_checkpoint_complete, update_status
 
 
 class JobProgress(TrainerCallback):
@@ -53,8 +55,6 @@ class JobProgress(TrainerCallback):
         """The checkpoint of this step is complete: mark it so (a resume ignores unmarked ones,
         such as one half-written when the process was killed)."""
         if self.write:
-            from core.train.jobs import mark_checkpoint_complete
-
             mark_checkpoint_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     @staticmethod
@@ -83,6 +83,4 @@ class JobProgress(TrainerCallback):
 
     def _status(self, **fields: Any) -> None:
         if self.write:
-            from core.train.jobs import update_status
-
             update_status(self.job_dir, **fields)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import UserError
+from core.jobs.folder import job_dir_of
 
 # transformers' TensorBoard callback reads its folder from this variable when it is built
 LOG_DIR_VARIABLE = "TENSORBOARD_LOGGING_DIR"
@@ -47,8 +48,6 @@ def tensorboard_logs(job_dir: Path) -> Iterator[None]:
 def tensorboard_command(job_id: str) -> str:
     """The shell command that opens a job's TensorBoard logs on 127.0.0.1; UserError when the
     job wrote none."""
-    from core.train.jobs import job_dir_of
-
     logs = tensorboard_dir(job_dir_of(job_id))
     if not any(logs.rglob("events.out.tfevents.*")):
         raise UserError(f"job {job_id} wrote no TensorBoard logs (its trainer writes them when the "

@@ -1,16 +1,22 @@
 """Overview: what the store holds (environments, tasks, trajectories, trees, pairs, models, jobs)
 and the results table of the last pipeline run; on an empty store, one button fills the
-embedded default."""
+embedded default (a `fill` job, core.fill_job, followed live)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from core import fill_job
+from core.errors import UserError
+from core.jobs import ACTIVE, active_jobs, current
 from dashboard import data, shaping, ui
+
+REFRESH_S = 1.0
 
 
 def fill_default_button() -> None:
-    """Explain the empty store and offer to fill it with the embedded default."""
+    """Explain the empty store and offer to fill it with the embedded default (a job: the page
+    follows it, and a reload finds it again)."""
     ui.empty(
         "This store is empty. w2stree fills it in stages: an environment's tasks, expert "
         "demonstrations, a weak model's exploration (successful and failed trajectories), "
@@ -18,17 +24,39 @@ def fill_default_button() -> None:
         "at the branching points. The embedded default does all of this offline in a few "
         "minutes with the built-in shop environment and tiny local models."
     )
-    if st.button("Fill the embedded default", type="primary", icon=":material/play_arrow:"):
-        from core.pipeline import fill_default  # only now: it pulls in the collection stack
-
-        bar = st.progress(0.0, text="starting")
-
-        def progress(fraction: float, message: str = "") -> None:
-            bar.progress(min(max(float(fraction), 0.0), 1.0), text=str(message)[:120])
-
-        fill_default(data.store(), progress=progress)
-        bar.progress(1.0, text="done")
+    job = followed_fill()
+    if job:
+        fill_live(job)
+    elif st.button("Fill the embedded default", type="primary", icon=":material/play_arrow:"):
+        st.session_state["fill_job"] = fill_job.start_job(data.store())
         st.rerun()
+
+
+def followed_fill() -> str | None:
+    """The fill job this page follows: the one started here, else (a reload, a second tab) a
+    running one."""
+    if not st.session_state.get("fill_job"):
+        running = active_jobs(data.store(), fill_job.JOB_KIND)
+        st.session_state["fill_job"] = running[0].job_id if running else None
+    return st.session_state["fill_job"]
+
+
+@st.fragment(run_every=REFRESH_S)
+def fill_live(job: str) -> None:
+    """The fill job's progress; the whole page reruns once it ends (to show the filled store)."""
+    try:
+        read = current(job)
+    except UserError:  # its folder was deleted
+        st.session_state.pop("fill_job", None)
+        return
+    if read.status in ACTIVE:
+        st.progress(read.progress, text=ui.plain(str(read.record.get("message") or "starting"))[:120])
+        return
+    st.session_state.pop("fill_job", None)
+    if read.error:
+        ui.error(f"filling the store failed: {read.error.splitlines()[-1][:500]}")
+        return
+    st.rerun()
 
 
 def sources_section(path: str, changes: int) -> None:
@@ -63,7 +91,7 @@ def main() -> None:
     st.title("Overview")
     path, changes = data.key()
     summary = data.summary(path, changes)
-    if summary.empty or (summary[["tasks", "trajectories", "trees"]].sum().sum() == 0):
+    if summary.empty or (summary[["tasks", "trajectories", "trees"]].sum().sum() == 0) or followed_fill():
         fill_default_button()
         return
 

@@ -2,7 +2,7 @@
 the equivalent `w2stree train` command), the jobs table, and the selected job followed live:
 progress with ETA, loss and DPO metric charts, the log tail, GPU memory on CUDA, and Stop.
 
-Job state lives in the job folders and the store (core.train.jobs), never only in this browser
+Job state lives in the job folders and the store, read through core.jobs, never only in this browser
 session: a reload or a second tab finds running jobs again. The live part is a fragment that
 reruns on a timer, so the page never blocks while a job trains.
 """
@@ -11,19 +11,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.cli.train import command_line
 from core.errors import UserError
+from core.jobs import ACTIVE, gone_job, job_log_tail, job_metrics, job_status, list_jobs, stop_job
 from core.train.config import DEVICES, METHODS, PRESETS, field_help, make_config, method, validate_fields
-from core.train.jobs import (
-    ACTIVE,
-    command_line,
-    gone_job,
-    job_log_tail,
-    job_metrics,
-    job_status,
-    list_jobs,
-    start_job,
-    stop_job,
-)
+from core.train.jobs import start_job
 from dashboard import data, figures, shaping, train_defaults, ui
 
 REFRESH_S = 2.0
