@@ -69,6 +69,7 @@ from core.results import METHODS, STRONG_METHODS
 from core.store import Store
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
+from core.tree_data import Tree
 from core.work import Progress, Reporter, Unit, run_units
 
 
@@ -98,6 +99,11 @@ class Scale:
     # learning rate and batch (`continued_budget`), the compute-matched control
     continued: dict[str, Any] | None = None
     mcts_iterations: int = 1000
+    # targeted growth (`core.grow`, off by default: the paper's method): after the exploration, this
+    # many more episodes by the explorer from the nodes `grow_rule` picks; they enter the trees
+    # (TreeDPO and MCTS), not the ETO pairs nor W2S-SFT's successes, which stay as released
+    grow_budget: int = 0
+    grow_rule: str = "deepest-failure"
     max_pairs: int | None = None  # random subset of the TreeDPO / ETO pairs (bounds DPO time)
     gen_batch: int = 16  # episodes per generate call
     explorer: str = ""  # "" = the SFT-weak model (the method); else a policy name (core.agents.registry)
@@ -186,7 +192,8 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
                  trajs_per_task: int | Sequence[int] | None = None, store: Store | None = None,
                  progress: Progress | bool | None = True, *, weak: str | None = None,
                  strong: str | None = None, test_tasks: int | None = None, split: str | None = None,
-                 experiment_id: str | None = None, reuse: bool = False) -> pd.DataFrame:
+                 experiment_id: str | None = None, reuse: bool = False, grow_budget: int | None = None,
+                 grow_rule: str | None = None) -> pd.DataFrame:
     """Run the weak-to-strong experiment (module docstring) and return one row per
     (method, seed, K): method, label, model, seed, trajs_per_task, avg_reward, success_rate,
     n_examples, n_episodes. Rows are also stored in the store's `results` table under one
@@ -195,7 +202,8 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     where the models are evaluated (default: the scale's `eval_split`, `test`): `dev` for every
     choice of sizes and hyper-parameters, `test` once, by the final run. With `reuse`, trainings
     and explorations that already ran on identical inputs are taken as they are (`core.reuse`):
-    a test run after a dev run of the same design trains only the new seeds. Stage wall
+    a test run after a dev run of the same design trains only the new seeds. `grow_budget` /
+    `grow_rule` override the scale's targeted growth (`Scale.grow_budget`). Stage wall
     times (summed over units running side by side) are in `df.attrs["timings"]`."""
     from core.envs import make_env
     from core.paths import home
@@ -204,7 +212,13 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     if cfg is None:
         raise UserError(f"unknown pipeline scale {scale!r}; use one of {', '.join(SCALES)}")
     cfg = dataclasses.replace(cfg, weak=weak or cfg.weak, strong=strong or cfg.strong,
-                              test_tasks=test_tasks or cfg.test_tasks, eval_split=split or cfg.eval_split)
+                              test_tasks=test_tasks or cfg.test_tasks, eval_split=split or cfg.eval_split,
+                              grow_budget=cfg.grow_budget if grow_budget is None else grow_budget,
+                              grow_rule=grow_rule or cfg.grow_rule)
+    if cfg.grow_budget:
+        from core.grow import GrowSettings
+
+        GrowSettings(budget=cfg.grow_budget, rule=cfg.grow_rule).check()  # a bad value fails before any work
     if "?" not in env and env in cfg.worlds:
         env = f"{env}?{cfg.worlds[env]}"
     seeds = list(dict.fromkeys(int(s) for s in seeds))
@@ -331,7 +345,7 @@ class SeedRun:
             kdir = self.folder / f"k{k}"
             kdir.mkdir(exist_ok=True)
             files, counts = training_files(self.store, self.cfg, trajs, experts, self.seed, kdir, self.rep,
-                                       save=(k == max(self.ks)))
+                                           save=(k == max(self.ks)), explorer=self.cfg.explorer or str(weak_sft))
             strong = self.strong_methods(k if self.sweep else None, files, counts, weak_sft, strong_sft, ki)
             rows += [{**r, "seed": self.seed, "trajs_per_task": k} for r in base_rows + strong]
         return rows
@@ -428,17 +442,23 @@ def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n:
 
 
 def training_files(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[Trajectory],
-               seed: int, folder: Path, rep: Reporter, save: bool) -> tuple[dict[str, Path], dict[str, int]]:
+                   seed: int, folder: Path, rep: Reporter, save: bool, explorer: str = ""
+                   ) -> tuple[dict[str, Path], dict[str, int]]:
     """Trees, MCTS, pairs and the four training files (in `folder`) of one set of exploration
     trajectories (`experts`: the explored tasks' expert episodes, for the ETO baseline); with
-    `save` the trees and pairs also go to the store for the dashboard."""
+    `save` the trees and pairs also go to the store for the dashboard. With the scale's
+    `grow_budget`, the trees are stored and grown by `explorer` first (`grown_trees`)."""
     t0 = time.monotonic()
     trees = stages.score_trees(stages.grow_trees(trajs), stages.MCTSSettings(iterations=cfg.mcts_iterations))
+    tree_trajs = trajs
+    if cfg.grow_budget and trees:
+        trees, grown = grown_trees(store, cfg, trees, explorer, seed, rep)
+        tree_trajs = trajs + grown
     tpairs = stages.cut_pairs(trees, stages.PairSettings(cfg.pair_granularity))
     epairs = stages.cut_pairs(trees, stages.PairSettings("trajectory"), trajs, experts)
     if save:
         stages.save_tree_data(store, trees, {cfg.pair_granularity: tpairs, "trajectory": epairs})
-    best_paths, no_success = best_path_rows(trees, trajs)
+    best_paths, no_success = best_path_rows(trees, tree_trajs)
     data = {  # the rows of successes:ENV:MODEL, best-paths:ENV, pairs:ENV:<granularity>, pairs:ENV:trajectory
         "successes": sft_rows([t for t in trajs if t.success]),
         "best_paths": best_paths,
@@ -454,6 +474,24 @@ def training_files(store: Store, cfg: Scale, trajs: list[Trajectory], experts: l
                   f"nodes), {len(tpairs)} tree pairs, {len(epairs)} ETO pairs; training rows: {counts} "
                   f"(MCTS skips {no_success} trees without a success)")
     return files, counts
+
+
+def grown_trees(store: Store, cfg: Scale, trees: list[Tree], explorer: str, seed: int, rep: Reporter
+                ) -> tuple[list[Tree], list[Trajectory]]:
+    """The trees stored, then grown by `explorer` with the scale's growth budget and rule
+    (`core.grow`: every continuation replays its node's prefix in a fresh env); returns the grown
+    trees (their MCTS rerun) and the new episodes."""
+    from core.grow import GrowSettings, grow
+
+    if not explorer:
+        raise UserError("targeted growth needs an explorer: the SFT-weak model or a policy name")
+    store.save_trees(trees)
+    ids = [g.tree_id for g in trees]
+    report = grow(store, trees[0].env, explorer, GrowSettings(budget=cfg.grow_budget, rule=cfg.grow_rule,
+                                                             max_steps=cfg.max_steps or 10, seed=seed), tree_ids=ids)
+    rep.say(None, report.line())
+    grown = [t for r in report.results for t in store.trajectories(run_id=r.run_id)]
+    return store.load_trees(tree_ids=ids), grown
 
 
 # -- the dashboard's quick fill --------------------------------------------------------------------------

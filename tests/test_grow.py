@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from core import stages
 from core.agents.base import PAPER_SCHEDULE
 from core.agents.scripted import NoisyExpertPolicy
 from core.collect import collect
@@ -120,3 +121,28 @@ def test_cli_names_the_rules_of_core_grow_and_refuses_an_empty_store(store, caps
     assert main(["grow", "--env", "shop", "--policy", "noisy-expert", "--budget", "8"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no stored trees of 'shop'" in err and "w2stree tree --env shop" in err
+
+
+@pytest.mark.slow
+def test_pipeline_growth_adds_to_the_trees_only(store, tmp_path) -> None:
+    from core.pipeline import Scale, training_files
+    from core.work import Reporter
+
+    tasks = ["train_0", "train_1", "train_2"]
+    run_id = collect(store, "shop", NoisyExpertPolicy("shop", noise=0.6, seed=3), tasks, PAPER_SCHEDULE,
+                     max_steps=8, progress=False).run_id
+    explored = store.trajectories(run_id=run_id)
+    experts = stages.demonstrations(store, "shop", tasks)
+    plain = Scale(name="t", mcts_iterations=50, max_steps=8)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, before = training_files(store, plain, explored, experts, 0, tmp_path / "a", Reporter(None), save=False)
+    grown = Scale(name="t", mcts_iterations=50, max_steps=8, grow_budget=8)
+    _, after = training_files(store, grown, explored, experts, 0, tmp_path / "b", Reporter(None), save=False,
+                              explorer="noisy-expert")
+    assert len(store.trajectories(source="explore")) == 8
+    # the ETO pairs and the weak successes stay as released; the trees hold the grown episodes too
+    assert after["eto_pairs"] == before["eto_pairs"] and after["successes"] == before["successes"]
+    trees = store.load_trees(env="shop")
+    assert sum(g.n_trajectories for g in trees) == len(explored) + 8
+    assert after["tree_pairs"] >= before["tree_pairs"]

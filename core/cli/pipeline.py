@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from core.cli.context import COUNT, NONNEGATIVE, env_arg
+from core.cli.explore import RULE_NAMES
 from core.results import FORMATS
 
 
@@ -45,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tasks of the evaluation split (--split) every model is evaluated on")
     p.add_argument("--weak", default=None, help="base weak model (default: the scale's)")
     p.add_argument("--strong", default=None, help="base strong model (default: the scale's)")
+    p.add_argument("--grow-budget", type=NONNEGATIVE, default=None, metavar="N",
+                   help="targeted growth: N more episodes by the explorer from the nodes --grow-rule picks, "
+                        "added to the trees (TreeDPO, MCTS) before the pairs are cut (default: the scale's, 0)")
+    p.add_argument("--grow-rule", default=None, choices=RULE_NAMES,
+                   help="where targeted growth explores (`w2stree grow --help`; default deepest-failure)")
     p.add_argument("--reuse", action="store_true",
                    help="take trainings and explorations that already ran on identical inputs (same base "
                         "weights, data, settings, seed) from earlier runs instead of running them again; "
@@ -90,7 +96,8 @@ def _pipeline(args: argparse.Namespace) -> int:
     store = open_store(args)
     df = run_pipeline(args.env, "quick" if args.quick else args.scale, seeds=args.seeds, trajs_per_task=ks,
                       store=store, progress=True, weak=args.weak, strong=args.strong,
-                      test_tasks=args.test_tasks, split=args.split, reuse=args.reuse)
+                      test_tasks=args.test_tasks, split=args.split, reuse=args.reuse,
+                      grow_budget=args.grow_budget, grow_rule=args.grow_rule)
     print(render(store, df.attrs["experiment_id"]))
     print(f"experiment {df.attrs['experiment_id']}: {df.attrs['wall_s']:.0f}s; stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in df.attrs["timings"].items()))
