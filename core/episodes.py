@@ -93,9 +93,9 @@ class Episode:
 
     def request(self, env: str) -> Request:
         """What the policy is asked for the next action."""
+        assert self.sampling is not None, "a person's episode asks no policy"
         return Request(env=env, task_id=self.task_id, instruction=self.instruction, messages=list(self.messages),
-                       history=list(self.steps), valid_actions=self.valid, sampling=self.sampling or Sampling(),
-                       seed=self.seed)
+                       history=list(self.steps), valid_actions=self.valid, sampling=self.sampling, seed=self.seed)
 
     def record(self, thought: str, action: str, outcome: Outcome) -> Step:
         """Add the step of `action` and the env's answer `outcome`; the episode is over when the

@@ -259,8 +259,7 @@ def explore(store: Store, spec: ExploreSpec, *, progress: Progress | None = None
             finished.append(ep.trajectory(spec.env, run_id=run_id, source=SOURCE, model=policy.name,
                                           policy=policy.name, env_kwargs=spec.env_kwargs, seed=spec.seed,
                                           extra=extra))
-            reward = ep.steps[-1].reward if ep.steps else 0.0
-            say(len(finished), len(episodes), f"continuation {ep.seq + 1} ended with reward {reward:.2f}")
+            say(len(finished), len(episodes), f"continuation {ep.seq + 1} ended with reward {finished[-1].reward:.2f}")
 
         run_episodes(policy, spec.env, episodes, slots, width, start=start, on_end=on_end, should_stop=should_stop)
         finished.sort(key=lambda t: t.meta["seq"])  # stored and put into the tree in continuation order
