@@ -1,12 +1,11 @@
 """Collect trajectories: run a policy on tasks of an environment and store every episode.
 
-Episodes run in lockstep: at each step ONE `policy.act` call answers all live episodes (what
-makes batched LLM generation fast). Up to `batch_size` episodes are live at once, each in its
-own env instance (a "slot"); a finished episode's slot starts the next pending
-(task, sampling) pair right away. With `workers > 1` the env instances live in worker
-processes (spawned; slot s is on worker s % W) while the policy stays here: ScienceWorld runs
-one JVM per env, and this spreads them over processes. Workers are spawned, so a script that
-calls `collect(workers>1)` needs the usual `if __name__ == "__main__":` guard.
+One episode per (task, sampling) pair runs through `core.episodes.run_episodes`: in lockstep, ONE
+`policy.act` call per step answers all live episodes; up to `batch_size` are live at once, each in
+its own env slot, and a finished episode's slot starts the next pending pair right away. With
+`workers > 1` the env slots live in worker processes (`core.env_slots`) while the policy stays
+here; workers are spawned, so a script that calls `collect(workers>1)` needs the usual
+`if __name__ == "__main__":` guard.
 
 Every episode is stored with all its steps (thought, action, observation, reward, score), its
 sampling settings, model name, run id and `meta["seq"]` (its place in the run: task order, then
@@ -20,208 +19,23 @@ which skips the (task, sampling) pairs the run already stored.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing as mp
-import signal
 import time
-import traceback
 import zlib
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.agents.base import Policy, Request, Sampling
-from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
+from core.agents.base import Policy, Sampling
 from core.console import plural
-from core.envs.base import (
-    Env,
-    UnknownEnvError,
-    canonical_env_name,
-    env_class,
-    known_env,
-    list_envs,
-    make_env,
-    parse_env_name,
-)
+from core.env_slots import open_slots
+from core.envs.base import UnknownEnvError, canonical_env_name, known_env, list_envs
+from core.episodes import Episode, episode_slots, reset_starter, run_episodes
 from core.errors import UserError
-from core.trajectory import Run, Step, Task, Trajectory, new_id
+from core.trajectory import Run, Trajectory, new_id
 
-if TYPE_CHECKING:  # spawned env workers import this module: keep DuckDB/pandas out of them
+if TYPE_CHECKING:
     from core.store import Store
-
-DEFAULT_BATCH = 32
-#: Default episodes per worker for envs whose every instance is a process (a ScienceWorld JVM of
-#: ~300 MB, an ALFWorld game): 32 of them at once would exhaust a laptop.
-SLOTS_PER_WORKER = {"sciworld": 4, "alfworld": 8}
-
-# -- env slots, in this process or in workers ------------------------------------------------
-# An op is (slot, "reset", task_id) or (slot, "step", action); its outcome is
-# ("reset", observation, instruction, step_limit, valid_actions) or
-# ("step", observation, reward, done, info, valid_actions).
-Op = tuple[int, str, str]
-
-
-def _apply_ops(envs: dict[int, Env], env_name: str, env_kwargs: dict[str, Any], ops: list[Op]) -> list[tuple]:
-    out: list[tuple] = []
-    for slot, kind, arg in ops:
-        env = envs.get(slot)
-        if env is None:  # built on first use: a JVM per slot only when the slot is used
-            env = envs[slot] = make_env(env_name, **env_kwargs)
-        if kind == "reset":
-            obs, instruction = env.reset(arg)
-            out.append(("reset", obs, instruction, env.max_steps(arg), env.valid_actions()))
-        else:
-            r = env.step(arg)
-            out.append(("step", r.observation, float(r.reward), bool(r.done), dict(r.info), env.valid_actions()))
-    return out
-
-
-def _task_index(envs: dict[int, Env], env_name: str, env_kwargs: dict[str, Any]) -> dict[str, Task]:
-    env = envs.get(0)
-    if env is None:
-        env = envs[0] = make_env(env_name, **env_kwargs)
-    index: dict[str, Task] = {}
-    for split in env.splits():
-        for t in env.tasks(split):
-            index.setdefault(t.task_id, t)
-    return index
-
-
-def _close_envs(envs: dict[int, Env]) -> None:
-    for env in envs.values():
-        try:
-            env.close()
-        except Exception:  # closing is best effort: the others must still close
-            traceback.print_exc()
-    envs.clear()
-
-
-class _LocalPool:
-    """Env slots in this process."""
-
-    def __init__(self, env_name: str, env_kwargs: dict[str, Any]) -> None:
-        self.env_name, self.env_kwargs = env_name, env_kwargs
-        self.envs: dict[int, Env] = {}
-
-    def run(self, ops: list[Op]) -> list[tuple]:
-        return _apply_ops(self.envs, self.env_name, self.env_kwargs, ops)
-
-    def task_index(self) -> dict[str, Task]:
-        return _task_index(self.envs, self.env_name, self.env_kwargs)
-
-    def close(self) -> None:
-        _close_envs(self.envs)
-
-
-def _worker_main(conn: Any, env_name: str, env_kwargs: dict[str, Any]) -> None:
-    """A worker process: hosts env slots and answers ("ops", [...]) / ("tasks",) / ("close",)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us cleanly
-    envs: dict[int, Env] = {}
-    try:
-        while True:
-            try:
-                msg = conn.recv()
-            except EOFError:  # the parent went away
-                break
-            if msg[0] == "close":
-                break
-            try:
-                if msg[0] == "ops":
-                    conn.send(("ok", _apply_ops(envs, env_name, env_kwargs, msg[1])))
-                else:
-                    conn.send(("ok", _task_index(envs, env_name, env_kwargs)))
-            except Exception as exc:
-                user = isinstance(exc, UserError | UnknownEnvError)
-                conn.send(("error", (exc if user else None, traceback.format_exc())))
-    finally:
-        _close_envs(envs)
-        conn.close()
-
-
-class _ProcessPool:
-    """Env slots in `n` spawned worker processes; slot s lives on worker s % n."""
-
-    def __init__(self, env_name: str, env_kwargs: dict[str, Any], n: int) -> None:
-        ctx = mp.get_context("spawn")
-        self.conns, self.procs = [], []
-        try:
-            for _ in range(n):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, env_name, env_kwargs), daemon=True)
-                proc.start()
-                child.close()
-                self.conns.append(parent)
-                self.procs.append(proc)
-        except BaseException:
-            self.close()
-            raise
-
-    def _ask(self, worker: int) -> Any:
-        try:
-            status, payload = self.conns[worker].recv()
-        except (EOFError, OSError) as exc:
-            proc = self.procs[worker]
-            proc.join(timeout=5)
-            raise RuntimeError(
-                f"env worker {worker} died (exit code {proc.exitcode}); a script that calls "
-                "collect(workers>1) needs an `if __name__ == '__main__':` guard (workers are spawned)"
-            ) from exc
-        if status == "error":
-            exc, tb = payload
-            if exc is not None:
-                raise exc
-            raise RuntimeError(f"env worker {worker} failed:\n{tb}")
-        return payload
-
-    def run(self, ops: list[Op]) -> list[tuple]:
-        n = len(self.conns)
-        by_worker: dict[int, list[int]] = {}
-        for i, (slot, _, _) in enumerate(ops):
-            by_worker.setdefault(slot % n, []).append(i)
-        for w, idx in by_worker.items():  # send to all first, so the workers step in parallel
-            self.conns[w].send(("ops", [ops[i] for i in idx]))
-        out: list[tuple] = [()] * len(ops)
-        for w, idx in by_worker.items():
-            for i, res in zip(idx, self._ask(w)):
-                out[i] = res
-        return out
-
-    def task_index(self) -> dict[str, Task]:
-        self.conns[0].send(("tasks",))
-        return self._ask(0)
-
-    def close(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):  # a worker that already died
-                conn.send(("close",))
-        for proc in self.procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        for conn in self.conns:
-            conn.close()
-        self.conns, self.procs = [], []
-
-
-# -- episodes --------------------------------------------------------------------------------
-@dataclass
-class _Episode:
-    task_id: str
-    sampling: Sampling
-    seed: int
-    seq: int  # the (task, sampling) pair's place in the run: task order, then schedule order
-    instruction: str = ""
-    initial_observation: str = ""
-    limit: int = 0
-    valid: list[str] | None = None
-    messages: list[dict[str, str]] = field(default_factory=list)
-    steps: list[Step] = field(default_factory=list)
-    n_invalid: int = 0
-    done: bool = False
-    success: bool | None = None
 
 
 @dataclass
@@ -244,8 +58,8 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
     """Run one episode per (task, sampling) with `policy` and store them as they finish.
 
     `max_steps` caps episodes below the env's own limit; `batch_size` is how many episodes
-    (env instances) run in lockstep (default: 32, or `SLOTS_PER_WORKER[env] * workers` for envs
-    whose instances are processes); `workers > 1` hosts the envs in that many processes.
+    (env instances) run in lockstep (default: `core.episodes.episode_slots`: 32, or 4 per worker on
+    sciworld, 8 on alfworld); `workers > 1` hosts the envs in that many processes.
     `model` is the name stored with the trajectories (default: the policy's name).
     `resume=True` continues `run_id`, skipping the pairs it already stored; it refuses a run of
     another policy or another world. `env` and `env_kwargs` together name the world, stored
@@ -255,8 +69,7 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
         raise UnknownEnvError(f"unknown env {env!r}; available: {', '.join(list_envs())}")
     env = canonical_env_name(env, **(env_kwargs or {}))
     if batch_size is None:
-        per_worker = SLOTS_PER_WORKER.get(parse_env_name(env)[0])  # `sciworld?reward=best` is a sciworld
-        batch_size = per_worker * workers if per_worker else DEFAULT_BATCH
+        batch_size = episode_slots(env, workers)
     if workers < 1 or batch_size < 1:
         raise UserError(f"workers and batch size must be >= 1 (got workers={workers}, batch_size={batch_size})")
     if max_steps is not None and max_steps < 1:
@@ -285,15 +98,13 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
         raise UserError(f"run {run_id!r} already exists; pass --resume {run_id} to continue it")
     run_id = run_id or new_id("run-")
 
-    pool: _LocalPool | _ProcessPool = (
-        _LocalPool(env, env_kwargs) if workers == 1 else _ProcessPool(env, env_kwargs, workers)
-    )
+    slots = open_slots(env, env_kwargs, workers)
     finished: list[Trajectory] = []  # this call's episodes
     unsaved: list[Trajectory] = []
     status = "failed"
     bar = None
     try:
-        index = pool.task_index()
+        index = slots.task_index()
         unknown = [t for t in task_ids if t not in index]
         if unknown:
             some = ", ".join(list(index)[:5])
@@ -309,70 +120,31 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
             store.add_run(Run(run_id=run_id, kind=kind, env=env, policy=policy.name, model=model,
                               settings=settings))
 
-        pending = deque((i * len(schedule) + j, t, s) for i, t in enumerate(task_ids)
-                        for j, s in enumerate(schedule) if (t, s.name()) not in done_pairs)
-        prefix = env_prefix(env)
-        slots: list[_Episode | None] = [None] * min(batch_size, max(1, len(pending)))
+        # seq: the pair's place in the run (task order, then schedule order)
+        pending = [Episode(t, s, zlib.crc32(f"{seed}/{t}/{s.name()}".encode()), i * len(schedule) + j)
+                   for i, t in enumerate(task_ids) for j, s in enumerate(schedule) if (t, s.name()) not in done_pairs]
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(pending), unit="ep", desc=f"collect {env}", dynamic_ncols=True)
         last_flush = time.monotonic()
 
-        while pending or any(slots):
-            # start episodes in free slots
-            starts = []
-            for s, ep in enumerate(slots):
-                if ep is None and pending:
-                    seq, task_id, sampling = pending.popleft()
-                    ep_seed = zlib.crc32(f"{seed}/{task_id}/{sampling.name()}".encode())
-                    slots[s] = _Episode(task_id, sampling, ep_seed, seq)
-                    starts.append((s, "reset", task_id))
-            for (s, _, _), (_, obs, instruction, limit, valid) in zip(starts, pool.run(starts) if starts else []):
-                ep = slots[s]
-                ep.instruction, ep.initial_observation, ep.valid = instruction, obs, valid
-                ep.limit = min(limit, max_steps) if max_steps else limit
-                ep.messages = [*prefix, {"role": "user", "content": task_message(instruction, obs)}]
-            live = [s for s, ep in enumerate(slots) if ep is not None]
-            replies = policy.act([
-                Request(env=env, task_id=slots[s].task_id, instruction=slots[s].instruction,
-                        messages=list(slots[s].messages), history=list(slots[s].steps),
-                        valid_actions=slots[s].valid, sampling=slots[s].sampling, seed=slots[s].seed)
-                for s in live
-            ])
-            if len(replies) != len(live):
-                raise RuntimeError(f"policy {policy.name!r} answered {len(replies)} of {len(live)} requests")
-            actions = []
-            for s, reply in zip(live, replies):
-                thought, action = parse_reply(reply)
-                if action is None:  # unparsable: the raw text is the (invalid) action
-                    thought, action = "", reply
-                actions.append((s, "step", action))
-                slots[s].steps.append(Step(action=action, thought=thought))
-            for (s, _, _), (_, obs, rew, done, info, valid) in zip(actions, pool.run(actions)):
-                ep = slots[s]
-                step = ep.steps[-1]
-                step.observation, step.reward, step.score = obs, rew, info.get("score")
-                ep.valid = valid
-                ep.n_invalid += bool(info.get("invalid"))
-                ep.messages += [{"role": "assistant", "content": format_assistant(step.thought, step.action)},
-                                {"role": "user", "content": format_observation(obs)}]
-                if "success" in info:
-                    ep.success = bool(info["success"])
-                if done or len(ep.steps) >= ep.limit:
-                    ep.done = done
-                    traj = _trajectory(ep, env, run_id, source, model, policy.name, env_kwargs, seed)
-                    finished.append(traj)
-                    unsaved.append(traj)
-                    slots[s] = None
-                    if bar is not None:
-                        bar.update(1)
-            if unsaved and time.monotonic() - last_flush >= flush_seconds:
+        def on_end(ep: Episode) -> None:
+            nonlocal last_flush
+            traj = ep.trajectory(env, run_id=run_id, source=source, model=model, policy=policy.name,
+                                 env_kwargs=env_kwargs, seed=seed)
+            finished.append(traj)
+            unsaved.append(traj)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{sum(t.reward for t in finished) / len(finished):.3f}", refresh=False)
+            if time.monotonic() - last_flush >= flush_seconds:
                 store.add_trajectories(unsaved)
                 unsaved.clear()
                 last_flush = time.monotonic()
-            if bar is not None and finished:
-                bar.set_postfix(reward=f"{sum(t.reward for t in finished) / len(finished):.3f}", refresh=False)
+
+        run_episodes(policy, env, pending, slots, batch_size, start=reset_starter(env, slots, max_steps),
+                     on_end=on_end)
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -385,7 +157,7 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
         finally:
             if bar is not None:
                 bar.close()
-            pool.close()
+            slots.close()
     n = len(finished)
     return CollectResult(
         run_id=run_id, n_episodes=n,
@@ -402,23 +174,3 @@ def _check_same_run(run: dict[str, Any], env: str, policy: str) -> None:
         if stored != given:
             raise UserError(f"run {run['run_id']!r} was collected with {what} {stored!r}, not {given!r}; "
                             f"resume it with {flag} {stored} or start a new run without --resume")
-
-
-def _trajectory(ep: _Episode, env: str, run_id: str, source: str, model: str, policy: str,
-                env_kwargs: dict[str, Any], seed: int) -> Trajectory:
-    reward = ep.steps[-1].reward if ep.steps else 0.0
-    return Trajectory(
-        env=env, task_id=ep.task_id, instruction=ep.instruction, steps=ep.steps, reward=reward,
-        success=ep.success if ep.success is not None else reward >= 1.0, source=source, run_id=run_id,
-        model=model, temperature=ep.sampling.temperature, top_p=ep.sampling.top_p,
-        meta={"initial_observation": ep.initial_observation, "sampling": ep.sampling.name(), "seq": ep.seq,
-              "policy": policy, "env_kwargs": env_kwargs, "seed": seed, "episode_seed": ep.seed,
-              "step_limit": ep.limit, "truncated": not ep.done, "n_invalid": ep.n_invalid,
-              **env_meta(env, ep.task_id)},
-    )
-
-
-def env_meta(env: str, task_id: str) -> dict[str, Any]:
-    """The env class's `trajectory_meta` (e.g. ALFWorld's game file), without building an env."""
-    cls = env_class(env)
-    return cls.trajectory_meta(task_id) if cls is not None and hasattr(cls, "trajectory_meta") else {}

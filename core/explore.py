@@ -3,11 +3,11 @@
 `explore` takes a node of a stored tree, replays the node's action prefix (the steps of the first
 trajectory through it) in fresh envs of the same task and checks that every observation equals
 the stored one: a mismatch stops with `ReplayMismatch`, naming the step (the env is not
-deterministic there). Then K continuations run with the policy in lockstep (one batched
-`policy.act` call per step, as in `core.collect`), are stored as whole trajectories (the prefix
-plus the continuation) with their provenance (run, source `explore`, `meta.explore` = tree, node,
-the prefix's trajectory; policy and sampling as collected trajectories carry them), and
-`grow_tree` puts them into the tree and reruns its MCTS.
+deterministic there). Then K continuations run with the policy in the episode runner
+(`core.episodes.run_episodes`, as in `core.collect`: one batched `policy.act` call per step), are
+stored as whole trajectories (the prefix plus the continuation) with their provenance (run,
+source `explore`, `meta.explore` = tree, node, the prefix's trajectory; policy and sampling as
+collected trajectories carry them), and `grow_tree` puts them into the tree and reruns its MCTS.
 
 Policies: `expert` is the env's expert *from the current state* (`Env.replan`: the shop plans
 from any page; ScienceWorld continues its gold path only from nodes on it; ALFWorld's handcoded
@@ -27,23 +27,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
-from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
+from core.agents.prompt import format_assistant
 from core.agents.registry import SCRIPTED
 from core.agents.scripted import RandomPolicy
 from core.console import plural
-from core.envs.base import Env, StepResult, known_env, list_envs, make_env, parse_env_name
+from core.env_slots import LocalSlots
+from core.envs.base import Env, StepResult, known_env, list_envs, parse_env_name
+from core.episodes import Episode, episode_slots, run_episodes
 from core.errors import UserError
 from core.store import StaleTreeError, Store
-from core.trajectory import Run, Step, Trajectory, new_id
+from core.trajectory import Run, Trajectory, new_id
 from core.tree_data import Tree
 
 NOISE = 0.25  # the noisy expert's noise, as the pipeline's quick explorer
 SOURCE = "explore"
 JOB_KIND = "explore"
 GROW_ATTEMPTS = 3
-#: Envs whose every instance is a process (a ScienceWorld JVM): continuations beyond this many
-#: run in rounds, not all at once.
-MAX_LIVE = {"sciworld": 4, "alfworld": 8}
 
 
 class ReplayMismatch(UserError):
@@ -167,21 +166,14 @@ def replay_prefix(env: Env, traj: Trajectory, depth: int, node: int) -> tuple[st
     return obs0, instruction, env.valid_actions()
 
 
-def prefix_messages(env: str, instruction: str, obs0: str, steps: Sequence[Step]) -> list[dict[str, str]]:
-    """The chat a policy sees at the node: role + one-shot, the task, the prefix's turns."""
-    messages = [*env_prefix(env), {"role": "user", "content": task_message(instruction, obs0)}]
-    for s in steps:
-        messages += [{"role": "assistant", "content": format_assistant(s.thought, s.action)},
-                     {"role": "user", "content": format_observation(s.observation)}]
-    return messages
-
-
 # -- policies --------------------------------------------------------------------------------------
 
 class ReplanningExpert(Policy):
     """The env's expert from the current state of each episode (`Env.replan`), optionally noisy:
     with probability `noise x temperature` a random valid action instead (greedy is pure expert).
-    `envs` maps each request's episode seed to its live env (set by the episode loop)."""
+    `envs` maps each request's episode seed to its live env (set by `explore` as episodes start)."""
+
+    batched = False
 
     def __init__(self, noise: float = 0.0, seed: int = 0) -> None:
         self.name = "noisy-expert" if noise else "expert"
@@ -216,22 +208,6 @@ def make_explore_policy(spec: ExploreSpec, store: Store) -> Policy:
 
 # -- the continuations ----------------------------------------------------------------------------
 
-@dataclass
-class _Episode:
-    sampling: Sampling
-    seed: int
-    seq: int
-    env: Env
-    limit: int
-    messages: list[dict[str, str]]
-    steps: list[Step]
-    valid: list[str] | None
-    done: bool = False
-    truncated: bool = False
-    success: bool | None = None
-    n_invalid: int = 0
-
-
 Progress = Callable[[int, int, str], None]
 
 
@@ -251,29 +227,45 @@ def explore(store: Store, spec: ExploreSpec, *, progress: Progress | None = None
                                 "schedule": [vars(s) for s in samplings], "max_steps": spec.max_steps,
                                 "seed": spec.seed, "env_kwargs": spec.env_kwargs}))
     finished: list[Trajectory] = []
-    envs: list[Env] = []  # reused by every round: an env replays the prefix again for each continuation
+    # every slot's env replays the prefix again for each continuation it runs
+    slots = LocalSlots(spec.env, spec.env_kwargs)
     status = "failed"
     try:
-        base = parse_env_name(spec.env)[0]
-        live_max = MAX_LIVE.get(base, len(samplings))
-        if base in MAX_LIVE and isinstance(policy, ReplanningExpert | RandomPolicy):  # no batching to gain: one JVM
-            live_max = 1
-        for start in range(0, len(samplings), live_max):
-            batch = list(enumerate(samplings))[start:start + live_max]
-            while len(envs) < len(batch):
-                envs.append(make_env(spec.env, **spec.env_kwargs))
-            finished += _run_batch(spec, policy, source_traj, depth, batch, envs, run_id, say, len(samplings),
-                                   len(finished), should_stop)
-            if should_stop and should_stop():
-                break
+        episodes = [Episode(spec.task_id, s, zlib.crc32(f"{spec.seed}/{spec.tree_id}/{spec.node}/{s.name()}".encode()),
+                            seq) for seq, s in enumerate(samplings)]
+        width = min(episode_slots(spec.env, batched=policy.batched, default=len(episodes)), len(episodes))
+        prefix = source_traj.steps[:depth]
+        extra = {"explore": {"tree_id": spec.tree_id, "node": spec.node, "from_traj": source_traj.traj_id,
+                             "prefix_steps": depth}}
+
+        def start(items: list[tuple[int, Episode]]) -> None:
+            for s, ep in items:
+                env = slots.env(s)
+                obs0, instruction, valid = replay_prefix(env, source_traj, depth, spec.node)
+                ep.begin(spec.env, instruction, obs0, env.max_steps(spec.task_id), valid, max_steps=spec.max_steps,
+                         prefix=prefix)
+                # stored as the source trajectory has them (an imported one may word them otherwise)
+                ep.instruction = source_traj.instruction
+                ep.initial_observation = (source_traj.meta or {}).get("initial_observation", "")
+                if isinstance(policy, ReplanningExpert):
+                    policy.envs[ep.seed] = env
+            say(len(finished), len(episodes), f"replayed {plural(depth, 'step')} to node {spec.node}")
+
+        def on_end(ep: Episode) -> None:
+            finished.append(ep.trajectory(spec.env, run_id=run_id, source=SOURCE, model=policy.name,
+                                          policy=policy.name, env_kwargs=spec.env_kwargs, seed=spec.seed,
+                                          extra=extra))
+            say(len(finished), len(episodes), f"continuation {ep.seq + 1} ended with reward {finished[-1].reward:.2f}")
+
+        run_episodes(policy, spec.env, episodes, slots, width, start=start, on_end=on_end, should_stop=should_stop)
+        finished.sort(key=lambda t: t.meta["seq"])  # stored and put into the tree in continuation order
         status = "stopped" if len(finished) < len(samplings) else "finished"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
         policy.close()
-        for env in envs:
-            env.close()
+        slots.close()
         if finished:
             store.add_trajectories(finished)
         store.finish_run(run_id, status)
@@ -281,72 +273,6 @@ def explore(store: Store, spec: ExploreSpec, *, progress: Progress | None = None
         if finished else ([], g.n_nodes)
     return ExploreResult(run_id, [t.traj_id for t in finished], [t.reward for t in finished], new_nodes,
                          n_nodes, status)
-
-
-def _run_batch(spec: ExploreSpec, policy: Policy, source: Trajectory, depth: int,
-               batch: list[tuple[int, Sampling]], envs: list[Env], run_id: str, say: Progress, k: int,
-               n_done: int, should_stop: Callable[[], bool] | None) -> list[Trajectory]:
-    """Continuations `batch` in lockstep, one of `envs` each; returns them as trajectories."""
-    episodes: list[_Episode] = []
-    prefix = [Step(s.action, s.observation, s.thought, s.reward, s.score) for s in source.steps[:depth]]
-    for (seq, sampling), env in zip(batch, envs):
-        episodes.append(_Episode(sampling, zlib.crc32(f"{spec.seed}/{spec.tree_id}/{spec.node}/"
-                                                      f"{sampling.name()}".encode()),
-                                 seq, env, 0, [], [], None))
-        obs0, instruction, valid = replay_prefix(env, source, depth, spec.node)
-        limit = env.max_steps(spec.task_id)
-        ep = episodes[-1]
-        ep.limit = min(limit, depth + spec.max_steps) if spec.max_steps else limit
-        ep.messages = prefix_messages(spec.env, instruction, obs0, prefix)
-        ep.steps, ep.valid = [Step(**asdict(s)) for s in prefix], valid
-        ep.done = depth >= ep.limit
-    if isinstance(policy, ReplanningExpert):
-        policy.envs = {ep.seed: ep.env for ep in episodes}
-    say(n_done, k, f"replayed {plural(depth, 'step')} to node {spec.node}")
-    while not all(ep.done for ep in episodes):
-        if should_stop and should_stop():
-            return []
-        live = [ep for ep in episodes if not ep.done]
-        replies = policy.act([Request(env=spec.env, task_id=spec.task_id, instruction=source.instruction,
-                                      messages=list(ep.messages), history=list(ep.steps),
-                                      valid_actions=ep.valid, sampling=ep.sampling, seed=ep.seed)
-                              for ep in live])
-        for ep, reply in zip(live, replies, strict=True):
-            thought, action = parse_reply(reply)
-            if action is None:  # unparsable: the raw text is the (invalid) action
-                thought, action = "", reply
-            res = ep.env.step(action)
-            ep.steps.append(Step(action, res.observation, thought, float(res.reward), res.info.get("score")))
-            ep.messages += [{"role": "assistant", "content": format_assistant(thought, action)},
-                            {"role": "user", "content": format_observation(res.observation)}]
-            ep.valid = ep.env.valid_actions()
-            ep.n_invalid += bool(res.info.get("invalid"))
-            if "success" in res.info:
-                ep.success = bool(res.info["success"])
-            if res.done or len(ep.steps) >= ep.limit:
-                ep.done, ep.truncated = True, not res.done
-                n_done += 1
-                say(n_done, k, f"continuation {ep.seq + 1} ended with reward {res.reward:.2f}")
-    return [_trajectory(spec, ep, source, depth, run_id, policy.name) for ep in episodes]
-
-
-def _trajectory(spec: ExploreSpec, ep: _Episode, source: Trajectory, depth: int, run_id: str,
-                policy: str) -> Trajectory:
-    from core.collect import env_meta
-
-    reward = ep.steps[-1].reward if ep.steps else 0.0
-    return Trajectory(
-        env=spec.env, task_id=spec.task_id, instruction=source.instruction, steps=ep.steps, reward=reward,
-        success=ep.success if ep.success is not None else reward >= 1.0, source=SOURCE, run_id=run_id,
-        model=policy, temperature=ep.sampling.temperature, top_p=ep.sampling.top_p,
-        meta={"initial_observation": (source.meta or {}).get("initial_observation", ""),
-              "sampling": ep.sampling.name(), "seq": ep.seq, "policy": policy, "env_kwargs": spec.env_kwargs,
-              "seed": spec.seed, "episode_seed": ep.seed, "step_limit": ep.limit,
-              "truncated": ep.truncated, "n_invalid": ep.n_invalid,
-              "explore": {"tree_id": spec.tree_id, "node": spec.node, "from_traj": source.traj_id,
-                          "prefix_steps": depth},
-              **env_meta(spec.env, spec.task_id)},
-    )
 
 
 # -- the tree ------------------------------------------------------------------------------------

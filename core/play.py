@@ -1,7 +1,8 @@
 """Play from here: a person continues a tree by hand from one of its nodes.
 
 A `PlaySession` replays the node's prefix in a fresh env (the same observation checks as
-`core.explore`), then takes actions one at a time. Nothing is stored until `save`, which stores
+`core.explore`), then takes actions one at a time, kept as a `core.episodes.Episode` (the one way
+an episode becomes a trajectory). Nothing is stored until `save`, which stores
 the episode as a trajectory of source `human` and grows the tree (`core.explore.grow_tree`);
 `close` (or `discard`) releases the env. The env lives in this process (no worker): the
 dashboard keeps the session in the browser session's state, and every session still open is
@@ -18,10 +19,11 @@ import weakref
 from typing import Any
 
 from core.envs.base import Env, make_env, parse_env_name
+from core.episodes import Episode
 from core.errors import UserError
 from core.explore import grow_tree, load_node, replay_prefix
 from core.store import Store
-from core.trajectory import Run, Step, Trajectory, new_id
+from core.trajectory import Run, Step, new_id
 
 SOURCE = "human"
 IDLE_S = 15 * 60.0
@@ -44,16 +46,13 @@ class PlaySession:
         self._env: Env | None = make_env(env, **kwargs)
         self._finalizer = weakref.finalize(self, _close_env, self._env)
         try:
-            self.first_observation, self.instruction, self.valid = replay_prefix(
-                self._env, self.source, self.depth, node)
+            obs0, instruction, valid = replay_prefix(self._env, self.source, self.depth, node)
         except BaseException:
             self.close()
             raise
-        self.steps: list[Step] = [Step(s.action, s.observation, s.thought, s.reward, s.score)
-                                  for s in self.source.steps[:self.depth]]
-        self.done = False
-        self.success: bool | None = None
-        self.limit = self._env.max_steps(task_id)
+        self.episode = Episode(task_id, None, 0, 0)
+        self.episode.begin(env, instruction, obs0, self._env.max_steps(task_id), valid,
+                           prefix=self.source.steps[:self.depth])
         self.last_used = time.monotonic()
         _LIVE.add(self)
         _start_reaper()
@@ -63,9 +62,29 @@ class PlaySession:
         return self._env is None
 
     @property
+    def steps(self) -> list[Step]:
+        """Every step so far: the node's prefix, then the played ones."""
+        return self.episode.steps
+
+    @property
+    def valid(self) -> list[str] | None:
+        """The env's valid actions now (None where it lists none)."""
+        return self.episode.valid
+
+    @property
+    def limit(self) -> int:
+        """The env's step limit of the task."""
+        return self.episode.limit
+
+    @property
+    def done(self) -> bool:
+        """Whether the episode is over (the env said done, or the step limit)."""
+        return self.episode.over
+
+    @property
     def observation(self) -> str:
         """What the env showed last."""
-        return self.steps[-1].observation if self.steps else self.first_observation
+        return self.steps[-1].observation if self.steps else self.episode.initial_observation
 
     @property
     def played(self) -> list[Step]:
@@ -83,35 +102,23 @@ class PlaySession:
             raise UserError("type an action first, e.g. one of the valid actions")
         self.last_used = time.monotonic()
         res = self._env.step(action)
-        step = Step(action, res.observation, thought.strip(), float(res.reward), res.info.get("score"))
-        self.steps.append(step)
-        self.valid = self._env.valid_actions()
-        if "success" in res.info:
-            self.success = bool(res.info["success"])
-        self.done = bool(res.done) or len(self.steps) >= self.limit
-        return step
+        return self.episode.record(thought.strip(), action, (res.observation, float(res.reward), res.done,
+                                                             dict(res.info), self._env.valid_actions()))
 
     def save(self, store: Store) -> tuple[str, list[int]]:
         """Store the episode (source `human`), grow the tree; close. Returns (trajectory id, new
         node ids)."""
         if not self.played:
             raise UserError("play at least one step before saving a branch")
-        from core.collect import env_meta
-
         run_id = new_id("run-")
-        reward = self.steps[-1].reward
-        traj = Trajectory(
-            env=self.env_name, task_id=self.task_id, instruction=self.instruction, steps=list(self.steps),
-            reward=reward, success=self.success if self.success is not None else reward >= 1.0, source=SOURCE,
-            run_id=run_id, model=self.player,
-            meta={"initial_observation": self.first_observation, "policy": SOURCE, "seq": 0,
-                  "env_kwargs": self.env_kwargs, "step_limit": self.limit, "truncated": not self.done,
-                  "explore": {"tree_id": f"{self.env_name}/{self.task_id}", "node": self.node,
-                              "from_traj": self.source.traj_id, "prefix_steps": self.depth},
-                  **env_meta(self.env_name, self.task_id)})
+        tree_id = f"{self.env_name}/{self.task_id}"
+        traj = self.episode.trajectory(
+            self.env_name, run_id=run_id, source=SOURCE, model=self.player, policy=SOURCE,
+            env_kwargs=self.env_kwargs, extra={"explore": {"tree_id": tree_id, "node": self.node,
+                                                           "from_traj": self.source.traj_id,
+                                                           "prefix_steps": self.depth}})
         store.add_run(Run(run_id, SOURCE, self.env_name, SOURCE, self.player,
-                          {"source": SOURCE, "node": self.node, "tree_id": f"{self.env_name}/{self.task_id}"}),
-                      status="finished")
+                          {"source": SOURCE, "node": self.node, "tree_id": tree_id}), status="finished")
         store.add_trajectories([traj])
         self.close()
         new_nodes, _ = grow_tree(store, self.env_name, self.task_id, [traj.traj_id])

@@ -94,6 +94,9 @@ def test_play_from_here_saves_a_human_branch(store) -> None:
     assert session.closed and live_sessions() == before and new
     saved = store.trajectories(source="human")
     assert [t.traj_id for t in saved] == [traj_id] and saved[0].success and saved[0].meta["explore"]["node"] == 2
+    # a person's episode: no sampling, no seeds; it ended (bought), so not truncated
+    assert "sampling" not in saved[0].meta and "episode_seed" not in saved[0].meta and saved[0].temperature is None
+    assert saved[0].meta["truncated"] is False and saved[0].meta["step_limit"] == 10
     g = store.load_tree(TREE).to_networkx()
     assert g.nodes[0]["visits"] == 2 and g.nodes[new[-1]]["terminal_rewards"] == [1.0]
 

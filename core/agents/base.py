@@ -52,6 +52,10 @@ class Policy(ABC):
     """Answers a batch of requests with one reply each (`Thought: ...\\nAction: ...`)."""
 
     name: str = "policy"
+    #: Whether answering many requests in one call is faster than one at a time (batched
+    #: generation). A policy that is not (the scripted ones) explores an env whose instances are
+    #: processes one episode at a time (`core.episodes.episode_slots`).
+    batched: bool = True
 
     @abstractmethod
     def act(self, requests: list[Request]) -> list[str]:

@@ -25,6 +25,7 @@ class ExpertPolicy(Policy):
     """
 
     name = "expert"
+    batched = False
 
     def __init__(self, env_name: str, **env_kwargs: Any) -> None:
         self.env_name = env_name
@@ -69,6 +70,7 @@ class RandomPolicy(Policy):
     """
 
     name = "random"
+    batched = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -96,6 +98,7 @@ class NoisyExpertPolicy(Policy):
     yields the mix of successes and failures that makes trees branch, in seconds."""
 
     name = "noisy-expert"
+    batched = False
 
     def __init__(self, env: str, noise: float = 0.25, seed: int = 0, **env_kwargs: Any) -> None:
         self.expert, self.random = ExpertPolicy(env, **env_kwargs), RandomPolicy(seed)

@@ -1,0 +1,188 @@
+"""The one episode runner: live episodes, a policy asked for their next actions, one trajectory each.
+
+`run_episodes` is the loop every front end runs (`collect`, hence `evaluate` and `run_policy`,
+and `explore`): up to `width` episodes are live at once, each in its own env slot
+(`core.env_slots`); a finished episode's slot starts the next pending one at once. Each round,
+the episodes waiting for an action are answered by ONE `policy.act` call (what makes batched
+LLM generation fast), the actions are played in their slots, and an episode ends when its env
+says done or at its step limit. Today every live episode waits each round (lockstep); a policy
+that answers episodes independently (a server, issue 23) would need a driver that sends each
+waiting episode on its own, with the same `Episode` bookkeeping.
+
+`Episode` is one episode's state and the one way a trajectory is built from it (`play` uses it
+too, with a person in place of the policy). `episode_slots` is the one rule for how many
+episodes of an env run at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from core.agents.base import Policy, Request, Sampling
+from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
+from core.env_slots import EnvSlots, Outcome
+from core.envs.base import env_class, parse_env_name
+from core.trajectory import Step, Trajectory
+
+DEFAULT_BATCH = 32
+#: Episodes per worker for envs whose every instance is a process (a ScienceWorld JVM of ~300 MB,
+#: an ALFWorld game): 32 of them at once would exhaust a laptop.
+SLOTS_PER_WORKER = {"sciworld": 4, "alfworld": 8}
+
+
+def episode_slots(env: str, workers: int = 1, *, batched: bool = True, default: int = DEFAULT_BATCH) -> int:
+    """How many episodes of `env` run at once, one env instance each: `SLOTS_PER_WORKER` per
+    worker process for an env whose every instance is a process (one per worker for a policy
+    that gains nothing from batching, `batched=False`), else `default`. The env's registry name
+    decides: `sciworld?reward=best` is a sciworld."""
+    per_worker = SLOTS_PER_WORKER.get(parse_env_name(env)[0])
+    if per_worker is None:
+        return default
+    return (per_worker if batched else 1) * workers
+
+
+def env_meta(env: str, task_id: str) -> dict[str, Any]:
+    """The env class's `trajectory_meta` (e.g. ALFWorld's game file), without building an env."""
+    cls = env_class(env)
+    return cls.trajectory_meta(task_id) if cls is not None and hasattr(cls, "trajectory_meta") else {}
+
+
+def episode_messages(env: str, instruction: str, observation: str, steps: Sequence[Step]) -> list[dict[str, str]]:
+    """The chat a policy sees after `steps`: role + one-shot, the task, one turn pair per step."""
+    messages = [*env_prefix(env), {"role": "user", "content": task_message(instruction, observation)}]
+    for s in steps:
+        messages += [{"role": "assistant", "content": format_assistant(s.thought, s.action)},
+                     {"role": "user", "content": format_observation(s.observation)}]
+    return messages
+
+
+@dataclass
+class Episode:
+    """One episode: what it is (task, sampling, episode seed, place in its run) and what happened.
+
+    `sampling` is None for a person's episode (`core.play`), which has no sampling and no seeds.
+    `over`: no step is left (the env said done, `ended`, or the step limit was reached)."""
+
+    task_id: str
+    sampling: Sampling | None
+    seed: int
+    seq: int  # the episode's place in its run: the order its trajectories are listed in
+    instruction: str = ""
+    initial_observation: str = ""
+    limit: int = 0
+    valid: list[str] | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    n_invalid: int = 0
+    ended: bool = False
+    over: bool = False
+    success: bool | None = None
+
+    def begin(self, env: str, instruction: str, observation: str, limit: int, valid: list[str] | None, *,
+              max_steps: int | None = None, prefix: Sequence[Step] = ()) -> None:
+        """Start at the env's first observation, after the (replayed) `prefix` steps if any: at
+        most `max_steps` steps after the prefix, and never past the env's `limit`."""
+        self.instruction, self.initial_observation, self.valid = instruction, observation, valid
+        self.steps = [replace(s) for s in prefix]
+        self.limit = min(limit, len(self.steps) + max_steps) if max_steps else limit
+        self.messages = episode_messages(env, instruction, observation, self.steps)
+        self.over = len(self.steps) >= self.limit
+
+    def request(self, env: str) -> Request:
+        """What the policy is asked for the next action."""
+        assert self.sampling is not None, "a person's episode asks no policy"
+        return Request(env=env, task_id=self.task_id, instruction=self.instruction, messages=list(self.messages),
+                       history=list(self.steps), valid_actions=self.valid, sampling=self.sampling, seed=self.seed)
+
+    def record(self, thought: str, action: str, outcome: Outcome) -> Step:
+        """Add the step of `action` and the env's answer `outcome`; the episode is over when the
+        env says done or at the step limit."""
+        observation, reward, done, info, valid = outcome
+        step = Step(action, observation, thought, reward, info.get("score"))
+        self.steps.append(step)
+        self.messages += [{"role": "assistant", "content": format_assistant(thought, action)},
+                          {"role": "user", "content": format_observation(observation)}]
+        self.valid = valid
+        self.n_invalid += bool(info.get("invalid"))
+        if "success" in info:
+            self.success = bool(info["success"])
+        self.ended = bool(done)
+        self.over = self.ended or len(self.steps) >= self.limit
+        return step
+
+    def trajectory(self, env: str, *, run_id: str, source: str, model: str, policy: str,
+                   env_kwargs: dict[str, Any], seed: int = 0, extra: dict[str, Any] | None = None) -> Trajectory:
+        """The episode as a trajectory of run `run_id`: its reward is the last step's, its meta
+        says how it was made (`extra` adds keys, e.g. explore's node)."""
+        reward = self.steps[-1].reward if self.steps else 0.0
+        sampled = self.sampling is not None  # a person's episode has no sampling and no seeds
+        meta = {"initial_observation": self.initial_observation,
+                **({"sampling": self.sampling.name()} if sampled else {}),
+                "seq": self.seq, "policy": policy, "env_kwargs": env_kwargs,
+                **({"seed": seed, "episode_seed": self.seed} if sampled else {}),
+                "step_limit": self.limit, "truncated": not self.ended, "n_invalid": self.n_invalid,
+                **(extra or {}), **env_meta(env, self.task_id)}
+        return Trajectory(
+            env=env, task_id=self.task_id, instruction=self.instruction, steps=self.steps, reward=reward,
+            success=self.success if self.success is not None else reward >= 1.0, source=source, run_id=run_id,
+            model=model, temperature=self.sampling.temperature if sampled else None,
+            top_p=self.sampling.top_p if sampled else None, meta=meta)
+
+
+#: Starts episodes in their slots: for every (slot, episode), reset (or replay) the slot's env
+#: and call the episode's `begin`.
+Starter = Callable[[list[tuple[int, Episode]]], None]
+
+
+def reset_starter(env: str, slots: EnvSlots, max_steps: int | None = None) -> Starter:
+    """The usual start: reset the slot's env to the episode's task, at most `max_steps` steps."""
+    def start(items: list[tuple[int, Episode]]) -> None:
+        for (_, ep), (obs, instruction, limit, valid) in zip(items, slots.reset([(s, ep.task_id) for s, ep in items])):
+            ep.begin(env, instruction, obs, limit, valid, max_steps=max_steps)
+    return start
+
+
+def run_episodes(policy: Policy, env: str, episodes: Iterable[Episode], slots: EnvSlots, width: int, *,
+                 start: Starter, on_end: Callable[[Episode], None],
+                 should_stop: Callable[[], bool] | None = None) -> bool:
+    """Play `episodes` with `policy`, at most `width` at once in `slots` (see the module
+    docstring); `on_end(episode)` is told as each one ends. Returns False when `should_stop()`
+    ended the run early (the episodes still live are dropped), else True."""
+    pending = deque(episodes)
+    live: list[Episode | None] = [None] * min(width, max(1, len(pending)))
+    while pending or any(live):
+        if should_stop is not None and should_stop():
+            return False
+        starts = []
+        for s, ep in enumerate(live):
+            if ep is None and pending:
+                live[s] = pending.popleft()
+                starts.append((s, live[s]))
+        if starts:
+            start(starts)
+        for s, ep in starts:
+            if ep.over:  # no step left (explored from a node at the step limit)
+                live[s] = None
+                on_end(ep)
+        waiting = [s for s, ep in enumerate(live) if ep is not None]
+        if not waiting:
+            continue
+        replies = policy.act([live[s].request(env) for s in waiting])
+        if len(replies) != len(waiting):
+            raise RuntimeError(f"policy {policy.name!r} answered {len(replies)} of {len(waiting)} requests")
+        moves = []
+        for s, reply in zip(waiting, replies):
+            thought, action = parse_reply(reply)
+            if action is None:  # unparsable: the raw text is the (invalid) action
+                thought, action = "", reply
+            moves.append((s, thought, action))
+        for (s, thought, action), outcome in zip(moves, slots.step([(s, a) for s, _, a in moves])):
+            ep = live[s]
+            ep.record(thought, action, outcome)
+            if ep.over:
+                live[s] = None
+                on_end(ep)
+    return True
