@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
@@ -33,7 +33,7 @@ from core.agents.scripted import RandomPolicy
 from core.console import plural
 from core.env_slots import LocalSlots
 from core.envs.base import Env, StepResult, known_env, list_envs, parse_env_name
-from core.episodes import Episode, episode_slots, run_episodes
+from core.episodes import DEFAULT_BATCH, Episode, episode_slots, run_episodes
 from core.errors import UserError
 from core.store import StaleTreeError, Store
 from core.trajectory import Run, Trajectory, new_id
@@ -216,63 +216,111 @@ def explore(store: Store, spec: ExploreSpec, *, progress: Progress | None = None
     """Replay the node's prefix, run K continuations with the policy, store them and grow the
     tree (see the module docstring). `progress(done, k, message)` is told as continuations end;
     `should_stop()` ends the run early (finished continuations are kept)."""
-    spec.check()
-    samplings = spec.samplings()
-    g, source_traj, depth = load_node(store, spec.env, spec.task_id, spec.node)
+    return explore_nodes(store, [spec], progress=progress, should_stop=should_stop)[0]
+
+
+@dataclass
+class _Node:
+    """One spec's node while its continuations run: where they start and what they became."""
+
+    spec: ExploreSpec
+    source: Trajectory  # the first trajectory through the node: the prefix replayed
+    depth: int
+    run_id: str
+    n_before: int  # the tree's node count before
+    finished: list[Trajectory] = field(default_factory=list)
+
+
+def explore_nodes(store: Store, specs: Sequence[ExploreSpec], *, progress: Progress | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> list[ExploreResult]:
+    """`explore` for several nodes with one policy: their continuations share the episode runner,
+    so a model answers episodes of different nodes (and tasks) in one batch. Every spec gets its
+    own run; the specs must agree on env, policy, env arguments and seed. Returns one result per
+    spec, in order."""
+    if not specs:
+        return []
+    first = specs[0]
+    for spec in specs:
+        spec.check()
+        if (spec.env, spec.policy, spec.env_kwargs, spec.seed) != (first.env, first.policy, first.env_kwargs, first.seed):
+            raise UserError("explore_nodes takes nodes of one env, policy, env arguments and seed")
+    nodes = []
+    for spec in specs:
+        g, source, depth = load_node(store, spec.env, spec.task_id, spec.node)
+        nodes.append(_Node(spec, source, depth, new_id("run-"), g.n_nodes))
     say = progress or (lambda done, k, msg: None)
-    policy = make_explore_policy(spec, store)
-    run_id = new_id("run-")
-    store.add_run(Run(run_id=run_id, kind=JOB_KIND, env=spec.env, policy=policy.name, model=policy.name,
-                      settings={"source": SOURCE, "tree_id": spec.tree_id, "node": spec.node, "k": spec.k,
-                                "schedule": [vars(s) for s in samplings], "max_steps": spec.max_steps,
-                                "seed": spec.seed, "env_kwargs": spec.env_kwargs}))
-    finished: list[Trajectory] = []
-    # every slot's env replays the prefix again for each continuation it runs
-    slots = LocalSlots(spec.env, spec.env_kwargs)
-    status = "failed"
+    policy = make_explore_policy(first, store)
+    for n in nodes:
+        store.add_run(Run(run_id=n.run_id, kind=JOB_KIND, env=n.spec.env, policy=policy.name, model=policy.name,
+                          settings={"source": SOURCE, "tree_id": n.spec.tree_id, "node": n.spec.node, "k": n.spec.k,
+                                    "schedule": [vars(s) for s in n.spec.samplings()],
+                                    "max_steps": n.spec.max_steps, "seed": n.spec.seed,
+                                    "env_kwargs": n.spec.env_kwargs}))
+    # every slot's env replays a prefix again for each continuation it runs
+    slots = LocalSlots(first.env, first.env_kwargs)
+    episodes, owner = [], {}
+    for n in nodes:
+        for seq, s in enumerate(n.spec.samplings()):
+            seed = zlib.crc32(f"{n.spec.seed}/{n.spec.tree_id}/{n.spec.node}/{s.name()}".encode())
+            episodes.append(Episode(n.spec.task_id, s, seed, seq))
+            owner[id(episodes[-1])] = n
+    total, done = len(episodes), 0
+    statuses = ["failed"] * len(nodes)
     try:
-        episodes = [Episode(spec.task_id, s, zlib.crc32(f"{spec.seed}/{spec.tree_id}/{spec.node}/{s.name()}".encode()),
-                            seq) for seq, s in enumerate(samplings)]
-        width = min(episode_slots(spec.env, batched=policy.batched, default=len(episodes)), len(episodes))
-        prefix = source_traj.steps[:depth]
-        extra = {"explore": {"tree_id": spec.tree_id, "node": spec.node, "from_traj": source_traj.traj_id,
-                             "prefix_steps": depth}}
+        # one node: all K at once (where the env allows); several: a generation batch of them
+        batch = max(first.k, min(total, DEFAULT_BATCH))
+        width = min(episode_slots(first.env, batched=policy.batched, default=batch), total)
 
         def start(items: list[tuple[int, Episode]]) -> None:
             for s, ep in items:
-                env = slots.env(s)
-                obs0, instruction, valid = replay_prefix(env, source_traj, depth, spec.node)
-                ep.begin(spec.env, instruction, obs0, env.max_steps(spec.task_id), valid, max_steps=spec.max_steps,
-                         prefix=prefix)
+                n, env = owner[id(ep)], slots.env(s)
+                obs0, instruction, valid = replay_prefix(env, n.source, n.depth, n.spec.node)
+                ep.begin(n.spec.env, instruction, obs0, env.max_steps(n.spec.task_id), valid,
+                         max_steps=n.spec.max_steps, prefix=n.source.steps[:n.depth])
                 # stored as the source trajectory has them (an imported one may word them otherwise)
-                ep.instruction = source_traj.instruction
-                ep.initial_observation = (source_traj.meta or {}).get("initial_observation", "")
+                ep.instruction = n.source.instruction
+                ep.initial_observation = (n.source.meta or {}).get("initial_observation", "")
                 if isinstance(policy, ReplanningExpert):
                     policy.envs[ep.seed] = env
-            say(len(finished), len(episodes), f"replayed {plural(depth, 'step')} to node {spec.node}")
+                say(done, total, f"replayed {plural(n.depth, 'step')} to node {n.spec.node} of {n.spec.tree_id}")
 
         def on_end(ep: Episode) -> None:
-            finished.append(ep.trajectory(spec.env, run_id=run_id, source=SOURCE, model=policy.name,
-                                          policy=policy.name, env_kwargs=spec.env_kwargs, seed=spec.seed,
-                                          extra=extra))
-            say(len(finished), len(episodes), f"continuation {ep.seq + 1} ended with reward {finished[-1].reward:.2f}")
+            nonlocal done
+            n = owner[id(ep)]
+            extra = {"explore": {"tree_id": n.spec.tree_id, "node": n.spec.node, "from_traj": n.source.traj_id,
+                                 "prefix_steps": n.depth}}
+            n.finished.append(ep.trajectory(n.spec.env, run_id=n.run_id, source=SOURCE, model=policy.name,
+                                            policy=policy.name, env_kwargs=n.spec.env_kwargs, seed=n.spec.seed,
+                                            extra=extra))
+            done += 1
+            say(done, total, f"continuation {ep.seq + 1} ended with reward {n.finished[-1].reward:.2f}")
 
-        run_episodes(policy, spec.env, episodes, slots, width, start=start, on_end=on_end, should_stop=should_stop)
-        finished.sort(key=lambda t: t.meta["seq"])  # stored and put into the tree in continuation order
-        status = "stopped" if len(finished) < len(samplings) else "finished"
+        run_episodes(policy, first.env, episodes, slots, width, start=start, on_end=on_end, should_stop=should_stop)
+        for i, n in enumerate(nodes):
+            n.finished.sort(key=lambda t: t.meta["seq"])  # stored and put into the tree in continuation order
+            statuses[i] = "stopped" if len(n.finished) < n.spec.k else "finished"
     except KeyboardInterrupt:
-        status = "interrupted"
+        statuses = ["interrupted"] * len(nodes)
         raise
     finally:
         policy.close()
         slots.close()
+        finished = [t for n in nodes for t in n.finished]
         if finished:
             store.add_trajectories(finished)
-        store.finish_run(run_id, status)
-    new_nodes, n_nodes = grow_tree(store, spec.env, spec.task_id, [t.traj_id for t in finished]) \
-        if finished else ([], g.n_nodes)
-    return ExploreResult(run_id, [t.traj_id for t in finished], [t.reward for t in finished], new_nodes,
-                         n_nodes, status)
+        for n, status in zip(nodes, statuses):
+            store.finish_run(n.run_id, status)
+    grown: dict[str, tuple[list[int], int]] = {}
+    for n in nodes:  # one growth per tree, with all its new continuations
+        if n.spec.tree_id not in grown:
+            ids = [t.traj_id for m in nodes if m.spec.tree_id == n.spec.tree_id for t in m.finished]
+            grown[n.spec.tree_id] = grow_tree(store, n.spec.env, n.spec.task_id, ids) if ids else ([], n.n_before)
+    results = []
+    for n, status in zip(nodes, statuses):
+        new_nodes, n_nodes = grown[n.spec.tree_id]
+        results.append(ExploreResult(n.run_id, [t.traj_id for t in n.finished], [t.reward for t in n.finished],
+                                     new_nodes, n_nodes, status))
+    return results
 
 
 # -- the tree ------------------------------------------------------------------------------------

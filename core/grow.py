@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import UserError
-from core.explore import ExploreResult, ExploreSpec, explore
+from core.explore import ExploreResult, ExploreSpec, explore_nodes
 from core.store import Store
 from core.tree_data import Tree
 
@@ -138,22 +138,18 @@ class GrowReport:
 def grow(store: Store, env: str, policy: str, settings: GrowSettings, tree_ids: Sequence[str] | None = None,
          progress: Callable[[int, int, str], None] | None = None) -> GrowReport:
     """Choose nodes of the stored trees of `env` (or exactly `tree_ids`) by the rule and explore K
-    continuations from each with `policy`; every tree is grown in place. `progress(i, n, line)`
-    is told after each node."""
+    continuations from each with `policy`; every tree is grown in place. `progress(done, total,
+    line)` is told as continuations end."""
     settings.check()
     trees = store.load_trees(tree_ids=list(tree_ids)) if tree_ids is not None else store.load_trees(env=env)
     if not trees:
         raise UserError(f"no stored trees of {env!r}; build them with `w2stree tree --env {env}`")
     chosen = choose_nodes(trees, settings)
-    depth = {t.tree_id: t.depth for t in trees}
-    task = {t.tree_id: t.task_id for t in trees}
-    results = []
-    for i, (tree_id, node, score) in enumerate(chosen):
-        spec = ExploreSpec(env=env, task_id=task[tree_id], node=node, policy=policy, k=settings.k,
-                           schedule="paper", max_steps=max(1, settings.max_steps - int(depth[tree_id][node])),
-                           seed=settings.seed + i)
-        results.append(explore(store, spec))
-        if progress is not None:
-            progress(i + 1, len(chosen), f"{tree_id} node {node} (score {score:.3g}): "
-                                         f"{sum(r >= 1.0 for r in results[-1].rewards)}/{settings.k} successful")
+    by_id = {t.tree_id: t for t in trees}
+    specs = [ExploreSpec(env=env, task_id=by_id[tree_id].task_id, node=node, policy=policy, k=settings.k,
+                         schedule="paper", max_steps=max(1, settings.max_steps - int(by_id[tree_id].depth[node])),
+                         seed=settings.seed)
+             for tree_id, node, _ in chosen]
+    # all chosen nodes' continuations in one episode runner: a model answers them in batches
+    results = explore_nodes(store, specs, progress=progress)
     return GrowReport(settings.rule, chosen, results)

@@ -146,3 +146,26 @@ def test_pipeline_growth_adds_to_the_trees_only(store, tmp_path) -> None:
     trees = store.load_trees(env="shop")
     assert sum(g.n_trajectories for g in trees) == len(explored) + 8
     assert after["tree_pairs"] >= before["tree_pairs"]
+
+
+@pytest.mark.slow
+def test_nodes_explored_together_give_the_episodes_they_give_alone(store, tmp_path) -> None:
+    from core.explore import ExploreSpec, explore, explore_nodes
+    from core.store import Store
+
+    other = Store(tmp_path / "other.duckdb")
+    for s in (store, other):  # the same exploration, twice: the same trees
+        run_id = collect(s, "shop", NoisyExpertPolicy("shop", noise=0.6, seed=3), ["train_0", "train_1"],
+                         PAPER_SCHEDULE, max_steps=8, progress=False).run_id
+        s.save_trees(grow_trees(s.trajectories(run_id=run_id)))
+    specs = [ExploreSpec("shop", "train_0", 1, "noisy-expert", k=4, schedule="paper", max_steps=5),
+             ExploreSpec("shop", "train_1", 0, "noisy-expert", k=4, schedule="paper", max_steps=5)]
+    alone = [explore(store, spec) for spec in specs]
+    together = explore_nodes(other, specs)
+
+    def episodes(s: Store, results) -> list[list[tuple[list[str], float]]]:
+        return [[(t.actions, t.reward) for t in s.trajectories(traj_ids=r.traj_ids)] for r in results]
+
+    assert episodes(store, alone) == episodes(other, together)
+    assert [r.n_nodes for r in alone] == [r.n_nodes for r in together]
+    assert len(other.runs(kind="explore")) == 2

@@ -86,6 +86,6 @@ def cmd_grow(args: argparse.Namespace) -> int:
     settings = GrowSettings(budget=args.budget, rule=args.rule, k=args.k, per_tree=args.per_tree,
                             max_steps=args.max_steps, seed=args.seed)
     report = grow(open_store(args), args.env, args.policy, settings,
-                  progress=lambda i, n, line: print(f"[{i}/{n}] {line}", flush=True))
+                  progress=lambda done, total, line: print(f"[{done}/{total}] {line}", flush=True))
     print(report.line())
     return 0
