@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.console import plural
 from core.errors import UserError
 from core.explore import ExploreResult, ExploreSpec, explore_nodes
 from core.store import Store
@@ -131,15 +132,17 @@ class GrowReport:
     def line(self) -> str:
         """The one-line summary the CLI prints."""
         new = sum(len(r.new_nodes) for r in self.results)
-        return (f"grew {len(self.nodes)} nodes by rule {self.rule}: {self.episodes} episodes, "
-                f"{self.successes} successful, {new} new nodes")
+        return (f"grew {plural(len(self.nodes), 'node')} by rule {self.rule}: {plural(self.episodes, 'episode')}, "
+                f"{self.successes} successful, {plural(new, 'new node')}")
 
 
 def grow(store: Store, env: str, policy: str, settings: GrowSettings, tree_ids: Sequence[str] | None = None,
-         progress: Callable[[int, int, str], None] | None = None) -> GrowReport:
+         progress: Callable[[int, int, str], None] | None = None,
+         should_stop: Callable[[], bool] | None = None) -> GrowReport:
     """Choose nodes of the stored trees of `env` (or exactly `tree_ids`) by the rule and explore K
     continuations from each with `policy`; every tree is grown in place. `progress(done, total,
-    line)` is told as continuations end."""
+    line)` is told as continuations end; `should_stop()` ends it early (finished continuations are
+    kept and grow their trees)."""
     settings.check()
     trees = store.load_trees(tree_ids=list(tree_ids)) if tree_ids is not None else store.load_trees(env=env)
     if not trees:
@@ -151,5 +154,5 @@ def grow(store: Store, env: str, policy: str, settings: GrowSettings, tree_ids: 
                          seed=settings.seed)
              for tree_id, node, _ in chosen]
     # all chosen nodes' continuations in one episode runner: a model answers them in batches
-    results = explore_nodes(store, specs, progress=progress)
+    results = explore_nodes(store, specs, progress=progress, should_stop=should_stop)
     return GrowReport(settings.rule, chosen, results)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import core.explore_job  # noqa: F401  (registers the kind `explore`)
 import core.fill_job  # noqa: F401  (registers the kind `fill`)
+import core.grow_job  # noqa: F401  (registers the kind `grow`)
 import core.train.jobs  # noqa: F401  (registers a kind per training method)
 from core.jobs.kinds import run_kind
 

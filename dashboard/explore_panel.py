@@ -1,6 +1,7 @@
 """The Trees page's interactive parts: explore from the selected node (a background job, followed
 live, re-attached after a reload; its new nodes highlighted when it ends), play from it by hand,
-replay how the tree grew and how its MCTS statistics converged, and pick leaves to compare.
+replay how the tree grew and how its MCTS statistics converged, pick leaves to compare, and grow
+every tree of the env where a rule says (a `grow` job, core.grow_job).
 
 Exploration runs as a job of kind `explore` (core.explore_job.start_job: own process, progress,
 stop); the page reads it through core.jobs only. A play session (core.play) holds an env in this server
@@ -18,7 +19,9 @@ from core.console import plural
 from core.errors import UserError
 from core.explore import JOB_KIND, ExploreSpec
 from core.explore_job import start_job
-from core.jobs import ACTIVE, active_jobs, current, job_log_tail, stop_job
+from core.grow import RULES, GrowSettings
+from core.grow_job import start_job as start_grow
+from core.jobs import ACTIVE, JobStatus, active_jobs, current, job_log_tail, stop_job
 from core.play import PlaySession
 from dashboard import data, figures, growth, shaping, ui
 from dashboard.layout import layout_tree
@@ -82,30 +85,36 @@ def _attach(tree_id: str) -> str | None:
     return st.session_state["explore_job"]
 
 
+def follow(job: str, key: str) -> JobStatus | None:
+    """A followed job's progress; while it runs its Stop button and log tail (None), once it has
+    ended its error or summary and its status. `key` is the session key that holds the job."""
+    try:
+        read = current(job)
+    except UserError:  # its folder was deleted
+        st.session_state.pop(key, None)
+        return None
+    # full width, the buttons below it: beside it in this narrow column "Stop" was cut to "S…"
+    st.progress(read.progress, text=ui.plain(f"{job} · " + shaping.progress_text(read.as_dict())))
+    if read.status in ACTIVE:
+        st.button("Stop", icon=":material/stop:", key=f"{key}_stop", on_click=stop_job,
+                  args=(job, data.store(), 30.0))
+        st.code(job_log_tail(job, 6) or "(starting)", language=None)
+        return None
+    if read.error:
+        ui.error(read.error.splitlines()[-1][:500])
+    elif read.record.get("summary"):
+        st.success(ui.plain(str(read.record["summary"])), icon=":material/call_split:")
+    return read
+
+
 @st.fragment(run_every=REFRESH_S)
 def explore_live(tree_id: str) -> None:
     """The followed exploration job: progress, stop, log; when it ends, its new nodes are
     highlighted and the whole page reruns once to draw the grown tree."""
     job = _attach(tree_id)
-    if not job:
+    read = follow(job, "explore_job") if job else None
+    if read is None:
         return
-    try:
-        read = current(job)
-    except UserError:  # its folder was deleted
-        st.session_state.pop("explore_job", None)
-        return
-    status = read.as_dict()
-    # full width, the buttons below it: beside it in this narrow column "Stop" was cut to "S…"
-    st.progress(read.progress, text=ui.plain(f"{job} · " + shaping.progress_text(status)))
-    if read.status in ACTIVE:
-        st.button("Stop", icon=":material/stop:", key="explore_stop", on_click=stop_job,
-                  args=(job, data.store(), 30.0))
-        st.code(job_log_tail(job, 6) or "(starting)", language=None)
-        return
-    if read.error:
-        ui.error(read.error.splitlines()[-1][:500])
-    elif read.record.get("summary"):
-        st.success(ui.plain(str(read.record["summary"])), icon=":material/call_split:")
     if st.session_state.get("explore_seen") != job:  # once per job: redraw the grown tree
         st.session_state["explore_seen"] = job
         st.session_state.setdefault("explore_new", {})[str(read.lineage.get("tree_id"))] = [
@@ -240,11 +249,54 @@ def node_tools(g: nx.DiGraph, node: int) -> None:
         play_console(g, node)
 
 
+# -- targeted growth over every tree of the env ------------------------------------------------------------
+
+def grow_form(env: str) -> None:
+    """Rule, budget, K and policy -> a background growth job over the env's stored trees."""
+    path, changes = data.key()
+    models = data.models(path, changes)
+    policies = sorted(models["name"].tolist() if not models.empty else []) + list(SCRIPTED)
+    with st.form("grow_form", border=False):
+        c = st.columns([2, 2])
+        policy = c[0].selectbox("Explorer", policies, key="grow_policy",
+                                help="the weak model keeps the method weak-to-strong; or a scripted policy")
+        rule = c[1].selectbox("Rule", RULES, key="grow_rule",
+                              help="deepest-failure: nodes whose subtree only failed, deepest first; value-drop: "
+                                   "the decisions that lost most value; ucb: MCTS's selection score")
+        c = st.columns(3)
+        budget = c[0].number_input("Episodes in all", 1, 100_000, 40, key="grow_budget")
+        k = c[1].number_input("Per node (K)", 1, 64, 4, key="grow_k")
+        cap = c[2].number_input("Episode step cap", 1, 500, 10, key="grow_cap")
+        go = st.form_submit_button("Grow where the rule says", icon=":material/account_tree:")
+    if go:
+        try:
+            with st.spinner("starting the growth job"):
+                st.session_state["grow_job"] = start_grow(data.store(), env, policy, GrowSettings(
+                    budget=int(budget), rule=rule, k=int(k), max_steps=int(cap)))
+        except UserError as exc:
+            ui.error(exc)
+            return
+        st.toast(ui.plain(f"started {st.session_state['grow_job']}"))
+    grow_live()
+
+
+@st.fragment(run_every=REFRESH_S)
+def grow_live() -> None:
+    """The followed growth job; when it ends the page reruns once to draw the grown trees."""
+    job = st.session_state.get("grow_job")
+    read = follow(job, "grow_job") if job else None
+    if read is not None and st.session_state.get("grow_seen") != job:
+        st.session_state["grow_seen"] = job
+        st.rerun()
+
+
 def tree_tools(g: nx.DiGraph, node: int, max_depth: int | None, max_children: int | None) -> None:
-    """The left column's expanders: growth replay, MCTS replay, compare leaves."""
+    """The left column's expanders: growth replay, MCTS replay, compare leaves, targeted growth."""
     with st.expander("Growth replay (the tree after each trajectory)"):
         growth_replay(g, max_depth, max_children)
     with st.expander("MCTS replay (statistics every N iterations)"):
         mcts_replay(g, node, max_depth, max_children)
     with st.expander("Compare leaves"):
         compare_picker(g)
+    with st.expander("Grow every tree where a rule says (targeted growth)"):
+        grow_form(g.graph["env"])

@@ -199,3 +199,26 @@ def test_the_play_console_steps_and_discards(store) -> None:
     assert not at.exception, at.exception
     assert at.session_state["play"] is None and live_sessions() == before
     assert store.trajectories(source="human") == []
+
+
+def test_the_grow_form_starts_a_growth_job_over_the_envs_trees(store) -> None:
+    _failed_tree(store)  # random episodes: failed branches for deepest-failure to choose from
+    before = store.load_tree(TREE).n_trajectories
+    at = run_page("views/trees.py", tree=TREE, node="0")
+    assert not at.exception, at.exception
+    at.selectbox(key="grow_policy").set_value("noisy-expert")
+    at.number_input(key="grow_budget").set_value(4)
+    at.button(key="FormSubmitter:grow_form-Grow where the rule says").click().run()
+    assert not at.exception, at.exception
+    job = at.session_state["grow_job"]
+    assert job.startswith("grow-")
+    status = _wait(job)
+    assert status["status"] == "succeeded", status
+    at.run()
+    assert not at.exception, at.exception
+    assert "grew 1 node by rule deepest" in "\n".join(s.value for s in at.success)
+    assert store.load_tree(TREE).n_trajectories == before + 4
+    # a rule that finds nothing is one line, no job
+    at.number_input(key="grow_budget").set_value(3)
+    at.button(key="FormSubmitter:grow_form-Grow where the rule says").click().run()
+    assert any("less than one node's K = 4" in e.value for e in at.error)

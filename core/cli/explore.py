@@ -4,7 +4,7 @@
                     [--schedule paper | --temperature T --top-p P] [--max-steps S]
                     [--seed S] [--env-arg KEY=VALUE ...] [--detach]
     w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb] [-k K]
-                 [--per-tree M] [--max-steps S] [--seed S]
+                 [--per-tree M] [--max-steps S] [--seed S] [--detach]
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--per-tree", type=COUNT, default=1, metavar="M", help="at most M nodes per tree (default 1)")
     g.add_argument("--max-steps", type=COUNT, default=10, metavar="S",
                    help="the episode cap: a continuation gets the steps its node leaves (default 10)")
-    g.add_argument("--seed", type=NONNEGATIVE, default=0, help="sampling seed of the first node (default 0)")
+    g.add_argument("--seed", type=NONNEGATIVE, default=0, help="policy / sampling seed (default 0)")
+    g.add_argument("--detach", action="store_true",
+                   help="run as a background job (follow it with `w2stree jobs show JOB`)")
     g.set_defaults(func=cmd_grow)
 
 
@@ -85,6 +87,12 @@ def cmd_grow(args: argparse.Namespace) -> int:
 
     settings = GrowSettings(budget=args.budget, rule=args.rule, k=args.k, per_tree=args.per_tree,
                             max_steps=args.max_steps, seed=args.seed)
+    if args.detach:
+        from core.grow_job import start_job
+
+        print(f"started job {start_job(open_store(args), args.env, args.policy, settings)}; "
+              "follow it with `w2stree jobs show`")
+        return 0
     report = grow(open_store(args), args.env, args.policy, settings,
                   progress=lambda done, total, line: print(f"[{done}/{total}] {line}", flush=True))
     print(report.line())
