@@ -67,6 +67,7 @@ class ExploreSpec:
     max_steps: int | None = None
     seed: int = 0
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    server: str | None = None  # completions servers of a model policy (`core.agents.server`)
 
     @property
     def tree_id(self) -> str:
@@ -211,7 +212,8 @@ def make_explore_policy(spec: ExploreSpec, store: Store) -> Policy:
         return ReplanningExpert(NOISE if spec.policy == "noisy-expert" else 0.0, spec.seed)
     from core.agents.registry import make_policy
 
-    return make_policy(spec.policy, spec.env, seed=spec.seed, store=store, env_kwargs=spec.env_kwargs)
+    return make_policy(spec.policy, spec.env, seed=spec.seed, store=store, env_kwargs=spec.env_kwargs,
+                       server=spec.server)
 
 
 # -- the continuations ----------------------------------------------------------------------------
