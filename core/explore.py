@@ -97,6 +97,13 @@ class ExploreSpec:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
         if not self.policy.strip():
             raise UserError(f"name a policy: {', '.join(SCRIPTED)} or a registered model")
+        if self.server:
+            from core.agents.server import server_urls
+
+            server_urls(self.server)
+            if self.policy in SCRIPTED:
+                raise UserError(f"a model server runs a model; policy {self.policy!r} is scripted "
+                                "(clear the server or pick a model)")
         self.samplings()
 
 

@@ -202,6 +202,10 @@ def test_cli_serve_and_collect_through_it(weak, tmp_path):  # noqa: F811
             out = subprocess.run(cli + common + extra, env=env, capture_output=True, text=True, timeout=300)
             assert out.returncode == 0, out.stderr
             runs.append(out.stdout.split()[1].rstrip(":"))
+        ev = subprocess.run(cli + ["eval", "--model", weak, "--env", "shop", "--tasks", "1", "--max-steps", "2",
+                                   "--server", f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True,
+                            timeout=300)
+        assert ev.returncode == 0 and "episodes      1 " in ev.stdout, ev.stderr
         bad = subprocess.run(cli + common + ["--server", f"http://127.0.0.1:{free_port()}"], env=env,
                              capture_output=True, text=True, timeout=120)
         assert bad.returncode != 0 and "unreachable" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

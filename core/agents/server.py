@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
 import threading
 import time
 import urllib.error
@@ -149,7 +150,10 @@ class ServerPolicy(TokenizedPolicy):
         if not live:
             raise UserError("every model server failed: " + "; ".join(f"{s.url}: {s.down}" for s in self.servers))
         with self._lock:
-            load = {id(s): s.in_flight for s in live}
+            return self._route_locked(requests, rows, live)
+
+    def _route_locked(self, requests: list[Request], rows: list[int], live: list[Server]) -> dict[int, Server]:
+        load = {id(s): s.in_flight for s in live}
         out: dict[int, Server] = {}
         fresh = []
         for i in rows:
@@ -224,7 +228,10 @@ class ServerPolicy(TokenizedPolicy):
                 try:
                     texts = future.result()
                 except _Retryable as exc:
-                    server.down = server.down or str(exc)
+                    if server.down is None:
+                        server.down = str(exc)
+                        print(f"model server {server.url} given up ({exc}); its episodes move to the others",
+                              file=sys.stderr, flush=True)
                     pending.extend(chunk)
                     continue
                 for i, text in zip(chunk, texts):
