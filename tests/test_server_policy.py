@@ -172,6 +172,27 @@ def test_new_episodes_go_to_the_least_loaded_server_and_stick(weak):  # noqa: F8
         client.close()
 
 
+def test_explore_through_a_server_stores_what_explore_in_process_stores(weak, tmp_path, store):  # noqa: F811
+    """`explore` (ExploreSpec.server) from a node of a stored tree: the K continuations through the
+    server equal the in-process ones."""
+    from test_explore import TASK, _failed_tree
+
+    from core.explore import ExploreSpec, explore
+    from core.store import Store
+
+    runs = []
+    with serving(weak) as (url, _):
+        for server, db in ((None, store), (url, Store(tmp_path / "b.duckdb"))):
+            _failed_tree(db)
+            spec = ExploreSpec(env="shop", task_id=TASK, node=1, policy=weak, k=4, schedule="paper", max_steps=2,
+                               server=server)
+            runs.append(_episodes(db, explore(db, spec).run_id))
+    for run in runs:  # the id of the branch explored from is each store's own
+        for d in run.values():
+            d["meta"]["explore"].pop("from_traj")
+    assert len(runs[0]) == 4 and runs[0] == runs[1]
+
+
 def test_an_unreachable_url_is_one_line_naming_it(weak):  # noqa: F811
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(UserError) as err:
