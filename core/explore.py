@@ -66,6 +66,7 @@ class ExploreSpec:
     max_steps: int | None = None
     seed: int = 0
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    server: str | None = None  # completions servers of a model policy (`core.agents.server`)
 
     @property
     def tree_id(self) -> str:
@@ -95,6 +96,13 @@ class ExploreSpec:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
         if not self.policy.strip():
             raise UserError(f"name a policy: {', '.join(SCRIPTED)} or a registered model")
+        if self.server:
+            from core.agents.server import server_urls
+
+            server_urls(self.server)
+            if self.policy in SCRIPTED:
+                raise UserError(f"a model server runs a model; policy {self.policy!r} is scripted "
+                                "(clear the server or pick a model)")
         self.samplings()
 
 
@@ -203,7 +211,8 @@ def make_explore_policy(spec: ExploreSpec, store: Store) -> Policy:
         return ReplanningExpert(NOISE if spec.policy == "noisy-expert" else 0.0, spec.seed)
     from core.agents.registry import make_policy
 
-    return make_policy(spec.policy, spec.env, seed=spec.seed, store=store, env_kwargs=spec.env_kwargs)
+    return make_policy(spec.policy, spec.env, seed=spec.seed, store=store, env_kwargs=spec.env_kwargs,
+                       server=spec.server)
 
 
 # -- the continuations ----------------------------------------------------------------------------

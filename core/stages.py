@@ -112,14 +112,15 @@ def expert_trajectories(store: Store, env: str | None = None, task: str | None =
 def run_policy(store: Store, env: str, policy: str, task_ids: list[str],
                schedule: Sequence[Sampling] = (Sampling(),), *, label: str | None = None, seed: int = 0,
                max_steps: int | None = None, batch_size: int | None = None, workers: int = 1,
-               source: str = "collect", progress: bool = False) -> str:
+               source: str = "collect", progress: bool = False, server: str | None = None) -> str:
     """Run the policy called `policy` (`core.agents.registry`) on `task_ids` with every setting of
     `schedule`, store the episodes (as `source`) under the model name `label` (default: the
     policy's name) and return the run id. `batch_size`: episodes in lockstep (default:
-    collect's), which is also a model's generation batch (default 16); `workers`: env processes."""
+    collect's), which is also a model's generation batch (default 16); `workers`: env processes;
+    `server`: completions servers that run the model (`core.agents.server`)."""
     from core.collect import collect
 
-    agent = make_policy(policy, env, seed=seed, batch_size=batch_size or 16, store=store)
+    agent = make_policy(policy, env, seed=seed, batch_size=batch_size or 16, store=store, server=server)
     try:
         return collect(store, env, agent, task_ids, schedule=schedule, max_steps=max_steps, workers=workers,
                        batch_size=batch_size, source=source, model=label or agent.name, seed=seed,

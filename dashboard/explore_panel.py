@@ -44,11 +44,15 @@ def explore_form(g: nx.DiGraph, node: int) -> None:
     models = data.models(path, changes)
     policies = list(SCRIPTED) + sorted(models["name"].tolist() if not models.empty else [])
     with st.form("explore_form", border=False):
-        c = st.columns([2, 1])
+        c = st.columns([2, 2, 1])
         policy = c[0].selectbox("Policy", policies, key="explore_policy",
                                 help="expert re-plans from this node's state; noisy-expert adds random "
                                      "steps at temperature > 0; or a registered model")
-        k = c[1].number_input("Continuations (K)", 1, 64, 4, key="explore_k")
+        server = c[1].text_input("Model server (optional)", key="explore_server",
+                                 placeholder="http://127.0.0.1:8000",
+                                 help="run the model on OpenAI-compatible completions servers (vLLM, SGLang, "
+                                      "`w2stree serve`): URL[,URL...]; empty runs it in the job's process")
+        k = c[2].number_input("Continuations (K)", 1, 64, 4, key="explore_k")
         sampling = st.radio("Sampling", ["paper schedule", "temperature / top-p"], horizontal=True,
                             key="explore_sampling")
         c = st.columns(3)
@@ -61,7 +65,8 @@ def explore_form(g: nx.DiGraph, node: int) -> None:
         return
     spec = ExploreSpec(env=env, task_id=task, node=int(node), policy=policy, k=int(k),
                        schedule="paper" if sampling == "paper schedule" else None,
-                       temperature=float(temperature), top_p=float(top_p), max_steps=int(max_steps) or None)
+                       temperature=float(temperature), top_p=float(top_p), max_steps=int(max_steps) or None,
+                       server=server.strip() or None)
     try:
         with st.spinner("starting the exploration job"):
             job_id = start_job(spec, data.store())

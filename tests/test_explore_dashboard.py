@@ -222,3 +222,15 @@ def test_the_grow_form_starts_a_growth_job_over_the_envs_trees(store) -> None:
     at.number_input(key="grow_budget").set_value(3)
     at.button(key="FormSubmitter:grow_form-Grow where the rule says").click().run()
     assert any("less than one node's K = 4" in e.value for e in at.error)
+
+
+def test_the_explore_form_refuses_a_model_server_for_a_scripted_policy(store) -> None:
+    """The server field beside the policy: a server with a scripted policy is one line, no job."""
+    _failed_tree(store)
+    at = run_page("views/trees.py", tree=TREE, node="2")
+    at.selectbox(key="explore_policy").set_value("expert")
+    at.text_input(key="explore_server").set_value("http://127.0.0.1:8000")
+    at.button(key="FormSubmitter:explore_form-Explore from here").click().run()
+    assert not at.exception, at.exception
+    assert "explore_job" not in at.session_state
+    assert any("scripted" in e.value for e in at.error)

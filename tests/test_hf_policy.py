@@ -219,7 +219,7 @@ def test_row_sampler_keeps_the_top_p_nucleus_and_its_proportions():
 def test_max_new_tokens_defaults(weak, monkeypatch):
     from transformers import Qwen2Config
 
-    from core.agents.hf import MAX_NEW_TOKENS, default_max_new_tokens
+    from core.agents.tokenized import MAX_NEW_TOKENS, default_max_new_tokens
 
     monkeypatch.delenv("W2STREE_MAX_NEW_TOKENS", raising=False)
     assert MAX_NEW_TOKENS >= 256

@@ -1,11 +1,7 @@
 """`HFPolicy`: a Hugging Face causal LM answering many live episodes per `generate` call.
 
-* Prompt: the request's chat (`request.messages`) through the tokenizer's chat template with
-  `add_generation_prompt=True`.
-* History truncation: when the prompt plus `max_new_tokens` exceeds the context, the oldest step
-  turns (assistant reply + its observation, in pairs) are dropped first; the prefix — system turn,
-  "OK", the one-shot example and the task message — is always kept, and so are the newest turns.
-  Only if the prefix plus the last turn alone still do not fit are the oldest tokens cut.
+* Prompt, truncation, the one-decision view, reply length, stop tokens and reading the reply:
+  `core.agents.tokenized.TokenizedPolicy` (shared with the model-server policy).
 * Batching: requests are sorted by prompt length and answered in chunks of `batch_size`, each with
   one padded `generate` call.
 * Shared prefix: the turns before the task message (system turn, "OK", one-shot example) are the
@@ -13,8 +9,6 @@
   are computed once and reused (`prefix_cache=True`); each row is laid out as
   `[shared prefix][padding][rest of its prompt]`, with positions taken from the attention mask,
   so a row's logits do not depend on the others (tests compare against one-at-a-time runs).
-* Chat template: consecutive user turns are merged first (`merge_user_turns`; alternating
-  templates such as Llama-2-chat and Mistral reject two in a row), as in training.
 * Decoding is exactly what is asked: every decoding field is set explicitly and the model's own
   `generation_config` (Qwen2.5-Instruct ships a repetition penalty) is replaced by a neutral one,
   so "greedy" is the argmax at every step.
@@ -22,47 +16,25 @@
   Generation itself is greedy; a logits processor draws the token of each sampled row (temperature,
   then top-p) and leaves only that token, so greedy rows are exactly greedy. The draw stays on the
   model's device, vectorised over rows (sort for top-p, cumulative sum, inverse-CDF search); only one
-  uniform number per sampled row comes from that row's own CPU generator, seeded by (policy seed,
-  request seed, task, step), so an episode samples the same way whatever batch it is in, and a
-  run is reproducible.
-* Reply length: `max_new_tokens` (default: `W2STREE_MAX_NEW_TOKENS`, else 512 for Hugging Face
-  models, the release's cap, so an instruct model's thought is not cut before `Action:`; 64 for
-  the from-scratch local models, whose replies are a few dozen tokens).
-* Stop: at the model's end-of-turn / eos tokens; the reply is the decoded new text, cut before a
-  hallucinated `Observation:` line.
+  uniform number per sampled row comes from that row's own CPU generator, seeded by `row_seed`
+  (policy seed, request seed, task, step), so an episode samples the same way whatever batch it is
+  in, and a run is reproducible.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
-import os
-import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from core.agents.base import Policy, Request, Sampling
-from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG, decision_view, merge_user_turns, strip_one_shot
+from core.agents.base import Request, Sampling
+from core.agents.prompt import merge_user_turns
+from core.agents.tokenized import TokenizedPolicy
 from core.errors import UserError
 
 if TYPE_CHECKING:  # torch/transformers load only once a model is found: a bad name fails at once
     import torch
-
-_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
-MAX_NEW_TOKENS = 512  # the release's cap per turn, for Hugging Face models
-LOCAL_MAX_NEW_TOKENS = 64  # from-scratch local models: replies of a few dozen tokens
-
-
-def default_max_new_tokens(model_config: Any) -> int:
-    """New tokens per reply when the caller gives none: `W2STREE_MAX_NEW_TOKENS` when set, else
-    64 for the from-scratch local models (prompted without the one-shot example) and 512 otherwise."""
-    env = os.environ.get("W2STREE_MAX_NEW_TOKENS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise UserError(f"W2STREE_MAX_NEW_TOKENS={env!r} is invalid; use a positive integer such as 512")
-        return int(env)
-    return MAX_NEW_TOKENS if getattr(model_config, ONE_SHOT_FLAG, True) else LOCAL_MAX_NEW_TOKENS
 
 
 class _RowSampler:
@@ -102,7 +74,7 @@ class _RowSampler:
         return out
 
 
-class HFPolicy(Policy):
+class HFPolicy(TokenizedPolicy):
     """A causal LM as a batched ReAct policy (see the module docstring for the exact behaviour)."""
 
     def __init__(self, model: str, *, device: str | None = None, max_new_tokens: int | None = None,
@@ -110,25 +82,14 @@ class HFPolicy(Policy):
                  store=None, adapter: str | None = None, prefix_cache: bool = True) -> None:
         from core.models.loading import load_model, model_name
 
-        if (max_new_tokens is not None and max_new_tokens < 1) or batch_size < 1:
-            raise UserError("HFPolicy: max_new_tokens and batch_size must be positive")
+        if batch_size < 1:
+            raise UserError("HFPolicy: batch_size must be positive")
         self.name = model_name(model, store)
-        self.model, self.tokenizer = load_model(model, device=device, adapter=adapter, merge=True,
-                                                store=store)
-        if max_new_tokens is None:
-            max_new_tokens = default_max_new_tokens(self.model.config)
-        if not self.tokenizer.chat_template:
-            raise UserError(f"model {self.name!r} has no chat template; use an instruct/chat model "
-                            "or one of the local models (`w2stree models build`)")
-        self.tokenizer.padding_side = "left"
-        self.tokenizer.model_max_length = 1 << 30  # truncation is done here, turn-wise: no warning
-        self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed
-        limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
-        self.max_context = min(max_context, limit) if max_context else limit
-        if self.max_context <= max_new_tokens:
-            raise UserError(f"HFPolicy: max_context {self.max_context} leaves no room for the prompt "
-                            f"with max_new_tokens {max_new_tokens}")
-        self.stop_ids = self._stop_ids()
+        self.model, tokenizer = load_model(model, device=device, adapter=adapter, merge=True, store=store)
+        self._init_tokens("HFPolicy", tokenizer, self.model.config,
+                          getattr(self.model.generation_config, "eos_token_id", None),
+                          max_new_tokens=max_new_tokens, max_context=max_context, seed=seed)
+        self.batch_size = batch_size
         from transformers import GenerationConfig
 
         # generate fills every field left unset from the model's generation_config (a repetition
@@ -143,50 +104,6 @@ class HFPolicy(Policy):
         self._cache_kw = "cache" if "cache" in self._forward_params else "past_key_values"
         self._kv: dict[tuple[int, ...], Any] = {}
         self._shared_memo: dict[int, tuple[int, ...]] = {}
-        self.one_shot = bool(getattr(self.model.config, ONE_SHOT_FLAG, True))
-        history = getattr(self.model.config, DECISION_FLAG, None)
-        self.decision_history = None if history is None else int(history)
-
-    def _stop_ids(self) -> list[int]:
-        tok = self.tokenizer
-        ids = {tok.eos_token_id}
-        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-        vocab = tok.get_vocab()
-        ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
-        return sorted(i for i in ids if i is not None)
-
-    # -- prompts ---------------------------------------------------------------------------
-    def _encode(self, messages: list[dict[str, str]]) -> list[int]:
-        out = self.tokenizer.apply_chat_template(merge_user_turns(messages), add_generation_prompt=True,
-                                                 return_dict=True)
-        return list(out["input_ids"])
-
-    def prompt_ids(self, request: Request) -> list[int]:
-        """The prompt token ids of a request, truncated to fit (module docstring)."""
-        budget = self.max_context - self.max_new_tokens
-        msgs = request.messages
-        ids = self._encode(msgs)
-        if len(ids) <= budget:
-            return ids
-        # prefix = everything before the step turns (2 messages per step of history)
-        n_prefix = max(1, len(msgs) - 2 * len(request.history))
-        n_pairs = (len(msgs) - n_prefix) // 2
-        lo, hi = 1, n_pairs - 1  # drop the `k` oldest pairs; the newest pair always stays
-        best = None
-        while lo <= hi:
-            k = (lo + hi) // 2
-            cand = self._encode(msgs[:n_prefix] + msgs[n_prefix + 2 * k:])
-            if len(cand) <= budget:
-                best, hi = cand, k - 1
-            else:
-                lo = k + 1
-        if best is None:
-            best = self._encode(msgs[:n_prefix] + msgs[n_prefix + 2 * max(n_pairs - 1, 0):])[-budget:]
-        return best
-
-    def _row_seed(self, r: Request) -> int:
-        return zlib.crc32(f"{self.seed}/{r.seed}/{r.env}/{r.task_id}/{len(r.history)}".encode())
 
     def _shared_ids(self, request: Request) -> tuple[int, ...]:
         """Token ids of the request's turns before its task message (system turn + one-shot):
@@ -206,15 +123,6 @@ class HFPolicy(Policy):
         return ids
 
     # -- generation ------------------------------------------------------------------------
-    def view(self, request: Request) -> Request:
-        """The request as this model is prompted: one decision (`decision_view`) for models trained
-        that way, without the one-shot example for models trained without it, else unchanged."""
-        if self.decision_history is not None:
-            return dataclasses.replace(request, messages=decision_view(request.messages, self.decision_history))
-        if not self.one_shot:
-            return dataclasses.replace(request, messages=strip_one_shot(request.messages))
-        return request
-
     def act(self, requests: list[Request]) -> list[str]:
         """One reply per request: grouped by shared prefix, sorted by length, `batch_size` per
         `generate` call. Models trained without the one-shot example are prompted without it, and
@@ -229,13 +137,26 @@ class HFPolicy(Policy):
             groups.setdefault(shared, []).append(i)
         replies: list[str] = [""] * len(requests)
         for shared, members in groups.items():
-            order = sorted(members, key=lambda i: len(prompts[i]))
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
-                texts = self._generate([prompts[i] for i in chunk], [requests[i] for i in chunk], shared)
-                for i, text in zip(chunk, texts):
-                    replies[i] = text
+            rows = self.generate_ids([prompts[i] for i in members], [requests[i].sampling for i in members],
+                                     [self.row_seed(requests[i]) for i in members], shared)
+            for i, ids in zip(members, rows):
+                replies[i] = self._decode(ids)
         return replies
+
+    def generate_ids(self, prompts: list[list[int]], settings: Sequence[Sampling], seeds: Sequence[int],
+                     shared: tuple[int, ...] = (), max_new_tokens: int | None = None) -> list[list[int]]:
+        """The new token ids of each prompt (padding after a stop token included), sampled with its
+        setting and seed; prompts sorted by length, `batch_size` per `generate` call. `shared`: a
+        prefix every prompt starts with, whose keys/values are cached (`prefix_cache`)."""
+        out: list[list[int]] = [[] for _ in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            rows = self._generate([prompts[i] for i in chunk], [settings[i] for i in chunk],
+                                  [seeds[i] for i in chunk], shared, max_new_tokens or self.max_new_tokens)
+            for i, ids in zip(chunk, rows):
+                out[i] = ids
+        return out
 
     def _prefix_kv(self, shared: tuple[int, ...], rows: int):
         """A fresh cache holding the keys/values of `shared`, repeated for `rows` rows."""
@@ -253,16 +174,17 @@ class HFPolicy(Policy):
         fresh.batch_repeat_interleave(rows)
         return fresh
 
-    def _generate(self, prompts: list[list[int]], requests: list[Request], shared: tuple[int, ...]) -> list[str]:
+    def _generate(self, prompts: list[list[int]], settings: list[Sampling], seeds: list[int],
+                  shared: tuple[int, ...], max_new_tokens: int) -> list[list[int]]:
         """One `generate` call: rows are `shared` (cached), left padding, then each prompt's rest;
         positions come from the attention mask, so the padding is invisible to every row."""
         import torch
 
         with torch.inference_mode():
-            return self._generate_rows(prompts, requests, shared)
+            return self._generate_rows(prompts, settings, seeds, shared, max_new_tokens)
 
-    def _generate_rows(self, prompts: list[list[int]], requests: list[Request],
-                       shared: tuple[int, ...]) -> list[str]:
+    def _generate_rows(self, prompts: list[list[int]], settings: list[Sampling], seeds: list[int],
+                       shared: tuple[int, ...], max_new_tokens: int) -> list[list[int]]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -277,11 +199,11 @@ class HFPolicy(Policy):
         for row, q in enumerate(prompts):
             input_ids[row, width - len(q) + p:] = torch.tensor(q[p:])
             attention[row, width - len(q) + p:] = 1
-        sampler = _RowSampler([r.sampling for r in requests], [self._row_seed(r) for r in requests])
+        sampler = _RowSampler(settings, seeds)
         # every field explicit; the sampling ones at their neutral library values (greedy search
         # ignores them; `_RowSampler` samples)
         config = GenerationConfig(
-            max_new_tokens=self.max_new_tokens, min_new_tokens=0, do_sample=False, num_beams=1,
+            max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=False, num_beams=1,
             repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0,
             temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
             renormalize_logits=False, eos_token_id=self.stop_ids, pad_token_id=pad)
@@ -290,13 +212,4 @@ class HFPolicy(Policy):
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
             generation_config=config, logits_processor=LogitsProcessorList([sampler]), **kwargs,
         )
-        return [self._decode(row[width:].tolist()) for row in out]
-
-    def _decode(self, ids: list[int]) -> str:
-        stops = set(self.stop_ids)
-        cut = next((i for i, t in enumerate(ids) if t in stops), len(ids))
-        text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
-        lines = text.split("\n")
-        keep = next((i for i, ln in enumerate(lines) if i and ln.lstrip().lower().startswith("observation:")),
-                    len(lines))
-        return "\n".join(lines[:keep]).strip()
+        return [row[width:].tolist() for row in out]

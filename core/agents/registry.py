@@ -3,7 +3,8 @@
 Scripted policies by name (`SCRIPTED`): `expert` (the env's gold demonstration), `random`
 (uniform over the valid actions) and `noisy-expert` (the expert with random steps mixed in: a
 weak explorer that needs no training). Any other name is a model: a name registered in the store
-(`w2stree models list`), a local folder or a Hugging Face hub id, run by `core.agents.hf.HFPolicy`.
+(`w2stree models list`), a local folder or a Hugging Face hub id, run by `core.agents.hf.HFPolicy`,
+or, with `server="URL[,URL...]"`, by `core.agents.server.ServerPolicy` on those completions servers.
 
 To add a scripted policy: write a `core.agents.base.Policy` subclass and add a builder here.
 """
@@ -47,14 +48,21 @@ SCRIPTED: dict[str, Callable[[str, int, dict[str, Any]], Policy]] = {
 
 
 def make_policy(name: str, env: str, *, seed: int = 0, batch_size: int = 16, store: Store | None = None,
-                env_kwargs: dict[str, Any] | None = None) -> Policy:
+                env_kwargs: dict[str, Any] | None = None, server: str | None = None) -> Policy:
     """The policy called `name` for `env`: a scripted one (`SCRIPTED`), else a model run by
-    HFPolicy. An unknown model is a one-line UserError naming the scripted choices."""
+    HFPolicy, or by ServerPolicy on the completions servers `server` (`URL[,URL...]`). An unknown
+    model is a one-line UserError naming the scripted choices."""
     name = (name or "").strip()
     if not name:
         raise UserError(f"no policy given; use one of {', '.join(SCRIPTED)} or a model name")
     if name in SCRIPTED:
+        if server:
+            raise UserError(f"--server serves a model; policy {name!r} is scripted (drop --server or pass a model)")
         return SCRIPTED[name](env, seed, dict(env_kwargs or {}))
+    if server:
+        from core.agents.server import ServerPolicy
+
+        return ServerPolicy(name, server, seed=seed, store=store)
     try:
         from core.agents.hf import HFPolicy
     except ModuleNotFoundError as exc:

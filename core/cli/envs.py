@@ -1,6 +1,6 @@
 """Environment commands: collect, replay.
 
-    w2stree collect --env ENV --policy {expert,random,noisy-expert,MODEL} [--split train]
+    w2stree collect --env ENV --policy {expert,random,noisy-expert,MODEL} [--server URL[,URL...]] [--split train]
                     [--tasks N | --task-ids ID ...] [--schedule paper | --samples K
                     --temperature T --top-p P] [--max-steps S] [--workers W] [--batch-size B]
                     [--resume RUN_ID] [--seed S] [--env-arg KEY=VALUE ...] [--source collect|eval]
@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env", type=env_arg, required=True, help="environment: shop, sciworld, alfworld, webshop")
     p.add_argument("--policy", required=True,
                    help="expert, random, noisy-expert, or a model (registered name, local folder or hub id)")
+    p.add_argument("--server", metavar="URL[,URL...]", help="run the --policy model on these OpenAI-compatible "
+                   "completions servers (vLLM, SGLang, `w2stree serve`); its tokenizer builds the prompts here")
     p.add_argument("--split", default="train", help="task split (default: train)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--tasks", type=COUNT, metavar="N", help="the first N tasks of the split (default: all)")
@@ -110,7 +112,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     else:
         with make_env(world) as env:
             task_ids = select_tasks(env, args.split, args.tasks)
-    policy = make_policy(args.policy, world, seed=args.seed, store=store, env_kwargs=env_kwargs)
+    policy = make_policy(args.policy, world, seed=args.seed, store=store, env_kwargs=env_kwargs, server=args.server)
     try:
         res = collect(store, world, policy, task_ids, schedule, max_steps=args.max_steps,
                       workers=args.workers, batch_size=args.batch_size, source=args.source,

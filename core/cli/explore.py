@@ -1,6 +1,6 @@
 """The explore verbs: grow a stored tree from one of its nodes, or many trees where a rule says.
 
-    w2stree explore --env ENV --task ID --node N --policy P [-k K]
+    w2stree explore --env ENV --task ID --node N --policy P [--server URL[,URL...]] [-k K]
                     [--schedule paper | --temperature T --top-p P] [--max-steps S]
                     [--seed S] [--env-arg KEY=VALUE ...] [--detach]
     w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb] [-k K]
@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node", required=True, type=NONNEGATIVE, metavar="N", help="node id to explore from (0 = root)")
     p.add_argument("--policy", required=True,
                    help="expert (re-plans from the node's state), noisy-expert, random, or a registered model")
+    p.add_argument("--server", metavar="URL[,URL...]", help="run the --policy model on these OpenAI-compatible "
+                   "completions servers (vLLM, SGLang, `w2stree serve`)")
     p.add_argument("-k", "--k", type=COUNT, default=4, metavar="K", help="continuations (default 4)")
     p.add_argument("--schedule", choices=("paper",),
                    help="paper: greedy + (T, top-p) = (0.7, 0.9), (1.0, 0.8), (1.0, 0.9), cycled to K")
@@ -70,7 +72,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     env_kwargs = parse_env_args(args.env_arg)
     spec = ExploreSpec(env=env_with_args(args.env, env_kwargs), task_id=args.task, node=args.node, policy=args.policy, k=args.k,
                        schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
-                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs)
+                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs, server=args.server)
     store = open_store(args)
     if args.detach:
         print(f"started job {start_job(spec, store)}; follow it with `w2stree jobs show`")

@@ -1,4 +1,5 @@
-"""`w2stree models build|list|import-smollm`: local models, the model table, SmolLM2 import."""
+"""`w2stree models build|list|import-smollm`: local models, the model table, SmolLM2 import;
+`w2stree serve`: a model behind an OpenAI-compatible completions server (`core.serve`)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default=None, help="output folder (default: data/models/smollm2-135m)")
     s.add_argument("--gguf", default=None, help="convert this GGUF file instead of the packaged one")
     s.set_defaults(func=_import_smollm)
+
+    v = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible /v1/completions on 127.0.0.1",
+                       description="A small completions server around the in-process model policy (token-id "
+                                   "prompts, per-row seeds), for `--server` without vLLM or SGLang.")
+    v.add_argument("--model", required=True, help="a registered model name, local folder or hub id")
+    v.add_argument("--adapter", help="a LoRA adapter folder or registered name, merged into the model")
+    v.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free one)")
+    v.add_argument("--batch-size", type=COUNT, default=16, metavar="B", help="rows per generate call (default 16)")
+    v.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    v.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from core.agents.hf import HFPolicy
+    from core.cli.context import open_store
+    from core.serve import make_server
+
+    policy = HFPolicy(args.model, device=args.device, batch_size=args.batch_size, store=open_store(args),
+                      adapter=args.adapter)
+    server = make_server(policy, args.port)
+    host, port = server.server_address[:2]
+    print(f"serving {policy.name} on http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def _build(args: argparse.Namespace) -> int:

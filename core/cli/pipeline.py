@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", required=True,
                    help="registered model name, folder or hub id; or a scripted policy: expert, random, "
                         "noisy-expert")
+    e.add_argument("--server", metavar="URL[,URL...]", help="run the --model on these OpenAI-compatible "
+                   "completions servers (vLLM, SGLang, `w2stree serve`)")
     e.add_argument("--env", type=env_arg, default="shop", help="environment (default: shop)")
     e.add_argument("--split", default="test", help="task split (default: test)")
     e.add_argument("--tasks", type=COUNT, default=None, metavar="N", help="the first N tasks of the split")
@@ -75,7 +77,8 @@ def _eval(args: argparse.Namespace) -> int:
     from core.evaluate import evaluate
 
     res = evaluate(open_store(args), args.model, args.env, args.split, args.tasks, max_steps=args.max_steps,
-                   batch_size=args.batch_size, workers=args.workers, label=args.label, progress=True)
+                   batch_size=args.batch_size, workers=args.workers, label=args.label, progress=True,
+                   server=args.server)
     print(f"model         {res.label}")
     print(f"episodes      {res.n_episodes} ({args.env}/{args.split}, run {res.run_id})")
     print(f"avg reward    {res.avg_reward:.4f}")

@@ -135,6 +135,48 @@ def _adapter_base(adapter_dir: Path) -> str:
     return str(base)
 
 
+def _model_paths(name_or_path: str, adapter: str | None, store: Any | None) -> tuple[str, str | None]:
+    """(base model path or hub id, adapter folder or None); an adapter folder passed as the model
+    brings its base from adapter_config.json. Raises `UserError` before transformers loads."""
+    path = resolve_model(name_or_path, store)  # before importing transformers: a miss fails fast
+    if adapter is None and (Path(path) / "adapter_config.json").exists() \
+            and not (Path(path) / "config.json").exists():
+        adapter, path = path, resolve_model(_adapter_base(Path(path)), store)
+    adapter_path = resolve_model(adapter, store) if adapter else None
+    if adapter_path and not (Path(adapter_path) / "adapter_config.json").exists():
+        raise UserError(f"adapter {adapter!r} has no adapter_config.json; pass a PEFT adapter folder")
+    return path, adapter_path
+
+
+def _tokenizer(path: str, adapter_path: str | None):
+    """The tokenizer of a model (an adapter's own when it has one), with a pad token (eos) when it
+    has none."""
+    from transformers import AutoTokenizer
+
+    tok_src = adapter_path if adapter_path and (Path(adapter_path) / "tokenizer_config.json").exists() else path
+    tokenizer = AutoTokenizer.from_pretrained(tok_src, local_files_only=hub_offline())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(name_or_path: str, *, adapter: str | None = None, store: Any | None = None):
+    """A model's tokenizer, config and generation_config's eos id(s), without its weights (what a
+    policy needs to prompt the model through a server); returns (tokenizer, config, eos)."""
+    path, adapter_path = _model_paths(name_or_path, adapter, store)
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=hub_offline())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load model {name_or_path!r} from {path}: {str(exc).splitlines()[0]}") from None
+    try:
+        eos = GenerationConfig.from_pretrained(path, local_files_only=hub_offline()).eos_token_id
+    except OSError:  # no generation_config.json: the config's eos is the model's
+        eos = getattr(config, "eos_token_id", None)
+    return _tokenizer(path, adapter_path), config, eos
+
+
 def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dtype | str | None = None,
                adapter: str | None = None, merge: bool = False, store: Any | None = None):
     """Load a causal LM and its tokenizer, in eval mode on `device`; returns (model, tokenizer).
@@ -144,15 +186,8 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
     into the weights (faster inference, no further adapter training). The tokenizer gets a pad
     token (eos) when it has none.
     """
-    path = resolve_model(name_or_path, store)  # before importing transformers: a miss fails fast
-    if adapter is None and (Path(path) / "adapter_config.json").exists() \
-            and not (Path(path) / "config.json").exists():
-        adapter, path = path, resolve_model(_adapter_base(Path(path)), store)
-    adapter_path = resolve_model(adapter, store) if adapter else None
-    if adapter_path and not (Path(adapter_path) / "adapter_config.json").exists():
-        raise UserError(f"adapter {adapter!r} has no adapter_config.json; pass a PEFT adapter folder")
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path, adapter_path = _model_paths(name_or_path, adapter, store)
+    from transformers import AutoModelForCausalLM
 
     device, dtype = auto_device_dtype(device, dtype)
     local_only = hub_offline()
@@ -163,10 +198,7 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
                                                      **placement)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model {name_or_path!r} from {path}: {str(exc).splitlines()[0]}") from None
-    tok_src = adapter_path if adapter_path and (Path(adapter_path) / "tokenizer_config.json").exists() else path
-    tokenizer = AutoTokenizer.from_pretrained(tok_src, local_files_only=local_only)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = _tokenizer(path, adapter_path)
     if adapter_path:
         from peft import PeftModel
 

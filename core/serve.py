@@ -1,0 +1,175 @@
+"""`w2stree serve`: a small OpenAI-compatible completions server around the in-process `HFPolicy`,
+for users without vLLM/SGLang and for the tests of `core.agents.server.ServerPolicy`.
+
+* `GET /v1/models` lists the one model; `GET /health` answers `ok`.
+* `POST /v1/completions` takes token-id prompts (`prompt`: a list of ids or a list of such lists)
+  and decodes them as `HFPolicy` does: greedy is the exact argmax, a sampled row draws with its
+  own `seed` through the same per-row sampler (temperature, then top-p), so a `ServerPolicy` that
+  sends `row_seed` gets the in-process policy's replies token for token. Fields the policy cannot
+  honour (top_k, min_p, penalties, n > 1, text prompts) are refused with HTTP 400, never ignored.
+* Text: the new tokens up to a stop token (the model's or `stop_token_ids`), decoded without
+  special tokens, cut before the first `stop` string.
+* Concurrent calls are batched: one worker thread takes every call waiting and answers their rows
+  together (`HFPolicy.generate_ids`, `batch_size` rows per `generate`), so one prompt per call
+  costs little more than many prompts per call.
+* Binds 127.0.0.1 only: it has no authentication.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from core.agents.base import Sampling
+from core.agents.hf import HFPolicy
+
+HOST = "127.0.0.1"
+_NEUTRAL = {"top_k": (None, -1, 0), "min_p": (None, 0, 0.0), "repetition_penalty": (None, 1, 1.0),
+            "frequency_penalty": (None, 0, 0.0), "presence_penalty": (None, 0, 0.0), "n": (None, 1),
+            "echo": (None, False), "logprobs": (None,), "best_of": (None, 1)}
+
+
+class BadRequest(ValueError):
+    """A request this server cannot answer as asked (HTTP 400)."""
+
+
+class _Batcher:
+    """One worker thread answering the rows of every call waiting, grouped by max_tokens."""
+
+    def __init__(self, policy: HFPolicy) -> None:
+        self.policy = policy
+        self.jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._loop, daemon=True, name="w2stree-serve-batcher").start()
+
+    def run(self, prompts: list[list[int]], settings: list[Sampling], seeds: list[int],
+            max_tokens: int) -> list[list[int]]:
+        """The new token ids of each prompt, computed together with the other calls waiting."""
+        job: dict[str, Any] = {"args": (prompts, settings, seeds, max_tokens), "done": threading.Event()}
+        self.jobs.put(job)
+        job["done"].wait()
+        if "error" in job:
+            raise job["error"]
+        return job["out"]
+
+    def _loop(self) -> None:
+        while True:
+            jobs = [self.jobs.get()]
+            while not self.jobs.empty():
+                jobs.append(self.jobs.get_nowait())
+            by_length: dict[int, list[dict[str, Any]]] = {}
+            for job in jobs:
+                by_length.setdefault(job["args"][3], []).append(job)
+            for max_tokens, group in by_length.items():
+                rows = [(p, s, seed) for job in group for p, s, seed in zip(*job["args"][:3])]
+                try:
+                    out = self.policy.generate_ids([r[0] for r in rows], [r[1] for r in rows],
+                                                   [r[2] for r in rows], max_new_tokens=max_tokens)
+                except Exception as exc:  # noqa: BLE001 - the calls waiting get it as HTTP 500
+                    for job in group:
+                        job["error"] = exc
+                        job["done"].set()
+                    continue
+                for job in group:
+                    job["out"], out = out[:len(job["args"][0])], out[len(job["args"][0]):]
+                    job["done"].set()
+
+
+class CompletionsApp:
+    """What the handler serves: a policy, its served name and the batcher."""
+
+    def __init__(self, policy: HFPolicy, name: str | None = None) -> None:
+        self.policy, self.name = policy, name or policy.name
+        self.batcher = _Batcher(policy)
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The answer to one `/v1/completions` body (raises `BadRequest`)."""
+        if body.get("model") not in (None, self.name):
+            raise BadRequest(f"model {body.get('model')!r} is not served here; this server serves {self.name!r}")
+        for key, allowed in _NEUTRAL.items():
+            if body.get(key) not in allowed:
+                raise BadRequest(f"{key}={body.get(key)!r} is not supported by this server")
+        prompts = body.get("prompt")
+        if isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts):
+            prompts = [prompts]
+        if not (isinstance(prompts, list) and prompts and all(
+                isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts)):
+            raise BadRequest("prompt must be token ids (a list of ints, or a list of such lists); this "
+                             "server takes no text prompts")
+        pol = self.policy
+        max_tokens = int(body.get("max_tokens") or 16)
+        if max_tokens < 1 or max(map(len, prompts)) + max_tokens > pol.max_context:
+            raise BadRequest(f"prompt plus max_tokens {max_tokens} exceeds the context {pol.max_context}")
+        temperature = float(body.get("temperature", 1.0))
+        sampling = Sampling(temperature, float(body.get("top_p", 1.0)))
+        seed = int(body.get("seed") or 0)
+        stops = [s for s in (body.get("stop") or []) if s] if not isinstance(body.get("stop"), str) else [body["stop"]]
+        stop_ids = set(pol.stop_ids) | set(body.get("stop_token_ids") or [])
+        rows = self.batcher.run(prompts, [sampling] * len(prompts), [seed] * len(prompts), max_tokens)
+        choices = []
+        n_out = 0
+        for k, ids in enumerate(rows):
+            cut = next((i for i, t in enumerate(ids) if t in stop_ids), None)
+            n_out += len(ids) if cut is None else cut
+            text = pol.decode_text(ids if cut is None else ids[:cut])
+            hit = min((text.find(s) for s in stops if s in text), default=-1)
+            if hit >= 0:
+                text = text[:hit]
+            choices.append({"index": k, "text": text, "logprobs": None,
+                            "finish_reason": "length" if cut is None and hit < 0 else "stop"})
+        return {"object": "text_completion", "model": self.name, "choices": choices,
+                "usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": n_out}}
+
+
+class CompletionsHandler(BaseHTTPRequestHandler):
+    """HTTP glue for `CompletionsApp` (the app is `self.server.app`)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Quiet: one line per request would drown a collect run's output."""
+
+    def _send(self, code: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        """`/v1/models` and `/health`."""
+        app = self.server.app  # type: ignore[attr-defined]
+        if self.path.rstrip("/") == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": app.name, "object": "model", "owned_by": "w2stree"}]})
+        elif self.path.rstrip("/") == "/health":
+            self._send(200, "ok")
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:  # noqa: N802 - the base class's name
+        """`/v1/completions`."""
+        if self.path.rstrip("/") != "/v1/completions":
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            if not isinstance(body, dict):
+                raise BadRequest("the body must be a JSON object")
+            self._send(200, self.server.app.complete(body))  # type: ignore[attr-defined]
+        except (BadRequest, json.JSONDecodeError, TypeError, ValueError) as exc:
+            self._send(400, {"error": {"message": str(exc), "type": "BadRequestError"}})
+        except Exception as exc:  # noqa: BLE001 - a failed generate: the client may retry
+            self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "InternalServerError"}})
+
+
+def make_server(policy: HFPolicy, port: int = 0, *, name: str | None = None,
+                handler: type[CompletionsHandler] = CompletionsHandler) -> ThreadingHTTPServer:
+    """A completions server for `policy` on 127.0.0.1:`port` (0: a free port; see
+    `server.server_address`), not yet serving (`serve_forever`)."""
+    server = ThreadingHTTPServer((HOST, port), handler)
+    server.daemon_threads = True
+    server.app = CompletionsApp(policy, name)  # type: ignore[attr-defined]
+    return server
