@@ -244,15 +244,16 @@ def explore_nodes(store: Store, specs: Sequence[ExploreSpec], *, progress: Progr
                   should_stop: Callable[[], bool] | None = None) -> list[ExploreResult]:
     """`explore` for several nodes with one policy: their continuations share the episode runner,
     so a model answers episodes of different nodes (and tasks) in one batch. Every spec gets its
-    own run; the specs must agree on env, policy, env arguments and seed. Returns one result per
+    own run; the specs must agree on env, policy, server, env arguments and seed. Returns one result per
     spec, in order."""
     if not specs:
         return []
     first = specs[0]
     for spec in specs:
         spec.check()
-        if (spec.env, spec.policy, spec.env_kwargs, spec.seed) != (first.env, first.policy, first.env_kwargs, first.seed):
-            raise UserError("explore_nodes takes nodes of one env, policy, env arguments and seed")
+        if (spec.env, spec.policy, spec.server, spec.env_kwargs, spec.seed) != \
+                (first.env, first.policy, first.server, first.env_kwargs, first.seed):
+            raise UserError("explore_nodes takes nodes of one env, policy, server, env arguments and seed")
     nodes = []
     for spec in specs:
         g, source, depth = load_node(store, spec.env, spec.task_id, spec.node)
