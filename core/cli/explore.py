@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import COUNT, NONNEGATIVE, env_arg, open_store
+from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,10 +43,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
     from core.explore import ExploreSpec, explore, start_job
 
     env_kwargs = parse_env_args(args.env_arg)
-    spec = ExploreSpec(env=env_with_args(args.env, env_kwargs), task_id=args.task, node=args.node, policy=args.policy, k=args.k,
-                       schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
-                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs)
     store = open_store(args)
+    world = env_with_args(args.env, env_kwargs)
+    spec = ExploreSpec(env=world, task_id=args.task, node=args.node, policy=model_arg(store, args.policy, world),
+                       k=args.k, schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
+                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs)
     if args.detach:
         print(f"started job {start_job(spec, store)}; follow it with `w2stree jobs show`")
         return 0
