@@ -434,17 +434,6 @@ def untrained_methods(results: pd.DataFrame) -> list[str]:
     return trained[~trained].index.tolist()
 
 
-def method_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Average reward and success rate per method (rows, in first-appearance order) and env
-    (columns `<env> reward`, `<env> success`), averaged over seeds; only the largest
-    trajectories-per-task setting of each method and env counts. A method without training
-    data there gets NaN (see `method_cells`), never the numbers stored in its place."""
-    if results.empty:
-        return pd.DataFrame()
-    df = largest_k_rows(results)
-    return method_wide(df, df.groupby(["method", "env"], sort=False)[["avg_reward", "success_rate"]].mean())
-
-
 def largest_k_rows(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of the largest trajectories-per-task setting of each method and env, with the
     numbers of a method without training data there set to NaN."""
@@ -465,12 +454,6 @@ def method_wide(rows: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
     envs = list(dict.fromkeys(rows["env"]))
     cols = [f"{e} {k}" for e in envs for k in ("reward", "success")]
     return wide.reindex(index=order, columns=cols)
-
-
-def method_cells(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """`method_table` for display: numbers with `digits` decimals, "no data" where a method had
-    no training data (NaN)."""
-    return table.map(lambda x: NO_DATA if pd.isna(x) else f"{x:.{digits}f}")
 
 
 def score_curves(steps: pd.DataFrame) -> pd.DataFrame:

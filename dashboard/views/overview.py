@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, shaping, ui
+from dashboard import data, result_figures, shaping, ui
 
 
 def fill_default_button() -> None:
@@ -88,7 +88,7 @@ def main() -> None:
         ui.empty("No results yet: `w2stree pipeline` (or `w2stree up`) trains and evaluates the methods.")
     else:
         st.caption(f"experiment {ui.plain(exp)}")
-        st.dataframe(shaping.method_cells(shaping.method_table(results[results["experiment_id"] == exp])))
+        st.dataframe(result_figures.method_stat_cells(results[results["experiment_id"] == exp]))
 
     st.subheader("Jobs")
     if jobs.empty:
