@@ -21,6 +21,7 @@ from core.errors import UserError
 
 if TYPE_CHECKING:
     from core.store import Store
+    from core.train.config import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,7 +92,7 @@ def _train(args: argparse.Namespace) -> int:
     return _follow(store, job_id)
 
 
-def _full_names(store: Store, cfg):
+def _full_names(store: Store, cfg: TrainConfig) -> TrainConfig:
     """`cfg` with short model names (`sft-strong`, `tinyshop-weak`: core.names) made full, looked up
     in the world of its store data (`pairs:tinyshop:step`), else in the latest experiment."""
     from core.cli.context import model_arg
