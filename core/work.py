@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[float, str], None]  # (fraction of the whole done, what happens now)
 POLL_S = 0.5  # how often running units are checked
-LIVE_EVERY_S = 9.0  # a log (not a terminal) never stays silent 10 s while units run (polls: 0.5 s)
-BEAT_S = 1.0  # the heartbeat's period; it speaks when nothing updated the live line for 2 periods
+LIVE_EVERY_S = 8.0  # a log (not a terminal) never stays silent 10 s (polls and beats add up to 1 s)
+BEAT_S = 0.5  # the heartbeat's period; it speaks when nothing updated the live line for 2 periods
 
 
 class Reporter:
