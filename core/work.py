@@ -57,7 +57,7 @@ class Reporter:
         self._last, self._last_at, self._live_at = "", self.t0, self.t0  # the last said text; live's last call
         self._lock = threading.Lock()  # the heartbeat writes too
         if self.echo:
-            threading.Thread(target=_heartbeat, args=(weakref.ref(self),), daemon=True).start()
+            threading.Thread(target=Reporter._beat, args=(weakref.ref(self),), daemon=True).start()
 
     def say(self, fraction: float | None, text: str) -> None:
         """Report `text`; `fraction` of the whole done (None: unchanged)."""
@@ -101,6 +101,20 @@ class Reporter:
             sys.stderr.write("\r\033[K")
             self._shown = False
 
+    @staticmethod
+    def _beat(ref: weakref.ref[Reporter]) -> None:
+        """The heartbeat thread (holding no reference between beats, so a reporter that is gone
+        ends it): while nothing else keeps the live line, it shows the last said text and its age."""
+        while True:
+            time.sleep(BEAT_S)
+            rep = ref()
+            if rep is None or rep.fraction >= 1.0:
+                return
+            now = time.monotonic()
+            if rep._last and now - rep._live_at >= 2 * BEAT_S:
+                rep.live(f"{rep._last} · {now - rep._last_at:.0f}s", beat=True)
+            del rep
+
     def timed(self, stage: str, start: float) -> None:
         """Add the time since `start` (time.monotonic) to `stage`'s total."""
         self.timings[stage] = self.timings.get(stage, 0.0) + time.monotonic() - start
@@ -122,23 +136,9 @@ class Unit:
     result: Any = None
 
 
-def _heartbeat(ref: weakref.ref[Reporter]) -> None:
-    """The reporter's heartbeat thread (holding no reference between beats, so a reporter that is
-    gone ends it): while nothing else keeps the live line, it shows the last said text and its age."""
-    while True:
-        time.sleep(BEAT_S)
-        rep = ref()
-        if rep is None or rep.fraction >= 1.0:
-            return
-        now = time.monotonic()
-        if rep._last and now - rep._live_at >= 2 * BEAT_S:
-            rep.live(f"{rep._last} · {now - rep._last_at:.0f}s", beat=True)
-        del rep
-
-
 def running_text(name: str, since: float, status: dict[str, Any] | None = None) -> str:
     """One running unit in the live line: a training job's `train TreeDPO 40/60 steps (2.5
-    steps/s, 8s left)` from its status (step, max_steps, the trainer's eta_s), else `name 12s`."""
+    steps/s, 0m08s left)` from its status (step, max_steps, the trainer's eta_s), else `name 12s`."""
     total = (status or {}).get("max_steps")
     if not total:
         return f"{name} {time.monotonic() - since:.0f}s"
