@@ -21,6 +21,7 @@ The CLI verb (`w2stree explore`) and the job kind `explore` (`core.explore_job`,
 
 from __future__ import annotations
 
+import shlex
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,7 +136,10 @@ def load_node(store: Store, env: str, task_id: str, node: int) -> tuple[Tree, Tr
     try:
         tree = store.load_tree(tree_id)
     except KeyError:
-        raise UserError(f"no tree {tree_id!r}; build it with `w2stree tree --env {env} --task {task_id}`") from None
+        from core.names import env_option, stored_world_hint
+
+        raise UserError(f"no tree {tree_id!r}; build it with `w2stree tree {env_option(env)} --task "
+                        f"{shlex.quote(task_id)}`{stored_world_hint(store, env)}") from None
     if not 0 <= node < tree.n_nodes:
         raise UserError(f"tree {tree_id} has no node {node}; its nodes are 0-{tree.n_nodes - 1}")
     ids = tree.traj_ids[tree.trajs[node]].tolist()

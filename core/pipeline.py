@@ -4,7 +4,8 @@
 
 1. models: the env's local models (`<env>-weak`, `<env>-strong`, built if missing) or the
    scale's named models; a scale may run a plain env name in a smaller world of its own
-   (`worlds`: the tiny scale plays `shop?n_products=200&n_categories=10`);
+   (`worlds`: the tiny and quick scales play `shop?n_products=200&n_categories=10`, short name
+   `tinyshop`);
 2. expert demonstrations (policy `expert`, `core.stages.demonstrations`) on `demo_tasks` train tasks;
 3. SFT-weak and SFT-strong: each base model fine-tuned on those demonstrations;
 4. exploration: the SFT-weak model plays `explore_tasks` train tasks from `explore_from` (0: the
@@ -64,6 +65,7 @@ import pandas as pd
 from core import stages
 from core.agents.base import PAPER_SCHEDULE, Sampling
 from core.envs.base import env_slug, select_tasks
+from core.envs.shop import TINY_WORLD
 from core.errors import UserError
 from core.results import METHODS, STRONG_METHODS
 from core.store import Store
@@ -132,7 +134,7 @@ SCALES: dict[str, Scale] = {
         # chosen on dev (run 10): 240 steps beat the compute-matched 60 (0.847 against 0.825), while
         # TreeDPO is best at 60 (240: 0.813); the strong baseline gets the budget that serves it best
         continued=dict(max_steps=240, lr=5e-5, batch_size=16, save_steps=30),
-        worlds={"shop": "n_products=200&n_categories=10"},
+        worlds={"shop": TINY_WORLD},
     ),
     "quick": Scale(
         name="quick", demo_tasks=6, explore_tasks=4, test_tasks=3, trajs_per_task=4, max_steps=6,
@@ -142,6 +144,7 @@ SCALES: dict[str, Scale] = {
         mcts_sft=dict(epochs=1.0, lr=3e-4, batch_size=4),
         dpo=dict(epochs=1.0, lr=5e-5, batch_size=4),
         mcts_iterations=200, max_pairs=8, gen_batch=16, explorer="noisy-expert",
+        worlds={"shop": TINY_WORLD},  # the tiny scale's world: `up --scale quick` fills what `up` does
     ),
     "paper": Scale(
         name="paper", weak="Qwen/Qwen2.5-0.5B-Instruct", strong="Qwen/Qwen2.5-7B-Instruct",

@@ -8,12 +8,23 @@ time (jobs and calls counted together; on a CPU machine each gets one torch thre
 each starts and ends through a `Reporter` and adds its wall time to the reporter's timing of its
 stage, the first word of its name (`train`, `eval`, `explore`). The first failure stops the rest
 (running training jobs are stopped) and is raised naming its unit.
+
+While units run, the reporter keeps a live line of them (`Reporter.live`): a training job's step
+of its steps, its rate and time left (from the job's status.json), a stage call's time so far. On
+a terminal that line is rewritten in place; in a log it is written as a plain line whenever
+nothing else was said for `LIVE_EVERY_S` seconds, so the console is never silent for longer.
+Between units (a stage in this process: models, demonstrations, trees, MCTS, pairs) a printing
+reporter's heartbeat thread keeps that line on what was said last and how long ago, until the
+reporter reaches fraction 1 or is gone.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +38,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[float, str], None]  # (fraction of the whole done, what happens now)
 POLL_S = 0.5  # how often running units are checked
+LIVE_EVERY_S = 8.0  # a log (not a terminal) never stays silent 10 s (polls and beats add up to 1 s)
+BEAT_S = 0.5  # the heartbeat's period; it speaks when nothing updated the live line for 2 periods
 
 
 class Reporter:
@@ -38,6 +51,13 @@ class Reporter:
         self.timings: dict[str, float] = {}
         self.t0 = time.monotonic()
         self.fraction = 0.0
+        self.tty = self.echo and sys.stderr is not None and sys.stderr.isatty()
+        self._shown = False  # a live line is on the terminal's last line
+        self._said = self.t0  # when a line was last written
+        self._last, self._last_at, self._live_at = "", self.t0, self.t0  # the last said text; live's last call
+        self._lock = threading.Lock()  # the heartbeat writes too
+        if self.echo:
+            threading.Thread(target=Reporter._beat, args=(weakref.ref(self),), daemon=True).start()
 
     def say(self, fraction: float | None, text: str) -> None:
         """Report `text`; `fraction` of the whole done (None: unchanged)."""
@@ -46,7 +66,54 @@ class Reporter:
         if self.callback is not None:
             self.callback(self.fraction, text)
         if self.echo:
-            print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=sys.stderr, flush=True)
+            with self._lock:
+                self._end_live()
+                print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=sys.stderr, flush=True)
+                self._said = self._last_at = self._live_at = time.monotonic()
+                self._last = text
+
+    def live(self, text: str, *, beat: bool = False) -> None:
+        """Show what runs now: on a terminal one line rewritten in place (cut to its width), in a
+        log a plain line when nothing was written for LIVE_EVERY_S seconds."""
+        if not self.echo or not text:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if not beat:
+                self._live_at = now
+            line = f"[{now - self.t0:7.1f}s] {text}"
+            if self.tty:
+                width = shutil.get_terminal_size((100, 20)).columns - 1
+                sys.stderr.write("\r\033[K" + line[:width])
+                sys.stderr.flush()
+                self._shown = True
+            elif now - self._said >= LIVE_EVERY_S:
+                print(line, file=sys.stderr, flush=True)
+                self._said = now
+
+    def end_live(self) -> None:
+        """Take the live line off the terminal (nothing runs any more, or a line of its own follows)."""
+        with self._lock:
+            self._end_live()
+
+    def _end_live(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\033[K")
+            self._shown = False
+
+    @staticmethod
+    def _beat(ref: weakref.ref[Reporter]) -> None:
+        """The heartbeat thread (holding no reference between beats, so a reporter that is gone
+        ends it): while nothing else keeps the live line, it shows the last said text and its age."""
+        while True:
+            time.sleep(BEAT_S)
+            rep = ref()
+            if rep is None or rep.fraction >= 1.0:
+                return
+            now = time.monotonic()
+            if rep._last and now - rep._live_at >= 2 * BEAT_S:
+                rep.live(f"{rep._last} · {now - rep._last_at:.0f}s", beat=True)
+            del rep
 
     def timed(self, stage: str, start: float) -> None:
         """Add the time since `start` (time.monotonic) to `stage`'s total."""
@@ -68,6 +135,19 @@ class Unit:
     n_examples: int = 0  # a job's training rows, for the progress line
     reusable: bool = False  # a call whose result (a run id) `core.reuse` may take from an identical earlier one
     result: Any = None
+
+
+def running_text(name: str, since: float, status: dict[str, Any] | None = None) -> str:
+    """One running unit in the live line: a training job's `train TreeDPO 40/60 steps (2.5
+    steps/s, 0m08s left)` from its status (step, max_steps, the trainer's eta_s), else `name 12s`."""
+    total = (status or {}).get("max_steps")
+    if not total:
+        return f"{name} {time.monotonic() - since:.0f}s"
+    step, eta = status.get("step") or 0, status.get("eta_s")
+    text = f"{name} {step}/{total} steps"
+    if isinstance(eta, int | float) and eta > 0 and step < total:
+        text += f" ({(total - step) / eta:.2g} steps/s, {int(eta) // 60}m{int(eta) % 60:02d}s left)"
+    return text
 
 
 class UnitFailed(RuntimeError):
@@ -146,10 +226,12 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
                 missing = sorted({d for u in pending for d in u.deps} - set(done) - {u.name for u in pending})
                 raise RuntimeError(f"units wait on unknown or circular dependencies {missing}")
             time.sleep(POLL_S)
+            live = []
             for name, (u, handle, t0) in list(running.items()):
                 if u.kind:
                     status = job_status(handle)
                     if status["status"] in ("queued", "running") or job_alive(handle):
+                        live.append(running_text(name, t0, status))
                         continue
                     sync_job(store, handle)
                     if status["status"] != "succeeded":
@@ -158,6 +240,7 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
                     u.result = Path(status["output_path"])
                 else:
                     if not handle.done():
+                        live.append(running_text(name, t0))
                         continue
                     u.result = _outcome(u, handle, done)
                 del running[name]
@@ -165,7 +248,9 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
                 reuse_records.record(u, store)
                 rep.timed(name.split(" ")[0], t0)
                 rep.say(None, f"done {u.name} in {time.monotonic() - t0:.0f}s")
+            rep.live(" · ".join(live))
     finally:
+        rep.end_live()
         for u, handle, _ in running.values():
             if u.kind:
                 stop_job(handle, store, grace=5.0)

@@ -1,15 +1,19 @@
-"""Pure builders of the Results page's honest statistics: the paired comparisons with both
-intervals (a table and a forest plot) and the paper's Figure 4 (performance against trajectories
-per task K, mean over seeds with its t-interval). Frames come from core.results
+"""Pure builders of the Results page's honest statistics: the method table with its spread over
+seeds, the paired comparisons with both intervals (a table and a forest plot), the paper's Figure 4
+(performance against trajectories per task K, mean over seeds with its t-interval), and the
+command that fills what an experiment left out. Frames come from core.results
 (`paired_comparisons`, `k_table`)."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.results import NO_DATA, interval_text
+from core.results import NO_DATA, ONE_SEED, interval_text
+from dashboard import shaping
 from dashboard.shaping import escape
 
 BOOTSTRAP = "95% bootstrap (seeds, then tasks)"
@@ -80,3 +84,33 @@ def k_figure(table: pd.DataFrame, metric: str = "reward") -> go.Figure:
                       yaxis_title="average reward" if metric == "reward" else "success rate",
                       legend={"orientation": "h", "y": -0.25})
     return fig
+
+
+def method_stat_cells(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The method table with the statistics `w2stree results` prints: per method (rows) and env
+    (columns `<env> reward`, `<env> success`) the mean over seeds ± their sample standard deviation,
+    "mean (1 seed)" where one seed ran, "no data" where the method had no training data; the
+    largest trajectories-per-task setting of each method and env."""
+    if results.empty:
+        return pd.DataFrame()
+    rows = shaping.largest_k_rows(results)
+    g = rows.groupby(["method", "env"], sort=False)[["avg_reward", "success_rate"]]
+    mean, std, seeds = (shaping.method_wide(rows, agg) for agg in (g.mean(), g.std(), g.count()))
+
+    def cell(m: float, s: float, n: float) -> str:
+        if pd.isna(m):
+            return NO_DATA
+        return f"{m:.{digits}f} ({ONE_SEED})" if n == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+    return pd.DataFrame([[cell(*v) for v in zip(mean.loc[i], std.loc[i], seeds.loc[i], strict=True)]
+                         for i in mean.index], index=mean.index, columns=mean.columns)
+
+
+def experiment_command(experiment_id: str, env: str, options: str) -> str:
+    """`w2stree pipeline` as the experiment ran it (its env, scale and split, read from its id),
+    plus `options`: the command that fills what the experiment left out."""
+    from core.names import env_option
+
+    m = re.search(r"-(tiny|quick|paper)-(dev|test)-\d{8}-", experiment_id)
+    scale, split = m.groups() if m else ("tiny", "test")
+    return f"w2stree pipeline {env_option(env)} --scale {scale} --split {split} {options}"

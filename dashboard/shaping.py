@@ -434,31 +434,26 @@ def untrained_methods(results: pd.DataFrame) -> list[str]:
     return trained[~trained].index.tolist()
 
 
-def method_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Average reward and success rate per method (rows, in first-appearance order) and env
-    (columns `<env> reward`, `<env> success`), averaged over seeds; only the largest
-    trajectories-per-task setting of each method and env counts. A method without training
-    data there gets NaN (see `method_cells`), never the numbers stored in its place."""
-    if results.empty:
-        return pd.DataFrame()
+def largest_k_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the largest trajectories-per-task setting of each method and env, with the
+    numbers of a method without training data there set to NaN."""
     df = results.copy()
     df["trajs_per_task"] = df["trajs_per_task"].fillna(-1)
     top = df.groupby(["method", "env"])["trajs_per_task"].transform("max")
     df = df[df["trajs_per_task"] == top]
     df.loc[~has_training_data(df), ["avg_reward", "success_rate"]] = math.nan
-    agg = df.groupby(["method", "env"], sort=False)[["avg_reward", "success_rate"]].mean()
+    return df
+
+
+def method_wide(rows: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
+    """Per-(method, env) values `agg` (columns avg_reward, success_rate) as the method table:
+    methods in the first-appearance order of `rows`, columns `<env> reward`, `<env> success`."""
     wide = agg.unstack("env")
     wide.columns = [f"{env} {'reward' if col == 'avg_reward' else 'success'}" for col, env in wide.columns]
-    order = list(dict.fromkeys(df["method"]))
-    envs = list(dict.fromkeys(df["env"]))
+    order = list(dict.fromkeys(rows["method"]))
+    envs = list(dict.fromkeys(rows["env"]))
     cols = [f"{e} {k}" for e in envs for k in ("reward", "success")]
     return wide.reindex(index=order, columns=cols)
-
-
-def method_cells(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """`method_table` for display: numbers with `digits` decimals, "no data" where a method had
-    no training data (NaN)."""
-    return table.map(lambda x: NO_DATA if pd.isna(x) else f"{x:.{digits}f}")
 
 
 def score_curves(steps: pd.DataFrame) -> pd.DataFrame:
@@ -495,7 +490,7 @@ def data_spec(source: str, env: str, arg: str = "", tasks: int = 0, min_margin: 
 
 
 EMPTY_DATA = {
-    "expert": "no expert demonstrations of {env} are stored (`w2stree collect --env {env} --policy expert`)",
+    "expert": "no expert demonstrations of {env} are stored (`w2stree collect {env_option} --policy expert`)",
     "successes": "{arg} has no successful trajectory in {env}",
     "best-paths": "no tree of {env} has an MCTS best path (`w2stree mcts`)",
     "pairs": "no {arg} pairs of {env} are stored",
@@ -507,7 +502,9 @@ def empty_data_reason(source: str, env: str, arg: str, count: int, why: str = ""
     sentence naming the data and, when known, why it is empty); None when there is data."""
     if count:
         return None
-    what = EMPTY_DATA.get(source, "the data holds no example").format(env=env, arg=arg)
+    from core.names import env_option
+
+    what = EMPTY_DATA.get(source, "the data holds no example").format(env=env, arg=arg, env_option=env_option(env))
     return f"Start is disabled: the chosen data is empty (0 examples): {what}" + (f"; {why}" if why else "") + "."
 
 

@@ -110,6 +110,10 @@ def test_every_page_renders_and_a_node_click_opens_its_panel(server, store):
             settle(page, title)
             assert page.locator("[data-testid='stException']").count() == 0, f"exception on {name}"
             page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+            if name == "results":  # one seed: said so, with the command that runs three (issue 25)
+                body = page.locator("body").inner_text()
+                assert "One seed" in body and "w2stree pipeline --env shop --scale tiny --split test --seeds 0 1 2" \
+                    in body, body[-3000:]
 
         # Trees: click the node of "click[item b]" in the tree figure.
         target = node_of["click[item b]"]

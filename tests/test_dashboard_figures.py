@@ -12,7 +12,7 @@ import pytest
 
 from core.trajectory import Step, Trajectory
 from core.tree import build_tree
-from dashboard import figures, layout, shaping, train_defaults
+from dashboard import figures, layout, result_figures, shaping, train_defaults
 
 
 def make_tree(parents: dict[int, int], visits: dict[int, int] | None = None,
@@ -230,10 +230,10 @@ def test_method_table():
         {"experiment_id": "x", "env": "shop", "method": "treedpo", "model": "t", "seed": 0,
          "trajs_per_task": 4, "avg_reward": 0.7, "success_rate": 0.6},
     ])
-    table = shaping.method_table(res)
+    table = result_figures.method_stat_cells(res)
     assert table.index.tolist() == ["sft-weak", "treedpo"]
-    assert table.loc["sft-weak", "shop reward"] == pytest.approx(0.3)
-    assert table.loc["treedpo", "shop success"] == pytest.approx(0.6)  # largest setting only
+    assert table.loc["sft-weak", "shop reward"] == "0.300 ± 0.141"  # sample std of 0.2 and 0.4
+    assert table.loc["treedpo", "shop success"] == "0.600 (1 seed)"  # largest setting only, one seed
     assert shaping.untrained_methods(res) == []
 
 
@@ -243,9 +243,9 @@ def test_a_method_without_training_data_shows_no_data():
             for m, n in (("sft-strong", 50), ("treedpo", 0), ("mcts", None)) for k in (2, 4)]
     res = pd.DataFrame(rows).astype({"n_examples": "Int32"})  # as the store returns it
     assert shaping.untrained_methods(res) == ["treedpo"]  # NA is "not recorded", not zero
-    cells = shaping.method_cells(shaping.method_table(res))
+    cells = result_figures.method_stat_cells(res)
     assert cells.loc["treedpo"].tolist() == ["no data", "no data"]
-    assert cells.loc["sft-strong"].tolist() == ["0.400", "0.200"] == cells.loc["mcts"].tolist()
+    assert cells.loc["sft-strong"].tolist() == ["0.400 (1 seed)", "0.200 (1 seed)"] == cells.loc["mcts"].tolist()
 
 
 def test_score_curves_carry_the_last_score_forward():

@@ -347,11 +347,37 @@ def test_results_page_shows_table_and_both_curves(filled):
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert table.index.tolist() == ["sft-weak", "sft-strong", "treedpo", "mcts", "eto-dpo"]
-    assert table.loc["treedpo", "shop reward"] == "0.600"
+    assert table.loc["treedpo", "shop reward"] == "0.600 (1 seed)"  # never "± 0.000"
     assert table.loc["eto-dpo"].tolist() == ["no data", "no data"]  # not sft-strong's numbers
     assert "eto-dpo: no data" in texts(at)
     assert at.selectbox(key="results_env").value == "sciworld"
     assert len(at.get("plotly_chart")) == 2  # score per step + trajectories per task
+
+
+def test_results_page_explains_what_an_up_experiment_lacks_and_offers_its_commands(store):
+    """After `w2stree up`: one seed, one K, shop episodes without per-step scores. Each section says
+    so and shows the command that fills it (issue 25 item 4)."""
+    exp, world = "exp-shop-n_products=200-n_categories=10-tiny-test-20261206-120000-ab12", \
+        "shop?n_products=200&n_categories=10"
+    store.add_trajectories([Trajectory(world, f"test_{i}", "buy", [Step("click[buy now]", "done", reward=r)],
+                                       reward=r, source="eval", model=label, run_id=f"run-{label}")
+                            for label in ("sft-weak", "treedpo") for i, r in enumerate((0.0, 1.0))])
+    store.add_results([dict(experiment_id=exp, env=world, method=method, model=f"m-{label}", seed=0,
+                            trajs_per_task=4, avg_reward=0.5, success_rate=0.5, n_examples=10, n_episodes=2,
+                            run_id=f"run-{label}") for method, label in (("SFT-weak", "sft-weak"),
+                                                                         ("TreeDPO", "treedpo"))])
+    at = run_page("views/results.py")
+    assert not at.exception, at.exception
+    assert at.dataframe[0].value.loc["TreeDPO", f"{world} reward"] == "0.500 (1 seed)"
+    shown_text, commands = texts(at), [c.value for c in at.code if c.value.startswith("w2stree")]
+    assert "One seed" in shown_text and "one number of trajectories per task (K = 4)" in shown_text
+    assert "carry no per-step scores" in shown_text
+    assert commands == ["w2stree pipeline --env tinyshop --scale tiny --split test --seeds 0 1 2",
+                        "w2stree pipeline --env tinyshop --scale tiny --split test --trajs-per-task 1 2 4 6",
+                        "w2stree eval --model expert --env sciworld --tasks 10"]
+    cells = next(d.value for d in at.dataframe if "comparison" in d.value.columns)  # the comparisons exist
+    row = cells[(cells["comparison"] == "TreeDPO − SFT-weak") & (cells["metric"] == "reward")].iloc[0]
+    assert row["diff"] == "+0.000" and row.iloc[5] == "1 seed"
 
 
 def test_results_page_shows_comparisons_with_both_intervals_and_figure_4(filled):

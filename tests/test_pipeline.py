@@ -98,10 +98,12 @@ def test_quick_pipeline_end_to_end(store):
     exp = df.attrs["experiment_id"]
     stored = store.results(exp)
     assert sorted(stored["method"]) == sorted(methods)
-    assert set(stored["env"]) == {"shop"} and set(stored["seed"]) == {0}
+    # `--env shop` at the quick scale plays the tiny scale's world, tinyshop (what `up` fills)
+    world = "shop?n_products=200&n_categories=10"
+    assert set(stored["env"]) == {world} and set(stored["seed"]) == {0}
     models = set(store.models()["name"])
     for name in ("sft-weak", "sft-strong", "sft-continued", "w2s-sft", "eto-dpo", "treedpo", "mcts"):
-        assert f"shop-{name}-s0" in models
+        assert f"shop-n_products=200-n_categories=10-{name}-s0" in models
     # the paper's design: the weak model explores the demonstrated tasks, more episodes than demos;
     # the evaluation tasks are in neither
     trajs = store.trajectory_index(source="collect")
@@ -109,7 +111,7 @@ def test_quick_pipeline_end_to_end(store):
     assert set(explored["task_id"]) <= set(demos["task_id"]) and len(explored) >= len(demos)
     evals = store.trajectory_index(source="eval")
     assert set(evals["task_id"]).isdisjoint(set(demos["task_id"]) | set(explored["task_id"]))
-    assert len(store.trees(env="shop")) == 4
+    assert len(store.trees(env=world)) == 4
     assert len(store.pairs(granularity="step")) > 0
     assert set(evals["model"]) == {label for _, label in METHODS}
     # the table's numbers are those of the stored eval episodes

@@ -91,3 +91,76 @@ def test_units_waiting_on_unknown_units_are_refused_before_anything_runs(store, 
     with pytest.raises(RuntimeError, match=r"unknown or circular dependencies \['train nothing'\]"):
         run_units(units, store, parallel=2, rep=Reporter(None))
     assert not list(tmp_path.glob("*.start"))
+
+
+def test_a_running_unit_in_the_live_line():
+    from core.work import running_text
+
+    since = time.monotonic() - 12.4
+    assert running_text("eval TreeDPO", since) == "eval TreeDPO 12s"  # a stage call: its time so far
+    status = {"status": "running", "step": 40, "max_steps": 60, "eta_s": 8.0}
+    # 20 steps left in 8 s: 2.5 steps/s
+    assert running_text("train TreeDPO", since, status) == "train TreeDPO 40/60 steps (2.5 steps/s, 0m08s left)"
+    loading = {"status": "running", "step": 0, "max_steps": None, "eta_s": None}
+    assert running_text("train MCTS", since, loading) == "train MCTS 12s"  # no step yet: the model loads
+
+
+def test_the_live_line_in_a_log_and_on_a_terminal(capsys, monkeypatch):
+    import core.work
+
+    monkeypatch.setattr(core.work, "LIVE_EVERY_S", 0.2)
+    monkeypatch.setattr(core.work, "BEAT_S", 100.0)  # no heartbeat within this test
+    rep = Reporter(True)
+    assert not rep.tty  # pytest's captured stderr is not a terminal
+    rep.live("train a 1/9 steps")
+    assert capsys.readouterr().err == ""  # said nothing for less than LIVE_EVERY_S: quiet
+    time.sleep(0.25)
+    rep.live("train a 2/9 steps")
+    rep.live("train a 3/9 steps")  # just written: not again
+    err = capsys.readouterr().err
+    assert err.endswith("] train a 2/9 steps\n") and err.count("\n") == 1
+    time.sleep(0.25)
+    rep.say(None, "done a")
+    rep.live("train b 1/9 steps")  # a line was just said
+    assert capsys.readouterr().err.endswith("] done a\n")
+
+    rep.tty = True  # on a terminal: one line rewritten in place, cleared before a line of its own
+    rep.live("train b 2/9 steps")
+    rep.live("train b 3/9 steps")
+    rep.say(None, "done b")
+    rep.end_live()  # nothing shown: nothing to clear
+    err = capsys.readouterr().err
+    assert err.startswith("\r\x1b[K[") and "\n" not in err.split("done b")[0]
+    assert err.count("\r\x1b[K") == 3 and err.endswith("] done b\n")
+    assert "] train b 2/9 steps\r\x1b[K[" in err
+
+
+def test_run_units_keeps_a_log_from_going_silent(store, tmp_path, capsys, monkeypatch):
+    import core.work
+
+    monkeypatch.setattr(core.work, "LIVE_EVERY_S", 0.0)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run_units([Unit("hold x", stage=_note, kwargs=dict(name="x", folder=str(marks), hold=1.5))], store,
+              parallel=1, rep=Reporter(True))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("] start hold x") and lines[-1].split("] ")[1].startswith("done hold x in ")
+    assert any(line.endswith(("] hold x 1s", "] hold x 2s")) for line in lines[1:-1]), lines
+
+
+def test_the_heartbeat_speaks_between_units_until_the_end(capsys, monkeypatch):
+    import core.work
+
+    monkeypatch.setattr(core.work, "LIVE_EVERY_S", 0.3)
+    monkeypatch.setattr(core.work, "BEAT_S", 0.05)
+    rep = Reporter(True)
+    rep.say(0.1, "models: local models of shop")  # then a stage in this process, saying nothing
+    time.sleep(1.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("] models: local models of shop")
+    beats = lines[1:]
+    assert 2 <= len(beats) <= 4, beats  # one every LIVE_EVERY_S in a log
+    assert all(" models: local models of shop · " in b and b.endswith("s") for b in beats)
+    rep.say(1.0, "experiment done")  # the end: the heartbeat stops
+    time.sleep(0.5)
+    assert capsys.readouterr().err.splitlines()[-1].endswith("] experiment done")

@@ -79,11 +79,13 @@ def results_text(store: Store) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from core.envs.shop import TINY_WORLD
+
     store = open_store(args)
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
-              f"(shop env, {args.scale} scale; the tiny scale took 63 minutes on 2 shared CPU cores; "
-              f"`w2stree jobs list` shows its training jobs)",
+              f"(the tinyshop world, shop?{TINY_WORLD}; {args.scale} scale; the tiny scale took 63 minutes "
+              f"on 2 shared CPU cores; `w2stree jobs list` shows its training jobs)",
               flush=True)
         from core.pipeline import run_pipeline  # heavy imports (torch, trl): only when needed
 
@@ -91,6 +93,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         print(f"w2stree up: {store.path} already has results; serving them", flush=True)
     print(results_text(store), flush=True)
+    print("the README's tour runs on this store: `w2stree stats`, `w2stree tree --env tinyshop --model sft-weak`, ...",
+          flush=True)
     if args.no_serve:
         return 0
     return serve(args.port, store, token=not args.no_token, hosts=args.allow_host)

@@ -73,3 +73,17 @@ def db_path(args: argparse.Namespace) -> Path:
 def open_store(args: argparse.Namespace) -> Store:
     """The store named by `args`, created and migrated on first use."""
     return Store(db_path(args))
+
+
+def model_arg(store: Store, name: str | None, env: str | None = None) -> str | None:
+    """The model a command-line model name stands for: a short one (`sft-weak`, `treedpo`,
+    `tinyshop-weak`; see `core.names`) as its full name, saying so on stderr; any other as given."""
+    import sys
+
+    from core.names import full_model_name
+
+    found = full_model_name(store, name, env) if name else None
+    if found is None:
+        return name
+    print(f"w2stree: {name} is {found[0]} ({found[1]})", file=sys.stderr, flush=True)
+    return found[0]

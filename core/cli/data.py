@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from core.cli.context import COUNT, env_arg, open_store
+from core.cli.context import COUNT, env_arg, model_arg, open_store
 from core.console import plural
 from core.errors import UserError
 from core.formats.importer import KINDS as IMPORT_FORMATS
@@ -158,14 +158,16 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     settings = TreeSettings(args.merge, args.threshold)
+    # a short name (sft-weak) means the model that explored; eval episodes keep their label as stored
+    model = args.model if args.source == "eval" else model_arg(store, args.model, args.env)
     with tqdm(desc="trees", unit="tree", disable=None) as bar:  # the count is known once they are grown
         n_trees, n_nodes, n_trajs = grow_trees_stored(store, settings, env=args.env, task=args.task,
-                                                      source=args.source, model=args.model, progress=bar.update)
+                                                      source=args.source, model=model, progress=bar.update)
     if not n_trajs:
         raise UserError(f"no trajectories{_scope(args)}"
                         f"{' from source ' + repr(args.source) if args.source else ''}"
-                        f"{' of model ' + repr(args.model) if args.model else ''}; "
-                        "run `w2stree import` or `w2stree collect` first")
+                        f"{' of model ' + repr(model) if model else ''}; "
+                        f"run `w2stree import` or `w2stree collect` first{_hint(store, args)}")
     print(f"built {plural(n_trees, 'tree')} ({plural(n_nodes, 'node')}) from {plural(n_trajs, 'trajectory')}, "
           f"merge={args.merge}")
     return 0
@@ -174,8 +176,15 @@ def cmd_tree(args: argparse.Namespace) -> int:
 def _trees(store: Store, args: argparse.Namespace) -> list[str]:
     ids = store.trees(args.env, args.task)["tree_id"].tolist()
     if not ids:
-        raise UserError(f"no trees{_scope(args)}; run `w2stree tree` first")
+        raise UserError(f"no trees{_scope(args)}; run `w2stree tree` first{_hint(store, args)}")
     return ids
+
+
+def _hint(store: Store, args: argparse.Namespace) -> str:
+    """Where the store's trees are when `--env` names a world without any (core.names)."""
+    from core.names import stored_world_hint
+
+    return stored_world_hint(store, args.env) if args.env else ""
 
 
 def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[Tree]]:
@@ -220,7 +229,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     if args.hard_for:
         from core.pair_ranking import PairScorer
 
-        scorer = PairScorer.load(args.hard_for, store)
+        scorer = PairScorer.load(model_arg(store, args.hard_for, args.env), store)
 
         def keep(pairs: list) -> list:
             cut[0] += len(pairs)

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Sampling
-from core.cli.context import COUNT, NONNEGATIVE, env_arg, open_store
+from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
 from core.console import plural
 from core.errors import UserError
 
@@ -112,7 +112,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     else:
         with make_env(world) as env:
             task_ids = select_tasks(env, args.split, args.tasks)
-    policy = make_policy(args.policy, world, seed=args.seed, store=store, env_kwargs=env_kwargs, server=args.server)
+    policy = make_policy(model_arg(store, args.policy, world), world, seed=args.seed, store=store,
+                         env_kwargs=env_kwargs, server=args.server)
     try:
         res = collect(store, world, policy, task_ids, schedule, max_steps=args.max_steps,
                       workers=args.workers, batch_size=args.batch_size, source=args.source,

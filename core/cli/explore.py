@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import COUNT, NONNEGATIVE, env_arg, open_store
+from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
 
 RULE_NAMES = ("deepest-failure", "value-drop", "ucb")  # core.grow.RULES, without importing torch here
 
@@ -70,10 +70,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
     from core.explore_job import start_job
 
     env_kwargs = parse_env_args(args.env_arg)
-    spec = ExploreSpec(env=env_with_args(args.env, env_kwargs), task_id=args.task, node=args.node, policy=args.policy, k=args.k,
-                       schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
-                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs, server=args.server)
     store = open_store(args)
+    world = env_with_args(args.env, env_kwargs)
+    spec = ExploreSpec(env=world, task_id=args.task, node=args.node, policy=model_arg(store, args.policy, world),
+                       k=args.k, schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
+                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs, server=args.server)
     if args.detach:
         print(f"started job {start_job(spec, store)}; follow it with `w2stree jobs show`")
         return 0

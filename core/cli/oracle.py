@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.cli.context import open_store
+from core.cli.context import env_arg, model_arg, open_store
 from core.errors import UserError
 
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Only envs whose expert plans from any state (shop) have an oracle. "
                                    "--report: label accuracy of the stored pairs, MCTS Q and data mean "
                                    "against the true value, and with --model how a model ranks the pairs.")
-    p.add_argument("--env", help="environment of the trees (required without --report)")
+    p.add_argument("--env", type=env_arg, help="environment of the trees (required without --report)")
     p.add_argument("--task", metavar="ID", help="only this task's tree")
     p.add_argument("--redo", action="store_true", help="recompute nodes that already have a true value")
     p.add_argument("--report", action="store_true", help="report instead of computing")
@@ -46,7 +46,8 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     if args.report:
         report = oracle_report(store, args.env, args.task)
         if args.model:
-            report["ranking"] = model_ranking(store, args.model, args.ref, args.env, args.task)
+            report["ranking"] = model_ranking(store, model_arg(store, args.model, args.env),
+                                              model_arg(store, args.ref, args.env), args.env, args.task)
         print(json.dumps(report, indent=1) if args.format == "json" else "\n".join(report_lines(report)))
         return 0
     if not args.env:

@@ -73,12 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
+    from core.cli.context import model_arg, open_store
     from core.evaluate import evaluate
 
-    res = evaluate(open_store(args), args.model, args.env, args.split, args.tasks, max_steps=args.max_steps,
-                   batch_size=args.batch_size, workers=args.workers, label=args.label, progress=True,
-                   server=args.server)
+    store = open_store(args)
+    res = evaluate(store, model_arg(store, args.model, args.env), args.env, args.split, args.tasks,
+                   max_steps=args.max_steps, batch_size=args.batch_size, workers=args.workers, label=args.label,
+                   progress=True, server=args.server)
     print(f"model         {res.label}")
     print(f"episodes      {res.n_episodes} ({args.env}/{args.split}, run {res.run_id})")
     print(f"avg reward    {res.avg_reward:.4f}")

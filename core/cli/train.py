@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from core.cli.jobs import follow
 
 if TYPE_CHECKING:
+    from core.store import Store
     from core.train.config import TrainConfig
 
 
@@ -62,14 +63,25 @@ def _train(args: argparse.Namespace) -> int:
     from core.train import method, start_job
 
     kind = method(args.kind).name
-    cfg = config_from_args(kind, args)
     store = open_store(args)
+    cfg = _full_names(store, config_from_args(kind, args))
     job_id = start_job(kind, cfg, store, detach=True)
     print(f"job {job_id} started: {command_line(kind, cfg)}")
     if args.detach:
         print(f"follow it with `w2stree jobs show {job_id}`; stop it with `w2stree jobs stop {job_id}`")
         return 0
     return follow(store, job_id)
+
+
+def _full_names(store: Store, cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with short model names (`sft-strong`, `tinyshop-weak`: core.names) made full, looked up
+    in the world of its store data (`pairs:tinyshop:step`), else in the latest experiment."""
+    from core.cli.context import model_arg
+    from core.train.data import parse_spec
+
+    env = parse_spec(cfg.data).env if cfg.data and ":" in cfg.data.partition("?")[0] else None
+    names = {f: model_arg(store, getattr(cfg, f), env) for f in ("model", "ref") if hasattr(cfg, f)}
+    return dataclasses.replace(cfg, **names)
 
 
 def command_line(kind: str, config: TrainConfig | dict[str, Any]) -> str:

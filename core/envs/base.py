@@ -118,6 +118,7 @@ class Env(ABC):
 
 
 _REGISTRY: dict[str, Callable[..., Env]] = {}
+_ALIASES: dict[str, str] = {}  # short name -> the env name it stands for (with its parameters)
 
 
 def register_env(name: str) -> Callable[[Callable[..., Env]], Callable[..., Env]]:
@@ -130,6 +131,19 @@ def register_env(name: str) -> Callable[[Callable[..., Env]], Callable[..., Env]
     return deco
 
 
+def register_alias(short: str, name: str) -> None:
+    """Let `short` stand for the env name `name` (`tinyshop` for
+    `shop?n_products=200&n_categories=10`): it parses, builds and canonicalizes as `name`, with
+    parameters given after it (`tinyshop?seed=3`) added; the store keeps the full canonical name."""
+    _ALIASES[short] = name
+
+
+def env_aliases() -> dict[str, str]:
+    """The short names of named worlds, and the env names they stand for."""
+    _load_builtin()
+    return dict(_ALIASES)
+
+
 def list_envs() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)
@@ -138,9 +152,12 @@ def list_envs() -> list[str]:
 def parse_env_name(name: str) -> tuple[str, dict[str, Any]]:
     """Split an env name into its registry name and parameters: `shop?n_products=200&n_categories=10`
     -> ("shop", {"n_products": 200, "n_categories": 10}). Values are read as int, then float, then
-    true/false, else kept as text. A plain name has no parameters."""
+    true/false, else kept as text. A plain name has no parameters; a short name (`register_alias`)
+    has those of the name it stands for."""
     base, _, query = name.partition("?")
     params: dict[str, Any] = {}
+    if base in env_aliases():  # a short name: its world's parameters, then those given after it
+        base, params = parse_env_name(_ALIASES[base])
     for part in filter(None, query.split("&")):
         key, eq, value = part.partition("=")
         if not eq or not key:

@@ -26,6 +26,9 @@ reward 1. When the step limit (10 by default, as the paper's release runs WebSho
 the episode ends with reward 0. Search is BM25
 (`rank_bm25.BM25Okapi`) over title, breadcrumb, attributes and option values; the index and
 catalogue are built once per (seed, size) and shared by all env instances in the process.
+
+`tinyshop` is the short name of `shop?n_products=200&n_categories=10`, the smaller world the
+pipeline's tiny and quick scales (and so `w2stree up`) play with the from-scratch models.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.envs.base import Env, ExpertStep, StepResult, UnknownEnvError, register_env
+from core.envs.base import Env, ExpertStep, StepResult, UnknownEnvError, register_alias, register_env
 from core.envs.shop_catalog import (
     MAX_CATEGORIES,
     Goal,
@@ -168,6 +171,11 @@ class _State:
     selected: dict[str, str] = field(default_factory=dict)
     steps: int = 0
     done: bool = False
+
+
+#: The world of the embedded default (`w2stree up`): 200 products in 10 categories.
+TINY_WORLD = "n_products=200&n_categories=10"
+register_alias("tinyshop", f"shop?{TINY_WORLD}")
 
 
 @register_env("shop")

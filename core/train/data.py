@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from core.agents.prompt import Message, env_prefix, step_messages, task_message
-from core.envs import env_parameters
+from core.envs import UnknownEnvError, canonical_env_name, env_parameters
 from core.errors import UserError
 from core.pairs import GRANULARITIES
 from core.store import Store
@@ -95,7 +95,10 @@ def parse_spec(text: str) -> DataSpec:
     if unknown is not None:
         raise UserError(f"data spec {text!r}: unknown option {unknown!r}; use "
                         f"{', '.join(OPTIONS)} or a parameter of env {names[1]!r} ({', '.join(allowed) or 'none'})")
-    env = names[1] + ("?" + "&".join(i for _, i in params) if params else "")
+    try:  # the store keeps every world under its canonical name (a short name like tinyshop too)
+        env = canonical_env_name(names[1] + ("?" + "&".join(i for _, i in params) if params else ""))
+    except UnknownEnvError as exc:
+        raise UserError(f"data spec {text!r}: {exc}") from None
     for key, conv in (("tasks", int), ("min_margin", float)):
         if key in options:
             try:

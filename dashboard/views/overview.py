@@ -9,7 +9,7 @@ import streamlit as st
 from core import fill_job
 from core.errors import UserError
 from core.jobs import ACTIVE, active_jobs, current
-from dashboard import data, shaping, ui
+from dashboard import data, result_figures, shaping, ui
 
 REFRESH_S = 1.0
 
@@ -116,7 +116,7 @@ def main() -> None:
         ui.empty("No results yet: `w2stree pipeline` (or `w2stree up`) trains and evaluates the methods.")
     else:
         st.caption(f"experiment {ui.plain(exp)}")
-        st.dataframe(shaping.method_cells(shaping.method_table(results[results["experiment_id"] == exp])))
+        st.dataframe(result_figures.method_stat_cells(results[results["experiment_id"] == exp]))
 
     st.subheader("Jobs")
     if jobs.empty:

@@ -1,6 +1,7 @@
-"""Results: the method table (average reward and success rate per method and env), the paired
-comparisons with both intervals, performance versus the number of trajectories per task (the
-paper's Figure 4) and the score per time step of evaluation episodes (Figure 3)."""
+"""Results: the method table (average reward and success rate per method and env, mean ± std over
+seeds or "1 seed"), the paired comparisons with both intervals, performance versus the number of
+trajectories per task (the paper's Figure 4) and the score per time step of evaluation episodes
+(Figure 3). What an experiment did not produce is explained, with the command that fills it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ def method_section(results) -> str:
     experiments = results.sort_values("created_at")["experiment_id"].unique().tolist()[::-1]
     exp = st.selectbox("Experiment (latest first)", experiments, key="results_exp")
     part = results[results["experiment_id"] == exp]
-    st.dataframe(shaping.method_cells(shaping.method_table(part)))
+    st.dataframe(result_figures.method_stat_cells(part))
+    seeds = part["seed"].nunique()
+    if seeds == 1:
+        st.caption("One seed, so no spread over seeds (each cell says \"1 seed\"; the comparisons' t-intervals "
+                   "need two or more). Three seeds, as a new experiment:")
+        st.code(result_figures.experiment_command(exp, part["env"].iloc[0], "--seeds 0 1 2"), language="bash")
+    else:
+        st.caption(f"Mean ± sample standard deviation over {seeds} seeds.")
     untrained = shaping.untrained_methods(part)
     if untrained:
         st.caption(f"{ui.plain(', '.join(untrained))}: {shaping.NO_DATA}: no training examples in this experiment "
@@ -44,25 +52,34 @@ def trajectories_section(part, metric: str) -> None:
     st.subheader("Performance versus trajectories per task")
     table = k_table(part)
     if table.empty:
-        ui.empty("This experiment ran one number of trajectories per task; `w2stree pipeline "
-                 "--trajs-per-task 1 2 4 6` fills this figure (the paper's Figure 4).")
+        ui.empty(f"This experiment ran one number of trajectories per task (K = "
+                 f"{', '.join(map(str, sorted(part['trajs_per_task'].dropna().unique())))}); a K sweep fills "
+                 "this figure (the paper's Figure 4), as a new experiment:")
+        st.code(result_figures.experiment_command(str(part["experiment_id"].iloc[0]), part["env"].iloc[0],
+                                                  "--trajs-per-task 1 2 4 6"), language="bash")
         return
     st.caption("Mean over seeds; error bars: 95% t-interval over seeds (none where a point has one seed).")
     st.plotly_chart(result_figures.k_figure(table, metric), key="results_k")
+
+
+SCORED_EVAL = "w2stree eval --model expert --env sciworld --tasks 10"  # any model: --model NAME
 
 
 def score_section(path: str, changes: int, index) -> None:
     st.subheader("Score per time step")
     envs = sorted(index["env"].unique()) if not index.empty else []
     if not envs:
-        ui.empty("No evaluation episodes yet: run `w2stree eval` to see scores per step.")
+        ui.empty("No evaluation episodes yet; per-step scores come from ScienceWorld's episodes:")
+        st.code(SCORED_EVAL, language="bash")
         return
     default = envs.index("sciworld") if "sciworld" in envs else 0
     env = st.selectbox("Environment", envs, index=default, key="results_env")
     curves = shaping.score_curves(data.eval_scores(path, changes, env))
     if curves.empty:
-        ui.empty(f"The {env} evaluation episodes carry no per-step scores (ScienceWorld's 0-100 "
-                 "progress does; run `w2stree eval --env sciworld`).")
+        ui.empty(f"The {ui.plain(env)} evaluation episodes carry no per-step scores: this env rewards only "
+                 "the episode's end (the shop: at Buy Now). ScienceWorld scores every step (0-100 progress); "
+                 "its expert's curve, for example (needs Java 17):")
+        st.code(SCORED_EVAL, language="bash")
         return
     st.plotly_chart(figures.line_figure(curves, "step", "score", "model", y_title="mean score",
                                         x_title="time step"), key="results_scores")
