@@ -27,6 +27,15 @@ def _wait(job: str) -> dict:
     return job_status(job)
 
 
+def _submit(at, form: str, job_key: str) -> dict:
+    """Submit a form that starts a job, wait for the job, and return its final status."""
+    at.button(key=form).click().run()
+    assert not at.exception, at.exception
+    job = at.session_state[job_key]
+    assert job.startswith(job_key.split("_")[0] + "-")
+    return _wait(job)
+
+
 def test_the_explore_form_starts_a_job_and_the_page_rings_the_new_nodes(store) -> None:
     _failed_tree(store)
     old = store.load_tree(TREE).to_networkx()
@@ -36,11 +45,7 @@ def test_the_explore_form_starts_a_job_and_the_page_rings_the_new_nodes(store) -
     at.selectbox(key="explore_policy").set_value("expert")
     at.number_input(key="explore_k").set_value(2)
     at.radio(key="explore_sampling").set_value("temperature / top-p")
-    at.button(key="FormSubmitter:explore_form-Explore from here").click().run()
-    assert not at.exception, at.exception
-    job = at.session_state["explore_job"]
-    assert job.startswith("explore-")
-    status = _wait(job)
+    status = _submit(at, "FormSubmitter:explore_form-Explore from here", "explore_job")
     assert status["status"] == "succeeded", status
     at.run()  # the live part sees the job end, records its nodes and reruns the page
     at.run()
@@ -208,11 +213,7 @@ def test_the_grow_form_starts_a_growth_job_over_the_envs_trees(store) -> None:
     assert not at.exception, at.exception
     at.selectbox(key="grow_policy").set_value("noisy-expert")
     at.number_input(key="grow_budget").set_value(4)
-    at.button(key="FormSubmitter:grow_form-Grow where the rule says").click().run()
-    assert not at.exception, at.exception
-    job = at.session_state["grow_job"]
-    assert job.startswith("grow-")
-    status = _wait(job)
+    status = _submit(at, "FormSubmitter:grow_form-Grow where the rule says", "grow_job")
     assert status["status"] == "succeeded", status
     at.run()
     assert not at.exception, at.exception
