@@ -15,6 +15,11 @@ trees insert them in the same order for the same seed), as it finishes (batched 
 a run whose process was killed outright reads as interrupted (the store checks its process).
 An interrupted run keeps what it finished and resumes with `resume=True` (CLI `--resume RUN`),
 which skips the (task, sampling) pairs the run already stored.
+
+Many machines, one store: `shard=(I, N)` runs every N-th task of the list from the I-th (each
+episode keeps its place `seq` in the whole list, so N shards together equal one unsharded run),
+and `spool=FILE` writes the run to a spool file (`core.spool`) instead of the store, each episode
+appended as it finishes, for `w2stree import jsonl` on the machine that holds the store.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Sampling
@@ -32,6 +38,7 @@ from core.env_slots import open_slots
 from core.envs.base import UnknownEnvError, canonical_env_name, known_env, list_envs
 from core.episodes import Episode, episode_slots, reset_starter, run_episodes
 from core.errors import UserError
+from core.spool import Spool, spooled_run
 from core.trajectory import Run, Trajectory, new_id
 
 if TYPE_CHECKING:
@@ -50,11 +57,12 @@ class CollectResult:
     status: str = "finished"
 
 
-def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
+def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
             schedule: Sequence[Sampling] = (Sampling(),), *, max_steps: int | None = None,
             workers: int = 1, batch_size: int | None = None, source: str = "collect", model: str | None = None,
             run_id: str | None = None, resume: bool = False, env_kwargs: dict | None = None,
-            seed: int = 0, progress: bool = True, flush_seconds: float = 1.0) -> CollectResult:
+            seed: int = 0, progress: bool = True, flush_seconds: float = 1.0,
+            shard: tuple[int, int] | None = None, spool: str | Path | None = None) -> CollectResult:
     """Run one episode per (task, sampling) with `policy` and store them as they finish.
 
     `max_steps` caps episodes below the env's own limit; `batch_size` is how many episodes
@@ -63,7 +71,9 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
     `model` is the name stored with the trajectories (default: the policy's name).
     `resume=True` continues `run_id`, skipping the pairs it already stored; it refuses a run of
     another policy or another world. `env` and `env_kwargs` together name the world, stored
-    under its canonical name (`canonical_env_name`).
+    under its canonical name (`canonical_env_name`). `shard=(I, N)` runs tasks I, I+N, I+2N, ...
+    of `task_ids` only; `spool` writes the run to that spool file and leaves `store` (may be None)
+    alone; a resume then continues the run from the spool.
     """
     if not known_env(env):
         raise UnknownEnvError(f"unknown env {env!r}; available: {', '.join(list_envs())}")
@@ -81,12 +91,17 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
     task_ids = list(dict.fromkeys(task_ids))
     if not task_ids:
         raise UserError("no tasks to collect; pass --tasks N or --task-ids ...")
+    mine = shard_tasks(task_ids, shard) if shard else task_ids
     env_kwargs = dict(env_kwargs or {})
     model = model or policy.name
     kind = "eval" if source == "eval" else "collect"
 
     done_pairs: set[tuple[str, str]] = set()
-    if resume:
+    if spool is not None:
+        if resume:
+            record, done_pairs = spooled_run(spool, run_id or "")
+            _check_same_run(record, env, policy.name)
+    elif resume:
         if not run_id or not store.has_run(run_id):
             raise UserError(f"no run {run_id!r} to resume; see `w2stree stats` or start a new run")
         if store.run_owner_alive(run_id):
@@ -99,6 +114,7 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
     run_id = run_id or new_id("run-")
 
     slots = open_slots(env, env_kwargs, workers)
+    sink: Store | Spool | None = store if spool is None else None  # where finished trajectories go
     finished: list[Trajectory] = []  # this call's episodes
     unsaved: list[Trajectory] = []
     status = "failed"
@@ -110,19 +126,26 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
             some = ", ".join(list(index)[:5])
             raise UnknownEnvError(f"env {env!r} has no task(s) {', '.join(map(repr, unknown[:5]))}; "
                                   f"it has {plural(len(index), 'task')}, e.g. {some}")
-        store.upsert_tasks(index[t] for t in task_ids)
         settings = {"schedule": [vars(s) for s in schedule], "max_steps": max_steps, "workers": workers,
                     "batch_size": batch_size, "seed": seed, "env_kwargs": env_kwargs, "source": source,
-                    "n_tasks": len(task_ids)}
-        if resume:
-            store.claim_run(run_id)
+                    "n_tasks": len(task_ids), **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {}),
+                    **({"spool": Path(spool).name} if spool is not None else {})}
+        run = Run(run_id=run_id, kind=kind, env=env, policy=policy.name, model=model, settings=settings)
+        if spool is not None:
+            sink = Spool(spool, run, {t: index[t].split for t in mine})
+            flush_seconds = 0.0  # every episode is in the file as soon as it finishes
         else:
-            store.add_run(Run(run_id=run_id, kind=kind, env=env, policy=policy.name, model=model,
-                              settings=settings))
+            store.upsert_tasks(index[t] for t in mine)
+            if resume:
+                store.claim_run(run_id)
+            else:
+                store.add_run(run)
 
         # seq: the pair's place in the run (task order, then schedule order)
+        ours = set(mine)
         pending = [Episode(t, s, zlib.crc32(f"{seed}/{t}/{s.name()}".encode()), i * len(schedule) + j)
-                   for i, t in enumerate(task_ids) for j, s in enumerate(schedule) if (t, s.name()) not in done_pairs]
+                   for i, t in enumerate(task_ids) if t in ours
+                   for j, s in enumerate(schedule) if (t, s.name()) not in done_pairs]
         if progress:
             from tqdm.auto import tqdm
 
@@ -139,7 +162,7 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
                 bar.update(1)
                 bar.set_postfix(reward=f"{sum(t.reward for t in finished) / len(finished):.3f}", refresh=False)
             if time.monotonic() - last_flush >= flush_seconds:
-                store.add_trajectories(unsaved)
+                sink.add_trajectories(unsaved)
                 unsaved.clear()
                 last_flush = time.monotonic()
 
@@ -151,9 +174,12 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
         raise
     finally:
         try:
-            if unsaved:
-                store.add_trajectories(unsaved)
-            store.finish_run(run_id, status)  # no-op when the run row was never written
+            if unsaved and sink is not None:
+                sink.add_trajectories(unsaved)
+            if spool is None:
+                store.finish_run(run_id, status)  # no-op when the run row was never written
+            elif sink is not None:
+                sink.close()
         finally:
             if bar is not None:
                 bar.close()
@@ -165,6 +191,34 @@ def collect(store: Store, env: str, policy: Policy, task_ids: list[str],
         success_rate=sum(bool(t.success) for t in finished) / n if n else 0.0,
         traj_ids=[t.traj_id for t in finished], status=status,
     )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"I/N"` -> (I, N): this collector's share of the tasks (N collectors, I from 0 to N-1);
+    UserError naming `--shard` and the fix for anything else."""
+    i, sep, n = text.partition("/")
+    try:
+        shard = (int(i), int(n)) if sep else None
+    except ValueError:
+        shard = None
+    if shard is None or shard[1] < 1:
+        raise UserError(f"--shard {text!r} is not I/N; e.g. --shard 0/3, --shard 1/3 and --shard 2/3 "
+                        "on three machines")
+    if not 0 <= shard[0] < shard[1]:
+        raise UserError(f"--shard {text}: I must be 0 to {shard[1] - 1} (N collectors are numbered "
+                        f"0/{shard[1]} to {shard[1] - 1}/{shard[1]})")
+    return shard
+
+
+def shard_tasks(task_ids: Sequence[str], shard: tuple[int, int]) -> list[str]:
+    """The tasks of shard (I, N): every N-th of `task_ids` from the I-th (N shards partition the
+    list); UserError when it gets none."""
+    i, n = shard
+    mine = list(task_ids[i::n])
+    if not mine:
+        raise UserError(f"--shard {i}/{n} gets no task of {plural(len(task_ids), 'task')}; use at most "
+                        f"{len(task_ids)} shards")
+    return mine
 
 
 def _check_same_run(run: dict[str, Any], env: str, policy: str) -> None:

@@ -26,7 +26,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -440,7 +440,8 @@ class Store(JobTables, Summaries):
         return len(trajs)
 
     def import_trajectories(self, trajs: Iterable[Trajectory], runs: Iterable[Run] = (),
-                            split: str = "train", replace_prefixes: Iterable[str] = ()) -> int:
+                            split: str = "train", replace_prefixes: Iterable[str] = (),
+                            splits: Mapping[tuple[str, str], str] | None = None) -> int:
         """Store imported trajectories, their runs and tasks in ONE transaction (all or none);
         returns how many trajectories were added.
 
@@ -449,7 +450,7 @@ class Store(JobTables, Summaries):
         a file again does not duplicate it). A trajectory that is already stored under the id it
         carries in `meta["traj_id"]` (what an export writes) with the same env, task, reward and
         number of steps is left out: re-importing an export adds nothing. Tasks not yet known are
-        added to `split`; runs not yet known are recorded as finished imports, and a stored run
+        added to their split in `splits` ((env, task id) -> split, e.g. a spool's), else `split`; runs not yet known are recorded as finished imports, and a stored run
         is never changed."""
         trajs = list(trajs)
         prefixes = list(replace_prefixes)
@@ -478,7 +479,7 @@ class Store(JobTables, Summaries):
             con.register("new_tasks", pa.table({
                 "env": pa.array([k[0] for k in tasks], pa.string()),
                 "task_id": pa.array([k[1] for k in tasks], pa.string()),
-                "split": pa.array([split] * len(tasks), pa.string()),
+                "split": pa.array([(splits or {}).get(k, split) for k in tasks], pa.string()),
                 "instruction": pa.array(list(tasks.values()), pa.string()),
             }))
             con.execute(f"INSERT OR IGNORE INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM new_tasks")
@@ -493,12 +494,21 @@ class Store(JobTables, Summaries):
             con.unregister("import_order")
         return len(trajs)
 
-    def foreign_runs(self, run_ids: Iterable[str]) -> set[str]:
+    def foreign_runs(self, run_ids: Iterable[str], spooled: bool = False) -> set[str]:
         """Those of `run_ids` that are stored runs not made by an import (collect, eval,
-        explore): an import never adds trajectories to them."""
+        explore): an import never adds trajectories to them. With `spooled`, runs imported from
+        collectors' spools (their settings name the spool) are not foreign either: the spools of
+        one run, or one spool imported again, add to it."""
         ids = list(run_ids)
+        spool = " AND json_extract(settings, '$.spool') IS NULL" if spooled else ""
         return set(self.query("SELECT run_id FROM runs WHERE kind IS DISTINCT FROM 'import' "
-                              "AND run_id IN (SELECT unnest(?))", [ids])["run_id"]) if ids else set()
+                              f"AND run_id IN (SELECT unnest(?)){spool}", [ids])["run_id"]) if ids else set()
+
+    def stored_traj_ids(self, traj_ids: Iterable[str]) -> set[str]:
+        """Those of `traj_ids` that the store holds."""
+        ids = list(traj_ids)
+        return set(self.query("SELECT traj_id FROM trajectories WHERE traj_id IN (SELECT unnest(?))",
+                              [ids])["traj_id"]) if ids else set()
 
     def counts(self) -> dict[str, int]:
         """Row count of every table (cheap; used by stats and to check that nothing changed)."""

@@ -50,8 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=fmt, description=(
                            "Import trajectory files into the store. Each file is all-or-nothing: a bad\n"
                            "file is reported (file, record, field) and skipped; the others import.\n"
-                           "Importing a file again replaces what it imported before. Exit status 1\n"
-                           "when a file was skipped.\n"
+                           "Importing a file again replaces what it imported before; a collector's\n"
+                           "spool (`collect --spool`) keeps its runs and ids, so importing it again adds\n"
+                           "nothing, and its truncated last line (collector killed) is skipped with a\n"
+                           "note. Exit status 1 when a file was skipped.\n"
                            "  jsonl        project JSONL, one trajectory per line (records name their env)\n"
                            "  eto-sft      ETO expert SFT file: [{id, conversations}] -> model 'expert'\n"
                            "  eto-explore  folder <root>/<model>/<experiment>/<task_id>.json"))
@@ -142,6 +144,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from core.formats.importer import import_paths
 
     summary = import_paths(open_store(args), args.format, args.paths, env=args.env)
+    for line in summary.notes:
+        print(f"w2stree: {line}", file=sys.stderr)
     for line in summary.errors:
         print(f"w2stree: skipped {line}", file=sys.stderr)
     print(summary.line())

@@ -4,6 +4,7 @@
                     [--tasks N | --task-ids ID ...] [--schedule paper | --samples K
                     --temperature T --top-p P] [--max-steps S] [--workers W] [--batch-size B]
                     [--resume RUN_ID] [--seed S] [--env-arg KEY=VALUE ...] [--source collect|eval]
+                    [--shard I/N] [--spool FILE]
     w2stree replay  [--env ENV] [--limit N]
 """
 
@@ -50,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="environment constructor argument, e.g. seed=1 or n_products=2000 (repeatable)")
     p.add_argument("--source", choices=("collect", "eval"), default="collect",
                    help="stored source: collect (exploration, demonstrations) or eval")
+    p.add_argument("--shard", metavar="I/N", help="run every N-th task from the I-th only (I = 0..N-1): "
+                   "one of N collectors, e.g. on N machines")
+    p.add_argument("--spool", metavar="FILE", help="append the episodes to this JSONL spool file instead of "
+                   "the store (opened not at all); ingest it with `w2stree import jsonl FILE` where the store is")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("replay", help="replay stored trajectories and check their rewards and scores",
@@ -100,28 +105,32 @@ def schedule_from_args(args: argparse.Namespace) -> list[Sampling]:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from core.agents.registry import make_policy
-    from core.collect import collect
+    from core.collect import collect, parse_shard
     from core.envs.base import make_env, select_tasks
 
     env_kwargs = parse_env_args(args.env_arg)
     world = env_with_args(args.env, env_kwargs)
     schedule = schedule_from_args(args)
-    store = open_store(args)
+    shard = parse_shard(args.shard) if args.shard else None
+    store = None if args.spool else open_store(args)  # a spooling collector may run where no store is
     if args.task_ids:
         task_ids = args.task_ids
     else:
         with make_env(world) as env:
             task_ids = select_tasks(env, args.split, args.tasks)
-    policy = make_policy(model_arg(store, args.policy, world), world, seed=args.seed, store=store,
+    name = model_arg(store, args.policy, world) if store is not None else args.policy
+    policy = make_policy(name, world, seed=args.seed, store=store,
                          env_kwargs=env_kwargs, server=args.server)
     try:
         res = collect(store, world, policy, task_ids, schedule, max_steps=args.max_steps,
                       workers=args.workers, batch_size=args.batch_size, source=args.source,
-                      run_id=args.resume, resume=bool(args.resume), env_kwargs=env_kwargs, seed=args.seed)
+                      run_id=args.resume, resume=bool(args.resume), env_kwargs=env_kwargs, seed=args.seed,
+                      shard=shard, spool=args.spool)
     finally:
         policy.close()
+    where = f"spool {args.spool}" if store is None else f"store {store.path}"
     print(f"run {res.run_id}: {plural(res.n_episodes, 'episode')}, average reward {res.avg_reward:.3f}, "
-          f"success rate {res.success_rate:.1%} (store {store.path})")
+          f"success rate {res.success_rate:.1%} ({where})")
     return 0
 
 

@@ -4,7 +4,10 @@ the store as it was while the good files of the same call are imported.
 
 Trajectory ids are derived from the file's resolved path and the record's position
 (`imp-<hash>-<n>`), so importing the same file again replaces everything it imported before
-(also when it has fewer records now) instead of duplicating it. Good files are written in
+(also when it has fewer records now) instead of duplicating it. Records of a collector's spool
+(`core.spool`) keep their own ids, runs and task splits instead: a spooled trajectory already
+stored is left out, so importing a spool again adds nothing, and a spool's truncated last line
+(its collector killed mid-write) is skipped with a note. Good files are written in
 batches (never splitting a file) to keep big imports fast; should a batch still fail to store,
 its files are written one by one so that only the failing file is skipped.
 """
@@ -25,6 +28,7 @@ from core.errors import UserError, one_line
 from core.formats import FormatError
 from core.formats.eto import explore_files, read_eto_explore_file, read_eto_sft
 from core.formats.jsonl import read_jsonl
+from core.spool import unspool
 from core.store import Store
 from core.trajectory import Run, Trajectory
 
@@ -41,8 +45,9 @@ class ImportSummary:
 
     files: int = 0
     trajectories: int = 0
-    already: int = 0  # records of trajectories the store already holds (a re-imported export)
+    already: int = 0  # records of trajectories the store already holds (a re-imported export or spool)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line per truncated last line skipped
 
     @property
     def skipped(self) -> int:
@@ -66,9 +71,9 @@ def _files(kind: str, path: Path) -> list[Path]:
     return [path]
 
 
-def _reader(kind: str, env: str) -> Callable[[Path], list[Trajectory]]:
+def _reader(kind: str, env: str, notes: list[str]) -> Callable[[Path], list[Trajectory]]:
     if kind == "jsonl":
-        return read_jsonl
+        return lambda p: read_jsonl(p, skipped=notes)
     if kind == "eto-sft":
         return lambda p: read_eto_sft(p, env)
     return lambda p: [read_eto_explore_file(p, env)]
@@ -92,17 +97,41 @@ def id_prefix(path: Path) -> str:
     return f"imp-{hashlib.sha1(str(path.resolve()).encode(errors='surrogateescape')).hexdigest()[:12]}-"
 
 
-def read_file(kind: str, path: Path, env: str) -> tuple[list[Trajectory], list[Run]]:
-    """Read and validate one file (raises FormatError); ids and runs assigned for the store."""
-    trajs = _reader(kind, env)(path)
+@dataclass
+class FileRead:
+    """One validated file, ready for the store: its trajectories with ids and runs assigned;
+    those of spool records (own ids) apart, with their tasks' splits ((env, task id) -> split)."""
+
+    path: Path
+    kind: str
+    trajs: list[Trajectory]
+    runs: list[Run]
+    spooled: list[Trajectory] = field(default_factory=list)
+    splits: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def read_file(kind: str, path: Path, env: str, notes: list[str] | None = None) -> FileRead:
+    """Read and validate one file (raises FormatError); ids and runs assigned for the store.
+    A truncated last line of a JSONL file is skipped, with a line in `notes`."""
+    trajs = _reader(kind, env, notes if notes is not None else [])(path)
     if env == "alfworld":  # ETO names ALFWorld games by file: map them to the env's task ids
         from core.envs.alfworld_data import adopt_game_ids
 
         adopt_game_ids(trajs)
     prefix = id_prefix(path)
+    read = FileRead(path, kind, trajs, [])
+    plain, spool_runs = [], {}
     for n, t in enumerate(trajs):
-        t.traj_id = f"{prefix}{n:06d}"
-    return trajs, _runs(path, kind, trajs)
+        found = unspool(t)
+        if found is None:
+            t.traj_id = f"{prefix}{n:06d}"
+            plain.append(t)
+        else:
+            read.spooled.append(t)
+            spool_runs.setdefault(t.run_id, found[0])
+            read.splits[(t.env, t.task_id)] = found[1]
+    read.runs = _runs(path, kind, plain) + list(spool_runs.values())
+    return read
 
 
 def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str | None = None,
@@ -128,7 +157,7 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
             summary.errors.append(one_line(f"{p}: no {kind} files in this folder"))
         files.extend(found)
 
-    batch: list[tuple[Path, list[Trajectory], list[Run]]] = []
+    batch: list[FileRead] = []
     pending = 0  # trajectories in the batch
 
     def flush() -> None:
@@ -145,17 +174,17 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
                 try:
                     added = _write(store, [item])
                 except STORE_VALUE_ERRORS as exc:
-                    summary.errors.append(one_line(f"{item[0]}: file: the store cannot hold it: {_first_line(exc)}"))
+                    summary.errors.append(one_line(f"{item.path}: file: the store cannot hold it: {_first_line(exc)}"))
                     continue
                 summary.files += 1
                 summary.trajectories += added
-                summary.already += len(item[1]) - added
+                summary.already += len(item.trajs) - added
         batch.clear()
         pending = 0
 
     for path in tqdm(files, desc=f"import {kind}", unit="file", disable=not progress or None):
         try:
-            trajs, runs = read_file(kind, path, env)
+            read = read_file(kind, path, env, summary.notes)
         except FormatError as exc:
             summary.errors.append(str(exc))
             continue
@@ -163,28 +192,37 @@ def import_paths(store: Store, kind: str, paths: Iterable[str | Path], env: str 
             summary.errors.append(one_line(f"{path}: file: too big to hold in memory here; split it "
                                            "into smaller files and import those"))
             continue
-        batch.append((path, trajs, runs))
-        pending += len(trajs)
+        clash = store.foreign_runs({t.run_id for t in read.spooled}, spooled=True)
+        if clash:
+            summary.errors.append(one_line(f"{path}: run {min(clash)!r} is a run of this store that was not "
+                                           "collected to a spool; import this spool into another store"))
+            continue
+        batch.append(read)
+        pending += len(read.trajs)
         if pending >= BATCH_TRAJECTORIES:
             flush()
     flush()
     return summary
 
 
-def _write(store: Store, batch: list[tuple[Path, list[Trajectory], list[Run]]]) -> int:
+def _write(store: Store, batch: list[FileRead]) -> int:
     """Store a batch of read files; returns the trajectories added. A record naming a run that
     an import did not make (a collected run) goes to its file's import run instead, keeping
-    that name in `meta["run"]`: an import never changes another run."""
-    foreign = store.foreign_runs({t.run_id for _, ts, _ in batch for t in ts})
-    for path, trajs, runs in batch:
-        moved = [t for t in trajs if t.run_id in foreign]
+    that name in `meta["run"]`: an import never changes another run. Spooled trajectories the
+    store already holds (by id) are left out."""
+    spooled = {id(t) for f in batch for t in f.spooled}
+    foreign = store.foreign_runs({t.run_id for f in batch for t in f.trajs if id(t) not in spooled})
+    for f in batch:
+        moved = [t for t in f.trajs if t.run_id in foreign and id(t) not in spooled]
         for t in moved:
             t.meta["run"], t.run_id = t.run_id, ""
         if moved:
-            runs[:] = [r for r in runs if r.run_id not in foreign] + _runs(path, runs[0].settings["format"], moved)
-    runs = {r.run_id: r for _, _, rs in batch for r in rs}  # folders share a run
-    return store.import_trajectories([t for _, ts, _ in batch for t in ts], runs.values(),
-                                     replace_prefixes=[id_prefix(path) for path, _, _ in batch])
+            f.runs[:] = [r for r in f.runs if r.run_id not in foreign] + _runs(f.path, f.kind, moved)
+    known = store.stored_traj_ids([t.traj_id for f in batch for t in f.spooled])
+    runs = {r.run_id: r for f in batch for r in f.runs}  # folders share a run
+    return store.import_trajectories([t for f in batch for t in f.trajs if t.traj_id not in known], runs.values(),
+                                     replace_prefixes=[id_prefix(f.path) for f in batch],
+                                     splits={k: v for f in batch for k, v in f.splits.items()})
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from core.errors import one_line
 from core.formats import FormatError
-from core.formats.reading import MAX_DEPTH, check_value, parse_json, read_lines, suspect
+from core.formats.reading import MAX_DEPTH, check_value, ends_with_newline, parse_json, read_lines, suspect
 from core.trajectory import Step, Trajectory
 
 TOP_FIELDS = {"env", "task_id", "instruction", "reward", "success", "steps", "model", "run", "meta"}
@@ -138,19 +139,37 @@ def parse_record(obj: Any, file: str, record: str) -> Trajectory:
     )
 
 
-def read_jsonl(path: str | Path) -> list[Trajectory]:
+def read_jsonl(path: str | Path, skipped: list[str] | None = None) -> list[Trajectory]:
     """All trajectories of a project JSONL file (blank lines skipped); the first bad line
-    raises FormatError ("FILE: line N: field 'F': problem")."""
+    raises FormatError ("FILE: line N: field 'F': problem").
+
+    With a `skipped` list, a last line that is not JSON and has no line break after it (a writer
+    killed mid-line, e.g. a collector's spool) is left out, with one line saying so appended to
+    `skipped`, instead of failing the file."""
     path = Path(path)
     file = str(path)
     out = []
+    cut: FormatError | None = None  # an unreadable line, fatal unless it is the truncated last one
     for n, line in read_lines(path):  # one line at a time: a big file is not held whole
         if not line.strip():
             continue
-        obj = parse_json(line, file, f"line {n}")
+        if cut is not None:
+            raise cut
+        try:
+            obj = parse_json(line, file, f"line {n}")
+        except FormatError as exc:
+            if skipped is None:
+                raise
+            cut = exc
+            continue
         if suspect(line):
             check_value(obj, file, f"line {n}")
         out.append(parse_record(obj, file, f"line {n}"))
+    if cut is not None:
+        if ends_with_newline(path):
+            raise cut
+        skipped.append(one_line(f"{cut.file}: {cut.record}: skipped a truncated last line (its writer stopped "
+                                "mid-line); the lines before it are read"))
     return out
 
 

@@ -63,6 +63,13 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise FormatError(file, "file", "", "empty file: there is nothing to import")
 
 
+def ends_with_newline(path: Path) -> bool:
+    """Whether the (regular, non-empty) file at `path` ends with a line break."""
+    with _open_regular(path) as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
 def _open_regular(path: Path) -> BinaryIO:
     """`path` opened for reading if it is a regular file; FormatError otherwise."""
     file = str(path)
