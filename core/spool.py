@@ -16,6 +16,7 @@ stored it, under its own id: importing a spool again adds nothing.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,8 @@ from core.formats import FormatError
 from core.formats.jsonl import read_jsonl, trajectory_record
 from core.trajectory import Run, Trajectory
 
-#: The meta keys a spool record adds to a trajectory's own meta (restored and removed on import).
+#: The meta key of a spool record's run and split (removed on import).
 SPOOL_KEY = "spool"
-_RESTORED = ("traj_id", "source", "temperature", "top_p")
 
 
 class Spool:
@@ -34,12 +34,14 @@ class Spool:
 
     def __init__(self, path: str | Path, run: Run, splits: dict[str, str]) -> None:
         """Append to `path` (created if missing) the trajectories of `run`; `splits` maps the
-        run's task ids to their split."""
+        run's task ids to their split. A truncated last line (a collector killed mid-write) is cut
+        off first, so that the next record starts a line of its own."""
         self.path = Path(path)
         self._run = {"run_id": run.run_id, "kind": run.kind, "env": run.env, "policy": run.policy,
                      "model": run.model, "settings": run.settings}
         self._splits = splits
         try:
+            _cut_partial_line(self.path)
             self._fh = self.path.open("a", encoding="utf-8")
         except OSError as exc:
             raise UserError(f"--spool {path}: cannot write there ({exc.strerror or exc}); "
@@ -58,6 +60,24 @@ class Spool:
         self._fh.close()
 
 
+def _cut_partial_line(path: Path, chunk: int = 1 << 16) -> None:
+    """Truncate `path` after its last line break (nothing when it ends with one or is missing)."""
+    if not path.is_file():
+        return
+    with path.open("r+b") as fh:
+        end = pos = fh.seek(0, os.SEEK_END)
+        while pos > 0:
+            step = min(chunk, pos)
+            fh.seek(pos - step)
+            cut = fh.read(step).rfind(b"\n")
+            if cut >= 0:
+                pos += cut + 1 - step
+                break
+            pos -= step
+        if pos < end:
+            fh.truncate(pos)
+
+
 def unspool(t: Trajectory) -> tuple[Run, str] | None:
     """For a trajectory read from a spool record: restore its id, source and sampling from its
     meta, remove the keys the spool added, and return (its run, its task's split); None (and
@@ -70,12 +90,17 @@ def unspool(t: Trajectory) -> tuple[Run, str] | None:
     del meta[SPOOL_KEY]
     t.traj_id = meta.pop("traj_id")
     t.source = str(meta.pop("source", "collect"))
-    t.temperature, t.top_p = meta.pop("temperature", None), meta.pop("top_p", None)
+    t.temperature, t.top_p = (_number(meta.pop(k, None)) for k in ("temperature", "top_p"))
     r = info["run"]
     run = Run(run_id=t.run_id, kind=str(r.get("kind", "collect")), env=str(r.get("env", t.env)),
               policy=str(r.get("policy", "")), model=str(r.get("model", t.model)),
               settings=r.get("settings") if isinstance(r.get("settings"), dict) else {})
     return run, str(info.get("split", "train"))
+
+
+def _number(v: Any) -> float | None:
+    """A restored sampling field: a number, else None (a hand-edited record cannot break the store)."""
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def spooled_run(path: str | Path, run_id: str) -> tuple[dict[str, Any], set[tuple[str, str]]]:

@@ -115,9 +115,12 @@ def test_a_killed_spooling_collector_keeps_its_episodes_and_resumes_from_the_spo
         collect(None, "shop", StoppingExpert(12), TASKS, batch_size=3, run_id="run-s", progress=False, spool=spool)
     kept = len(spool.read_text().splitlines())
     assert 0 < kept < len(TASKS)
+    with spool.open("a") as fh:  # and was killed while writing one more line
+        fh.write('{"env": "shop", "task_id": "train_')
     res = collect(None, "shop", StoppingExpert(0), TASKS, run_id="run-s", resume=True, progress=False, spool=spool)
     assert res.n_episodes == len(TASKS) - kept
-    import_paths(store, "jsonl", [spool], progress=False)
+    summary = import_paths(store, "jsonl", [spool], progress=False)
+    assert (summary.errors, summary.notes) == ([], [])  # the resumed collector cut the partial line off
     assert sorted(store.trajectory_index(run_id="run-s")["task_id"]) == sorted(TASKS)  # each exactly once
     with pytest.raises(UserError, match="has no run 'run-t'"):
         collect(None, "shop", ExpertPolicy("shop"), TASKS, run_id="run-t", resume=True, progress=False, spool=spool)
@@ -136,3 +139,14 @@ def test_the_cli_collector_opens_no_store_and_a_spool_never_joins_a_collected_ru
     summary = import_paths(store, "jsonl", [spool], progress=False)
     assert summary.trajectories == 0 and "was not collected to a spool" in summary.errors[0]
     assert len(store.trajectory_index(run_id=run_id)) == 1
+
+
+@pytest.mark.parametrize("text, kept", [("a\nbb\n", "a\nbb\n"), ("a\nbbbbbbbbbbb", "a\n"), ("bbbbbbbbb", ""),
+                                        ("aaaaaaaaaa\nbbbbbbbbbbbbb", "aaaaaaaaaa\n")])
+def test_a_spool_reopened_loses_only_its_partial_last_line(tmp_path, text, kept) -> None:
+    from core.spool import _cut_partial_line
+
+    path = tmp_path / "s.jsonl"
+    path.write_text(text)
+    _cut_partial_line(path, chunk=4)  # lines longer than the chunks read backwards
+    assert path.read_text() == kept

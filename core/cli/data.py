@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "file is reported (file, record, field) and skipped; the others import.\n"
                            "Importing a file again replaces what it imported before; a collector's\n"
                            "spool (`collect --spool`) keeps its runs and ids, so importing it again adds\n"
-                           "nothing, and its truncated last line (collector killed) is skipped with a\n"
-                           "note. Exit status 1 when a file was skipped.\n"
+                           "nothing. A JSONL file's truncated last line (its writer killed mid-line) is\n"
+                           "skipped with a note. Exit status 1 when a file was skipped.\n"
                            "  jsonl        project JSONL, one trajectory per line (records name their env)\n"
                            "  eto-sft      ETO expert SFT file: [{id, conversations}] -> model 'expert'\n"
                            "  eto-explore  folder <root>/<model>/<experiment>/<task_id>.json"))
