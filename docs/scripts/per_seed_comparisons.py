@@ -1,7 +1,7 @@
 """Paired per-task comparisons of a stored experiment, seed by seed and over all its seeds (the
 hierarchical bootstrap over seeds and tasks, and the t-interval over seeds: core.results), for
-more method pairs than the results table prints. Used for docs/experiments.md run 8 (whose
-numbers were printed with the earlier bootstrap over tasks only).
+more method pairs than the results table prints: the final run's primary and secondary comparisons
+(docs/experiments.md, run 11), and run 8's (printed then with the earlier bootstrap over tasks only).
 
     python docs/scripts/per_seed_comparisons.py STORE.duckdb [EXPERIMENT_ID]
 """
@@ -13,8 +13,9 @@ import sys
 from core.results import episode_outcomes, experiment_results, interval_text, paired_comparisons
 from core.store import Store
 
-PAIRS = (("SFT-strong", "SFT-weak"), ("TreeDPO", "SFT-strong"), ("MCTS", "SFT-strong"),
-         ("TreeDPO", "ETO-DPO"), ("MCTS", "W2S-SFT"))
+PAIRS = (("TreeDPO", "SFT-continued"), ("TreeDPO", "SFT-strong"), ("MCTS", "SFT-continued"),
+         ("MCTS", "SFT-strong"), ("TreeDPO", "SFT-weak"), ("MCTS", "SFT-weak"), ("TreeDPO", "ETO-DPO"),
+         ("SFT-continued", "SFT-strong"), ("SFT-strong", "SFT-weak"), ("MCTS", "W2S-SFT"))
 
 
 def main() -> None:
