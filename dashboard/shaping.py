@@ -416,11 +416,11 @@ def untrained_methods(results: pd.DataFrame) -> list[str]:
     return trained[~trained].index.tolist()
 
 
-def untrained_text(untrained: Sequence[str]) -> str:
-    """The untrained methods with what each was missing, where the method table says it:
-    "TreeDPO (no tree pairs), MCTS (no best paths)"."""
-    return ", ".join(f"{m} ({found.no_data})" if (found := methods.find(m)) and found.no_data else m
-                     for m in untrained)
+def no_data_reasons(untrained: Sequence[str]) -> str:
+    """What the untrained methods were missing, where the method table says it (core.methods):
+    "no tree pairs, no best paths"; "" for methods it does not know."""
+    found = (methods.find(m) for m in untrained)
+    return ", ".join(dict.fromkeys(m.no_data for m in found if m is not None and m.no_data))
 
 
 def largest_k_rows(results: pd.DataFrame) -> pd.DataFrame:
