@@ -27,6 +27,9 @@
 9. one results row per (method, seed, K) in the store's `results` table (`core.results`); a
    method left without training data gets a "no data" row, never another method's numbers.
 
+The methods of steps 3 and 6-8 (their training method, data file, budget field of the `Scale`,
+reference, labels) are the rows of `core.methods.METHODS`.
+
 Trained models are registered as `<env>-<method>-s<seed>` (with `-k<K>` when the number of
 trajectories per task is swept), eval labels get the same `-s<seed>` / `-k<K>` suffixes for seeds
 other than 0 and swept K. Training runs are jobs (`w2stree jobs list` shows them); they, the
@@ -397,7 +400,8 @@ class SeedRun:
 
     def strong_methods(self, k: int | None, files: dict[str, Path], counts: dict[str, int], weak_sft: Path,
                        strong_sft: Path, ki: int) -> list[dict[str, Any]]:
-        """Train the strong SFT model four ways on one K's data and evaluate them."""
+        """Train the strong SFT model on one K's data by each strong method of the table
+        (`core.methods.STRONG`, longest training first) and evaluate them."""
         cfg, env, rep = self.cfg, self.env, self.rep
         sfx = suffix(self.seed, k)
         rep.say(self.frac(0.5 + 0.5 * ki / len(self.ks)),
