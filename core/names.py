@@ -42,9 +42,9 @@ def full_model_name(store: Store, name: str, env: str | None = None) -> tuple[st
 
 
 def _by_label(store: Store, name: str, env: str | None) -> tuple[str, str] | None:
-    from core.results import METHODS
+    from core.methods import METHODS
 
-    labels = {label: method for method, label in METHODS}
+    labels = {m.label: m.name for m in METHODS}
     m = re.fullmatch(r"(.+?)(?:-s(\d+))?", name)
     if m is None or m.group(1) not in labels:
         return None

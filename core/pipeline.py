@@ -27,6 +27,9 @@
 9. one results row per (method, seed, K) in the store's `results` table (`core.results`); a
    method left without training data gets a "no data" row, never another method's numbers.
 
+The methods of steps 3 and 6-8 (their training method, data file, budget field of the `Scale`,
+reference, labels) are the rows of `core.methods.METHODS`.
+
 Trained models are registered as `<env>-<method>-s<seed>` (with `-k<K>` when the number of
 trajectories per task is swept), eval labels get the same `-s<seed>` / `-k<K>` suffixes for seeds
 other than 0 and swept K. Training runs are jobs (`w2stree jobs list` shows them); they, the
@@ -67,7 +70,7 @@ from core.agents.base import PAPER_SCHEDULE, Sampling
 from core.envs.base import env_slug, select_tasks
 from core.envs.shop import TINY_WORLD
 from core.errors import UserError
-from core.results import METHODS, STRONG_METHODS
+from core.methods import BASELINES, BY_NAME, STRONG, ExperimentMethod, training_order
 from core.store import Store
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
@@ -319,11 +322,15 @@ class SeedRun:
         """`method`'s model evaluated greedily on the test tasks, once `deps` are done."""
         return Unit(f"eval {method}", stage=stages.evaluate, deps=deps, kwargs=dict(
             model=str(model), env=self.env, task_ids=self.test_ids, max_steps=self.cfg.max_steps,
-            batch_size=self.cfg.gen_batch, label=eval_label(dict(METHODS)[method], self.seed, k)))
+            batch_size=self.cfg.gen_batch, label=eval_label(BY_NAME[method].label, self.seed, k)))
+
+    def model_name(self, method: ExperimentMethod) -> str:
+        """The name of this seed's model of an SFT baseline (`<env>-<label>-s<seed>`)."""
+        return f"{env_slug(self.env)}-{method.label}-s{self.seed}"
 
     def sft_model(self, which: str) -> str:
         """The name of this seed's SFT-`which` model (weak or strong)."""
-        return f"{env_slug(self.env)}-sft-{which}-s{self.seed}"
+        return self.model_name(BY_NAME[f"SFT-{which}"])
 
     @property
     def n_demos(self) -> int:
@@ -359,69 +366,68 @@ class SeedRun:
         further on the same expert rows, `continued_budget`) once SFT-strong is. Returns the
         explored trajectories and the three baselines' rows."""
         cfg, env, seed, rep = self.cfg, self.env, self.seed, self.rep
-        weak_name, strong_name = self.sft_model("weak"), self.sft_model("strong")
-        weak_sft, strong_sft = self.sft_paths()
-        continued_name = f"{env_slug(env)}-{dict(METHODS)['SFT-continued']}-s{seed}"
-        continued = train_unit("SFT-continued", "sft", cfg, continued_budget(cfg), self.n_demos,
-                               deps=("train SFT-strong",), model=str(strong_sft), data=str(self.demo_file),
-                               output=continued_name, seed=seed)
+        weak_sft = self.model_path(self.sft_model("weak"))
+        bases = {"weak": self.weak_base, "strong": self.strong_base}
         k_max, data = max(self.ks), str(self.demo_file)
+
+        def train(m: ExperimentMethod) -> Unit:  # from a base model, or from another baseline once it is trained
+            start = bases.get(m.start) or str(self.model_path(self.model_name(BY_NAME[m.start])))
+            return train_unit(m.name, m.trainer, cfg, budget(cfg, m), self.n_demos,
+                              deps=() if m.start in bases else (f"train {m.start}",), model=start, data=data,
+                              output=self.model_name(m), seed=seed)
+
+        def evaluate(m: ExperimentMethod) -> Unit:
+            return self.eval_unit(m.name, self.model_path(self.model_name(m)), None, (f"train {m.name}",))
+
+        first = [m for m in BASELINES if m.start in bases]
+        later = [m for m in BASELINES if m.start not in bases]
+        explore = Unit("explore", stage=stages.run_policy, deps=("train SFT-weak",), reusable=True, kwargs=dict(
+            env=env, policy=cfg.explorer or str(weak_sft), task_ids=self.explore_ids,
+            schedule=schedule_for(k_max), label=cfg.explorer or self.sft_model("weak"), seed=seed,
+            max_steps=cfg.max_steps, batch_size=cfg.gen_batch))
         rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
                                  f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
-        done = run_units([
-            train_unit("SFT-weak", "sft", cfg, cfg.sft_weak, self.n_demos, model=self.weak_base, data=data,
-                       output=weak_name, seed=seed),
-            train_unit("SFT-strong", "sft", cfg, cfg.sft_strong, self.n_demos, model=self.strong_base,
-                       data=data, output=strong_name, seed=seed),
-            Unit("explore", stage=stages.run_policy, deps=("train SFT-weak",), reusable=True, kwargs=dict(
-                env=env, policy=cfg.explorer or str(weak_sft), task_ids=self.explore_ids,
-                schedule=schedule_for(k_max), label=cfg.explorer or weak_name, seed=seed,
-                max_steps=cfg.max_steps, batch_size=cfg.gen_batch)),
-            self.eval_unit("SFT-weak", weak_sft, None, ("train SFT-weak",)),
-            self.eval_unit("SFT-strong", strong_sft, None, ("train SFT-strong",)),
-            continued,
-            self.eval_unit("SFT-continued", self.model_path(continued_name), None, ("train SFT-continued",)),
-        ], self.store, cfg.parallel, rep, self.reuse)
+        done = run_units([*map(train, first), explore, *map(evaluate, first),
+                          *(u for m in later for u in (train(m), evaluate(m)))],
+                         self.store, cfg.parallel, rep, self.reuse)
         explored = self.store.trajectories(run_id=done["explore"].result)
         n = len(explored)
         rep.say(self.frac(0.4), f"seed {seed}: exploration avg reward "
                                 f"{sum(t.reward for t in explored) / max(n, 1):.3f}, success rate "
                                 f"{sum(bool(t.success) for t in explored) / max(n, 1):.3f} ({n} episodes)")
-        baselines = (("SFT-weak", weak_sft), ("SFT-strong", strong_sft),
-                     ("SFT-continued", self.model_path(continued_name)))
-        return explored, [dict(method=m, model=p.name, n_examples=self.n_demos, **done[f"eval {m}"].result.averages())
-                          for m, p in baselines]
+        return explored, [dict(method=m.name, model=self.model_name(m), n_examples=self.n_demos,
+                               **done[f"eval {m.name}"].result.averages()) for m in BASELINES]
 
     def strong_methods(self, k: int | None, files: dict[str, Path], counts: dict[str, int], weak_sft: Path,
                        strong_sft: Path, ki: int) -> list[dict[str, Any]]:
-        """Train the strong SFT model four ways on one K's data and evaluate them."""
+        """Train the strong SFT model on one K's data by each strong method of the table
+        (`core.methods.STRONG`, longest training first) and evaluate them."""
         cfg, env, rep = self.cfg, self.env, self.rep
         sfx = suffix(self.seed, k)
-        ref = dict(ref=str(weak_sft))
-        plans = [  # longest first: the last unit to start bounds the wall time
-            ("TreeDPO", "treedpo", cfg.dpo, "tree_pairs", ref),
-            ("ETO-DPO", "eto-dpo", cfg.dpo, "eto_pairs", ref),
-            ("MCTS", "mcts", cfg.mcts_sft, "best_paths", {}),
-            ("W2S-SFT", "sft", cfg.w2s_sft, "successes", {}),
-        ]
         rep.say(self.frac(0.5 + 0.5 * ki / len(self.ks)),
                 f"seed {self.seed} K={k or max(self.ks)}: training the strong model four ways")
         trains, evals, models = [], [], {}
-        for method, kind, over, data, extra in plans:
-            if counts[data] == 0:  # nothing to learn from: the table says so
-                rep.say(None, f"no {data.replace('_', ' ')}: {method} has no training data")
+        for m in training_order():
+            if counts[m.data] == 0:  # nothing to learn from: the table says so
+                rep.say(None, f"{m.no_data}: {m.name} has no training data")
                 continue
-            name = f"{env_slug(env)}-{dict(METHODS)[method]}{sfx}"
-            models[method] = self.model_path(name)
-            trains.append(train_unit(method, kind, cfg, over, counts[data], model=str(strong_sft),
-                                     data=str(files[data]), output=name, seed=self.seed, **extra))
-            evals.append(self.eval_unit(method, models[method], k, (f"train {method}",)))
+            name = f"{env_slug(env)}-{m.label}{sfx}"
+            models[m.name] = self.model_path(name)
+            extra = dict(ref=str(weak_sft)) if m.ref else {}
+            trains.append(train_unit(m.name, m.trainer, cfg, budget(cfg, m), counts[m.data], model=str(strong_sft),
+                                     data=str(files[m.data]), output=name, seed=self.seed, **extra))
+            evals.append(self.eval_unit(m.name, models[m.name], k, (f"train {m.name}",)))
         done = run_units(trains + evals, self.store, cfg.parallel, rep, self.reuse)
-        data_of = {m: d for m, _, _, d, _ in plans}
         no_data = dict(avg_reward=None, success_rate=None, n_episodes=0, run_id=None, label="")
-        return [dict(method=m, model=models[m].name if m in models else "", n_examples=counts[data_of[m]],
-                     **(done[f"eval {m}"].result.averages() if f"eval {m}" in done else no_data))
-                for m in STRONG_METHODS]
+        return [dict(method=m.name, model=models[m.name].name if m.name in models else "", n_examples=counts[m.data],
+                     **(done[f"eval {m.name}"].result.averages() if f"eval {m.name}" in done else no_data))
+                for m in STRONG]
+
+
+def budget(cfg: Scale, method: ExperimentMethod) -> dict[str, Any]:
+    """The training settings of `method` in this scale: its `budget` field (`continued`: the
+    compute-matched `continued_budget`)."""
+    return continued_budget(cfg) if method.budget == "continued" else dict(getattr(cfg, method.budget))
 
 
 def continued_budget(cfg: Scale) -> dict[str, Any]:

@@ -21,27 +21,17 @@ import json
 
 import pandas as pd
 
+from core import methods
 from core.errors import UserError
 from core.stats import hierarchical_bootstrap, t_interval
 from core.store import Store
 
-#: Methods in table order: (method, eval label).
-METHODS: tuple[tuple[str, str], ...] = (
-    ("SFT-weak", "sft-weak"),
-    ("SFT-strong", "sft-strong"),
-    ("SFT-continued", "sft-continued"),  # SFT-strong trained further on its expert rows (at least the DPO stage's steps)
-    ("W2S-SFT", "w2s-sft"),
-    ("ETO-DPO", "eto-dpo"),
-    ("TreeDPO", "treedpo"),
-    ("MCTS", "mcts"),
-)
+#: Methods in table order: (method, eval label); views of the method table (core.methods).
+METHODS: tuple[tuple[str, str], ...] = tuple((m.name, m.label) for m in methods.METHODS)
 #: The methods that train the strong SFT model on the weak model's exploration, in table order.
-STRONG_METHODS: tuple[str, ...] = ("W2S-SFT", "ETO-DPO", "TreeDPO", "MCTS")
-#: The comparisons the paper's claim is about: (method, baseline).
-CLAIMS: tuple[tuple[str, str], ...] = (
-    ("TreeDPO", "SFT-weak"), ("TreeDPO", "SFT-strong"), ("MCTS", "SFT-weak"), ("MCTS", "SFT-strong"),
-    ("TreeDPO", "SFT-continued"), ("MCTS", "SFT-continued"),
-)
+STRONG_METHODS: tuple[str, ...] = tuple(m.name for m in methods.STRONG)
+#: The comparisons reported: (method, baseline), the paper's claims, then the compute-matched control.
+CLAIMS: tuple[tuple[str, str], ...] = methods.comparisons()
 METRICS = {"reward": "avg_reward", "success": "success_rate"}  # comparison metric -> results column
 FORMATS = ("table", "json", "csv")
 NO_DATA = "no data"
@@ -56,12 +46,21 @@ def _order(df: pd.DataFrame) -> pd.Series:
     return df["method"].map(lambda m: rank.get(m, len(rank)))
 
 
-def _own_numbers(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows with the numbers of a method without training data set to NaN: they are the
-    unchanged starting model's, not its own."""
+def has_training_data(df: pd.DataFrame) -> pd.Series:
+    """Per results row: did its method have training examples? A method with none (0 pairs, no
+    successes) is stored with the unchanged starting model's numbers, which are not its own. An
+    unrecorded count (no `n_examples` column, or NA) counts as trained."""
+    if "n_examples" not in df:
+        return pd.Series(True, index=df.index)
+    n = pd.to_numeric(df["n_examples"], errors="coerce").astype("float64")  # NA -> NaN
+    return n.fillna(-1) != 0
+
+
+def own_numbers(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows with the numbers of a method without training data (`has_training_data`) set to
+    NaN: they are the unchanged starting model's, not its own."""
     df = df.copy()
-    untrained = df["n_examples"].fillna(-1) == 0 if "n_examples" in df else pd.Series(False, index=df.index)
-    df.loc[untrained, ["avg_reward", "success_rate"]] = float("nan")
+    df.loc[~has_training_data(df), ["avg_reward", "success_rate"]] = float("nan")
     return df
 
 
@@ -70,7 +69,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     method without training data are left out of its means; a method with none at all keeps NaN."""
     if df.empty:
         return df
-    g = _own_numbers(df).groupby(["trajs_per_task", "method"], sort=False)
+    g = own_numbers(df).groupby(["trajs_per_task", "method"], sort=False)
     out = g.agg(avg_reward=("avg_reward", "mean"), avg_reward_std=("avg_reward", "std"),
                 success_rate=("success_rate", "mean"), success_rate_std=("success_rate", "std"),
                 n_examples=("n_examples", "mean"), seeds=("seed", "nunique"),
@@ -90,7 +89,7 @@ def k_table(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty or df["trajs_per_task"].nunique() < 2:
         return pd.DataFrame(columns=K_COLUMNS)
     out = []
-    for (k, method), g in _own_numbers(df).groupby(["trajs_per_task", "method"]):
+    for (k, method), g in own_numbers(df).groupby(["trajs_per_task", "method"]):
         for metric, col in METRICS.items():
             values = g[col].dropna().to_numpy(dtype=float)
             mean, lo, hi = t_interval(values)

@@ -18,8 +18,10 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
+from core import methods
 from core.console import plural
 from core.pairs import GRANULARITIES
+from core.results import has_training_data, own_numbers
 from core.trajectory import Trajectory
 from core.tree import normalize_action, path_to
 
@@ -378,31 +380,24 @@ def compare_rows(episodes: Sequence[Trajectory]) -> list[list[dict[str, str] | N
     return rows
 
 
-DEFAULT_COMPARE = ("sft-weak", "sft-strong", "treedpo", "mcts")
-
-
 def default_compare_models(available: Sequence[str], results: pd.DataFrame) -> list[str]:
-    """Up to four models to compare by default: weak SFT, strong SFT, TreeDPO and MCTS (the
-    paper's Figure 5), found as the results table's model of that method, or an evaluated model
-    named after the method (the pipeline stores eval episodes under labels such as `sft-weak`
-    or `treedpo-s1`); else the first four."""
+    """Up to four models to compare by default: the methods of the paper's Figure 5 (SFT-weak,
+    SFT-strong, TreeDPO and MCTS, `core.methods.figure_methods`), found as the results table's model
+    of that method, or an evaluated model named by its label (the pipeline stores eval episodes
+    under labels such as `sft-weak` or `treedpo-s1`); else the first four."""
     by_method: dict[str, str] = {}
     if not results.empty and {"method", "model"} <= set(results.columns):
         latest = results.sort_values("created_at") if "created_at" in results else results
-        by_method = {_method_key(m): mod for m, mod in zip(latest["method"], latest["model"], strict=True)}
+        by_method = {found.label: mod for m, mod in zip(latest["method"], latest["model"], strict=True)
+                     if (found := methods.find(str(m))) is not None}
     picked: list[str] = []
-    for key in DEFAULT_COMPARE:
-        named = [m for m in available if _method_key(m) == key or _method_key(m).startswith(key + "-s")]
+    for key in (m.label for m in methods.figure_methods()):
+        named = [m for m in available if m == key or m.startswith(key + "-s")]
         for cand in (by_method.get(key), *named):
             if cand in available and cand not in picked:
                 picked.append(cand)
                 break
     return picked or list(available[:4])
-
-
-def _method_key(method: str) -> str:
-    """"SFT (weak)", "sft_weak", "SFT-weak" → "sft-weak"."""
-    return re.sub(r"[^a-z0-9]+", "-", str(method).lower()).strip("-")
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -413,19 +408,6 @@ def latest_experiment(results: pd.DataFrame) -> str | None:
     return str(results.sort_values("created_at")["experiment_id"].iloc[-1])
 
 
-NO_DATA = "no data"
-
-
-def has_training_data(results: pd.DataFrame) -> pd.Series:
-    """Per results row: did its method have training examples? A method with none (0 pairs, no
-    successes) is stored with the unchanged starting model's numbers, which are not its own.
-    An unrecorded count (no `n_examples` column, or NA) counts as trained."""
-    if "n_examples" not in results:
-        return pd.Series(True, index=results.index)
-    n = pd.to_numeric(results["n_examples"], errors="coerce").astype("float64")  # NA -> NaN
-    return n.fillna(-1) != 0
-
-
 def untrained_methods(results: pd.DataFrame) -> list[str]:
     """Methods (first-appearance order) none of whose rows had training data."""
     if results.empty:
@@ -434,15 +416,20 @@ def untrained_methods(results: pd.DataFrame) -> list[str]:
     return trained[~trained].index.tolist()
 
 
+def no_data_reasons(untrained: Sequence[str]) -> str:
+    """What the untrained methods were missing, where the method table says it (core.methods):
+    "no tree pairs, no best paths"; "" for methods it does not know."""
+    found = (methods.find(m) for m in untrained)
+    return ", ".join(dict.fromkeys(m.no_data for m in found if m is not None and m.no_data))
+
+
 def largest_k_rows(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of the largest trajectories-per-task setting of each method and env, with the
     numbers of a method without training data there set to NaN."""
     df = results.copy()
     df["trajs_per_task"] = df["trajs_per_task"].fillna(-1)
     top = df.groupby(["method", "env"])["trajs_per_task"].transform("max")
-    df = df[df["trajs_per_task"] == top]
-    df.loc[~has_training_data(df), ["avg_reward", "success_rate"]] = math.nan
-    return df
+    return own_numbers(df[df["trajs_per_task"] == top])
 
 
 def method_wide(rows: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:

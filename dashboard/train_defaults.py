@@ -11,20 +11,16 @@ from typing import Any
 import pandas as pd
 
 from core.console import plural
+from core.methods import for_training
 from core.train.config import TrainConfig, make_config
 
 
 def scale_field(kind: str, source: str, weak_model: bool) -> str:
-    """The field of a pipeline `Scale` (core.pipeline) holding the settings of this training:
-    DPO for both preference methods, `mcts_sft`, `w2s_sft` for SFT on a model's successes, else
-    `sft_weak` / `sft_strong` by the model trained. The Train form's tiny defaults come from it."""
-    if kind in ("treedpo", "eto-dpo"):
-        return "dpo"
-    if kind == "mcts":
-        return "mcts_sft"
-    if source == "successes":
-        return "w2s_sft"
-    return "sft_weak" if weak_model else "sft_strong"
+    """The field of a pipeline `Scale` (core.pipeline) holding the settings of this training: the
+    budget of the experiment's method that trains so (`core.methods.for_training`): DPO for both
+    preference methods, `mcts_sft`, `w2s_sft` for SFT on a model's successes, else `sft_weak` /
+    `sft_strong` by the model trained. The Train form's tiny defaults come from it."""
+    return for_training(kind, source, weak_model).budget
 
 
 def weak_models(models: pd.DataFrame) -> set[str]:

@@ -257,7 +257,8 @@ def test_score_curves_carry_the_last_score_forward():
 
 
 def test_default_compare_models_follow_figure_5():
-    res = pd.DataFrame({"method": ["SFT-weak", "TreeDPO", "mcts", "SFT strong"],
+    # a results row names its method by the table's name or label (core.methods.find), any case
+    res = pd.DataFrame({"method": ["SFT-weak", "TreeDPO", "mcts", "sft-STRONG"],
                         "model": ["w", "t", "m", "s"], "created_at": pd.Timestamp("2026-01-01")})
     assert shaping.default_compare_models(["m", "s", "t", "w", "z"], res) == ["w", "s", "t", "m"]
     assert shaping.default_compare_models(["a", "b"], res.iloc[:0]) == ["a", "b"]

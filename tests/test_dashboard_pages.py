@@ -350,6 +350,7 @@ def test_results_page_shows_table_and_both_curves(filled):
     assert table.loc["treedpo", "shop reward"] == "0.600 (1 seed)"  # never "± 0.000"
     assert table.loc["eto-dpo"].tolist() == ["no data", "no data"]  # not sft-strong's numbers
     assert "eto-dpo: no data" in texts(at)
+    assert "(no eto pairs)" in texts(at)  # what was missing, as the method table says (core.methods)
     assert at.selectbox(key="results_env").value == "sciworld"
     assert len(at.get("plotly_chart")) == 2  # score per step + trajectories per task
 

@@ -7,11 +7,13 @@ import argparse
 
 from core.cli.context import COUNT, NONNEGATIVE, env_arg
 from core.cli.explore import RULE_NAMES
+from core.methods import METHODS, STRONG, comparisons
 from core.results import FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `eval` and `pipeline` commands."""
+    """Add the `eval`, `pipeline` and `results` commands."""
+    controls = list(dict.fromkeys(b for m in STRONG for b in m.controls))
     e = sub.add_parser("eval", help="greedy episodes of a model on a split, stored as an eval run")
     e.add_argument("--model", required=True,
                    help="registered model name, folder or hub id; or a scripted policy: expert, random, "
@@ -31,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="the weak-to-strong experiment end to end, with its results table",
                        description="Build models, SFT weak and strong on expert demonstrations, explore "
                                    "with the SFT-weak model, build trees, MCTS and pairs, train the strong "
-                                   "model four ways (W2S-SFT, ETO-DPO, TreeDPO, MCTS) and the compute-matched "
-                                   "control (SFT-continued), evaluate all seven.")
+                                   f"model {len(STRONG)} ways ({', '.join(m.name for m in STRONG)}) and the "
+                                   f"compute-matched control ({', '.join(controls)}), evaluate all "
+                                   f"{len(METHODS)}. The methods are core.methods.METHODS.")
     p.add_argument("--env", type=env_arg, default="shop", help="environment (default: shop)")
     p.add_argument("--scale", "--preset", dest="scale", default="tiny",
                    help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models); "
@@ -66,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "\"comparisons\": [...]}: each paired comparison with a, b, k, metric, diff, "
                                    "lo, hi (bootstrap resampling seeds, then tasks), t_lo, t_hi (t-interval over "
                                    "seeds), n_seeds, n_tasks. The table adds mean ± std over seeds, performance "
-                                   "against K when there are several, and the comparisons with both intervals.")
+                                   "against K when there are several, and the comparisons with both intervals. "
+                                   f"Methods, in table order: {', '.join(m.name for m in METHODS)}; comparisons: "
+                                   f"{', '.join(f'{a} - {b}' for a, b in comparisons())}.")
     r.add_argument("--experiment", default=None, metavar="ID", help="experiment id (default: the latest)")
     r.add_argument("--format", default="table", choices=FORMATS, help="output format")
     r.set_defaults(func=_results)

@@ -147,6 +147,11 @@ class Method:
         return TRAINERS[self.trainer]
 
     @property
+    def sources(self) -> tuple[str, ...]:
+        """The sources of its data forms, in order (`pairs`, `best-paths`, `expert`, `successes`)."""
+        return tuple(dict.fromkeys(form.split(":")[0] for form in self.data))
+
+    @property
     def preference(self) -> bool:
         """Whether it learns from preference pairs (else from demonstrations)."""
         return self.trainer == "dpo"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.console import plural
+from core.results import NO_DATA
 from dashboard import data, shaping, ui
 
 MAX_MODELS = 4
@@ -45,8 +46,9 @@ def untrained_note() -> None:
     exp = shaping.latest_experiment(results)
     untrained = shaping.untrained_methods(results[results["experiment_id"] == exp]) if exp else []
     if untrained:
-        st.caption(f"{ui.plain(', '.join(untrained))}: {shaping.NO_DATA} in experiment {ui.plain(exp)} (no training examples, "
-                   "so no model of their own was evaluated).")
+        why = shaping.no_data_reasons(untrained)
+        st.caption(f"{ui.plain(', '.join(untrained))}: {NO_DATA} in experiment {ui.plain(exp)} (no training examples"
+                   f"{ui.plain(': ' + why) if why else ''}, so no model of their own was evaluated).")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results import METRICS, k_table
+from core.results import METRICS, NO_DATA, k_table
 from dashboard import data, figures, result_figures, shaping, ui
 
 
@@ -27,8 +27,9 @@ def method_section(results) -> str:
         st.caption(f"Mean ± sample standard deviation over {seeds} seeds.")
     untrained = shaping.untrained_methods(part)
     if untrained:
-        st.caption(f"{ui.plain(', '.join(untrained))}: {shaping.NO_DATA}: no training examples in this experiment "
-                   "(e.g. 0 pairs), so there is no model of their own to evaluate.")
+        why = shaping.no_data_reasons(untrained) or "e.g. 0 pairs"
+        st.caption(f"{ui.plain(', '.join(untrained))}: {NO_DATA}: no training examples in this experiment "
+                   f"({ui.plain(why)}), so there is no model of their own to evaluate.")
     with st.expander("All rows of this experiment"):
         st.dataframe(part, hide_index=True)
     return exp

@@ -64,12 +64,13 @@ def job_form(path: str, changes: int) -> None:
     envs = summary.sort_values("trajectories", ascending=False, kind="stable")["env"].tolist()
     env = c[0].selectbox("Environment", envs, key="train_env")
     arg, margin = "", 0.0
-    if chosen.preference:
+    # the choices the method's data forms leave (core.train.config.METHODS)
+    if "pairs" in chosen.sources:
         source = "pairs"
         grans = [form.rsplit(":", 1)[1] for form in chosen.data]
         arg = c[1].selectbox("Pair granularity", grans, key=f"train_gran_{kind}")
         margin = c[2].number_input("Min margin", 0.0, 1.0, 0.0, 0.05, key="train_margin")
-    elif kind == "mcts":
+    elif "best-paths" in chosen.sources:
         source = "best-paths"
         c[1].caption("MCTS best path of every tree of the environment")
     else:
