@@ -37,10 +37,12 @@ class BadRequest(ValueError):
 
 
 class _Batcher:
-    """One worker thread answering the rows of every call waiting, grouped by max_tokens."""
+    """One worker thread answering the rows of every call waiting, grouped by max_tokens (with
+    `batch_calls` False: one call at a time, so a call's rows are computed the same whatever else
+    arrives: which rows share a `generate` decides its padding, and so the last bits of the logits)."""
 
-    def __init__(self, policy: HFPolicy) -> None:
-        self.policy = policy
+    def __init__(self, policy: HFPolicy, batch_calls: bool = True) -> None:
+        self.policy, self.batch_calls = policy, batch_calls
         self.jobs: queue.Queue = queue.Queue()
         threading.Thread(target=self._loop, daemon=True, name="w2stree-serve-batcher").start()
 
@@ -57,7 +59,7 @@ class _Batcher:
     def _loop(self) -> None:
         while True:
             jobs = [self.jobs.get()]
-            while not self.jobs.empty():
+            while self.batch_calls and not self.jobs.empty():
                 jobs.append(self.jobs.get_nowait())
             by_length: dict[int, list[dict[str, Any]]] = {}
             for job in jobs:
@@ -80,9 +82,9 @@ class _Batcher:
 class CompletionsApp:
     """What the handler serves: a policy, its served name and the batcher."""
 
-    def __init__(self, policy: HFPolicy, name: str | None = None) -> None:
+    def __init__(self, policy: HFPolicy, name: str | None = None, batch_calls: bool = True) -> None:
         self.policy, self.name = policy, name or policy.name
-        self.batcher = _Batcher(policy)
+        self.batcher = _Batcher(policy, batch_calls)
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """The answer to one `/v1/completions` body (raises `BadRequest`)."""
@@ -166,10 +168,11 @@ class CompletionsHandler(BaseHTTPRequestHandler):
 
 
 def make_server(policy: HFPolicy, port: int = 0, *, name: str | None = None,
-                handler: type[CompletionsHandler] = CompletionsHandler) -> ThreadingHTTPServer:
+                handler: type[CompletionsHandler] = CompletionsHandler, batch_calls: bool = True) -> ThreadingHTTPServer:
     """A completions server for `policy` on 127.0.0.1:`port` (0: a free port; see
-    `server.server_address`), not yet serving (`serve_forever`)."""
+    `server.server_address`), not yet serving (`serve_forever`). `batch_calls=False` answers one
+    call at a time: slower, but a call's replies do not depend on which calls came with it."""
     server = ThreadingHTTPServer((HOST, port), handler)
     server.daemon_threads = True
-    server.app = CompletionsApp(policy, name)  # type: ignore[attr-defined]
+    server.app = CompletionsApp(policy, name, batch_calls)  # type: ignore[attr-defined]
     return server

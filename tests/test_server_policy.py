@@ -29,8 +29,9 @@ NEW_TOKENS = 24
 @contextmanager
 def serving(model: str, handler: type[CompletionsHandler] = CompletionsHandler):
     """A completions server for `model` on a free port in a thread; yields (url, server)."""
+    # one call at a time: which calls share a generate would otherwise depend on the machine's load
     server = make_server(HFPolicy(model, device="cpu", max_new_tokens=NEW_TOKENS, batch_size=8), 0,
-                         handler=handler)
+                         handler=handler, batch_calls=False)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", server
@@ -212,7 +213,8 @@ def test_cli_serve_and_collect_through_it(weak, tmp_path):  # noqa: F811
            "W2STREE_DB": str(tmp_path / "w2stree.duckdb"), "W2STREE_MAX_NEW_TOKENS": "16"}
     port = free_port()
     cli = [sys.executable, "-m", "core"]
-    server = subprocess.Popen(cli + ["serve", "--model", weak, "--port", str(port), "--device", "cpu"], env=env,
+    server = subprocess.Popen(cli + ["serve", "--model", weak, "--port", str(port), "--device", "cpu",
+                                     "--one-call-at-a-time"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert "serving weak-random on" in server.stdout.readline()

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free one)")
     v.add_argument("--batch-size", type=COUNT, default=16, metavar="B", help="rows per generate call (default 16)")
     v.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    v.add_argument("--one-call-at-a-time", action="store_true",
+                   help="answer calls one by one instead of batching the calls that arrive together: slower, but "
+                        "a call's replies do not depend on which calls came with it (reproducible runs, tests)")
     v.set_defaults(func=_serve)
 
 
@@ -48,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     policy = HFPolicy(args.model, device=args.device, batch_size=args.batch_size, store=open_store(args),
                       adapter=args.adapter)
-    server = make_server(policy, args.port)
+    server = make_server(policy, args.port, batch_calls=not args.one_call_at_a_time)
     host, port = server.server_address[:2]
     print(f"serving {policy.name} on http://{host}:{port}/v1 (Ctrl-C stops)", flush=True)
     try:
