@@ -90,13 +90,14 @@ def cmd_grow(args: argparse.Namespace) -> int:
 
     settings = GrowSettings(budget=args.budget, rule=args.rule, k=args.k, per_tree=args.per_tree,
                             max_steps=args.max_steps, seed=args.seed)
+    store = open_store(args)
+    policy = model_arg(store, args.policy, args.env)
     if args.detach:
         from core.grow_job import start_job
 
-        print(f"started job {start_job(open_store(args), args.env, args.policy, settings)}; "
-              "follow it with `w2stree jobs show`")
+        print(f"started job {start_job(store, args.env, policy, settings)}; follow it with `w2stree jobs show`")
         return 0
-    report = grow(open_store(args), args.env, args.policy, settings,
+    report = grow(store, args.env, policy, settings,
                   progress=lambda done, total, line: print(f"[{done}/{total}] {line}", flush=True))
     print(report.line())
     return 0
