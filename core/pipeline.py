@@ -70,6 +70,7 @@ from core.agents.base import PAPER_SCHEDULE, Sampling
 from core.envs.base import env_slug, select_tasks
 from core.envs.shop import TINY_WORLD
 from core.errors import UserError
+from core.grow import GrowSettings, grow
 from core.methods import BASELINES, BY_NAME, STRONG, ExperimentMethod, training_order
 from core.store import Store
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
@@ -222,9 +223,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
                               grow_budget=cfg.grow_budget if grow_budget is None else grow_budget,
                               grow_rule=grow_rule or cfg.grow_rule)
     if cfg.grow_budget:
-        from core.grow import GrowSettings
-
-        GrowSettings(budget=cfg.grow_budget, rule=cfg.grow_rule).check()  # a bad value fails before any work
+        grow_settings(cfg).check()  # a bad value fails before any work
     if "?" not in env and env in cfg.worlds:
         env = f"{env}?{cfg.worlds[env]}"
     seeds = list(dict.fromkeys(int(s) for s in seeds))
@@ -490,17 +489,19 @@ def grown_trees(store: Store, cfg: Scale, trees: list[Tree], explorer: str, seed
     """The trees stored, then grown by `explorer` with the scale's growth budget and rule
     (`core.grow`: every continuation replays its node's prefix in a fresh env); returns the grown
     trees (their MCTS rerun) and the new episodes."""
-    from core.grow import GrowSettings, grow
-
     if not explorer:
         raise UserError("targeted growth needs an explorer: the SFT-weak model or a policy name")
     store.save_trees(trees)
     ids = [g.tree_id for g in trees]
-    report = grow(store, trees[0].env, explorer, GrowSettings(budget=cfg.grow_budget, rule=cfg.grow_rule,
-                                                             max_steps=cfg.max_steps or 10, seed=seed), tree_ids=ids)
+    report = grow(store, trees[0].env, explorer, grow_settings(cfg, seed), tree_ids=ids)
     rep.say(None, report.line())
-    grown = [t for r in report.results for t in store.trajectories(run_id=r.run_id)]
+    grown = store.trajectories(traj_ids=[t for r in report.results for t in r.traj_ids])
     return store.load_trees(tree_ids=ids), grown
+
+
+def grow_settings(cfg: Scale, seed: int = 0) -> GrowSettings:
+    """The scale's targeted growth (`grow_budget`, `grow_rule`) within its episode cap."""
+    return GrowSettings(budget=cfg.grow_budget, rule=cfg.grow_rule, max_steps=cfg.max_steps or 10, seed=seed)
 
 
 # -- the dashboard's quick fill --------------------------------------------------------------------------

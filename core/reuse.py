@@ -55,8 +55,13 @@ def content_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _plain(value: Any) -> Any:
+    """JSON for what `json` cannot write itself: a dataclass (a Sampling) as its fields, else text."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
+
+
 def _key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=_plain).encode()).hexdigest()
 
 
 def _model_digest(name: str, store: Store) -> str | None:
@@ -89,8 +94,7 @@ def unit_key(unit: Unit, store: Store) -> str | None:
         return _key({"kind": unit.kind, "config": config})
     if not unit.reusable or unit.stage is None:
         return None
-    kwargs = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in unit.kwargs.items()}
-    kwargs["schedule"] = [dataclasses.asdict(s) for s in unit.kwargs.get("schedule", ())]
+    kwargs = dict(unit.kwargs)
     if Path(str(kwargs.get("policy", ""))).is_dir():
         kwargs["policy"] = content_digest(kwargs["policy"])
     return _key({"stage": f"{unit.stage.__module__}.{unit.stage.__qualname__}", "kwargs": kwargs})

@@ -200,16 +200,18 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
 
     parallel = max(1, parallel)
     pending, running, done = list(units), {}, {}
+    looked: set[str] = set()  # units already looked up in the reuse records (a miss stays a miss)
     pool = ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
         while pending or running:
             reused = False
             for u in [u for u in pending if all(d in done for d in u.deps)]:
-                if reuse and (earlier := reuse_records.lookup(u, store)) is not None:
+                if reuse and u.name not in looked and (earlier := reuse_records.lookup(u, store)) is not None:
                     pending.remove(u)
                     u.result, done[u.name], reused = earlier, u, True
                     rep.say(None, f"reuse {u.name}: identical inputs already gave {earlier}")
                     continue
+                looked.add(u.name)
                 if len(running) >= parallel:
                     break
                 pending.remove(u)
