@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.agents.base import Sampling
 from core.console import plural
-from core.envs.base import Env, select_tasks
+from core.envs.base import Env, make_env, select_tasks
+from core.policy_run import run_policy
 from core.store import Store
 
 
@@ -67,10 +69,6 @@ def evaluate(store: Store, model: str, env: str, split: str | None = None, tasks
     store every episode (source=eval, model=`label` or `model`) and return the averages.
     Without a split, `task_ids` must all be test tasks or all dev tasks (never train tasks);
     without either, the split is test. `server`: completions servers running the model."""
-    from core.agents.base import Sampling
-    from core.envs import make_env
-    from core.stages import run_policy  # here: core.stages offers `evaluate` from this module
-
     name = label or model
     with make_env(env) as e:
         split = split or (_held_out_split(e, task_ids) if task_ids else "test")

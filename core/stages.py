@@ -19,13 +19,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.agents.base import Sampling
-from core.agents.registry import make_policy
 from core.envs.base import make_env, select_tasks
 from core.errors import UserError
 from core.evaluate import EvalResult, evaluate
 from core.mcts import DEFAULT_RULE, check_rule, run_mcts_all
 from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS, eto_pairs, tree_pairs
+from core.policy_run import run_policy
 from core.store import StaleTreeError
 from core.train.data import build_rows as training_rows
 from core.trajectory import Pair, Trajectory
@@ -108,26 +107,6 @@ def expert_trajectories(store: Store, env: str | None = None, task: str | None =
 
 
 # -- running a policy ----------------------------------------------------------------------------
-
-def run_policy(store: Store, env: str, policy: str, task_ids: list[str],
-               schedule: Sequence[Sampling] = (Sampling(),), *, label: str | None = None, seed: int = 0,
-               max_steps: int | None = None, batch_size: int | None = None, workers: int = 1,
-               source: str = "collect", progress: bool = False, server: str | None = None) -> str:
-    """Run the policy called `policy` (`core.agents.registry`) on `task_ids` with every setting of
-    `schedule`, store the episodes (as `source`) under the model name `label` (default: the
-    policy's name) and return the run id. `batch_size`: episodes in lockstep (default:
-    collect's), which is also a model's generation batch (default 16); `workers`: env processes;
-    `server`: completions servers that run the model (`core.agents.server`)."""
-    from core.collect import collect
-
-    agent = make_policy(policy, env, seed=seed, batch_size=batch_size or 16, store=store, server=server)
-    try:
-        return collect(store, env, agent, task_ids, schedule=schedule, max_steps=max_steps, workers=workers,
-                       batch_size=batch_size, source=source, model=label or agent.name, seed=seed,
-                       progress=progress).run_id
-    finally:
-        agent.close()
-
 
 def demonstrations(store: Store, env: str, task_ids: list[str]) -> list[Trajectory]:
     """Expert demonstrations of `task_ids`, in that order: the stored ones, plus the missing ones

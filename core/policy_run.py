@@ -1,0 +1,33 @@
+"""A policy by name on tasks, its episodes stored as one run: `run_policy`, which `core.stages`
+offers as the collection stage and under its demonstrations, and `core.evaluate` runs greedily.
+Below both, so that the stages can offer `evaluate` too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from core.agents.base import Sampling
+from core.agents.registry import make_policy
+from core.collect import collect
+
+if TYPE_CHECKING:
+    from core.store import Store
+
+
+def run_policy(store: Store, env: str, policy: str, task_ids: list[str],
+               schedule: Sequence[Sampling] = (Sampling(),), *, label: str | None = None, seed: int = 0,
+               max_steps: int | None = None, batch_size: int | None = None, workers: int = 1,
+               source: str = "collect", progress: bool = False, server: str | None = None) -> str:
+    """Run the policy called `policy` (`core.agents.registry`) on `task_ids` with every setting of
+    `schedule`, store the episodes (as `source`) under the model name `label` (default: the
+    policy's name) and return the run id. `batch_size`: episodes in lockstep (default:
+    collect's), which is also a model's generation batch (default 16); `workers`: env processes;
+    `server`: completions servers that run the model (`core.agents.server`)."""
+    agent = make_policy(policy, env, seed=seed, batch_size=batch_size or 16, store=store, server=server)
+    try:
+        return collect(store, env, agent, task_ids, schedule=schedule, max_steps=max_steps, workers=workers,
+                       batch_size=batch_size, source=source, model=label or agent.name, seed=seed,
+                       progress=progress).run_id
+    finally:
+        agent.close()
