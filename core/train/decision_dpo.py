@@ -40,7 +40,7 @@ from trl.trainer.utils import pad
 
 from core.agents.prompt import DECISION_COLUMNS
 from core.errors import UserError
-from core.train.dpo import MaskedDPOTrainer, MaskedPreferenceCollator, SortedDPOTrainer
+from core.train.masked_dpo import MaskedDPOTrainer, MaskedPreferenceCollator, SortedDPOTrainer
 
 log = logging.getLogger(__name__)
 
