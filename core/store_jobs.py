@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import random
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
+
+from core.store_file import StoreBusyError, now_utc
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -78,8 +79,6 @@ class JobTables:
                 return True
             except (duckdb.TransactionException, duckdb.ConstraintException):  # another syncer won
                 time.sleep(0.01 * (1 + random.random()) * (attempt + 1))
-        from core.store import StoreBusyError
-
         raise StoreBusyError(f"job {job_id}: {attempts} syncs into store {self.path} in a row collided with "
                              "other processes syncing it; try again")
 
@@ -99,7 +98,7 @@ class JobTables:
         with self.transaction() as con:
             con.execute("UPDATE jobs SET status = 'failed', error = ?, finished_at = ? "
                         "WHERE job_id = ? AND status IN (SELECT unnest(?))",
-                        [error, datetime.now(UTC).replace(tzinfo=None), job_id, list(ACTIVE_JOB)])
+                        [error, now_utc(), job_id, list(ACTIVE_JOB)])
 
     def jobs(self: Store) -> pd.DataFrame:
         """All job rows, newest first."""
@@ -133,7 +132,5 @@ class JobTables:
 def _insert_model(con: duckdb.DuckDBPyConnection, name: str, path: str, role: str = "", base: str = "",
                   params: int = 0, job_id: str = "", data: str = "",
                   lineage: dict[str, Any] | None = None) -> None:
-    from core.store import _now
-
     con.execute(_insert("models", MODEL_COLUMNS, replace=True),
-                [name, str(path), role, base, int(params), job_id, data, json.dumps(lineage or {}), _now()])
+                [name, str(path), role, base, int(params), job_id, data, json.dumps(lineage or {}), now_utc()])
