@@ -29,15 +29,19 @@ from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
 from core.agents.prompt import format_assistant
-from core.agents.registry import SCRIPTED
+from core.agents.registry import SCRIPTED, make_policy
 from core.agents.scripted import RandomPolicy
+from core.agents.server import server_urls
 from core.console import plural
 from core.env_slots import LocalSlots
 from core.envs.base import Env, StepResult, known_env, list_envs, parse_env_name
 from core.episodes import DEFAULT_BATCH, Episode, episode_slots, run_episodes
 from core.errors import UserError
+from core.mcts import run_mcts
+from core.names import env_option, stored_world_hint
 from core.store import StaleTreeError, Store
 from core.trajectory import Run, Trajectory, new_id
+from core.tree import build_tree
 from core.tree_data import Tree
 
 NOISE = 0.25  # the noisy expert's noise, as the pipeline's quick explorer
@@ -98,8 +102,6 @@ class ExploreSpec:
         if not self.policy.strip():
             raise UserError(f"name a policy: {', '.join(SCRIPTED)} or a registered model")
         if self.server:
-            from core.agents.server import server_urls
-
             server_urls(self.server)
             if self.policy in SCRIPTED:
                 raise UserError(f"a model server runs a model; policy {self.policy!r} is scripted "
@@ -136,8 +138,6 @@ def load_node(store: Store, env: str, task_id: str, node: int) -> tuple[Tree, Tr
     try:
         tree = store.load_tree(tree_id)
     except KeyError:
-        from core.names import env_option, stored_world_hint
-
         raise UserError(f"no tree {tree_id!r}; build it with `w2stree tree {env_option(env)} --task "
                         f"{shlex.quote(task_id)}`{stored_world_hint(store, env)}") from None
     if not 0 <= node < tree.n_nodes:
@@ -213,7 +213,6 @@ def make_explore_policy(spec: ExploreSpec, store: Store) -> Policy:
     """The policy of a spec: the re-planning (noisy) expert, random, or a model."""
     if spec.policy in ("expert", "noisy-expert"):
         return ReplanningExpert(NOISE if spec.policy == "noisy-expert" else 0.0, spec.seed)
-    from core.agents.registry import make_policy
 
     return make_policy(spec.policy, spec.env, seed=spec.seed, store=store, env_kwargs=spec.env_kwargs,
                        server=spec.server)
@@ -345,9 +344,6 @@ def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> 
     own rule, iterations and c (1000 iterations if it had none) and save it in one write. A tree of
     the semantic rule cannot grow in place and is rebuilt from all its trajectories. Returns (the
     new node ids, the tree's node count)."""
-    from core.mcts import run_mcts
-    from core.tree import build_tree
-
     tree_id = f"{env}/{task_id}"
     for attempt in range(1, GROW_ATTEMPTS + 1):
         try:

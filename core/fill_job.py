@@ -10,6 +10,7 @@ from pathlib import Path
 from core.jobs import launch_job, write_job
 from core.jobs.folder import finish, now_iso, read_json, running, update_status
 from core.jobs.kinds import JobKind, register
+from core.pipeline import fill_default
 from core.store import Store
 
 JOB_KIND = "fill"
@@ -27,8 +28,6 @@ def start_job(store: Store, env: str = "shop") -> str:
 
 def run_job(job_dir: Path, resume: bool = False) -> Path:
     """The job process's work: `fill_default` (a resume starts it over)."""
-    from core.pipeline import fill_default  # the collection and model-building stack: only in this process
-
     meta = read_json(job_dir / "config.json")
     db = meta["lineage"].get("db")
 

@@ -23,7 +23,9 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.agents.registry import SCRIPTED
 from core.envs.base import canonical_env_name, env_aliases, env_slug, parse_env_name
+from core.methods import METHODS
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
 def full_model_name(store: Store, name: str, env: str | None = None) -> tuple[str, str] | None:
     """(the model's full name, where it was found) for the short name `name` (module docstring);
     None when `name` is not short or names nothing stored."""
-    from core.agents.registry import SCRIPTED
-
     if not name or name in SCRIPTED or "/" in name or Path(name).expanduser().exists():
         return None
     if store.find_model(name) is not None:
@@ -42,8 +42,6 @@ def full_model_name(store: Store, name: str, env: str | None = None) -> tuple[st
 
 
 def _by_label(store: Store, name: str, env: str | None) -> tuple[str, str] | None:
-    from core.methods import METHODS
-
     labels = {m.label: m.name for m in METHODS}
     m = re.fullmatch(r"(.+?)(?:-s(\d+))?", name)
     if m is None or m.group(1) not in labels:

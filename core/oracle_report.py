@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from core.console import plural
+from core.pair_ranking import ranking_summary, score_pairs
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -155,8 +156,6 @@ def model_ranking(store: Store, model: str, ref: str | None = None, env: str | N
                   task_id: str | None = None) -> list[dict[str, Any]]:
     """How `model` ranks the stored pairs (`core.pair_ranking.ranking_summary`), over all of them
     ("all") and per granularity; with `ref`, the DPO implicit-reward accuracy at step 0 too."""
-    from core.pair_ranking import ranking_summary, score_pairs
-
     pairs = store.pairs(env=env, task_id=task_id)
     lp = score_pairs(model, pairs, store)
     ref_lp = score_pairs(ref, pairs, store) if ref else None

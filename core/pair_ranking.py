@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.agents.base import Request
+from core.agents.hf import HFPolicy
 from core.agents.prompt import Message, env_prefix, merge_user_turns
 from core.trajectory import Pair, Step
 
@@ -45,8 +46,6 @@ class PairScorer:
 
     @classmethod
     def load(cls, model: str, store: Any = None, device: str | None = None) -> PairScorer:
-        from core.agents.hf import HFPolicy
-
         return cls(HFPolicy(model, device=device, store=store))
 
     def _ids(self, env: str, before: list[Message], turn: Message) -> tuple[list[int], list[int]]:

@@ -67,12 +67,16 @@ import pandas as pd
 
 from core import stages
 from core.agents.base import PAPER_SCHEDULE, Sampling
+from core.envs import make_env
 from core.envs.base import env_slug, select_tasks
 from core.envs.shop import TINY_WORLD
 from core.errors import UserError
 from core.grow import GrowSettings, grow
 from core.methods import BASELINES, BY_NAME, STRONG, ExperimentMethod, training_order
+from core.models import build_local_models, local_model_names
+from core.paths import home, models_dir
 from core.store import Store
+from core.train import make_config
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
 from core.tree_data import Tree
@@ -212,9 +216,6 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     a test run after a dev run of the same design trains only the new seeds. `grow_budget` /
     `grow_rule` override the scale's targeted growth (`Scale.grow_budget`). Stage wall
     times (summed over units running side by side) are in `df.attrs["timings"]`."""
-    from core.envs import make_env
-    from core.paths import home
-
     cfg = SCALES.get(scale) if isinstance(scale, str) else scale
     if cfg is None:
         raise UserError(f"unknown pipeline scale {scale!r}; use one of {', '.join(SCALES)}")
@@ -260,8 +261,6 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     t0 = time.monotonic()
     weak_base, strong_base = cfg.weak, cfg.strong
     if not weak_base or not strong_base:
-        from core.models import build_local_models, local_model_names
-
         rep.say(0.01, f"models: local models of {env}")
         build_local_models(env, store)
         names = local_model_names(env)
@@ -313,8 +312,6 @@ class SeedRun:
     reuse: bool = False  # take trainings and explorations from identical earlier runs (core.reuse)
 
     def model_path(self, name: str) -> Path:
-        from core.paths import models_dir
-
         return models_dir() / name
 
     def eval_unit(self, method: str, model: Path, k: int | None, deps: tuple[str, ...]) -> Unit:
@@ -443,8 +440,6 @@ def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n:
                deps: tuple[str, ...] = (), **fields: Any) -> Unit:
     """A training job of `kind` on `n` rows, started once the units named in `deps` are done: the
     scale's preset, then `overrides`, then `fields`."""
-    from core.train import make_config
-
     config = make_config(kind, cfg.train_preset, **{**overrides, **fields})
     return Unit(f"train {method}", kind=kind, config=config, n_examples=n, deps=deps)
 
@@ -511,8 +506,6 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     missing), expert demonstrations of `n_tasks` train tasks, an exploration of the same tasks
     with the paper schedule by the `noisy-expert` policy, trees, MCTS (1000 iterations), step
     pairs and ETO pairs."""
-    from core.models import build_local_models
-
     rep = Reporter(progress)
     rep.say(0.0, "building the local models (tokenizer, weak, strong)")
     build_local_models(env, store, n_tasks=200)

@@ -23,6 +23,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import UserError
+from core.models.loading import resolve_model
+from core.paths import home
+
 if TYPE_CHECKING:
     from core.store import Store
     from core.work import Unit
@@ -67,9 +71,6 @@ def _key(parts: dict[str, Any]) -> str:
 def _model_digest(name: str, store: Store) -> str | None:
     """The digest of a model given by name or folder; None when it is not a local folder (a hub
     id is not pinned to content here, so its units are not reused)."""
-    from core.errors import UserError
-    from core.models.loading import resolve_model
-
     try:
         path = Path(resolve_model(name, store))
     except UserError:
@@ -101,8 +102,6 @@ def unit_key(unit: Unit, store: Store) -> str | None:
 
 
 def _record_path(key: str) -> Path:
-    from core.paths import home
-
     return home() / "reuse" / f"{key}.json"
 
 

@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import reuse as reuse_records
 from core.console import plural
 from core.errors import UserError
+from core.store import Store
+from core.train import job_alive, job_log_tail, job_status, start_job, stop_job, sync_job
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -169,8 +172,6 @@ def _worker_init() -> None:
 
 def _call(db: str, stage: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     """In the worker: the stage on the store at `db`."""
-    from core.store import Store
-
     return stage(Store(db), **kwargs)
 
 
@@ -194,9 +195,6 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
     training job's: with its error and log tail)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
-
-    from core import reuse as reuse_records
-    from core.train import job_alive, job_log_tail, job_status, start_job, stop_job, sync_job
 
     parallel = max(1, parallel)
     pending, running, done = list(units), {}, {}

@@ -55,7 +55,7 @@ def main() -> None:
         st.Page(PAGES / "compare.py", title="Compare", icon=":material/view_column:", url_path="compare"),
         st.Page(PAGES / "results.py", title="Results", icon=":material/table_chart:", url_path="results"),
     ])
-    from dashboard.data import db_path
+    from dashboard.data import db_path  # plotly, igraph: only after the exposure check passed
 
     st.sidebar.caption("Store")
     st.sidebar.code(db_path(), language=None, wrap_lines=True)

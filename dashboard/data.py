@@ -19,9 +19,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.agents.prompt import DECISION_FLAG, decision_rows
+from core.errors import UserError
 from core.jobs import list_jobs
+from core.models.loading import config_value
+from core.pairs import no_pair_reason
 from core.paths import default_db
+from core.results import episode_outcomes, experiment_results, paired_comparisons
 from core.store import Store
+from core.train.data import build_rows, parse_spec
 from core.trajectory import Trajectory
 from dashboard import shaping
 from dashboard.figures import icicle_figure, tree_figure
@@ -92,8 +98,6 @@ def results(path: str, changes: int) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=16)
 def comparisons(path: str, changes: int, experiment_id: str) -> pd.DataFrame:
     """The experiment's paired comparisons with both intervals (core.results.paired_comparisons)."""
-    from core.results import episode_outcomes, experiment_results, paired_comparisons
-
     s = _open(path)
     return paired_comparisons(episode_outcomes(s, experiment_results(s, experiment_id)[1]))
 
@@ -194,10 +198,6 @@ def explorers(path: str, changes: int, env: str) -> list[str]:
 def decision_history(path: str, changes: int, model: str) -> int | None:
     """The history length of a model prompted one decision at a time (its config's
     `core.agents.prompt.DECISION_FLAG`), or None: prompted with the conversation, or not found."""
-    from core.agents.prompt import DECISION_FLAG
-    from core.errors import UserError
-    from core.models.loading import config_value
-
     try:
         value = config_value(model, DECISION_FLAG, _open(path))
     except UserError:
@@ -210,10 +210,6 @@ def decision_row_count(path: str, changes: int, spec: str, history: int) -> int 
     """How many rows the trainer sees for a data SPEC when the model is prompted one decision at a
     time (`core.agents.prompt.decision_rows`, as `core.train.common.fit_prompts` converts them);
     None for best paths (their rows load every tree: counted when the job starts) or bad specs."""
-    from core.agents.prompt import decision_rows
-    from core.errors import UserError
-    from core.train.data import build_rows, parse_spec
-
     try:
         parsed = parse_spec(spec)
         if parsed.source == "best-paths":
@@ -227,10 +223,6 @@ def decision_row_count(path: str, changes: int, spec: str, history: int) -> int 
 def example_count(path: str, changes: int, spec: str) -> tuple[int, str]:
     """(number of training examples a store data SPEC names, why it names none: "" when some).
     Best paths are counted from the tree headers (building their rows loads every tree)."""
-    from core.errors import UserError
-    from core.pairs import no_pair_reason
-    from core.train.data import build_rows, parse_spec
-
     store = _open(path)
     try:
         parsed = parse_spec(spec)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.names import env_option
 from core.results import NO_DATA, ONE_SEED, interval_text
 from dashboard import shaping
 from dashboard.shaping import escape
@@ -109,8 +110,6 @@ def method_stat_cells(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 def experiment_command(experiment_id: str, env: str, options: str) -> str:
     """`w2stree pipeline` as the experiment ran it (its env, scale and split, read from its id),
     plus `options`: the command that fills what the experiment left out."""
-    from core.names import env_option
-
     m = re.search(r"-(tiny|quick|paper)-(dev|test)-\d{8}-", experiment_id)
     scale, split = m.groups() if m else ("tiny", "test")
     return f"w2stree pipeline {env_option(env)} --scale {scale} --split {split} {options}"

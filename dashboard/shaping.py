@@ -20,6 +20,7 @@ import pandas as pd
 
 from core import methods
 from core.console import plural
+from core.names import env_option
 from core.pairs import GRANULARITIES
 from core.results import has_training_data, own_numbers
 from core.trajectory import Trajectory
@@ -489,7 +490,6 @@ def empty_data_reason(source: str, env: str, arg: str, count: int, why: str = ""
     sentence naming the data and, when known, why it is empty); None when there is data."""
     if count:
         return None
-    from core.names import env_option
 
     what = EMPTY_DATA.get(source, "the data holds no example").format(env=env, arg=arg, env_option=env_option(env))
     return f"Start is disabled: the chosen data is empty (0 examples): {what}" + (f"; {why}" if why else "") + "."

@@ -12,6 +12,7 @@ import pandas as pd
 
 from core.console import plural
 from core.methods import for_training
+from core.pipeline import SCALES
 from core.train.config import TrainConfig, make_config
 
 
@@ -48,7 +49,6 @@ def form_defaults(kind: str, preset: str, source: str, weak_model: bool) -> tupl
     else the preset's defaults."""
     if preset != "tiny":
         return make_config(kind, preset), "", {}
-    from core.pipeline import SCALES  # the pipeline's stack only when the form needs it
 
     field = scale_field(kind, source, weak_model)
     settings = dict(getattr(SCALES["tiny"], field))

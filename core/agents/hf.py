@@ -32,6 +32,7 @@ from core.agents.base import Request, Sampling
 from core.agents.prompt import merge_user_turns
 from core.agents.tokenized import TokenizedPolicy
 from core.errors import UserError
+from core.models.loading import load_model, model_name
 
 if TYPE_CHECKING:  # torch/transformers load only once a model is found: a bad name fails at once
     import torch
@@ -80,8 +81,6 @@ class HFPolicy(TokenizedPolicy):
     def __init__(self, model: str, *, device: str | None = None, max_new_tokens: int | None = None,
                  max_context: int | None = None, batch_size: int = 16, seed: int = 0,
                  store=None, adapter: str | None = None, prefix_cache: bool = True) -> None:
-        from core.models.loading import load_model, model_name
-
         if batch_size < 1:
             raise UserError("HFPolicy: batch_size must be positive")
         self.name = model_name(model, store)

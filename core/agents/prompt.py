@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from core.envs.base import env_class
 from core.trajectory import Step
 
 Message = dict[str, str]
@@ -213,8 +214,6 @@ def _first_divergence(chosen: Sequence[Message], rejected: Sequence[Message]) ->
 
 def env_prefix(env: str) -> list[Message]:
     """The prompt prefix (role + one-shot) of a registered environment, without starting it."""
-    from core.envs.base import env_class
-
     cls = env_class(env)
     if cls is None:
         return prefix_messages(DEFAULT_SYSTEM_PROMPT, "", [])

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from core.agents.hf import HFPolicy
+from core.agents.scripted import ExpertPolicy, NoisyExpertPolicy, RandomPolicy
+from core.agents.server import ServerPolicy
 from core.errors import UserError
 
 if TYPE_CHECKING:
@@ -22,20 +25,14 @@ if TYPE_CHECKING:
 
 
 def _expert(env: str, seed: int, env_kwargs: dict[str, Any]) -> Policy:
-    from core.agents.scripted import ExpertPolicy
-
     return ExpertPolicy(env, **env_kwargs)
 
 
 def _random(env: str, seed: int, env_kwargs: dict[str, Any]) -> Policy:
-    from core.agents.scripted import RandomPolicy
-
     return RandomPolicy(seed)
 
 
 def _noisy_expert(env: str, seed: int, env_kwargs: dict[str, Any]) -> Policy:
-    from core.agents.scripted import NoisyExpertPolicy
-
     return NoisyExpertPolicy(env, seed=seed, **env_kwargs)
 
 
@@ -60,16 +57,7 @@ def make_policy(name: str, env: str, *, seed: int = 0, batch_size: int = 16, sto
             raise UserError(f"--server serves a model; policy {name!r} is scripted (drop --server or pass a model)")
         return SCRIPTED[name](env, seed, dict(env_kwargs or {}))
     if server:
-        from core.agents.server import ServerPolicy
-
         return ServerPolicy(name, server, seed=seed, store=store)
-    try:
-        from core.agents.hf import HFPolicy
-    except ModuleNotFoundError as exc:
-        if exc.name != "core.agents.hf":
-            raise
-        raise UserError(f"policy {name!r}: model policies are not available in this install "
-                        f"(core.agents.hf is missing); use one of {', '.join(SCRIPTED)}") from exc
     try:
         return HFPolicy(name, batch_size=batch_size, seed=seed, store=store)
     except UserError as exc:

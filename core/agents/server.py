@@ -41,6 +41,7 @@ from typing import Any
 from core.agents.base import Request
 from core.agents.tokenized import OBSERVATION_STOP, TokenizedPolicy, parse_reply
 from core.errors import UserError
+from core.models.loading import load_tokenizer, model_name, resolve_model
 
 _STICKY_CAP = 1 << 16  # episodes remembered per policy (oldest forgotten first)
 _RETRYABLE_HTTP = (408, 429)
@@ -99,8 +100,6 @@ class ServerPolicy(TokenizedPolicy):
                  adapter: str | None = None, max_new_tokens: int | None = None, max_context: int | None = None,
                  timeout: float = 600.0, retries: int = 3, backoff: float = 0.5, prompts_per_call: int = 64,
                  threads: int = 64) -> None:
-        from core.models.loading import load_tokenizer, model_name, resolve_model
-
         if prompts_per_call < 1 or threads < 1 or retries < 0 or timeout <= 0:
             raise UserError("ServerPolicy: prompts_per_call, threads and timeout must be positive, retries >= 0")
         self.name = model_name(model, store)

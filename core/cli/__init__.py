@@ -12,6 +12,10 @@ import signal
 import sys
 
 from core.cli.context import add_db_argument
+from core.cli.data import silence_stdout
+from core.console import quiet_library_bars
+from core.envs.base import UnknownEnvError
+from core.errors import UserError, one_line
 
 # Command modules, in the order their verbs appear in --help.
 COMMAND_MODULES = (
@@ -53,10 +57,6 @@ INTERRUPTED = "w2stree: interrupted; what was finished is stored"
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `w2stree` console script."""
     try:  # Ctrl-C while the verbs' modules load and the arguments are read: one line too
-        from core.console import quiet_library_bars
-        from core.envs.base import UnknownEnvError
-        from core.errors import UserError, one_line
-
         quiet_library_bars()  # before any verb imports transformers: bars only on a terminal
         args = build_parser().parse_args(argv)
         # `python -m core` holds Ctrl-C back while the modules load: a pending one is raised here
@@ -71,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"w2stree: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `w2stree stats | head -1`: the reader has all it wanted
-        from core.cli.data import silence_stdout
-
         silence_stdout()
         return 0
     except KeyboardInterrupt:

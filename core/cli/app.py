@@ -11,10 +11,15 @@ import secrets
 import sys
 from pathlib import Path
 
+import dashboard
 from core.cli.context import add_db_argument, open_store
+from core.envs.shop import TINY_WORLD
 from core.errors import UserError
+from core.pipeline import run_pipeline
 from core.processes import reap_ended_children
+from core.results import render
 from core.store import Store
+from dashboard.serving import HOSTS_ENV, TOKEN_ENV
 
 DEFAULT_PORT = 8501
 
@@ -22,8 +27,6 @@ DEFAULT_PORT = 8501
 def app_path(name: str = "server.py") -> Path:
     """dashboard/server.py (the guarded server; `name` another file) of this installation (it
     ships beside the `core` package)."""
-    import dashboard
-
     return Path(dashboard.__file__).resolve().parent / name
 
 
@@ -50,8 +53,6 @@ def serve(port: int, store: Store, token: bool = True, hosts: list[str] | None =
     server itself and never leaves an orphaned server behind. The ended children of this process
     (`up`'s training jobs) are reaped first: the server would never wait on them, and they would
     stay "defunct" under it until it stops."""
-    from dashboard.serving import HOSTS_ENV, TOKEN_ENV
-
     for path in (app_path(), app_path("app.py")):
         if not path.exists():
             raise UserError(f"{path} is missing; reinstall w2stree (pip install -e .)")
@@ -73,21 +74,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def results_text(store: Store) -> str:
     """The results table of the store's latest experiment, as `w2stree results` prints it."""
-    from core.results import render
-
     return render(store) if not store.results().empty else "no results yet"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from core.envs.shop import TINY_WORLD
-
     store = open_store(args)
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
               f"(the tinyshop world, shop?{TINY_WORLD}; {args.scale} scale; one seed of the tiny scale took 39-63 minutes "
               f"on 2 shared CPU cores; `w2stree jobs list` shows its training jobs)",
               flush=True)
-        from core.pipeline import run_pipeline  # heavy imports (torch, trl): only when needed
 
         run_pipeline(env="shop", scale=args.scale, store=store)
     else:

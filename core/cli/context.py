@@ -12,6 +12,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from core.envs import UnknownEnvError, canonical_env_name
+from core.names import full_model_name
 from core.paths import default_db
 from core.store import Store
 
@@ -51,8 +53,6 @@ NONNEGATIVE = int_in(0)  # seeds, node ids
 def env_arg(text: str) -> str:
     """The argparse type of `--env`: the canonical name of the world it names (see
     `core.envs.canonical_env_name`; an env unknown here as given), or one line saying why not."""
-    from core.envs import UnknownEnvError, canonical_env_name
-
     try:
         return canonical_env_name(text)
     except UnknownEnvError as exc:
@@ -79,8 +79,6 @@ def model_arg(store: Store, name: str | None, env: str | None = None) -> str | N
     """The model a command-line model name stands for: a short one (`sft-weak`, `treedpo`,
     `tinyshop-weak`; see `core.names`) as its full name, saying so on stderr; any other as given."""
     import sys
-
-    from core.names import full_model_name
 
     found = full_model_name(store, name, env) if name else None
     if found is None:

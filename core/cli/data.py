@@ -25,9 +25,24 @@ from tqdm import tqdm
 from core.cli.context import COUNT, env_arg, model_arg, open_store
 from core.console import plural
 from core.errors import UserError
+from core.formats import export
 from core.formats.importer import KINDS as IMPORT_FORMATS
+from core.formats.importer import import_paths
+from core.formats.jsonl import write_jsonl
 from core.mcts import RULES
-from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS
+from core.names import stored_world_hint
+from core.pair_ranking import PairScorer
+from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS, no_pair_reason, pair_blocker
+from core.stages import (
+    CHUNK,
+    MCTSSettings,
+    PairSettings,
+    TreeSettings,
+    cut_pairs_stored,
+    expert_trajectories,
+    grow_trees_stored,
+    score_trees_stored,
+)
 from core.store import Store
 from core.tree import MERGE_RULES
 from core.tree_data import Tree
@@ -141,8 +156,6 @@ def _scope(args: argparse.Namespace) -> str:
 
 # -- import ---------------------------------------------------------------------------------
 def cmd_import(args: argparse.Namespace) -> int:
-    from core.formats.importer import import_paths
-
     summary = import_paths(open_store(args), args.format, args.paths, env=args.env)
     for line in summary.notes:
         print(f"w2stree: {line}", file=sys.stderr)
@@ -158,8 +171,6 @@ def _bar(total: int, desc: str) -> tqdm:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
-    from core.stages import TreeSettings, grow_trees_stored
-
     store = open_store(args)
     settings = TreeSettings(args.merge, args.threshold)
     # a short name (sft-weak) means the model that explored; eval episodes keep their label as stored
@@ -186,15 +197,11 @@ def _trees(store: Store, args: argparse.Namespace) -> list[str]:
 
 def _hint(store: Store, args: argparse.Namespace) -> str:
     """Where the store's trees are when `--env` names a world without any (core.names)."""
-    from core.names import stored_world_hint
-
     return stored_world_hint(store, args.env) if args.env else ""
 
 
 def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[Tree]]:
     """Trees in chunks, with a progress bar over all of them."""
-    from core.stages import CHUNK
-
     with _bar(len(ids), desc) as bar:
         for i in range(0, len(ids), CHUNK):
             yield store.load_trees(tree_ids=ids[i:i + CHUNK])
@@ -202,8 +209,6 @@ def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[Tree]]:
 
 
 def cmd_mcts(args: argparse.Namespace) -> int:
-    from core.stages import MCTSSettings, score_trees_stored
-
     settings = MCTSSettings(args.iterations, args.c, args.rule)
     settings.check()
     store = open_store(args)
@@ -216,9 +221,6 @@ def cmd_mcts(args: argparse.Namespace) -> int:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from core.pairs import no_pair_reason
-    from core.stages import PairSettings, cut_pairs_stored, expert_trajectories
-
     settings = PairSettings(args.granularity, args.value, args.min_margin, args.baseline)
     settings.check()
     store = open_store(args)
@@ -231,8 +233,6 @@ def cmd_pairs(args: argparse.Namespace) -> int:
                             "(`w2stree collect --policy expert`) or import them, or pass --baseline weak")
     keep, cut = None, [0]
     if args.hard_for:
-        from core.pair_ranking import PairScorer
-
         scorer = PairScorer.load(model_arg(store, args.hard_for, args.env), store)
 
         def keep(pairs: list) -> list:
@@ -329,8 +329,6 @@ def _write_rows(rows: list[dict[str, Any]], fh: IO[str], as_list: bool) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.formats import export
-
     fmt = args.fmt or EXPORT_FORMATS[args.what][0]
     if fmt not in EXPORT_FORMATS[args.what]:
         raise UserError(f"export {args.what} has no --format {fmt}; use one of "
@@ -338,8 +336,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = open_store(args)
     what = args.what
     if what == "trajectories":
-        from core.formats.jsonl import write_jsonl
-
         trajs = store.trajectories(env=args.env, task_id=args.task, source=args.source, model=args.model)
         if not trajs:
             raise UserError(f"no trajectories{_scope(args)} to export; run `w2stree import` first")
@@ -351,8 +347,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     if what == "pairs":
         pairs = store.pairs(env=args.env, task_id=args.task, granularity=args.granularity)
         if not pairs:
-            from core.pairs import no_pair_reason, pair_blocker
-
             why = pair_blocker(store, args.env, args.task) or (
                 f"run `w2stree pairs` first (when it stores none, {no_pair_reason(store, args.env, args.task)})")
             raise UserError(f"no pairs{_scope(args)}{' of granularity ' + args.granularity if args.granularity else ''}"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.envs import alfworld_data
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `data` verb to the `w2stree` parser."""
@@ -28,8 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_data_alfworld(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from core.envs import alfworld_data
 
     dest = alfworld_data.unpack(args.source, Path(args.dest) if args.dest else None)
     report = alfworld_data.split_report(dest)

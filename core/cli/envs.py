@@ -16,9 +16,14 @@ import sys
 from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Sampling
+from core.agents.registry import make_policy
 from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
+from core.collect import collect, parse_shard
 from core.console import plural
+from core.envs import canonical_env_name
+from core.envs.base import make_env, select_tasks
 from core.errors import UserError
+from core.replay import replay
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,8 +88,6 @@ def parse_env_args(items: list[str]) -> dict[str, Any]:
 def env_with_args(env: str, env_kwargs: dict[str, Any]) -> str:
     """The canonical name of the world `--env ENV --env-arg ...` builds (what the store keeps
     its tasks and trajectories under)."""
-    from core.envs import canonical_env_name
-
     return canonical_env_name(env, **env_kwargs)
 
 
@@ -104,10 +107,6 @@ def schedule_from_args(args: argparse.Namespace) -> list[Sampling]:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from core.agents.registry import make_policy
-    from core.collect import collect, parse_shard
-    from core.envs.base import make_env, select_tasks
-
     env_kwargs = parse_env_args(args.env_arg)
     world = env_with_args(args.env, env_kwargs)
     schedule = schedule_from_args(args)
@@ -135,8 +134,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from core.replay import replay
-
     report = replay(open_store(args), env=args.env, limit=args.limit)
     print(f"replayed {plural(report.checked, 'trajectory')}: {plural(len(report.mismatches), 'mismatch')}, "
           f"{len(report.skipped)} skipped")

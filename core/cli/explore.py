@@ -12,6 +12,11 @@ from __future__ import annotations
 import argparse
 
 from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
+from core.cli.envs import env_with_args, parse_env_args
+from core.explore import ExploreSpec, explore
+from core.explore_job import start_job as start_explore_job
+from core.grow import GrowSettings, grow
+from core.grow_job import start_job as start_grow_job
 
 RULE_NAMES = ("deepest-failure", "value-drop", "ucb")  # core.grow.RULES, without importing torch here
 
@@ -65,10 +70,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from core.cli.envs import env_with_args, parse_env_args
-    from core.explore import ExploreSpec, explore
-    from core.explore_job import start_job
-
     env_kwargs = parse_env_args(args.env_arg)
     store = open_store(args)
     world = env_with_args(args.env, env_kwargs)
@@ -76,7 +77,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
                        k=args.k, schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
                        max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs, server=args.server)
     if args.detach:
-        print(f"started job {start_job(spec, store)}; follow it with `w2stree jobs show`")
+        print(f"started job {start_explore_job(spec, store)}; follow it with `w2stree jobs show`")
         return 0
     res = explore(store, spec, progress=lambda done, k, msg: print(f"[{done}/{k}] {msg}", flush=True))
     print(res.line(spec))
@@ -86,16 +87,12 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def cmd_grow(args: argparse.Namespace) -> int:
-    from core.grow import GrowSettings, grow
-
     settings = GrowSettings(budget=args.budget, rule=args.rule, k=args.k, per_tree=args.per_tree,
                             max_steps=args.max_steps, seed=args.seed)
     store = open_store(args)
     policy = model_arg(store, args.policy, args.env)
     if args.detach:
-        from core.grow_job import start_job
-
-        print(f"started job {start_job(store, args.env, policy, settings)}; follow it with `w2stree jobs show`")
+        print(f"started job {start_grow_job(store, args.env, policy, settings)}; follow it with `w2stree jobs show`")
         return 0
     report = grow(store, args.env, policy, settings,
                   progress=lambda done, total, line: print(f"[{done}/{total}] {line}", flush=True))

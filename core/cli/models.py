@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import COUNT, env_arg
+from core.agents.hf import HFPolicy
+from core.cli.context import COUNT, env_arg, open_store
+from core.errors import UserError
+from core.models import build_local_models, import_smollm
+from core.serve import make_server
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,10 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from core.agents.hf import HFPolicy
-    from core.cli.context import open_store
-    from core.serve import make_server
-
     policy = HFPolicy(args.model, device=args.device, batch_size=args.batch_size, store=open_store(args),
                       adapter=args.adapter)
     server = make_server(policy, args.port, batch_calls=not args.one_call_at_a_time)
@@ -64,10 +64,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-    from core.errors import UserError
-    from core.models import build_local_models
-
     if args.tasks is not None and args.tasks < 1:
         raise UserError("--tasks must be a positive number of train tasks")
     paths = build_local_models(args.env, open_store(args), force=args.force, out_dir=args.out, n_tasks=args.tasks)
@@ -77,8 +73,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-
     df = open_store(args).models()
     if df.empty:
         print("no models registered; run `w2stree models build`")
@@ -89,8 +83,5 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _import_smollm(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-    from core.models import import_smollm
-
     print(import_smollm(args.out, open_store(args), gguf=args.gguf))
     return 0

@@ -10,7 +10,10 @@ import argparse
 import json
 
 from core.cli.context import env_arg, model_arg, open_store
+from core.cli.data import _bar
 from core.errors import UserError
+from core.oracle import check_oracle, label_stored
+from core.oracle_report import model_ranking, oracle_report, report_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_oracle(args: argparse.Namespace) -> int:
-    from core.cli.data import _bar
-    from core.oracle import check_oracle, label_stored
-    from core.oracle_report import model_ranking, oracle_report, report_lines
-
     if args.ref and not args.model:
         raise UserError("--ref needs --model (the DPO reward compares the model with the reference)")
     if (args.model or args.format == "json") and not args.report:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import COUNT, NONNEGATIVE, env_arg
+from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
 from core.cli.explore import RULE_NAMES
+from core.errors import UserError
+from core.evaluate import evaluate
 from core.methods import METHODS, STRONG, comparisons
-from core.results import FORMATS
+from core.pipeline import run_pipeline
+from core.results import FORMATS, render
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,9 +81,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from core.cli.context import model_arg, open_store
-    from core.evaluate import evaluate
-
     store = open_store(args)
     res = evaluate(store, model_arg(store, args.model, args.env), args.env, args.split, args.tasks,
                    max_steps=args.max_steps, batch_size=args.batch_size, workers=args.workers, label=args.label,
@@ -93,11 +93,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-    from core.errors import UserError
-    from core.pipeline import run_pipeline
-    from core.results import render
-
     if args.test_tasks is not None and args.test_tasks < 1:
         raise UserError("--test-tasks must be at least 1")
     ks = args.trajs_per_task
@@ -114,8 +109,5 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-    from core.results import render
-
     print(render(open_store(args), args.experiment, args.format))
     return 0

@@ -14,7 +14,12 @@ import dataclasses
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from core.cli.context import model_arg, open_store
 from core.cli.jobs import follow
+from core.train import method, start_job
+from core.train.config import METHODS, PRESETS, RENAMED, config_class, field_help, make_config
+from core.train.data import SPEC_HELP, parse_spec
+from core.train.jobs import coerce_config
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -23,9 +28,6 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `train` command."""
-    from core.train.config import METHODS, PRESETS, RENAMED, field_help
-    from core.train.data import SPEC_HELP
-
     p = sub.add_parser("train", help="train a model (SFT, MCTS, TreeDPO, ETO-DPO) as a job",
                        description="Train a model as a job (its own process). `w2stree train METHOD --help` "
                        "lists every option.", epilog="data SPEC grammar:\n" + SPEC_HELP,
@@ -52,16 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(kind: str, args: argparse.Namespace):
     """The config that the parsed `w2stree train METHOD ...` flags describe."""
-    from core.train.config import config_class, make_config
-
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(config_class(kind))}
     return make_config(kind, values.pop("preset") or "paper", **values)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from core.cli.context import open_store
-    from core.train import method, start_job
-
     kind = method(args.kind).name
     store = open_store(args)
     cfg = _full_names(store, config_from_args(kind, args))
@@ -76,9 +73,6 @@ def _train(args: argparse.Namespace) -> int:
 def _full_names(store: Store, cfg: TrainConfig) -> TrainConfig:
     """`cfg` with short model names (`sft-strong`, `tinyshop-weak`: core.names) made full, looked up
     in the world of its store data (`pairs:tinyshop:step`), else in the latest experiment."""
-    from core.cli.context import model_arg
-    from core.train.data import parse_spec
-
     env = parse_spec(cfg.data).env if cfg.data and ":" in cfg.data.partition("?")[0] else None
     names = {f: model_arg(store, getattr(cfg, f), env) for f in ("model", "ref") if hasattr(cfg, f)}
     return dataclasses.replace(cfg, **names)
@@ -87,9 +81,6 @@ def _full_names(store: Store, cfg: TrainConfig) -> TrainConfig:
 def command_line(kind: str, config: TrainConfig | dict[str, Any]) -> str:
     """The `w2stree train ...` command that starts the same job (fields left at their preset's
     defaults are omitted): the inverse of `config_from_args`."""
-    from core.train.config import config_class, make_config
-    from core.train.jobs import coerce_config
-
     cfg = coerce_config(kind, config)
     base = make_config(kind, cfg.preset)
     parts = ["w2stree", "train", kind]

@@ -40,6 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.agents.prompt import task_message
 from core.envs import alfworld_data as data
 from core.envs.base import Env, ExpertStep, StepResult, register_env, rule_thought
 from core.errors import UserError
@@ -290,8 +291,6 @@ class ALFWorldEnv(Env):
 def build_one_shot() -> None:
     """Record the one-shot example: the expert's episode of `ONE_SHOT_TASK` (a bundled train
     game), as the task message and steps the prompt shows."""
-    from core.agents.prompt import task_message
-
     env = ALFWorldEnv()
     try:
         room, instruction = env.reset(ONE_SHOT_TASK)

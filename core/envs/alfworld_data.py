@@ -38,6 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from core.console import plural
+from core.envs.base import UnknownEnvError
 from core.errors import UserError
 from core.paths import home
 
@@ -133,8 +134,6 @@ def game_path(task_id: str, root: Path | None = None) -> Path:
     """The game file of a task id; a missing one is a UserError naming the path and the fix."""
     parts = Path(task_id).parts
     if len(parts) != 3 or parts[0] not in ALFRED_SPLITS or ".." in parts:
-        from core.envs.base import UnknownEnvError
-
         raise UnknownEnvError(f"unknown alfworld task id {task_id!r}: expected <train|valid_seen|"
                               "valid_unseen>/<task folder>/<trial>, as `w2stree stats` or tasks(split) list them")
     path = (root or checked_root()) / GAMES_DIR / task_id / GAME_FILE

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import UserError
 from core.trajectory import Task
 
 
@@ -301,8 +302,6 @@ def select_tasks(env: Env, split: str = "train", tasks: int | None = None,
     """The task ids to run (the one task selection of collect, evaluate and the pipeline):
     `task_ids` as given (checked against the split), else the first `tasks` of `split` (all
     when None). Bad input is a one-line UserError naming the fix."""
-    from core.errors import UserError
-
     if split not in env.splits():
         raise UserError(f"env {env.name or '?'!r} has no split {split!r}; splits: {', '.join(env.splits())}")
     known = [t.task_id for t in env.tasks(split)]

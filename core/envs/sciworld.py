@@ -56,6 +56,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.agents.prompt import task_message
 from core.envs.base import Env, ExpertStep, StepResult, UnknownEnvError, register_env, rule_thought
 from core.errors import UserError
 from core.trajectory import Step, Task
@@ -432,8 +433,6 @@ def build_data(eto_dir: Path, out_dir: Path = DATA_DIR, describe: bool = True) -
     every variation once; `describe=False` keeps the existing ones) and `eto_sciworld_split.json`
     from ETO's split files and the installed simulator, then record the one-shot episode."""
     from scienceworld import __version__
-
-    from core.agents.prompt import task_message
 
     tasks_file, split_file = out_dir / TASKS_FILE.name, out_dir / SPLIT_FILE.name
     env = SciWorldEnv()

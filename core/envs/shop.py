@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.agents.prompt import task_message
 from core.envs.base import Env, ExpertStep, StepResult, UnknownEnvError, register_alias, register_env
 from core.envs.shop_catalog import (
     MAX_CATEGORIES,
@@ -451,8 +452,6 @@ def _a(word: str) -> str:
 
 @functools.cache
 def _one_shot() -> tuple[str, list[Step]]:
-    from core.agents.prompt import task_message
-
     env = ShopEnv()
     obs, instruction = env.reset(DEMO_TASK)
     steps = []

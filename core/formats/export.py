@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from core.agents.prompt import Message, env_prefix, step_messages, task_message
+from core.envs.alfworld_data import relative_game
 from core.errors import UserError
 from core.trajectory import Pair, Trajectory
 from core.tree_data import Tree
@@ -91,8 +92,6 @@ def best_paths_eto(trees: Iterable[Tree], trajectories: Mapping[str, Trajectory]
         turns = to_eto_turns(head + best_path_messages(g, trajectories, final_observation=True))
         rec = {"id": g.tree_id, "prompt": turns[:len(head) + 1], "conversations": turns}
         if g.env == "alfworld":  # ETO's ALFWorld records name their game
-            from core.envs.alfworld_data import relative_game
-
             rec["game_file"] = relative_game(g.task_id)
         out.append(rec)
     return out

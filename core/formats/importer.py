@@ -24,6 +24,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from core.console import plural
+from core.envs.alfworld_data import adopt_game_ids
 from core.errors import UserError, one_line
 from core.formats import FormatError
 from core.formats.eto import explore_files, read_eto_explore_file, read_eto_sft
@@ -115,8 +116,6 @@ def read_file(kind: str, path: Path, env: str, notes: list[str] | None = None) -
     A truncated last line of a JSONL file is skipped, with a line in `notes`."""
     trajs = _reader(kind, env, notes if notes is not None else [])(path)
     if env == "alfworld":  # ETO names ALFWorld games by file: map them to the env's task ids
-        from core.envs.alfworld_data import adopt_game_ids
-
         adopt_game_ids(trajs)
     prefix = id_prefix(path)
     read = FileRead(path, kind, trajs, [])

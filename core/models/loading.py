@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
 from core.paths import default_db
+from core.store import Store
 
 if TYPE_CHECKING:  # torch loads only when a model is loaded: a bad name fails at once
     import torch
@@ -37,7 +38,6 @@ def _registered(name: str, store: Any | None) -> tuple[str, str] | None:
     if store is None:
         if not default_db().exists():  # never create a store just to look a name up
             return None
-        from core.store import Store
 
         store = Store()
     return store.find_model(name)

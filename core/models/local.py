@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG
+from core.envs import env_slug
 from core.errors import UserError
 from core.paths import models_dir
 from core.store import Store
@@ -45,8 +46,6 @@ DECISION_HISTORY = 4
 def local_model_names(env: str) -> dict[str, str]:
     """Store names of an environment's local models, by role (an env's parameters become part of the
     name: `shop?n_products=200` -> `shop-n_products=200-weak`)."""
-    from core.envs import env_slug
-
     return {role: f"{env_slug(env)}-{role}" for role in ("tokenizer", "weak", "strong")}
 
 
@@ -82,7 +81,7 @@ def build_local_models(env: str = "shop", store: Store | None = None, force: boo
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from core.models.tokenizer import train_env_tokenizer
+    from core.models.tokenizer import train_env_tokenizer  # transformers: only when models are built
 
     root = Path(out_dir) if out_dir is not None else models_dir()
     names = local_model_names(env)

@@ -17,7 +17,9 @@ import importlib.util
 from pathlib import Path
 
 from core.errors import UserError
+from core.models.local import count_params
 from core.paths import models_dir
+from core.store import Store
 
 NAME = "smollm2-135m"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,8 +48,6 @@ def import_smollm(out: str | Path | None = None, store=None, gguf: str | Path | 
     dest = Path(out) if out else models_dir() / NAME
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.models.local import count_params
-
     tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
     # The weights are already dequantized to plain tensors; only the GGUF "quantizer" marker
@@ -58,8 +58,6 @@ def import_smollm(out: str | Path | None = None, store=None, gguf: str | Path | 
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     if store is None:
-        from core.store import Store
-
         store = Store()
     store.register_model(dest.name if out else NAME, str(dest.resolve()), role="pretrained",
                          params=count_params(model), data=f"GGUF {src.name}")

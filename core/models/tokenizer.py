@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from transformers import PreTrainedTokenizerFast
 
 from core.agents.prompt import env_prefix, format_assistant, format_observation, task_message
+from core.envs.base import make_env
 
 if TYPE_CHECKING:
     from core.envs.base import Env
@@ -69,8 +70,6 @@ def train_env_tokenizer(env_name: str, n_tasks: int | None = None, vocab_size: i
                         model_max_length: int = 2048) -> PreTrainedTokenizerFast:
     """The tokenizer of an environment: BPE on its corpus (`env_corpus`), plus its optional
     `whole_tokens()` kept whole. One env instance serves both (ScienceWorld starts a JVM)."""
-    from core.envs.base import make_env
-
     env = make_env(env_name)
     try:
         extra = getattr(env, "whole_tokens", None)

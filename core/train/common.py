@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
+from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG, decision_rows, merge_user_turns, strip_one_shot
 from core.errors import UserError
+from core.models.loading import load_model
 from core.train.config import TrainConfig, micro_split
 from core.train.tensorboard import report_to
 
@@ -91,8 +93,6 @@ def load_policy(name: str, cfg: TrainConfig, frozen: bool = False) -> tuple[Any,
     """(model, tokenizer) for training. Weights stay fp32 for full fine-tuning (bf16 autocast does
     the compute on CUDA; bf16 weights would round away updates at lr 5e-6); a frozen model (the
     DPO reference) and the frozen base under LoRA are loaded in bf16 on CUDA."""
-    from core.models.loading import load_model
-
     dtype = torch.bfloat16 if (cfg.lora or frozen) and _bf16(use_cuda(cfg)) else torch.float32
     model, tokenizer = load_model(name, device=training_device(cfg), dtype=dtype)
     model.train()
@@ -105,14 +105,6 @@ def fit_prompts(model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     local models), else without the one-shot example when its config says so (`ONE_SHOT_FLAG`), and with
     consecutive user turns merged (`merge_user_turns`: alternating templates such as Llama-2-chat
     and Mistral reject two in a row)."""
-    from core.agents.prompt import (
-        DECISION_FLAG,
-        ONE_SHOT_FLAG,
-        decision_rows,
-        merge_user_turns,
-        strip_one_shot,
-    )
-
     history = getattr(model.config, DECISION_FLAG, None)
     if history is not None:
         return decision_rows(rows, int(history))

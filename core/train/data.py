@@ -39,6 +39,8 @@ from urllib.parse import parse_qsl
 from core.agents.prompt import Message, env_prefix, step_messages, task_message
 from core.envs import UnknownEnvError, canonical_env_name, env_parameters
 from core.errors import UserError
+from core.formats.export import best_path_messages, best_path_trajectory
+from core.pair_ranking import hard_pairs
 from core.pairs import GRANULARITIES
 from core.store import Store
 from core.trajectory import Pair, Trajectory
@@ -182,8 +184,6 @@ def _pair_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
     keep = _task_filter(spec, store, {p.task_id for p in pairs})
     pairs = [p for p in pairs if p.task_id in keep]
     if spec.options.get("hard_for"):
-        from core.pair_ranking import hard_pairs
-
         pairs = hard_pairs(pairs, spec.options["hard_for"], store)
     return pair_rows(pairs)
 
@@ -195,8 +195,6 @@ def best_path_rows(graphs: Iterable[Tree], trajectories: Iterable[Trajectory] | 
     any iterable holding them). Trees without a best path are left out; trees that hold no
     success are skipped (a best path of failures teaches failing). Returns the rows and the
     number of trees skipped for holding no success."""
-    from core.formats.export import best_path_messages
-
     by_id = trajectories if isinstance(trajectories, Mapping) else {t.traj_id: t for t in trajectories}
     rows, skipped = [], 0
     for g in graphs:
@@ -211,8 +209,6 @@ def best_path_rows(graphs: Iterable[Tree], trajectories: Iterable[Trajectory] | 
 
 
 def _best_path_rows(spec: DataSpec, store: Store) -> list[dict[str, Any]]:
-    from core.formats.export import best_path_trajectory
-
     trees = store.trees(env=spec.env)
     keep = _task_filter(spec, store, set(trees["task_id"]))
     ids = [t for t, task, best in zip(trees["tree_id"], trees["task_id"], trees["best_path"], strict=True)

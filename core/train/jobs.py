@@ -23,6 +23,7 @@ from typing import Any
 from core.jobs.control import launch_job, sync_job, write_job
 from core.jobs.folder import finish, last_checkpoint, new_job_id, now_iso, read_json, running
 from core.jobs.kinds import JobKind, register
+from core.models.loading import model_name, resolve_model
 from core.paths import jobs_dir, models_dir
 from core.store import Store
 from core.train.config import (
@@ -72,8 +73,6 @@ def prepare(kind: str, config: TrainConfig | dict[str, Any], store: Store | None
     """Validate everything a job needs before any process starts: field values, the model (and
     reference) exist, the data SPEC parses, names a non-empty set of rows of the right shape.
     Returns (config with resolved model paths, rows, lineage)."""
-    from core.models.loading import model_name, resolve_model  # loads transformers: only when a job is made
-
     cfg = coerce_config(kind, config)
     validate_fields(kind, cfg)
     spec = parse_spec(cfg.data)
@@ -137,8 +136,8 @@ def _run(job_dir: Path, resume: bool, build: Builder, inproc: bool = False,
     """The training of `job_dir` with the trainer `build`: the work of every method's job kind."""
     from transformers import PrinterCallback  # heavy: only in the process that trains
 
-    from core.train.common import is_main_process, save_model, setup_threads
-    from core.train.progress import JobProgress
+    from core.train.common import is_main_process, save_model, setup_threads  # torch: only where it trains
+    from core.train.progress import JobProgress  # transformers (its callback): likewise
 
     meta = meta or read_json(job_dir / "config.json")
     cfg = config_from_dict(meta["kind"], meta["config"])
