@@ -229,10 +229,12 @@ def main() -> None:
         os.environ["W2STREE_HOME"] = tmp
         os.environ.pop("W2STREE_DB", None)
         models = setup(Path(tmp), args.size, args.tasks, args.prompts)
+        from core.store import Store
         from core.train.data import build_rows
 
-        data = {"step": build_rows("pairs:shop:step"), "continuation": build_rows("pairs:shop:continuation"),
-                "sft": build_rows("expert:shop")}
+        store = Store()  # setup's: the default store of the temporary home
+        data = {"step": build_rows("pairs:shop:step", store),
+                "continuation": build_rows("pairs:shop:continuation", store), "sft": build_rows("expert:shop", store)}
         device = "cuda" if torch.cuda.is_available() else "cpu (1 thread)"
         print(f"device {device}; strong = {models['strong'].name}, ref = {models['weak'].name}; "
               f"{len(data['step'])} step pairs, {len(data['continuation'])} continuation pairs, "

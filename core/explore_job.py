@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.explore import JOB_KIND, ExploreSpec, explore, load_node
-from core.jobs import launch_job, write_job
+from core.jobs import job_store, launch_job, write_job
 from core.jobs.folder import finish, now_iso, read_json, running, update_status
 from core.jobs.kinds import JobKind, register
 from core.store import Store
@@ -30,7 +30,7 @@ def start_job(spec: ExploreSpec, store: Store) -> str:
 def run_job(job_dir: Path, resume: bool = False) -> Path:
     """The job process's work: `explore` with the job's spec (a resume starts it over)."""
     meta = read_json(job_dir / "config.json")
-    spec, db = ExploreSpec(**meta["config"]), meta["lineage"].get("db")
+    spec = ExploreSpec(**meta["config"])
     stop_file = job_dir / "stop"
 
     def progress(done: int, k: int, message: str) -> None:
@@ -38,7 +38,7 @@ def run_job(job_dir: Path, resume: bool = False) -> Path:
         update_status(job_dir, step=done, max_steps=k)
 
     with running(job_dir, started_at=now_iso(), step=0, max_steps=spec.k):
-        res = explore(Store(db) if db else Store(), spec, progress=progress, should_stop=stop_file.exists)
+        res = explore(job_store(meta), spec, progress=progress, should_stop=stop_file.exists)
     print(res.line(spec), flush=True)
     finish(job_dir, "stopped" if stop_file.exists() else "succeeded", step=len(res.traj_ids),
            new_nodes=res.new_nodes, traj_ids=res.traj_ids, rewards=res.rewards, run_id=res.run_id,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.jobs import launch_job, write_job
+from core.jobs import job_store, launch_job, write_job
 from core.jobs.folder import finish, now_iso, read_json, running, update_status
 from core.jobs.kinds import JobKind, register
 from core.pipeline import fill_default
@@ -29,14 +29,13 @@ def start_job(store: Store, env: str = "shop") -> str:
 def run_job(job_dir: Path, resume: bool = False) -> Path:
     """The job process's work: `fill_default` (a resume starts it over)."""
     meta = read_json(job_dir / "config.json")
-    db = meta["lineage"].get("db")
 
     def progress(fraction: float, message: str = "") -> None:
         print(message, flush=True)
         update_status(job_dir, step=round(STEPS * min(max(float(fraction), 0.0), 1.0)), message=str(message))
 
     with running(job_dir, started_at=now_iso(), step=0, max_steps=STEPS):
-        fill_default(Store(db) if db else Store(), progress=progress, env=meta["config"].get("env", "shop"))
+        fill_default(job_store(meta), progress=progress, env=meta["config"].get("env", "shop"))
     finish(job_dir, "succeeded", step=STEPS)
     return job_dir
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.grow import GrowSettings, choose_nodes, grow
-from core.jobs import launch_job, write_job
+from core.jobs import job_store, launch_job, write_job
 from core.jobs.folder import finish, now_iso, read_json, running, update_status
 from core.jobs.kinds import JobKind, register
 from core.store import Store
@@ -38,7 +38,7 @@ def start_job(store: Store, env: str, policy: str, settings: GrowSettings) -> st
 def run_job(job_dir: Path, resume: bool = False) -> Path:
     """The job process's work: `grow` with the job's settings (a resume starts it over)."""
     meta = read_json(job_dir / "config.json")
-    config, db = dict(meta["config"]), meta["lineage"].get("db")
+    config = dict(meta["config"])
     env, policy = config.pop("env"), config.pop("policy")
     settings = GrowSettings(**config)
     stop_file = job_dir / "stop"
@@ -48,7 +48,7 @@ def run_job(job_dir: Path, resume: bool = False) -> Path:
         update_status(job_dir, step=done, max_steps=total)
 
     with running(job_dir, started_at=now_iso(), step=0):
-        report = grow(Store(db) if db else Store(), env, policy, settings, progress=progress,
+        report = grow(job_store(meta), env, policy, settings, progress=progress,
                       should_stop=stop_file.exists)
     print(report.line(), flush=True)
     finish(job_dir, "stopped" if stop_file.exists() else "succeeded", step=report.episodes, summary=report.line(),

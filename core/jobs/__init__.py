@@ -18,6 +18,7 @@ from core.jobs.control import (
     gone_job,
     job_metrics,
     job_status,
+    job_store,
     launch_job,
     list_jobs,
     resume_job,
@@ -34,6 +35,6 @@ FINISHED = ("succeeded", "failed", "stopped")
 
 __all__ = [
     "ACTIVE", "FINISHED", "JobStatus", "active_jobs", "current", "gone_job", "job_alive", "job_dir_of",
-    "job_log_tail", "job_metrics", "job_status", "launch_job", "list_jobs", "read_job", "resume_job",
+    "job_log_tail", "job_metrics", "job_status", "job_store", "launch_job", "list_jobs", "read_job", "resume_job",
     "stop_job", "sync_job", "write_job",
 ]

@@ -27,13 +27,13 @@ from core.store import Store
 from core.store_jobs import ACTIVE_JOB as ACTIVE
 
 
-def write_job(kind: str, config: dict[str, Any], lineage: dict[str, Any], store: Store | None = None,
+def write_job(kind: str, config: dict[str, Any], lineage: dict[str, Any], store: Store,
               output: str = "", fill: Callable[[Path], None] | None = None, job_id: str | None = None,
               max_steps: int | None = None) -> str:
     """Make a job folder (config.json, `fill(folder)` for its data, queued status) and its row;
     returns the job id."""
     folder = make_folder(kind, config, lineage, output, fill, job_id, max_steps)
-    sync_job(store if store is not None else Store(), folder.name)
+    sync_job(store, folder.name)
     return folder.name
 
 
@@ -47,7 +47,7 @@ def launch_job(job_id: str, store: Store, detach: bool = True) -> str:
     return job_id
 
 
-def resume_job(job_id: str, store: Store | None = None, detach: bool = True) -> str:
+def resume_job(job_id: str, store: Store, detach: bool = True) -> str:
     """Start a stopped or failed job again from its last checkpoint (same folder, same id)."""
     folder = job_dir_of(job_id)
     fd = lock(folder)  # held from the checks on: two resumes at once cannot both pass them
@@ -66,7 +66,6 @@ def resume_job(job_id: str, store: Store | None = None, detach: bool = True) -> 
     (folder / "stop").unlink(missing_ok=True)
     update_status(folder, status="queued", error=None, eta_s=None)
     proc = launch(folder, resume=True, lock_fd=fd)
-    store = store if store is not None else Store()
     if not detach:
         proc.wait()
     sync_job(store, folder.name)
@@ -144,11 +143,10 @@ def _time(value: Any) -> pd.Timestamp | None:
         return None
 
 
-def list_jobs(store: Store | None = None) -> pd.DataFrame:
+def list_jobs(store: Store) -> pd.DataFrame:
     """All jobs of the store (active ones synced from their folders first), newest first. An
     active job whose folder is gone (removed while it ran) is marked failed, saying so; one whose
     folder cannot be read keeps its row as it was."""
-    store = store if store is not None else Store()
     for job_id in store.active_job_ids():
         try:
             sync_job(store, job_id)
@@ -198,3 +196,12 @@ def job_metrics(job_id: str, store: Store | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=["step", "name", "value"])
     df = df.sort_values("ts").drop_duplicates(["step", "name"], keep="last")
     return df.sort_values(["step", "name"])[["step", "name", "value"]].reset_index(drop=True)
+
+
+def job_store(meta: dict[str, Any]) -> Store:
+    """The store a job that writes results (explore, grow, fill) was started on, from its
+    config.json `meta`: the path its lineage records (`db`), never a default one."""
+    db = meta["lineage"].get("db")
+    if not db:
+        raise UserError(f"job {meta.get('job_id')} does not record its store (lineage `db`); start it again")
+    return Store(db)

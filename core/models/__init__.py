@@ -1,9 +1,9 @@
 """Models: local models built offline, loading by name/folder/hub id (+ LoRA), SmolLM2 import.
 
-    build_local_models(env="shop", store=None, force=False, *, out_dir=None, n_tasks=None) -> {role: Path}
+    build_local_models(env, store, force=False, *, out_dir=None, n_tasks=None) -> {role: Path}
     load_model(name_or_path, *, device=None, dtype=None, adapter=None) -> (model, tokenizer)
-    resolve_model(name_or_path, store=None) -> str
-    import_smollm(out=None, store=None) -> Path
+    resolve_model(name_or_path, store=None) -> str  (store None: folders and hub ids only)
+    import_smollm(out, store, gguf=None) -> Path
 """
 
 from core.models.loading import auto_device_dtype, load_model, model_name, resolve_model

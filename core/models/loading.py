@@ -1,7 +1,7 @@
 """Finding and loading causal LMs: store names, local folders, hub ids, LoRA adapters.
 
-Resolution order of `name_or_path`: a name registered in the store (`w2stree models list`), an
-existing local folder, then a Hugging Face hub id. The hub is offline unless the user sets
+Resolution order of `name_or_path`: a name registered in the given store (`w2stree models list`;
+the caller's store, from `--db`: none is opened here), an existing local folder, then a Hugging Face hub id. The hub is offline unless the user sets
 `HF_HUB_OFFLINE=0`: an offline miss fails at once with one `UserError` instead of transformers'
 retries. A folder holding `adapter_config.json` (and no `config.json`) is a PEFT/LoRA adapter:
 its base model is resolved the same way and the adapter applied on top.
@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
-from core.paths import default_db
-from core.store import Store
 
 if TYPE_CHECKING:  # torch loads only when a model is loaded: a bad name fails at once
     import torch
+
+    from core.store import Store
 
 FIX = ("build the local models (`w2stree models build`), pass an existing folder, "
        "or set HF_HUB_OFFLINE=0 with network access to download a hub model")
@@ -33,14 +33,10 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _registered(name: str, store: Any | None) -> tuple[str, str] | None:
-    """(name, path) of a store-registered model whose name or path is `name`."""
-    if store is None:
-        if not default_db().exists():  # never create a store just to look a name up
-            return None
-
-        store = Store()
-    return store.find_model(name)
+def _registered(name: str, store: Store | None) -> tuple[str, str] | None:
+    """(name, path) of a model registered in `store` whose name or path is `name`; None without a
+    store (a training job's process: its config holds resolved folders)."""
+    return store.find_model(name) if store is not None else None
 
 
 def _looks_like_path(s: str) -> bool:
@@ -48,7 +44,7 @@ def _looks_like_path(s: str) -> bool:
     return s.startswith((".", "/", "~")) or s.count("/") > 1 or "\\" in s
 
 
-def resolve_model(name_or_path: str, store: Any | None = None) -> str:
+def resolve_model(name_or_path: str, store: Store | None = None) -> str:
     """A local folder or a cached/downloadable hub id for a model name, folder or hub id.
 
     Raises `UserError` at once when nothing matches (offline hub miss included)."""
@@ -86,7 +82,7 @@ def resolve_model(name_or_path: str, store: Any | None = None) -> str:
     return name_or_path
 
 
-def model_name(name_or_path: str, store: Any | None = None) -> str:
+def model_name(name_or_path: str, store: Store | None = None) -> str:
     """The display name of a model: its store name, else its folder name, else the hub id."""
     reg = _registered(str(name_or_path), store)
     if reg is not None:
@@ -95,7 +91,7 @@ def model_name(name_or_path: str, store: Any | None = None) -> str:
     return local.resolve().name if local.exists() else str(name_or_path)
 
 
-def config_value(name_or_path: str, key: str, store: Any | None = None) -> Any:
+def config_value(name_or_path: str, key: str, store: Store | None = None) -> Any:
     """Field `key` of a model's config.json, read without loading the model (an adapter folder:
     its base's); None where the field or a local config.json is absent (a hub id not cached)."""
     folder = Path(resolve_model(name_or_path, store))
@@ -135,7 +131,7 @@ def _adapter_base(adapter_dir: Path) -> str:
     return str(base)
 
 
-def _model_paths(name_or_path: str, adapter: str | None, store: Any | None) -> tuple[str, str | None]:
+def _model_paths(name_or_path: str, adapter: str | None, store: Store | None) -> tuple[str, str | None]:
     """(base model path or hub id, adapter folder or None); an adapter folder passed as the model
     brings its base from adapter_config.json. Raises `UserError` before transformers loads."""
     path = resolve_model(name_or_path, store)  # before importing transformers: a miss fails fast
@@ -160,7 +156,7 @@ def _tokenizer(path: str, adapter_path: str | None):
     return tokenizer
 
 
-def load_tokenizer(name_or_path: str, *, adapter: str | None = None, store: Any | None = None):
+def load_tokenizer(name_or_path: str, *, adapter: str | None = None, store: Store | None = None):
     """A model's tokenizer, config and generation_config's eos id(s), without its weights (what a
     policy needs to prompt the model through a server); returns (tokenizer, config, eos)."""
     path, adapter_path = _model_paths(name_or_path, adapter, store)
@@ -178,7 +174,7 @@ def load_tokenizer(name_or_path: str, *, adapter: str | None = None, store: Any 
 
 
 def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dtype | str | None = None,
-               adapter: str | None = None, merge: bool = False, store: Any | None = None):
+               adapter: str | None = None, merge: bool = False, store: Store | None = None):
     """Load a causal LM and its tokenizer, in eval mode on `device`; returns (model, tokenizer).
 
     `adapter` is a PEFT adapter folder (or store name) applied on top; when `name_or_path` itself

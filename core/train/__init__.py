@@ -3,7 +3,7 @@
 Public API (the CLI, the dashboard's Train page and the pipeline use these):
 
 * `train(kind, config, store) -> Path`: train in this process (recorded as a job), return the model.
-* `start_job(kind, config, store=None, detach=True) -> job_id`: the same in a separate process.
+* `start_job(kind, config, store, detach=True) -> job_id`: the same in a separate process.
 * `job_status`, `job_alive`, `job_log_tail`, `sync_job`, `stop_job`: those of every job (`core.jobs`,
   where the rest of the job API is), here for the pipeline's units (`core.work`).
 * `METHODS` / `method(name)`: the training methods (trainer + data + config class).

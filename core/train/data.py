@@ -118,11 +118,13 @@ def parse_spec(text: str) -> DataSpec:
 # -- building rows --------------------------------------------------------------------------------
 
 def build_rows(spec: DataSpec | str, store: Store | None = None) -> list[dict[str, Any]]:
-    """The training rows a SPEC names (SFT rows or preference rows, see the module docstring)."""
+    """The training rows a SPEC names (SFT rows or preference rows, see the module docstring),
+    read from `store` (the caller's, from `--db`; only a file spec needs none)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if spec.source == "file":
         return read_rows(spec.path)
-    store = store or Store()
+    if store is None:
+        raise UserError(f"data spec {spec.text!r} reads a store, and none was given")
     if spec.source == "pairs":
         return _pair_rows(spec, store)
     if spec.source == "best-paths":

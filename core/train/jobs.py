@@ -68,7 +68,7 @@ def coerce_config(kind: str, config: TrainConfig | dict[str, Any]) -> TrainConfi
     return make_config(kind, values.pop("preset", "paper"), **values)
 
 
-def prepare(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None
+def prepare(kind: str, config: TrainConfig | dict[str, Any], store: Store
             ) -> tuple[TrainConfig, list[dict[str, Any]], dict[str, Any]]:
     """Validate everything a job needs before any process starts: field values, the model (and
     reference) exist, the data SPEC parses, names a non-empty set of rows of the right shape.
@@ -77,7 +77,6 @@ def prepare(kind: str, config: TrainConfig | dict[str, Any], store: Store | None
     validate_fields(kind, cfg)
     spec = parse_spec(cfg.data)
     method(kind).check_data(spec.source, spec.arg, cfg.data)
-    store = store if store is not None else (Store() if spec.source != "file" else None)
     lineage = {"kind": kind, "base": model_name(cfg.model, store), "data": cfg.data}
     cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, store))
     if getattr(cfg, "ref", ""):
@@ -89,7 +88,7 @@ def prepare(kind: str, config: TrainConfig | dict[str, Any], store: Store | None
     return cfg, rows, lineage
 
 
-def create_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None) -> str:
+def create_job(kind: str, config: TrainConfig | dict[str, Any], store: Store) -> str:
     """Validate, then make the job folder and its `queued` row; returns the job id."""
     kind = method(kind).name  # an earlier name is recorded as the method it became
     cfg, rows, lineage = prepare(kind, config, store)
@@ -102,18 +101,16 @@ def create_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | N
                      max_steps=cfg.max_steps if cfg.max_steps > 0 else None)
 
 
-def start_job(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None,
+def start_job(kind: str, config: TrainConfig | dict[str, Any], store: Store,
               detach: bool = True) -> str:
     """Validate `config` (UserError before any process starts), create the job and start its
     process. With `detach=False` wait for it to end (and ingest it). Returns the job id."""
-    store = store if store is not None else Store()
     return launch_job(create_job(kind, config, store), store, detach)
 
 
-def train(kind: str, config: TrainConfig | dict[str, Any], store: Store | None = None) -> Path:
+def train(kind: str, config: TrainConfig | dict[str, Any], store: Store) -> Path:
     """Train in this process (the pipeline's path) as a recorded job; returns the output model
     folder, registered in the store with its lineage."""
-    store = store if store is not None else Store()
     job_id = create_job(kind, config, store)
     try:
         return execute(jobs_dir() / job_id, inproc=True)
