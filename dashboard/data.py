@@ -29,7 +29,7 @@ from core.results import episode_outcomes, experiment_results, paired_comparison
 from core.store import Store
 from core.train.data import build_rows, parse_spec
 from core.trajectory import Trajectory
-from dashboard import shaping
+from dashboard import train_shaping
 from dashboard.figures import icicle_figure, tree_figure
 from dashboard.layout import layout_tree
 
@@ -185,7 +185,7 @@ def gpu_memory() -> list[tuple[int, int]]:
                              capture_output=True, text=True, timeout=5, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return shaping.gpu_memory(out)
+    return train_shaping.gpu_memory(out)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

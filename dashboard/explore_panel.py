@@ -23,7 +23,7 @@ from core.grow import RULES, GrowSettings
 from core.grow_job import start_job as start_grow
 from core.jobs import ACTIVE, JobStatus, active_jobs, current, job_log_tail, stop_job
 from core.play import PlaySession
-from dashboard import data, figures, growth, shaping, ui
+from dashboard import data, figures, growth, shaping, train_shaping, ui
 from dashboard.layout import layout_tree
 
 REFRESH_S = 1.0
@@ -99,7 +99,7 @@ def follow(job: str, key: str) -> JobStatus | None:
         st.session_state.pop(key, None)
         return None
     # full width, the buttons below it: beside it in this narrow column "Stop" was cut to "S…"
-    st.progress(read.progress, text=ui.plain(f"{job} · " + shaping.progress_text(read.as_dict())))
+    st.progress(read.progress, text=ui.plain(f"{job} · " + train_shaping.progress_text(read.as_dict())))
     if read.status in ACTIVE:
         st.button("Stop", icon=":material/stop:", key=f"{key}_stop", on_click=stop_job,
                   args=(job, data.store(), 30.0))

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from core.names import env_option
 from core.results import NO_DATA, ONE_SEED, interval_text
-from dashboard import shaping
+from dashboard import result_tables
 from dashboard.shaping import escape
 
 BOOTSTRAP = "95% bootstrap (seeds, then tasks)"
@@ -94,9 +94,9 @@ def method_stat_cells(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     largest trajectories-per-task setting of each method and env."""
     if results.empty:
         return pd.DataFrame()
-    rows = shaping.largest_k_rows(results)
+    rows = result_tables.largest_k_rows(results)
     g = rows.groupby(["method", "env"], sort=False)[["avg_reward", "success_rate"]]
-    mean, std, seeds = (shaping.method_wide(rows, agg) for agg in (g.mean(), g.std(), g.count()))
+    mean, std, seeds = (result_tables.method_wide(rows, agg) for agg in (g.mean(), g.std(), g.count()))
 
     def cell(m: float, s: float, n: float) -> str:
         if pd.isna(m):

@@ -1,5 +1,8 @@
-"""Data shaping for the dashboard pages: plain functions from store frames and trees to what a
-page shows. No Streamlit here; every function is unit-tested on hand-made inputs.
+"""Data shaping for the Trees and Overview pages: plain functions from store frames and trees to
+what a page shows (a node's statistics and details, the task picker, the exploration's health).
+No Streamlit here; every function is unit-tested on hand-made inputs. The other pages shape in
+`dashboard.conversations` (pairs, compared episodes), `dashboard.result_tables` (results) and
+`dashboard.train_shaping` (the Train page).
 
 Text that comes from trajectories (actions, thoughts, observations, instructions) is untrusted:
 `escape` makes it safe for Plotly labels, which interpret a few HTML tags.
@@ -8,23 +11,16 @@ Text that comes from trajectories (actions, thoughts, observations, instructions
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 import pandas as pd
 
-from core import methods
 from core.console import plural
-from core.names import env_option
-from core.pairs import GRANULARITIES
-from core.results import has_training_data, own_numbers
-from core.trajectory import Trajectory
-from core.tree import normalize_action, path_to
+from core.tree import path_to
 
 _SPACE = re.compile(r"\s+")
 
@@ -283,256 +279,3 @@ def root_mcts_note(g: nx.DiGraph, node: int) -> str | None:
     return ("The root has no MCTS visits and no Q by design: the released MCTS rule backs up every node "
             "of an iteration's path except the root, where every iteration starts. Its children's "
             "visits add up to the iterations; the best path starts here all the same.")
-
-
-# -- pairs ------------------------------------------------------------------------------------
-def messages(value: Any) -> list[dict[str, str]]:
-    """A stored conversation (JSON text or list) as a list of {role, content}."""
-    if isinstance(value, str):
-        value = json.loads(value) if value else []
-    return [{"role": str(m.get("role", "")), "content": str(m.get("content", ""))} for m in value or []]
-
-
-def first_difference(a: Sequence[Any], b: Sequence[Any]) -> int | None:
-    """Index of the first position where two sequences differ (a shorter one differs where it
-    ends); None when they are equal."""
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
-@dataclass
-class PairView:
-    """One pair ready to show: the shared prefix, both continuations, where they diverge."""
-
-    prompt: list[dict[str, str]]
-    chosen: list[dict[str, str]]
-    rejected: list[dict[str, str]]
-    diverge: int | None  # index in chosen/rejected of the first differing message
-    chosen_value: float
-    rejected_value: float
-    chosen_success: bool
-    rejected_success: bool
-
-
-def pair_view(row: Mapping[str, Any]) -> PairView:
-    """Shape a row of Store.pairs_frame for display."""
-    chosen, rejected = messages(row["chosen"]), messages(row["rejected"])
-    return PairView(
-        prompt=messages(row["prompt"]), chosen=chosen, rejected=rejected,
-        diverge=first_difference([m["content"] for m in chosen], [m["content"] for m in rejected]),
-        chosen_value=float(row["chosen_value"]), rejected_value=float(row["rejected_value"]),
-        chosen_success=bool(row["chosen_success"]), rejected_success=bool(row["rejected_success"]),
-    )
-
-
-def tree_pairs_first(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Pairs in the order the Pairs page offers them: TreeDPO pairs (cut at a tree node: step,
-    then continuation) before the ETO baseline's whole-trajectory pairs, then by env, task, node."""
-    rank = pairs["granularity"].map({g: i for i, g in enumerate(GRANULARITIES)}).fillna(len(GRANULARITIES))
-    order = pairs.assign(_rank=rank).sort_values(["_rank", "env", "task_id", "node_id", "pair_id"], kind="stable")
-    return order.drop(columns="_rank")
-
-
-def pair_scope(node_id: int, n_prompt: int) -> str:
-    """Where a pair's sides part, in the words of its shared prefix of `n_prompt` turns."""
-    shared = plural(n_prompt, "turn")
-    if node_id >= 0:
-        return f"cut at node {node_id}: both sides continue the same {shared}"
-    return f"whole trajectories: they share only the task's opening ({shared})"
-
-
-def pair_label(row: Mapping[str, Any]) -> str:
-    """A pair's line in the picker."""
-    return (f"{row['task_id']} · node {int(row['node_id'])} · {row['granularity']} · "
-            f"margin {float(row['margin']):.2f} · {row['pair_id']}")
-
-
-# -- compare ----------------------------------------------------------------------------------
-def first_divergence(action_lists: Sequence[Sequence[str]]) -> int | None:
-    """First step index where the episodes' (normalized) actions are not all equal, counting an
-    episode that has already ended as different; None when all are identical (or fewer than 2)."""
-    if len(action_lists) < 2:
-        return None
-    norm = [[normalize_action(a) for a in acts] for acts in action_lists]
-    longest = max(len(a) for a in norm)
-    for i in range(longest):
-        if len({a[i] if i < len(a) else None for a in norm}) > 1:
-            return i
-    return None
-
-
-def compare_rows(episodes: Sequence[Trajectory]) -> list[list[dict[str, str] | None]]:
-    """Step-aligned rows: row i holds, for each episode, its step i as {thought, action,
-    observation, reward}, or None once that episode has ended."""
-    longest = max((len(e.steps) for e in episodes), default=0)
-    rows = []
-    for i in range(longest):
-        row: list[dict[str, str] | None] = []
-        for e in episodes:
-            if i < len(e.steps):
-                s = e.steps[i]
-                row.append({"thought": s.thought, "action": s.action,
-                            "observation": s.observation, "reward": f"{s.reward:.2f}"})
-            else:
-                row.append(None)
-        rows.append(row)
-    return rows
-
-
-def default_compare_models(available: Sequence[str], results: pd.DataFrame) -> list[str]:
-    """Up to four models to compare by default: the methods of the paper's Figure 5 (SFT-weak,
-    SFT-strong, TreeDPO and MCTS, `core.methods.figure_methods`), found as the results table's model
-    of that method, or an evaluated model named by its label (the pipeline stores eval episodes
-    under labels such as `sft-weak` or `treedpo-s1`); else the first four."""
-    by_method: dict[str, str] = {}
-    if not results.empty and {"method", "model"} <= set(results.columns):
-        latest = results.sort_values("created_at") if "created_at" in results else results
-        by_method = {found.label: mod for m, mod in zip(latest["method"], latest["model"], strict=True)
-                     if (found := methods.find(str(m))) is not None}
-    picked: list[str] = []
-    for key in (m.label for m in methods.figure_methods()):
-        named = [m for m in available if m == key or m.startswith(key + "-s")]
-        for cand in (by_method.get(key), *named):
-            if cand in available and cand not in picked:
-                picked.append(cand)
-                break
-    return picked or list(available[:4])
-
-
-# -- results ----------------------------------------------------------------------------------
-def latest_experiment(results: pd.DataFrame) -> str | None:
-    """The experiment id of the most recent results row."""
-    if results.empty:
-        return None
-    return str(results.sort_values("created_at")["experiment_id"].iloc[-1])
-
-
-def untrained_methods(results: pd.DataFrame) -> list[str]:
-    """Methods (first-appearance order) none of whose rows had training data."""
-    if results.empty:
-        return []
-    trained = has_training_data(results).groupby(results["method"], sort=False).any()
-    return trained[~trained].index.tolist()
-
-
-def no_data_reasons(untrained: Sequence[str]) -> str:
-    """What the untrained methods were missing, where the method table says it (core.methods):
-    "no tree pairs, no best paths"; "" for methods it does not know."""
-    found = (methods.find(m) for m in untrained)
-    return ", ".join(dict.fromkeys(m.no_data for m in found if m is not None and m.no_data))
-
-
-def largest_k_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the largest trajectories-per-task setting of each method and env, with the
-    numbers of a method without training data there set to NaN."""
-    df = results.copy()
-    df["trajs_per_task"] = df["trajs_per_task"].fillna(-1)
-    top = df.groupby(["method", "env"])["trajs_per_task"].transform("max")
-    return own_numbers(df[df["trajs_per_task"] == top])
-
-
-def method_wide(rows: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
-    """Per-(method, env) values `agg` (columns avg_reward, success_rate) as the method table:
-    methods in the first-appearance order of `rows`, columns `<env> reward`, `<env> success`."""
-    wide = agg.unstack("env")
-    wide.columns = [f"{env} {'reward' if col == 'avg_reward' else 'success'}" for col, env in wide.columns]
-    order = list(dict.fromkeys(rows["method"]))
-    envs = list(dict.fromkeys(rows["env"]))
-    cols = [f"{e} {k}" for e in envs for k in ("reward", "success")]
-    return wide.reindex(index=order, columns=cols)
-
-
-def score_curves(steps: pd.DataFrame) -> pd.DataFrame:
-    """Mean score per time step and model (the paper's Figure 3). `steps` has columns
-    model, traj_id, idx, score; an episode that ended keeps its last score for later steps.
-    Returns columns model, step (1-based), score."""
-    if steps.empty:
-        return pd.DataFrame(columns=["model", "step", "score"])
-    s = steps.dropna(subset=["score"])
-    if s.empty:
-        return pd.DataFrame(columns=["model", "step", "score"])
-    wide = s.pivot_table(index="traj_id", columns="idx", values="score", aggfunc="last")
-    wide = wide.reindex(columns=range(int(s["idx"].max()) + 1)).ffill(axis=1)
-    model = s.drop_duplicates("traj_id").set_index("traj_id")["model"]
-    wide["model"] = model.reindex(wide.index)
-    long = wide.groupby("model").mean().stack().rename("score").reset_index()
-    long.columns = ["model", "step", "score"]
-    long["step"] = long["step"].astype(int) + 1
-    return long
-
-
-# -- training ---------------------------------------------------------------------------------
-def data_spec(source: str, env: str, arg: str = "", tasks: int = 0, min_margin: float = 0.0) -> str:
-    """A training data SPEC (core.train.data grammar) from the form's choices: `pairs` takes the
-    granularity as `arg`, `successes` the model; options tasks=N and min_margin=X when set."""
-    head = f"{source}:{env}" + (f":{arg}" if source in ("pairs", "successes") else "")
-    opts = []
-    if tasks:
-        opts.append(f"tasks={int(tasks)}")
-    if source == "pairs" and min_margin:
-        opts.append(f"min_margin={min_margin:g}")
-    # options after the env's own parameters (`shop?n_products=200`) join them with "&"
-    return head + (("&" if "?" in head else "?") + "&".join(opts) if opts else "")
-
-
-EMPTY_DATA = {
-    "expert": "no expert demonstrations of {env} are stored (`w2stree collect {env_option} --policy expert`)",
-    "successes": "{arg} has no successful trajectory in {env}",
-    "best-paths": "no tree of {env} has an MCTS best path (`w2stree mcts`)",
-    "pairs": "no {arg} pairs of {env} are stored",
-}
-
-
-def empty_data_reason(source: str, env: str, arg: str, count: int, why: str = "") -> str | None:
-    """Why the Train page's Start is disabled when the chosen data holds no example (one
-    sentence naming the data and, when known, why it is empty); None when there is data."""
-    if count:
-        return None
-
-    what = EMPTY_DATA.get(source, "the data holds no example").format(env=env, arg=arg, env_option=env_option(env))
-    return f"Start is disabled: the chosen data is empty (0 examples): {what}" + (f"; {why}" if why else "") + "."
-
-
-def duration(seconds: float | None) -> str:
-    """1h 02m / 3m 05s / 12s; a dash when unknown."""
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "–"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s}s"
-
-
-def progress_text(status: Mapping[str, Any]) -> str:
-    """The progress bar's line: status, step / max steps, ETA."""
-    step, top = int(status.get("step") or 0), status.get("max_steps")
-    text = f"{status.get('status', '?')} · step {step}" + (f" / {int(top)}" if top else "")
-    if status.get("status") == "running":
-        text += f" · ETA {duration(status.get('eta_s'))}"
-    return text
-
-
-def gpu_memory(nvidia_smi_csv: str) -> list[tuple[int, int]]:
-    """(used MiB, total MiB) per GPU from
-    `nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits`."""
-    out = []
-    for line in nvidia_smi_csv.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 2 and all(p.isdigit() for p in parts):
-            out.append((int(parts[0]), int(parts[1])))
-    return out
-
-
-LOSS_METRICS = ["loss", "eval_loss"]
-
-
-def dpo_metric_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(reward curves, accuracy curves) among logged metric names: rewards/chosen, rejected,
-    margins on one chart; rewards/accuracies (in [0, 1]) on another."""
-    rewards = [n for n in names if n.startswith("rewards/") and "accurac" not in n]
-    acc = [n for n in names if n.startswith("rewards/") and "accurac" in n]
-    return sorted(rewards), sorted(acc)

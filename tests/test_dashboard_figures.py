@@ -12,7 +12,16 @@ import pytest
 
 from core.trajectory import Step, Trajectory
 from core.tree import build_tree
-from dashboard import figures, layout, result_figures, shaping, train_defaults
+from dashboard import (
+    conversations,
+    figures,
+    layout,
+    result_figures,
+    result_tables,
+    shaping,
+    train_defaults,
+    train_shaping,
+)
 
 
 def make_tree(parents: dict[int, int], visits: dict[int, int] | None = None,
@@ -184,11 +193,11 @@ def test_node_details_and_leaf_outcome():
 
 
 def test_first_divergence():
-    assert shaping.first_divergence([["a", "b"], ["A ", "c"]]) == 1
-    assert shaping.first_divergence([["a", "b"], ["a", "b"]]) is None
-    assert shaping.first_divergence([["a", "b"], ["a", "b", "c"]]) == 2  # one ended
-    assert shaping.first_divergence([["x"], ["a"], ["a"]]) == 0
-    assert shaping.first_divergence([["a"]]) is None
+    assert conversations.first_divergence([["a", "b"], ["A ", "c"]]) == 1
+    assert conversations.first_divergence([["a", "b"], ["a", "b"]]) is None
+    assert conversations.first_divergence([["a", "b"], ["a", "b", "c"]]) == 2  # one ended
+    assert conversations.first_divergence([["x"], ["a"], ["a"]]) == 0
+    assert conversations.first_divergence([["a"]]) is None
 
 
 def test_pair_view_marks_the_diverging_message():
@@ -200,7 +209,7 @@ def test_pair_view_marks_the_diverging_message():
                                    {"role": "user", "content": "Observation: o"},
                                    {"role": "assistant", "content": "Action: lose"}]),
            "chosen_value": 1.0, "rejected_value": 0.0, "chosen_success": True, "rejected_success": False}
-    v = shaping.pair_view(row)
+    v = conversations.pair_view(row)
     assert v.diverge == 2 and v.prompt[0]["content"] == "task" and v.chosen_success
 
 
@@ -234,7 +243,7 @@ def test_method_table():
     assert table.index.tolist() == ["sft-weak", "treedpo"]
     assert table.loc["sft-weak", "shop reward"] == "0.300 ± 0.141"  # sample std of 0.2 and 0.4
     assert table.loc["treedpo", "shop success"] == "0.600 (1 seed)"  # largest setting only, one seed
-    assert shaping.untrained_methods(res) == []
+    assert result_tables.untrained_methods(res) == []
 
 
 def test_a_method_without_training_data_shows_no_data():
@@ -242,7 +251,7 @@ def test_a_method_without_training_data_shows_no_data():
              "avg_reward": 0.4, "success_rate": 0.2, "n_examples": n}
             for m, n in (("sft-strong", 50), ("treedpo", 0), ("mcts", None)) for k in (2, 4)]
     res = pd.DataFrame(rows).astype({"n_examples": "Int32"})  # as the store returns it
-    assert shaping.untrained_methods(res) == ["treedpo"]  # NA is "not recorded", not zero
+    assert result_tables.untrained_methods(res) == ["treedpo"]  # NA is "not recorded", not zero
     cells = result_figures.method_stat_cells(res)
     assert cells.loc["treedpo"].tolist() == ["no data", "no data"]
     assert cells.loc["sft-strong"].tolist() == ["0.400 (1 seed)", "0.200 (1 seed)"] == cells.loc["mcts"].tolist()
@@ -251,7 +260,7 @@ def test_a_method_without_training_data_shows_no_data():
 def test_score_curves_carry_the_last_score_forward():
     steps = pd.DataFrame({"model": ["m", "m", "m", "m", "m"], "traj_id": ["a", "a", "a", "b", "b"],
                           "idx": [0, 1, 2, 0, 1], "score": [10.0, 20.0, 50.0, 0.0, 30.0]})
-    c = shaping.score_curves(steps)
+    c = result_tables.score_curves(steps)
     assert c["step"].tolist() == [1, 2, 3]
     assert c["score"].tolist() == pytest.approx([5.0, 25.0, 40.0])  # b keeps 30 at step 3
 
@@ -260,13 +269,13 @@ def test_default_compare_models_follow_figure_5():
     # a results row names its method by the table's name or label (core.methods.find), any case
     res = pd.DataFrame({"method": ["SFT-weak", "TreeDPO", "mcts", "sft-STRONG"],
                         "model": ["w", "t", "m", "s"], "created_at": pd.Timestamp("2026-01-01")})
-    assert shaping.default_compare_models(["m", "s", "t", "w", "z"], res) == ["w", "s", "t", "m"]
-    assert shaping.default_compare_models(["a", "b"], res.iloc[:0]) == ["a", "b"]
+    assert conversations.default_compare_models(["m", "s", "t", "w", "z"], res) == ["w", "s", "t", "m"]
+    assert conversations.default_compare_models(["a", "b"], res.iloc[:0]) == ["a", "b"]
     # the pipeline's eval labels, results naming the registered models instead
     res = pd.DataFrame({"method": ["SFT-weak", "TreeDPO"], "model": ["shop-sft-weak-s0", "shop-treedpo-s0"],
                         "created_at": pd.Timestamp("2026-01-01")})
     labels = ["eto-dpo", "mcts", "sft-strong", "sft-weak", "treedpo", "w2s-sft"]
-    assert shaping.default_compare_models(labels, res) == ["sft-weak", "sft-strong", "treedpo", "mcts"]
+    assert conversations.default_compare_models(labels, res) == ["sft-weak", "sft-strong", "treedpo", "mcts"]
 
 
 def test_default_caps_keep_a_big_tree_small_and_tidy():
@@ -292,18 +301,18 @@ def test_default_caps_keep_a_big_tree_small_and_tidy():
 
 
 def test_training_helpers():
-    assert shaping.data_spec("pairs", "shop", "step") == "pairs:shop:step"
-    assert shaping.data_spec("pairs", "shop", "continuation", tasks=50, min_margin=0.25) == \
+    assert train_shaping.data_spec("pairs", "shop", "step") == "pairs:shop:step"
+    assert train_shaping.data_spec("pairs", "shop", "continuation", tasks=50, min_margin=0.25) == \
         "pairs:shop:continuation?tasks=50&min_margin=0.25"
-    assert shaping.data_spec("successes", "sciworld", "weak-sft") == "successes:sciworld:weak-sft"
-    assert shaping.data_spec("best-paths", "shop", "ignored", tasks=3) == "best-paths:shop?tasks=3"
-    assert shaping.duration(3725) == "1h 02m" and shaping.duration(185) == "3m 05s"
-    assert shaping.duration(None) == "–"
-    assert shaping.progress_text({"status": "running", "step": 5, "max_steps": 20, "eta_s": 75}) == \
+    assert train_shaping.data_spec("successes", "sciworld", "weak-sft") == "successes:sciworld:weak-sft"
+    assert train_shaping.data_spec("best-paths", "shop", "ignored", tasks=3) == "best-paths:shop?tasks=3"
+    assert train_shaping.duration(3725) == "1h 02m" and train_shaping.duration(185) == "3m 05s"
+    assert train_shaping.duration(None) == "–"
+    assert train_shaping.progress_text({"status": "running", "step": 5, "max_steps": 20, "eta_s": 75}) == \
         "running · step 5 / 20 · ETA 1m 15s"
-    assert shaping.progress_text({"status": "stopped", "step": 5, "max_steps": 20}) == "stopped · step 5 / 20"
-    assert shaping.gpu_memory("1024, 81559\n 30, 81559 \n[N/A], 1\n") == [(1024, 81559), (30, 81559)]
-    assert shaping.dpo_metric_names(["loss", "rewards/margins", "rewards/accuracies", "rewards/chosen"]) == \
+    assert train_shaping.progress_text({"status": "stopped", "step": 5, "max_steps": 20}) == "stopped · step 5 / 20"
+    assert train_shaping.gpu_memory("1024, 81559\n 30, 81559 \n[N/A], 1\n") == [(1024, 81559), (30, 81559)]
+    assert train_shaping.dpo_metric_names(["loss", "rewards/margins", "rewards/accuracies", "rewards/chosen"]) == \
         (["rewards/chosen", "rewards/margins"], ["rewards/accuracies"])
 
 
@@ -434,10 +443,10 @@ def test_tree_pairs_come_first_and_the_caption_counts_the_shared_turns():
     pairs = pd.DataFrame({"pair_id": ["e1", "c1", "s2", "s1"], "env": ["shop"] * 4,
                           "task_id": ["t1", "t1", "t2", "t1"], "node_id": [-1, 2, 0, 3],
                           "granularity": ["trajectory", "continuation", "step", "step"]})
-    assert shaping.tree_pairs_first(pairs)["pair_id"].tolist() == ["s1", "s2", "c1", "e1"]
-    assert shaping.tree_pairs_first(pairs.iloc[:0]).empty
-    assert shaping.pair_scope(-1, 1) == "whole trajectories: they share only the task's opening (1 turn)"
-    assert shaping.pair_scope(4, 7) == "cut at node 4: both sides continue the same 7 turns"
+    assert conversations.tree_pairs_first(pairs)["pair_id"].tolist() == ["s1", "s2", "c1", "e1"]
+    assert conversations.tree_pairs_first(pairs.iloc[:0]).empty
+    assert conversations.pair_scope(-1, 1) == "whole trajectories: they share only the task's opening (1 turn)"
+    assert conversations.pair_scope(4, 7) == "cut at node 4: both sides continue the same 7 turns"
 
 
 def test_train_form_defaults_come_from_the_pipeline_scale_field_of_the_training():

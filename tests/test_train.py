@@ -274,7 +274,7 @@ def test_data_specs_reach_an_env_with_parameters(store):
     """The embedded default's env carries parameters (`shop?n_products=...`): the Train page's spec
     for it reaches its rows (it was rejected as malformed), and options still apply."""
     from core.train.data import build_rows, parse_spec
-    from dashboard.shaping import data_spec
+    from dashboard.train_shaping import data_spec
 
     env = "shop?n_products=50&n_categories=10"
     fill_store(store, n_tasks=2, env=env)

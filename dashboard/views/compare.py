@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.console import plural
 from core.results import NO_DATA
-from dashboard import data, shaping, ui
+from dashboard import conversations, data, result_tables, ui
 
 MAX_MODELS = 4
 MAX_STEPS = 60
@@ -31,7 +31,7 @@ def pick(index) -> tuple[str, str, list[str]]:
     on_task = set(part[part["task_id"] == task]["model"])
     offered = sorted(part["model"].unique())
     path, changes = data.key()
-    default = shaping.default_compare_models(sorted(on_task), data.results(path, changes))
+    default = conversations.default_compare_models(sorted(on_task), data.results(path, changes))
     chosen = [m for m in st.session_state.get("compare_models", default) if m in offered]
     st.session_state["compare_models"] = chosen or default
     models = c[2].multiselect("Models (up to four)", offered, key="compare_models", max_selections=MAX_MODELS,
@@ -43,10 +43,10 @@ def untrained_note() -> None:
     """Methods of the latest experiment that had no training data: they have no episodes."""
     path, changes = data.key()
     results = data.results(path, changes)
-    exp = shaping.latest_experiment(results)
-    untrained = shaping.untrained_methods(results[results["experiment_id"] == exp]) if exp else []
+    exp = result_tables.latest_experiment(results)
+    untrained = result_tables.untrained_methods(results[results["experiment_id"] == exp]) if exp else []
     if untrained:
-        why = shaping.no_data_reasons(untrained)
+        why = result_tables.no_data_reasons(untrained)
         st.caption(f"{ui.plain(', '.join(untrained))}: {NO_DATA} in experiment {ui.plain(exp)} (no training examples"
                    f"{ui.plain(': ' + why) if why else ''}, so no model of their own was evaluated).")
 
@@ -87,11 +87,11 @@ def show(labels: list[str], episodes: list) -> None:
         col.metric("final reward", f"{ep.reward:.2f}", delta="success" if ep.success else "failure",
                    delta_color="normal" if ep.success else "inverse", delta_arrow="off",
                    help=f"after {plural(len(ep.steps), 'step')}")
-    diverge = shaping.first_divergence([e.actions for e in episodes])
+    diverge = conversations.first_divergence([e.actions for e in episodes])
     if len(labels) > 1:
         st.caption("The episodes take the same actions throughout." if diverge is None
                    else f"The episodes first diverge at step {diverge + 1} (marked ▶ below).")
-    rows = shaping.compare_rows(episodes)
+    rows = conversations.compare_rows(episodes)
     if len(rows) > MAX_STEPS:
         st.caption(f"Showing the first {MAX_STEPS} of {plural(len(rows), 'step')}.")
     for i, row in enumerate(rows[:MAX_STEPS]):

@@ -9,7 +9,7 @@ import streamlit as st
 from core import fill_job
 from core.errors import UserError
 from core.jobs import ACTIVE, active_jobs, current
-from dashboard import data, result_figures, shaping, ui
+from dashboard import data, result_figures, result_tables, shaping, ui
 
 REFRESH_S = 1.0
 
@@ -111,7 +111,7 @@ def main() -> None:
 
     results = data.results(path, changes)
     st.subheader("Results of the last pipeline run")
-    exp = shaping.latest_experiment(results)
+    exp = result_tables.latest_experiment(results)
     if exp is None:
         ui.empty("No results yet: `w2stree pipeline` (or `w2stree up`) trains and evaluates the methods.")
     else:

@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.agents.prompt import parse_reply
 from core.console import plural
-from dashboard import data, shaping, ui
+from dashboard import conversations, data, shaping, ui
 
 TABLE_KEY = "pairs_table"
 ALL = "(all)"
@@ -76,7 +76,7 @@ def filters(pairs: pd.DataFrame) -> pd.DataFrame:
 
 def show_pair(row: dict) -> None:
     """One pair: header numbers, link to its node, the prefix, then both continuations."""
-    v = shaping.pair_view(row)
+    v = conversations.pair_view(row)
     m = st.columns([1, 1, 1, 2])
     m[0].metric("Chosen value", shaping.fmt(v.chosen_value, 3),
                 help="success" if v.chosen_success else "no success")
@@ -84,7 +84,7 @@ def show_pair(row: dict) -> None:
                 help="success" if v.rejected_success else "no success")
     m[2].metric("Margin", shaping.fmt(float(row["margin"]), 3))
     with m[3]:
-        where = shaping.pair_scope(int(row["node_id"]), len(v.prompt))
+        where = conversations.pair_scope(int(row["node_id"]), len(v.prompt))
         st.caption(ui.plain(f"{row['granularity']} pair · values from {row['value_kind']} statistics · {where}"))
         if row.get("tree_id") and int(row["node_id"]) >= 0:
             st.page_link("views/trees.py", label=f"Open node {int(row['node_id'])} in Trees",
@@ -108,7 +108,7 @@ def show_pair(row: dict) -> None:
 def main() -> None:
     st.title("Pairs")
     path, changes = data.key()
-    pairs = shaping.tree_pairs_first(data.pairs(path, changes))  # opens on a TreeDPO pair
+    pairs = conversations.tree_pairs_first(data.pairs(path, changes))  # opens on a TreeDPO pair
     if pairs.empty:
         ui.empty("No preference pairs yet. Cut them from the trees with `w2stree pairs` "
                  "(or fill the embedded default from the Overview page).")
@@ -122,15 +122,15 @@ def main() -> None:
     st.session_state["_pairs_ids"] = ids
     table = pd.DataFrame({
         "task": df["task_id"], "node": df["node_id"], "granularity": df["granularity"],
-        "chosen": [first_action(shaping.messages(c)) for c in df["chosen"]],
-        "rejected": [first_action(shaping.messages(r)) for r in df["rejected"]],
+        "chosen": [first_action(conversations.messages(c)) for c in df["chosen"]],
+        "rejected": [first_action(conversations.messages(r)) for r in df["rejected"]],
         "chosen value": df["chosen_value"].round(3), "rejected value": df["rejected_value"].round(3),
         "margin": df["margin"].round(3),
     })
     st.dataframe(table, hide_index=True, key=TABLE_KEY, on_select=on_table_select,
                  selection_mode="single-row", height=min(38 + 35 * len(table), 300))
     ui.keep_choice("pairs_pick", ids)
-    labels = {r["pair_id"]: shaping.pair_label(r) for r in df.to_dict("records")}
+    labels = {r["pair_id"]: conversations.pair_label(r) for r in df.to_dict("records")}
     pick = st.selectbox("Pair (or click a row above)", ids, format_func=labels.__getitem__,
                         key="pairs_pick")
     show_pair(df[df["pair_id"] == pick].iloc[0].to_dict())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.results import METRICS, NO_DATA, k_table
-from dashboard import data, figures, result_figures, shaping, ui
+from dashboard import data, figures, result_figures, result_tables, ui
 
 
 def method_section(results) -> str:
@@ -25,9 +25,9 @@ def method_section(results) -> str:
         st.code(result_figures.experiment_command(exp, part["env"].iloc[0], "--seeds 0 1 2"), language="bash")
     else:
         st.caption(f"Mean ± sample standard deviation over {seeds} seeds.")
-    untrained = shaping.untrained_methods(part)
+    untrained = result_tables.untrained_methods(part)
     if untrained:
-        why = shaping.no_data_reasons(untrained) or "e.g. 0 pairs"
+        why = result_tables.no_data_reasons(untrained) or "e.g. 0 pairs"
         st.caption(f"{ui.plain(', '.join(untrained))}: {NO_DATA}: no training examples in this experiment "
                    f"({ui.plain(why)}), so there is no model of their own to evaluate.")
     with st.expander("All rows of this experiment"):
@@ -75,7 +75,7 @@ def score_section(path: str, changes: int, index) -> None:
         return
     default = envs.index("sciworld") if "sciworld" in envs else 0
     env = st.selectbox("Environment", envs, index=default, key="results_env")
-    curves = shaping.score_curves(data.eval_scores(path, changes, env))
+    curves = result_tables.score_curves(data.eval_scores(path, changes, env))
     if curves.empty:
         ui.empty(f"The {ui.plain(env)} evaluation episodes carry no per-step scores: this env rewards only "
                  "the episode's end (the shop: at Buy Now). ScienceWorld scores every step (0-100 progress); "

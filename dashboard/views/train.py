@@ -16,7 +16,7 @@ from core.errors import UserError
 from core.jobs import ACTIVE, gone_job, job_log_tail, job_metrics, job_status, list_jobs, stop_job
 from core.train.config import DEVICES, METHODS, PRESETS, field_help, make_config, method, validate_fields
 from core.train.jobs import start_job
-from dashboard import data, figures, shaping, train_defaults, ui
+from dashboard import data, figures, train_defaults, train_shaping, ui
 
 REFRESH_S = 2.0
 
@@ -78,7 +78,7 @@ def job_form(path: str, changes: int) -> None:
         pick = c[1].selectbox("Demonstrations", who, key="train_sft_source")
         source, arg = ("expert", "") if pick == who[0] else ("successes", pick.removeprefix("successes of "))
     tasks = c[3].number_input("Tasks (0 = all)", 0, 100_000, 0, key="train_tasks")
-    spec = shaping.data_spec(source, env, arg, tasks, margin)
+    spec = train_shaping.data_spec(source, env, arg, tasks, margin)
     st.caption("data spec")
     st.code(spec, language=None)
 
@@ -128,7 +128,7 @@ def job_form(path: str, changes: int) -> None:
     st.caption("equivalent command")
     st.code(command_line(kind, cfg), language="bash", wrap_lines=True)
     n_examples, why_empty = data.example_count(path, changes, spec)
-    blocked = shaping.empty_data_reason(source, env, arg, n_examples, why_empty)
+    blocked = train_shaping.empty_data_reason(source, env, arg, n_examples, why_empty)
     if blocked:
         st.warning(ui.plain(blocked), icon=":material/block:")
     else:
@@ -176,7 +176,7 @@ def jobs_live() -> None:
         ui.error(f"job {job_id}: {row['error'] if row else exc}")
         return
     c = st.columns([4, 1])
-    c[0].progress(float(status.get("progress") or 0.0), text=ui.plain(shaping.progress_text(status)))
+    c[0].progress(float(status.get("progress") or 0.0), text=ui.plain(train_shaping.progress_text(status)))
     if status.get("status") in ACTIVE:
         c[1].button("Stop", icon=":material/stop:", key="train_stop", on_click=stop,
                     args=(job_id,), help="checkpoint, then end the job's processes")
@@ -187,8 +187,8 @@ def jobs_live() -> None:
             st.progress(used / max(total, 1), text=f"GPU {i} memory {used} / {total} MiB")
     metrics = job_metrics(job_id, store)
     names = metrics["name"].unique().tolist() if not metrics.empty else []
-    rewards, acc = shaping.dpo_metric_names(names)
-    charts = [(shaping.LOSS_METRICS, "Loss"), (rewards, "DPO rewards"), (acc, "Preference accuracy")]
+    rewards, acc = train_shaping.dpo_metric_names(names)
+    charts = [(train_shaping.LOSS_METRICS, "Loss"), (rewards, "DPO rewards"), (acc, "Preference accuracy")]
     figs = [(t, figures.metrics_figure(metrics, n, t)) for n, t in charts if n]
     figs = [(t, f) for t, f in figs if f is not None]
     if not figs:

@@ -11,7 +11,7 @@ import hashlib
 import streamlit as st
 
 from core.console import plural
-from dashboard import data, explore_panel, layout, shaping, ui
+from dashboard import conversations, data, explore_panel, layout, shaping, ui
 
 CHART_KEY = "trees_chart"
 ICICLE_KEY = "trees_icicle"
@@ -114,7 +114,7 @@ def node_panel(g, tree_id: str, node: int, path: str, changes: int) -> None:
     if not here.empty:
         rows = []
         for r in here.to_dict("records"):
-            v = shaping.pair_view(r)
+            v = conversations.pair_view(r)
             rows.append({"granularity": r["granularity"],
                          "chosen": v.chosen[0]["content"] if v.chosen else "",
                          "rejected": v.rejected[0]["content"] if v.rejected else "",
