@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +26,6 @@ from core.agents.base import Request
 from core.agents.hf import HFPolicy
 from core.agents.prompt import Message, env_prefix, merge_user_turns
 from core.trajectory import Pair, Step
-
-if TYPE_CHECKING:
-    from core.agents.hf import HFPolicy
 
 BATCH = 8  # sequences per forward pass
 

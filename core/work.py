@@ -28,16 +28,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core import reuse as reuse_records
 from core.console import plural
 from core.errors import UserError
 from core.store import Store
 from core.train import job_alive, job_log_tail, job_status, start_job, stop_job, sync_job
-
-if TYPE_CHECKING:
-    from core.store import Store
 
 Progress = Callable[[float, str], None]  # (fraction of the whole done, what happens now)
 POLL_S = 0.5  # how often running units are checked
