@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from core.envs.base import Env, make_env
 from core.errors import UserError
 from core.trajectory import Step, Trajectory
+from core.tree_data import normalize_action
 
 SPLICE = "splice"  # the source of a state path that no single episode played
 MAX_PATHS = 256  # paths unfolded per task at most
@@ -122,7 +123,7 @@ def _unfold_task(env: Env, episodes: list[Trajectory], max_paths: int, out: Unfo
     root: Node = (0, "")
     edges: dict[Node, dict[Node, tuple[Step, Trajectory]]] = {root: {}}  # children in first-seen order
     ends: dict[Node, Trajectory] = {}  # the first episode that ended at a node
-    played: dict[tuple[Node, ...], Trajectory] = {}  # a whole path -> the first episode that played it
+    played: dict[tuple[Node, ...], list[Trajectory]] = {}  # a whole path -> the episodes that played it
     for t in episodes:
         keys = replay(env, t)
         if keys is None:
@@ -135,7 +136,7 @@ def _unfold_task(env: Env, episodes: list[Trajectory], max_paths: int, out: Unfo
             edges[path[-1]].setdefault(node, (step, t))
             path.append(node)
         ends.setdefault(path[-1], t)
-        played.setdefault(tuple(path), t)
+        played.setdefault(tuple(path), []).append(t)
     # depth-first over the graph, children in first-seen order: the tree's insertion order
     stack: list[list[Node]] = [[root]]
     kept: set[str] = set()
@@ -143,7 +144,7 @@ def _unfold_task(env: Env, episodes: list[Trajectory], max_paths: int, out: Unfo
     while stack:
         path = stack.pop()
         if path[-1] in ends:
-            episode = played.get(tuple(path))
+            episode = _player(path, edges, played.get(tuple(path), []))
             if episode is None:
                 episode = _spliced(path, edges, ends[path[-1]])
                 if replay(env, episode) is None:
@@ -160,6 +161,14 @@ def _unfold_task(env: Env, episodes: list[Trajectory], max_paths: int, out: Unfo
                 out.paths.append(episode)
         stack.extend(path + [child] for child in reversed(edges[path[-1]]))
     out.merged += sum(1 for t in episodes if t.traj_id not in kept)
+
+
+def _player(path: list[Node], edges: dict[Node, dict[Node, tuple[Step, Trajectory]]],
+            players: list[Trajectory]) -> Trajectory | None:
+    """The first episode that played `path` with the actions its edges keep (one that reached the
+    same states by an equivalent action stands for nothing: its path is the kept edges')."""
+    kept = [normalize_action(edges[a][b][0].action) for a, b in zip(path, path[1:])]
+    return next((t for t in players if [normalize_action(a) for a in t.actions] == kept), None)
 
 
 def _spliced(path: list[Node], edges: dict[Node, dict[Node, tuple[Step, Trajectory]]], end: Trajectory
