@@ -26,7 +26,7 @@ from core.errors import UserError
 from core.evaluate import EvalResult, evaluate
 from core.mcts import DEFAULT_RULE, check_rule, run_mcts_all
 from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS, eto_pairs, tree_pairs
-from core.state_merge import SPLICE, StatePaths, unfold
+from core.state_merge import SPLICE, StatePaths, store_spliced, unfold
 from core.store import StaleTreeError
 from core.train.data import build_rows as training_rows
 from core.trajectory import Pair, Trajectory
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK", "EvalResult", "MCTSSettings", "PairSettings", "TreeSettings", "cut_pairs", "cut_pairs_stored",
     "demonstrations", "evaluate", "expert_trajectories", "grow_trees", "grow_trees_stored", "replace_pairs", "run_policy",
-    "save_spliced", "save_tree_data", "score_trees", "score_trees_stored", "select_tasks", "split_tasks",
+    "save_tree_data", "score_trees", "score_trees_stored", "select_tasks", "split_tasks",
     "training_rows", "tree_trajectories",
 ]
 
@@ -192,18 +192,10 @@ def save_tree_data(store: Store, trees: Sequence[Tree], pairs: Mapping[str, Sequ
     that granularity's pairs, replacing the earlier pairs of exactly that granularity for the
     trees' tasks (other granularities stay). `paths`: the trees' trajectories
     (`tree_trajectories`), whose spliced state paths are stored once."""
-    save_spliced(store, paths)
+    store_spliced(store, paths)
     store.save_trees(trees)
     for granularity, found in (pairs or {}).items():
         replace_pairs(store, trees, granularity, found)
-
-
-def save_spliced(store: Store, paths: Sequence[Trajectory]) -> int:
-    """Store the spliced state paths among `paths` that the store does not hold yet (their ids
-    are digests of their steps, so a rebuilt tree stores nothing twice); returns how many."""
-    spliced = [t for t in paths if t.source == SPLICE]
-    known = store.stored_traj_ids(t.traj_id for t in spliced)
-    return store.add_trajectories(t for t in spliced if t.traj_id not in known)
 
 
 def replace_pairs(store: Store, trees: Sequence[Tree], granularity: str, pairs: Sequence[Pair]) -> int:
@@ -250,7 +242,7 @@ def _grow_state_trees_stored(store: Store, settings: TreeSettings, env: str | No
                 if source is not None or t.source not in ("eval", SPLICE)]  # as tree_tables reads them
     paths = tree_trajectories(episodes, settings)
     trees = grow_trees(paths, settings)
-    save_spliced(store, paths)
+    store_spliced(store, paths)
     for chunk in _chunks(trees):
         store.save_trees(chunk)
         _tick(progress, len(chunk))

@@ -39,11 +39,15 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from core.envs.base import Env, make_env
 from core.errors import UserError
 from core.trajectory import Step, Trajectory
 from core.tree_data import normalize_action
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 SPLICE = "splice"  # the source of a state path that no single episode played
 MAX_PATHS = 256  # paths unfolded per task at most
@@ -117,6 +121,14 @@ def unfold(trajs: Sequence[Trajectory], max_paths: int = MAX_PATHS) -> Unfolding
         for env in envs.values():
             env.close()
     return out
+
+
+def store_spliced(store: Store, paths: Sequence[Trajectory]) -> int:
+    """Store the spliced paths among `paths` that the store does not hold yet (their ids are
+    digests of their steps, so a rebuilt tree stores nothing twice); returns how many."""
+    spliced = [t for t in paths if t.source == SPLICE]
+    known = store.stored_traj_ids(t.traj_id for t in spliced)
+    return store.add_trajectories(t for t in spliced if t.traj_id not in known)
 
 
 def _unfold_task(env: Env, episodes: list[Trajectory], max_paths: int, out: Unfolding) -> None:

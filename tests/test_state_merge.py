@@ -7,10 +7,16 @@ from __future__ import annotations
 import pytest
 
 from core import stages
+from core.agents.base import PAPER_SCHEDULE
+from core.agents.scripted import NoisyExpertPolicy
+from core.collect import collect
 from core.envs.base import StepResult, make_env
 from core.errors import UserError
+from core.explore import ExploreSpec, explore
+from core.pipeline import Scale, training_files
 from core.state_merge import SPLICE, StatePaths, replay, unfold
 from core.trajectory import Step, Trajectory
+from core.work import Reporter
 
 ENV = "tinyshop"
 
@@ -163,3 +169,35 @@ def test_an_env_without_a_state_key_is_refused_in_one_line() -> None:
     t = Trajectory(env="keyless", task_id="t", instruction="", steps=[Step("go", "x")], reward=0.0)
     with pytest.raises(UserError, match="env 'keyless' exposes no state key.*--merge action"):
         replay(Keyless(), t)
+
+
+def test_exploring_a_state_tree_rebuilds_it_as_all_its_episodes_would(store, episodes) -> None:
+    trajs, _, _ = episodes
+    store.add_trajectories(trajs)
+    stages.grow_trees_stored(store, stages.TreeSettings("state"))
+    res = explore(store, ExploreSpec(ENV, trajs[0].task_id, node=1, policy="random", k=3, seed=0, max_steps=3))
+    tree = store.load_trees()[0]
+    assert tree.merge == "state" and len(res.traj_ids) == 3
+    stored = {t.traj_id for t in store.trajectories()}
+    assert set(map(str, tree.traj_ids)) <= stored  # every path of the tree is a stored trajectory
+    episodes_now = [t for t in store.trajectories() if t.source != SPLICE]
+    rebuilt = stages.grow_trees(episodes_now, stages.TreeSettings("state"))[0]
+    assert [str(a) for a in rebuilt.action] == [str(a) for a in tree.action]
+
+
+@pytest.mark.slow
+def test_pipeline_state_merge_with_growth_builds_the_trees_of_all_episodes(store, tmp_path) -> None:
+    tasks = ["train_0", "train_1", "train_2"]
+    run_id = collect(store, "shop", NoisyExpertPolicy("shop", noise=0.6, seed=3), tasks, PAPER_SCHEDULE,
+                     max_steps=8, progress=False).run_id
+    explored = store.trajectories(run_id=run_id)
+    experts = stages.demonstrations(store, "shop", tasks)
+    cfg = Scale(name="t", mcts_iterations=50, max_steps=8, grow_budget=8, grow_rule="pair-check", merge="state")
+    training_files(store, cfg, explored, experts, 0, tmp_path, Reporter(None), save=True, explorer="noisy-expert")
+    grown = store.trajectories(source="explore")
+    assert len(grown) == 8
+    trees = store.load_trees(env="shop")
+    assert {g.merge for g in trees} == {"state"}
+    assert {str(t) for g in trees for t in g.traj_ids} <= {t.traj_id for t in store.trajectories()}
+    rebuilt = stages.grow_trees(explored + grown, stages.TreeSettings("state"))
+    assert sorted(g.n_nodes for g in rebuilt) == sorted(g.n_nodes for g in trees)
