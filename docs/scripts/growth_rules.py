@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=4, help="continuations per grown node (default 4: the paper schedule)")
     ap.add_argument("--keep", type=int, default=None, help="explored episodes kept per task (default: all)")
     ap.add_argument("--merge", choices=("action", "state"), default="action", help="how the trees merge")
+    ap.add_argument("--stored", action="store_true",
+                    help="take the episodes an earlier growth stored in COPY instead of growing again")
     ap.add_argument("--base", metavar="EXPERIMENT", help="the stored dev experiment whose SFT-strong is the baseline")
     ap.add_argument("--tasks", type=int, default=200, help="evaluate on the first N dev tasks")
     ap.add_argument("--train", action="store_true", help="train TreeDPO on the pairs and evaluate it on dev")
@@ -62,7 +64,13 @@ def main() -> None:
     settings, mcts = stages.TreeSettings(args.merge), stages.MCTSSettings(iterations=run.cfg.mcts_iterations)
     trees = scored_trees(store, explored, settings, mcts)
     grown: list[Trajectory] = []
-    if args.rule != "none":
+    if args.stored:
+        grown = store.trajectories(source="explore")
+        if args.merge == "action":  # as `grow` adds them (the state merge rebuilds the trees below)
+            for g in trees:
+                g.extend([t for t in grown if t.task_id == g.task_id])
+            store.save_trees(stages.score_trees(trees, mcts))
+    elif args.rule != "none":
         report = grow(store, ENV, str(weak), GrowSettings(budget=args.budget, rule=args.rule, k=args.k, max_steps=10),
                       tree_ids=[g.tree_id for g in trees])
         print(report.line(), f"({time.monotonic() - t0:.0f} s)", flush=True)
