@@ -105,15 +105,21 @@ def main() -> None:
     done = run_units([unit, run.eval_unit("TreeDPO", run.model_path(output), 4, ("train TreeDPO",))],
                      store, 1, run.rep)
     res = done["eval TreeDPO"].result.averages()
-    row = dict(experiment_id=f"growth-{tag}", env=ENV, method=f"growth-{tag}", model=output, seed=0,
-               trajs_per_task=4, n_examples=len(pairs), **res)
-    base = store.results(args.base)
-    base = base[base["method"] == "SFT-strong"].assign(trajs_per_task=4)
-    both_rows = pd.concat([base, pd.DataFrame([row])], ignore_index=True)
-    cmp = paired_comparisons(episode_outcomes(store, both_rows), claims=((row["method"], "SFT-strong"),))
     print(f"\ngrowth-{tag} TreeDPO: reward {res['avg_reward']:.3f} success {res['success_rate']:.3f} "
           f"({time.monotonic() - t0:.0f} s)", flush=True)
-    print(cmp.to_string(index=False), flush=True)
+    print(compared(store, args.base, f"growth-{tag}", output, len(pairs), res).to_string(index=False), flush=True)
+
+
+def compared(store, base: str, method: str, model: str, n: int, res: dict, against: tuple[str, ...] = ("SFT-strong",),
+             seed: int = 0) -> pd.DataFrame:
+    """The paired comparisons of one evaluated model (`res`: its results row's averages and run id)
+    with the stored experiment `base`'s `against` rows of `seed`, on their common tasks."""
+    row = dict(experiment_id=method, env=ENV, method=method, model=model, seed=seed, trajs_per_task=4,
+               n_examples=n, **res)
+    rows = store.results(base)
+    rows = rows[rows["method"].isin(against) & (rows["seed"] == seed)].assign(trajs_per_task=4)
+    both = pd.concat([rows, pd.DataFrame([row])], ignore_index=True)
+    return paired_comparisons(episode_outcomes(store, both), claims=tuple((method, b) for b in against))
 
 
 def kept(explored: list[Trajectory], keep: int | None) -> list[Trajectory]:
