@@ -39,6 +39,7 @@ from core.episodes import DEFAULT_BATCH, Episode, episode_slots, run_episodes
 from core.errors import UserError
 from core.mcts import run_mcts
 from core.names import env_option, stored_world_hint
+from core.state_merge import store_spliced, unfold
 from core.store import StaleTreeError, Store
 from core.trajectory import Run, Trajectory, new_id
 from core.tree import build_tree
@@ -342,8 +343,9 @@ def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> 
     """Add stored trajectories `traj_ids` to the tree of (env, task_id) in place (`Tree.extend`:
     every old node keeps its id, the other trees are not touched), rerun its MCTS with the tree's
     own rule, iterations and c (1000 iterations if it had none) and save it in one write. A tree of
-    the semantic rule cannot grow in place and is rebuilt from all its trajectories. Returns (the
-    new node ids, the tree's node count)."""
+    the semantic or the state rule cannot grow in place and is rebuilt from all its trajectories
+    (the state rule's state paths unfolded again with the new ones, spliced paths stored). Returns
+    (the new node ids, the tree's node count)."""
     tree_id = f"{env}/{task_id}"
     for attempt in range(1, GROW_ATTEMPTS + 1):
         try:
@@ -351,12 +353,16 @@ def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> 
         except KeyError:
             old = None
         n_old, settings = (old.n_nodes, dict(old.settings)) if old is not None else (0, {})
-        if old is not None and old.merge != "semantic":
+        if old is not None and old.merge not in ("semantic", "state"):
             tree = old
             tree.extend(store.trajectories(traj_ids=list(traj_ids)))
         else:
             ids = list(dict.fromkeys([*(old.traj_ids.tolist() if old is not None else []), *traj_ids]))
-            tree = build_tree(store.trajectories(traj_ids=ids), merge=old.merge if old else "action",
+            trajs = store.trajectories(traj_ids=ids)
+            if old is not None and old.merge == "state":
+                trajs = unfold(trajs).paths
+                store_spliced(store, trajs)
+            tree = build_tree(trajs, merge=old.merge if old else "action",
                               threshold=float(settings.get("threshold", 0.9)))
             if old is not None:
                 tree.version = old.version

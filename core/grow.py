@@ -15,6 +15,10 @@ a state where the episode went on, and that leave at least one step before the e
 - `value-drop`: nodes with the largest drop from their value to their worst failing child's (the
   decision that lost most; MCTS values when the tree has them, else data values), deepest first
   among equal drops; a tree without any success has no drop and is not chosen;
+- `pair-check`: the failing side of a pair (a node whose whole subtree failed while a sibling's
+  succeeded: the rejected child of a step pair), shallowest first. If the weak model can still win
+  from there, the pair was luck, not the decision, and it dissolves (both sides now succeed); if
+  it cannot, the pair stands, and the continuations add pairs below it;
 - `ucb`: MCTS's own selection score over the tree, Q + c * sqrt(ln N(parent) / N(node)) on the
   MCTS statistics (the data's when the tree has none; N(parent) is the sum of its children's
   visits, as in `core.mcts`): little-visited nodes of promising branches first.
@@ -37,7 +41,7 @@ from core.explore import ExploreResult, ExploreSpec, explore_nodes
 from core.store import Store
 from core.tree_data import Tree
 
-RULES = ("deepest-failure", "value-drop", "ucb")
+RULES = ("deepest-failure", "value-drop", "ucb", "pair-check")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,11 @@ def node_scores(tree: Tree, settings: GrowSettings) -> list[tuple[float, int]]:
         drop = value - np.where(np.isfinite(worst), worst, value)
         eligible &= drop > 0
         score = drop + depth * 1e-6  # deeper first among equal drops
+    elif settings.rule == "pair-check":
+        won = np.bincount(tree.parent[1:], weights=tree.successes[1:] > 0, minlength=tree.n_nodes)
+        eligible &= (tree.successes == 0) & (tree.parent >= 0)
+        eligible &= won[np.maximum(tree.parent, 0)] > 0  # a sibling succeeded
+        score = -depth  # shallowest first
     else:
         visits = (tree.mcts_visits if tree.mcts_visits.any() else tree.visits).astype(float)
         # N(parent) as MCTS counts it: the sum of the parent's children's visits (the root

@@ -114,6 +114,9 @@ class Scale:
     # (TreeDPO and MCTS), not the ETO pairs nor W2S-SFT's successes, which stay as released
     grow_budget: int = 0
     grow_rule: str = "deepest-failure"
+    # how the trees merge (`core.tree`): "action" is the paper's; "state" merges branches that reach
+    # one env state (`core.state_merge`), for TreeDPO and MCTS (the ETO pairs are whole episodes)
+    merge: str = "action"
     max_pairs: int | None = None  # random subset of the TreeDPO / ETO pairs (bounds DPO time)
     gen_batch: int = 16  # episodes per generate call
     explorer: str = ""  # "" = the SFT-weak model (the method); else a policy name (core.agents.registry)
@@ -204,7 +207,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
                  progress: Progress | bool | None = True, *, weak: str | None = None,
                  strong: str | None = None, test_tasks: int | None = None, split: str | None = None,
                  experiment_id: str | None = None, reuse: bool = False, grow_budget: int | None = None,
-                 grow_rule: str | None = None) -> pd.DataFrame:
+                 grow_rule: str | None = None, merge: str | None = None) -> pd.DataFrame:
     """Run the weak-to-strong experiment (module docstring) and return one row per
     (method, seed, K): method, label, model, seed, trajs_per_task, avg_reward, success_rate,
     n_examples, n_episodes. Rows are also stored in the store's `results` table under one
@@ -214,7 +217,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     choice of sizes and hyper-parameters, `test` once, by the final run. With `reuse`, trainings
     and explorations that already ran on identical inputs are taken as they are (`core.reuse`):
     a test run after a dev run of the same design trains only the new seeds. `grow_budget` /
-    `grow_rule` override the scale's targeted growth (`Scale.grow_budget`). Stage wall
+    `grow_rule` override the scale's targeted growth (`Scale.grow_budget`), `merge` its tree merge. Stage wall
     times (summed over units running side by side) are in `df.attrs["timings"]`."""
     cfg = SCALES.get(scale) if isinstance(scale, str) else scale
     if cfg is None:
@@ -222,7 +225,8 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     cfg = dataclasses.replace(cfg, weak=weak or cfg.weak, strong=strong or cfg.strong,
                               test_tasks=test_tasks or cfg.test_tasks, eval_split=split or cfg.eval_split,
                               grow_budget=cfg.grow_budget if grow_budget is None else grow_budget,
-                              grow_rule=grow_rule or cfg.grow_rule)
+                              grow_rule=grow_rule or cfg.grow_rule, merge=merge or cfg.merge)
+    stages.TreeSettings(cfg.merge).check()
     if cfg.grow_budget:
         grow_settings(cfg).check()  # a bad value fails before any work
     if "?" not in env and env in cfg.worlds:
@@ -452,15 +456,18 @@ def training_files(store: Store, cfg: Scale, trajs: list[Trajectory], experts: l
     `save` the trees and pairs also go to the store for the dashboard. With the scale's
     `grow_budget`, the trees are stored and grown by `explorer` first (`grown_trees`)."""
     t0 = time.monotonic()
-    trees = stages.score_trees(stages.grow_trees(trajs), stages.MCTSSettings(iterations=cfg.mcts_iterations))
-    tree_trajs = trajs
+    settings, mcts = stages.TreeSettings(cfg.merge), stages.MCTSSettings(iterations=cfg.mcts_iterations)
+    tree_trajs = stages.tree_trajectories(trajs, settings)  # the state merge's paths, spliced ones too
+    trees = stages.score_trees(stages.grow_trees(tree_trajs, settings), mcts)
     if cfg.grow_budget and trees:
-        trees, grown = grown_trees(store, cfg, trees, explorer, seed, rep)
-        tree_trajs = trajs + grown
+        trees, grown = grown_trees(store, cfg, trees, tree_trajs, explorer, seed, rep)
+        tree_trajs = stages.tree_trajectories(trajs + grown, settings)
+        if cfg.merge == "state":  # the grown episodes meet the others' states too
+            trees = stages.score_trees(stages.grow_trees(tree_trajs, settings), mcts)
     tpairs = stages.cut_pairs(trees, stages.PairSettings(cfg.pair_granularity))
     epairs = stages.cut_pairs(trees, stages.PairSettings("trajectory"), trajs, experts)
     if save:
-        stages.save_tree_data(store, trees, {cfg.pair_granularity: tpairs, "trajectory": epairs})
+        stages.save_tree_data(store, trees, {cfg.pair_granularity: tpairs, "trajectory": epairs}, tree_trajs)
     best_paths, no_success = best_path_rows(trees, tree_trajs)
     data = {  # the rows of successes:ENV:MODEL, best-paths:ENV, pairs:ENV:<granularity>, pairs:ENV:trajectory
         "successes": sft_rows([t for t in trajs if t.success]),
@@ -479,14 +486,14 @@ def training_files(store: Store, cfg: Scale, trajs: list[Trajectory], experts: l
     return files, counts
 
 
-def grown_trees(store: Store, cfg: Scale, trees: list[Tree], explorer: str, seed: int, rep: Reporter
-                ) -> tuple[list[Tree], list[Trajectory]]:
-    """The trees stored, then grown by `explorer` with the scale's growth budget and rule
-    (`core.grow`: every continuation replays its node's prefix in a fresh env); returns the grown
-    trees (their MCTS rerun) and the new episodes."""
+def grown_trees(store: Store, cfg: Scale, trees: list[Tree], paths: list[Trajectory], explorer: str, seed: int,
+                rep: Reporter) -> tuple[list[Tree], list[Trajectory]]:
+    """The trees stored (with their spliced `paths`), then grown by `explorer` with the scale's
+    growth budget and rule (`core.grow`: every continuation replays its node's prefix in a fresh
+    env); returns the grown trees (their MCTS rerun) and the new episodes."""
     if not explorer:
         raise UserError("targeted growth needs an explorer: the SFT-weak model or a policy name")
-    store.save_trees(trees)
+    stages.save_tree_data(store, trees, paths=paths)
     ids = [g.tree_id for g in trees]
     report = grow(store, trees[0].env, explorer, grow_settings(cfg, seed), tree_ids=ids)
     rep.say(None, report.line())

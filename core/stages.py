@@ -25,6 +25,7 @@ from core.evaluate import EvalResult, evaluate
 from core.mcts import DEFAULT_RULE, check_rule, run_mcts_all
 from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS, eto_pairs, tree_pairs
 from core.policy_run import run_policy
+from core.state_merge import SPLICE, StatePaths, store_spliced, unfold
 from core.store import StaleTreeError
 from core.train.data import build_rows as training_rows
 from core.trajectory import Pair, Trajectory
@@ -38,7 +39,7 @@ __all__ = [
     "CHUNK", "EvalResult", "MCTSSettings", "PairSettings", "TreeSettings", "cut_pairs", "cut_pairs_stored",
     "demonstrations", "evaluate", "expert_trajectories", "grow_trees", "grow_trees_stored", "replace_pairs", "run_policy",
     "save_tree_data", "score_trees", "score_trees_stored", "select_tasks", "split_tasks",
-    "training_rows",
+    "training_rows", "tree_trajectories",
 ]
 
 CHUNK = 500  # trees built / scored / cut per store write
@@ -122,10 +123,21 @@ def demonstrations(store: Store, env: str, task_ids: list[str]) -> list[Trajecto
 
 # -- trees, MCTS, pairs (in memory) ----------------------------------------------------------------
 
-def grow_trees(trajs: Sequence[Trajectory], settings: TreeSettings = TreeSettings()) -> list[Tree]:
-    """One tree per (env, task) of `trajs`, steps merged by `settings.merge`."""
+def tree_trajectories(trajs: Sequence[Trajectory], settings: TreeSettings = TreeSettings()) -> list[Trajectory]:
+    """The trajectories the trees of `trajs` are made of: `trajs` themselves, or under the state
+    merge their state paths (`core.state_merge`: episodes replayed, merged where they reach one
+    state, spliced paths added; store the spliced ones beside the trees: `save_tree_data`)."""
     settings.check()
-    return build_trees(list(trajs), merge=settings.merge, threshold=settings.threshold)
+    if settings.merge != "state" or isinstance(trajs, StatePaths):
+        return list(trajs)
+    return unfold(trajs).paths
+
+
+def grow_trees(trajs: Sequence[Trajectory], settings: TreeSettings = TreeSettings()) -> list[Tree]:
+    """One tree per (env, task) of `trajs`, steps merged by `settings.merge` (the state merge
+    unfolds raw episodes first, `tree_trajectories`)."""
+    paths = tree_trajectories(trajs, settings)
+    return build_trees(paths, merge=settings.merge, threshold=settings.threshold)
 
 
 def score_trees(trees: Sequence[Tree], settings: MCTSSettings = MCTSSettings()) -> list[Tree]:
@@ -153,11 +165,13 @@ def cut_pairs(trees: Sequence[Tree], settings: PairSettings = PairSettings(),
     return pairs
 
 
-def save_tree_data(store: Store, trees: Sequence[Tree], pairs: Mapping[str, Sequence[Pair]] | None = None
-                   ) -> None:
+def save_tree_data(store: Store, trees: Sequence[Tree], pairs: Mapping[str, Sequence[Pair]] | None = None,
+                   paths: Sequence[Trajectory] = ()) -> None:
     """Store `trees` (replacing earlier trees of the same tasks) and, per granularity in `pairs`,
     that granularity's pairs, replacing the earlier pairs of exactly that granularity for the
-    trees' tasks (other granularities stay)."""
+    trees' tasks (other granularities stay). `paths`: the trees' trajectories
+    (`tree_trajectories`), whose spliced state paths are stored once."""
+    store_spliced(store, paths)
     store.save_trees(trees)
     for granularity, found in (pairs or {}).items():
         replace_pairs(store, trees, granularity, found)
@@ -189,6 +203,8 @@ def grow_trees_stored(store: Store, settings: TreeSettings = TreeSettings(), *, 
     `source` asks for them) straight from the steps table's Arrow columns, and store them,
     `CHUNK` per write; returns (trees, nodes, trajectories)."""
     settings.check()
+    if settings.merge == "state":  # replayed and unfolded from Trajectory objects
+        return _grow_state_trees_stored(store, settings, env, task, source, model, progress)
     heads, steps = store.tree_tables(env=env, task_id=task, source=source, model=model)
     trees = build_trees_from_tables(heads, steps, merge=settings.merge, threshold=settings.threshold)
     del steps  # the trees hold what they need; free the step texts before writing
@@ -196,6 +212,20 @@ def grow_trees_stored(store: Store, settings: TreeSettings = TreeSettings(), *, 
         store.save_trees(chunk)
         _tick(progress, len(chunk))
     return len(trees), sum(t.n_nodes for t in trees), heads.num_rows
+
+
+def _grow_state_trees_stored(store: Store, settings: TreeSettings, env: str | None, task: str | None,
+                             source: str | None, model: str | None, progress: Tick | None) -> tuple[int, int, int]:
+    """`grow_trees_stored` under the state merge: the episodes' state paths, spliced ones stored."""
+    episodes = [t for t in store.trajectories(env=env, task_id=task, source=source, model=model)
+                if source is not None or t.source not in ("eval", SPLICE)]  # as tree_tables reads them
+    paths = tree_trajectories(episodes, settings)
+    trees = grow_trees(paths, settings)
+    store_spliced(store, paths)
+    for chunk in _chunks(trees):
+        store.save_trees(chunk)
+        _tick(progress, len(chunk))
+    return len(trees), sum(t.n_nodes for t in trees), len(episodes)
 
 
 def score_trees_stored(store: Store, tree_ids: list[str], settings: MCTSSettings = MCTSSettings(),

@@ -32,12 +32,13 @@ class TreeTables:
     def tree_tables(self, env: str | None = None, task_id: str | None = None, source: str | None = None,
                     model: str | None = None, traj_ids: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
         """The input of `core.tree.build_trees_from_tables` for the matching trajectories (never
-        evaluation episodes unless `source` asks for them), in collection order (`TRAJ_ORDER`):
+        evaluation episodes or spliced state paths unless `source` asks for them), in collection
+        order (`TRAJ_ORDER`):
         (heads: traj_id, env, task_id, instruction, initial_observation, reward, success,
         n_steps; steps: thought, action, observation in trajectory order, then step order)."""
         where, params = where_clause(env=env, task_id=task_id, source=source, model=model)
-        if source is None:
-            where += (" AND " if where else "WHERE ") + "source IS DISTINCT FROM 'eval'"
+        if source is None:  # played episodes only (a state-merged tree's spliced paths are not)
+            where += (" AND " if where else "WHERE ") + "coalesce(source, '') NOT IN ('eval', 'splice')"
         if traj_ids is not None:
             where += " AND traj_id IN (SELECT unnest(?))"
             params.append(list(traj_ids))

@@ -10,6 +10,10 @@ Merge rules (README, "The method as implemented"):
 * ``action`` (default): equal normalized action (whitespace collapsed, lower case).
 * ``observation``: equal normalized action and equal observation after the step (whitespace
   collapsed; case kept): for stochastic environments, where one action can lead to two states.
+* ``state``: the trajectories are the state paths of their episodes (`core.state_merge.unfold`:
+  episodes merged where they reach one environment state, spliced paths added); they merge by
+  action, which on state paths is the unfolded state graph. Build them through
+  `core.stages.grow_trees`, which unfolds raw episodes first.
 * ``semantic``: the reference's fuzzy rule: equal normalized action, and the "state" text of the
   step is identical to, or has cosine similarity >= ``threshold`` with, the state text of the
   child's first-inserted step (candidates tried in insertion order, first match wins). As in the
@@ -53,7 +57,7 @@ from core.trajectory import Trajectory
 from core.tree_data import Ragged, Tree, normalize_action, object_array
 from core.tree_data import normalize_observation as _normalize_observation
 
-MERGE_RULES = ("action", "observation", "semantic")
+MERGE_RULES = ("action", "observation", "semantic", "state")
 SEMANTIC_MODEL = "all-MiniLM-L6-v2"
 
 Embedder = Callable[[list[str]], np.ndarray]

@@ -63,6 +63,11 @@ def test_ucb_scores_by_hand(tree) -> None:
     assert scores[x] == pytest.approx(w[x] / n[x] + 1.41 * math.sqrt(math.log(root_n) / n[x]))
 
 
+def test_pair_check_takes_the_failing_sides_of_pairs_shallowest_first(tree) -> None:
+    # x failed beside a (which won), e failed beside b (which won); c and y are leaves
+    assert ranked(tree, rule="pair-check") == [("x", -1.0), ("e", -2.0)]
+
+
 def test_choose_nodes_ranks_all_trees_together_at_most_per_tree_each(tree) -> None:
     other = build_tree([traj(["p", "q", "r", "s"], 0.0, task="u"), traj(["p", "z"], 0.0, task="u")])
 

@@ -3,7 +3,7 @@
     w2stree explore --env ENV --task ID --node N --policy P [--server URL[,URL...]] [-k K]
                     [--schedule paper | --temperature T --top-p P] [--max-steps S]
                     [--seed S] [--env-arg KEY=VALUE ...] [--detach]
-    w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb] [-k K]
+    w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb|pair-check] [-k K]
                  [--per-tree M] [--max-steps S] [--seed S] [--detach]
 """
 
@@ -18,7 +18,7 @@ from core.explore_job import start_job as start_explore_job
 from core.grow import GrowSettings, grow
 from core.grow_job import start_job as start_grow_job
 
-RULE_NAMES = ("deepest-failure", "value-drop", "ucb")  # core.grow.RULES, without importing torch here
+RULE_NAMES = ("deepest-failure", "value-drop", "ucb", "pair-check")  # core.grow.RULES, without importing torch here
 
 
 def register(sub: argparse._SubParsersAction) -> None:

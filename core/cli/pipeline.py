@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "added to the trees (TreeDPO, MCTS) before the pairs are cut (default: the scale's, 0)")
     p.add_argument("--grow-rule", default=None, choices=RULE_NAMES,
                    help="where targeted growth explores (`w2stree grow --help`; default deepest-failure)")
+    p.add_argument("--merge", default=None, choices=("action", "state"),
+                   help="how the trees merge: action (the paper's, default) or state (branches that reach one "
+                        "env state share their subtree; the shop has state keys)")
     p.add_argument("--reuse", action="store_true",
                    help="take trainings and explorations that already ran on identical inputs (same base "
                         "weights, data, settings, seed) from earlier runs instead of running them again; "
@@ -101,7 +104,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     df = run_pipeline(args.env, "quick" if args.quick else args.scale, seeds=args.seeds, trajs_per_task=ks,
                       store=store, progress=True, weak=args.weak, strong=args.strong,
                       test_tasks=args.test_tasks, split=args.split, reuse=args.reuse,
-                      grow_budget=args.grow_budget, grow_rule=args.grow_rule)
+                      grow_budget=args.grow_budget, grow_rule=args.grow_rule, merge=args.merge)
     print(render(store, df.attrs["experiment_id"]))
     print(f"experiment {df.attrs['experiment_id']}: {df.attrs['wall_s']:.0f}s; stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in df.attrs["timings"].items()))

@@ -95,6 +95,14 @@ class Env(ABC):
         """Whether a replayed observation reproduces a stored one (exact text by default)."""
         return stored == replayed
 
+    def state_key(self) -> str | None:
+        """A key of the running episode's state: two episodes of one task whose keys are equal
+        after the same number of steps should answer the same actions with the same observations
+        and reward (`core.state_merge` replays every path it splices, so a key that is coarser
+        somewhere costs merges, never a wrong path), or None where the env does not expose its
+        state (its trees cannot be state-merged)."""
+        return None
+
     def replan(self) -> list[ExpertStep] | None:
         """The expert's steps from the CURRENT state of the running episode (what "continue with
         the expert from here" plays), or None where the env cannot plan from an arbitrary state."""

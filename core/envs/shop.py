@@ -358,6 +358,22 @@ class ShopEnv(Env):
             parts += p.reviews
         return " [SEP] ".join(parts)
 
+    def state_key(self) -> str | None:
+        """The page as the agent sees it (a results page by its shown products, page number and
+        result count; an item by its product; a detail by its tab), the selected options and
+        whether the episode is over: what the next observations and the reward depend on, except
+        the results list behind an item page that `< Prev` returns to (a spliced path through such
+        a merge fails its replay and is left out, `core.state_merge`)."""
+        st = self._state
+        if st is None:
+            return None
+        shown = ""
+        if st.page == "results":
+            shown = f"{','.join(map(str, self._page_items(st)))}/{st.result_page}/{len(st.results)}"
+        selected = ",".join(f"{k}={v}" for k, v in sorted(st.selected.items()))
+        detail = st.detail if st.page == "detail" else ""  # a tab left behind shows nowhere
+        return f"{st.page}|{shown}|{st.product}|{detail}|{selected}|{int(st.done)}"
+
     def valid_actions(self) -> list[str] | None:
         st = self._state
         if st is None or st.done:
