@@ -1,0 +1,113 @@
+"""Scale-out figures (issue 23): env workers on Ray with a heavy env, and store ingest.
+
+  * ScienceWorld steps/s, expert actions through the episode runner (`run_episodes`, the policy
+    in this process), one env per worker: 1 in-process env, 1 Ray actor, W Ray actors. Target:
+    W actors >= 0.8 x W x one actor's steps/s. Steady state: every slot's env has started and
+    the expert's plans are computed before the clock starts (the JVMs' start is not timed).
+  * ingest: the trajectories of that run written to a fresh DuckDB store (`Store.add_trajectories`,
+    one write per `--ingest-batch` trajectories, as collect's flush), trajectories/s and steps/s,
+    against the W-actor rollout step rate. Target >= 10x.
+
+The machine's load average is printed with the figures: on shared cores the ratios understate
+what free cores give.
+
+    python bench/scale.py [--workers 2] [--episodes 40] [--max-steps 8] [--ingest-batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ENV = "sciworld"
+
+
+def rollout(pool, tasks: list[str], episodes: int, max_steps: int, policy) -> tuple[float, list]:
+    """(steps/s, the finished episodes) of `episodes` expert episodes, one env per worker."""
+    from core.agents.base import Sampling
+    from core.env_slots import open_slots
+    from core.episodes import Episode, reset_starter, run_episodes
+
+    slots = open_slots(ENV, {}, pool)
+    width = pool.workers
+    try:
+        def play(n: int, first: int) -> list:
+            ended: list = []
+            eps = [Episode(tasks[(first + i) % len(tasks)], Sampling(), 0, first + i) for i in range(n)]
+            run_episodes(policy, ENV, eps, slots, width, start=reset_starter(ENV, slots, max_steps),
+                         on_end=ended.append)
+            return ended
+
+        play(width, 0)  # warm: every slot's JVM up and a task loaded
+        t0 = time.perf_counter()
+        ended = play(episodes, width)
+        wall = time.perf_counter() - t0
+    finally:
+        slots.close()
+    return sum(len(ep.steps) for ep in ended) / wall, ended
+
+
+def ingest(episodes: list, batch: int) -> tuple[float, float]:
+    """(trajectories/s, steps/s) writing `episodes` as trajectories to a fresh store."""
+    from core.store import Store
+
+    trajs = [ep.trajectory(ENV, run_id="run-bench", source="collect", model="expert", policy="expert",
+                           env_kwargs={}) for ep in episodes]
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(Path(d) / "bench.duckdb")
+        t0 = time.perf_counter()
+        for i in range(0, len(trajs), batch):
+            store.add_trajectories(trajs[i:i + batch])
+        wall = time.perf_counter() - t0
+        del store
+    return len(trajs) / wall, sum(len(t.steps) for t in trajs) / wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workers", type=int, default=2, help="W, the Ray actors of the scaled run (default 2)")
+    p.add_argument("--episodes", type=int, default=40, help="timed episodes per configuration (default 40)")
+    p.add_argument("--max-steps", type=int, default=8, help="steps per episode at most (default 8)")
+    p.add_argument("--ingest-batch", type=int, default=32, help="trajectories per store write (default 32)")
+    args = p.parse_args()
+    try:
+        import ray
+    except ImportError:
+        sys.exit("bench/scale.py needs Ray: pip install 'w2stree[ray]'")
+    from core.agents.scripted import ExpertPolicy
+    from core.env_slots import LocalSlots, Pool
+
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    index = LocalSlots(ENV, {})
+    tasks = list(index.task_index())[:30]  # variations of one task: another task's first load takes seconds
+    index.close()
+    policy = ExpertPolicy(ENV)
+    for t in tasks:  # the plans, before any clock starts
+        policy.plan(t)
+    ray.init(num_cpus=max(2, args.workers), include_dashboard=False, configure_logging=False)
+    try:
+        rates = {}
+        for label, pool in (("1 in-process env", Pool()), ("1 Ray actor", Pool(1, "ray")),
+                            (f"{args.workers} Ray actors", Pool(args.workers, "ray"))):
+            rates[label], ended = rollout(pool, tasks, args.episodes, args.max_steps, policy)
+            print(f"  {label:20s} {rates[label]:8.1f} steps/s", flush=True)
+    finally:
+        ray.shutdown()
+        policy.close()
+    one, many = rates["1 Ray actor"], rates[f"{args.workers} Ray actors"]
+    print(f"{args.workers} actors / (W x 1 actor): {many / (args.workers * one):.2f} (target >= 0.80); "
+          f"1 actor / in-process: {one / rates['1 in-process env']:.2f}")
+    traj_s, steps_s = ingest(ended * max(1, 2000 // len(ended)), args.ingest_batch)
+    print(f"ingest: {traj_s:,.0f} trajectories/s, {steps_s:,.0f} steps/s, in writes of {args.ingest_batch}: "
+          f"{steps_s / many:.0f}x the {args.workers}-actor rollout step rate (target >= 10x)")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
