@@ -9,7 +9,10 @@
     against the W-actor rollout step rate. Target >= 10x.
 
 The machine's load average is printed with the figures: on shared cores the ratios understate
-what free cores give.
+what free cores give. So CPU seconds per step are measured too, in the driver (policy, runner,
+Ray client) and in the actors with their JVMs, and the W-actor ratio is projected for W free
+cores: a lockstep round costs the driver W x d and the actors e in parallel, so W actors give
+W / (W d + e) steps/s against one actor's 1 / (d + e).
 
     python bench/scale.py [--workers 2] [--episodes 40] [--max-steps 8] [--ingest-batch 32]
 """
@@ -28,14 +31,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ENV = "sciworld"
 
 
-def rollout(pool, tasks: list[str], episodes: int, max_steps: int, policy) -> tuple[float, list]:
-    """(steps/s, the finished episodes) of `episodes` expert episodes, one env per worker."""
+def rollout(pool, tasks: list[str], episodes: int, max_steps: int, policy) -> tuple[float, float, float, list]:
+    """(steps/s, driver CPU s per step, env CPU s per step, the finished episodes) of `episodes`
+    expert episodes, one env per worker. Env CPU: the actors with their JVMs (Ray), else this
+    process's JVM children."""
     from core.agents.base import Sampling
     from core.env_slots import open_slots
     from core.episodes import Episode, reset_starter, run_episodes
+    from core.ray_slots import RaySlots, process_tree_usage
 
     slots = open_slots(ENV, {}, pool)
     width = pool.workers
+
+    def env_cpu() -> float:
+        if isinstance(slots, RaySlots):
+            return sum(cpu for _, cpu in slots.usage())
+        return process_tree_usage()[1] - time.process_time()
+
     try:
         def play(n: int, first: int) -> list:
             ended: list = []
@@ -45,12 +57,13 @@ def rollout(pool, tasks: list[str], episodes: int, max_steps: int, policy) -> tu
             return ended
 
         play(width, 0)  # warm: every slot's JVM up and a task loaded
-        t0 = time.perf_counter()
+        env0, cpu0, t0 = env_cpu(), time.process_time(), time.perf_counter()
         ended = play(episodes, width)
-        wall = time.perf_counter() - t0
+        wall, cpu, env = time.perf_counter() - t0, time.process_time() - cpu0, env_cpu() - env0
     finally:
         slots.close()
-    return sum(len(ep.steps) for ep in ended) / wall, ended
+    steps = sum(len(ep.steps) for ep in ended)
+    return steps / wall, cpu / steps, env / steps, ended
 
 
 def ingest(episodes: list, batch: int) -> tuple[float, float]:
@@ -92,17 +105,22 @@ def main() -> None:
         policy.plan(t)
     ray.init(num_cpus=max(2, args.workers), include_dashboard=False, configure_logging=False)
     try:
-        rates = {}
+        rates, cpus = {}, {}
         for label, pool in (("1 in-process env", Pool()), ("1 Ray actor", Pool(1, "ray")),
                             (f"{args.workers} Ray actors", Pool(args.workers, "ray"))):
-            rates[label], ended = rollout(pool, tasks, args.episodes, args.max_steps, policy)
-            print(f"  {label:20s} {rates[label]:8.1f} steps/s", flush=True)
+            rates[label], d, e, ended = rollout(pool, tasks, args.episodes, args.max_steps, policy)
+            cpus[label] = d, e
+            print(f"  {label:20s} {rates[label]:8.1f} steps/s   CPU per step: driver {d * 1e3:5.1f} ms, "
+                  f"envs {e * 1e3:5.1f} ms", flush=True)
     finally:
         ray.shutdown()
         policy.close()
-    one, many = rates["1 Ray actor"], rates[f"{args.workers} Ray actors"]
-    print(f"{args.workers} actors / (W x 1 actor): {many / (args.workers * one):.2f} (target >= 0.80); "
-          f"1 actor / in-process: {one / rates['1 in-process env']:.2f}")
+    w = args.workers
+    one, many = rates["1 Ray actor"], rates[f"{w} Ray actors"]
+    d, e = cpus[f"{w} Ray actors"]
+    print(f"{w} actors / (W x 1 actor): {many / (w * one):.2f} measured (target >= 0.80); projected for {w} free "
+          f"cores from CPU per step: {(d + e) / (w * d + e):.2f}; 1 actor / in-process: "
+          f"{one / rates['1 in-process env']:.2f}")
     traj_s, steps_s = ingest(ended * max(1, 2000 // len(ended)), args.ingest_batch)
     print(f"ingest: {traj_s:,.0f} trajectories/s, {steps_s:,.0f} steps/s, in writes of {args.ingest_batch}: "
           f"{steps_s / many:.0f}x the {args.workers}-actor rollout step rate (target >= 10x)")

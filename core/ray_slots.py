@@ -27,9 +27,9 @@ from core.trajectory import Task
 MAX_REPLACEMENTS = 3
 
 
-def process_tree_rss(pid: int | None = None) -> int:
-    """Resident memory in bytes of process `pid` (default: this one) and all its descendants
-    (an env's JVM or game processes), from /proc; 0 where there is no /proc."""
+def process_tree_usage(pid: int | None = None) -> tuple[int, float]:
+    """(resident bytes, CPU seconds so far) of process `pid` (default: this one) and all its
+    live descendants (an env's JVM or game processes), from /proc; (0, 0.0) where there is none."""
     pid = pid or os.getpid()
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -38,21 +38,22 @@ def process_tree_rss(pid: int | None = None) -> int:
         except OSError:  # the process ended meanwhile
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
+    rss, ticks, todo = 0, 0, [pid]
     while todo:
         p = todo.pop()
         todo += children.get(p, [])
         try:
-            rss_pages = int(Path(f"/proc/{p}/statm").read_text().split()[1])
+            rss += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
         except (OSError, IndexError, ValueError):
             continue
-        total += rss_pages * os.sysconf("SC_PAGE_SIZE")
-    return total
+    return rss, ticks / os.sysconf("SC_CLK_TCK")
 
 
 @ray.remote
 class EnvActor:
-    """A Ray actor hosting env slots: `run` ops, `task_index`, `rss`, `close`; every answer is
+    """A Ray actor hosting env slots: `run` ops, `task_index`, `usage`, `close`; every answer is
     `core.env_slots.answer`'s (ok, payload) or (error, (user exception, traceback))."""
 
     def __init__(self, env_name: str, env_kwargs: dict[str, Any], recycle: int) -> None:
@@ -64,9 +65,9 @@ class EnvActor:
     def task_index(self) -> tuple[str, Any]:
         return answer(self.envs.task_index)
 
-    def rss(self) -> int:
-        """Resident memory of this actor and its env processes, in bytes."""
-        return process_tree_rss()
+    def usage(self) -> tuple[int, float]:
+        """(resident bytes, CPU seconds) of this actor and its env processes."""
+        return process_tree_usage()
 
     def rebuilt(self) -> int:
         """How many env instances this actor has rebuilt (recycled)."""
@@ -146,9 +147,9 @@ class RaySlots(EnvSlots):
                 self._replace(0)
         raise AssertionError("unreachable: _replace raises first")
 
-    def rss(self) -> list[int]:
-        """Resident memory of each actor with its env processes (JVMs), in bytes."""
-        return ray.get([a.rss.remote() for a in self.actors])
+    def usage(self) -> list[tuple[int, float]]:
+        """(resident bytes, CPU seconds) of each actor with its env processes (JVMs)."""
+        return ray.get([a.usage.remote() for a in self.actors])
 
     def rebuilt(self) -> int:
         """Env instances rebuilt (recycled) by the live actors."""

@@ -135,7 +135,7 @@ def test_recycled_sciworld_workers_keep_their_memory_flat() -> None:
         def on_end(ep: Episode) -> None:
             ended.append(ep)
             if len(ended) % 50 == 0:
-                rss.append(sum(slots.rss()))
+                rss.append(sum(r for r, _ in slots.usage()))
 
         t0 = time.monotonic()
         run_episodes(policy, "sciworld", episodes, slots, 2, start=reset_starter("sciworld", slots, 5),
