@@ -12,7 +12,8 @@ The machine's load average is printed with the figures: on shared cores the rati
 what free cores give. So CPU seconds per step are measured too, in the driver (policy, runner,
 Ray client) and in the actors with their JVMs, and the W-actor ratio is projected for W free
 cores: a lockstep round costs the driver W x d and the actors e in parallel, so W actors give
-W / (W d + e) steps/s against one actor's 1 / (d + e).
+W / (W d_W + e_W) steps/s against one actor's 1 / (d_1 + e_1), each with its own run's CPU per
+step (Ray latency not counted).
 
     python bench/scale.py [--workers 2] [--episodes 40] [--max-steps 8] [--ingest-batch 32]
 """
@@ -117,9 +118,9 @@ def main() -> None:
         policy.close()
     w = args.workers
     one, many = rates["1 Ray actor"], rates[f"{w} Ray actors"]
-    d, e = cpus[f"{w} Ray actors"]
+    (d1, e1), (dw, ew) = cpus["1 Ray actor"], cpus[f"{w} Ray actors"]
     print(f"{w} actors / (W x 1 actor): {many / (w * one):.2f} measured (target >= 0.80); projected for {w} free "
-          f"cores from CPU per step: {(d + e) / (w * d + e):.2f}; 1 actor / in-process: "
+          f"cores from CPU per step: {(d1 + e1) / (w * dw + ew):.2f}; 1 actor / in-process: "
           f"{one / rates['1 in-process env']:.2f}")
     traj_s, steps_s = ingest(ended * max(1, 2000 // len(ended)), args.ingest_batch)
     print(f"ingest: {traj_s:,.0f} trajectories/s, {steps_s:,.0f} steps/s, in writes of {args.ingest_batch}: "

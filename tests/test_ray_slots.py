@@ -147,3 +147,16 @@ def test_recycled_sciworld_workers_keep_their_memory_flat() -> None:
         assert max(rss[1:]) <= 1.25 * rss[0]
     finally:
         slots.close()
+
+
+def test_cli_collect_on_ray(store, capsys) -> None:
+    from core.cli import main
+
+    assert main(["collect", "--env", "shop", "--policy", "expert", "--tasks", "4", "--workers", "2",
+                 "--executor", "ray", "--recycle", "1"]) == 0
+    assert "4 episodes, average reward 1.000" in capsys.readouterr().out
+    run = store.runs().iloc[0]
+    assert json.loads(run["settings"])["executor"] == "ray" and run["status"] == "finished"
+    assert main(["collect", "--env", "shop", "--policy", "expert", "--tasks", "2", "--workers", "3",
+                 "--executor", "ray"]) == 2  # the module's Ray has 2 CPUs, one per actor
+    assert "--workers 3: the Ray cluster has 2 CPUs" in capsys.readouterr().err
