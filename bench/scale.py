@@ -1,7 +1,8 @@
 """Scale-out figures (issue 23): env workers on Ray with a heavy env, and store ingest.
 
   * ScienceWorld steps/s, expert actions through the episode runner (`run_episodes`, the policy
-    in this process), one env per worker: 1 in-process env, 1 Ray actor, W Ray actors. Target:
+    in this process), one env per worker: 1 in-process env, 1 Ray actor, W Ray actors, and W
+    worker processes as a control (the same parallelism without Ray). Target:
     W actors >= 0.8 x W x one actor's steps/s. Steady state: every slot's env has started and
     the expert's plans are computed before the clock starts (the JVMs' start is not timed).
   * ingest: the trajectories of that run written to a fresh DuckDB store (`Store.add_trajectories`,
@@ -15,7 +16,7 @@ cores: a lockstep round costs the driver W x d and the actors e in parallel, so 
 W / (W d_W + e_W) steps/s against one actor's 1 / (d_1 + e_1), each with its own run's CPU per
 step (Ray latency not counted).
 
-    python bench/scale.py [--workers 2] [--episodes 40] [--max-steps 8] [--ingest-batch 32]
+    python bench/scale.py [--workers 2] [--episodes 40] [--warm 10] [--max-steps 8] [--ingest-batch 32]
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ENV = "sciworld"
 
 
-def rollout(pool, tasks: list[str], episodes: int, max_steps: int, policy) -> tuple[float, float, float, list]:
+def rollout(pool, tasks: list[str], episodes: int, max_steps: int, policy,
+            warm: int) -> tuple[float, float, float, list]:
     """(steps/s, driver CPU s per step, env CPU s per step, the finished episodes) of `episodes`
-    expert episodes, one env per worker. Env CPU: the actors with their JVMs (Ray), else this
-    process's JVM children."""
+    expert episodes, one env per worker, after `warm` untimed episodes per worker. Env CPU: the
+    actors with their JVMs (Ray), else this process's children (JVMs, worker processes)."""
     from core.agents.base import Sampling
     from core.env_slots import open_slots
     from core.episodes import Episode, reset_starter, run_episodes
@@ -57,9 +59,9 @@ def rollout(pool, tasks: list[str], episodes: int, max_steps: int, policy) -> tu
                          on_end=ended.append)
             return ended
 
-        play(width, 0)  # warm: every slot's JVM up and a task loaded
+        play(warm * width, 0)  # every slot's JVM up, its tasks loaded and its JIT warm
         env0, cpu0, t0 = env_cpu(), time.process_time(), time.perf_counter()
-        ended = play(episodes, width)
+        ended = play(episodes, warm * width)
         wall, cpu, env = time.perf_counter() - t0, time.process_time() - cpu0, env_cpu() - env0
     finally:
         slots.close()
@@ -87,6 +89,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=2, help="W, the Ray actors of the scaled run (default 2)")
     p.add_argument("--episodes", type=int, default=40, help="timed episodes per configuration (default 40)")
+    p.add_argument("--warm", type=int, default=10,
+                   help="untimed episodes per worker first: each JVM compiles its hot code itself (default 10)")
     p.add_argument("--max-steps", type=int, default=8, help="steps per episode at most (default 8)")
     p.add_argument("--ingest-batch", type=int, default=32, help="trajectories per store write (default 32)")
     args = p.parse_args()
@@ -104,27 +108,31 @@ def main() -> None:
     policy = ExpertPolicy(ENV)
     for t in tasks:  # the plans, before any clock starts
         policy.plan(t)
-    ray.init(num_cpus=max(2, args.workers), include_dashboard=False, configure_logging=False)
+    w = args.workers
+    rates, cpus, played = {}, {}, {}
     try:
-        rates, cpus = {}, {}
-        for label, pool in (("1 in-process env", Pool()), ("1 Ray actor", Pool(1, "ray")),
-                            (f"{args.workers} Ray actors", Pool(args.workers, "ray"))):
-            rates[label], d, e, ended = rollout(pool, tasks, args.episodes, args.max_steps, policy)
+        # the pools without Ray first: Ray's own daemons are children of this process too
+        for label, pool in (("1 in-process env", Pool()), (f"{w} processes", Pool(w, "process")),
+                            ("1 Ray actor", Pool(1, "ray")), (f"{w} Ray actors", Pool(w, "ray"))):
+            if pool.kind == "ray" and not ray.is_initialized():
+                ray.init(num_cpus=max(2, w), include_dashboard=False, configure_logging=False)
+            rates[label], d, e, played[label] = rollout(pool, tasks, args.episodes, args.max_steps, policy, args.warm)
             cpus[label] = d, e
             print(f"  {label:20s} {rates[label]:8.1f} steps/s   CPU per step: driver {d * 1e3:5.1f} ms, "
                   f"envs {e * 1e3:5.1f} ms", flush=True)
     finally:
         ray.shutdown()
         policy.close()
-    w = args.workers
     one, many = rates["1 Ray actor"], rates[f"{w} Ray actors"]
     (d1, e1), (dw, ew) = cpus["1 Ray actor"], cpus[f"{w} Ray actors"]
     print(f"{w} actors / (W x 1 actor): {many / (w * one):.2f} measured (target >= 0.80); projected for {w} free "
           f"cores from CPU per step: {(d1 + e1) / (w * dw + ew):.2f}; 1 actor / in-process: "
-          f"{one / rates['1 in-process env']:.2f}")
+          f"{one / rates['1 in-process env']:.2f}; {w} processes / (W x in-process): "
+          f"{rates[f'{w} processes'] / (w * rates['1 in-process env']):.2f}")
+    ended = played[f"{w} Ray actors"]
     traj_s, steps_s = ingest(ended * max(1, 2000 // len(ended)), args.ingest_batch)
     print(f"ingest: {traj_s:,.0f} trajectories/s, {steps_s:,.0f} steps/s, in writes of {args.ingest_batch}: "
-          f"{steps_s / many:.0f}x the {args.workers}-actor rollout step rate (target >= 10x)")
+          f"{steps_s / many:.0f}x the {w}-actor rollout step rate (target >= 10x)")
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

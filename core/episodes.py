@@ -5,12 +5,13 @@ and `explore`): up to `width` episodes are live at once, each in its own env slo
 (`core.env_slots`); a finished episode's slot starts the next pending one at once. Each round,
 the episodes waiting for an action are answered by ONE `policy.act` call (what makes batched
 LLM generation fast), the actions are played in their slots, and an episode ends when its env
-says done or at its step limit. A pool whose worker died (`core.env_slots.SlotsLost`: a Ray actor
-was replaced) loses the envs of its slots: their episodes start over from their start in the new
-worker (`Episode.restart`), so each episode still ends, and is told to `on_end`, exactly once.
-Today every live episode waits each round (lockstep); a policy
+says done or at its step limit. Today every live episode waits each round (lockstep); a policy
 that answers episodes independently (a server, issue 23) would need a driver that sends each
 waiting episode on its own, with the same `Episode` bookkeeping.
+
+A pool whose worker died (`core.env_slots.SlotsLost`: a Ray actor was replaced) has lost the envs
+of its slots: their episodes start over from their start in the new worker (`Episode.restart`),
+so each episode still ends, and is told to `on_end`, exactly once.
 
 `Episode` is one episode's state and the one way a trajectory is built from it (`play` uses it
 too, with a person in place of the policy). `episode_slots` is the one rule for how many
