@@ -132,8 +132,9 @@ class SlotEnvs:
                 plan = self.env(slot).replan()
                 out.append(plan[:1] if plan else plan)
             else:
-                r = self.env(slot).step(arg)
-                out.append((r.observation, float(r.reward), bool(r.done), dict(r.info), self.env(slot).valid_actions()))
+                env = self.env(slot)
+                r = env.step(arg)
+                out.append((r.observation, float(r.reward), bool(r.done), dict(r.info), env.valid_actions()))
         return out
 
     def task_index(self) -> dict[str, Task]:
