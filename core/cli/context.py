@@ -105,7 +105,7 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Ray cluster to run on (e.g. ray://head:10001 or head:6379; default: start "
                              "Ray on this machine for the run)")
     parser.add_argument("--recycle", type=int_in(0), default=None, metavar="K",
-                        help="rebuild each env instance after K episodes (0 = never; default 100 for sciworld, "
+                        help="rebuild each env instance after K episodes (0 = never; default 500 for sciworld, "
                              "whose JVM grows, else never)")
 
 
