@@ -3,8 +3,9 @@
 One episode per (task, sampling) pair runs through `core.episodes.run_episodes`: in lockstep, ONE
 `policy.act` call per step answers all live episodes; up to `batch_size` are live at once, each in
 its own env slot, and a finished episode's slot starts the next pending pair right away. With
-`workers > 1` the env slots live in worker processes (`core.env_slots`) while the policy stays
-here; workers are spawned, so a script that calls `collect(workers>1)` needs the usual
+`workers > 1` the env slots live in worker processes, or in Ray actors with `pool=Pool(W, "ray")`
+(`core.env_slots`), while the policy stays here and this process alone writes the store; workers
+are spawned, so a script that calls `collect(workers>1)` needs the usual
 `if __name__ == "__main__":` guard.
 
 Every episode is stored with all its steps (thought, action, observation, reward, score), its
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Sampling
 from core.console import plural
-from core.env_slots import open_slots
+from core.env_slots import Pool, open_slots
 from core.envs.base import UnknownEnvError, canonical_env_name, known_env, list_envs
 from core.episodes import Episode, episode_slots, reset_starter, run_episodes
 from core.errors import UserError
@@ -62,12 +63,14 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
             workers: int = 1, batch_size: int | None = None, source: str = "collect", model: str | None = None,
             run_id: str | None = None, resume: bool = False, env_kwargs: dict | None = None,
             seed: int = 0, progress: bool = True, flush_seconds: float = 1.0,
-            shard: tuple[int, int] | None = None, spool: str | Path | None = None) -> CollectResult:
+            shard: tuple[int, int] | None = None, spool: str | Path | None = None,
+            pool: Pool | None = None) -> CollectResult:
     """Run one episode per (task, sampling) with `policy` and store them as they finish.
 
     `max_steps` caps episodes below the env's own limit; `batch_size` is how many episodes
     (env instances) run in lockstep (default: `core.episodes.episode_slots`: 32, or 4 per worker on
-    sciworld, 8 on alfworld); `workers > 1` hosts the envs in that many processes.
+    sciworld, 8 on alfworld); `workers > 1` hosts the envs in that many processes; `pool` (instead
+    of `workers`) names the executor too (`core.env_slots.Pool`: local, process or ray).
     `model` is the name stored with the trajectories (default: the policy's name).
     `resume=True` continues `run_id`, skipping the pairs it already stored; it refuses a run of
     another policy or another world. `env` and `env_kwargs` together name the world, stored
@@ -78,10 +81,12 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
     if not known_env(env):
         raise UnknownEnvError(f"unknown env {env!r}; available: {', '.join(list_envs())}")
     env = canonical_env_name(env, **(env_kwargs or {}))
+    pool = pool or Pool(workers)
+    pool.check()
     if batch_size is None:
-        batch_size = episode_slots(env, workers)
-    if workers < 1 or batch_size < 1:
-        raise UserError(f"workers and batch size must be >= 1 (got workers={workers}, batch_size={batch_size})")
+        batch_size = episode_slots(env, pool.workers)
+    if batch_size < 1:
+        raise UserError(f"batch size must be >= 1 (got {batch_size})")
     if max_steps is not None and max_steps < 1:
         raise UserError(f"max steps must be >= 1 (got {max_steps})")
     schedule = list(schedule)
@@ -113,7 +118,7 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
         raise UserError(f"run {run_id!r} already exists; pass --resume {run_id} to continue it")
     run_id = run_id or new_id("run-")
 
-    slots = open_slots(env, env_kwargs, workers)
+    slots = open_slots(env, env_kwargs, pool)
     sink: Store | Spool | None = store if spool is None else None  # where finished trajectories go
     finished: list[Trajectory] = []  # this call's episodes
     unsaved: list[Trajectory] = []
@@ -126,7 +131,7 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
             some = ", ".join(list(index)[:5])
             raise UnknownEnvError(f"env {env!r} has no task(s) {', '.join(map(repr, unknown[:5]))}; "
                                   f"it has {plural(len(index), 'task')}, e.g. {some}")
-        settings = {"schedule": [vars(s) for s in schedule], "max_steps": max_steps, "workers": workers,
+        settings = {"schedule": [vars(s) for s in schedule], "max_steps": max_steps, **pool.settings(),
                     "batch_size": batch_size, "seed": seed, "env_kwargs": env_kwargs, "source": source,
                     "n_tasks": len(task_ids), **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {}),
                     **({"spool": Path(spool).name} if spool is not None else {})}

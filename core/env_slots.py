@@ -1,11 +1,19 @@
-"""Env slots: the env instances live episodes run in, in this process or in worker processes.
+"""Env slots: the env instances live episodes run in, in this process, in worker processes or in
+Ray actors.
 
 A slot holds one env instance, built on first use (a ScienceWorld JVM only when the slot is
-used) and reused by every episode that runs in it. `LocalSlots` keeps them in this process;
-`ProcessSlots` in `n` spawned worker processes (slot s on worker s % n) that step in parallel:
-ScienceWorld runs one JVM per env, and this spreads them over processes. Workers are spawned, so
-a script whose episodes use them needs the usual `if __name__ == "__main__":` guard. Spawned
-workers import this module: it keeps DuckDB and pandas out.
+used) and reused by every episode that runs in it, and rebuilt (closed and created again) after
+`recycle` episodes, so a leaking env (ScienceWorld's JVM grows) is bounded. `LocalSlots` keeps
+them in this process; `ProcessSlots` in `n` spawned worker processes (slot s on worker s % n)
+that step in parallel: ScienceWorld runs one JVM per env, and this spreads them over processes.
+`core.ray_slots.RaySlots` puts them in Ray actors, on one machine or a cluster. `Pool` names which
+(`open_slots`). Workers are spawned, so a script whose episodes use them needs the usual
+`if __name__ == "__main__":` guard. Spawned workers import this module: it keeps DuckDB and
+pandas out.
+
+A pool whose worker can die and be replaced (Ray) raises `SlotsLost` from `run`: the slots whose
+env was lost and the outcomes of the other ops; the episode runner starts the lost slots'
+episodes over.
 """
 
 from __future__ import annotations
@@ -15,72 +23,197 @@ import multiprocessing as mp
 import signal
 import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from core.envs.base import Env, UnknownEnvError, make_env
+from core.envs.base import Env, UnknownEnvError, make_env, parse_env_name
 from core.errors import UserError
+from core.node_replay import replay_prefix
 from core.trajectory import Task
 
-# An op is (slot, "reset", task_id) or (slot, "step", action); its outcome is a `Start` tuple
-# (observation, instruction, step_limit, valid_actions) or an `Outcome` tuple
-# (observation, reward, done, info, valid_actions).
-Op = tuple[int, str, str]
+# An op is (slot, kind, arg): "reset" a task id, "step" an action, "replay" (trajectory, depth,
+# node) of a node's prefix, "replan" None. Its outcome: a `Start` tuple (observation, instruction,
+# step_limit, valid_actions) for reset and replay, an `Outcome` tuple (observation, reward, done,
+# info, valid_actions) for step, the expert's next steps from the slot's state for replan.
+Op = tuple[int, str, Any]
 Start = tuple[str, str, int, "list[str] | None"]
 Outcome = tuple[str, float, bool, "dict[str, Any]", "list[str] | None"]
+EXECUTORS = ("local", "process", "ray")
+#: Episodes a slot's env serves before it is rebuilt, by env; the others are never rebuilt by
+#: default. ScienceWorld's JVM grows slowly (+40 MB on 2 actors over 300 short episodes here) and a
+#: rebuild costs a JVM start (~5 s), so every 500 episodes bounds a long run for a few % of its time.
+RECYCLE = {"sciworld": 500}
 
 
-def _apply_ops(envs: dict[int, Env], env_name: str, env_kwargs: dict[str, Any], ops: list[Op]) -> list[tuple]:
-    out: list[tuple] = []
-    for slot, kind, arg in ops:
-        env = _slot_env(envs, slot, env_name, env_kwargs)
-        if kind == "reset":
-            obs, instruction = env.reset(arg)
-            out.append((obs, instruction, env.max_steps(arg), env.valid_actions()))
-        else:
-            r = env.step(arg)
-            out.append((r.observation, float(r.reward), bool(r.done), dict(r.info), env.valid_actions()))
-    return out
+def default_recycle(env_name: str) -> int:
+    """Episodes per env instance before it is rebuilt (0: never), by the env's registry name."""
+    return RECYCLE.get(parse_env_name(env_name)[0], 0)
 
 
-def _slot_env(envs: dict[int, Env], slot: int, env_name: str, env_kwargs: dict[str, Any]) -> Env:
-    env = envs.get(slot)
-    if env is None:  # built on first use: a JVM per slot only when the slot is used
-        env = envs[slot] = make_env(env_name, **env_kwargs)
-    return env
+@dataclass(frozen=True)
+class Pool:
+    """Where env slots live: `executor` local (this process), process (`workers` spawned
+    processes) or ray (`workers` Ray actors, on the cluster at `ray_address`, else a Ray started
+    here); `recycle`: episodes per env instance before it is rebuilt (None: the env's default,
+    0: never). The default executor: local for one worker, process for several."""
+
+    workers: int = 1
+    executor: str | None = None
+    ray_address: str | None = None
+    recycle: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """The executor this pool runs on."""
+        return self.executor or ("local" if self.workers == 1 else "process")
+
+    def check(self) -> None:
+        """UserError on a pool that cannot run, before anything starts."""
+        if self.kind not in EXECUTORS:
+            raise UserError(f"unknown executor {self.kind!r}; use one of {', '.join(EXECUTORS)}")
+        if self.workers < 1:
+            raise UserError(f"--workers must be >= 1 (got {self.workers})")
+        if self.kind == "local" and self.workers != 1:
+            raise UserError(f"--executor local runs one env worker (this process), not {self.workers}; "
+                            "use --executor process or ray for several")
+        if self.ray_address and self.kind != "ray":
+            raise UserError("--ray-address needs --executor ray")
+        if self.recycle is not None and self.recycle < 0:
+            raise UserError(f"--recycle must be >= 0 (0: never), got {self.recycle}")
+
+    def settings(self) -> dict[str, Any]:
+        """What a run records of its pool."""
+        return {"workers": self.workers, "executor": self.kind,
+                **({"ray_address": self.ray_address} if self.ray_address else {}),
+                **({"recycle": self.recycle} if self.recycle is not None else {})}
 
 
-def _task_index(envs: dict[int, Env], env_name: str, env_kwargs: dict[str, Any]) -> dict[str, Task]:
-    env = _slot_env(envs, 0, env_name, env_kwargs)
-    index: dict[str, Task] = {}
-    for split in env.splits():
-        for t in env.tasks(split):
-            index.setdefault(t.task_id, t)
-    return index
+class SlotEnvs:
+    """The env instances of the slots one process hosts: built on first use, rebuilt after
+    `recycle` episodes (0: never); `apply` runs ops on them."""
+
+    def __init__(self, env_name: str, env_kwargs: dict[str, Any], recycle: int = 0) -> None:
+        self.env_name, self.env_kwargs, self.recycle = env_name, env_kwargs, recycle
+        self.envs: dict[int, Env] = {}
+        self.served: dict[int, int] = {}  # episodes started in each slot's current env
+        self.rebuilt = 0
+
+    def env(self, slot: int) -> Env:
+        """The env instance of `slot`, built on first use: a JVM per slot only when it is used."""
+        env = self.envs.get(slot)
+        if env is None:
+            env = self.envs[slot] = make_env(self.env_name, **self.env_kwargs)
+            self.served[slot] = 0
+        return env
+
+    def _episode_env(self, slot: int) -> Env:
+        """The env a new episode of `slot` starts in: a fresh one after `recycle` episodes."""
+        if self.recycle and self.served.get(slot, 0) >= self.recycle:
+            _close(self.envs.pop(slot))
+            self.rebuilt += 1
+        env = self.env(slot)
+        self.served[slot] += 1
+        return env
+
+    def apply(self, ops: list[Op]) -> list[Any]:
+        """The outcome of every op, in order."""
+        out: list[Any] = []
+        for slot, kind, arg in ops:
+            if kind == "reset":
+                env = self._episode_env(slot)
+                obs, instruction = env.reset(arg)
+                out.append((obs, instruction, env.max_steps(arg), env.valid_actions()))
+            elif kind == "replay":
+                env = self._episode_env(slot)
+                traj, depth, node = arg
+                obs0, instruction, valid = replay_prefix(env, traj, depth, node)
+                out.append((obs0, instruction, env.max_steps(traj.task_id), valid))
+            elif kind == "replan":
+                plan = self.env(slot).replan()
+                out.append(plan[:1] if plan else plan)
+            else:
+                env = self.env(slot)
+                r = env.step(arg)
+                out.append((r.observation, float(r.reward), bool(r.done), dict(r.info), env.valid_actions()))
+        return out
+
+    def task_index(self) -> dict[str, Task]:
+        """Every task of the env by id (the first split that has it)."""
+        env = self.env(0)
+        index: dict[str, Task] = {}
+        for split in env.splits():
+            for t in env.tasks(split):
+                index.setdefault(t.task_id, t)
+        return index
+
+    def close(self) -> None:
+        """Close every env instance (best effort: the others still close when one fails)."""
+        for env in self.envs.values():
+            _close(env)
+        self.envs.clear()
 
 
-def _close_envs(envs: dict[int, Env]) -> None:
-    for env in envs.values():
-        try:
-            env.close()
-        except Exception:  # closing is best effort: the others must still close
-            traceback.print_exc()
-    envs.clear()
+def _close(env: Env) -> None:
+    try:
+        env.close()
+    except Exception:  # closing is best effort: the others must still close
+        traceback.print_exc()
+
+
+def answer(call: Callable[[], Any]) -> tuple[str, Any]:
+    """("ok", what `call` returns), or ("error", (the exception if it is the user's, else None,
+    its traceback)): how a worker process or actor hands its outcome back."""
+    try:
+        return "ok", call()
+    except Exception as exc:
+        user = isinstance(exc, UserError | UnknownEnvError)
+        return "error", (exc if user else None, traceback.format_exc())
+
+
+def unwrap(status: str, payload: Any, worker: str) -> Any:
+    """The payload of an `answer`, or its exception raised here."""
+    if status == "error":
+        exc, tb = payload
+        if exc is not None:
+            raise exc
+        raise RuntimeError(f"env worker {worker} failed:\n{tb}")
+    return payload
+
+
+class SlotsLost(Exception):
+    """A worker died and was replaced: the env state of `slots` is gone. `results` holds the
+    outcome of every op of the call, None for an op of a lost slot."""
+
+    def __init__(self, slots: set[int], results: list[Any]) -> None:
+        super().__init__(f"env slots {sorted(slots)} lost with their worker")
+        self.slots, self.results = slots, results
 
 
 class EnvSlots(ABC):
-    """Env instances by slot: reset and step many slots in one call; `task_index`; `close`."""
+    """Env instances by slot: reset, replay to a node, step and re-plan many slots in one call;
+    `task_index`; `close`."""
 
     @abstractmethod
-    def run(self, ops: list[Op]) -> list[tuple]:
-        """The outcome of every op, in order."""
+    def run(self, ops: list[Op]) -> list[Any]:
+        """The outcome of every op, in order (SlotsLost where a worker died)."""
 
     def reset(self, items: list[tuple[int, str]]) -> list[Start]:
         """Reset slot s to task t for every (s, t): (observation, instruction, step limit, valid actions)."""
         return self.run([(s, "reset", task_id) for s, task_id in items])
 
+    def replay(self, items: list[tuple[int, tuple[Any, int, int]]]) -> list[Start]:
+        """Replay (trajectory, depth, node)'s prefix in slot s for every (s, prefix)
+        (`core.node_replay.replay_prefix`): (first observation, instruction, step limit, valid actions)."""
+        return self.run([(s, "replay", prefix) for s, prefix in items])
+
     def step(self, items: list[tuple[int, str]]) -> list[Outcome]:
         """Play action a in slot s for every (s, a): (observation, reward, done, info, valid actions)."""
         return self.run([(s, "step", action) for s, action in items])
+
+    def planner(self, slot: int) -> SlotPlanner:
+        """What re-plans from `slot`'s current state (`Env.replan`, its first step), wherever the env lives."""
+        return SlotPlanner(self, slot)
 
     @abstractmethod
     def task_index(self) -> dict[str, Task]:
@@ -91,31 +224,41 @@ class EnvSlots(ABC):
         """Close every env instance (and worker)."""
 
 
-class LocalSlots(EnvSlots):
-    """Env slots in this process; `env(slot)` is the live instance (a re-planning expert reads it)."""
+@dataclass
+class SlotPlanner:
+    """The expert of one slot: `replan()` is its env's `Env.replan`, cut to the next step."""
 
-    def __init__(self, env_name: str, env_kwargs: dict[str, Any]) -> None:
-        self.env_name, self.env_kwargs = env_name, env_kwargs
-        self.envs: dict[int, Env] = {}
+    slots: EnvSlots
+    slot: int
+
+    def replan(self) -> list[Any] | None:
+        return self.slots.run([(self.slot, "replan", None)])[0]
+
+
+class LocalSlots(EnvSlots):
+    """Env slots in this process; `env(slot)` is the live instance."""
+
+    def __init__(self, env_name: str, env_kwargs: dict[str, Any], recycle: int = 0) -> None:
+        self.envs = SlotEnvs(env_name, env_kwargs, recycle)
 
     def env(self, slot: int) -> Env:
         """The env instance of `slot`, built on first use."""
-        return _slot_env(self.envs, slot, self.env_name, self.env_kwargs)
+        return self.envs.env(slot)
 
-    def run(self, ops: list[Op]) -> list[tuple]:
-        return _apply_ops(self.envs, self.env_name, self.env_kwargs, ops)
+    def run(self, ops: list[Op]) -> list[Any]:
+        return self.envs.apply(ops)
 
     def task_index(self) -> dict[str, Task]:
-        return _task_index(self.envs, self.env_name, self.env_kwargs)
+        return self.envs.task_index()
 
     def close(self) -> None:
-        _close_envs(self.envs)
+        self.envs.close()
 
 
-def _worker_main(conn: Any, env_name: str, env_kwargs: dict[str, Any]) -> None:
+def _worker_main(conn: Any, env_name: str, env_kwargs: dict[str, Any], recycle: int) -> None:
     """A worker process: hosts env slots and answers ("ops", [...]) / ("tasks",) / ("close",)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us cleanly
-    envs: dict[int, Env] = {}
+    envs = SlotEnvs(env_name, env_kwargs, recycle)
     try:
         while True:
             try:
@@ -124,29 +267,22 @@ def _worker_main(conn: Any, env_name: str, env_kwargs: dict[str, Any]) -> None:
                 break
             if msg[0] == "close":
                 break
-            try:
-                if msg[0] == "ops":
-                    conn.send(("ok", _apply_ops(envs, env_name, env_kwargs, msg[1])))
-                else:
-                    conn.send(("ok", _task_index(envs, env_name, env_kwargs)))
-            except Exception as exc:
-                user = isinstance(exc, UserError | UnknownEnvError)
-                conn.send(("error", (exc if user else None, traceback.format_exc())))
+            conn.send(answer(lambda msg=msg: envs.apply(msg[1]) if msg[0] == "ops" else envs.task_index()))
     finally:
-        _close_envs(envs)
+        envs.close()
         conn.close()
 
 
 class ProcessSlots(EnvSlots):
     """Env slots in `n` spawned worker processes; slot s lives on worker s % n."""
 
-    def __init__(self, env_name: str, env_kwargs: dict[str, Any], n: int) -> None:
+    def __init__(self, env_name: str, env_kwargs: dict[str, Any], n: int, recycle: int = 0) -> None:
         ctx = mp.get_context("spawn")
         self.conns, self.procs = [], []
         try:
             for _ in range(n):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, env_name, env_kwargs), daemon=True)
+                proc = ctx.Process(target=_worker_main, args=(child, env_name, env_kwargs, recycle), daemon=True)
                 proc.start()
                 child.close()
                 self.conns.append(parent)
@@ -165,21 +301,13 @@ class ProcessSlots(EnvSlots):
                 f"env worker {worker} died (exit code {proc.exitcode}); a script that calls "
                 "collect(workers>1) needs an `if __name__ == '__main__':` guard (workers are spawned)"
             ) from exc
-        if status == "error":
-            exc, tb = payload
-            if exc is not None:
-                raise exc
-            raise RuntimeError(f"env worker {worker} failed:\n{tb}")
-        return payload
+        return unwrap(status, payload, str(worker))
 
-    def run(self, ops: list[Op]) -> list[tuple]:
-        n = len(self.conns)
-        by_worker: dict[int, list[int]] = {}
-        for i, (slot, _, _) in enumerate(ops):
-            by_worker.setdefault(slot % n, []).append(i)
+    def run(self, ops: list[Op]) -> list[Any]:
+        by_worker = by_host(ops, len(self.conns))
         for w, idx in by_worker.items():  # send to all first, so the workers step in parallel
             self.conns[w].send(("ops", [ops[i] for i in idx]))
-        out: list[tuple] = [()] * len(ops)
+        out: list[Any] = [None] * len(ops)
         for w, idx in by_worker.items():
             for i, res in zip(idx, self._ask(w)):
                 out[i] = res
@@ -203,6 +331,28 @@ class ProcessSlots(EnvSlots):
         self.conns, self.procs = [], []
 
 
-def open_slots(env_name: str, env_kwargs: dict[str, Any], workers: int = 1) -> EnvSlots:
-    """Env slots of `env_name`: in this process (`workers == 1`) or in that many worker processes."""
-    return LocalSlots(env_name, env_kwargs) if workers == 1 else ProcessSlots(env_name, env_kwargs, workers)
+def by_host(ops: list[Op], n: int) -> dict[int, list[int]]:
+    """The indices of `ops` by the worker that hosts their slot (slot s on worker s % n)."""
+    out: dict[int, list[int]] = {}
+    for i, (slot, _, _) in enumerate(ops):
+        out.setdefault(slot % n, []).append(i)
+    return out
+
+
+def open_slots(env_name: str, env_kwargs: dict[str, Any], pool: Pool | int = 1) -> EnvSlots:
+    """Env slots of `env_name` in `pool` (a worker count: in this process for 1, else in that
+    many worker processes). `--executor ray` without Ray installed is one UserError line."""
+    pool = pool if isinstance(pool, Pool) else Pool(pool)
+    pool.check()
+    recycle = default_recycle(env_name) if pool.recycle is None else pool.recycle
+    if pool.kind == "local":
+        return LocalSlots(env_name, env_kwargs, recycle)
+    if pool.kind == "process":
+        return ProcessSlots(env_name, env_kwargs, pool.workers, recycle)
+    try:
+        from core.ray_slots import RaySlots
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        raise UserError("--executor ray needs Ray: pip install 'w2stree[ray]'") from None
+    return RaySlots(env_name, env_kwargs, pool.workers, address=pool.ray_address, recycle=recycle)

@@ -9,6 +9,10 @@ says done or at its step limit. Today every live episode waits each round (locks
 that answers episodes independently (a server, issue 23) would need a driver that sends each
 waiting episode on its own, with the same `Episode` bookkeeping.
 
+A pool whose worker died (`core.env_slots.SlotsLost`: a Ray actor was replaced) has lost the envs
+of its slots: their episodes start over from their start in the new worker (`Episode.restart`),
+so each episode still ends, and is told to `on_end`, exactly once.
+
 `Episode` is one episode's state and the one way a trajectory is built from it (`play` uses it
 too, with a person in place of the policy). `episode_slots` is the one rule for how many
 episodes of an env run at once.
@@ -18,12 +22,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from core.agents.base import Policy, Request, Sampling
 from core.agents.prompt import env_prefix, format_assistant, format_observation, parse_reply, task_message
-from core.env_slots import EnvSlots, Outcome
+from core.env_slots import EnvSlots, Outcome, SlotsLost
 from core.envs.base import env_class, parse_env_name
 from core.trajectory import Step, Trajectory
 
@@ -91,6 +95,12 @@ class Episode:
         self.messages = episode_messages(env, instruction, observation, self.steps)
         self.over = len(self.steps) >= self.limit
 
+    def restart(self) -> None:
+        """Forget what happened (its env was lost with its worker): the episode starts over."""
+        for f in fields(self):
+            if f.name not in ("task_id", "sampling", "seed", "seq"):
+                setattr(self, f.name, f.default_factory() if f.default is MISSING else f.default)
+
     def request(self, env: str) -> Request:
         """What the policy is asked for the next action."""
         assert self.sampling is not None, "a person's episode asks no policy"
@@ -153,24 +163,45 @@ def run_episodes(policy: Policy, env: str, episodes: Iterable[Episode], slots: E
     ended the run early (the episodes still live are dropped), else True."""
     pending = deque(episodes)
     live: list[Episode | None] = [None] * min(width, max(1, len(pending)))
+    starts: list[tuple[int, Episode]] = []  # episodes to (re)start in their slots
+
+    def lost(exc: SlotsLost, also: Iterable[tuple[int, Episode]] = ()) -> None:
+        """The live episodes of the lost slots (and `also`) start over."""
+        again = dict(also)
+        again.update((s, live[s]) for s in exc.slots if s < len(live) and live[s] is not None)
+        for s, ep in again.items():
+            ep.restart()
+            starts.append((s, ep))
+
+    def end(s: int, ep: Episode) -> None:
+        live[s] = None
+        on_end(ep)
+
     while pending or any(live):
         if should_stop is not None and should_stop():
             return False
-        starts = []
         for s, ep in enumerate(live):
             if ep is None and pending:
                 live[s] = pending.popleft()
                 starts.append((s, live[s]))
         if starts:
-            start(starts)
-        for s, ep in starts:
-            if ep.over:  # no step left (explored from a node at the step limit)
-                live[s] = None
-                on_end(ep)
+            items, starts = starts, []
+            try:
+                start(items)
+            except SlotsLost as exc:  # a restart resets its env again: nothing is kept from this call
+                lost(exc, items)
+                continue
+            for s, ep in items:
+                if ep.over:  # no step left (explored from a node at the step limit)
+                    end(s, ep)
         waiting = [s for s, ep in enumerate(live) if ep is not None]
         if not waiting:
             continue
-        replies = policy.act([live[s].request(env) for s in waiting])
+        try:
+            replies = policy.act([live[s].request(env) for s in waiting])
+        except SlotsLost as exc:  # a policy that reads the envs (the re-planning expert)
+            lost(exc)
+            continue
         if len(replies) != len(waiting):
             raise RuntimeError(f"policy {policy.name!r} answered {len(replies)} of {len(waiting)} requests")
         moves = []
@@ -179,10 +210,16 @@ def run_episodes(policy: Policy, env: str, episodes: Iterable[Episode], slots: E
             if action is None:  # unparsable: the raw text is the (invalid) action
                 thought, action = "", reply
             moves.append((s, thought, action))
-        for (s, thought, action), outcome in zip(moves, slots.step([(s, a) for s, _, a in moves])):
+        try:
+            outcomes = slots.step([(s, a) for s, _, a in moves])
+        except SlotsLost as exc:
+            outcomes = exc.results
+            lost(exc)
+        for (s, thought, action), outcome in zip(moves, outcomes):
             ep = live[s]
+            if outcome is None:  # its slot was lost: it starts over
+                continue
             ep.record(thought, action, outcome)
             if ep.over:
-                live[s] = None
-                on_end(ep)
+                end(s, ep)
     return True

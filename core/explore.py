@@ -33,8 +33,8 @@ from core.agents.registry import SCRIPTED, make_policy
 from core.agents.scripted import RandomPolicy
 from core.agents.server import server_urls
 from core.console import plural
-from core.env_slots import LocalSlots
-from core.envs.base import Env, StepResult, known_env, list_envs, parse_env_name
+from core.env_slots import Pool, SlotPlanner, open_slots
+from core.envs.base import known_env, list_envs, parse_env_name
 from core.episodes import DEFAULT_BATCH, Episode, episode_slots, run_episodes
 from core.errors import UserError
 from core.mcts import run_mcts
@@ -49,10 +49,6 @@ NOISE = 0.25  # the noisy expert's noise, as the pipeline's quick explorer
 SOURCE = "explore"
 JOB_KIND = "explore"
 GROW_ATTEMPTS = 3
-
-
-class ReplayMismatch(UserError):
-    """Replaying a node's prefix gave another observation than the stored one."""
 
 
 @dataclass
@@ -73,6 +69,11 @@ class ExploreSpec:
     seed: int = 0
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     server: str | None = None  # completions servers of a model policy (`core.agents.server`)
+    pool: Pool = field(default_factory=Pool)  # where the continuations' envs live (`core.env_slots`)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pool, dict):  # read back from a job's config
+            self.pool = Pool(**self.pool)
 
     @property
     def tree_id(self) -> str:
@@ -107,6 +108,7 @@ class ExploreSpec:
             if self.policy in SCRIPTED:
                 raise UserError(f"a model server runs a model; policy {self.policy!r} is scripted "
                                 "(clear the server or pick a model)")
+        self.pool.check()
         self.samplings()
 
 
@@ -151,47 +153,20 @@ def load_node(store: Store, env: str, task_id: str, node: int) -> tuple[Tree, Tr
     return tree, trajs[0], int(tree.depth[node])
 
 
-def replay_steps(env: Env, traj: Trajectory, depth: int, node: int) -> tuple[str, str, StepResult | None]:
-    """Reset `env` to the trajectory's task and play its first `depth` actions, checking every
-    observation against the stored one. Returns (first observation, instruction, the last step's
-    result: None at the root). ReplayMismatch names the first step that differs."""
-    obs0, instruction = env.reset(traj.task_id)
-    stored0 = (traj.meta or {}).get("initial_observation")
-    if stored0 is not None and not env.same_observation(stored0, obs0):
-        raise ReplayMismatch(f"replaying node {node}: the first observation of task {traj.task_id} differs from "
-                             f"the stored one (trajectory {traj.traj_id}); the env is not deterministic there")
-    res = None
-    for i, step in enumerate(traj.steps[:depth]):
-        res = env.step(step.action)
-        if not env.same_observation(step.observation, res.observation):
-            raise ReplayMismatch(
-                f"replaying node {node}: step {i + 1} ({step.action!r}) answered another observation than "
-                f"the stored trajectory {traj.traj_id}; the env is not deterministic there")
-    return obs0, instruction, res
-
-
-def replay_prefix(env: Env, traj: Trajectory, depth: int, node: int) -> tuple[str, str, list[str] | None]:
-    """`replay_steps`, for a node to continue from: returns (first observation, instruction, valid
-    actions now); UserError when the episode is over at the node."""
-    obs0, instruction, last = replay_steps(env, traj, depth, node)
-    if last is not None and last.done:
-        raise UserError(f"node {node} ends its episode (step {depth}); pick a node above it to explore from")
-    return obs0, instruction, env.valid_actions()
-
-
 # -- policies --------------------------------------------------------------------------------------
 
 class ReplanningExpert(Policy):
     """The env's expert from the current state of each episode (`Env.replan`), optionally noisy:
     with probability `noise x temperature` a random valid action instead (greedy is pure expert).
-    `envs` maps each request's episode seed to its live env (set by `explore` as episodes start)."""
+    `envs` maps each request's episode seed to its env slot's planner (set by `explore` as episodes
+    start; the env may live in a worker)."""
 
     batched = False
 
     def __init__(self, noise: float = 0.0, seed: int = 0) -> None:
         self.name = "noisy-expert" if noise else "expert"
         self.noise, self.seed, self.random = noise, seed, RandomPolicy(seed)
-        self.envs: dict[int, Env] = {}
+        self.envs: dict[int, SlotPlanner] = {}
 
     def act(self, requests: list[Request]) -> list[str]:
         out = []
@@ -248,16 +223,16 @@ def explore_nodes(store: Store, specs: Sequence[ExploreSpec], *, progress: Progr
                   should_stop: Callable[[], bool] | None = None) -> list[ExploreResult]:
     """`explore` for several nodes with one policy: their continuations share the episode runner,
     so a model answers episodes of different nodes (and tasks) in one batch. Every spec gets its
-    own run; the specs must agree on env, policy, server, env arguments and seed. Returns one result per
-    spec, in order."""
+    own run; the specs must agree on env, policy, server, env arguments, seed and pool. Returns one
+    result per spec, in order."""
     if not specs:
         return []
     first = specs[0]
     for spec in specs:
         spec.check()
-        if (spec.env, spec.policy, spec.server, spec.env_kwargs, spec.seed) != \
-                (first.env, first.policy, first.server, first.env_kwargs, first.seed):
-            raise UserError("explore_nodes takes nodes of one env, policy, server, env arguments and seed")
+        if (spec.env, spec.policy, spec.server, spec.env_kwargs, spec.seed, spec.pool) != \
+                (first.env, first.policy, first.server, first.env_kwargs, first.seed, first.pool):
+            raise UserError("explore_nodes takes nodes of one env, policy, server, env arguments, seed and pool")
     nodes = []
     for spec in specs:
         g, source, depth = load_node(store, spec.env, spec.task_id, spec.node)
@@ -271,7 +246,7 @@ def explore_nodes(store: Store, specs: Sequence[ExploreSpec], *, progress: Progr
                                     "max_steps": n.spec.max_steps, "seed": n.spec.seed,
                                     "env_kwargs": n.spec.env_kwargs}))
     # every slot's env replays a prefix again for each continuation it runs
-    slots = LocalSlots(first.env, first.env_kwargs)
+    slots = open_slots(first.env, first.env_kwargs, first.pool)
     episodes, owner = [], {}
     for n in nodes:
         for seq, s in enumerate(n.spec.samplings()):
@@ -283,19 +258,20 @@ def explore_nodes(store: Store, specs: Sequence[ExploreSpec], *, progress: Progr
     try:
         # one node: all K at once (where the env allows); several: a generation batch of them
         batch = max(first.k, min(total, DEFAULT_BATCH))
-        width = min(episode_slots(first.env, batched=policy.batched, default=batch), total)
+        width = min(episode_slots(first.env, first.pool.workers, batched=policy.batched, default=batch), total)
 
         def start(items: list[tuple[int, Episode]]) -> None:
-            for s, ep in items:
-                n, env = owner[id(ep)], slots.env(s)
-                obs0, instruction, valid = replay_prefix(env, n.source, n.depth, n.spec.node)
-                ep.begin(n.spec.env, instruction, obs0, env.max_steps(n.spec.task_id), valid,
+            starts = slots.replay([(s, (owner[id(ep)].source, owner[id(ep)].depth, owner[id(ep)].spec.node))
+                                   for s, ep in items])
+            for (s, ep), (obs0, instruction, limit, valid) in zip(items, starts):
+                n = owner[id(ep)]
+                ep.begin(n.spec.env, instruction, obs0, limit, valid,
                          max_steps=n.spec.max_steps, prefix=n.source.steps[:n.depth])
                 # stored as the source trajectory has them (an imported one may word them otherwise)
                 ep.instruction = n.source.instruction
                 ep.initial_observation = (n.source.meta or {}).get("initial_observation", "")
                 if isinstance(policy, ReplanningExpert):
-                    policy.envs[ep.seed] = env
+                    policy.envs[ep.seed] = slots.planner(s)
                 say(done, total, f"replayed {plural(n.depth, 'step')} to node {n.spec.node} of {n.spec.tree_id}")
 
         def on_end(ep: Episode) -> None:

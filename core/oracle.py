@@ -1,7 +1,7 @@
 """True values of tree nodes, by the env's expert (an oracle of what a node is really worth).
 
 For every node of a stored tree: replay the node's action prefix (the first stored trajectory
-through it) in a fresh env of the task, checking every observation (`core.explore.replay_steps`),
+through it) in a fresh env of the task, checking every observation (`core.node_replay.replay_steps`),
 then let the env's expert play from that state within the steps left (`max_steps(task) -
 depth`), re-planning before every step (`Env.replan`). The node's outcome:
 
@@ -36,7 +36,7 @@ import numpy as np
 from core.console import plural
 from core.envs.base import Env, env_class, make_env
 from core.errors import UserError
-from core.explore import ReplayMismatch, replay_steps
+from core.node_replay import ReplayMismatch, replay_steps
 from core.store import Store
 from core.trajectory import Trajectory
 from core.tree_data import NO_STEPS, Tree, normalize_action

@@ -21,7 +21,8 @@ from typing import Any
 from core.envs.base import Env, make_env, parse_env_name
 from core.episodes import Episode
 from core.errors import UserError
-from core.explore import grow_tree, load_node, replay_prefix
+from core.explore import grow_tree, load_node
+from core.node_replay import replay_prefix
 from core.store import Store
 from core.trajectory import Run, Step, new_id
 

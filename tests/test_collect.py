@@ -205,3 +205,39 @@ def test_random_policy_without_valid_actions_clicks_a_word_it_saw() -> None:
                         valid_actions=["search[...]"])
     words = RandomPolicy().act([templated])[0].split("Action: search[")[1].rstrip("]").split()
     assert 1 <= len(words) <= 4 and set(words) <= {"buy", "a", "red", "hat"}
+
+
+def test_a_pool_that_cannot_run_is_one_line(store, monkeypatch) -> None:
+    import sys
+
+    from core.env_slots import Pool, open_slots
+
+    for pool, says in ((Pool(2, "local"), "--executor local runs one env worker"),
+                       (Pool(1, "process", "head:6379"), "--ray-address needs --executor ray"),
+                       (Pool(1, "gpu"), "unknown executor 'gpu'"), (Pool(1, recycle=-1), "--recycle must be >= 0")):
+        with pytest.raises(UserError, match=says):
+            collect(store, "shop", RandomPolicy(), TASKS[:1], pool=pool, progress=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    monkeypatch.delitem(sys.modules, "core.ray_slots", raising=False)
+    with pytest.raises(UserError, match=r"^--executor ray needs Ray: pip install 'w2stree\[ray\]'$"):
+        open_slots("shop", {}, Pool(2, "ray"))
+    assert main(["collect", "--env", "shop", "--policy", "expert", "--tasks", "2", "--workers", "2",
+                 "--executor", "ray"]) == 2
+    assert store.trajectory_index().empty  # nothing ran, nothing stored
+
+
+def test_recycling_rebuilds_the_env_and_keeps_the_episodes(store) -> None:
+    from core.env_slots import LocalSlots, Pool
+
+    plain = collect(store, "shop", ExpertPolicy("shop"), TASKS, batch_size=2, progress=False)
+    recycled = collect(store, "shop", ExpertPolicy("shop"), TASKS, batch_size=2, pool=Pool(recycle=2),
+                       progress=False)
+    assert _episodes(store, plain.run_id) == _episodes(store, recycled.run_id)
+    slots = LocalSlots("shop", {}, recycle=2)
+    first = slots.env(0)
+    slots.reset([(0, TASKS[0])])
+    slots.reset([(0, TASKS[1])])
+    assert slots.env(0) is first and slots.envs.rebuilt == 0
+    slots.reset([(0, TASKS[2])])  # the third episode of slot 0: a fresh env
+    assert slots.env(0) is not first and slots.envs.rebuilt == 1
+    slots.close()

@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.envs import UnknownEnvError, canonical_env_name
 from core.names import full_model_name
 from core.paths import default_db
 from core.store import Store
+
+if TYPE_CHECKING:
+    from core.env_slots import Pool
 
 DB_HELP = "DuckDB store (default: $W2STREE_DB, else w2stree.duckdb in $W2STREE_HOME or ./data)"
 
@@ -85,3 +89,28 @@ def model_arg(store: Store, name: str | None, env: str | None = None) -> str | N
         return name
     print(f"w2stree: {name} is {found[0]} ({found[1]})", file=sys.stderr, flush=True)
     return found[0]
+
+
+def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add where the env slots live (`core.env_slots.Pool`): `--workers W --executor
+    local|process|ray [--ray-address ADDR] [--recycle K]`."""
+    parser.add_argument("--workers", type=COUNT, default=1, metavar="W",
+                        help="env workers: processes or Ray actors (default 1)")
+    parser.add_argument("--executor", choices=("local", "process", "ray"), default=None,
+                        help="where the envs run: local (this process, the default for one worker), process "
+                             "(the default for several), ray (actors; pip install 'w2stree[ray]')")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="the Ray cluster to run on (e.g. ray://head:10001 or head:6379; default: start "
+                             "Ray on this machine for the run)")
+    parser.add_argument("--recycle", type=int_in(0), default=None, metavar="K",
+                        help="rebuild each env instance after K episodes (0 = never; default 500 for sciworld, "
+                             "whose JVM grows, else never)")
+
+
+def pool_from_args(args: argparse.Namespace) -> Pool:
+    """The `core.env_slots.Pool` of `add_pool_arguments`' flags, checked (UserError on a bad mix)."""
+    from core.env_slots import Pool
+
+    pool = Pool(args.workers, args.executor, args.ray_address, args.recycle)
+    pool.check()
+    return pool

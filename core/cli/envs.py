@@ -2,7 +2,8 @@
 
     w2stree collect --env ENV --policy {expert,random,noisy-expert,MODEL} [--server URL[,URL...]] [--split train]
                     [--tasks N | --task-ids ID ...] [--schedule paper | --samples K
-                    --temperature T --top-p P] [--max-steps S] [--workers W] [--batch-size B]
+                    --temperature T --top-p P] [--max-steps S] [--batch-size B]
+                    [--workers W] [--executor local|process|ray] [--ray-address ADDR] [--recycle K]
                     [--resume RUN_ID] [--seed S] [--env-arg KEY=VALUE ...] [--source collect|eval]
                     [--shard I/N] [--spool FILE]
     w2stree replay  [--env ENV] [--limit N]
@@ -17,7 +18,15 @@ from typing import Any
 
 from core.agents.base import PAPER_SCHEDULE, Sampling
 from core.agents.registry import make_policy
-from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
+from core.cli.context import (
+    COUNT,
+    NONNEGATIVE,
+    add_pool_arguments,
+    env_arg,
+    model_arg,
+    open_store,
+    pool_from_args,
+)
 from core.collect import collect, parse_shard
 from core.console import plural
 from core.envs import canonical_env_name
@@ -47,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-steps", type=COUNT, metavar="S", help="step limit (default: the env's)")
-    p.add_argument("--workers", type=COUNT, default=1, metavar="W", help="env worker processes (default 1)")
+    add_pool_arguments(p)
     p.add_argument("--batch-size", type=COUNT, metavar="B",
                    help="episodes run in lockstep, one env each (default 32; sciworld 4 per worker)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run, skipping finished episodes")
@@ -111,6 +120,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     world = env_with_args(args.env, env_kwargs)
     schedule = schedule_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None
+    pool = pool_from_args(args)
     store = None if args.spool else open_store(args)  # a spooling collector may run where no store is
     if args.task_ids:
         task_ids = args.task_ids
@@ -122,7 +132,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
                          env_kwargs=env_kwargs, server=args.server)
     try:
         res = collect(store, world, policy, task_ids, schedule, max_steps=args.max_steps,
-                      workers=args.workers, batch_size=args.batch_size, source=args.source,
+                      pool=pool, batch_size=args.batch_size, source=args.source,
                       run_id=args.resume, resume=bool(args.resume), env_kwargs=env_kwargs, seed=args.seed,
                       shard=shard, spool=args.spool)
     finally:

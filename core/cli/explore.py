@@ -3,6 +3,7 @@
     w2stree explore --env ENV --task ID --node N --policy P [--server URL[,URL...]] [-k K]
                     [--schedule paper | --temperature T --top-p P] [--max-steps S]
                     [--seed S] [--env-arg KEY=VALUE ...] [--detach]
+                    [--workers W] [--executor local|process|ray] [--ray-address ADDR] [--recycle K]
     w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb|pair-check] [-k K]
                  [--per-tree M] [--max-steps S] [--seed S] [--detach]
 """
@@ -11,7 +12,15 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
+from core.cli.context import (
+    COUNT,
+    NONNEGATIVE,
+    add_pool_arguments,
+    env_arg,
+    model_arg,
+    open_store,
+    pool_from_args,
+)
 from core.cli.envs import env_with_args, parse_env_args
 from core.explore import ExploreSpec, explore
 from core.explore_job import start_job as start_explore_job
@@ -46,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="environment constructor argument (repeatable)")
     p.add_argument("--detach", action="store_true",
                    help="run as a background job (follow it with `w2stree jobs show JOB`)")
+    add_pool_arguments(p)
     p.set_defaults(func=cmd_explore)
 
     g = sub.add_parser("grow", help="spend a budget of episodes where the trees' decisions are undecided",
@@ -75,7 +85,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     world = env_with_args(args.env, env_kwargs)
     spec = ExploreSpec(env=world, task_id=args.task, node=args.node, policy=model_arg(store, args.policy, world),
                        k=args.k, schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
-                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs, server=args.server)
+                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs, server=args.server,
+                       pool=pool_from_args(args))
     if args.detach:
         print(f"started job {start_explore_job(spec, store)}; follow it with `w2stree jobs show`")
         return 0
