@@ -39,9 +39,9 @@ def rollout(pool, tasks: list[str], episodes: int, max_steps: int, policy,
     expert episodes, one env per worker, after `warm` untimed episodes per worker. Env CPU: the
     actors with their JVMs (Ray), else this process's children (JVMs, worker processes)."""
     from core.agents.base import Sampling
-    from core.env_slots import open_slots
     from core.episodes import Episode, reset_starter, run_episodes
     from core.ray_slots import RaySlots, process_tree_usage
+    from core.slot_pools import open_slots
 
     slots = open_slots(ENV, {}, pool)
     width = pool.workers

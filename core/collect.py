@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Policy, Sampling
 from core.console import plural
-from core.env_slots import Pool, open_slots
+from core.env_slots import Pool
 from core.envs.base import UnknownEnvError, canonical_env_name, known_env, list_envs
 from core.episodes import Episode, episode_slots, reset_starter, run_episodes
 from core.errors import UserError
+from core.slot_pools import open_slots
 from core.spool import Spool, spooled_run
 from core.trajectory import Run, Trajectory, new_id
 

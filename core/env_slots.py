@@ -337,22 +337,3 @@ def by_host(ops: list[Op], n: int) -> dict[int, list[int]]:
     for i, (slot, _, _) in enumerate(ops):
         out.setdefault(slot % n, []).append(i)
     return out
-
-
-def open_slots(env_name: str, env_kwargs: dict[str, Any], pool: Pool | int = 1) -> EnvSlots:
-    """Env slots of `env_name` in `pool` (a worker count: in this process for 1, else in that
-    many worker processes). `--executor ray` without Ray installed is one UserError line."""
-    pool = pool if isinstance(pool, Pool) else Pool(pool)
-    pool.check()
-    recycle = default_recycle(env_name) if pool.recycle is None else pool.recycle
-    if pool.kind == "local":
-        return LocalSlots(env_name, env_kwargs, recycle)
-    if pool.kind == "process":
-        return ProcessSlots(env_name, env_kwargs, pool.workers, recycle)
-    try:
-        from core.ray_slots import RaySlots
-    except ModuleNotFoundError as exc:
-        if exc.name != "ray":
-            raise
-        raise UserError("--executor ray needs Ray: pip install 'w2stree[ray]'") from None
-    return RaySlots(env_name, env_kwargs, pool.workers, address=pool.ray_address, recycle=recycle)

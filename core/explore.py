@@ -33,12 +33,13 @@ from core.agents.registry import SCRIPTED, make_policy
 from core.agents.scripted import RandomPolicy
 from core.agents.server import server_urls
 from core.console import plural
-from core.env_slots import Pool, SlotPlanner, open_slots
+from core.env_slots import Pool, SlotPlanner
 from core.envs.base import known_env, list_envs, parse_env_name
 from core.episodes import DEFAULT_BATCH, Episode, episode_slots, run_episodes
 from core.errors import UserError
 from core.mcts import run_mcts
 from core.names import env_option, stored_world_hint
+from core.slot_pools import open_slots
 from core.state_merge import store_spliced, unfold
 from core.store import StaleTreeError, Store
 from core.trajectory import Run, Trajectory, new_id

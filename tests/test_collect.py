@@ -210,7 +210,8 @@ def test_random_policy_without_valid_actions_clicks_a_word_it_saw() -> None:
 def test_a_pool_that_cannot_run_is_one_line(store, monkeypatch) -> None:
     import sys
 
-    from core.env_slots import Pool, open_slots
+    from core.env_slots import Pool
+    from core.slot_pools import open_slots
 
     for pool, says in ((Pool(2, "local"), "--executor local runs one env worker"),
                        (Pool(1, "process", "head:6379"), "--ray-address needs --executor ray"),

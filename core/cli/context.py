@@ -11,15 +11,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from core.env_slots import Pool
 from core.envs import UnknownEnvError, canonical_env_name
 from core.names import full_model_name
 from core.paths import default_db
 from core.store import Store
-
-if TYPE_CHECKING:
-    from core.env_slots import Pool
 
 DB_HELP = "DuckDB store (default: $W2STREE_DB, else w2stree.duckdb in $W2STREE_HOME or ./data)"
 
@@ -109,8 +106,6 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pool_from_args(args: argparse.Namespace) -> Pool:
     """The `core.env_slots.Pool` of `add_pool_arguments`' flags, checked (UserError on a bad mix)."""
-    from core.env_slots import Pool
-
     pool = Pool(args.workers, args.executor, args.ray_address, args.recycle)
     pool.check()
     return pool
