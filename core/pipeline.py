@@ -66,7 +66,7 @@ from typing import Any
 import pandas as pd
 
 from core import stages
-from core.agents.base import PAPER_SCHEDULE, Sampling
+from core.agents.base import PAPER_SCHEDULE, sampling_schedule
 from core.envs.base import env_slug, select_tasks
 from core.envs.shop import TINY_WORLD
 from core.errors import UserError
@@ -161,19 +161,6 @@ SCALES: dict[str, Scale] = {
 
 # -- small helpers ---------------------------------------------------------------------------------
 
-def schedule_for(k: int) -> tuple[Sampling, ...]:
-    """K decoding settings: the paper schedule's first K; beyond 4, its sampled settings again
-    under new labels (each label draws its own samples)."""
-    if k < 1:
-        raise UserError(f"trajectories per task must be at least 1 (got {k})")
-    out = list(PAPER_SCHEDULE[:k])
-    sampled = [s for s in PAPER_SCHEDULE if not s.greedy]
-    for i in range(k - len(out)):
-        s = sampled[i % len(sampled)]
-        out.append(Sampling(s.temperature, s.top_p, f"{s.name()}-{i // len(sampled) + 2}"))
-    return tuple(out)
-
-
 def suffix(seed: int, k: int | None) -> str:
     """Name suffix of a run: `-s<seed>` plus `-k<K>` when K is swept."""
     return f"-s{seed}" + (f"-k{k}" if k is not None else "")
@@ -239,7 +226,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
         if not ks:
             raise UserError("--trajs-per-task got no values")
     for k in ks:
-        schedule_for(k)  # validates K
+        sampling_schedule(k)  # validates K
     store = store if store is not None else Store()
     rep = Reporter(progress)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
@@ -349,7 +336,7 @@ class SeedRun:
         experts = stages.demonstrations(self.store, self.env, [t for t in self.explore_ids if t in demo_set])
         rows: list[dict[str, Any]] = []
         for ki, k in enumerate(self.ks):
-            labels = {s.name() for s in schedule_for(k)}
+            labels = {s.name() for s in sampling_schedule(k)}
             trajs = [t for t in explored if t.meta.get("sampling") in labels]
             kdir = self.folder / f"k{k}"
             kdir.mkdir(exist_ok=True)
@@ -382,7 +369,7 @@ class SeedRun:
         later = [m for m in BASELINES if m.start not in bases]
         explore = Unit("explore", stage=stages.run_policy, deps=("train SFT-weak",), reusable=True, kwargs=dict(
             env=env, policy=cfg.explorer or str(weak_sft), task_ids=self.explore_ids,
-            schedule=schedule_for(k_max), label=cfg.explorer or self.sft_model("weak"), seed=seed,
+            schedule=sampling_schedule(k_max), label=cfg.explorer or self.sft_model("weak"), seed=seed,
             max_steps=cfg.max_steps, batch_size=cfg.gen_batch))
         rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
                                  f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")

@@ -11,7 +11,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from core.cli.context import add_db_argument, open_store
+from core.cli.context import add_db_argument, add_renamed_flag, open_store
 from core.errors import UserError
 from core.processes import reap_ended_children
 from core.store import Store
@@ -116,7 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "up":
             p.add_argument("--no-serve", action="store_true",
                            help="only fill the store; do not start the dashboard")
-            p.add_argument("--scale", "--preset", dest="scale", choices=("tiny", "quick"), default="tiny",
+            p.add_argument("--scale", choices=("tiny", "quick"), default="tiny",
                            help="pipeline scale: tiny (the experiment, default) or quick (a smoke-test "
-                                "size that fills every page in a few minutes); --preset is its earlier name")
+                                "size that fills every page in a few minutes)")
+            add_renamed_flag(p, "--preset", "--scale")
         p.set_defaults(func=func)
