@@ -122,7 +122,8 @@ def test_cli_refuses_an_empty_store(store, capsys) -> None:
 
 @pytest.mark.slow
 def test_pipeline_growth_adds_to_the_trees_only(store, tmp_path) -> None:
-    from core.pipeline import Scale, training_files
+    from core.pipeline import training_files
+    from core.scales import Scale
     from core.work import Reporter
 
     tasks = ["train_0", "train_1", "train_2"]
