@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Sampling
 from core.agents.registry import make_policy
-from core.envs.base import make_env, select_tasks
+from core.envs.base import EnvSpec, select_tasks
 from core.evaluate import EvalResult, evaluate
 from core.mcts import run_mcts_all
 from core.pairs import eto_pairs, tree_pairs
@@ -53,9 +53,8 @@ Tick = Callable[[int], None]  # called with the number of trees just handled (a 
 
 def split_tasks(env: str, split: str = "train", tasks: int | None = None,
                 task_ids: Sequence[str] | None = None) -> list[str]:
-    """`select_tasks` on the env called `env` (opened and closed here)."""
-    with make_env(env) as e:
-        return select_tasks(e, split, tasks, task_ids)
+    """`select_tasks` on the env called `env` (opened and closed here): `EnvSpec.tasks`."""
+    return EnvSpec.parse(env, split).tasks(tasks, task_ids)
 
 
 def expert_trajectories(store: Store, env: str | None = None, task: str | None = None) -> list[Trajectory]:
