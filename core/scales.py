@@ -16,6 +16,7 @@ from typing import Any
 
 from core.envs.shop import TINY_WORLD
 from core.methods import ExperimentMethod
+from core.settings import GrowSettings, MCTSSettings
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,12 @@ class Scale:
     # SFT-continued (SFT-strong trained further on its expert rows); None: the DPO stage's steps,
     # learning rate and batch (`continued_budget`), the compute-matched control
     continued: dict[str, Any] | None = None
-    mcts_iterations: int = 1000
+    mcts_iterations: int = MCTSSettings.iterations  # the default search (core.settings)
     # targeted growth (`core.grow`, off by default: the paper's method): after the exploration, this
     # many more episodes by the explorer from the nodes `grow_rule` picks; they enter the trees
     # (TreeDPO and MCTS), not the ETO pairs nor W2S-SFT's successes, which stay as released
     grow_budget: int = 0
-    grow_rule: str = "deepest-failure"
+    grow_rule: str = GrowSettings.rule
     max_pairs: int | None = None  # random subset of the TreeDPO / ETO pairs (bounds DPO time)
     gen_batch: int = 16  # episodes per generate call
     explorer: str = ""  # "" = the SFT-weak model (the method); else a policy name (core.agents.registry)
