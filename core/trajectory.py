@@ -14,17 +14,9 @@ def new_id(prefix: str = "") -> str:
 
 def tree_id(env: str, task_id: str) -> str:
     """The id of the tree of task `task_id` of env `env` (its canonical name): `<env>/<task id>`,
-    the one way a tree id is made (`parse_tree_id` reads it back)."""
+    the one way a tree id is made. Nothing parses one back: a tree, its nodes and its pairs carry
+    `env` and `task_id` beside it."""
     return f"{env}/{task_id}"
-
-
-def parse_tree_id(tree: str) -> tuple[str, str]:
-    """(env, task id) of a tree id made by `tree_id`. An env name holds no `/` (a registry name and
-    `?key=value` parameters), a task id may: the id splits at its first `/`."""
-    env, sep, task_id = tree.partition("/")
-    if not sep or not env:
-        raise ValueError(f"{tree!r} is not a tree id (<env>/<task id>)")
-    return env, task_id
 
 
 @dataclass
