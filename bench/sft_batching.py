@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ENV = "shop?n_products=200&n_categories=10"  # the tiny scale's world (core.pipeline.SCALES)
+ENV = "shop?n_products=200&n_categories=10"  # the tiny scale's world (core.scales.SCALES)
 
 
 def padding_ratio(trainer, batches: int) -> float:

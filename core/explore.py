@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.agents.base import PAPER_SCHEDULE, Policy, Request, Sampling
+from core.agents.base import Policy, Request
 from core.agents.prompt import format_assistant
 from core.agents.registry import SCRIPTED, make_policy
 from core.agents.scripted import RandomPolicy
@@ -39,10 +39,11 @@ from core.episodes import DEFAULT_BATCH, Episode, episode_slots, run_episodes
 from core.errors import UserError
 from core.mcts import run_mcts
 from core.names import env_option, stored_world_hint
+from core.settings import ExploreSettings, MCTSSettings, TreeSettings
 from core.slot_pools import open_slots
 from core.state_merge import store_spliced, unfold
 from core.store import StaleTreeError, Store
-from core.trajectory import Run, Trajectory, new_id
+from core.trajectory import Run, Trajectory, new_id, tree_id
 from core.tree import build_tree
 from core.tree_data import Tree
 
@@ -53,21 +54,14 @@ GROW_ATTEMPTS = 3
 
 
 @dataclass
-class ExploreSpec:
-    """What to explore: a node of the tree of (env, task_id), a policy, K continuations and their
-    sampling (`schedule="paper"`, else K samples at (temperature, top_p)), a step budget after
-    the node (None: the env's own limit)."""
+class ExploreSpec(ExploreSettings):
+    """What to explore: a node of the tree of (env, task_id) and a policy, with the exploration
+    settings (`core.settings.ExploreSettings`: K, sampling, step budget, seed)."""
 
     env: str
     task_id: str
     node: int
     policy: str = "expert"
-    k: int = 4
-    schedule: str | None = None
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_steps: int | None = None
-    seed: int = 0
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     server: str | None = None  # completions servers of a model policy (`core.agents.server`)
     pool: Pool = field(default_factory=Pool)  # where the continuations' envs live (`core.env_slots`)
@@ -78,30 +72,12 @@ class ExploreSpec:
 
     @property
     def tree_id(self) -> str:
-        return f"{self.env}/{self.task_id}"
-
-    def samplings(self) -> list[Sampling]:
-        """One sampling setting per continuation, with distinct names: the paper schedule cycled
-        to K, or K samples of one setting."""
-        if self.k < 1:
-            raise UserError(f"explore needs K >= 1 continuations, got {self.k}")
-        if self.schedule not in (None, "paper"):
-            raise UserError(f"unknown schedule {self.schedule!r}; use paper, or a temperature and top-p")
-        if self.schedule is None and (self.temperature < 0 or not 0 < self.top_p <= 1):
-            raise UserError("need temperature >= 0 and 0 < top-p <= 1")
-        base = list(PAPER_SCHEDULE) if self.schedule == "paper" else [Sampling(self.temperature, self.top_p)]
-        out = []
-        for i in range(self.k):
-            s = base[i % len(base)]
-            out.append(s if self.k <= len(base) else Sampling(s.temperature, s.top_p, f"{s.name()}#{i}"))
-        return out
+        return tree_id(self.env, self.task_id)
 
     def check(self) -> None:
         """UserError on a bad field, before anything runs."""
         if not known_env(self.env):
             raise UserError(f"unknown env {self.env!r}; available: {', '.join(list_envs())}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
         if not self.policy.strip():
             raise UserError(f"name a policy: {', '.join(SCRIPTED)} or a registered model")
         if self.server:
@@ -109,8 +85,8 @@ class ExploreSpec:
             if self.policy in SCRIPTED:
                 raise UserError(f"a model server runs a model; policy {self.policy!r} is scripted "
                                 "(clear the server or pick a model)")
+        super().check()
         self.pool.check()
-        self.samplings()
 
 
 @dataclass
@@ -138,18 +114,18 @@ class ExploreResult:
 def load_node(store: Store, env: str, task_id: str, node: int) -> tuple[Tree, Trajectory, int]:
     """(the stored tree, the first trajectory through `node`, the node's depth); UserError when
     the tree or the node does not exist."""
-    tree_id = f"{env}/{task_id}"
+    name = tree_id(env, task_id)
     try:
-        tree = store.load_tree(tree_id)
+        tree = store.load_tree(name)
     except KeyError:
-        raise UserError(f"no tree {tree_id!r}; build it with `w2stree tree {env_option(env)} --task "
+        raise UserError(f"no tree {name!r}; build it with `w2stree tree {env_option(env)} --task "
                         f"{shlex.quote(task_id)}`{stored_world_hint(store, env)}") from None
     if not 0 <= node < tree.n_nodes:
-        raise UserError(f"tree {tree_id} has no node {node}; its nodes are 0-{tree.n_nodes - 1}")
+        raise UserError(f"tree {name} has no node {node}; its nodes are 0-{tree.n_nodes - 1}")
     ids = tree.traj_ids[tree.trajs[node]].tolist()
     trajs = store.trajectories(traj_ids=ids[:1]) if ids else []
     if not trajs:
-        raise UserError(f"tree {tree_id} records no stored trajectory through node {node}; rebuild it "
+        raise UserError(f"tree {name} records no stored trajectory through node {node}; rebuild it "
                         "with `w2stree tree`")
     return tree, trajs[0], int(tree.depth[node])
 
@@ -319,33 +295,32 @@ def explore_nodes(store: Store, specs: Sequence[ExploreSpec], *, progress: Progr
 def grow_tree(store: Store, env: str, task_id: str, traj_ids: Sequence[str]) -> tuple[list[int], int]:
     """Add stored trajectories `traj_ids` to the tree of (env, task_id) in place (`Tree.extend`:
     every old node keeps its id, the other trees are not touched), rerun its MCTS with the tree's
-    own rule, iterations and c (1000 iterations if it had none) and save it in one write. A tree of
-    the semantic or the state rule cannot grow in place and is rebuilt from all its trajectories
-    (the state rule's state paths unfolded again with the new ones, spliced paths stored). Returns
-    (the new node ids, the tree's node count)."""
-    tree_id = f"{env}/{task_id}"
+    own rule, iterations and c (`MCTSSettings.of_tree`: the defaults where it has none) and save it in one
+    write. A tree of the semantic or the state rule cannot grow in place and is rebuilt from all its
+    trajectories (the state rule's state paths unfolded again with the new ones, spliced paths
+    stored). Returns (the new node ids, the tree's node count)."""
     for attempt in range(1, GROW_ATTEMPTS + 1):
         try:
-            old = store.load_tree(tree_id)
+            old = store.load_tree(tree_id(env, task_id))
         except KeyError:
             old = None
-        n_old, settings = (old.n_nodes, dict(old.settings)) if old is not None else (0, {})
+        n_old = old.n_nodes if old is not None else 0
+        settings = dict(old.settings) if old is not None else {}
         if old is not None and old.merge not in ("semantic", "state"):
             tree = old
             tree.extend(store.trajectories(traj_ids=list(traj_ids)))
         else:
             ids = list(dict.fromkeys([*(old.traj_ids.tolist() if old is not None else []), *traj_ids]))
+            built = TreeSettings.of_tree(old.merge if old else None, settings)
             trajs = store.trajectories(traj_ids=ids)
-            if old is not None and old.merge == "state":
+            if built.merge == "state":
                 trajs = unfold(trajs).paths
                 store_spliced(store, trajs)
-            tree = build_tree(trajs, merge=old.merge if old else "action",
-                              threshold=float(settings.get("threshold", 0.9)))
+            tree = build_tree(trajs, merge=built.merge, threshold=built.threshold)
             if old is not None:
                 tree.version = old.version
-        mcts = settings.get("mcts") or {}
-        run_mcts(tree, iterations=int(mcts.get("iterations") or 1000), c=float(mcts.get("c", 1.41)),
-                 rule=mcts.get("rule", "uct"))
+        mcts = MCTSSettings.of_tree(settings)
+        run_mcts(tree, iterations=mcts.iterations, c=mcts.c, rule=mcts.rule)
         try:
             store.save_trees([tree])
         except StaleTreeError:  # another process saved the tree meanwhile: grow its new version

@@ -24,12 +24,11 @@ a state where the episode went on, and that leave at least one step before the e
   visits, as in `core.mcts`): little-visited nodes of promising branches first.
 
 The nodes of all trees are ranked together; a tree gives at most `per_tree` nodes, and
-`budget // k` nodes are explored.
+`budget // k` nodes are explored. The settings are `core.settings.GrowSettings`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,35 +37,9 @@ import numpy as np
 from core.console import plural
 from core.errors import UserError
 from core.explore import ExploreResult, ExploreSpec, explore_nodes
+from core.settings import GrowSettings
 from core.store import Store
 from core.tree_data import Tree
-
-RULES = ("deepest-failure", "value-drop", "ucb", "pair-check")
-
-
-@dataclass(frozen=True)
-class GrowSettings:
-    """How much to grow and where (module docstring)."""
-
-    budget: int  # new episodes in all
-    rule: str = "deepest-failure"  # one of RULES
-    k: int = 4  # continuations per chosen node, with the paper's schedule (greedy + 3 sampled)
-    per_tree: int = 1  # at most this many chosen nodes per tree
-    max_steps: int = 10  # the episode cap: a continuation gets the steps its node leaves
-    c: float = 1.41  # the ucb rule's exploration constant
-    seed: int = 0
-
-    def check(self) -> None:
-        """UserError on a bad field, before anything runs."""
-        if self.rule not in RULES:
-            raise UserError(f"unknown growth rule {self.rule!r}; use one of {', '.join(RULES)}")
-        for name in ("budget", "k", "per_tree", "max_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"growth {name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.c) and self.c >= 0):
-            raise UserError(f"the ucb constant c must be a number >= 0, got {self.c}")
-        if self.budget < self.k:
-            raise UserError(f"a growth budget of {self.budget} episodes is less than one node's K = {self.k}")
 
 
 def _values(tree: Tree) -> np.ndarray:

@@ -15,8 +15,8 @@ results table's order:
 `name` is the results row's method, `label` the eval label and the model name's part
 (`<env>-<label>-s<seed>`), `trainer` the training method of `core.train.config.METHODS` that the
 pipeline runs, `data` the pipeline's training file (`<data>.jsonl`, `core.pipeline.training_files`;
-`expert`: the demonstrations), `budget` the `core.pipeline.Scale` field with its training settings
-(`continued`: `core.pipeline.continued_budget`). The strong methods (`strong`) train SFT-strong on the
+`expert`: the demonstrations), `budget` the `core.scales.Scale` field with its training settings
+(`continued`: `core.scales.continued_budget`). The strong methods (`strong`) train SFT-strong on the
 weak model's exploration; one whose data came out empty gets a "no data" row (`no_data` says what
 was missing). `claims` are the comparisons the paper's claim is about, `controls` the
 compute-matched control: `w2stree results` reports the claims of every method, then the controls.

@@ -37,14 +37,9 @@ exploration and the evaluations are units of `core.work`, run `parallel` at a ti
 torch thread each, each started as soon as what it needs is done. The training rows of each run
 are kept as JSONL under `<home>/experiments/<experiment id>/` so every job can be re-run by hand.
 
-Scales (`SCALES`, `--scale`): `tiny` is the CPU default on the embedded shop and its from-scratch models,
-prompted one decision at a time (`core.agents.prompt.decision_view`), with sizes and budgets
-chosen from `bench/learning_curve.py` (docs/experiments.md has the curves and the measured run).
-`quick` is a smoke-test size;
-`paper` uses real Hugging Face models (by default Qwen2.5-0.5B-Instruct weak and
-Qwen2.5-7B-Instruct strong, with LoRA and the reference's hyper-parameters) and the full splits:
-it needs a GPU and the models available locally or `HF_HUB_OFFLINE=0`; pass `weak=` / `strong=`
-to use others.
+Scales (`core.scales.SCALES`, `--scale`): `tiny` (the CPU default), `quick` (a smoke test) and
+`paper` (real models: a GPU, the models available locally or `HF_HUB_OFFLINE=0`; pass `weak=` /
+`strong=` to use others).
 
 `fill_default` is the quick part for the dashboard's empty-store button: models, expert demos,
 an exploration by the `noisy-expert` policy (successes and failures), trees, MCTS and pairs.
@@ -59,22 +54,23 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from core import stages
-from core.agents.base import PAPER_SCHEDULE, Sampling
+from core.agents.base import PAPER_SCHEDULE, sampling_schedule
 from core.envs import make_env
 from core.envs.base import env_slug, select_tasks
-from core.envs.shop import TINY_WORLD
 from core.errors import UserError
-from core.grow import GrowSettings, grow
+from core.grow import grow
 from core.methods import BASELINES, BY_NAME, STRONG, ExperimentMethod, training_order
 from core.models import build_local_models, local_model_names
 from core.paths import home, models_dir
+from core.scales import SCALES, Scale, budget
+from core.settings import GrowSettings
 from core.store import Store
 from core.train import make_config
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
@@ -82,104 +78,7 @@ from core.trajectory import Trajectory, new_id
 from core.tree_data import Tree
 from core.work import Progress, Reporter, Unit, run_units
 
-
-@dataclass(frozen=True)
-class Scale:
-    """Sizes and hyper-parameters of one experiment. Training overrides are passed to
-    `core.train.make_config(method, train_preset, **overrides)`."""
-
-    name: str
-    weak: str = ""  # base weak model: "" = the env's local model <env>-weak
-    strong: str = ""  # base strong model: "" = <env>-strong
-    train_preset: str = "tiny"
-    demo_tasks: int = 100  # the first train tasks, with expert demonstrations (SFT-weak / SFT-strong)
-    explore_from: int = 0  # the SFT-weak model explores train tasks [explore_from, +explore_tasks)
-    explore_tasks: int = 100  # (0: the demonstrated tasks, as in ETO and the paper)
-    test_tasks: int = 50  # test tasks every model is evaluated on
-    trajs_per_task: int = 4  # K: trajectories per explored task
-    max_steps: int | None = 10  # episode step cap for exploration and evaluation
-    eval_split: str = "test"  # where every model is evaluated: "dev" for choices, "test" once, at the end
-    pair_granularity: str = "step"  # TreeDPO pairs: step, or continuation (every decision of each side)
-    sft_weak: dict[str, Any] = field(default_factory=dict)
-    sft_strong: dict[str, Any] = field(default_factory=dict)
-    w2s_sft: dict[str, Any] = field(default_factory=dict)
-    mcts_sft: dict[str, Any] = field(default_factory=dict)
-    dpo: dict[str, Any] = field(default_factory=dict)  # TreeDPO and ETO-style DPO
-    # SFT-continued (SFT-strong trained further on its expert rows); None: the DPO stage's steps,
-    # learning rate and batch (`continued_budget`), the compute-matched control
-    continued: dict[str, Any] | None = None
-    mcts_iterations: int = 1000
-    # targeted growth (`core.grow`, off by default: the paper's method): after the exploration, this
-    # many more episodes by the explorer from the nodes `grow_rule` picks; they enter the trees
-    # (TreeDPO and MCTS), not the ETO pairs nor W2S-SFT's successes, which stay as released
-    grow_budget: int = 0
-    grow_rule: str = "deepest-failure"
-    # how the trees merge (`core.tree`): "action" is the paper's; "state" merges branches that reach
-    # one env state (`core.state_merge`), for TreeDPO and MCTS (the ETO pairs are whole episodes)
-    merge: str = "action"
-    max_pairs: int | None = None  # random subset of the TreeDPO / ETO pairs (bounds DPO time)
-    gen_batch: int = 16  # episodes per generate call
-    explorer: str = ""  # "" = the SFT-weak model (the method); else a policy name (core.agents.registry)
-    parallel: int = 2  # training jobs at once (one torch thread each)
-    # parameters added to a plain env name, per env (`{"shop": "n_products=200"}` runs the shop
-    # scale on `shop?n_products=200`): a smaller world for the from-scratch models
-    worlds: dict[str, str] = field(default_factory=dict)
-
-
-SCALES: dict[str, Scale] = {
-    # measured (docs/experiments.md): one-decision rows, thousands of free expert demonstrations,
-    # and a 200-product shop. The weak model copies product ids only after ~700 steps (600: 4 %
-    # success, 800: 35 %); the strong one learns faster per step and keeps gaining (700 steps: 40 %,
-    # 1000 steps: 64 % on the 200 test tasks, seed 0)
-    "tiny": Scale(
-        # the paper's design: SFT-weak explores the demonstrated tasks (the first 750 of the 3,000),
-        # K = 4, so explored episodes (3,000) are as many as the expert ones
-        name="tiny", demo_tasks=3000, explore_from=0, explore_tasks=750, test_tasks=200, max_steps=10,
-        sft_weak=dict(max_steps=800, lr=3e-3, batch_size=32, save_steps=200),
-        sft_strong=dict(max_steps=1000, lr=3e-3, batch_size=32, save_steps=200),
-        # the four strong trainings nudge SFT-strong: at higher rates they pull it toward the weak
-        # model (docs/experiments.md, run 5: DPO at 2e-4 cost 0.06 reward, at 5e-5 nothing)
-        w2s_sft=dict(max_steps=80, lr=1e-4, batch_size=16, save_steps=40),
-        mcts_sft=dict(max_steps=80, lr=5e-5, batch_size=16, save_steps=40),
-        dpo=dict(max_steps=60, lr=5e-5, batch_size=16, beta=0.1, save_steps=30),
-        # chosen on dev (run 10): 240 steps beat the compute-matched 60 (0.847 against 0.825), while
-        # TreeDPO is best at 60 (240: 0.813); the strong baseline gets the budget that serves it best
-        continued=dict(max_steps=240, lr=5e-5, batch_size=16, save_steps=30),
-        worlds={"shop": TINY_WORLD},
-    ),
-    "quick": Scale(
-        name="quick", demo_tasks=6, explore_tasks=4, test_tasks=3, trajs_per_task=4, max_steps=6,
-        sft_weak=dict(epochs=1.0, lr=3e-3, batch_size=4),
-        sft_strong=dict(epochs=1.0, lr=1e-3, batch_size=4),
-        w2s_sft=dict(epochs=1.0, lr=3e-4, batch_size=4),
-        mcts_sft=dict(epochs=1.0, lr=3e-4, batch_size=4),
-        dpo=dict(epochs=1.0, lr=5e-5, batch_size=4),
-        mcts_iterations=200, max_pairs=8, gen_batch=16, explorer="noisy-expert",
-        worlds={"shop": TINY_WORLD},  # the tiny scale's world: `up --scale quick` fills what `up` does
-    ),
-    "paper": Scale(
-        name="paper", weak="Qwen/Qwen2.5-0.5B-Instruct", strong="Qwen/Qwen2.5-7B-Instruct",
-        train_preset="paper", demo_tasks=1000, explore_tasks=1000, test_tasks=200, max_steps=15,
-        sft_weak=dict(lora=True), sft_strong=dict(lora=True), w2s_sft=dict(lora=True),
-        mcts_sft=dict(lora=True), dpo=dict(lora=True), parallel=1,
-    ),
-}
-
-
 # -- small helpers ---------------------------------------------------------------------------------
-
-def schedule_for(k: int) -> tuple[Sampling, ...]:
-    """K decoding settings: the paper schedule's first K; beyond 4, its sampled settings again
-    under new labels (each label draws its own samples)."""
-    if k < 1:
-        raise UserError(f"trajectories per task must be at least 1 (got {k})")
-    out = list(PAPER_SCHEDULE[:k])
-    sampled = [s for s in PAPER_SCHEDULE if not s.greedy]
-    for i in range(k - len(out)):
-        s = sampled[i % len(sampled)]
-        out.append(Sampling(s.temperature, s.top_p, f"{s.name()}-{i // len(sampled) + 2}"))
-    return tuple(out)
-
 
 def suffix(seed: int, k: int | None) -> str:
     """Name suffix of a run: `-s<seed>` plus `-k<K>` when K is swept."""
@@ -244,7 +143,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
         if not ks:
             raise UserError("--trajs-per-task got no values")
     for k in ks:
-        schedule_for(k)  # validates K
+        sampling_schedule(k)  # validates K
     store = store if store is not None else Store()
     rep = Reporter(progress)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
@@ -276,9 +175,10 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
 
     rows: list[dict[str, Any]] = []
     for si, seed in enumerate(seeds):
-        run = SeedRun(store, env, cfg, seed, ks, sweep, weak_base, strong_base, demo_file, demo_ids,
-                      explore_ids, test_ids, exp_dir / f"s{seed}", rep,
-                      lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f, reuse)
+        run = SeedRun(store=store, env=env, cfg=cfg, seed=seed, test_ids=test_ids, folder=exp_dir / f"s{seed}",
+                      rep=rep, ks=ks, sweep=sweep, weak_base=weak_base, strong_base=strong_base,
+                      demo_file=demo_file, demo_ids=demo_ids, explore_ids=explore_ids, reuse=reuse,
+                      frac=lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f)
         seed_rows = run.run()
         store.add_results([{**r, "experiment_id": exp_id, "env": env} for r in seed_rows])  # as each seed ends
         rows += seed_rows
@@ -293,26 +193,27 @@ def _write(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SeedRun:
     """One seed of the experiment: SFT baselines and exploration, then per K the trees, pairs,
-    four strong trainings and all evaluations."""
+    four strong trainings and all evaluations. Keyword-only; a caller that only evaluates or trains
+    the strong methods (docs/scripts) names what that needs and leaves the rest at its default."""
 
     store: Store
     env: str
     cfg: Scale
     seed: int
-    ks: list[int]
-    sweep: bool
-    weak_base: str
-    strong_base: str
-    demo_file: Path
-    demo_ids: list[str]  # the demonstrated train tasks (SFT-weak's and SFT-strong's data)
-    explore_ids: list[str]
     test_ids: list[str]
     folder: Path
     rep: Reporter
-    frac: Callable[[float], float]
+    ks: list[int] = dataclasses.field(default_factory=lambda: [4])
+    sweep: bool = False  # several K: model and eval names carry -k<K>
+    weak_base: str = ""
+    strong_base: str = ""
+    demo_file: Path | None = None  # the expert rows SFT-weak and SFT-strong train on
+    demo_ids: list[str] = dataclasses.field(default_factory=list)  # the demonstrated train tasks
+    explore_ids: list[str] = dataclasses.field(default_factory=list)
+    frac: Callable[[float], float] = lambda f: f  # this seed's share of the whole run's progress
     reuse: bool = False  # take trainings and explorations from identical earlier runs (core.reuse)
 
     def model_path(self, name: str) -> Path:
@@ -350,7 +251,7 @@ class SeedRun:
         experts = stages.demonstrations(self.store, self.env, [t for t in self.explore_ids if t in demo_set])
         rows: list[dict[str, Any]] = []
         for ki, k in enumerate(self.ks):
-            labels = {s.name() for s in schedule_for(k)}
+            labels = {s.name() for s in sampling_schedule(k)}
             trajs = [t for t in explored if t.meta.get("sampling") in labels]
             kdir = self.folder / f"k{k}"
             kdir.mkdir(exist_ok=True)
@@ -383,7 +284,7 @@ class SeedRun:
         later = [m for m in BASELINES if m.start not in bases]
         explore = Unit("explore", stage=stages.run_policy, deps=("train SFT-weak",), reusable=True, kwargs=dict(
             env=env, policy=cfg.explorer or str(weak_sft), task_ids=self.explore_ids,
-            schedule=schedule_for(k_max), label=cfg.explorer or self.sft_model("weak"), seed=seed,
+            schedule=sampling_schedule(k_max), label=cfg.explorer or self.sft_model("weak"), seed=seed,
             max_steps=cfg.max_steps, batch_size=cfg.gen_batch))
         rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
                                  f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
@@ -422,22 +323,6 @@ class SeedRun:
         return [dict(method=m.name, model=models[m.name].name if m.name in models else "", n_examples=counts[m.data],
                      **(done[f"eval {m.name}"].result.averages() if f"eval {m.name}" in done else no_data))
                 for m in STRONG]
-
-
-def budget(cfg: Scale, method: ExperimentMethod) -> dict[str, Any]:
-    """The training settings of `method` in this scale: its `budget` field (`continued`: the
-    compute-matched `continued_budget`)."""
-    return continued_budget(cfg) if method.budget == "continued" else dict(getattr(cfg, method.budget))
-
-
-def continued_budget(cfg: Scale) -> dict[str, Any]:
-    """SFT-continued's training budget: the scale's `continued`, else the DPO stage's steps (or
-    epochs), learning rate, batch and LoRA, so that it sees as many updates of the same size as
-    TreeDPO does."""
-    if cfg.continued is not None:
-        return dict(cfg.continued)
-    keys = ("max_steps", "epochs", "lr", "batch_size", "save_steps", "lora")
-    return {k: v for k, v in cfg.dpo.items() if k in keys}
 
 
 def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n: int,

@@ -24,7 +24,7 @@ from core.errors import UserError
 from core.explore import grow_tree, load_node
 from core.node_replay import replay_prefix
 from core.store import Store
-from core.trajectory import Run, Step, new_id
+from core.trajectory import Run, Step, new_id, tree_id
 
 SOURCE = "human"
 IDLE_S = 15 * 60.0
@@ -112,14 +112,14 @@ class PlaySession:
         if not self.played:
             raise UserError("play at least one step before saving a branch")
         run_id = new_id("run-")
-        tree_id = f"{self.env_name}/{self.task_id}"
+        tree = tree_id(self.env_name, self.task_id)
         traj = self.episode.trajectory(
             self.env_name, run_id=run_id, source=SOURCE, model=self.player, policy=SOURCE,
-            env_kwargs=self.env_kwargs, extra={"explore": {"tree_id": tree_id, "node": self.node,
+            env_kwargs=self.env_kwargs, extra={"explore": {"tree_id": tree, "node": self.node,
                                                            "from_traj": self.source.traj_id,
                                                            "prefix_steps": self.depth}})
         store.add_run(Run(run_id, SOURCE, self.env_name, SOURCE, self.player,
-                          {"source": SOURCE, "node": self.node, "tree_id": tree_id}), status="finished")
+                          {"source": SOURCE, "node": self.node, "tree_id": tree}), status="finished")
         store.add_trajectories([traj])
         self.close()
         new_nodes, _ = grow_tree(store, self.env_name, self.task_id, [traj.traj_id])

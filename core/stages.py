@@ -8,6 +8,8 @@ Each stage is a plain function on in-memory objects, so the pipeline can run the
 not store. The `*_stored` functions run the tree stages over the store in chunks of `CHUNK` trees
 (the `w2stree tree / mcts / pairs` commands), with the same functions inside.
 
+Their settings are the typed dataclasses of `core.settings` (re-exported here).
+
 Pairs are replaced per (env, task, granularity): cutting `step` pairs of a task never deletes its
 `continuation` or `trajectory` pairs.
 """
@@ -16,20 +18,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.envs.base import make_env, select_tasks
-from core.errors import UserError
+from core.envs.base import EnvSpec, select_tasks
 from core.evaluate import EvalResult, evaluate
-from core.mcts import DEFAULT_RULE, check_rule, run_mcts_all
-from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS, eto_pairs, tree_pairs
+from core.mcts import run_mcts_all
+from core.pairs import eto_pairs, tree_pairs
 from core.policy_run import run_policy
+from core.settings import MCTSSettings, PairSettings, TreeSettings
 from core.state_merge import SPLICE, StatePaths, store_spliced, unfold
 from core.store import StaleTreeError
 from core.train.data import build_rows as training_rows
 from core.trajectory import Pair, Trajectory
-from core.tree import MERGE_RULES, build_trees, build_trees_from_tables
+from core.tree import build_trees, build_trees_from_tables
 from core.tree_data import Tree
 
 if TYPE_CHECKING:
@@ -48,58 +49,12 @@ MCTS_ATTEMPTS = 3  # scoring passes over trees that another process keeps rebuil
 Tick = Callable[[int], None]  # called with the number of trees just handled (a progress bar)
 
 
-@dataclass(frozen=True)
-class TreeSettings:
-    """How trajectories merge into a tree (`core.tree`)."""
-
-    merge: str = "action"  # action, observation or semantic (MERGE_RULES)
-    threshold: float = 0.9  # cosine threshold of the semantic rule
-
-    def check(self) -> None:
-        """A one-line UserError for an unknown merge rule."""
-        if self.merge not in MERGE_RULES:
-            raise UserError(f"unknown merge rule {self.merge!r}; use one of {', '.join(MERGE_RULES)}")
-
-
-@dataclass(frozen=True)
-class MCTSSettings:
-    """Offline MCTS over a stored tree (`core.mcts`)."""
-
-    iterations: int = 1000  # iterations per tree
-    c: float = 1.41  # exploration constant
-    rule: str = DEFAULT_RULE  # uct, early-release, puct or mean (core.mcts.RULES)
-
-    def check(self) -> None:
-        """A one-line UserError for an unknown rule or a non-positive iteration count."""
-        check_rule(self.rule)
-        if self.iterations < 1:
-            raise UserError(f"--iterations must be at least 1, got {self.iterations}")
-
-
-@dataclass(frozen=True)
-class PairSettings:
-    """Which preference pairs to cut (`core.pairs`)."""
-
-    granularity: str = "step"  # step / continuation (from trees) or trajectory (the ETO baseline)
-    value: str = "data"  # children compared by data mean (data) or MCTS Q (mcts); tree pairs only
-    min_margin: float | None = None  # least value difference (None: one side succeeds, the other not)
-    baseline: str = "expert"  # trajectory pairs: expert vs explored, or weak success vs failure
-
-    def check(self) -> None:
-        """A one-line UserError for an unknown granularity, value or baseline."""
-        for name, value, allowed in (("granularity", self.granularity, GRANULARITIES),
-                                     ("value", self.value, VALUE_KINDS), ("baseline", self.baseline, ETO_MODES)):
-            if value not in allowed:
-                raise UserError(f"unknown pair {name} {value!r}; use one of {', '.join(allowed)}")
-
-
 # -- selecting data ------------------------------------------------------------------------------
 
 def split_tasks(env: str, split: str = "train", tasks: int | None = None,
                 task_ids: Sequence[str] | None = None) -> list[str]:
-    """`select_tasks` on the env called `env` (opened and closed here)."""
-    with make_env(env) as e:
-        return select_tasks(e, split, tasks, task_ids)
+    """`select_tasks` on the env called `env` (opened and closed here): `EnvSpec.tasks`."""
+    return EnvSpec.parse(env, split).tasks(tasks, task_ids)
 
 
 def expert_trajectories(store: Store, env: str | None = None, task: str | None = None) -> list[Trajectory]:

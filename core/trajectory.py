@@ -12,6 +12,13 @@ def new_id(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
+def tree_id(env: str, task_id: str) -> str:
+    """The id of the tree of task `task_id` of env `env` (its canonical name): `<env>/<task id>`,
+    the one way a tree id is made. Nothing parses one back: a tree, its nodes and its pairs carry
+    `env` and `task_id` beside it."""
+    return f"{env}/{task_id}"
+
+
 @dataclass
 class Task:
     """One task of an environment."""

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 
 from core.console import plural
 from core.errors import UserError
-from core.trajectory import Trajectory
+from core.trajectory import Trajectory, tree_id
 from core.tree_data import Ragged, Tree, normalize_action, object_array
 from core.tree_data import normalize_observation as _normalize_observation
 
@@ -66,7 +66,7 @@ def build_tree(trajectories: list[Trajectory], merge: str = "action", threshold:
         raise UserError("build_tree got no trajectories; select a task that has trajectories")
     keys = {(t.env, t.task_id) for t in trajectories}
     if len(keys) > 1:
-        shown = ", ".join(f"{e}/{k}" for e, k in sorted(keys)[:3])
+        shown = ", ".join(tree_id(e, k) for e, k in sorted(keys)[:3])
         raise UserError(f"build_tree got trajectories of {len(keys)} tasks ({shown}, ...); "
                         "use build_trees to build one tree per task")
     return build_trees(trajectories, merge=merge, threshold=threshold, embedder=embedder)[0]
@@ -440,7 +440,7 @@ def _make_trees(flat: _Flat, nodes: _Nodes, merge: str, settings: dict[str, Any]
     for tree, (env, task_id) in enumerate(flat.keys):
         lo, hi = offsets_l[tree], offsets_l[tree + 1]
         trees.append(Tree(
-            tree_id=f"{env}/{task_id}", env=env, task_id=task_id, instruction=str(instructions[tree]),
+            tree_id=tree_id(env, task_id), env=env, task_id=task_id, instruction=str(instructions[tree]),
             initial_observation=str(initials[tree]), merge=merge, settings=dict(settings),
             parent=parent[lo:hi], depth=depth[lo:hi], action=action[lo:hi],
             visits=visits[lo:hi], value_sum=value_sum[lo:hi], successes=successes[lo:hi],

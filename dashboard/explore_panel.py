@@ -19,12 +19,13 @@ from core.console import plural
 from core.errors import UserError
 from core.explore import JOB_KIND, ExploreSpec
 from core.explore_job import start_job
-from core.grow import RULES, GrowSettings
 from core.grow_job import start_job as start_grow
 from core.jobs import ACTIVE, JobStatus, active_jobs, current, job_log_tail, stop_job
 from core.play import PlaySession
+from core.settings import ExploreSettings, GrowSettings
 from dashboard import data, figures, growth, shaping, train_shaping, ui
 from dashboard.layout import layout_tree
+from dashboard.settings_form import setting_input
 
 REFRESH_S = 1.0
 MAX_COMPARE = 4
@@ -38,7 +39,8 @@ def highlight(tree_id: str) -> tuple[int, ...]:
 # -- explore from here ------------------------------------------------------------------------------
 
 def explore_form(g: nx.DiGraph, node: int) -> None:
-    """Policy, K, sampling and step budget -> a background exploration job from `node`."""
+    """Policy, K, sampling and step budget -> a background exploration job from `node` (the inputs
+    of the settings are generated from `core.settings.ExploreSettings`)."""
     env, task = g.graph["env"], g.graph["task_id"]
     path, changes = data.key()
     models = data.models(path, changes)
@@ -52,20 +54,20 @@ def explore_form(g: nx.DiGraph, node: int) -> None:
                                  placeholder="http://127.0.0.1:8000",
                                  help="run the model on OpenAI-compatible completions servers (vLLM, SGLang, "
                                       "`w2stree serve`): URL[,URL...]; empty runs it in the job's process")
-        k = c[2].number_input("Continuations (K)", 1, 64, 4, key="explore_k")
+        k = setting_input(c[2], ExploreSettings, "k", "explore_k", max_value=64)
         sampling = st.radio("Sampling", ["paper schedule", "temperature / top-p"], horizontal=True,
                             key="explore_sampling")
         c = st.columns(3)
-        temperature = c[0].number_input("Temperature", 0.0, 2.0, 0.0, 0.1, key="explore_t")
-        top_p = c[1].number_input("Top-p", 0.05, 1.0, 1.0, 0.05, key="explore_p")
-        max_steps = c[2].number_input("Max steps after the node (0 = env's limit)", 0, 500, 0,
-                                      key="explore_steps")
+        temperature = setting_input(c[0], ExploreSettings, "temperature", "explore_t", min_value=0.0, max_value=2.0,
+                                    step=0.1)
+        top_p = setting_input(c[1], ExploreSettings, "top_p", "explore_p", min_value=0.05, max_value=1.0, step=0.05)
+        max_steps = setting_input(c[2], ExploreSettings, "max_steps", "explore_steps", value=0, min_value=0,
+                                  max_value=500, label="Max steps after the node (0 = env's limit)")
         go = st.form_submit_button("Explore from here", type="primary", icon=":material/call_split:")
     if not go:
         return
-    spec = ExploreSpec(env=env, task_id=task, node=int(node), policy=policy, k=int(k),
-                       schedule="paper" if sampling == "paper schedule" else None,
-                       temperature=float(temperature), top_p=float(top_p), max_steps=int(max_steps) or None,
+    spec = ExploreSpec(env, task, int(node), policy, k=k, schedule="paper" if sampling == "paper schedule" else None,
+                       temperature=temperature, top_p=top_p, max_steps=max_steps or None,
                        server=server.strip() or None)
     try:
         with st.spinner("starting the exploration job"):
@@ -257,7 +259,8 @@ def node_tools(g: nx.DiGraph, node: int) -> None:
 # -- targeted growth over every tree of the env ------------------------------------------------------------
 
 def grow_form(env: str) -> None:
-    """Rule, budget, K and policy -> a background growth job over the env's stored trees."""
+    """Rule, budget, K and policy -> a background growth job over the env's stored trees (the inputs of
+    the settings generated from `core.settings.GrowSettings`)."""
     path, changes = data.key()
     models = data.models(path, changes)
     policies = sorted(models["name"].tolist() if not models.empty else []) + list(SCRIPTED)
@@ -265,19 +268,17 @@ def grow_form(env: str) -> None:
         c = st.columns([2, 2])
         policy = c[0].selectbox("Explorer", policies, key="grow_policy",
                                 help="the weak model keeps the method weak-to-strong; or a scripted policy")
-        rule = c[1].selectbox("Rule", RULES, key="grow_rule",
-                              help="deepest-failure: nodes whose subtree only failed, deepest first; value-drop: "
-                                   "the decisions that lost most value; ucb: MCTS's selection score")
+        rule = setting_input(c[1], GrowSettings, "rule", "grow_rule")
         c = st.columns(3)
-        budget = c[0].number_input("Episodes in all", 1, 100_000, 40, key="grow_budget")
-        k = c[1].number_input("Per node (K)", 1, 64, 4, key="grow_k")
-        cap = c[2].number_input("Episode step cap", 1, 500, 10, key="grow_cap")
+        budget = setting_input(c[0], GrowSettings, "budget", "grow_budget", value=40, max_value=100_000)
+        k = setting_input(c[1], GrowSettings, "k", "grow_k", max_value=64)
+        cap = setting_input(c[2], GrowSettings, "max_steps", "grow_cap", max_value=500)
         go = st.form_submit_button("Grow where the rule says", icon=":material/account_tree:")
     if go:
         try:
             with st.spinner("starting the growth job"):
                 st.session_state["grow_job"] = start_grow(data.store(), env, policy, GrowSettings(
-                    budget=int(budget), rule=rule, k=int(k), max_steps=int(cap)))
+                    budget=budget, rule=rule, k=k, max_steps=cap))
         except UserError as exc:
             ui.error(exc)
             return

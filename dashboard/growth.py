@@ -10,6 +10,7 @@ import networkx as nx
 import pandas as pd
 
 from core.mcts import run_mcts
+from core.settings import MCTSSettings, TreeSettings
 from core.trajectory import Trajectory
 from core.tree import build_tree
 from core.tree_data import Tree
@@ -19,9 +20,8 @@ def tree_after(g: nx.DiGraph, trajs: Sequence[Trajectory], n: int) -> nx.DiGraph
     """The tree as it was after its first `n` trajectories (in insertion order, `trajs` being the
     tree's own), built with the tree's merge rule: node ids equal the full tree's, since a tree
     hands out ids in insertion order."""
-    settings = g.graph.get("settings") or {}
-    return build_tree(list(trajs[:max(1, n)]), merge=g.graph.get("merge", "action"),
-                      threshold=float(settings.get("threshold", 0.9))).to_networkx()
+    built = TreeSettings.of_tree(g.graph.get("merge"), g.graph.get("settings"))
+    return build_tree(list(trajs[:max(1, n)]), merge=built.merge, threshold=built.threshold).to_networkx()
 
 
 def mcts_after(g: nx.DiGraph, iterations: int) -> nx.DiGraph:
@@ -29,9 +29,8 @@ def mcts_after(g: nx.DiGraph, iterations: int) -> nx.DiGraph:
     search (rule and c); the search is deterministic, so this is its state at that point."""
     h = g.copy()
     h.graph["settings"] = dict(g.graph.get("settings") or {})  # run_mcts writes into it
-    mcts = h.graph["settings"].get("mcts") or {}
-    run_mcts(h, iterations=iterations, c=float(mcts.get("c", g.graph.get("mcts_c") or 1.41)),
-             rule=mcts.get("rule", "uct"))
+    search = MCTSSettings.of_tree(h.graph["settings"])
+    run_mcts(h, iterations=iterations, c=search.c, rule=search.rule)  # iteration 0 too: the start of the replay
     return h
 
 

@@ -1,7 +1,7 @@
 """The Train form's starting values and its line on the data. No Streamlit here.
 
 At the tiny preset a job started from the form trains as `w2stree up` does: its defaults are the
-pipeline's tiny-scale settings of the same training, read from `core.pipeline.SCALES["tiny"]`.
+pipeline's tiny-scale settings of the same training, read from `core.scales.SCALES["tiny"]`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import pandas as pd
 
 from core.console import plural
 from core.methods import for_training
-from core.pipeline import SCALES
+from core.scales import SCALES
 from core.train.config import TrainConfig, make_config
 
 
 def scale_field(kind: str, source: str, weak_model: bool) -> str:
-    """The field of a pipeline `Scale` (core.pipeline) holding the settings of this training: the
+    """The field of a pipeline `Scale` (core.scales) holding the settings of this training: the
     budget of the experiment's method that trains so (`core.methods.for_training`): DPO for both
     preference methods, `mcts_sft`, `w2s_sft` for SFT on a model's successes, else `sft_weak` /
     `sft_strong` by the model trained. The Train form's tiny defaults come from it."""
@@ -49,7 +49,6 @@ def form_defaults(kind: str, preset: str, source: str, weak_model: bool) -> tupl
     else the preset's defaults."""
     if preset != "tiny":
         return make_config(kind, preset), "", {}
-
     field = scale_field(kind, source, weak_model)
     settings = dict(getattr(SCALES["tiny"], field))
     return make_config(kind, preset, **settings), field, settings

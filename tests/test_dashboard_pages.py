@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from core.jobs import job_status
 from core.mcts import run_mcts
 from core.pairs import tree_pairs
-from core.pipeline import SCALES
+from core.scales import SCALES
 from core.store import Store
 from core.trajectory import Run, Step, Task, Trajectory
 from core.tree import build_trees

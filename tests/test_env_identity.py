@@ -10,7 +10,7 @@ import pytest
 from core.agents.scripted import ExpertPolicy, RandomPolicy
 from core.cli import main
 from core.collect import collect
-from core.envs import UnknownEnvError, canonical_env_name, make_env
+from core.envs import EnvSpec, UnknownEnvError, canonical_env_name, make_env
 from core.errors import UserError
 
 WORLD = "shop?n_products=200&n_categories=10"
@@ -29,6 +29,20 @@ def test_one_world_has_one_name() -> None:
     assert make_env("shop", n_products=200, n_categories=10).name == WORLD
     # an env this installation does not know keeps its name (imported data of other envs)
     assert canonical_env_name("textcraft?b=1&a=2") == "textcraft?b=1&a=2"
+
+
+def test_an_env_spec_is_parsed_once_and_builds_its_world() -> None:
+    spec = EnvSpec.parse("tinyshop?seed=0", "dev")  # a short name, a default spelled out, a split
+    assert (spec.base, spec.params, spec.name, spec.split) == (
+        "shop", (("n_products", 200), ("n_categories", 10)), WORLD, "dev")
+    assert spec.slug == "shop-n_products=200-n_categories=10"
+    with make_env(spec) as env:
+        assert env.name == WORLD and len(env.tasks("dev")) > 0
+    assert spec.tasks(3) == [t.task_id for t in make_env(WORLD).tasks("dev")][:3]
+    unknown = EnvSpec.parse("elsewhere?level=3")  # kept as given, not buildable here
+    assert unknown.name == "elsewhere?level=3" and unknown.params == (("level", 3),)
+    with pytest.raises(UnknownEnvError, match="unknown env 'elsewhere'"):
+        unknown.make()
 
 
 def test_bad_parameters_are_one_plain_line() -> None:

@@ -68,7 +68,7 @@ def test_expert_from_a_failed_branch_adds_a_successful_branch(store, capsys) -> 
     assert len(explored) == 4 and all(t.success for t in explored)
     meta = explored[0].meta
     assert meta["explore"]["node"] == node and meta["explore"]["tree_id"] == f"shop/{TASK}"
-    assert meta["policy"] == "expert" and meta["sampling"].startswith("greedy#")
+    assert meta["policy"] == "expert" and meta["sampling"].startswith("greedy")
     runs = store.runs(kind="explore")
     assert len(runs) == 1 and runs.iloc[0]["status"] == "finished"
     # the prefix is the stored one
@@ -83,7 +83,7 @@ def test_paper_schedule_and_step_budget(store, capsys) -> None:
     assert rc == 0
     explored = store.trajectories(source="explore")
     assert sorted(t.meta["sampling"] for t in explored) == sorted(
-        ["greedy#0", "t0.7-p0.9#1", "t1-p0.8#2", "t1-p0.9#3", "greedy#4"])
+        ["greedy", "t0.7-p0.9", "t1-p0.8", "t1-p0.9", "t0.7-p0.9-2"])
     assert all(len(t.steps) <= 3 for t in explored)  # 1 prefix step + at most 2
     _check_counts(store.load_tree(f"shop/{TASK}").to_networkx())
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from core import methods, results
-from core.pipeline import SCALES, Scale, budget, continued_budget
+from core.scales import SCALES, Scale, budget, continued_budget
 from core.train.config import METHODS as TRAIN_METHODS
 from core.train.config import method as train_method
 

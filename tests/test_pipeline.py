@@ -7,7 +7,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from core.agents.base import PAPER_SCHEDULE, Request, Sampling
+from core.agents.base import PAPER_SCHEDULE, Request, Sampling, sampling_schedule
 from core.agents.scripted import NoisyExpertPolicy
 from core.errors import UserError
 from core.pipeline import (
@@ -15,20 +15,23 @@ from core.pipeline import (
     eval_label,
     fill_default,
     run_pipeline,
-    schedule_for,
 )
 from core.results import METHODS, format_table, summarize
 
 
-def test_schedule_for_k():
-    assert schedule_for(1) == (Sampling(0.0, 1.0, "greedy"),)
-    assert schedule_for(4) == PAPER_SCHEDULE
-    six = schedule_for(6)
+def test_sampling_schedule_for_k():
+    assert sampling_schedule(1) == (Sampling(0.0, 1.0, "greedy"),)
+    assert sampling_schedule(4) == PAPER_SCHEDULE
+    six = sampling_schedule(6)
     assert six[:4] == PAPER_SCHEDULE
     assert [(s.temperature, s.top_p) for s in six[4:]] == [(0.7, 0.9), (1.0, 0.8)]
-    assert len({s.name() for s in six}) == 6  # distinct labels: distinct samples
+    # the labels the pipeline's earlier runs stored (each K's trajectories are picked by them)
+    assert [s.name() for s in six[4:]] == ["t0.7-p0.9-2", "t1-p0.8-2"]
+    assert sampling_schedule(8)[7].name() == "t0.7-p0.9-3"
     with pytest.raises(UserError, match="at least 1"):
-        schedule_for(0)
+        sampling_schedule(0)
+    # one greedy setting repeated (explore's default, a scripted policy draws by its seed)
+    assert [s.name() for s in sampling_schedule(3, (Sampling(),))] == ["greedy", "greedy-2", "greedy-3"]
 
 
 def test_eval_labels():

@@ -12,7 +12,8 @@ from core import stages
 from core.cli import main
 from core.errors import UserError
 from core.formats.jsonl import read_jsonl
-from core.pipeline import Scale, training_files
+from core.pipeline import training_files
+from core.scales import Scale
 from core.store import Store
 from core.work import Reporter
 

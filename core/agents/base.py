@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from core.errors import UserError
 from core.trajectory import Step
 
 
@@ -32,6 +34,23 @@ PAPER_SCHEDULE: tuple[Sampling, ...] = (
     Sampling(1.0, 0.8),
     Sampling(1.0, 0.9),
 )
+
+
+def sampling_schedule(k: int, base: Sequence[Sampling] = PAPER_SCHEDULE) -> tuple[Sampling, ...]:
+    """K decoding settings from `base` (the one rule of collect, explore and the pipeline): its
+    first K as they are; beyond them its sampled settings again (all of them when none samples),
+    round r under the label `<name>-r`, so that every label draws its own samples and the first K
+    of a larger K are the K of a smaller one (the pipeline's K sweep takes them by label)."""
+    if k < 1:
+        raise UserError(f"trajectories per task must be at least 1 (got {k})")
+    if not base:
+        raise UserError("a sampling schedule needs at least one setting")
+    out = list(base[:k])
+    again = [s for s in base if not s.greedy] or list(base)
+    for i in range(k - len(out)):
+        s = again[i % len(again)]
+        out.append(Sampling(s.temperature, s.top_p, f"{s.name()}-{i // len(again) + 2}"))
+    return tuple(out)
 
 
 @dataclass

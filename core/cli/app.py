@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import dashboard
-from core.cli.context import add_db_argument, open_store
+from core.cli.context import add_db_argument, add_renamed_flag, open_store
 from core.envs.shop import TINY_WORLD
 from core.errors import UserError
 from core.pipeline import run_pipeline
@@ -112,7 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "up":
             p.add_argument("--no-serve", action="store_true",
                            help="only fill the store; do not start the dashboard")
-            p.add_argument("--scale", "--preset", dest="scale", choices=("tiny", "quick"), default="tiny",
+            p.add_argument("--scale", choices=("tiny", "quick"), default="tiny",
                            help="pipeline scale: tiny (the experiment, default) or quick (a smoke-test "
-                                "size that fills every page in a few minutes); --preset is its earlier name")
+                                "size that fills every page in a few minutes)")
+            add_renamed_flag(p, "--preset", "--scale")
         p.set_defaults(func=func)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.env_slots import Pool
 from core.envs import UnknownEnvError, canonical_env_name
+from core.errors import UserError
 from core.names import full_model_name
 from core.paths import default_db
 from core.store import Store
@@ -58,6 +59,29 @@ def env_arg(text: str) -> str:
         return canonical_env_name(text)
     except UnknownEnvError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Renamed(argparse.Action):
+    """A flag's earlier name: the command refuses it with one line naming the new flag."""
+
+    def __init__(self, *args: object, new: str, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        message = f"{option_string} is now called {self.new}; pass {self.new} {values}"
+
+        def refuse(args: argparse.Namespace) -> int:  # the command, instead of the verb's
+            raise UserError(message)
+
+        namespace.func = refuse
+
+
+def add_renamed_flag(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Keep `old`, the earlier name of flag `new`, out of --help; given, the command stops with
+    one line (`w2stree: error: --preset is now called --scale; pass --scale tiny`)."""
+    parser.add_argument(old, action=_Renamed, new=new, dest=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def db_path(args: argparse.Namespace) -> Path:

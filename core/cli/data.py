@@ -1,5 +1,7 @@
 """Data commands: import, tree, mcts, pairs, export (`stats` is core.cli.stats).
 
+The flags of tree, mcts and pairs are the fields of their settings (`core.settings`).
+
     w2stree import {jsonl,eto-sft,eto-explore} PATH... [--env ENV]
     w2stree tree   [--env] [--task] [--merge action|observation|semantic] [--threshold 0.9]
                    [--source S] [--model M]
@@ -22,29 +24,26 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from core.cli.context import COUNT, env_arg, model_arg, open_store
+from core.cli.context import env_arg, model_arg, open_store
+from core.cli.fields import add_fields, from_args
 from core.console import plural
 from core.errors import UserError
 from core.formats import export
 from core.formats.importer import KINDS as IMPORT_FORMATS
 from core.formats.importer import import_paths
 from core.formats.jsonl import write_jsonl
-from core.mcts import RULES
 from core.names import stored_world_hint
 from core.pair_ranking import PairScorer
-from core.pairs import ETO_MODES, GRANULARITIES, VALUE_KINDS, no_pair_reason, pair_blocker
+from core.pairs import GRANULARITIES, no_pair_reason, pair_blocker
+from core.settings import MCTSSettings, PairSettings, TreeSettings
 from core.stages import (
     CHUNK,
-    MCTSSettings,
-    PairSettings,
-    TreeSettings,
     cut_pairs_stored,
     expert_trajectories,
     grow_trees_stored,
     score_trees_stored,
 )
 from core.store import Store
-from core.tree import MERGE_RULES
 from core.tree_data import Tree
 
 STDOUT = "standard output"
@@ -82,10 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "store it (replacing an earlier tree of that task). Default: all "
                                    "trajectories except evaluation episodes.")
     _filters(p)
-    p.add_argument("--merge", choices=MERGE_RULES, default="action",
-                   help="join steps on equal action (default), action + observation, or action + "
-                        "MiniLM similarity of observation and thought")
-    p.add_argument("--threshold", type=float, default=0.9, help="cosine threshold of --merge semantic")
+    add_fields(p, TreeSettings)
     p.add_argument("--source", help="only trajectories of this source (collect, import, eval)")
     p.add_argument("--model", help="only trajectories of this model")
     p.set_defaults(func=cmd_tree)
@@ -94,12 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Score stored trees with offline MCTS (no environment calls) and "
                                    "store the visit statistics and the best path.")
     _filters(p)
-    p.add_argument("--iterations", type=COUNT, default=1000, help="iterations per tree (default 1000)")
-    p.add_argument("--c", type=float, default=1.41, help="exploration constant (default 1.41)")
-    p.add_argument("--rule", default="uct", metavar="{" + ",".join(RULES) + "}",
-                   help="uct (default: the released mcts_demo.py exactly), early-release (an earlier "
-                        "version of the released MCTS file: search seeded with the data, root backed "
-                        "up), puct, or mean (data means, no search)")
+    add_fields(p, MCTSSettings)
     p.set_defaults(func=cmd_mcts)
 
     p = sub.add_parser("pairs", help="cut TreeDPO preference pairs at branching nodes",
@@ -107,16 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "of the same granularity for those tasks. `trajectory` gives the "
                                    "ETO-style baseline over the trees' trajectories (see --baseline).")
     _filters(p)
-    p.add_argument("--granularity", choices=GRANULARITIES, default="step")
-    p.add_argument("--baseline", choices=ETO_MODES, default="expert",
-                   help="trajectory only: expert (default, as the release: the task's expert trajectory "
-                        "vs each explored one, the higher reward chosen, ties dropped, a rejected explored one "
-                        "cut at the expert's length + 5 turns) or "
-                        "weak (a successful vs a failed explored trajectory)")
-    p.add_argument("--min-margin", type=float, default=None,
-                   help="least value difference of a pair (default: one side succeeds, the other not)")
-    p.add_argument("--value", choices=VALUE_KINDS, default="data",
-                   help="compare children by data mean reward or MCTS Q (needs `w2stree mcts`)")
+    add_fields(p, PairSettings)
     p.add_argument("--hard-for", metavar="MODEL",
                    help="keep only the pairs MODEL ranks wrong (its summed decision log-probability of the "
                         "chosen side not above the rejected side's; core.pair_ranking)")
@@ -172,7 +154,7 @@ def _bar(total: int, desc: str) -> tqdm:
 
 def cmd_tree(args: argparse.Namespace) -> int:
     store = open_store(args)
-    settings = TreeSettings(args.merge, args.threshold)
+    settings = from_args(TreeSettings, args)
     # a short name (sft-weak) means the model that explored; eval episodes keep their label as stored
     model = args.model if args.source == "eval" else model_arg(store, args.model, args.env)
     with tqdm(desc="trees", unit="tree", disable=None) as bar:  # the count is known once they are grown
@@ -209,7 +191,7 @@ def _load(store: Store, ids: list[str], desc: str) -> Iterator[list[Tree]]:
 
 
 def cmd_mcts(args: argparse.Namespace) -> int:
-    settings = MCTSSettings(args.iterations, args.c, args.rule)
+    settings = from_args(MCTSSettings, args)
     settings.check()
     store = open_store(args)
     ids = _trees(store, args)
@@ -221,7 +203,7 @@ def cmd_mcts(args: argparse.Namespace) -> int:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
-    settings = PairSettings(args.granularity, args.value, args.min_margin, args.baseline)
+    settings = from_args(PairSettings, args)
     settings.check()
     store = open_store(args)
     ids = _trees(store, args)

@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from core.agents.base import PAPER_SCHEDULE, Sampling
+from core.agents.base import PAPER_SCHEDULE, Sampling, sampling_schedule
 from core.agents.registry import make_policy
 from core.cli.context import (
     COUNT,
@@ -107,12 +107,10 @@ def schedule_from_args(args: argparse.Namespace) -> list[Sampling]:
     if args.samples < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
         raise UserError("need --samples >= 1, --temperature >= 0 and 0 < --top-p <= 1")
     base = Sampling(args.temperature, args.top_p)
-    if args.samples == 1:
-        return [base]
-    if base.greedy:
+    if args.samples > 1 and base.greedy:
         raise UserError(f"--samples {args.samples} with greedy decoding gives identical episodes; "
                         "set --temperature > 0")
-    return [Sampling(base.temperature, base.top_p, f"{base.name()}#{i}") for i in range(args.samples)]
+    return list(sampling_schedule(args.samples, (base,)))
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

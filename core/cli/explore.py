@@ -5,7 +5,9 @@
                     [--seed S] [--env-arg KEY=VALUE ...] [--detach]
                     [--workers W] [--executor local|process|ray] [--ray-address ADDR] [--recycle K]
     w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb|pair-check] [-k K]
-                 [--per-tree M] [--max-steps S] [--seed S] [--detach]
+                 [--per-tree M] [--max-steps S] [--c C] [--seed S] [--detach]
+
+The settings flags are the fields of `core.settings.ExploreSettings` and `GrowSettings`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 
 from core.cli.context import (
-    COUNT,
     NONNEGATIVE,
     add_pool_arguments,
     env_arg,
@@ -22,12 +23,12 @@ from core.cli.context import (
     pool_from_args,
 )
 from core.cli.envs import env_with_args, parse_env_args
+from core.cli.fields import add_fields, from_args
 from core.explore import ExploreSpec, explore
 from core.explore_job import start_job as start_explore_job
-from core.grow import GrowSettings, grow
+from core.grow import grow
 from core.grow_job import start_job as start_grow_job
-
-RULE_NAMES = ("deepest-failure", "value-drop", "ucb", "pair-check")  # core.grow.RULES, without importing torch here
+from core.settings import ExploreSettings, GrowSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,14 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="expert (re-plans from the node's state), noisy-expert, random, or a registered model")
     p.add_argument("--server", metavar="URL[,URL...]", help="run the --policy model on these OpenAI-compatible "
                    "completions servers (vLLM, SGLang, `w2stree serve`)")
-    p.add_argument("-k", "--k", type=COUNT, default=4, metavar="K", help="continuations (default 4)")
-    p.add_argument("--schedule", choices=("paper",),
-                   help="paper: greedy + (T, top-p) = (0.7, 0.9), (1.0, 0.8), (1.0, 0.9), cycled to K")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-steps", type=COUNT, metavar="S", help="at most S steps after the node (default: the "
-                                                              "env's own limit)")
-    p.add_argument("--seed", type=NONNEGATIVE, default=0, help="policy / sampling seed (default 0)")
+    add_fields(p, ExploreSettings)
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="environment constructor argument (repeatable)")
     p.add_argument("--detach", action="store_true",
@@ -67,13 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--env", type=env_arg, required=True, help="environment of the trees")
     g.add_argument("--policy", required=True, help="the explorer: a registered model (the weak one, for the "
                                                    "method), or noisy-expert, random, expert")
-    g.add_argument("--budget", type=COUNT, required=True, metavar="N", help="new episodes in all")
-    g.add_argument("--rule", choices=RULE_NAMES, default=RULE_NAMES[0], help="where to grow (default: %(default)s)")
-    g.add_argument("-k", "--k", type=COUNT, default=4, metavar="K", help="continuations per node (default 4)")
-    g.add_argument("--per-tree", type=COUNT, default=1, metavar="M", help="at most M nodes per tree (default 1)")
-    g.add_argument("--max-steps", type=COUNT, default=10, metavar="S",
-                   help="the episode cap: a continuation gets the steps its node leaves (default 10)")
-    g.add_argument("--seed", type=NONNEGATIVE, default=0, help="policy / sampling seed (default 0)")
+    add_fields(g, GrowSettings)
     g.add_argument("--detach", action="store_true",
                    help="run as a background job (follow it with `w2stree jobs show JOB`)")
     g.set_defaults(func=cmd_grow)
@@ -83,10 +71,9 @@ def cmd_explore(args: argparse.Namespace) -> int:
     env_kwargs = parse_env_args(args.env_arg)
     store = open_store(args)
     world = env_with_args(args.env, env_kwargs)
-    spec = ExploreSpec(env=world, task_id=args.task, node=args.node, policy=model_arg(store, args.policy, world),
-                       k=args.k, schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
-                       max_steps=args.max_steps, seed=args.seed, env_kwargs=env_kwargs, server=args.server,
-                       pool=pool_from_args(args))
+    spec = from_args(ExploreSpec, args, env=world, task_id=args.task, node=args.node,
+                     policy=model_arg(store, args.policy, world), env_kwargs=env_kwargs, server=args.server,
+                     pool=pool_from_args(args))
     if args.detach:
         print(f"started job {start_explore_job(spec, store)}; follow it with `w2stree jobs show`")
         return 0
@@ -98,8 +85,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def cmd_grow(args: argparse.Namespace) -> int:
-    settings = GrowSettings(budget=args.budget, rule=args.rule, k=args.k, per_tree=args.per_tree,
-                            max_steps=args.max_steps, seed=args.seed)
+    settings = from_args(GrowSettings, args)
     store = open_store(args)
     policy = model_arg(store, args.policy, args.env)
     if args.detach:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import COUNT, NONNEGATIVE, env_arg, model_arg, open_store
-from core.cli.explore import RULE_NAMES
+from core.cli.context import COUNT, NONNEGATIVE, add_renamed_flag, env_arg, model_arg, open_store
+from core.cli.fields import add_fields
 from core.errors import UserError
 from core.evaluate import evaluate
 from core.methods import METHODS, STRONG, comparisons
 from core.pipeline import run_pipeline
 from core.results import FORMATS, render
+from core.settings import GrowSettings, TreeSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    f"compute-matched control ({', '.join(controls)}), evaluate all "
                                    f"{len(METHODS)}. The methods are core.methods.METHODS.")
     p.add_argument("--env", type=env_arg, default="shop", help="environment (default: shop)")
-    p.add_argument("--scale", "--preset", dest="scale", default="tiny",
-                   help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models); "
-                        "--preset is its earlier name")
+    p.add_argument("--scale", default="tiny",
+                   help="tiny (CPU default, embedded models), quick (smoke test) or paper (real models)")
+    add_renamed_flag(p, "--preset", "--scale")
     p.add_argument("--quick", action="store_true", help="the smoke-test scale (same as --scale quick)")
     p.add_argument("--seeds", type=NONNEGATIVE, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
     p.add_argument("--trajs-per-task", type=COUNT, nargs="+", default=None, metavar="K",
@@ -57,11 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grow-budget", type=NONNEGATIVE, default=None, metavar="N",
                    help="targeted growth: N more episodes by the explorer from the nodes --grow-rule picks, "
                         "added to the trees (TreeDPO, MCTS) before the pairs are cut (default: the scale's, 0)")
-    p.add_argument("--grow-rule", default=None, choices=RULE_NAMES,
-                   help="where targeted growth explores (`w2stree grow --help`; default deepest-failure)")
-    p.add_argument("--merge", default=None, choices=("action", "state"),
-                   help="how the trees merge: action (the paper's, default) or state (branches that reach one "
-                        "env state share their subtree; the shop has state keys)")
+    add_fields(p, GrowSettings, only=("rule",), prefix="grow", unset=True)
+    add_fields(p, TreeSettings, only=("merge",), unset=True)
     p.add_argument("--reuse", action="store_true",
                    help="take trainings and explorations that already ran on identical inputs (same base "
                         "weights, data, settings, seed) from earlier runs instead of running them again; "

@@ -1,8 +1,8 @@
 """`w2stree train {sft,mcts,treedpo,eto-dpo}`, and the train command that a config is (`command_line`).
 
 The methods, their data and configs are `core.train.config.METHODS`. Every config field of the
-method is a flag (`--lora-r`, `--batch-size`, ...; booleans also take
-`--no-...`); flags not given keep the value of `--preset`. Training always runs as a job in its
+method is a flag (`--lora-r`, `--batch-size`, ...; booleans also take `--no-...`), made by
+`core.cli.fields`; flags not given keep the value of `--preset`. Training always runs as a job in its
 own process; without `--detach` the command follows the job's log until it ends (Ctrl-C stops it,
 keeping a checkpoint for `w2stree jobs resume`; the `jobs` verbs are `core.cli.jobs`).
 """
@@ -15,9 +15,10 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from core.cli.context import model_arg, open_store
+from core.cli.fields import add_fields, field_values
 from core.cli.jobs import follow
 from core.train import method, start_job
-from core.train.config import METHODS, PRESETS, RENAMED, config_class, field_help, make_config
+from core.train.config import METHODS, PRESETS, RENAMED, config_class, make_config
 from core.train.data import SPEC_HELP, parse_spec
 from core.train.jobs import coerce_config
 
@@ -37,25 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         k = tsub.add_parser(m.name, help=m.help, description=m.help, epilog="data SPEC grammar:\n" + SPEC_HELP,
                             aliases=[old for old, new in RENAMED.items() if new == m.name],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        cls = m.config_class
-        helps = field_help(cls)
-        for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            if f.name == "preset":
-                k.add_argument(flag, choices=sorted(PRESETS), default="paper", help=helps[f.name])
-            elif f.type in ("bool", bool):
-                k.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps[f.name])
-            else:
-                conv = {"int": int, "float": float}.get(str(f.type), str)
-                k.add_argument(flag, type=conv, default=None, metavar=f.name.upper(), help=helps[f.name])
+        add_fields(k, m.config_class, unset=True, preset=dict(choices=sorted(PRESETS), default="paper"))
         k.add_argument("--detach", action="store_true", help="start the job and return at once")
         k.set_defaults(func=_train)
 
 
 def config_from_args(kind: str, args: argparse.Namespace):
     """The config that the parsed `w2stree train METHOD ...` flags describe."""
-    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(config_class(kind))}
-    return make_config(kind, values.pop("preset") or "paper", **values)
+    values = field_values(config_class(kind), args)
+    return make_config(kind, values.pop("preset", None) or "paper", **values)
 
 
 def _train(args: argparse.Namespace) -> int:

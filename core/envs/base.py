@@ -194,19 +194,59 @@ def canonical_env_name(name: str, **kwargs: Any) -> str:
     `shop?n_products=1000` (the default) is `shop`. The store keeps every task, trajectory, run and
     tree under this name. An env this installation does not know keeps its name as given.
     A parameter the env does not take, or a value of the wrong type, is an UnknownEnvError
-    (one line naming the parameter and what it takes)."""
-    base, params = _canonical(name, kwargs)
-    return name if params is None else base + _query(params)
+    (one line naming the parameter and what it takes). `EnvSpec.parse(name, **kwargs).name`."""
+    return EnvSpec.parse(name, **kwargs).name
 
 
-def _canonical(name: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """(registry name, the parameters of the canonical name, typed) of `canonical_env_name`;
-    None for the parameters of an env this installation does not know (and no kwargs)."""
-    base, params = parse_env_name(name)
-    params.update(kwargs)
-    factory = env_class(base)
-    if factory is None:
-        return base, (params if kwargs else None)
+@dataclass(frozen=True)
+class EnvSpec:
+    """An env name parsed once (`EnvSpec.parse`): the registry name, the typed parameters of its
+    canonical name (those that differ from the constructor's defaults), the canonical name, and
+    the split whose tasks it runs. `make()` builds the env, `tasks()` selects the split's tasks;
+    nothing below parses the name again."""
+
+    base: str
+    params: tuple[tuple[str, Any], ...] = ()
+    name: str = ""  # the canonical name (`canonical_env_name`); an env unknown here: as given
+    split: str = "train"
+
+    @classmethod
+    def parse(cls, name: str, split: str = "train", **kwargs: Any) -> EnvSpec:
+        """The spec of env name `name` plus constructor `kwargs` (an UnknownEnvError for a
+        parameter the env does not take or a value of the wrong type)."""
+        base, params = parse_env_name(name)
+        params.update(kwargs)
+        _load_builtin()
+        factory = _REGISTRY.get(base)
+        if factory is None:  # not installed here: the name as given (with kwargs: written out)
+            return cls(base, tuple(params.items()), base + _query(params) if kwargs else name, split)
+        kept = _canonical_params(base, factory, params)
+        return cls(base, tuple(kept.items()), base + _query(kept), split)
+
+    @property
+    def slug(self) -> str:
+        """The canonical name usable in file and model names (`env_slug`)."""
+        return env_slug(self.name)
+
+    def make(self) -> Env:
+        """The environment (named by its canonical name); UnknownEnvError when not registered."""
+        _load_builtin()
+        factory = _REGISTRY.get(self.base)
+        if factory is None:
+            raise UnknownEnvError(f"unknown env {self.base!r}; available: {', '.join(list_envs())}")
+        env = factory(**dict(self.params))
+        env.name = self.name
+        return env
+
+    def tasks(self, tasks: int | None = None, task_ids: Sequence[str] | None = None) -> list[str]:
+        """`select_tasks` of this spec's split on its env (opened and closed here)."""
+        with self.make() as env:
+            return select_tasks(env, self.split, tasks, task_ids)
+
+
+def _canonical_params(base: str, factory: Callable[..., Env], params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of the canonical name of env `base` built by `factory` with `params`, typed
+    as the constructor's defaults (`canonical_env_name`)."""
     signature = inspect.signature(factory).parameters
     named = [p for p in signature.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     open_ended = any(p.kind is p.VAR_KEYWORD for p in signature.values())
@@ -221,7 +261,7 @@ def _canonical(name: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any] |
             if p.default is p.empty or value != p.default:
                 kept[p.name] = value
     kept.update((k, params[k]) for k in unknown)
-    return base, kept
+    return kept
 
 
 def _typed(env: str, key: str, value: Any, default: Any) -> Any:
@@ -290,19 +330,16 @@ def env_class(name: str) -> Callable[..., Env] | None:
     return _REGISTRY.get(parse_env_name(name)[0])
 
 
-def make_env(name: str, **kwargs: Any) -> Env:
+def make_env(name: str | EnvSpec, **kwargs: Any) -> Env:
     """Build an environment by name: a registry name (`shop`, `sciworld`, `alfworld`, `webshop`),
     optionally with constructor parameters (`shop?n_products=200&n_categories=10`) and keyword
-    arguments. The env's `name` is its canonical name (`canonical_env_name`), so its tasks and
-    trajectories are stored under it."""
-    base, _ = parse_env_name(name)
-    factory = env_class(name)
-    if factory is None:
-        raise UnknownEnvError(f"unknown env {base!r}; available: {', '.join(list_envs())}")
-    _, params = _canonical(name, kwargs)
-    env = factory(**params)
-    env.name = base + _query(params)
-    return env
+    arguments, or a parsed `EnvSpec`. The env's `name` is its canonical name
+    (`canonical_env_name`), so its tasks and trajectories are stored under it."""
+    if isinstance(name, EnvSpec):
+        if kwargs:
+            raise TypeError("make_env takes keyword arguments with an env name, not with an EnvSpec")
+        return name.make()
+    return EnvSpec.parse(name, **kwargs).make()
 
 
 def select_tasks(env: Env, split: str = "train", tasks: int | None = None,

@@ -13,6 +13,7 @@ Heavy libraries (torch, TRL) load only when a trainer is built, so the dashboard
 module cheaply.
 """
 
+from core.fields import field_help
 from core.jobs import job_alive, job_log_tail, job_status, stop_job, sync_job
 from core.train.config import (
     METHODS,
@@ -21,7 +22,6 @@ from core.train.config import (
     SFTTrainConfig,
     TrainConfig,
     config_class,
-    field_help,
     make_config,
     method,
 )

@@ -23,7 +23,8 @@ hundred steps, and LoRA is pointless at that size.
 The effective batch is `batch_size x grad_accum` whatever the number of GPUs: on N processes the
 accumulation becomes `ceil(grad_accum / N)` (`core.train.common.accumulation_steps`).
 
-Every field carries its help text in `metadata["help"]` (the CLI and the dashboard show it).
+Every field carries its help text in `metadata["help"]` (the CLI and the dashboard show it;
+`core.fields`, the same convention as the tree and exploration settings of `core.settings`).
 `validate_fields` checks values without touching the store or any model, so a bad config is
 rejected before a process starts.
 """
@@ -227,11 +228,6 @@ def micro_split(cfg: TrainConfig) -> int:
     if cfg.micro_batch < 1 or cfg.micro_batch >= cfg.batch_size:
         return 1
     return cfg.batch_size // cfg.micro_batch
-
-
-def field_help(cls: type[TrainConfig]) -> dict[str, str]:
-    """Field name -> help text."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
 
 def validate_fields(kind: str, cfg: TrainConfig) -> None:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.console import plural
 from core.results import NO_DATA
+from core.trajectory import tree_id
 from dashboard import conversations, data, result_tables, ui
 
 MAX_MODELS = 4
@@ -127,7 +128,7 @@ def from_tree() -> bool:
     labels = [f"leaf {nodes[i]} · {by_id[t].source} · {by_id[t].model or '-'}" if i < len(nodes) and nodes[i]
               else f"{by_id[t].source} · {by_id[t].model or '-'}" for i, t in enumerate(ids) if t in by_id]
     c = st.columns([4, 1])
-    c[0].caption(f"Leaves of tree {by_id[found[0]].env}/{by_id[found[0]].task_id}, from the Trees page.")
+    c[0].caption(f"Leaves of tree {tree_id(by_id[found[0]].env, by_id[found[0]].task_id)}, from the Trees page.")
     if c[1].button("Compare models instead", key="compare_models_back"):
         st.query_params.clear()
         st.rerun()

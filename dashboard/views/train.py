@@ -13,8 +13,9 @@ import streamlit as st
 
 from core.cli.train import command_line
 from core.errors import UserError
+from core.fields import field_help
 from core.jobs import ACTIVE, gone_job, job_log_tail, job_metrics, job_status, list_jobs, stop_job
-from core.train.config import DEVICES, METHODS, PRESETS, field_help, make_config, method, validate_fields
+from core.train.config import DEVICES, METHODS, PRESETS, make_config, method, validate_fields
 from core.train.jobs import start_job
 from dashboard import data, figures, train_defaults, train_shaping, ui
 

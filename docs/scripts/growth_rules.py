@@ -33,11 +33,12 @@ from strong_methods_on_stored_data import ENV, stored_seed_run  # the script bes
 
 from core import stages
 from core.envs import env_slug
-from core.grow import RULES, GrowSettings, grow
+from core.grow import grow
 from core.oracle import label_stored
 from core.oracle_report import judge_pairs, label_table
 from core.pipeline import train_unit
 from core.results import episode_outcomes, paired_comparisons
+from core.settings import GROW_RULES, GrowSettings
 from core.train.data import pair_rows, write_rows
 from core.trajectory import Trajectory
 from core.work import run_units
@@ -46,7 +47,7 @@ from core.work import run_units
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("home", type=Path)
-    ap.add_argument("rule", choices=("none", *RULES))
+    ap.add_argument("rule", choices=("none", *GROW_RULES))
     ap.add_argument("--budget", type=int, default=600, help="new episodes (default 600: a fifth of the run's 3,000)")
     ap.add_argument("-k", type=int, default=4, help="continuations per grown node (default 4: the paper schedule)")
     ap.add_argument("--keep", type=int, default=None, help="explored episodes kept per task (default: all)")

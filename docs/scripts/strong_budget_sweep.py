@@ -35,8 +35,9 @@ from strong_methods_on_stored_data import ENV, baseline_rows, stored_seed_run  #
 from core import stages
 from core.envs import env_slug
 from core.pair_ranking import hard_pairs
-from core.pipeline import continued_budget, train_unit, training_files
+from core.pipeline import train_unit, training_files
 from core.results import episode_outcomes, paired_comparisons
+from core.scales import continued_budget
 from core.train.data import pair_rows, write_rows
 from core.work import run_units
 

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from core.envs import make_env
-from core.pipeline import SCALES, SeedRun
+from core.pipeline import SeedRun
 from core.results import render
+from core.scales import SCALES
 from core.store import Store
 from core.work import Reporter, run_units
 
@@ -35,8 +36,8 @@ def stored_seed_run(home: Path, folder: str, n_eval: int = 100, split: str = "de
     store = Store(home / "w2stree.duckdb")
     with make_env(ENV) as e:
         test_ids = [t.task_id for t in e.tasks(split)][:n_eval]
-    run = SeedRun(store, ENV, SCALES["tiny"], 0, [4], False, "", "", Path(), [], [], test_ids, home / folder,
-                  Reporter(True), lambda f: f)
+    run = SeedRun(store=store, env=ENV, cfg=SCALES["tiny"], seed=0, test_ids=test_ids, folder=home / folder,
+                  rep=Reporter(True))
     return store, run, *run.sft_paths()
 
 
