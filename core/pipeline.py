@@ -102,8 +102,8 @@ def _cap(items: list[Any], n: int | None, seed: int) -> list[Any]:
 # -- the experiment ------------------------------------------------------------------------------------
 
 def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence[int] = (0,),
-                 trajs_per_task: int | Sequence[int] | None = None, store: Store | None = None,
-                 progress: Progress | bool | None = True, *, weak: str | None = None,
+                 trajs_per_task: int | Sequence[int] | None = None,
+                 progress: Progress | bool | None = True, *, store: Store, weak: str | None = None,
                  strong: str | None = None, test_tasks: int | None = None, split: str | None = None,
                  experiment_id: str | None = None, reuse: bool = False, grow_budget: int | None = None,
                  grow_rule: str | None = None, merge: str | None = None) -> pd.DataFrame:
@@ -144,7 +144,6 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
             raise UserError("--trajs-per-task got no values")
     for k in ks:
         sampling_schedule(k)  # validates K
-    store = store if store is not None else Store()
     rep = Reporter(progress)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
     exp_id = experiment_id or f"exp-{env_slug(env)}-{cfg.name}-{cfg.eval_split}-{stamp}"

@@ -16,8 +16,6 @@ from core.store import Store
 from core.train.data import build_rows
 
 REPO = Path(__file__).resolve().parents[1]
-#: Modules still falling back to `Store()` (owned elsewhere; `run_pipeline(store=None)`).
-KNOWN = {"core/pipeline.py"}
 
 
 def test_no_module_falls_back_to_a_default_store():
@@ -29,7 +27,7 @@ def test_no_module_falls_back_to_a_default_store():
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Store"
                     and not node.args and not node.keywords):
                 found.add(str(path.relative_to(REPO)))
-    assert found <= KNOWN, f"Store() without a path in {sorted(found - KNOWN)}: pass the caller's store down"
+    assert not found, f"Store() without a path in {sorted(found)}: pass the caller's store down"
 
 
 def test_a_model_name_is_looked_up_in_the_given_store_only(tmp_path, monkeypatch):
