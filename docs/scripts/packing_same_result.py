@@ -1,10 +1,12 @@
 """Does `--packing tree` train the same TreeDPO as `--packing none` at the tiny scale (issue
 "Tree-packed TreeDPO", the identical-results target), and how much faster is it?
 
-    W2STREE_HOME=COPY python docs/scripts/packing_same_result.py COPY [--tasks 200] [--packings none tree]
+    W2STREE_HOME=COPY python docs/scripts/packing_same_result.py COPY [--method treedpo|eto-dpo] [--tasks 200]
+        [--packings none tree]
 
 COPY is a copy of a stored run's home (run 10: its store and models). The script trains seed 0's
-TreeDPO of that run (its stored step pairs, `tree_pairs.jsonl`; the tiny scale's DPO budget, from
+TreeDPO of that run (its stored step pairs, `tree_pairs.jsonl`; with `--method eto-dpo` ETO-DPO on
+its trajectory pairs, `eto_pairs.jsonl`; the tiny scale's DPO budget, from
 SFT-strong with SFT-weak as the reference) once per packing, one job at a time, from the same
 seed; then prints per packing the job's training seconds and pairs per second, the largest weight
 difference from the first packing's model relative to that model's own update (how far the weights
@@ -48,20 +50,22 @@ def main() -> None:
     ap.add_argument("home", type=Path)
     ap.add_argument("--tasks", type=int, default=200, help="evaluate on the first N dev tasks")
     ap.add_argument("--packings", nargs="+", default=["none", "tree"])
+    ap.add_argument("--method", choices=("treedpo", "eto-dpo"), default="treedpo")
     args = ap.parse_args()
     store, run, weak, strong = stored_seed_run(args.home, "packing", args.tasks, "dev")
-    pairs = next(args.home.glob("experiments/*-tiny-dev-*/s0/k4/tree_pairs.jsonl"))
+    method, file = {"treedpo": ("TreeDPO", "tree_pairs"), "eto-dpo": ("ETO-DPO", "eto_pairs")}[args.method]
+    pairs = next(args.home.glob(f"experiments/*-tiny-dev-*/s0/k4/{file}.jsonl"))
     n = sum(1 for _ in pairs.open())
     start = weights(strong)
     rows = []
     for packing in args.packings:
-        output = f"{env_slug(ENV)}-packing-{packing}"
-        unit = train_unit("TreeDPO", "treedpo", run.cfg, run.cfg.dpo, n, model=str(strong), data=str(pairs),
+        output = f"{env_slug(ENV)}-packing-{args.method}-{packing}"
+        unit = train_unit(method, args.method, run.cfg, run.cfg.dpo, n, model=str(strong), data=str(pairs),
                           output=output, seed=0, ref=str(weak), packing=packing)
-        done = run_units([unit, run.eval_unit("TreeDPO", run.model_path(output), 4, ("train TreeDPO",))],
+        done = run_units([unit, run.eval_unit(method, run.model_path(output), 4, (f"train {method}",))],
                          store, 1, run.rep)
         status = train_figures(args.home, run.model_path(output))
-        res = done["eval TreeDPO"].result
+        res = done[f"eval {method}"].result
         episodes = {t.task_id: t.actions for t in store.trajectories(run_id=res.run_id)}
         rows.append((packing, status, res, episodes, weights(run.model_path(output))))
     first = rows[0]
