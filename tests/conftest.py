@@ -50,3 +50,18 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("W2STREE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("W2STREE_DB", str(tmp_path / "home" / "w2stree.duckdb"))
     return Store(tmp_path / "home" / "w2stree.duckdb")
+
+
+@pytest.fixture
+def noisy_shop(store):
+    """The noisy expert's paper-schedule exploration of shop train_0..2 (8-step cap) in `store`,
+    and those tasks' expert demonstrations: (explored, experts)."""
+    from core import stages
+    from core.agents.base import PAPER_SCHEDULE
+    from core.agents.scripted import NoisyExpertPolicy
+    from core.collect import collect
+
+    tasks = ["train_0", "train_1", "train_2"]
+    run_id = collect(store, "shop", NoisyExpertPolicy("shop", noise=0.6, seed=3), tasks, PAPER_SCHEDULE,
+                     max_steps=8, progress=False).run_id
+    return store.trajectories(run_id=run_id), stages.demonstrations(store, "shop", tasks)

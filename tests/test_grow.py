@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from core import stages
 from core.agents.base import PAPER_SCHEDULE
 from core.agents.scripted import NoisyExpertPolicy
 from core.collect import collect
@@ -126,16 +125,12 @@ def test_cli_refuses_an_empty_store(store, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_pipeline_growth_adds_to_the_trees_only(store, tmp_path) -> None:
+def test_pipeline_growth_adds_to_the_trees_only(store, noisy_shop, tmp_path) -> None:
     from core.pipeline import training_files
     from core.scales import Scale
     from core.work import Reporter
 
-    tasks = ["train_0", "train_1", "train_2"]
-    run_id = collect(store, "shop", NoisyExpertPolicy("shop", noise=0.6, seed=3), tasks, PAPER_SCHEDULE,
-                     max_steps=8, progress=False).run_id
-    explored = store.trajectories(run_id=run_id)
-    experts = stages.demonstrations(store, "shop", tasks)
+    explored, experts = noisy_shop
     plain = Scale(name="t", mcts_iterations=50, max_steps=8)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -7,9 +7,6 @@ from __future__ import annotations
 import pytest
 
 from core import stages
-from core.agents.base import PAPER_SCHEDULE
-from core.agents.scripted import NoisyExpertPolicy
-from core.collect import collect
 from core.envs.base import StepResult, make_env
 from core.errors import UserError
 from core.explore import ExploreSpec, explore
@@ -186,12 +183,8 @@ def test_exploring_a_state_tree_rebuilds_it_as_all_its_episodes_would(store, epi
 
 
 @pytest.mark.slow
-def test_pipeline_state_merge_with_growth_builds_the_trees_of_all_episodes(store, tmp_path) -> None:
-    tasks = ["train_0", "train_1", "train_2"]
-    run_id = collect(store, "shop", NoisyExpertPolicy("shop", noise=0.6, seed=3), tasks, PAPER_SCHEDULE,
-                     max_steps=8, progress=False).run_id
-    explored = store.trajectories(run_id=run_id)
-    experts = stages.demonstrations(store, "shop", tasks)
+def test_pipeline_state_merge_with_growth_builds_the_trees_of_all_episodes(store, noisy_shop, tmp_path) -> None:
+    explored, experts = noisy_shop
     cfg = Scale(name="t", mcts_iterations=50, max_steps=8, grow_budget=8, grow_rule="pair-check", merge="state")
     training_files(store, cfg, explored, experts, 0, tmp_path, Reporter(None), save=True, explorer="noisy-expert")
     grown = store.trajectories(source="explore")
