@@ -256,6 +256,9 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     demo_ids = train_ids[: cfg.demo_tasks]
     explore_ids = train_ids[cfg.explore_from: cfg.explore_from + cfg.explore_tasks]
     test_ids = test_ids[: cfg.test_tasks]
+    from core.run_clock import RunClock, plan  # the whole run's ETA, from the rates its units show
+
+    rep.clock = RunClock(cfg, plan(cfg, len(seeds), ks, len(demo_ids), len(explore_ids), len(test_ids)), rep.t0)
 
     t0 = time.monotonic()
     weak_base, strong_base = cfg.weak, cfg.strong
@@ -281,7 +284,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
         rows += seed_rows
     df = pd.DataFrame(rows)
     df.attrs.update(timings=dict(rep.timings), experiment_id=exp_id, wall_s=time.monotonic() - rep.t0)
-    rep.say(1.0, f"experiment {exp_id} done in {df.attrs['wall_s']:.0f}s")
+    rep.say(1.0, f"experiment {exp_id} done in {df.attrs['wall_s']:.0f}s" + rep.clock.verdict(df.attrs["wall_s"]))
     return df
 
 

@@ -33,6 +33,7 @@ from core.tree import MERGE_RULES, build_trees, build_trees_from_tables
 from core.tree_data import Tree
 
 if TYPE_CHECKING:
+    from core.collect import EpisodeTick
     from core.store import Store
 
 __all__ = [
@@ -112,7 +113,7 @@ def expert_trajectories(store: Store, env: str | None = None, task: str | None =
 def run_policy(store: Store, env: str, policy: str, task_ids: list[str],
                schedule: Sequence[Sampling] = (Sampling(),), *, label: str | None = None, seed: int = 0,
                max_steps: int | None = None, batch_size: int | None = None, workers: int = 1,
-               source: str = "collect", progress: bool = False, server: str | None = None) -> str:
+               source: str = "collect", progress: bool | EpisodeTick = False, server: str | None = None) -> str:
     """Run the policy called `policy` (`core.agents.registry`) on `task_ids` with every setting of
     `schedule`, store the episodes (as `source`) under the model name `label` (default: the
     policy's name) and return the run id. `batch_size`: episodes in lockstep (default:
