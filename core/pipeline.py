@@ -76,7 +76,7 @@ from core.store import Store
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
 from core.tree_data import Tree
-from core.work import Progress, Reporter, Unit, run_units
+from core.work import LiveCount, Progress, Reporter, Unit, run_units
 
 
 @dataclass(frozen=True)
@@ -523,7 +523,8 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     rep.say(0.4, f"expert demonstrations of {len(ids)} tasks")
     experts = stages.demonstrations(store, env, ids)
     rep.say(0.55, "exploration (noisy expert, paper schedule)")
-    trajs = store.trajectories(run_id=stages.run_policy(store, env, "noisy-expert", ids, PAPER_SCHEDULE))
+    trajs = store.trajectories(run_id=stages.run_policy(store, env, "noisy-expert", ids, PAPER_SCHEDULE,
+                                                        progress=LiveCount(rep, "exploration")))
     rep.say(0.75, "trees, MCTS and pairs")
     trees = stages.score_trees(stages.grow_trees(trajs))
     stages.save_tree_data(store, trees, {

@@ -185,9 +185,27 @@ def read_count(path: str | Path) -> dict[str, Any] | None:
         count = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    n = count["done"] - count["done0"]
-    count["each_s"] = (count["t"] - count["t0"]) / n if n > 0 else None
+    count["each_s"] = _each(count["t0"], count["done0"], count["t"], count["done"])
     return count
+
+
+def _each(t0: float, done0: int, t: float, done: int) -> float | None:
+    """Seconds per episode from (t0, done0) to (t, done); None before an episode ended."""
+    return (t - t0) / (done - done0) if done > done0 else None
+
+
+class LiveCount:
+    """A collecting stage's `progress` in this process: the reporter's live line shows its
+    episodes (`episodes_text`; the dashboard's fill job shows that line too)."""
+
+    def __init__(self, rep: Reporter, name: str) -> None:
+        self.rep, self.name = rep, name
+        self.first: tuple[float, int] | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        self.first = self.first or (now, done)
+        self.rep.live(episodes_text(self.name, done, total, _each(*self.first, now, done)))
 
 
 def episodes_text(name: str, done: int, total: int, each_s: float | None) -> str:

@@ -174,3 +174,20 @@ def test_the_live_line_shows_episodes_and_the_runs_eta(store, capsys, monkeypatc
     assert any(re.search(r"\] explore \d+/12 episodes, [\d.]+/s, ETA \d+ s · run ETA \d+ s$", line)
                for line in counted), counted
     assert any("] predicted: the whole run takes about " in line and "explore:policy" in line for line in lines)
+
+
+def test_a_collection_in_this_process_counts_its_episodes_to_the_callback(store, monkeypatch):
+    """The dashboard's fill job: its reporter's callback (the job's status message) gets the live
+    line, episodes counted by collect itself."""
+    import core.work
+    from core import stages
+    from core.work import LiveCount
+
+    monkeypatch.setattr(core.work, "CALLBACK_EVERY_S", 0.0)
+    texts: list[str] = []
+    rep = Reporter(lambda fraction, text: texts.append(text))
+    ids = stages.split_tasks("shop", "train")[:3]
+    stages.run_policy(store, "shop", "expert", ids, progress=LiveCount(rep, "exploration"))
+    assert texts[0] == "exploration 0/3 episodes"  # before the first episode: no rate yet
+    assert texts[-1].startswith("exploration 3/3 episodes, ") and texts[-1].endswith(", ETA 0 s")
+    assert len(texts) == 4 and len(store.trajectory_index(model="expert")) == 3
