@@ -40,6 +40,7 @@ PRIORS: dict[str, float] = {  # seconds per training row / episode on the refere
     "explore:weak": 0.25, "explore:policy": 0.03, "eval:weak": 0.18, "eval:strong": 0.22,
 }
 # seconds to start and end a unit, by stage; "phase": the work in this process after a phase (results, trees)
+FIRST_STEPS = 5  # the steps of every running training measured before the first full prediction
 OVERHEADS: dict[str, float] = {"train": 9.0, "eval": 5.0, "explore": 2.0, "phase": 3.0}
 
 
@@ -145,16 +146,19 @@ class RunClock:
         self.forecast.finish(name)
 
     def calibrated(self) -> bool:
-        """Whether the prediction rests on this machine: a rate measured, and one for every
-        training that runs now."""
-        rates = self.forecast.rates
-        running = [self.items[n] for n in self.forecast.progress if n in self.items]
-        return rates.factor() is not None and all(i.kind in rates.measured for i in running if i.stage == "train")
+        """Whether the prediction rests on this machine: a rate measured, and every training
+        that runs now past its first `FIRST_STEPS` steps (half of them if it has fewer: the
+        first steps are slower), its rate measured."""
+        rates, progress = self.forecast.rates, self.forecast.progress
+        trainings = [(self.items[n], done) for n, (done, _) in progress.items() if self.items[n].stage == "train"]
+        return rates.factor() is not None and all(
+            i.kind in rates.measured and done >= min(FIRST_STEPS, math.ceil(i.amount / 2)) for i, done in trainings)
 
     def text(self, now: float | None = None) -> str:
-        """`run ETA 12m30s` (the seconds left of the whole run), once calibrated, else ""."""
+        """`run ETA 12m30s` (the seconds left of the whole run) from the first full prediction
+        on, else ""."""
         now = time.monotonic() if now is None else now
-        if not self.calibrated():
+        if self.first is None:
             return ""
         left = self.forecast.left()
         self.last = (now, left)

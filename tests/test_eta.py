@@ -129,6 +129,8 @@ def test_the_clock_predicts_from_the_first_measured_steps():
     clock.update("train SFT-weak", 10, 100, 0.2, elapsed=2.0)  # 0.2 s/step = 0.02 s/row: 2x the prior
     assert clock.announce(now=10.0) is None  # SFT-strong has no rate yet: no full prediction
     assert clock.text(now=10.0) == ""
+    clock.update("train SFT-strong", 4, 100, 0.8, elapsed=3.2)
+    assert clock.announce(now=10.0) is None  # measured, but on fewer than FIRST_STEPS steps
     clock.update("train SFT-strong", 5, 100, 0.8, elapsed=4.0)  # 0.08 s/row: 4x; the factor is sqrt(8)
     # left: weak 90 x 0.2 = 18 s; strong 95 x 0.8 = 76 s, then its evaluation at the factor:
     # 50 x 0.1 x sqrt(8) = 14.14 s; the run so far 10 s
@@ -137,6 +139,7 @@ def test_the_clock_predicts_from_the_first_measured_steps():
     assert "sft:strong 80.0 ms/row, sft:weak 20.0 ms/row; other work at 2.83x" in line
     assert clock.first == pytest.approx((10.0, 10 + 76 + 50 * 0.1 * math.sqrt(8)))
     assert clock.announce(now=11.0) is None  # once
+    assert clock.text(now=10.0) == "run ETA 1m30s"
     assert clock.eta_now(now=30.0) == "run ETA 1m10s"  # counted down between polls
     clock.finish("train SFT-weak", wall=25.0)  # 100 steps x 0.2 s = 20 s of work: 5 s to start and end
     assert clock.forecast.rates.measured_overheads["train"] == 5.0
