@@ -48,6 +48,7 @@ Progress = Callable[[float, str], None]  # (fraction of the whole done, what hap
 POLL_S = 0.5  # how often running units are checked
 LIVE_EVERY_S = 8.0  # a log (not a terminal) never stays silent 10 s (polls and beats add up to 1 s)
 BEAT_S = 0.5  # the heartbeat's period; it speaks when nothing updated the live line for 2 periods
+FIRST_EPISODES = 20  # episodes counted before a collecting call's rate is shown and used
 CALLBACK_EVERY_S = 1.0  # how often a callback gets the live line (the dashboard refreshes every second)
 
 
@@ -180,18 +181,20 @@ class EpisodeCount:
 
 def read_count(path: str | Path) -> dict[str, Any] | None:
     """What an `EpisodeCount` wrote last, with `each_s` (seconds per episode since its first
-    call; None before an episode ended), else None."""
+    call, see `_each`), else None."""
     try:
         count = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    count["each_s"] = _each(count["t0"], count["done0"], count["t"], count["done"])
+    count["each_s"] = _each(count["t0"], count["done0"], count["t"], count["done"], count["total"])
     return count
 
 
-def _each(t0: float, done0: int, t: float, done: int) -> float | None:
-    """Seconds per episode from (t0, done0) to (t, done); None before an episode ended."""
-    return (t - t0) / (done - done0) if done > done0 else None
+def _each(t0: float, done0: int, t: float, done: int, total: int) -> float | None:
+    """Seconds per episode from (t0, done0) to (t, done); None before `FIRST_EPISODES` of them
+    ended (or all): episodes run in lockstep batches, so the first few end in a burst or alone."""
+    n = done - done0
+    return (t - t0) / n if n > 0 and n >= min(FIRST_EPISODES, total - done0) else None
 
 
 class LiveCount:
@@ -205,7 +208,7 @@ class LiveCount:
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         self.first = self.first or (now, done)
-        self.rep.live(episodes_text(self.name, done, total, _each(*self.first, now, done)))
+        self.rep.live(episodes_text(self.name, done, total, _each(*self.first, now, done, total)))
 
 
 def episodes_text(name: str, done: int, total: int, each_s: float | None) -> str:

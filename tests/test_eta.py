@@ -153,10 +153,10 @@ def _config(max_steps: int, batch: int):
 
 
 def _collect(store, task_ids: list[str], progress=None) -> int:
-    """A collecting stage: an episode every 0.25 s, counted through `progress` as collect does."""
+    """A collecting stage: an episode every 0.1 s, counted through `progress` as collect does."""
     progress(0, len(task_ids))
     for i, _ in enumerate(task_ids, 1):
-        time.sleep(0.25)
+        time.sleep(0.1)
         progress(i, len(task_ids))
     return len(task_ids)
 
@@ -166,15 +166,15 @@ def test_the_live_line_shows_episodes_and_the_runs_eta(store, capsys, monkeypatc
 
     monkeypatch.setattr(core.work, "LIVE_EVERY_S", 0.0)  # every poll writes the line
     rep = Reporter(True)
-    tasks = [f"t{i}" for i in range(12)]
-    rep.clock = RunClock(SCALES["quick"], [Phase((Item("explore", "explore:policy", 12),), 1)])
+    tasks = [f"t{i}" for i in range(50)]
+    rep.clock = RunClock(SCALES["quick"], [Phase((Item("explore", "explore:policy", 50),), 1)])
     done = run_units([Unit("explore", stage=_collect, kwargs=dict(task_ids=tasks))], store, parallel=1, rep=rep)
-    assert done["explore"].result == 12
+    assert done["explore"].result == 50
     lines = capsys.readouterr().err.splitlines()
-    counted = [line for line in lines if " explore " in line and "/12 episodes" in line]
+    counted = [line for line in lines if " explore " in line and "/50 episodes" in line]
     assert counted, lines
-    # e.g. "explore 5/12 episodes, 4/s, ETA 2 s · run ETA 2 s"
-    assert any(re.search(r"\] explore \d+/12 episodes, [\d.]+/s, ETA \d+ s · run ETA \d+ s$", line)
+    # e.g. "explore 25/50 episodes, 9.8/s, ETA 3 s · run ETA 3 s" (a rate once FIRST_EPISODES ended)
+    assert any(re.search(r"\] explore \d+/50 episodes, [\d.]+/s, ETA \d+ s · run ETA \d+ s$", line)
                for line in counted), counted
     assert any("] predicted: the whole run takes about " in line and "explore:policy" in line for line in lines)
 
@@ -194,3 +194,23 @@ def test_a_collection_in_this_process_counts_its_episodes_to_the_callback(store,
     assert texts[0] == "exploration 0/3 episodes"  # before the first episode: no rate yet
     assert texts[-1].startswith("exploration 3/3 episodes, ") and texts[-1].endswith(", ETA 0 s")
     assert len(texts) == 4 and len(store.trajectory_index(model="expert")) == 3
+
+
+def test_an_episode_rate_waits_for_the_first_episodes(tmp_path):
+    """Episodes end in lockstep batches: one that ends alone says nothing of the rate."""
+    from core.work import FIRST_EPISODES, EpisodeCount, read_count
+
+    path = tmp_path / "count.json"
+    count = EpisodeCount(str(path), every_s=0.0)
+    count(0, 100)
+    assert read_count(path)["each_s"] is None and read_count(tmp_path / "none.json") is None
+    count(FIRST_EPISODES - 1, 100)
+    assert read_count(path)["done"] == FIRST_EPISODES - 1 and read_count(path)["each_s"] is None
+    time.sleep(0.05)
+    count(FIRST_EPISODES, 100)
+    c = read_count(path)
+    assert c["each_s"] == pytest.approx((c["t"] - c["t0"]) / FIRST_EPISODES) and c["each_s"] > 0
+    small = EpisodeCount(str(tmp_path / "small.json"), every_s=0.0)
+    small(0, 3)
+    small(3, 3)  # fewer episodes than FIRST_EPISODES: all of them give the rate
+    assert read_count(tmp_path / "small.json")["each_s"] is not None
