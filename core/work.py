@@ -19,7 +19,7 @@ nothing else was said for `LIVE_EVERY_S` seconds, so the console is never silent
 Between units (a stage in this process: models, demonstrations, trees, MCTS, pairs) a printing
 reporter's heartbeat thread keeps that line on what was said last and how long ago (and the run's ETA),
 until the reporter reaches fraction 1 or is gone. A reporter with a callback gets the live line
-too, at most every `LIVE_EVERY_S` seconds (the dashboard's fill job shows it).
+too, at most every `CALLBACK_EVERY_S` seconds (the dashboard's fill job shows it).
 """
 
 from __future__ import annotations
@@ -286,9 +286,9 @@ def _outcome(unit: Unit, future: Any, done: dict[str, Unit]) -> Any:
 def _clock_job(clock: Any, name: str, status: dict[str, Any], t0: float) -> None:
     """A running training job's step, steps and seconds per step (from the trainer's ETA) to the
     reporter's clock."""
-    step, total, eta = status.get("step") or 0, status.get("max_steps"), status.get("eta_s")
     if clock is None:
         return
+    step, total, eta = status.get("step") or 0, status.get("max_steps"), status.get("eta_s")
     each = eta / (total - step) if step and total and total > step and isinstance(eta, int | float) and eta > 0 else None
     clock.update(name, step, total, each, time.monotonic() - t0)
 
