@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
 PRIORS: dict[str, float] = {  # seconds per training row / episode on the reference machine
     "sft:weak": 0.0175, "sft:strong": 0.034, "mcts:strong": 0.038, "treedpo:strong": 0.074,
-    "eto-dpo:strong": 0.83,  # whole-trajectory pairs: ~25x a one-decision row
+    # whole-trajectory pairs: 24x an SFT-strong row in run 11, 14.5x in the tiny run of 2026-12-07
+    # (README, Benchmarks); their geometric mean, 19x
+    "eto-dpo:strong": 0.64,
     "explore:weak": 0.25, "explore:policy": 0.03, "eval:weak": 0.18, "eval:strong": 0.22,
 }
 # seconds to start and end a unit, by stage; "phase": the work in this process after a phase (results, trees)
