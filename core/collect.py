@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,8 @@ from core.trajectory import Run, Trajectory, new_id
 
 if TYPE_CHECKING:
     from core.store import Store
+
+EpisodeTick = Callable[[int, int], None]  # (episodes done, of total)
 
 
 @dataclass
@@ -63,7 +65,7 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
             schedule: Sequence[Sampling] = (Sampling(),), *, max_steps: int | None = None,
             workers: int = 1, batch_size: int | None = None, source: str = "collect", model: str | None = None,
             run_id: str | None = None, resume: bool = False, env_kwargs: dict | None = None,
-            seed: int = 0, progress: bool = True, flush_seconds: float = 1.0,
+            seed: int = 0, progress: bool | EpisodeTick = True, flush_seconds: float = 1.0,
             shard: tuple[int, int] | None = None, spool: str | Path | None = None,
             pool: Pool | None = None) -> CollectResult:
     """Run one episode per (task, sampling) with `policy` and store them as they finish.
@@ -77,7 +79,8 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
     another policy or another world. `env` and `env_kwargs` together name the world, stored
     under its canonical name (`canonical_env_name`). `shard=(I, N)` runs tasks I, I+N, I+2N, ...
     of `task_ids` only; `spool` writes the run to that spool file and leaves `store` (may be None)
-    alone; a resume then continues the run from the spool.
+    alone; a resume then continues the run from the spool. `progress`: a bar on stderr (True), or
+    a function called with (episodes done, of total) before the first and after each episode.
     """
     if not known_env(env):
         raise UnknownEnvError(f"unknown env {env!r}; available: {', '.join(list_envs())}")
@@ -152,7 +155,10 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
         pending = [Episode(t, s, zlib.crc32(f"{seed}/{t}/{s.name()}".encode()), i * len(schedule) + j)
                    for i, t in enumerate(task_ids) if t in ours
                    for j, s in enumerate(schedule) if (t, s.name()) not in done_pairs]
-        if progress:
+        tick = progress if callable(progress) else None
+        if tick is not None:
+            tick(0, len(pending))
+        elif progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(pending), unit="ep", desc=f"collect {env}", dynamic_ncols=True)
@@ -164,6 +170,8 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
                                  env_kwargs=env_kwargs, seed=seed)
             finished.append(traj)
             unsaved.append(traj)
+            if tick is not None:
+                tick(len(finished), len(pending))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(reward=f"{sum(t.reward for t in finished) / len(finished):.3f}", refresh=False)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.agents.base import Sampling
 from core.console import plural
 from core.envs.base import Env, make_env, select_tasks
 from core.policy_run import run_policy
 from core.store import Store
+
+if TYPE_CHECKING:
+    from core.collect import EpisodeTick
 
 
 @dataclass
@@ -64,7 +67,7 @@ def _held_out_split(env: Env, task_ids: Sequence[str]) -> str:
 def evaluate(store: Store, model: str, env: str, split: str | None = None, tasks: int | None = None,
              task_ids: Sequence[str] | None = None, *, max_steps: int | None = None,
              batch_size: int = 16, workers: int = 1, label: str | None = None,
-             progress: bool = False, server: str | None = None) -> EvalResult:
+             progress: bool | EpisodeTick = False, server: str | None = None) -> EvalResult:
     """Run `model` greedily on the tasks of `split` (all, the first `tasks`, or `task_ids`),
     store every episode (source=eval, model=`label` or `model`) and return the averages.
     Without a split, `task_ids` must all be test tasks or all dev tasks (never train tasks);

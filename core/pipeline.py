@@ -76,7 +76,7 @@ from core.train import make_config
 from core.train.data import best_path_rows, pair_rows, sft_rows, write_rows
 from core.trajectory import Trajectory, new_id
 from core.tree_data import Tree
-from core.work import Progress, Reporter, Unit, run_units
+from core.work import LiveCount, Progress, Reporter, Unit, run_units
 
 # -- small helpers ---------------------------------------------------------------------------------
 
@@ -159,6 +159,9 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     demo_ids = train_ids[: cfg.demo_tasks]
     explore_ids = train_ids[cfg.explore_from: cfg.explore_from + cfg.explore_tasks]
     test_ids = test_ids[: cfg.test_tasks]
+    from core.run_clock import RunClock, plan  # the whole run's ETA, from the rates its units show
+
+    rep.clock = RunClock(cfg, plan(cfg, len(seeds), ks, len(demo_ids), len(explore_ids), len(test_ids)), rep.t0)
 
     t0 = time.monotonic()
     weak_base, strong_base = cfg.weak, cfg.strong
@@ -183,7 +186,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
         rows += seed_rows
     df = pd.DataFrame(rows)
     df.attrs.update(timings=dict(rep.timings), experiment_id=exp_id, wall_s=time.monotonic() - rep.t0)
-    rep.say(1.0, f"experiment {exp_id} done in {df.attrs['wall_s']:.0f}s")
+    rep.say(1.0, f"experiment {exp_id} done in {df.attrs['wall_s']:.0f}s" + rep.clock.verdict(df.attrs["wall_s"]))
     return df
 
 
@@ -404,7 +407,8 @@ def fill_default(store: Store, progress: Progress | None = None, env: str = "sho
     rep.say(0.4, f"expert demonstrations of {len(ids)} tasks")
     experts = stages.demonstrations(store, env, ids)
     rep.say(0.55, "exploration (noisy expert, paper schedule)")
-    trajs = store.trajectories(run_id=stages.run_policy(store, env, "noisy-expert", ids, PAPER_SCHEDULE))
+    trajs = store.trajectories(run_id=stages.run_policy(store, env, "noisy-expert", ids, PAPER_SCHEDULE,
+                                                        progress=LiveCount(rep, "exploration")))
     rep.say(0.75, "trees, MCTS and pairs")
     trees = stages.score_trees(stages.grow_trees(trajs))
     stages.save_tree_data(store, trees, {

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from core.agents.base import Sampling
 from core.agents.registry import make_policy
-from core.collect import collect
+from core.collect import EpisodeTick, collect
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def run_policy(store: Store, env: str, policy: str, task_ids: list[str],
                schedule: Sequence[Sampling] = (Sampling(),), *, label: str | None = None, seed: int = 0,
                max_steps: int | None = None, batch_size: int | None = None, workers: int = 1,
-               source: str = "collect", progress: bool = False, server: str | None = None) -> str:
+               source: str = "collect", progress: bool | EpisodeTick = False, server: str | None = None) -> str:
     """Run the policy called `policy` (`core.agents.registry`) on `task_ids` with every setting of
     `schedule`, store the episodes (as `source`) under the model name `label` (default: the
     policy's name) and return the run id. `batch_size`: episodes in lockstep (default:

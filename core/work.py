@@ -10,18 +10,26 @@ stage, the first word of its name (`train`, `eval`, `explore`). The first failur
 (running training jobs are stopped) and is raised naming its unit.
 
 While units run, the reporter keeps a live line of them (`Reporter.live`): a training job's step
-of its steps, its rate and time left (from the job's status.json), a stage call's time so far. On
+of its steps, its rate and time left (from the job's status.json), a collecting stage call's
+episodes of its episodes, rate and time left (a stage that takes `progress` is given an
+`EpisodeCount`, which writes them to a file that the poll reads), another call's time so far; with
+a reporter's `clock` (`core.run_clock.RunClock`, the pipeline's), the whole run's ETA after them. On
 a terminal that line is rewritten in place; in a log it is written as a plain line whenever
 nothing else was said for `LIVE_EVERY_S` seconds, so the console is never silent for longer.
 Between units (a stage in this process: models, demonstrations, trees, MCTS, pairs) a printing
-reporter's heartbeat thread keeps that line on what was said last and how long ago, until the
-reporter reaches fraction 1 or is gone.
+reporter's heartbeat thread keeps that line on what was said last and how long ago (and the run's ETA),
+until the reporter reaches fraction 1 or is gone. A reporter with a callback gets the live line
+too, at most every `CALLBACK_EVERY_S` seconds (the dashboard's fill job shows it).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -40,6 +48,8 @@ Progress = Callable[[float, str], None]  # (fraction of the whole done, what hap
 POLL_S = 0.5  # how often running units are checked
 LIVE_EVERY_S = 8.0  # a log (not a terminal) never stays silent 10 s (polls and beats add up to 1 s)
 BEAT_S = 0.5  # the heartbeat's period; it speaks when nothing updated the live line for 2 periods
+FIRST_EPISODES = 20  # episodes counted before a collecting call's rate is shown and used
+CALLBACK_EVERY_S = 1.0  # how often a callback gets the live line (the dashboard refreshes every second)
 
 
 class Reporter:
@@ -56,6 +66,8 @@ class Reporter:
         self._said = self.t0  # when a line was last written
         self._last, self._last_at, self._live_at = "", self.t0, self.t0  # the last said text; live's last call
         self._lock = threading.Lock()  # the heartbeat writes too
+        self._called = self.t0  # when the callback last got the live line
+        self.clock: Any = None  # a whole-run prediction (core.run_clock.RunClock) that run_units feeds
         if self.echo:
             threading.Thread(target=Reporter._beat, args=(weakref.ref(self),), daemon=True).start()
 
@@ -75,10 +87,15 @@ class Reporter:
     def live(self, text: str, *, beat: bool = False) -> None:
         """Show what runs now: on a terminal one line rewritten in place (cut to its width), in a
         log a plain line when nothing was written for LIVE_EVERY_S seconds."""
-        if not self.echo or not text:
+        if not text:
+            return
+        now = time.monotonic()
+        if self.callback is not None and now - self._called >= CALLBACK_EVERY_S:
+            self._called = now
+            self.callback(self.fraction, text)
+        if not self.echo:
             return
         with self._lock:
-            now = time.monotonic()
             if not beat:
                 self._live_at = now
             line = f"[{now - self.t0:7.1f}s] {text}"
@@ -112,7 +129,8 @@ class Reporter:
                 return
             now = time.monotonic()
             if rep._last and now - rep._live_at >= 2 * BEAT_S:
-                rep.live(f"{rep._last} · {now - rep._last_at:.0f}s", beat=True)
+                eta = rep.clock.eta_now(now) if rep.clock is not None else ""
+                rep.live(f"{rep._last} · {now - rep._last_at:.0f}s" + (f" · {eta}" if eta else ""), beat=True)
             del rep
 
     def timed(self, stage: str, start: float) -> None:
@@ -137,9 +155,79 @@ class Unit:
     result: Any = None
 
 
-def running_text(name: str, since: float, status: dict[str, Any] | None = None) -> str:
+@dataclass
+class EpisodeCount:
+    """A stage's `progress` in a worker process (picklable): called with (episodes done, of
+    total), it writes them, the time and the count of its first call, to the JSON file `path`
+    (at most every `every_s` seconds, and the last episode)."""
+
+    path: str
+    every_s: float = 0.5
+    first: tuple[float, int] | None = None
+    written: float = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.time()
+        if self.first is None:
+            self.first = (now, done)
+        elif done < total and now - self.written < self.every_s:
+            return
+        self.written = now
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"done": done, "total": total, "t0": self.first[0], "done0": self.first[1], "t": now}, fh)
+        os.replace(tmp, self.path)  # the poll never reads half a file
+
+
+def read_count(path: str | Path) -> dict[str, Any] | None:
+    """What an `EpisodeCount` wrote last, with `each_s` (seconds per episode since its first
+    call, see `_each`), else None."""
+    try:
+        count = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    count["each_s"] = _each(count["t0"], count["done0"], count["t"], count["done"], count["total"])
+    return count
+
+
+def _each(t0: float, done0: int, t: float, done: int, total: int) -> float | None:
+    """Seconds per episode from (t0, done0) to (t, done); None before `FIRST_EPISODES` of them
+    ended (or all): episodes run in lockstep batches, so the first few end in a burst or alone."""
+    n = done - done0
+    return (t - t0) / n if n > 0 and n >= min(FIRST_EPISODES, total - done0) else None
+
+
+class LiveCount:
+    """A collecting stage's `progress` in this process: the reporter's live line shows its
+    episodes (`episodes_text`; the dashboard's fill job shows that line too)."""
+
+    def __init__(self, rep: Reporter, name: str) -> None:
+        self.rep, self.name = rep, name
+        self.first: tuple[float, int] | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        self.first = self.first or (now, done)
+        self.rep.live(episodes_text(self.name, done, total, _each(*self.first, now, done, total)))
+
+
+def episodes_text(name: str, done: int, total: int, each_s: float | None) -> str:
+    """`explore 340/800 episodes, 12.3/s, ETA 39 s` (the rate and ETA once measured)."""
+    from core.eta import duration_text
+
+    text = f"{name} {done}/{plural(total, 'episode')}"
+    if each_s:
+        text += f", {1 / each_s:.3g}/s, ETA {duration_text((total - done) * each_s)}"
+    return text
+
+
+def running_text(name: str, since: float, status: dict[str, Any] | None = None,
+                 count: dict[str, Any] | None = None) -> str:
     """One running unit in the live line: a training job's `train TreeDPO 40/60 steps (2.5
-    steps/s, 0m08s left)` from its status (step, max_steps, the trainer's eta_s), else `name 12s`."""
+    steps/s, 0m08s left)` from its status (step, max_steps, the trainer's eta_s), a collecting
+    call's episodes from its `read_count`, else `name 12s`."""
+    if count:
+        return episodes_text(name, count["done"], count["total"], count["each_s"])
     total = (status or {}).get("max_steps")
     if not total:
         return f"{name} {time.monotonic() - since:.0f}s"
@@ -172,6 +260,16 @@ def _call(db: str, stage: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     return stage(Store(db), **kwargs)
 
 
+def _counted(u: Unit, folder: str) -> tuple[dict[str, Any], str | None]:
+    """A call's kwargs with an `EpisodeCount` as its `progress` when its stage takes one (a
+    collecting stage), and the count's file."""
+    if "progress" in u.kwargs or "progress" not in inspect.signature(u.stage).parameters:
+        return u.kwargs, None
+    fd, path = tempfile.mkstemp(suffix=".json", dir=folder)  # empty until the first count: read as none
+    os.close(fd)
+    return {**u.kwargs, "progress": EpisodeCount(path)}, path
+
+
 def _outcome(unit: Unit, future: Any, done: dict[str, Unit]) -> Any:
     """A finished call's result; its error raised naming the unit (a UserError stays one: bad
     input found inside a unit still reaches the user as one line)."""
@@ -181,6 +279,16 @@ def _outcome(unit: Unit, future: Any, done: dict[str, Unit]) -> Any:
         raise UserError(f"{unit.name}: {exc}") from exc
     except Exception as exc:
         raise UnitFailed(f"{unit.name} failed: {type(exc).__name__}: {exc}", unit.name, done) from exc
+
+
+def _clock_job(clock: Any, name: str, status: dict[str, Any], t0: float) -> None:
+    """A running training job's step, steps and seconds per step (from the trainer's ETA) to the
+    reporter's clock."""
+    if clock is None:
+        return
+    step, total, eta = status.get("step") or 0, status.get("max_steps"), status.get("eta_s")
+    each = eta / (total - step) if step and total and total > step and isinstance(eta, int | float) and eta > 0 else None
+    clock.update(name, step, total, each, time.monotonic() - t0)
 
 
 def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reuse: bool = False
@@ -196,6 +304,10 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
     parallel = max(1, parallel)
     pending, running, done = list(units), {}, {}
     looked: set[str] = set()  # units already looked up in the reuse records (a miss stays a miss)
+    counts = tempfile.mkdtemp(prefix="w2stree-counts-")  # the episode counts of running calls
+    clock = rep.clock
+    if clock is not None:
+        clock.begin(units, parallel)
     pool = ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
         while pending or running:
@@ -205,6 +317,8 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
                     pending.remove(u)
                     u.result, done[u.name], reused = earlier, u, True
                     rep.say(None, f"reuse {u.name}: identical inputs already gave {earlier}")
+                    if clock is not None:
+                        clock.finish(u.name)
                     continue
                 looked.add(u.name)
                 if len(running) >= parallel:
@@ -214,7 +328,8 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
                     handle: Any = start_job(u.kind, u.config, store, detach=True)
                     rep.say(None, f"start {u.name} ({u.kind}, {plural(u.n_examples, 'example')}, job {handle})")
                 else:
-                    handle = pool.submit(_call, str(store.path), u.stage, u.kwargs)
+                    kwargs, count_file = _counted(u, counts)
+                    handle = (pool.submit(_call, str(store.path), u.stage, kwargs), count_file)
                     rep.say(None, f"start {u.name}")
                 running[u.name] = (u, handle, time.monotonic())
             if reused:
@@ -229,6 +344,7 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
                     status = job_status(handle)
                     if status["status"] in ("queued", "running") or job_alive(handle):
                         live.append(running_text(name, t0, status))
+                        _clock_job(clock, name, status, t0)
                         continue
                     sync_job(store, handle)
                     if status["status"] != "succeeded":
@@ -236,17 +352,28 @@ def run_units(units: list[Unit], store: Store, parallel: int, rep: Reporter, reu
                                          f"{status.get('error')}\n{job_log_tail(handle, 20)}", u.name, done)
                     u.result = Path(status["output_path"])
                 else:
-                    if not handle.done():
-                        live.append(running_text(name, t0))
+                    future, count_file = handle
+                    if not future.done():
+                        count = read_count(count_file) if count_file else None
+                        live.append(running_text(name, t0, count=count))
+                        if clock is not None and count:
+                            clock.update(name, count["done"], count["total"], count["each_s"], time.monotonic() - t0)
                         continue
-                    u.result = _outcome(u, handle, done)
+                    u.result = _outcome(u, future, done)
                 del running[name]
                 done[name] = u
                 reuse_records.record(u, store)
                 rep.timed(name.split(" ")[0], t0)
                 rep.say(None, f"done {u.name} in {time.monotonic() - t0:.0f}s")
-            rep.live(" · ".join(live))
+                if clock is not None:
+                    clock.finish(name, time.monotonic() - t0)
+            if clock is not None:
+                if (line := clock.announce()) is not None:
+                    rep.say(None, line)
+                live.append(clock.text())
+            rep.live(" · ".join(t for t in live if t))
     finally:
+        shutil.rmtree(counts, ignore_errors=True)
         rep.end_live()
         for u, handle, _ in running.values():
             if u.kind:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pandas as pd
 import pytest
@@ -92,7 +93,14 @@ def test_fill_default_gives_trees_with_pairs(store):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_pipeline_end_to_end(store):
-    df = run_pipeline("shop", "quick", seeds=(0,), store=store, progress=False)
+    said: list[str] = []
+    df = run_pipeline("shop", "quick", seeds=(0,), store=store, progress=lambda f, text: said.append(text))
+    # the whole run predicted from its first training steps, its ETA and the episode counts in
+    # the live line, and the prediction set against the measured time at the end
+    assert sum(t.startswith("predicted: the whole run takes about ") for t in said) == 1, said
+    assert any(" · run ETA " in t or t.startswith("run ETA ") for t in said), said
+    assert any(re.search(r"(explore|eval [\w-]+) \d+/\d+ episodes", t) for t in said), said
+    assert re.search(r"done in \d+s; predicted \S+ at \d+s, [+-]\d+ % of the measured ", said[-1]), said[-1]
     methods = [m for m, _ in METHODS]
     assert sorted(df["method"]) == sorted(methods)
     assert (df["n_episodes"] == 3).all() and df["avg_reward"].between(0, 1).all()

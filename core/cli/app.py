@@ -81,8 +81,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     store = open_store(args)
     if store.results().empty:
         print(f"w2stree up: {store.path} has no results yet; running the embedded default "
-              f"(the tinyshop world, shop?{TINY_WORLD}; {args.scale} scale; one seed of the tiny scale took 39-63 minutes "
-              f"on 2 shared CPU cores; `w2stree jobs list` shows its training jobs)",
+              f"(the tinyshop world, shop?{TINY_WORLD}; {args.scale} scale; its duration is predicted from this "
+              "machine once the first training steps run, and the live line counts it down; `w2stree jobs list` "
+              "shows its training jobs)",
               flush=True)
 
         run_pipeline(env="shop", scale=args.scale, store=store)
