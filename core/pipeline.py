@@ -69,6 +69,7 @@ from core.grow import grow
 from core.methods import BASELINES, BY_NAME, STRONG, ExperimentMethod, training_order
 from core.models import build_local_models, local_model_names
 from core.paths import home, models_dir
+from core.run_clock import RunClock, plan
 from core.scales import SCALES, Scale, budget
 from core.settings import GrowSettings
 from core.store import Store
@@ -159,8 +160,6 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     demo_ids = train_ids[: cfg.demo_tasks]
     explore_ids = train_ids[cfg.explore_from: cfg.explore_from + cfg.explore_tasks]
     test_ids = test_ids[: cfg.test_tasks]
-    from core.run_clock import RunClock, plan  # the whole run's ETA, from the rates its units show
-
     rep.clock = RunClock(cfg, plan(cfg, len(seeds), ks, len(demo_ids), len(explore_ids), len(test_ids)), rep.t0)
 
     t0 = time.monotonic()

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from core.eta import Forecast, Item, Phase, Rates, duration_text
 from core.methods import BASELINES, BY_NAME, training_order
+from core.scales import Scale, budget
 from core.train import make_config
 
 if TYPE_CHECKING:
-    from core.pipeline import Scale
     from core.work import Unit
 
 PRIORS: dict[str, float] = {  # seconds per training row / episode on the reference machine
@@ -70,8 +70,6 @@ def call_item(name: str, n_episodes: int, explorer: str, deps: tuple[str, ...] =
 
 def plan(cfg: Scale, n_seeds: int, ks: Sequence[int], n_demos: int, n_explore: int, n_test: int) -> list[Phase]:
     """The phases of a pipeline run (module docstring)."""
-    from core.pipeline import budget
-
     def train(m: Any, rows: int, deps: tuple[str, ...] = ()) -> Item:
         return train_item(f"train {m.name}", m.trainer, make_config(m.trainer, cfg.train_preset, **budget(cfg, m)),
                           rows, deps)

@@ -41,6 +41,7 @@ from typing import Any
 from core import reuse as reuse_records
 from core.console import plural
 from core.errors import UserError
+from core.eta import duration_text
 from core.store import Store
 from core.train import job_alive, job_log_tail, job_status, start_job, stop_job, sync_job
 
@@ -213,8 +214,6 @@ class LiveCount:
 
 def episodes_text(name: str, done: int, total: int, each_s: float | None) -> str:
     """`explore 340/800 episodes, 12.3/s, ETA 39 s` (the rate and ETA once measured)."""
-    from core.eta import duration_text
-
     text = f"{name} {done}/{plural(total, 'episode')}"
     if each_s:
         text += f", {1 / each_s:.3g}/s, ETA {duration_text((total - done) * each_s)}"
