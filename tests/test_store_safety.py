@@ -192,10 +192,10 @@ def test_stale_tree_save_refuses(store: Store):
 MCTS_PAUSED = """
 import sys, time
 from pathlib import Path
-import core.mcts
+import core.stages
 from core.cli import main
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
-real = core.mcts.run_mcts_all
+real = core.stages.run_mcts_all
 def paused(trees, **kw):
     out = real(trees, **kw)
     if not ready.exists():
@@ -203,7 +203,7 @@ def paused(trees, **kw):
         while not go.exists():
             time.sleep(0.02)
     return out
-core.mcts.run_mcts_all = paused
+core.stages.run_mcts_all = paused  # the stage scores through its own name for it
 sys.exit(main(["mcts", "--iterations", "50"]))
 """
 
