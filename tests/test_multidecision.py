@@ -53,7 +53,8 @@ def test_one_decision_pairs_give_trls_loss_gradient_and_metrics(filled, models, 
     if head == "trl":
         monkeypatch.setattr("core.train.dpo.install_cpu_lm_heads", lambda trainer: None)
     rows = build_rows("pairs:shop:step", filled)[:3]
-    conf = cfg("treedpo", models, "x", ref=str(models["weak"]))  # a reference unlike the policy
+    # a reference unlike the policy; the unpacked decision path (the tiny preset packs trees)
+    conf = cfg("treedpo", models, "x", ref=str(models["weak"]), packing="none")
     plain, _ = build_dpo_trainer(conf, rows, tmp_path / "plain", masked=False)
     monkeypatch.setattr(decision_dpo, "has_decisions", lambda rows: True)
     ours, _ = build_dpo_trainer(conf, rows, tmp_path / "ours")
@@ -84,7 +85,7 @@ def decision_logp(model, tok, prompt: list[dict], completion: list[dict]) -> tor
 def test_k_decision_pairs_give_the_hand_summed_loss(filled, models, tmp_path):
     from core.models.loading import load_model
 
-    conf = cfg("treedpo", models, "x", ref=str(models["weak"]))
+    conf = cfg("treedpo", models, "x", ref=str(models["weak"]), packing="none")
     raw = build_rows("pairs:shop:continuation", filled)
     policy, tok = load_model(conf.model, device="cpu", dtype=torch.float32)
     ref, _ = load_model(conf.ref, device="cpu", dtype=torch.float32)
@@ -119,7 +120,7 @@ def test_k_decision_pairs_give_the_hand_summed_loss(filled, models, tmp_path):
 @pytest.mark.parametrize("extra", [{}, {"lora": True, "lr": 1e-2}, {"micro_batch": 1}])
 def test_training_on_continuation_pairs_moves_the_weights(filled, models, tmp_path, extra):
     rows = build_rows("pairs:shop:step", filled)[:1] + build_rows("pairs:shop:continuation", filled)
-    trainer, _ = build_dpo_trainer(cfg("treedpo", models, "x", **extra), rows, tmp_path)
+    trainer, _ = build_dpo_trainer(cfg("treedpo", models, "x", packing="none", **extra), rows, tmp_path)
     sides = trainer.train_dataset["decision_sides"]
     assert len(sides) == len(rows) and [0, 1] in sides and max(map(len, sides)) > 4  # one and k decisions
     want = decision_dpo.SortedDecisionDPOTrainer if extra.get("micro_batch") else decision_dpo.DecisionDPOTrainer

@@ -191,7 +191,8 @@ def test_continuation_pairs_mask_observation_tokens(filled, chat_models, tmp_pat
     rows = build_rows("pairs:shop:continuation", filled)
     multi = [r for r in rows if len(r["chosen"]) > 1 and len(r["rejected"]) > 1]
     assert multi, "the fixture should give continuation pairs with observation turns"
-    trainer, tok = build_dpo_trainer(cfg("treedpo", chat_models, "x"), multi[:2], tmp_path)
+    # the unpacked rows (the tiny preset packs trees; tests/test_packing.py checks packed masks)
+    trainer, tok = build_dpo_trainer(cfg("treedpo", chat_models, "x", packing="none"), multi[:2], tmp_path)
     examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     batch = trainer.data_collator(examples)
     n = len(examples)
