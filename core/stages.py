@@ -159,28 +159,27 @@ def grow_trees_stored(store: Store, settings: TreeSettings = TreeSettings(), *, 
     `CHUNK` per write; returns (trees, nodes, trajectories)."""
     settings.check()
     if settings.merge == "state":  # replayed and unfolded from Trajectory objects
-        return _grow_state_trees_stored(store, settings, env, task, source, model, progress)
-    heads, steps = store.tree_tables(env=env, task_id=task, source=source, model=model)
-    trees = build_trees_from_tables(heads, steps, merge=settings.merge, threshold=settings.threshold)
-    del steps  # the trees hold what they need; free the step texts before writing
+        trees, n_trajs = _state_trees_stored(store, settings, env, task, source, model)
+    else:
+        heads, steps = store.tree_tables(env=env, task_id=task, source=source, model=model)
+        trees, n_trajs = build_trees_from_tables(heads, steps, merge=settings.merge,
+                                                 threshold=settings.threshold), heads.num_rows
+        del steps  # the trees hold what they need; free the step texts before writing
     for chunk in _chunks(trees):
         store.save_trees(chunk)
         _tick(progress, len(chunk))
-    return len(trees), sum(t.n_nodes for t in trees), heads.num_rows
+    return len(trees), sum(t.n_nodes for t in trees), n_trajs
 
 
-def _grow_state_trees_stored(store: Store, settings: TreeSettings, env: str | None, task: str | None,
-                             source: str | None, model: str | None, progress: Tick | None) -> tuple[int, int, int]:
-    """`grow_trees_stored` under the state merge: the episodes' state paths, spliced ones stored."""
+def _state_trees_stored(store: Store, settings: TreeSettings, env: str | None, task: str | None,
+                        source: str | None, model: str | None) -> tuple[list[Tree], int]:
+    """The state-merged trees of the matching stored episodes (their spliced paths stored), and
+    the number of episodes read."""
     episodes = [t for t in store.trajectories(env=env, task_id=task, source=source, model=model)
                 if source is not None or t.source not in ("eval", SPLICE)]  # as tree_tables reads them
     paths = tree_trajectories(episodes, settings)
-    trees = grow_trees(paths, settings)
     store_spliced(store, paths)
-    for chunk in _chunks(trees):
-        store.save_trees(chunk)
-        _tick(progress, len(chunk))
-    return len(trees), sum(t.n_nodes for t in trees), len(episodes)
+    return grow_trees(paths, settings), len(episodes)
 
 
 def score_trees_stored(store: Store, tree_ids: list[str], settings: MCTSSettings = MCTSSettings(),

@@ -78,12 +78,6 @@ class Unfolding:
         """The spliced paths (to store beside the trees)."""
         return [t for t in self.paths if t.source == SPLICE]
 
-    def line(self) -> str:
-        """One line for the console."""
-        capped = f", {self.capped} task(s) capped at {MAX_PATHS} paths" if self.capped else ""
-        return (f"state merge: {self.episodes} episodes -> {len(self.paths)} state paths "
-                f"({self.spliced} spliced, {self.dropped} more left out by their replay, "
-                f"{self.merged} episodes merged into another's path{capped})")
 
 
 def replay(env: Env, traj: Trajectory) -> list[str] | None:
@@ -115,8 +109,9 @@ def unfold(trajs: Sequence[Trajectory], max_paths: int = MAX_PATHS) -> Unfolding
     envs: dict[str, Env] = {}
     try:
         for (name, _), episodes in by_task.items():
-            env = envs[name] if name in envs else envs.setdefault(name, make_env(name))
-            _unfold_task(env, episodes, max_paths, out)
+            if name not in envs:
+                envs[name] = make_env(name)
+            _unfold_task(envs[name], episodes, max_paths, out)
     finally:
         for env in envs.values():
             env.close()
