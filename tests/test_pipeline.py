@@ -100,7 +100,7 @@ def test_quick_pipeline_end_to_end(store):
     assert sum(t.startswith("predicted: the whole run takes about ") for t in said) == 1, said
     assert any(" · run ETA " in t or t.startswith("run ETA ") for t in said), said
     assert any(re.search(r"(explore|eval [\w-]+) \d+/\d+ episodes", t) for t in said), said
-    assert re.search(r"done in \d+s; predicted \S+ at \d+s, [+-]\d+ % of the measured ", said[-1]), said[-1]
+    assert re.search(r"done in \d+s; predicted (\d+ s|\d+m\d\ds|\d+h\d\dm) at \d+s, [+-]\d+ % of the measured ", said[-1]), said[-1]
     methods = [m for m, _ in METHODS]
     assert sorted(df["method"]) == sorted(methods)
     assert (df["n_episodes"] == 3).all() and df["avg_reward"].between(0, 1).all()
