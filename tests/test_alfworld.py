@@ -14,10 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from core import stages
 from core.cli import main
 from core.envs import alfworld_data as data
 from core.envs.base import UnknownEnvError, make_env, select_tasks
 from core.errors import UserError
+from core.state_merge import SPLICE, unfold
+from core.state_merge import replay as replay_keys
+from core.trajectory import Step, Trajectory
 
 pytest.importorskip("textworld")
 pytest.importorskip("alfworld")
@@ -232,6 +236,53 @@ def test_collect_replay_tree_and_eto_round_trip(alf, store, tmp_path, capsys):
     assert ex.instruction == won.instruction
     report = replay(store, env="alfworld")
     assert report.checked == 4 and report.ok, report.mismatches
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # each game load costs ~5 s of CPU: minutes on a busy machine
+def test_state_key_and_state_merge_on_a_real_game(alf):
+    """`look` and `inventory` change nothing, so after either one an episode is in the start
+    state: two episodes that open with them share one node, and the pair moves below the expert's
+    first move, where one episode wins and the other idles. The path no episode played (A's
+    `look`, then B's idling) is spliced and replays to B's reward."""
+    env = make_env("alfworld")
+    try:
+        task = env.tasks("eto-seen")[0].task_id
+        plan = [s.action for s in env.expert(task)]
+        env.reset(task)
+        env.step("look")
+        look = env.state_key()  # the first ask restarts the game with its facts and plays `look` again
+        env.reset(task)
+        env.step("inventory")
+        assert env.state_key() == look
+        env.step(plan[0])
+        assert env.state_key() not in (look, None)
+
+        def play(actions: list[str], traj_id: str) -> Trajectory:
+            obs0, instruction = env.reset(task)
+            results = [env.step(a) for a in actions]
+            return Trajectory(env="alfworld", task_id=task, instruction=instruction,
+                              steps=[Step(a, r.observation, reward=r.reward) for a, r in zip(actions, results)],
+                              reward=results[-1].reward, meta={"initial_observation": obs0}, traj_id=traj_id)
+
+        a = play(["look", *plan], "t-a")
+        b = play(["inventory", plan[0], "look", "look"], "t-b")
+        assert (a.reward, b.reward) == (1.0, 0.0)
+        keys = replay_keys(env, a)
+        assert keys is not None and keys[0] == look and len(set(keys)) == len(keys)
+    finally:
+        env.close()
+    unfolded = unfold([a, b])
+    assert (unfolded.spliced, unfolded.merged, unfolded.dropped) == (1, 1, 0)
+    spliced = unfolded.new[0]
+    assert spliced.source == SPLICE and spliced.meta["spliced_from"] == ["t-a", "t-b"]
+    assert spliced.actions == ["look", plan[0], "look", "look"] and spliced.reward == 0.0
+    action_pairs = stages.cut_pairs(stages.grow_trees([a, b]), stages.PairSettings("step"))
+    assert [len(p.prompt) for p in action_pairs] == [1]  # the plain tree cuts at the root
+    pairs = stages.cut_pairs(stages.grow_trees(unfolded.paths, stages.TreeSettings("state")),
+                             stages.PairSettings("step"))
+    assert len(pairs) == 1 and len(pairs[0].prompt) == 5  # task, look, its answer, the move, its answer
+    assert plan[1] in pairs[0].chosen[0]["content"] and "look" in pairs[0].rejected[0]["content"]
 
 
 def _children(pid: int) -> list[int]:

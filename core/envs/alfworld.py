@@ -33,6 +33,7 @@ reset of the game already loaded re-uses it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -197,6 +198,8 @@ class ALFWorldEnv(Env):
         self._done = False
         self._won = False
         self._experts: dict[str, list[str]] = {}
+        self._facts = False  # whether games start with their facts tracked (`state_key`)
+        self._sent: list[str] = []  # the actions the running game was given since its reset
 
     # -- tasks
 
@@ -220,7 +223,8 @@ class ALFWorldEnv(Env):
     def _start(self, task_id: str) -> Any:
         """A TextWorld env on one game, wrapped as ALFWorld does."""
         tw, alfred = self._textworld, self._alfred
-        infos = tw.EnvInfos(won=True, feedback=True, admissible_commands=True, extras=["gamefile"])
+        infos = tw.EnvInfos(won=True, feedback=True, admissible_commands=True, extras=["gamefile"],
+                            facts=self._facts)
         wrappers = [alfred.AlfredDemangler(shuffle=False), alfred.AlfredInfos]
         return tw.start(str(data.game_path(task_id, self.root)), infos, wrappers=wrappers)
 
@@ -231,6 +235,7 @@ class ALFWorldEnv(Env):
             self._task = task_id
         self._state = self._env.reset()
         self._done = self._won = False
+        self._sent = []
         room, instruction = split_instruction(str(self._state["feedback"]))
         return room, instruction
 
@@ -244,6 +249,7 @@ class ALFWorldEnv(Env):
         # ALFWorld itself answers an inadmissible command with "Nothing happens." and no change;
         # an empty one would match nothing either, so it is answered the same way without a call.
         if action:
+            self._sent.append(action)
             self._state, _score, done = self._env.step(action)
             self._won = bool(self._state["won"])
             self._done = bool(done) or self._won
@@ -251,6 +257,29 @@ class ALFWorldEnv(Env):
         else:
             obs = NOTHING
         return StepResult(obs, float(self._won), self._done, {"invalid": invalid, "success": self._won})
+
+    def state_key(self) -> str | None:
+        """A digest of the game's facts (its whole PDDL state: where the agent is, where each object
+        is, what is open, clean, hot, cool or held) and whether it is won: what the next feedback
+        and the reward depend on. Tracking facts costs ~8 % per step, so games track them only
+        once a key is asked for: the first ask restarts the game with facts and plays the
+        episode's actions again (a deterministic game reaches the same state). The `checked(...)`
+        facts are left out: they record what `look`, `inventory` and `examine` were asked about and
+        change no later feedback (a spliced path is replayed before it is kept, `core.state_merge`,
+        so a key that is too coarse somewhere costs a path, never a wrong one)."""
+        if self._state is None:
+            return None
+        if not self._facts:
+            self._facts = True
+            task, sent = self._task, list(self._sent)
+            self.close()
+            self._env, self._task = self._start(task), task
+            self._state = self._env.reset()
+            for action in sent:
+                self._state, _score, _done = self._env.step(action)
+            self._sent = sent
+        facts = "\n".join(sorted(f for f in map(str, self._state["facts"]) if not f.startswith("checked(")))
+        return hashlib.blake2b(f"{facts}\n{int(self._won)}".encode(), digest_size=16).hexdigest()
 
     def valid_actions(self) -> list[str] | None:
         if self._state is None or self._done:
