@@ -302,9 +302,6 @@ class WorkerSlots(EnvSlots):
         lost, self.hosted[worker] = self.hosted[worker], set()
         return lost
 
-    def _ask(self, worker: int, msg: tuple) -> tuple[str, Any] | None:
-        return self._receive(worker, self._send(worker, msg))
-
     def run(self, ops: list[Op]) -> list[Any]:
         by_worker = by_host(ops, self.n)
         # hand every worker its ops first, so that they step in parallel
@@ -324,7 +321,7 @@ class WorkerSlots(EnvSlots):
         return out
 
     def task_index(self) -> dict[str, Task]:
-        while (reply := self._ask(0, ("tasks",))) is None:
+        while (reply := self._receive(0, self._send(0, ("tasks",)))) is None:
             self._lose(0)  # raises once worker 0 keeps dying
         return unwrap(*reply, "0")
 
