@@ -174,9 +174,12 @@ def test_nodes_explored_together_give_the_episodes_they_give_alone(store, tmp_pa
 
 @pytest.mark.slow
 def test_cli_growth_on_worker_processes_grows_what_it_grows_in_process(store, tmp_path, capsys) -> None:
-    """`grow --workers 2 --executor process` on a copy of the same trees: the same continuations,
-    and the explore runs record their pool."""
+    """`grow --workers 2 --executor process --detach` (a job) on a copy of the same trees: the same
+    continuations as `grow` in-process, and the explore runs record their pool."""
+    import time
+
     from core.cli import main
+    from core.jobs import FINISHED, job_status
     from core.store import Store
 
     other = tmp_path / "other.duckdb"
@@ -186,9 +189,16 @@ def test_cli_growth_on_worker_processes_grows_what_it_grows_in_process(store, tm
         s.save_trees(grow_trees(s.trajectories(run_id=run_id)))
     grow_args = ["grow", "--env", "shop", "--policy", "noisy-expert", "--budget", "8", "--max-steps", "8"]
     assert main(grow_args) == 0
-    assert main(["--db", str(other), *grow_args, "--workers", "2", "--executor", "process"]) == 0
-    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("grew")]
-    assert len(said) == 2 and said[0] == said[1] and said[0].startswith("grew 2 nodes by rule deepest-failure: 8 ")
+    assert main(["--db", str(other), *grow_args, "--workers", "2", "--executor", "process", "--detach"]) == 0
+    out = capsys.readouterr().out
+    job = out.split("started job ")[1].split(";")[0]
+    deadline = time.monotonic() + 180
+    while job_status(job)["status"] not in FINISHED and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status = job_status(job)
+    assert status["status"] == "succeeded", status
+    said = [line for line in out.splitlines() if line.startswith("grew")]
+    assert said[0].startswith("grew 2 nodes by rule deepest-failure: 8 ") and status["summary"] == said[0]
 
     def grown(s: Store) -> list[tuple[str, int, list[str], float]]:
         return sorted((t.meta["explore"]["tree_id"], t.meta["explore"]["node"], t.actions, t.reward)
