@@ -11,9 +11,10 @@ that step in parallel: ScienceWorld runs one JVM per env, and this spreads them 
 `if __name__ == "__main__":` guard. Spawned workers import this module: it keeps DuckDB and
 pandas out.
 
-A pool whose worker can die and be replaced (Ray) raises `SlotsLost` from `run`: the slots whose
-env was lost and the outcomes of the other ops; the episode runner starts the lost slots'
-episodes over.
+A pool whose worker can die (`WorkerSlots`: a process or a Ray actor killed, out of memory, an env
+that exits) replaces it and raises `SlotsLost` from `run`: the slots whose env was lost and the
+outcomes of the other ops; the episode runner starts the lost slots' episodes over. A worker that
+keeps dying ends the run with one line (`MAX_REPLACEMENTS`).
 """
 
 from __future__ import annotations
@@ -255,6 +256,76 @@ class LocalSlots(EnvSlots):
         self.envs.close()
 
 
+#: Replacements of one worker before the run gives up: an env that kills its worker every time
+#: (cannot start, crashes on a state) must end the run, not loop.
+MAX_REPLACEMENTS = 3
+
+
+class WorkerSlots(EnvSlots):
+    """Env slots spread over `n` workers that can die (processes, Ray actors); slot s lives on
+    worker s % n. A dead worker is replaced (`_restart`) and `run` raises `SlotsLost` naming every
+    slot it hosted, with the other ops' outcomes; the episode runner starts those episodes over. A
+    worker replaced `MAX_REPLACEMENTS` times that dies again ends the run with one UserError line
+    naming the env. Subclasses say how a message reaches a worker and how one is started."""
+
+    def __init__(self, env_name: str, env_kwargs: dict[str, Any], n: int, recycle: int = 0) -> None:
+        self.env_name, self.env_kwargs, self.recycle, self.n = env_name, env_kwargs, recycle, n
+        self.hosted: list[set[int]] = [set() for _ in range(n)]  # slots whose env lives on each worker
+        self.replaced = 0  # workers started in place of dead ones
+        self._replacements = [0] * n
+
+    @abstractmethod
+    def _send(self, worker: int, msg: tuple) -> Any:
+        """Hand ("ops", ops) or ("tasks",) to `worker`: a handle for `_receive` (None: it is dead)."""
+
+    @abstractmethod
+    def _receive(self, worker: int, handle: Any) -> tuple[str, Any] | None:
+        """The worker's `answer` to the message `handle` stands for; None when the worker died."""
+
+    @abstractmethod
+    def _restart(self, worker: int) -> None:
+        """Clear dead `worker` away and start a new one in its place."""
+
+    @abstractmethod
+    def _end(self, worker: int) -> str:
+        """How dead `worker` ended and where to look for why (for the line that gives up)."""
+
+    def _lose(self, worker: int) -> set[int]:
+        """Replace dead `worker`; the slots it hosted (their envs are gone)."""
+        self._replacements[worker] += 1
+        if self._replacements[worker] > MAX_REPLACEMENTS:
+            raise UserError(f"env {self.env_name!r}: its worker {worker} died {self._replacements[worker]} times "
+                            f"({self._end(worker)}); run the env in this process to see why (--executor local) "
+                            "and fix that")
+        self._restart(worker)
+        self.replaced += 1
+        lost, self.hosted[worker] = self.hosted[worker], set()
+        return lost
+
+    def run(self, ops: list[Op]) -> list[Any]:
+        by_worker = by_host(ops, self.n)
+        # hand every worker its ops first, so that they step in parallel
+        handles = {w: self._send(w, ("ops", [ops[i] for i in idx])) for w, idx in by_worker.items()}
+        out: list[Any] = [None] * len(ops)
+        lost: set[int] = set()
+        for w, idx in by_worker.items():
+            self.hosted[w].update(ops[i][0] for i in idx)
+            reply = self._receive(w, handles[w])
+            if reply is None:
+                lost |= self._lose(w)
+                continue
+            for i, res in zip(idx, unwrap(*reply, str(w))):
+                out[i] = res
+        if lost:
+            raise SlotsLost(lost, out)
+        return out
+
+    def task_index(self) -> dict[str, Task]:
+        while (reply := self._receive(0, self._send(0, ("tasks",)))) is None:
+            self._lose(0)  # raises once worker 0 keeps dying
+        return unwrap(*reply, "0")
+
+
 def _worker_main(conn: Any, env_name: str, env_kwargs: dict[str, Any], recycle: int) -> None:
     """A worker process: hosts env slots and answers ("ops", [...]) / ("tasks",) / ("close",)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us cleanly
@@ -273,61 +344,76 @@ def _worker_main(conn: Any, env_name: str, env_kwargs: dict[str, Any], recycle: 
         conn.close()
 
 
-class ProcessSlots(EnvSlots):
-    """Env slots in `n` spawned worker processes; slot s lives on worker s % n."""
+class ProcessSlots(WorkerSlots):
+    """Env slots in `n` spawned worker processes; slot s lives on worker s % n. A worker process
+    that dies (killed, out of memory, an env that exits) is replaced (`WorkerSlots`)."""
 
     def __init__(self, env_name: str, env_kwargs: dict[str, Any], n: int, recycle: int = 0) -> None:
-        ctx = mp.get_context("spawn")
-        self.conns, self.procs = [], []
+        super().__init__(env_name, env_kwargs, n, recycle)
+        self.ctx = mp.get_context("spawn")
+        self.conns: list[Any] = []
+        self.procs: list[Any] = []
         try:
-            for _ in range(n):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, env_name, env_kwargs, recycle), daemon=True)
-                proc.start()
-                child.close()
-                self.conns.append(parent)
-                self.procs.append(proc)
+            for w in range(n):
+                self.conns.append(None)
+                self.procs.append(None)
+                self._start(w)
         except BaseException:
             self.close()
             raise
 
-    def _ask(self, worker: int) -> Any:
+    def _start(self, worker: int) -> None:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker_main, daemon=True,
+                                args=(child, self.env_name, self.env_kwargs, self.recycle))
+        proc.start()
+        child.close()
+        self.conns[worker], self.procs[worker] = parent, proc
+
+    def _send(self, worker: int, msg: tuple) -> Any:
         try:
-            status, payload = self.conns[worker].recv()
-        except (EOFError, OSError) as exc:
-            proc = self.procs[worker]
-            proc.join(timeout=5)
-            raise RuntimeError(
-                f"env worker {worker} died (exit code {proc.exitcode}); a script that calls "
-                "collect(workers>1) needs an `if __name__ == '__main__':` guard (workers are spawned)"
-            ) from exc
-        return unwrap(status, payload, str(worker))
+            self.conns[worker].send(msg)
+        except OSError:  # it died since its last answer
+            return None
+        return True
 
-    def run(self, ops: list[Op]) -> list[Any]:
-        by_worker = by_host(ops, len(self.conns))
-        for w, idx in by_worker.items():  # send to all first, so the workers step in parallel
-            self.conns[w].send(("ops", [ops[i] for i in idx]))
-        out: list[Any] = [None] * len(ops)
-        for w, idx in by_worker.items():
-            for i, res in zip(idx, self._ask(w)):
-                out[i] = res
-        return out
+    def _receive(self, worker: int, handle: Any) -> tuple[str, Any] | None:
+        if handle is None:
+            return None
+        try:
+            return self.conns[worker].recv()
+        except (EOFError, OSError):
+            return None
 
-    def task_index(self) -> dict[str, Task]:
-        self.conns[0].send(("tasks",))
-        return self._ask(0)
+    def _restart(self, worker: int) -> None:
+        self._stop(worker)
+        self._start(worker)
 
-    def close(self) -> None:
-        for conn in self.conns:
+    def _end(self, worker: int) -> str:
+        proc = self.procs[worker]
+        proc.join(timeout=5)
+        # a worker answers its envs' errors, it does not die of them: exit code 1 is a worker that
+        # failed as it started (its traceback is printed above), as in a script without the guard
+        return f"exit code {proc.exitcode}" + ("; a script that starts workers needs an `if __name__ == "
+                                               "'__main__':` guard: they are spawned" if proc.exitcode == 1 else "")
+
+    def _stop(self, worker: int) -> None:
+        """Close `worker`'s pipe and end its process (a dead one is only reaped)."""
+        conn, proc = self.conns[worker], self.procs[worker]
+        if conn is not None:
             with contextlib.suppress(OSError):  # a worker that already died
                 conn.send(("close",))
-        for proc in self.procs:
-            proc.join(timeout=30)
+        if proc is not None:
+            proc.join(timeout=30 if proc.is_alive() else 5)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
-        for conn in self.conns:
+        if conn is not None:
             conn.close()
+
+    def close(self) -> None:
+        for w in range(len(self.procs)):
+            self._stop(w)
         self.conns, self.procs = [], []
 
 

@@ -19,12 +19,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from core.env_slots import EnvSlots, Op, SlotEnvs, SlotsLost, answer, by_host, unwrap
+from core.env_slots import Op, SlotEnvs, WorkerSlots, answer
 from core.errors import UserError
-from core.trajectory import Task
-
-#: Replacements of one actor slot before the run gives up (an env that kills its worker every time).
-MAX_REPLACEMENTS = 3
 
 
 def process_tree_usage(pid: int | None = None) -> tuple[int, float]:
@@ -77,13 +73,13 @@ class EnvActor:
         self.envs.close()
 
 
-class RaySlots(EnvSlots):
-    """Env slots in `n` Ray actors; slot s lives on actor s % n (see the module docstring).
-    `replaced` counts the actors started in place of dead ones."""
+class RaySlots(WorkerSlots):
+    """Env slots in `n` Ray actors; slot s lives on actor s % n (see the module docstring). A dead
+    actor is replaced as `core.env_slots.WorkerSlots` says; `replaced` counts the replacements."""
 
     def __init__(self, env_name: str, env_kwargs: dict[str, Any], n: int, *, address: str | None = None,
                  recycle: int = 0) -> None:
-        self.env_name, self.env_kwargs, self.recycle = env_name, env_kwargs, recycle
+        super().__init__(env_name, env_kwargs, n, recycle)
         self.owns_ray = not ray.is_initialized()
         if self.owns_ray:
             try:
@@ -92,9 +88,6 @@ class RaySlots(EnvSlots):
                 raise UserError(f"--ray-address {address}: cannot connect to a Ray cluster there ({exc}); "
                                 "start one with `ray start --head` or leave --ray-address out") from None
         self.actors: list[Any] = []
-        self.hosted: list[set[int]] = [set() for _ in range(n)]
-        self.replaced = 0
-        self._replacements = [0] * n
         try:
             cpus = ray.cluster_resources().get("CPU", 0)
             if cpus < n:
@@ -109,43 +102,22 @@ class RaySlots(EnvSlots):
         # no restarts by Ray: a restarted actor would have fresh envs under episodes half played
         return EnvActor.options(num_cpus=1, max_restarts=0).remote(self.env_name, self.env_kwargs, self.recycle)
 
-    def _replace(self, worker: int) -> set[int]:
-        """Start a new actor in place of dead `worker`; the slots it hosted (their envs are gone)."""
-        self._replacements[worker] += 1
-        if self._replacements[worker] > MAX_REPLACEMENTS:
-            raise RuntimeError(f"env actor {worker} died {self._replacements[worker]} times; giving up "
-                               "(see the Ray logs for why)")
+    def _send(self, worker: int, msg: tuple) -> Any:
+        actor = self.actors[worker]
+        return actor.run.remote(msg[1]) if msg[0] == "ops" else actor.task_index.remote()
+
+    def _receive(self, worker: int, handle: Any) -> tuple[str, Any] | None:
+        try:
+            return ray.get(handle)
+        except RayActorError:
+            return None
+
+    def _restart(self, worker: int) -> None:
         ray.kill(self.actors[worker])  # no-op on a dead actor; frees a stuck one's CPU
         self.actors[worker] = self._start_actor()
-        self.replaced += 1
-        lost, self.hosted[worker] = self.hosted[worker], set()
-        return lost
 
-    def run(self, ops: list[Op]) -> list[Any]:
-        by_actor = by_host(ops, len(self.actors))
-        refs = {w: self.actors[w].run.remote([ops[i] for i in idx]) for w, idx in by_actor.items()}
-        out: list[Any] = [None] * len(ops)
-        lost: set[int] = set()
-        for w, idx in by_actor.items():
-            self.hosted[w].update(ops[i][0] for i in idx)
-            try:
-                status, payload = ray.get(refs[w])
-            except RayActorError:
-                lost |= self._replace(w)
-                continue
-            for i, res in zip(idx, unwrap(status, payload, f"actor {w}")):
-                out[i] = res
-        if lost:
-            raise SlotsLost(lost, out)
-        return out
-
-    def task_index(self) -> dict[str, Task]:
-        for _ in range(MAX_REPLACEMENTS + 1):
-            try:
-                return unwrap(*ray.get(self.actors[0].task_index.remote()), "actor 0")
-            except RayActorError:
-                self._replace(0)
-        raise AssertionError("unreachable: _replace raises first")
+    def _end(self, worker: int) -> str:
+        return "see the Ray logs for why"
 
     def usage(self) -> list[tuple[int, float]]:
         """(resident bytes, CPU seconds) of each actor with its env processes (JVMs)."""

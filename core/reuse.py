@@ -96,6 +96,7 @@ def unit_key(unit: Unit, store: Store) -> str | None:
     if not unit.reusable or unit.stage is None:
         return None
     kwargs = dict(unit.kwargs)
+    kwargs.pop("pool", None)  # where the envs ran does not change the episodes
     if Path(str(kwargs.get("policy", ""))).is_dir():
         kwargs["policy"] = content_digest(kwargs["policy"])
     return _key({"stage": f"{unit.stage.__module__}.{unit.stage.__qualname__}", "kwargs": kwargs})

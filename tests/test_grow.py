@@ -3,6 +3,7 @@ a growth on the real shop storing its continuations where the rule chose."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -126,6 +127,7 @@ def test_cli_refuses_an_empty_store(store, capsys) -> None:
 
 @pytest.mark.slow
 def test_pipeline_growth_adds_to_the_trees_only(store, noisy_shop, tmp_path) -> None:
+    from core.env_slots import Pool
     from core.pipeline import training_files
     from core.scales import Scale
     from core.work import Reporter
@@ -137,8 +139,9 @@ def test_pipeline_growth_adds_to_the_trees_only(store, noisy_shop, tmp_path) -> 
     _, before = training_files(store, plain, explored, experts, 0, tmp_path / "a", Reporter(None), save=False)
     grown = Scale(name="t", mcts_iterations=50, max_steps=8, grow_budget=8)
     _, after = training_files(store, grown, explored, experts, 0, tmp_path / "b", Reporter(None), save=False,
-                              explorer="noisy-expert")
+                              explorer="noisy-expert", pool=Pool(2, "process"))
     assert len(store.trajectories(source="explore")) == 8
+    assert {json.loads(r)["executor"] for r in store.runs(kind="explore")["settings"]} == {"process"}
     # the ETO pairs and the weak successes stay as released; the trees hold the grown episodes too
     assert after["eto_pairs"] == before["eto_pairs"] and after["successes"] == before["successes"]
     trees = store.load_trees(env="shop")
@@ -167,3 +170,40 @@ def test_nodes_explored_together_give_the_episodes_they_give_alone(store, tmp_pa
     assert episodes(store, alone) == episodes(other, together)
     assert [r.n_nodes for r in alone] == [r.n_nodes for r in together]
     assert len(other.runs(kind="explore")) == 2
+
+
+@pytest.mark.slow
+def test_cli_growth_on_worker_processes_grows_what_it_grows_in_process(store, tmp_path, capsys) -> None:
+    """`grow --workers 2 --executor process --detach` (a job) on a copy of the same trees: the same
+    continuations as `grow` in-process, and the explore runs record their pool."""
+    import time
+
+    from core.cli import main
+    from core.jobs import FINISHED, job_status
+    from core.store import Store
+
+    other = tmp_path / "other.duckdb"
+    for s in (store, Store(other)):
+        run_id = collect(s, "shop", NoisyExpertPolicy("shop", noise=0.6, seed=3), ["train_0", "train_1"],
+                         PAPER_SCHEDULE, max_steps=8, progress=False).run_id
+        s.save_trees(grow_trees(s.trajectories(run_id=run_id)))
+    grow_args = ["grow", "--env", "shop", "--policy", "noisy-expert", "--budget", "8", "--max-steps", "8"]
+    assert main(grow_args) == 0
+    assert main(["--db", str(other), *grow_args, "--workers", "2", "--executor", "process", "--detach"]) == 0
+    out = capsys.readouterr().out
+    job = out.split("started job ")[1].split(";")[0]
+    deadline = time.monotonic() + 180
+    while job_status(job)["status"] not in FINISHED and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status = job_status(job)
+    assert status["status"] == "succeeded", status
+    said = [line for line in out.splitlines() if line.startswith("grew")]
+    assert said[0].startswith("grew 2 nodes by rule deepest-failure: 8 ") and status["summary"] == said[0]
+
+    def grown(s: Store) -> list[tuple[str, int, list[str], float]]:
+        return sorted((t.meta["explore"]["tree_id"], t.meta["explore"]["node"], t.actions, t.reward)
+                      for t in s.trajectories(source="explore"))
+
+    assert grown(store) == grown(Store(other))
+    for s, executor in ((store, "local"), (Store(other), "process")):
+        assert {json.loads(r)["executor"] for r in s.runs(kind="explore")["settings"]} == {executor}

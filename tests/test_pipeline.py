@@ -142,3 +142,26 @@ def test_quick_pipeline_end_to_end(store):
     assert len(store.runs()) == runs_before + 7  # the seven evaluations on dev, no new exploration
     counts = store.results(again.attrs["experiment_id"]).set_index("method")["n_examples"]
     assert counts.to_dict() == stored.set_index("method")["n_examples"].to_dict()
+
+
+def test_the_pool_reaches_the_evaluations_and_a_bad_one_fails_first(store, tmp_path, capsys) -> None:
+    """`pipeline --workers W --executor E` hands its pool to every evaluation unit (their runs record
+    it); a pool that cannot run is one line before anything starts."""
+    import json
+
+    from core.cli import main
+    from core.env_slots import Pool
+    from core.pipeline import SeedRun
+    from core.scales import Scale
+    from core.work import Reporter
+
+    run = SeedRun(store=store, env="shop", cfg=Scale(name="t", max_steps=8), seed=0, test_ids=["test_0", "test_1"],
+                  folder=tmp_path, rep=Reporter(None), pool=Pool(2, "process"))
+    unit = run.eval_unit("SFT-weak", tmp_path / "expert", None, ())
+    unit.kwargs["model"] = "expert"  # a scripted policy in place of the trained model
+    res = unit.stage(store, **unit.kwargs)
+    assert res.n_episodes == 2 and res.avg_reward == 1.0
+    assert json.loads(store.run_record(res.run_id)["settings"])["executor"] == "process"
+    assert main(["pipeline", "--workers", "2", "--executor", "local"]) == 2
+    assert "--executor local runs one env worker" in capsys.readouterr().err
+    assert store.runs()["run_id"].tolist() == [res.run_id]  # nothing else ran

@@ -15,17 +15,17 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'w2stree[ray]'")
 
-from core.agents.base import PAPER_SCHEDULE, Request, Sampling  # noqa: E402
+from slot_runs import TASKS, KillingExpert, played, run_shop, steps  # noqa: E402
+
+from core.agents.base import PAPER_SCHEDULE, Sampling  # noqa: E402
 from core.agents.scripted import ExpertPolicy, RandomPolicy  # noqa: E402
 from core.collect import collect  # noqa: E402
 from core.env_slots import LocalSlots, Pool  # noqa: E402
 from core.episodes import Episode, reset_starter, run_episodes  # noqa: E402
 from core.explore import ExploreSpec, explore  # noqa: E402
 from core.ray_slots import RaySlots  # noqa: E402
-from core.trajectory import Trajectory  # noqa: E402
 
 pytestmark = pytest.mark.slow
-TASKS = [f"train_{i}" for i in range(8)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,19 +36,13 @@ def ray_cluster():
     ray.shutdown()
 
 
-def _steps(trajs: list[Trajectory]) -> list[tuple]:
-    """What a run played, by its place in the run: task, sampling, every step, reward."""
-    return sorted((t.meta["seq"], t.task_id, t.meta["sampling"], t.reward,
-                   tuple((s.thought, s.action, s.observation, s.reward) for s in t.steps)) for t in trajs)
-
-
 def test_ray_pool_collects_what_the_local_pool_collects(store) -> None:
     runs = {}
     for name, pool in (("local", Pool()), ("ray", Pool(2, "ray"))):
         for policy, schedule in ((ExpertPolicy("shop"), [Sampling()]), (RandomPolicy(3), PAPER_SCHEDULE)):
             res = collect(store, "shop", policy, TASKS, schedule, pool=pool, batch_size=6, max_steps=8,
                           progress=False)
-            runs[name, policy.name] = _steps(store.trajectories(run_id=res.run_id))
+            runs[name, policy.name] = steps(store.trajectories(run_id=res.run_id))
             assert json.loads(store.run_record(res.run_id)["settings"])["executor"] == name
     for policy in ("expert", "random"):
         assert runs["local", policy] == runs["ray", policy]
@@ -56,46 +50,19 @@ def test_ray_pool_collects_what_the_local_pool_collects(store) -> None:
     assert {r[3] for r in runs["ray", "expert"]} == {1.0}
 
 
-class KillingExpert(ExpertPolicy):
-    """The shop expert that kills Ray actor 1 (`ray.kill`) while it answers call `at`: episodes
-    live on that actor are mid-way."""
-
-    def __init__(self, slots: RaySlots, at: int) -> None:
-        super().__init__("shop")
-        self.slots, self.at, self.calls = slots, at, 0
-
-    def act(self, requests: list[Request]) -> list[str]:
-        self.calls += 1
-        if self.calls == self.at:
-            ray.kill(self.slots.actors[1])
-        return super().act(requests)
-
-
-def _run(slots, policy, n: int) -> list[Episode]:
-    ended: list[Episode] = []
-    episodes = [Episode(TASKS[i % len(TASKS)], Sampling(), i, i) for i in range(n)]
-    run_episodes(policy, "shop", episodes, slots, 4, start=reset_starter("shop", slots), on_end=ended.append)
-    return ended
-
-
-def _played(episodes: list[Episode]) -> list[tuple]:
-    return sorted((ep.seq, ep.task_id, tuple((s.action, s.observation, s.reward) for s in ep.steps))
-                  for ep in episodes)
-
-
 def test_a_killed_actor_is_replaced_and_its_episodes_run_again() -> None:
     local = LocalSlots("shop", {})
     try:
-        expected = _played(_run(local, ExpertPolicy("shop"), 10))
+        expected = played(run_shop(local, ExpertPolicy("shop"), 10))
     finally:
         local.close()
     slots = RaySlots("shop", {}, 2)
     try:
         old = list(slots.actors)
-        ended = _run(slots, KillingExpert(slots, at=3), 10)
+        ended = run_shop(slots, KillingExpert(lambda: ray.kill(slots.actors[1]), at=3), 10)
         assert slots.replaced == 1 and slots.actors[0] is old[0] and slots.actors[1] is not old[1]
         assert sorted(ep.seq for ep in ended) == list(range(10))  # every episode once, none lost
-        assert _played(ended) == expected  # the lost ones ran again from their start
+        assert played(ended) == expected  # the lost ones ran again from their start
         assert all(ep.success for ep in ended)
     finally:
         slots.close()
@@ -116,7 +83,7 @@ def test_explore_on_ray_equals_explore_in_process(store) -> None:
     for name, pool in (("local", Pool()), ("ray", Pool(2, "ray"))):
         res = explore(store, ExploreSpec("shop", "train_0", 2, "expert", k=4, pool=pool))
         assert res.status == "finished" and res.rewards == [1.0] * 4
-        played[name] = _steps(store.trajectories(run_id=res.run_id))
+        played[name] = steps(store.trajectories(run_id=res.run_id))
     assert played["local"] == played["ray"]
 
 

@@ -6,6 +6,7 @@
                     [--workers W] [--executor local|process|ray] [--ray-address ADDR] [--recycle K]
     w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb|pair-check] [-k K]
                  [--per-tree M] [--max-steps S] [--c C] [--seed S] [--detach]
+                 [--workers W] [--executor local|process|ray] [--ray-address ADDR] [--recycle K]
 
 The settings flags are the fields of `core.settings.ExploreSettings` and `GrowSettings`.
 """
@@ -64,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_fields(g, GrowSettings)
     g.add_argument("--detach", action="store_true",
                    help="run as a background job (follow it with `w2stree jobs show JOB`)")
+    add_pool_arguments(g)
     g.set_defaults(func=cmd_grow)
 
 
@@ -85,13 +87,13 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def cmd_grow(args: argparse.Namespace) -> int:
-    settings = from_args(GrowSettings, args)
+    settings, pool = from_args(GrowSettings, args), pool_from_args(args)
     store = open_store(args)
     policy = model_arg(store, args.policy, args.env)
     if args.detach:
-        print(f"started job {start_grow_job(store, args.env, policy, settings)}; follow it with `w2stree jobs show`")
+        print(f"started job {start_grow_job(store, args.env, policy, settings, pool)}; follow it with `w2stree jobs show`")
         return 0
-    report = grow(store, args.env, policy, settings,
+    report = grow(store, args.env, policy, settings, pool=pool,
                   progress=lambda done, total, line: print(f"[{done}/{total}] {line}", flush=True))
     print(report.line())
     return 0

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli.context import COUNT, NONNEGATIVE, add_renamed_flag, env_arg, model_arg, open_store
+from core.cli.context import (
+    COUNT,
+    NONNEGATIVE,
+    add_pool_arguments,
+    add_renamed_flag,
+    env_arg,
+    model_arg,
+    open_store,
+    pool_from_args,
+)
 from core.cli.fields import add_fields
 from core.errors import UserError
 from core.evaluate import evaluate
@@ -31,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="name the episodes are stored under (default: the model name)")
     e.add_argument("--max-steps", type=COUNT, default=None, help="cap episodes below the env's step limit")
     e.add_argument("--batch-size", type=COUNT, default=16, help="episodes per generate call (default: 16)")
-    e.add_argument("--workers", type=COUNT, default=1, help="env worker processes (default: 1)")
+    add_pool_arguments(e)
     e.set_defaults(func=_eval)
 
     p = sub.add_parser("pipeline", help="the weak-to-strong experiment end to end, with its results table",
@@ -64,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="take trainings and explorations that already ran on identical inputs (same base "
                         "weights, data, settings, seed) from earlier runs instead of running them again; "
                         "evaluations always run")
+    add_pool_arguments(p)
     p.set_defaults(func=_pipeline)
 
     r = sub.add_parser("results", help="the stored results of an experiment (latest by default)",
@@ -84,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _eval(args: argparse.Namespace) -> int:
     store = open_store(args)
     res = evaluate(store, model_arg(store, args.model, args.env), args.env, args.split, args.tasks,
-                   max_steps=args.max_steps, batch_size=args.batch_size, workers=args.workers, label=args.label,
+                   max_steps=args.max_steps, batch_size=args.batch_size, pool=pool_from_args(args), label=args.label,
                    progress=True, server=args.server)
     print(f"model         {res.label}")
     print(f"episodes      {res.n_episodes} ({args.env}/{args.split}, run {res.run_id})")
@@ -102,7 +112,8 @@ def _pipeline(args: argparse.Namespace) -> int:
     df = run_pipeline(args.env, "quick" if args.quick else args.scale, seeds=args.seeds, trajs_per_task=ks,
                       store=store, progress=True, weak=args.weak, strong=args.strong,
                       test_tasks=args.test_tasks, split=args.split, reuse=args.reuse,
-                      grow_budget=args.grow_budget, grow_rule=args.grow_rule, merge=args.merge)
+                      grow_budget=args.grow_budget, grow_rule=args.grow_rule, merge=args.merge,
+                      pool=pool_from_args(args))
     print(render(store, df.attrs["experiment_id"]))
     print(f"experiment {df.attrs['experiment_id']}: {df.attrs['wall_s']:.0f}s; stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in df.attrs["timings"].items()))
