@@ -63,7 +63,7 @@ class ExploreSpec(ExploreSettings):
     node: int
     policy: str = "expert"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    server: str | None = None  # completions servers of a model policy (`core.agents.server`)
+    server: str | dict[str, str] | None = None  # completions servers of a model policy (`core.agents.server`)
     pool: Pool = field(default_factory=Pool)  # where the continuations' envs live (`core.env_slots`)
 
     def __post_init__(self) -> None:
