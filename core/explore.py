@@ -221,7 +221,7 @@ def explore_nodes(store: Store, specs: Sequence[ExploreSpec], *, progress: Progr
                           settings={"source": SOURCE, "tree_id": n.spec.tree_id, "node": n.spec.node, "k": n.spec.k,
                                     "schedule": [vars(s) for s in n.spec.samplings()],
                                     "max_steps": n.spec.max_steps, "seed": n.spec.seed,
-                                    "env_kwargs": n.spec.env_kwargs}))
+                                    "env_kwargs": n.spec.env_kwargs, **policy.run_settings()}))
     # every slot's env replays a prefix again for each continuation it runs
     slots = open_slots(first.env, first.env_kwargs, first.pool)
     episodes, owner = [], {}

@@ -254,6 +254,10 @@ class ServerPolicy(TokenizedPolicy):
             pending.sort()
         return [r or "" for r in replies]
 
+    def run_settings(self) -> dict[str, Any]:
+        """The servers this policy calls: {"servers": {URL: the model id it is called under there}}."""
+        return {"servers": {s.url: s.model for s in self.servers}}
+
     def close(self) -> None:
         """Stop the call threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
