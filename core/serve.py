@@ -131,18 +131,22 @@ class CompletionsApp:
         name, path = str(body.get("lora_name") or ""), str(body.get("lora_path") or "")
         if not name or not path:
             raise BadRequest("Both 'lora_name' and 'lora_path' must be provided.")
+        loaded = f"The lora adapter '{name}' has already been loaded."
         with self._lock:
             if name in self.models:
-                raise BadRequest(f"The lora adapter '{name}' has already been loaded.")
-            if not (Path(path) / "config.json").is_file() and not (Path(path) / "adapter_config.json").is_file():
-                raise NotFound(f"No adapter found for {path}: no config.json or adapter_config.json there "
-                               "(the path is read on the server's machine)")
-            if self.load_policy is None:
-                raise BadRequest("this server cannot load models")
-            try:
-                policy = self.load_policy(path)
-            except UserError as exc:
-                raise BadRequest(f"cannot load {path}: {exc}") from None
+                raise BadRequest(loaded)
+        if not (Path(path) / "config.json").is_file() and not (Path(path) / "adapter_config.json").is_file():
+            raise NotFound(f"No adapter found for {path}: no config.json or adapter_config.json there "
+                           "(the path is read on the server's machine)")
+        if self.load_policy is None:
+            raise BadRequest("this server cannot load models")
+        try:  # outside the lock: the other models answer while this one loads
+            policy = self.load_policy(path)
+        except UserError as exc:
+            raise BadRequest(f"cannot load {path}: {exc}") from None
+        with self._lock:
+            if name in self.models:  # a concurrent load of the same name won
+                raise BadRequest(loaded)
             self._add(name, policy, path, self.name)
         return f"Success: LoRA adapter '{name}' added successfully."
 
