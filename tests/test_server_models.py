@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import urllib.request
 from contextlib import contextmanager
 
 import pytest
 import torch
-from servers import free_port
+from servers import w2stree_serve
 from test_hf_policy import _requests, weak  # noqa: F401 - `weak` is the module-scoped model fixture
 
 from core.agents.base import Sampling
@@ -69,17 +67,8 @@ def served(weak, tmp_path_factory):  # noqa: F811
     home = tmp_path_factory.mktemp("serve-home")
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "W2STREE_HOME": str(home),
            "W2STREE_DB": str(home / "w2stree.duckdb"), "W2STREE_MAX_NEW_TOKENS": str(NEW_TOKENS)}
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "core", "serve", "--model", weak, "--port", str(port),
-                             "--device", "cpu", "--batch-size", "8", "--one-call-at-a-time"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "serving weak-random on" in line, line + proc.stdout.read()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    with w2stree_serve(weak, env, "--batch-size", "8") as url:
+        yield url
 
 
 def _cards(url: str) -> dict[str, dict]:
