@@ -222,3 +222,19 @@ def _threaded(model: str, handler: type[CompletionsHandler] = CompletionsHandler
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_growth_form_passes_its_model_server_to_the_job(store):
+    """The Trees page's growth form: its "Model server" reaches the job's checks (a scripted
+    explorer on a server is one line on the page; no job starts)."""
+    from test_dashboard_pages import run_page
+    from test_explore import TASK, _failed_tree
+
+    _failed_tree(store)
+    at = run_page("views/trees.py", tree=f"shop/{TASK}", node="2")
+    assert not at.exception, at.exception
+    at.selectbox(key="grow_policy").set_value("noisy-expert")
+    at.text_input(key="grow_server").set_value("http://127.0.0.1:8000")
+    at.button(key="FormSubmitter:grow_form-Grow where the rule says").click().run()
+    assert not at.exception, at.exception
+    assert any("scripted" in e.value for e in at.error) and "grow_job" not in at.session_state
