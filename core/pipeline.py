@@ -66,8 +66,7 @@ import pandas as pd
 
 from core import stages
 from core.agents.base import PAPER_SCHEDULE, sampling_schedule
-from core.agents.server import server_urls
-from core.agents.server_models import serving
+from core.agents.server_models import check_reachable, serving
 from core.envs import make_env
 from core.envs.base import env_slug, select_tasks
 from core.errors import UserError
@@ -137,7 +136,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
                               grow_rule=grow_rule or cfg.grow_rule, merge=merge or cfg.merge)
     stages.TreeSettings(cfg.merge).check()
     if server:
-        server_urls(server)  # a malformed URL fails before any work
+        check_reachable(server)  # a malformed or dead URL fails before any work
     if cfg.grow_budget:
         grow_settings(cfg).check()  # a bad value fails before any work
     if "?" not in env and env in cfg.worlds:

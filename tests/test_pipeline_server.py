@@ -14,8 +14,9 @@ import json
 import os
 
 import pytest
-from servers import w2stree_serve
+from servers import free_port, w2stree_serve
 
+from core.errors import UserError
 from core.models import build_local_models
 from core.pipeline import run_pipeline
 from core.scales import SCALES, TINY_WORLD
@@ -62,3 +63,11 @@ def test_pipeline_through_a_server_stores_what_it_stores_in_process(store):
         (server, model_id), = json.loads(settings)["servers"].items()
         assert server == url and model_id.rsplit("-", 1)[0].endswith("-s0"), model_id
     assert all("servers" not in json.loads(s) for s in local_runs["settings"])
+
+
+def test_a_dead_server_fails_the_pipeline_before_any_work(store):
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(UserError) as err:
+        run_pipeline("shop", SCALE, seeds=(0,), store=store, progress=False, server=url)
+    assert url in str(err.value) and "unreachable" in str(err.value) and "\n" not in str(err.value)
+    assert store.runs().empty and store.models().empty

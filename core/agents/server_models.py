@@ -26,6 +26,7 @@ under the same registered name; a scripted policy runs in process.
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -121,6 +122,8 @@ def served_ids(servers: str | list[str], name: str, path: str, *, timeout: float
             out[url] = _served_id(url, name, str(path), timeout)
         except _Refused as exc:
             why.append(f"{url}: {exc}")
+    if out and why:
+        print(f"w2stree: {name!r} goes to {', '.join(out)} only: " + "; ".join(why), file=sys.stderr, flush=True)
     if not out:
         raise UserError(
             f"no model server serves {name!r} or could load it from {path} ({'; '.join(why)}); start vLLM with "
@@ -129,6 +132,20 @@ def served_ids(servers: str | list[str], name: str, path: str, *, timeout: float
             f"`w2stree serve` (loads both), or serve the model yourself under the name {name!r}; the path "
             "must be readable by the server (the same machine or a shared disk)")
     return out
+
+
+def check_reachable(servers: str | list[str], timeout: float = 30.0) -> None:
+    """Fail early, in one line naming every URL and why, when no server of `servers` answers
+    `GET /v1/models` (a pipeline checks before hours of training, not at its first rollout)."""
+    why = []
+    for url in server_urls(servers):
+        try:
+            _listed(url if url.endswith("/v1") else url + "/v1", timeout)
+            return
+        except _Refused as exc:
+            why.append(f"{url}: {exc}")
+    raise UserError(f"no model server answers ({'; '.join(why)}); start one (`vllm serve`, SGLang or "
+                    "`w2stree serve`) or fix --server")
 
 
 def ensure_served(servers: str | list[str], name: str, path: str, *, timeout: float = LOAD_TIMEOUT) -> list[str]:
