@@ -138,7 +138,7 @@ def collect(store: Store | None, env: str, policy: Policy, task_ids: list[str],
         settings = {"schedule": [vars(s) for s in schedule], "max_steps": max_steps, **pool.settings(),
                     "batch_size": batch_size, "seed": seed, "env_kwargs": env_kwargs, "source": source,
                     "n_tasks": len(task_ids), **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {}),
-                    **({"spool": Path(spool).name} if spool is not None else {})}
+                    **({"spool": Path(spool).name} if spool is not None else {}), **policy.run_settings()}
         run = Run(run_id=run_id, kind=kind, env=env, policy=policy.name, model=model, settings=settings)
         if spool is not None:
             sink = Spool(spool, run, {t: index[t].split for t in mine})

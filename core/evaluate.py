@@ -68,18 +68,20 @@ def _held_out_split(env: Env, task_ids: Sequence[str]) -> str:
 def evaluate(store: Store, model: str, env: str, split: str | None = None, tasks: int | None = None,
              task_ids: Sequence[str] | None = None, *, max_steps: int | None = None,
              batch_size: int = 16, pool: Pool = Pool(), label: str | None = None,
-             progress: bool | EpisodeTick = False, server: str | None = None) -> EvalResult:
+             progress: bool | EpisodeTick = False, server: str | None = None, load: bool = False) -> EvalResult:
     """Run `model` greedily on the tasks of `split` (all, the first `tasks`, or `task_ids`),
     store every episode (source=eval, model=`label` or `model`) and return the averages.
     Without a split, `task_ids` must all be test tasks or all dev tasks (never train tasks);
-    without either, the split is test. `server`: completions servers running the model; `pool`:
-    where the envs run (`core.env_slots.Pool`)."""
+    without either, the split is test. `server`: completions servers running the model (with
+    `load`, loaded there first: `core.policy_run.run_policy`); `pool`: where the envs run
+    (`core.env_slots.Pool`)."""
     name = label or model
     with make_env(env) as e:
         split = split or (_held_out_split(e, task_ids) if task_ids else "test")
         ids = select_tasks(e, split, tasks, task_ids)
     run_id = run_policy(store, env, model, ids, (Sampling(0.0, 1.0, "greedy"),), label=name, max_steps=max_steps,
-                        batch_size=batch_size, pool=pool, source="eval", progress=progress, server=server)
+                        batch_size=batch_size, pool=pool, source="eval", progress=progress, server=server,
+                        load=load)
     # Recompute from the store: the numbers reported are those of the stored episodes.
     head = store.trajectory_index(run_id=run_id)
     n = len(head)

@@ -63,7 +63,7 @@ class ExploreSpec(ExploreSettings):
     node: int
     policy: str = "expert"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    server: str | None = None  # completions servers of a model policy (`core.agents.server`)
+    server: str | dict[str, str] | None = None  # completions servers of a model policy (`core.agents.server`)
     pool: Pool = field(default_factory=Pool)  # where the continuations' envs live (`core.env_slots`)
 
     def __post_init__(self) -> None:
@@ -221,7 +221,8 @@ def explore_nodes(store: Store, specs: Sequence[ExploreSpec], *, progress: Progr
                           settings={"source": SOURCE, "tree_id": n.spec.tree_id, "node": n.spec.node, "k": n.spec.k,
                                     "schedule": [vars(s) for s in n.spec.samplings()],
                                     "max_steps": n.spec.max_steps, "seed": n.spec.seed,
-                                    "env_kwargs": n.spec.env_kwargs, **n.spec.pool.settings()}))
+                                    "env_kwargs": n.spec.env_kwargs, **n.spec.pool.settings(),
+                                    **policy.run_settings()}))
     # every slot's env replays a prefix again for each continuation it runs
     slots = open_slots(first.env, first.env_kwargs, first.pool)
     episodes, owner = [], {}

@@ -121,11 +121,13 @@ class GrowReport:
 
 def grow(store: Store, env: str, policy: str, settings: GrowSettings, tree_ids: Sequence[str] | None = None,
          progress: Callable[[int, int, str], None] | None = None,
-         should_stop: Callable[[], bool] | None = None, pool: Pool = Pool()) -> GrowReport:
+         should_stop: Callable[[], bool] | None = None, pool: Pool = Pool(),
+         server: str | dict[str, str] | None = None) -> GrowReport:
     """Choose nodes of the stored trees of `env` (or exactly `tree_ids`) by the rule and explore K
     continuations from each with `policy`; every tree is grown in place. `progress(done, total,
     line)` is told as continuations end; `should_stop()` ends it early (finished continuations are
-    kept and grow their trees). `pool`: where the continuations' envs run (`core.env_slots.Pool`)."""
+    kept and grow their trees). `pool`: where the continuations' envs run (`core.env_slots.Pool`);
+    `server`: completions servers that run a model policy (`core.agents.server`)."""
     settings.check()
     trees = store.load_trees(tree_ids=list(tree_ids)) if tree_ids is not None else store.load_trees(env=env)
     if not trees:
@@ -134,7 +136,7 @@ def grow(store: Store, env: str, policy: str, settings: GrowSettings, tree_ids: 
     by_id = {t.tree_id: t for t in trees}
     specs = [ExploreSpec(env=env, task_id=by_id[tree_id].task_id, node=node, policy=policy, k=settings.k,
                          schedule="paper", max_steps=max(1, settings.max_steps - int(by_id[tree_id].depth[node])),
-                         seed=settings.seed, pool=pool)
+                         seed=settings.seed, pool=pool, server=server)
              for tree_id, node, _ in chosen]
     # all chosen nodes' continuations in one episode runner: a model answers them in batches
     results = explore_nodes(store, specs, progress=progress, should_stop=should_stop)

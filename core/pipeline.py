@@ -27,6 +27,10 @@
 9. one results row per (method, seed, K) in the store's `results` table (`core.results`); a
    method left without training data gets a "no data" row, never another method's numbers.
 
+With `server` (`w2stree pipeline --server URL[,URL...]`) the rollouts of steps 4, 5 (growth) and 8
+run on those completions servers, each trained model loaded there first
+(`core.agents.server_models`); the expert demonstrations of step 2 stay in process.
+
 The methods of steps 3 and 6-8 (their training method, data file, budget field of the `Scale`,
 reference, labels) are the rows of `core.methods.METHODS`.
 
@@ -62,6 +66,7 @@ import pandas as pd
 
 from core import stages
 from core.agents.base import PAPER_SCHEDULE, sampling_schedule
+from core.agents.server_models import check_reachable, serving
 from core.env_slots import Pool
 from core.envs import make_env
 from core.envs.base import env_slug, select_tasks
@@ -108,7 +113,8 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
                  progress: Progress | bool | None = True, *, store: Store, weak: str | None = None,
                  strong: str | None = None, test_tasks: int | None = None, split: str | None = None,
                  experiment_id: str | None = None, reuse: bool = False, grow_budget: int | None = None,
-                 grow_rule: str | None = None, merge: str | None = None, pool: Pool = Pool()) -> pd.DataFrame:
+                 grow_rule: str | None = None, merge: str | None = None, pool: Pool = Pool(),
+                 server: str | None = None) -> pd.DataFrame:
     """Run the weak-to-strong experiment (module docstring) and return one row per
     (method, seed, K): method, label, model, seed, trajs_per_task, avg_reward, success_rate,
     n_examples, n_episodes. Rows are also stored in the store's `results` table under one
@@ -119,7 +125,10 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
     and explorations that already ran on identical inputs are taken as they are (`core.reuse`):
     a test run after a dev run of the same design trains only the new seeds. `grow_budget` /
     `grow_rule` override the scale's targeted growth (`Scale.grow_budget`), `merge` its tree merge. `pool`:
-    where the envs of the exploration, growth and evaluations run (`core.env_slots.Pool`). Stage wall
+    where the envs of the exploration, growth and evaluations run (`core.env_slots.Pool`).
+    `server` (`URL[,URL...]`): every rollout of a trained model (exploration, growth, evaluation)
+    goes to these completions servers, each model loaded there first
+    (`core.agents.server_models.serving`); the expert's demonstrations stay in process. Stage wall
     times (summed over units running side by side) are in `df.attrs["timings"]`."""
     cfg = SCALES.get(scale) if isinstance(scale, str) else scale
     if cfg is None:
@@ -129,6 +138,8 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
                               grow_budget=cfg.grow_budget if grow_budget is None else grow_budget,
                               grow_rule=grow_rule or cfg.grow_rule, merge=merge or cfg.merge)
     stages.TreeSettings(cfg.merge).check()
+    if server:
+        check_reachable(server)  # a malformed or dead URL fails before any work
     if cfg.grow_budget:
         grow_settings(cfg).check()  # a bad value fails before any work
     if "?" not in env and env in cfg.worlds:
@@ -181,6 +192,7 @@ def run_pipeline(env: str = "shop", scale: str | Scale = "tiny", seeds: Sequence
         run = SeedRun(store=store, env=env, cfg=cfg, seed=seed, test_ids=test_ids, folder=exp_dir / f"s{seed}",
                       rep=rep, ks=ks, sweep=sweep, weak_base=weak_base, strong_base=strong_base,
                       demo_file=demo_file, demo_ids=demo_ids, explore_ids=explore_ids, reuse=reuse, pool=pool,
+                      server=server,
                       frac=lambda f, b=si / len(seeds), s=1 / len(seeds): b + s * f)
         seed_rows = run.run()
         store.add_results([{**r, "experiment_id": exp_id, "env": env} for r in seed_rows])  # as each seed ends
@@ -219,6 +231,12 @@ class SeedRun:
     frac: Callable[[float], float] = lambda f: f  # this seed's share of the whole run's progress
     reuse: bool = False  # take trainings and explorations from identical earlier runs (core.reuse)
     pool: Pool = Pool()  # where the envs of the exploration, growth and evaluations run
+    server: str | None = None  # completions servers every rollout of a trained model goes to
+
+    def served(self) -> dict[str, Any]:
+        """The rollout arguments that send a model to the servers, loading it there first (none
+        without servers: the keys of reusable units stay what they were)."""
+        return dict(server=self.server, load=True) if self.server else {}
 
     def model_path(self, name: str) -> Path:
         return models_dir() / name
@@ -227,7 +245,8 @@ class SeedRun:
         """`method`'s model evaluated greedily on the test tasks, once `deps` are done."""
         return Unit(f"eval {method}", stage=stages.evaluate, deps=deps, kwargs=dict(
             model=str(model), env=self.env, task_ids=self.test_ids, max_steps=self.cfg.max_steps,
-            batch_size=self.cfg.gen_batch, label=eval_label(BY_NAME[method].label, self.seed, k), pool=self.pool))
+            batch_size=self.cfg.gen_batch, label=eval_label(BY_NAME[method].label, self.seed, k), pool=self.pool,
+            **self.served()))
 
     def model_name(self, method: ExperimentMethod) -> str:
         """The name of this seed's model of an SFT baseline (`<env>-<label>-s<seed>`)."""
@@ -261,7 +280,7 @@ class SeedRun:
             kdir.mkdir(exist_ok=True)
             files, counts = training_files(self.store, self.cfg, trajs, experts, self.seed, kdir, self.rep,
                                            save=(k == max(self.ks)), explorer=self.cfg.explorer or str(weak_sft),
-                                           pool=self.pool)
+                                           pool=self.pool, server=self.server)
             strong = self.strong_methods(k if self.sweep else None, files, counts, weak_sft, strong_sft, ki)
             rows += [{**r, "seed": self.seed, "trajs_per_task": k} for r in base_rows + strong]
         return rows
@@ -290,7 +309,7 @@ class SeedRun:
         explore = Unit("explore", stage=stages.run_policy, deps=("train SFT-weak",), reusable=True, kwargs=dict(
             env=env, policy=cfg.explorer or str(weak_sft), task_ids=self.explore_ids,
             schedule=sampling_schedule(k_max), label=cfg.explorer or self.sft_model("weak"), seed=seed,
-            max_steps=cfg.max_steps, batch_size=cfg.gen_batch, pool=self.pool))
+            max_steps=cfg.max_steps, batch_size=cfg.gen_batch, pool=self.pool, **self.served()))
         rep.say(self.frac(0.02), f"seed {seed}: SFT-weak and SFT-strong on {self.n_demos} expert "
                                  f"demonstrations; SFT-weak explores {len(self.explore_ids)} tasks x {k_max}")
         done = run_units([*map(train, first), explore, *map(evaluate, first),
@@ -339,18 +358,19 @@ def train_unit(method: str, kind: str, cfg: Scale, overrides: dict[str, Any], n:
 
 
 def training_files(store: Store, cfg: Scale, trajs: list[Trajectory], experts: list[Trajectory],
-                   seed: int, folder: Path, rep: Reporter, save: bool, explorer: str = "", pool: Pool = Pool()
-                   ) -> tuple[dict[str, Path], dict[str, int]]:
+                   seed: int, folder: Path, rep: Reporter, save: bool, explorer: str = "", pool: Pool = Pool(),
+                   server: str | None = None) -> tuple[dict[str, Path], dict[str, int]]:
     """Trees, MCTS, pairs and the four training files (in `folder`) of one set of exploration
     trajectories (`experts`: the explored tasks' expert episodes, for the ETO baseline); with
     `save` the trees and pairs also go to the store for the dashboard. With the scale's
-    `grow_budget`, the trees are stored and grown by `explorer` first (`grown_trees`, envs in `pool`)."""
+    `grow_budget`, the trees are stored and grown by `explorer` first (`grown_trees`, envs in
+    `pool`, on the completions servers `server` when given)."""
     t0 = time.monotonic()
     settings, mcts = stages.TreeSettings(cfg.merge), stages.MCTSSettings(iterations=cfg.mcts_iterations)
     tree_trajs = stages.tree_trajectories(trajs, settings)  # the state merge's paths, spliced ones too
     trees = stages.score_trees(stages.grow_trees(tree_trajs, settings), mcts)
     if cfg.grow_budget and trees:
-        trees, grown = grown_trees(store, cfg, trees, tree_trajs, explorer, seed, rep, pool)
+        trees, grown = grown_trees(store, cfg, trees, tree_trajs, explorer, seed, rep, pool, server)
         tree_trajs = stages.tree_trajectories(trajs + grown, settings)
         if cfg.merge == "state":  # the grown episodes meet the others' states too
             trees = stages.score_trees(stages.grow_trees(tree_trajs, settings), mcts)
@@ -377,15 +397,17 @@ def training_files(store: Store, cfg: Scale, trajs: list[Trajectory], experts: l
 
 
 def grown_trees(store: Store, cfg: Scale, trees: list[Tree], paths: list[Trajectory], explorer: str, seed: int,
-                rep: Reporter, pool: Pool = Pool()) -> tuple[list[Tree], list[Trajectory]]:
+                rep: Reporter, pool: Pool = Pool(), server: str | None = None) -> tuple[list[Tree], list[Trajectory]]:
     """The trees stored (with their spliced `paths`), then grown by `explorer` with the scale's
     growth budget and rule (`core.grow`: every continuation replays its node's prefix in a fresh
-    env); returns the grown trees (their MCTS rerun) and the new episodes."""
+    env; a model on the completions servers `server`, loaded there first); returns the grown trees
+    (their MCTS rerun) and the new episodes."""
     if not explorer:
         raise UserError("targeted growth needs an explorer: the SFT-weak model or a policy name")
     stages.save_tree_data(store, trees, paths=paths)
     ids = [g.tree_id for g in trees]
-    report = grow(store, trees[0].env, explorer, grow_settings(cfg, seed), tree_ids=ids, pool=pool)
+    report = grow(store, trees[0].env, explorer, grow_settings(cfg, seed), tree_ids=ids, pool=pool,
+                  server=serving(server, explorer, store))
     rep.say(None, report.line())
     grown = store.trajectories(traj_ids=[t for r in report.results for t in r.traj_ids])
     return store.load_trees(tree_ids=ids), grown

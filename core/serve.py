@@ -1,7 +1,14 @@
 """`w2stree serve`: a small OpenAI-compatible completions server around the in-process `HFPolicy`,
 for users without vLLM/SGLang and for the tests of `core.agents.server.ServerPolicy`.
 
-* `GET /v1/models` lists the one model; `GET /health` answers `ok`.
+* `GET /v1/models` lists the served models in vLLM's shape: the model it was started with (`root`
+  its folder, `parent` null) and every model loaded since (`root` the folder it was loaded from,
+  `parent` the first model); `GET /health` answers `ok`.
+* `POST /v1/load_lora_adapter {"lora_name", "lora_path"}` (vLLM's runtime LoRA endpoint) loads a
+  PEFT adapter or a full model folder (`lora_path`, read on this machine) as another model served
+  under `lora_name`; `POST /v1/unload_lora_adapter {"lora_name"}` drops one. As vLLM: a name loaded
+  already is HTTP 400, a path with no model 404, success a plain `Success: ...` line.
+* Calls name their model by the `model` field (absent: the first model); an unknown one is HTTP 404.
 * `POST /v1/completions` takes token-id prompts (`prompt`: a list of ids or a list of such lists)
   and decodes them as `HFPolicy` does: greedy is the exact argmax, a sampled row draws with its
   own `seed` through the same per-row sampler (temperature, then top-p), so a `ServerPolicy` that
@@ -20,11 +27,16 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from core.agents.base import Sampling
 from core.agents.hf import HFPolicy
+from core.errors import UserError
 
 HOST = "127.0.0.1"
 _NEUTRAL = {"top_k": (None, -1, 0), "min_p": (None, 0, 0.0), "repetition_penalty": (None, 1, 1.0),
@@ -34,6 +46,10 @@ _NEUTRAL = {"top_k": (None, -1, 0), "min_p": (None, 0, 0.0), "repetition_penalty
 
 class BadRequest(ValueError):
     """A request this server cannot answer as asked (HTTP 400)."""
+
+
+class NotFound(BadRequest):
+    """A model this server does not serve, or a folder with no model to load (HTTP 404)."""
 
 
 class _Batcher:
@@ -79,17 +95,78 @@ class _Batcher:
                     job["done"].set()
 
 
-class CompletionsApp:
-    """What the handler serves: a policy, its served name and the batcher."""
+@dataclass
+class Served:
+    """One served model: its policy, its batcher and its `/v1/models` card."""
 
-    def __init__(self, policy: HFPolicy, name: str | None = None, batch_calls: bool = True) -> None:
-        self.policy, self.name = policy, name or policy.name
-        self.batcher = _Batcher(policy, batch_calls)
+    policy: HFPolicy
+    batcher: _Batcher
+    card: dict[str, Any]
+
+
+class CompletionsApp:
+    """What the handler serves: the models by name (the first is the one it was started with),
+    how a loaded one is built (`load_policy(path)`, the first model's settings) and the batching."""
+
+    def __init__(self, policy: HFPolicy, name: str | None = None, batch_calls: bool = True,
+                 load_policy: Callable[[str], HFPolicy] | None = None) -> None:
+        self.batch_calls, self.load_policy = batch_calls, load_policy
+        self.name = name or policy.name
+        self.models: dict[str, Served] = {}
+        self._lock = threading.Lock()
+        self._add(self.name, policy, getattr(policy.model, "name_or_path", self.name), None)
+
+    def _add(self, name: str, policy: HFPolicy, root: str, parent: str | None) -> None:
+        card = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "w2stree",
+                "root": root, "parent": parent, "max_model_len": policy.max_context}
+        self.models[name] = Served(policy, _Batcher(policy, self.batch_calls), card)
+
+    def cards(self) -> list[dict[str, Any]]:
+        """The `/v1/models` cards, the first model's first."""
+        with self._lock:
+            return [m.card for m in self.models.values()]
+
+    def load(self, body: dict[str, Any]) -> str:
+        """Load `lora_path` (an adapter or a full model folder) as the model `lora_name`."""
+        name, path = str(body.get("lora_name") or ""), str(body.get("lora_path") or "")
+        if not name or not path:
+            raise BadRequest("Both 'lora_name' and 'lora_path' must be provided.")
+        loaded = f"The lora adapter '{name}' has already been loaded."
+        with self._lock:
+            if name in self.models:
+                raise BadRequest(loaded)
+        if not (Path(path) / "config.json").is_file() and not (Path(path) / "adapter_config.json").is_file():
+            raise NotFound(f"No adapter found for {path}: no config.json or adapter_config.json there "
+                           "(the path is read on the server's machine)")
+        if self.load_policy is None:
+            raise BadRequest("this server cannot load models")
+        try:  # outside the lock: the other models answer while this one loads
+            policy = self.load_policy(path)
+        except UserError as exc:
+            raise BadRequest(f"cannot load {path}: {exc}") from None
+        with self._lock:
+            if name in self.models:  # a concurrent load of the same name won
+                raise BadRequest(loaded)
+            self._add(name, policy, path, self.name)
+        return f"Success: LoRA adapter '{name}' added successfully."
+
+    def unload(self, body: dict[str, Any]) -> str:
+        """Drop the loaded model `lora_name` (the first model stays)."""
+        name = str(body.get("lora_name") or "")
+        with self._lock:
+            if name == self.name:
+                raise BadRequest(f"{name!r} is the model this server was started with; it cannot be unloaded")
+            if self.models.pop(name, None) is None:
+                raise NotFound(f"The lora adapter '{name}' cannot be found.")
+        return f"Success: LoRA adapter '{name}' removed successfully."
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """The answer to one `/v1/completions` body (raises `BadRequest`)."""
-        if body.get("model") not in (None, self.name):
-            raise BadRequest(f"model {body.get('model')!r} is not served here; this server serves {self.name!r}")
+        with self._lock:
+            served = self.models.get(self.name if body.get("model") is None else body["model"])
+            names = ", ".join(self.models)
+        if served is None:
+            raise NotFound(f"The model `{body.get('model')}` does not exist; this server serves {names}")
         for key, allowed in _NEUTRAL.items():
             if body.get(key) not in allowed:
                 raise BadRequest(f"{key}={body.get(key)!r} is not supported by this server")
@@ -100,7 +177,7 @@ class CompletionsApp:
                 isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts)):
             raise BadRequest("prompt must be token ids (a list of ints, or a list of such lists); this "
                              "server takes no text prompts")
-        pol = self.policy
+        pol = served.policy
         max_tokens = int(body.get("max_tokens") or 16)
         if max_tokens < 1 or max(map(len, prompts)) + max_tokens > pol.max_context:
             raise BadRequest(f"prompt plus max_tokens {max_tokens} exceeds the context {pol.max_context}")
@@ -109,7 +186,7 @@ class CompletionsApp:
         seed = int(body.get("seed") or 0)
         stops = [s for s in (body.get("stop") or []) if s] if not isinstance(body.get("stop"), str) else [body["stop"]]
         stop_ids = set(pol.stop_ids) | set(body.get("stop_token_ids") or [])
-        rows = self.batcher.run(prompts, [sampling] * len(prompts), [seed] * len(prompts), max_tokens)
+        rows = served.batcher.run(prompts, [sampling] * len(prompts), [seed] * len(prompts), max_tokens)
         choices = []
         n_out = 0
         for k, ids in enumerate(rows):
@@ -121,7 +198,7 @@ class CompletionsApp:
                 text = text[:hit]
             choices.append({"index": k, "text": text, "logprobs": None,
                             "finish_reason": "length" if cut is None and hit < 0 else "stop"})
-        return {"object": "text_completion", "model": self.name, "choices": choices,
+        return {"object": "text_completion", "model": served.card["id"], "choices": choices,
                 "usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": n_out}}
 
 
@@ -145,34 +222,59 @@ class CompletionsHandler(BaseHTTPRequestHandler):
         """`/v1/models` and `/health`."""
         app = self.server.app  # type: ignore[attr-defined]
         if self.path.rstrip("/") == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": app.name, "object": "model", "owned_by": "w2stree"}]})
+            self._send(200, {"object": "list", "data": app.cards()})
         elif self.path.rstrip("/") == "/health":
             self._send(200, "ok")
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self) -> None:  # noqa: N802 - the base class's name
-        """`/v1/completions`."""
-        if self.path.rstrip("/") != "/v1/completions":
+        """`/v1/completions`, `/v1/load_lora_adapter`, `/v1/unload_lora_adapter`."""
+        app = self.server.app  # type: ignore[attr-defined]
+        route = {"/v1/completions": app.complete, "/v1/load_lora_adapter": app.load,
+                 "/v1/unload_lora_adapter": app.unload}.get(self.path.rstrip("/"))
+        if route is None:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
             return
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
-            self._send(200, self.server.app.complete(body))  # type: ignore[attr-defined]
+            answer = route(body)
+        except NotFound as exc:
+            self._send(404, {"error": {"message": str(exc), "type": "NotFoundError", "code": 404}})
         except (BadRequest, json.JSONDecodeError, TypeError, ValueError) as exc:
-            self._send(400, {"error": {"message": str(exc), "type": "BadRequestError"}})
+            self._send(400, {"error": {"message": str(exc), "type": "BadRequestError", "code": 400}})
         except Exception as exc:  # noqa: BLE001 - a failed generate: the client may retry
             self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "InternalServerError"}})
+        else:
+            if isinstance(answer, str):  # a load's plain-text line, as vLLM answers
+                self._send_text(answer)
+            else:
+                self._send(200, answer)
+
+    def _send_text(self, text: str) -> None:
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def make_server(policy: HFPolicy, port: int = 0, *, name: str | None = None,
-                handler: type[CompletionsHandler] = CompletionsHandler, batch_calls: bool = True) -> ThreadingHTTPServer:
+                handler: type[CompletionsHandler] = CompletionsHandler, batch_calls: bool = True,
+                load_policy: Callable[[str], HFPolicy] | None = None) -> ThreadingHTTPServer:
     """A completions server for `policy` on 127.0.0.1:`port` (0: a free port; see
     `server.server_address`), not yet serving (`serve_forever`). `batch_calls=False` answers one
-    call at a time: slower, but a call's replies do not depend on which calls came with it."""
+    call at a time per model: slower, but a call's replies do not depend on which calls came with
+    it. `load_policy(folder)` builds a model `/v1/load_lora_adapter` loads (default: an HFPolicy
+    with `policy`'s device, batch size, reply length and seed)."""
+    if load_policy is None:
+        def load_policy(path: str) -> HFPolicy:
+            return HFPolicy(path, device=str(policy.model.device), batch_size=policy.batch_size,
+                            max_new_tokens=policy.max_new_tokens, seed=policy.seed)
     server = ThreadingHTTPServer((HOST, port), handler)
     server.daemon_threads = True
-    server.app = CompletionsApp(policy, name, batch_calls)  # type: ignore[attr-defined]
+    server.app = CompletionsApp(policy, name, batch_calls, load_policy)  # type: ignore[attr-defined]
     return server

@@ -259,16 +259,19 @@ def node_tools(g: nx.DiGraph, node: int) -> None:
 # -- targeted growth over every tree of the env ------------------------------------------------------------
 
 def grow_form(env: str) -> None:
-    """Rule, budget, K and policy -> a background growth job over the env's stored trees (the inputs of
-    the settings generated from `core.settings.GrowSettings`)."""
+    """Rule, budget, K, policy and its optional model servers -> a background growth job over the env's
+    stored trees (the inputs of the settings generated from `core.settings.GrowSettings`)."""
     path, changes = data.key()
     models = data.models(path, changes)
     policies = sorted(models["name"].tolist() if not models.empty else []) + list(SCRIPTED)
     with st.form("grow_form", border=False):
-        c = st.columns([2, 2])
+        c = st.columns([2, 2, 2])
         policy = c[0].selectbox("Explorer", policies, key="grow_policy",
                                 help="the weak model keeps the method weak-to-strong; or a scripted policy")
-        rule = setting_input(c[1], GrowSettings, "rule", "grow_rule")
+        server = c[1].text_input("Model server (optional)", key="grow_server", placeholder="http://127.0.0.1:8000",
+                                 help="run the model on OpenAI-compatible completions servers (vLLM, SGLang, "
+                                      "`w2stree serve`): URL[,URL...]; empty runs it in the job's process")
+        rule = setting_input(c[2], GrowSettings, "rule", "grow_rule")
         c = st.columns(3)
         budget = setting_input(c[0], GrowSettings, "budget", "grow_budget", value=40, max_value=100_000)
         k = setting_input(c[1], GrowSettings, "k", "grow_k", max_value=64)
@@ -278,7 +281,7 @@ def grow_form(env: str) -> None:
         try:
             with st.spinner("starting the growth job"):
                 st.session_state["grow_job"] = start_grow(data.store(), env, policy, GrowSettings(
-                    budget=budget, rule=rule, k=k, max_steps=cap))
+                    budget=budget, rule=rule, k=k, max_steps=cap), server=server.strip() or None)
         except UserError as exc:
             ui.error(exc)
             return

@@ -1,12 +1,15 @@
-"""Helpers for tests that start a real dashboard server: a free port, waiting for its health
-check, and stopping it."""
+"""Helpers for tests that start a real server: a free port, waiting for a dashboard's health
+check, stopping it, and a `w2stree serve` completions server in its own process."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,21 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def w2stree_serve(model: str, env: dict[str, str], *extra: str) -> Iterator[str]:
+    """`w2stree serve --model MODEL` on a free port in its own process (CPU, one call at a time,
+    `extra` flags added) with the environment `env`; yields its URL, then stops it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "core", "serve", "--model", model, "--port", str(port),
+                             "--device", "cpu", "--one-call-at-a-time", *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        if "serving " not in line:
+            proc.kill()
+            pytest.fail(f"w2stree serve did not start:\n{line}{proc.stdout.read()[-3000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)

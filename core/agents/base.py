@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.errors import UserError
 from core.trajectory import Step
@@ -79,6 +80,11 @@ class Policy(ABC):
     @abstractmethod
     def act(self, requests: list[Request]) -> list[str]:
         """One reply per request, in order."""
+
+    def run_settings(self) -> dict[str, Any]:
+        """What a stored run records of where this policy ran (`Run.settings`): nothing by default;
+        a server policy its servers."""
+        return {}
 
     def close(self) -> None:
         """Release resources."""

@@ -45,9 +45,10 @@ SCRIPTED: dict[str, Callable[[str, int, dict[str, Any]], Policy]] = {
 
 
 def make_policy(name: str, env: str, *, seed: int = 0, batch_size: int = 16, store: Store | None = None,
-                env_kwargs: dict[str, Any] | None = None, server: str | None = None) -> Policy:
+                env_kwargs: dict[str, Any] | None = None, server: str | dict[str, str] | None = None) -> Policy:
     """The policy called `name` for `env`: a scripted one (`SCRIPTED`), else a model run by
-    HFPolicy, or by ServerPolicy on the completions servers `server` (`URL[,URL...]`). An unknown
+    HFPolicy, or by ServerPolicy on the completions servers `server` (`URL[,URL...]`, or URL ->
+    the model id each serves it under: `core.agents.server_models.serving`). An unknown
     model is a one-line UserError naming the scripted choices."""
     name = (name or "").strip()
     if not name:

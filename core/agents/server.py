@@ -12,9 +12,9 @@
 * Calls: rows with equal fields share one call (greedy rows all ignore the seed, so they are sent
   with seed 0 and share one; sampled rows have their own seed, one call each), up to
   `prompts_per_call` prompts; a batch's calls go out concurrently from a thread pool.
-* Several servers (`URL[,URL...]`): an episode (env, task, episode seed, setting) sticks to one
-  server, so its growing prompt hits that server's prefix cache; a new episode goes to the server
-  with the fewest requests in flight.
+* Several servers (`URL[,URL...]`): only those that serve the model get calls (`_serving`); an
+  episode (env, task, episode seed, setting) sticks to one server, so its growing prompt hits that
+  server's prefix cache; a new episode goes to the server with the fewest requests in flight.
 * Faults: a connection error, a timeout (`timeout` seconds without a byte), HTTP 5xx/408/429 or a
   malformed answer is retried `retries` times with exponential backoff (`backoff`, doubled each
   time); then the server is given up and its rows (and episodes) move to the others. Nothing is
@@ -94,42 +94,58 @@ def _request_json(url: str, body: dict[str, Any] | None, timeout: float) -> Any:
 class ServerPolicy(TokenizedPolicy):
     """A model behind completions servers (module docstring). `model` names the model whose
     tokenizer builds the prompts (a registered name, folder or hub id); `servers` is
-    `URL[,URL...]`."""
+    `URL[,URL...]`, or URL -> the model id to call it under there (`core.agents.server_models`)."""
 
-    def __init__(self, model: str, servers: str | list[str], *, seed: int = 0, store=None,
+    def __init__(self, model: str, servers: str | list[str] | dict[str, str], *, seed: int = 0, store=None,
                  adapter: str | None = None, max_new_tokens: int | None = None, max_context: int | None = None,
                  timeout: float = 600.0, retries: int = 3, backoff: float = 0.5, prompts_per_call: int = 64,
                  threads: int = 64) -> None:
         if prompts_per_call < 1 or threads < 1 or retries < 0 or timeout <= 0:
             raise UserError("ServerPolicy: prompts_per_call, threads and timeout must be positive, retries >= 0")
         self.name = model_name(model, store)
-        self.servers = [Server(u, u if u.endswith("/v1") else u + "/v1") for u in server_urls(servers)]
+        given = servers if isinstance(servers, dict) else {}
+        self.servers = [Server(u, u if u.endswith("/v1") else u + "/v1", given.get(u, "")) for u in server_urls(
+            list(servers) if isinstance(servers, dict) else servers)]
         tokenizer, config, eos = load_tokenizer(model, adapter=adapter, store=store)
         self._init_tokens("ServerPolicy", tokenizer, config, eos, max_new_tokens=max_new_tokens,
                           max_context=max_context, seed=seed)
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.prompts_per_call = prompts_per_call
-        names = {model, self.name, resolve_model(adapter or model, store)}
-        for s in self.servers:
-            s.model = self._served_model(s, names)
+        self.servers = self._serving({model, self.name, resolve_model(adapter or model, store)})
         self._lock = threading.Lock()
         self._sticky: OrderedDict[tuple, Server] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="w2stree-server")
 
-    def _served_model(self, server: Server, names: set[str]) -> str:
-        """The id under which `server` serves this model: one of `names`, else its only model."""
+    def _listing(self, server: Server) -> list[str]:
+        """The model ids `server` lists (`GET /v1/models`); an unreachable one is a UserError."""
         try:
             listing = _request_json(server.base + "/models", None, min(self.timeout, 30.0))
-            ids = [m["id"] for m in listing["data"]]
+            return [m["id"] for m in listing["data"]]
         except (_Retryable, urllib.error.HTTPError, KeyError, TypeError) as exc:
             raise UserError(f"model server {server.url} is unreachable or not OpenAI-compatible ({exc}); "
                             "start it (`vllm serve MODEL --generation-config vllm` or `w2stree serve --model "
                             "MODEL`) or fix --server") from None
-        match = [i for i in ids if i in names]
-        if match or len(ids) == 1:
-            return (match or ids)[0]
-        raise UserError(f"model server {server.url} serves {', '.join(ids) or 'no model'}, not {self.name!r}; "
-                        "serve it there (a LoRA adapter: `--lora-modules NAME=PATH` under its registered name)")
+
+    def _serving(self, names: set[str]) -> list[Server]:
+        """The servers that serve this model, each with the id it serves it under: given with the
+        URL, else one of `names` it lists; only where no server lists any of them, a server's only
+        model. Servers that do not serve it get no calls (a note says so); none: one UserError."""
+        ids = {s.url: self._listing(s) for s in self.servers if not s.model}
+        for s in self.servers:
+            s.model = s.model or next((i for i in ids[s.url] if i in names), "")
+        if not any(s.model for s in self.servers):
+            for s in self.servers:
+                s.model = ids[s.url][0] if len(ids[s.url]) == 1 else ""
+        serving = [s for s in self.servers if s.model]
+        if not serving:
+            raise UserError("; ".join(f"model server {s.url} serves {', '.join(ids[s.url]) or 'no model'}"
+                                      for s in self.servers)
+                            + f", not {self.name!r}; serve it there (a LoRA adapter: `--lora-modules NAME=PATH` "
+                              "under its registered name)")
+        if len(serving) < len(self.servers):
+            print(f"model servers {', '.join(s.url for s in self.servers if not s.model)} do not serve "
+                  f"{self.name!r}; its calls go to {', '.join(s.url for s in serving)}", file=sys.stderr, flush=True)
+        return serving
 
     # -- decoding fields ---------------------------------------------------------------------
     def fields(self, request: Request) -> dict[str, Any]:
@@ -237,6 +253,10 @@ class ServerPolicy(TokenizedPolicy):
                     replies[i] = parse_reply(text)
             pending.sort()
         return [r or "" for r in replies]
+
+    def run_settings(self) -> dict[str, Any]:
+        """The servers this policy calls: {"servers": {URL: the model id it is called under there}}."""
+        return {"servers": {s.url: s.model for s in self.servers}}
 
     def close(self) -> None:
         """Stop the call threads."""

@@ -4,7 +4,8 @@
                     [--schedule paper | --temperature T --top-p P] [--max-steps S]
                     [--seed S] [--env-arg KEY=VALUE ...] [--detach]
                     [--workers W] [--executor local|process|ray] [--ray-address ADDR] [--recycle K]
-    w2stree grow --env ENV --policy P --budget N [--rule deepest-failure|value-drop|ucb|pair-check] [-k K]
+    w2stree grow --env ENV --policy P [--server URL[,URL...]] --budget N
+                 [--rule deepest-failure|value-drop|ucb|pair-check] [-k K]
                  [--per-tree M] [--max-steps S] [--c C] [--seed S] [--detach]
                  [--workers W] [--executor local|process|ray] [--ray-address ADDR] [--recycle K]
 
@@ -63,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--policy", required=True, help="the explorer: a registered model (the weak one, for the "
                                                    "method), or noisy-expert, random, expert")
     add_fields(g, GrowSettings)
+    g.add_argument("--server", metavar="URL[,URL...]", help="run the --policy model on these OpenAI-compatible "
+                   "completions servers (vLLM, SGLang, `w2stree serve`)")
     g.add_argument("--detach", action="store_true",
                    help="run as a background job (follow it with `w2stree jobs show JOB`)")
     add_pool_arguments(g)
@@ -91,9 +94,10 @@ def cmd_grow(args: argparse.Namespace) -> int:
     store = open_store(args)
     policy = model_arg(store, args.policy, args.env)
     if args.detach:
-        print(f"started job {start_grow_job(store, args.env, policy, settings, pool)}; follow it with `w2stree jobs show`")
+        print(f"started job {start_grow_job(store, args.env, policy, settings, pool, args.server)}; follow it "
+              "with `w2stree jobs show`")
         return 0
-    report = grow(store, args.env, policy, settings, pool=pool,
+    report = grow(store, args.env, policy, settings, pool=pool, server=args.server,
                   progress=lambda done, total, line: print(f"[{done}/{total}] {line}", flush=True))
     print(report.line())
     return 0

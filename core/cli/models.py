@@ -36,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible /v1/completions on 127.0.0.1",
                        description="A small completions server around the in-process model policy (token-id "
-                                   "prompts, per-row seeds), for `--server` without vLLM or SGLang.")
+                                   "prompts, per-row seeds), for `--server` without vLLM or SGLang. More models "
+                                   "(a LoRA adapter or a full model folder on this machine) are loaded while it runs "
+                                   "by POST /v1/load_lora_adapter {\"lora_name\": NAME, \"lora_path\": FOLDER}, "
+                                   "as `pipeline --server` does, and dropped by /v1/unload_lora_adapter.")
     v.add_argument("--model", required=True, help="a registered model name, local folder or hub id")
     v.add_argument("--adapter", help="a LoRA adapter folder or registered name, merged into the model")
     v.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free one)")

@@ -69,6 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "added to the trees (TreeDPO, MCTS) before the pairs are cut (default: the scale's, 0)")
     add_fields(p, GrowSettings, only=("rule",), prefix="grow", unset=True)
     add_fields(p, TreeSettings, only=("merge",), unset=True)
+    p.add_argument("--server", metavar="URL[,URL...]",
+                   help="run every rollout of a trained model (exploration, growth, evaluation) on these "
+                        "OpenAI-compatible completions servers, each model loaded there as it is trained (vLLM "
+                        "with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, SGLang with --enable-lora, "
+                        "or `w2stree serve`); the model folders must be readable by the servers")
     p.add_argument("--reuse", action="store_true",
                    help="take trainings and explorations that already ran on identical inputs (same base "
                         "weights, data, settings, seed) from earlier runs instead of running them again; "
@@ -113,7 +118,7 @@ def _pipeline(args: argparse.Namespace) -> int:
                       store=store, progress=True, weak=args.weak, strong=args.strong,
                       test_tasks=args.test_tasks, split=args.split, reuse=args.reuse,
                       grow_budget=args.grow_budget, grow_rule=args.grow_rule, merge=args.merge,
-                      pool=pool_from_args(args))
+                      pool=pool_from_args(args), server=args.server)
     print(render(store, df.attrs["experiment_id"]))
     print(f"experiment {df.attrs['experiment_id']}: {df.attrs['wall_s']:.0f}s; stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in df.attrs["timings"].items()))
