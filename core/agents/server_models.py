@@ -32,9 +32,11 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.agents.registry import SCRIPTED
 from core.agents.server import server_urls
 from core.errors import UserError
 from core.models.loading import model_name, resolve_model
+from core.reuse import content_digest
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -159,9 +161,6 @@ def serving(servers: str | list[str] | None, policy: str, store: Store | None = 
     scripted policy (it runs in process); for a model (a registered name or folder), the servers
     that serve it after it is loaded there under `<name>-<first 12 hex digits of its weights'
     digest>` (module docstring); a hub id is taken as the servers serve it."""
-    from core.agents.registry import SCRIPTED
-    from core.reuse import content_digest
-
     if not servers or policy in SCRIPTED:
         return None
     path = resolve_model(policy, store)
