@@ -2,16 +2,25 @@
 
 `run_episodes` is the loop every front end runs (`collect`, hence `evaluate` and `run_policy`,
 and `explore`): up to `width` episodes are live at once, each in its own env slot
-(`core.env_slots`); a finished episode's slot starts the next pending one at once. Each round,
-the episodes waiting for an action are answered by ONE `policy.act` call (what makes batched
-LLM generation fast), the actions are played in their slots, and an episode ends when its env
-says done or at its step limit. Today every live episode waits each round (lockstep); a policy
-that answers episodes independently (a server, issue 23) would need a driver that sends each
-waiting episode on its own, with the same `Episode` bookkeeping.
+(`core.env_slots`); a finished episode's slot starts the next pending one at once. An episode
+ends when its env says done or at its step limit. Two drivers, chosen by the policy:
+
+* Lockstep (the default: the in-process model, the scripted policies): each round every live
+  episode waits, ONE `policy.act` call answers them all (what makes batched in-process
+  generation fast), and the actions are played in their slots in one `slots.step` call.
+* Independent (a policy whose `independent` is true: a model server, `core.agents.server`): each
+  waiting episode's request is sent on its own (`policy.submit`, a future), so up to `width` are
+  in flight; the runner waits for the first replies in (`FIRST_COMPLETED`), plays those episodes'
+  actions together in one `slots.step` call and sends their next requests at once, so a slow
+  reply (a long generation, a retry) holds only its own episode. Only the runner's thread
+  touches the env slots and `on_end` (slots are not thread-safe); the policy's threads only
+  answer. Episodes end in another order than in lockstep, but each is played the same way (a
+  reply depends on its request alone) and stored by its `seq`: the stored trajectories are the same.
 
 A pool whose worker died (`core.env_slots.SlotsLost`: a Ray actor was replaced) has lost the envs
-of its slots: their episodes start over from their start in the new worker (`Episode.restart`),
-so each episode still ends, and is told to `on_end`, exactly once.
+of its slots: their episodes start over from their start in the new worker (`Episode.restart`;
+a reply still outstanding for one of them is dropped), so each episode still ends, and is told
+to `on_end`, exactly once.
 
 `Episode` is one episode's state and the one way a trajectory is built from it (`play` uses it
 too, with a person in place of the policy). `episode_slots` is the one rule for how many
