@@ -33,7 +33,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -86,19 +85,16 @@ def bench_rollout(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     return {"batched_steps_per_s": batched, "single_steps_per_s": single, "ratio": batched / single}
 
 
-def bench_server(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    """Episodes/s of lockstep vs independent ServerPolicy rollouts against a `w2stree serve`
-    server with uneven reply times (module docstring); prints and returns them."""
-    from core.agents.base import Sampling
+def _serve_uneven(weak: str, args: argparse.Namespace, conn) -> None:
+    """A spawned process: `w2stree serve`'s server for `weak`, each call waiting as long as its
+    slowest row, a row `--slow-s` when its prompt hashes into `--slow-share` (the same rows in
+    both modes: their prompts are the same); sends its port on `conn`, then serves."""
+    import torch
+
     from core.agents.hf import HFPolicy
-    from core.agents.server import ServerPolicy
-    from core.collect import collect
     from core.serve import CompletionsHandler, make_server
 
     class Uneven(CompletionsHandler):
-        """Each call waits as long as its slowest row, a row `--slow-s` when its prompt hashes
-        into `--slow-share` (the same rows in both modes: their prompts are the same)."""
-
         def do_POST(self) -> None:  # noqa: N802 - the base class's name
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             prompts = json.loads(body).get("prompt") or [[]]
@@ -107,11 +103,29 @@ def bench_server(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
             self.rfile = io.BytesIO(body)
             super().do_POST()
 
-    store, weak, task_ids = _weak(args, workdir)
+    torch.set_num_threads(args.threads)
     server = make_server(HFPolicy(weak, max_new_tokens=args.max_new_tokens, batch_size=args.batch), 0,
                          handler=Uneven)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = ServerPolicy(weak, f"http://127.0.0.1:{server.server_address[1]}", max_new_tokens=args.max_new_tokens)
+    conn.send(server.server_address[1])
+    server.serve_forever()
+
+
+def bench_server(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    """Episodes/s of lockstep vs independent ServerPolicy rollouts against a `w2stree serve`
+    server in its own process with uneven reply times (module docstring); prints and returns them."""
+    import multiprocessing as mp
+
+    from core.agents.base import Sampling
+    from core.agents.server import ServerPolicy
+    from core.collect import collect
+
+    store, weak, task_ids = _weak(args, workdir)
+    ours, theirs = mp.Pipe()
+    server = mp.get_context("spawn").Process(target=_serve_uneven, args=(weak, args, theirs), daemon=True)
+    server.start()
+    if not ours.poll(300):
+        sys.exit("bench server: the server process did not start in 300 s")
+    client = ServerPolicy(weak, f"http://127.0.0.1:{ours.recv()}", max_new_tokens=args.max_new_tokens)
     rates: dict[str, list[float]] = {"lockstep": [], "independent": []}
     stored: dict[str, list] = {}
     steps = 0
@@ -128,10 +142,10 @@ def bench_server(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
                 stored[mode] = [(t.task_id, [(s.thought, s.action, s.observation) for s in t.steps]) for t in trajs]
     finally:
         client.close()
-        server.shutdown()
-        server.server_close()
+        server.terminate()
+        server.join()
     lock, indep = statistics.median(rates["lockstep"]), statistics.median(rates["independent"])
-    print(f"server   shop, weak preset behind `w2stree serve` (batching calls), {len(task_ids)} episodes x "
+    print(f"server   shop, weak preset behind `w2stree serve` (its own process, batching calls), {len(task_ids)} episodes x "
           f"<= {args.max_steps} steps ({steps} steps), B={args.batch} in flight, {args.max_new_tokens} new "
           f"tokens/step, greedy; a row is {args.slow_s:g} s slower with probability {args.slow_share:g}; "
           f"{args.repeats} repeats (median); load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
