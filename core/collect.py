@@ -1,8 +1,9 @@
 """Collect trajectories: run a policy on tasks of an environment and store every episode.
 
 One episode per (task, sampling) pair runs through `core.episodes.run_episodes`: in lockstep, ONE
-`policy.act` call per step answers all live episodes; up to `batch_size` are live at once, each in
-its own env slot, and a finished episode's slot starts the next pending pair right away. With
+`policy.act` call per step answers all live episodes (a model server's episodes advance
+independently instead, each as its own reply comes in); up to `batch_size` are live at once, each
+in its own env slot, and a finished episode's slot starts the next pending pair right away. With
 `workers > 1` the env slots live in worker processes, or in Ray actors with `pool=Pool(W, "ray")`
 (`core.env_slots`), while the policy stays here and this process alone writes the store; workers
 are spawned, so a script that calls `collect(workers>1)` needs the usual

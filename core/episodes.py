@@ -2,16 +2,25 @@
 
 `run_episodes` is the loop every front end runs (`collect`, hence `evaluate` and `run_policy`,
 and `explore`): up to `width` episodes are live at once, each in its own env slot
-(`core.env_slots`); a finished episode's slot starts the next pending one at once. Each round,
-the episodes waiting for an action are answered by ONE `policy.act` call (what makes batched
-LLM generation fast), the actions are played in their slots, and an episode ends when its env
-says done or at its step limit. Today every live episode waits each round (lockstep); a policy
-that answers episodes independently (a server, issue 23) would need a driver that sends each
-waiting episode on its own, with the same `Episode` bookkeeping.
+(`core.env_slots`); a finished episode's slot starts the next pending one at once. An episode
+ends when its env says done or at its step limit. Two drivers, chosen by the policy:
+
+* Lockstep (the default: the in-process model, the scripted policies): each round every live
+  episode waits, ONE `policy.act` call answers them all (what makes batched in-process
+  generation fast), and the actions are played in their slots in one `slots.step` call.
+* Independent (a policy whose `independent` is true: a model server, `core.agents.server`): each
+  waiting episode's request is sent on its own (`policy.submit`, a future), so up to `width` are
+  in flight; the runner waits for the first replies in (`FIRST_COMPLETED`), plays those episodes'
+  actions together in one `slots.step` call and sends their next requests at once, so a slow
+  reply (a long generation, a retry) holds only its own episode. Only the runner's thread
+  touches the env slots and `on_end` (slots are not thread-safe); the policy's threads only
+  answer. Episodes end in another order than in lockstep, but each is played the same way (a
+  reply depends on its request alone) and stored by its `seq`: the stored trajectories are the same.
 
 A pool whose worker died (`core.env_slots.SlotsLost`: a Ray actor was replaced) has lost the envs
-of its slots: their episodes start over from their start in the new worker (`Episode.restart`),
-so each episode still ends, and is told to `on_end`, exactly once.
+of its slots: their episodes start over from their start in the new worker (`Episode.restart`;
+a reply still outstanding for one of them is dropped), so each episode still ends, and is told
+to `on_end`, exactly once.
 
 `Episode` is one episode's state and the one way a trajectory is built from it (`play` uses it
 too, with a person in place of the policy). `episode_slots` is the one rule for how many
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
@@ -155,71 +165,117 @@ def reset_starter(env: str, slots: EnvSlots, max_steps: int | None = None) -> St
     return start
 
 
-def run_episodes(policy: Policy, env: str, episodes: Iterable[Episode], slots: EnvSlots, width: int, *,
-                 start: Starter, on_end: Callable[[Episode], None],
-                 should_stop: Callable[[], bool] | None = None) -> bool:
-    """Play `episodes` with `policy`, at most `width` at once in `slots` (see the module
-    docstring); `on_end(episode)` is told as each one ends. Returns False when `should_stop()`
-    ended the run early (the episodes still live are dropped), else True."""
-    pending = deque(episodes)
-    live: list[Episode | None] = [None] * min(width, max(1, len(pending)))
-    starts: list[tuple[int, Episode]] = []  # episodes to (re)start in their slots
+class _Slots:
+    """One `run_episodes` call's episodes in their slots: the live ones, those pending, those
+    to (re)start; only the runner's thread touches them, the env slots and `on_end`."""
 
-    def lost(exc: SlotsLost, also: Iterable[tuple[int, Episode]] = ()) -> None:
+    def __init__(self, env: str, episodes: Iterable[Episode], slots: EnvSlots, width: int, start: Starter,
+                 on_end: Callable[[Episode], None]) -> None:
+        self.env, self.slots, self.start, self.on_end = env, slots, start, on_end
+        self.pending = deque(episodes)
+        self.live: list[Episode | None] = [None] * min(width, max(1, len(self.pending)))
+        self.starts: list[tuple[int, Episode]] = []  # episodes to (re)start in their slots
+        self.asked: dict[int, Future[str]] = {}  # independent: the slots whose reply is outstanding
+
+    def busy(self) -> bool:
+        return bool(self.pending) or any(ep is not None for ep in self.live)
+
+    def lost(self, exc: SlotsLost, also: Iterable[tuple[int, Episode]] = ()) -> None:
         """The live episodes of the lost slots (and `also`) start over."""
         again = dict(also)
-        again.update((s, live[s]) for s in exc.slots if s < len(live) and live[s] is not None)
+        again.update((s, self.live[s]) for s in exc.slots if s < len(self.live) and self.live[s] is not None)
         for s, ep in again.items():
             ep.restart()
-            starts.append((s, ep))
+            self.starts.append((s, ep))
+            if s in self.asked:  # a reply to the episode before it started over
+                self.asked.pop(s).cancel()
 
-    def end(s: int, ep: Episode) -> None:
-        live[s] = None
-        on_end(ep)
+    def end(self, s: int, ep: Episode) -> None:
+        self.live[s] = None
+        self.on_end(ep)
 
-    while pending or any(live):
-        if should_stop is not None and should_stop():
-            return False
-        for s, ep in enumerate(live):
-            if ep is None and pending:
-                live[s] = pending.popleft()
-                starts.append((s, live[s]))
-        if starts:
-            items, starts = starts, []
+    def fill(self) -> list[int]:
+        """Start pending episodes in the free slots (and restart lost ones); an episode with no
+        step left ends at once. The slots whose episode waits for an action ([] when a start
+        lost slots: they start again first)."""
+        for s, ep in enumerate(self.live):
+            if ep is None and self.pending:
+                self.live[s] = self.pending.popleft()
+                self.starts.append((s, self.live[s]))
+        if self.starts:
+            items, self.starts = self.starts, []
             try:
-                start(items)
+                self.start(items)
             except SlotsLost as exc:  # a restart resets its env again: nothing is kept from this call
-                lost(exc, items)
-                continue
+                self.lost(exc, items)
+                return []
             for s, ep in items:
                 if ep.over:  # no step left (explored from a node at the step limit)
-                    end(s, ep)
-        waiting = [s for s, ep in enumerate(live) if ep is not None]
-        if not waiting:
-            continue
-        try:
-            replies = policy.act([live[s].request(env) for s in waiting])
-        except SlotsLost as exc:  # a policy that reads the envs (the re-planning expert)
-            lost(exc)
-            continue
-        if len(replies) != len(waiting):
-            raise RuntimeError(f"policy {policy.name!r} answered {len(replies)} of {len(waiting)} requests")
+                    self.end(s, ep)
+        return [s for s, ep in enumerate(self.live) if ep is not None]
+
+    def play(self, replies: list[tuple[int, str]]) -> None:
+        """Play each (slot, reply)'s action in its slot, all in one `slots.step` call, and record
+        the steps; an episode that is over ends."""
         moves = []
-        for s, reply in zip(waiting, replies):
+        for s, reply in replies:
             thought, action = parse_reply(reply)
             if action is None:  # unparsable: the raw text is the (invalid) action
                 thought, action = "", reply
             moves.append((s, thought, action))
         try:
-            outcomes = slots.step([(s, a) for s, _, a in moves])
+            outcomes = self.slots.step([(s, a) for s, _, a in moves])
         except SlotsLost as exc:
             outcomes = exc.results
-            lost(exc)
+            self.lost(exc)
         for (s, thought, action), outcome in zip(moves, outcomes):
-            ep = live[s]
+            ep = self.live[s]
             if outcome is None:  # its slot was lost: it starts over
                 continue
             ep.record(thought, action, outcome)
             if ep.over:
-                end(s, ep)
+                self.end(s, ep)
+
+
+def run_episodes(policy: Policy, env: str, episodes: Iterable[Episode], slots: EnvSlots, width: int, *,
+                 start: Starter, on_end: Callable[[Episode], None],
+                 should_stop: Callable[[], bool] | None = None) -> bool:
+    """Play `episodes` with `policy`, at most `width` at once in `slots` (see the module
+    docstring): in lockstep, or independently when the policy is `independent`; `on_end(episode)`
+    is told as each one ends. Returns False when `should_stop()` ended the run early (the
+    episodes still live are dropped), else True."""
+    run = _Slots(env, episodes, slots, width, start, on_end)
+    asked = run.asked
+
+    def lockstep(waiting: list[int]) -> list[tuple[int, str]]:
+        """Every waiting episode's reply, from ONE `policy.act` call."""
+        try:
+            replies = policy.act([run.live[s].request(env) for s in waiting])
+        except SlotsLost as exc:  # a policy that reads the envs (the re-planning expert)
+            run.lost(exc)
+            return []
+        if len(replies) != len(waiting):
+            raise RuntimeError(f"policy {policy.name!r} answered {len(replies)} of {len(waiting)} requests")
+        return list(zip(waiting, replies))
+
+    def independently(waiting: list[int]) -> list[tuple[int, str]]:
+        """The replies in so far (at least one), each waiting episode's request sent on its own."""
+        for s in waiting:
+            if s not in asked:
+                asked[s] = policy.submit(run.live[s].request(env))
+        done, _ = wait(asked.values(), return_when=FIRST_COMPLETED)
+        return [(s, asked.pop(s).result()) for s in sorted(s for s, f in asked.items() if f in done)]
+
+    answer = independently if policy.independent else lockstep
+    try:
+        while run.busy():
+            if should_stop is not None and should_stop():
+                return False
+            waiting = run.fill()
+            replies = answer(waiting) if waiting else []
+            if replies:
+                run.play(replies)
+    finally:
+        for f in asked.values():  # replies no episode waits for any more (a stop, an error)
+            f.cancel()
     return True

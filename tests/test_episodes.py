@@ -1,11 +1,15 @@
-"""The one episode runner (`core.episodes`): the slot rule, lockstep rounds in a few slots, and
-trajectories that replay to their reward in a fresh env."""
+"""The one episode runner (`core.episodes`): the slot rule, lockstep rounds in a few slots,
+trajectories that replay to their reward in a fresh env, and an independent policy's episodes
+advancing while another's reply is outstanding (also when a slot is lost meanwhile)."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from core.agents.base import Request, Sampling
 from core.agents.scripted import ExpertPolicy
-from core.env_slots import LocalSlots
+from core.env_slots import LocalSlots, SlotsLost
 from core.envs import make_env
 from core.episodes import Episode, episode_slots, reset_starter, run_episodes
 from core.trajectory import Step, Trajectory
@@ -97,3 +101,100 @@ def test_an_episode_with_no_step_left_ends_without_asking_the_policy() -> None:
     trajs, done = _run(policy, [Episode(TASKS[0], Sampling(), 0, 0)], width=1, slots=slots, start=start)
     assert done and policy.calls == []
     assert [s.action for s in trajs[0].steps] == [e.action for e in expert] and trajs[0].meta["truncated"]
+
+
+class HeldExpert(ExpertPolicy):
+    """The shop's expert answering each request on its own (`independent`): every reply is ready
+    at once except the first one asked for task `held`, which arrives only when `release` is set
+    (or after 20 s) and then reads `held_reply`."""
+
+    independent = True
+
+    def __init__(self, held: str, held_reply: str | None = None) -> None:
+        super().__init__("shop")
+        self.held, self.held_reply, self.release = held, held_reply, threading.Event()
+        self.held_future: Future | None = None
+        self.submitted: list[str] = []
+        self._pool = ThreadPoolExecutor(1)
+
+    def submit(self, request: Request) -> Future:
+        self.submitted.append(request.task_id)
+        reply = self.act([request])[0]
+        if request.task_id == self.held and self.held_future is None:
+            self.held_future = self._pool.submit(lambda: (self.release.wait(20), self.held_reply or reply)[1])
+            return self.held_future
+        done: Future = Future()
+        done.set_result(reply)
+        return done
+
+    def close(self) -> None:
+        self.release.set()
+        self._pool.shutdown()
+        super().close()
+
+
+def _stored(trajs: list[Trajectory]) -> list[dict]:
+    """The trajectories in run order, without their (random) ids."""
+    return [{k: v for k, v in t.to_dict().items() if k != "traj_id"} for t in sorted(trajs, key=lambda t: t.meta["seq"])]
+
+
+def test_an_independent_policys_episodes_advance_while_one_reply_is_held() -> None:
+    """Task 0's first reply is held until the other four episodes have ended: they play every
+    step meanwhile (two of them in the slots the first ones freed), and what is stored equals the
+    lockstep run's."""
+    policy = HeldExpert(TASKS[0])
+    ended: list[str] = []
+    slots = LocalSlots("shop", {})
+    try:
+        def on_end(ep: Episode) -> None:
+            ended.append(ep.task_id)
+            trajs.append(ep.trajectory("shop", run_id="r", source="collect", model="m", policy="expert",
+                                       env_kwargs={}, seed=3))
+            if len(ended) == len(TASKS) - 1:
+                policy.release.set()  # before any reply came in for task 0, unless the others waited for it
+
+        trajs: list[Trajectory] = []
+        assert run_episodes(policy, "shop", [Episode(t, Sampling(), seed=i, seq=i) for i, t in enumerate(TASKS)],
+                            slots, 3, start=reset_starter("shop", slots), on_end=on_end)
+    finally:
+        slots.close()
+        policy.close()
+    assert ended == TASKS[1:] + TASKS[:1]  # held task last: the others did not wait for its reply
+    assert min(len(t.steps) for t in trajs) >= 3  # ... for several steps each
+    assert policy.submitted.count(TASKS[0]) == len(trajs[-1].steps)  # one request per step, no repeat
+    lockstep, _ = _run(CountingExpert(), [Episode(t, Sampling(), seed=i, seq=i) for i, t in enumerate(TASKS)], 3)
+    assert _stored(trajs) == _stored(lockstep)
+
+
+class LosingSlots(LocalSlots):
+    """Local slots whose first step call reports `also` lost too (as a replaced Ray worker would):
+    their envs are reset by the runner and their episodes start over."""
+
+    def __init__(self, also: set[int]) -> None:
+        super().__init__("shop", {})
+        self.also, self.lost = also, False
+
+    def run(self, ops):
+        results = super().run(ops)
+        if ops[0][1] == "step" and not self.lost:
+            self.lost = True
+            raise SlotsLost(self.also, results)
+        return results
+
+
+def test_a_lost_slot_drops_the_reply_its_episode_waits_for() -> None:
+    """Slot 0's episode waits for a held reply when its slot is lost: it starts over and asks
+    again; the stale reply (an invalid action) is never played, nothing waits for it, and every
+    episode ends once, as in lockstep."""
+    policy = HeldExpert(TASKS[0], held_reply="Thought: stale.\nAction: click[stale]")
+    slots = LosingSlots({0})
+    try:
+        trajs, done = _run(policy, [Episode(t, Sampling(), seed=i, seq=i) for i, t in enumerate(TASKS[:3])], 2,
+                           slots=slots)
+        assert done and slots.lost and not policy.held_future.done()  # the run never waited for it
+    finally:
+        policy.close()
+    lockstep, _ = _run(CountingExpert(), [Episode(t, Sampling(), seed=i, seq=i) for i, t in enumerate(TASKS[:3])], 2)
+    assert _stored(trajs) == _stored(lockstep)
+    first = next(t for t in trajs if t.task_id == TASKS[0])
+    assert policy.submitted.count(TASKS[0]) == len(first.steps) + 1  # its first request asked twice

@@ -1,10 +1,12 @@
 """ServerPolicy against real `w2stree serve` servers on 127.0.0.1 (real HTTP, the tiny random-weight
 weak model of test_hf_policy): its stored trajectories equal the in-process HFPolicy's field by
-field, greedy and with the paper schedule's seeds; a 500, a timeout and a server killed mid-run
-change nothing; an unreachable URL is one line naming it."""
+field, greedy and with the paper schedule's seeds; episodes advance while other episodes' calls are
+held; a 500, a timeout and a server killed mid-run change nothing; an unreachable URL is one line
+naming it."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -94,6 +96,34 @@ def test_requests_carry_every_decoding_field(weak, local):  # noqa: F811
         assert g["repetition_penalty"] == 1.0 and g["max_tokens"] == NEW_TOKENS
         assert g["stop_token_ids"] == local.stop_ids and g["stop"] == ["\nObservation:"]
         client.close()
+
+
+def test_episodes_advance_while_one_settings_calls_are_held(weak, local, store):  # noqa: F811
+    """A real server holds every call of one sampled setting (t1-p0.8) until the other nine
+    episodes have ended (collect's progress says so; 60 s at most): they were not waiting for the
+    held replies, and what is stored still equals the in-process run's."""
+    release, by_progress, timed_out = threading.Event(), [], []
+
+    class Holding(CompletionsHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if b'"top_p": 0.8' in body and not release.wait(60):
+                timed_out.append(body)  # the others waited for this call: released by the clock
+            self.rfile = io.BytesIO(body)
+            super().do_POST()
+
+    def progress(done: int, total: int) -> None:
+        if done == total - len(_tasks()) and not release.is_set():
+            by_progress.append(done)
+            release.set()
+
+    want = _collect(store, local, _tasks())
+    with serving(weak, Holding) as (url, _):
+        client = _client(weak, url)
+        res = collect(store, "shop", client, _tasks(), PAPER_SCHEDULE, max_steps=3, progress=progress)
+        client.close()
+    assert by_progress == [9] and timed_out == []  # the nine others ended while the held calls were outstanding
+    assert _episodes(store, res.run_id) == want
 
 
 def test_a_500_and_a_timeout_are_retried(weak, local):  # noqa: F811

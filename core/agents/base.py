@@ -1,9 +1,12 @@
-"""The policy interface: a policy answers many episodes' prompts in one call (batched)."""
+"""The policy interface: a policy answers many episodes' prompts in one call (batched), and a
+policy that can also answer one request on its own (a model server) says so (`independent`), so
+that the episode runner lets its episodes advance independently (`core.episodes`)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +79,9 @@ class Policy(ABC):
     #: generation). A policy that is not (the scripted ones) explores an env whose instances are
     #: processes one episode at a time (`core.episodes.episode_slots`).
     batched: bool = True
+    #: Whether `submit` answers one request on its own, so that each episode advances as soon as
+    #: its own reply is in instead of waiting for a whole batch (a policy on model servers).
+    independent: bool = False
 
     @abstractmethod
     def act(self, requests: list[Request]) -> list[str]:
@@ -85,6 +91,11 @@ class Policy(ABC):
         """What a stored run records of where this policy ran (`Run.settings`): nothing by default;
         a server policy its servers."""
         return {}
+
+    def submit(self, request: Request) -> Future[str]:
+        """One reply to `request`, as a future that another thread completes (only a policy with
+        `independent` True answers this way)."""
+        raise NotImplementedError(f"policy {self.name!r} answers batches only (independent is False)")
 
     def close(self) -> None:
         """Release resources."""

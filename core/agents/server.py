@@ -1,5 +1,5 @@
 """`ServerPolicy`: a model served by OpenAI-compatible completions servers (vLLM, SGLang,
-`w2stree serve`) as a batched ReAct policy.
+`w2stree serve`) as a ReAct policy whose episodes advance independently.
 
 * Prompts: built here, exactly as the in-process `HFPolicy` builds them (the shared
   `TokenizedPolicy`: chat template, truncation, the one-decision view), and sent to
@@ -12,6 +12,11 @@
 * Calls: rows with equal fields share one call (greedy rows all ignore the seed, so they are sent
   with seed 0 and share one; sampled rows have their own seed, one call each), up to
   `prompts_per_call` prompts; a batch's calls go out concurrently from a thread pool.
+* Independent episodes (`independent`): `submit` sends one request on its own and returns its
+  reply as a future, so the episode runner keeps many episodes in flight and steps each as soon
+  as its own reply is in (`core.episodes`); a server batches concurrent calls itself (vLLM and
+  SGLang continuously, `w2stree serve` every call waiting). `act` and `submit` are one code path
+  (`_ask`): rows become futures that the call threads resolve.
 * Several servers (`URL[,URL...]`): only those that serve the model get calls (`_serving`); an
   episode (env, task, episode seed, setting) sticks to one server, so its growing prompt hits that
   server's prefix cache; a new episode goes to the server with the fewest requests in flight.
@@ -26,6 +31,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import sys
@@ -34,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +55,18 @@ _RETRYABLE_HTTP = (408, 429)
 
 class _Retryable(Exception):
     """A failure another try (or another server) may not have."""
+
+
+@dataclass(eq=False)
+class _Row:
+    """One request on its way: the prompt ids and decoding fields sent for it, `key` (the fields
+    as JSON: rows with equal keys may share a call) and the future its reply resolves."""
+
+    request: Request
+    prompt: list[int]
+    fields: dict[str, Any]
+    key: str
+    reply: Future
 
 
 @dataclass
@@ -95,6 +113,8 @@ class ServerPolicy(TokenizedPolicy):
     """A model behind completions servers (module docstring). `model` names the model whose
     tokenizer builds the prompts (a registered name, folder or hub id); `servers` is
     `URL[,URL...]`, or URL -> the model id to call it under there (`core.agents.server_models`)."""
+
+    independent = True
 
     def __init__(self, model: str, servers: str | list[str] | dict[str, str], *, seed: int = 0, store=None,
                  adapter: str | None = None, max_new_tokens: int | None = None, max_context: int | None = None,
@@ -158,101 +178,124 @@ class ServerPolicy(TokenizedPolicy):
                 "stop_token_ids": list(self.stop_ids), "skip_special_tokens": True}
 
     # -- routing -----------------------------------------------------------------------------
-    def _route(self, requests: list[Request], rows: list[int]) -> dict[int, Server]:
-        """A server for each row: its episode's, else (a new episode, or its server given up) the
-        live server with the fewest requests in flight, counting the rows routed so far."""
+    def _route(self, requests: list[Request]) -> list[Server]:
+        """A server for each request: its episode's, else (a new episode, or its server given up)
+        the live server with the fewest requests in flight. Each row counts as in flight on its
+        server from here until its call ends (`_landed`), so requests routed one at a time
+        (`submit`) spread as a batch does."""
         live = [s for s in self.servers if s.down is None]
         if not live:
             raise UserError("every model server failed: " + "; ".join(f"{s.url}: {s.down}" for s in self.servers))
         with self._lock:
-            return self._route_locked(requests, rows, live)
-
-    def _route_locked(self, requests: list[Request], rows: list[int], live: list[Server]) -> dict[int, Server]:
-        load = {id(s): s.in_flight for s in live}
-        out: dict[int, Server] = {}
-        fresh = []
-        for i in rows:
-            r = requests[i]
-            key = (r.env, r.task_id, r.seed, r.sampling)
-            s = self._sticky.get(key)
-            if s is not None and s.down is None and r.history:
-                out[i] = s
-                load[id(s)] += 1
-                self._sticky.move_to_end(key)
-            else:
-                fresh.append((i, key))
-        for i, key in fresh:
-            s = min(live, key=lambda x: load[id(x)])
-            out[i] = self._sticky[key] = s
-            load[id(s)] += 1
-        while len(self._sticky) > _STICKY_CAP:
-            self._sticky.popitem(last=False)
-        return out
+            out: list[Server | None] = [None] * len(requests)
+            fresh = []
+            for i, r in enumerate(requests):
+                key = (r.env, r.task_id, r.seed, r.sampling)
+                s = self._sticky.get(key)
+                if s is not None and s.down is None and r.history:
+                    out[i] = s
+                    s.in_flight += 1
+                    self._sticky.move_to_end(key)
+                else:
+                    fresh.append((i, key))
+            for i, key in fresh:
+                s = min(live, key=lambda x: x.in_flight)
+                out[i] = self._sticky[key] = s
+                s.in_flight += 1
+            while len(self._sticky) > _STICKY_CAP:
+                self._sticky.popitem(last=False)
+        return out  # type: ignore[return-value]
 
     # -- calls -------------------------------------------------------------------------------
     def _complete(self, server: Server, prompts: list[list[int]], fields: dict[str, Any]) -> list[str]:
         """One completions call with retries; the text of each prompt. Raises `_Retryable` once
         the retries are spent."""
         body = {"model": server.model, "prompt": prompts, **fields}
-        with self._lock:
-            server.in_flight += len(prompts)
+        for attempt in range(self.retries + 1):
+            if server.down is not None:
+                raise _Retryable(server.down)
+            try:
+                answer = _request_json(server.base + "/completions", body, self.timeout)
+                choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
+                if len(choices) != len(prompts):
+                    raise _Retryable(f"{len(choices)} choices for {len(prompts)} prompts")
+                return [c["text"] for c in choices]
+            except urllib.error.HTTPError as exc:
+                raise UserError(f"model server {server.url} refused a request: HTTP {exc.code} "
+                                f"{getattr(exc, 'detail', '')}".strip()) from None
+            except (_Retryable, KeyError, TypeError) as exc:
+                last = exc if isinstance(exc, _Retryable) else _Retryable(f"malformed answer ({exc})")
+                if attempt < self.retries:
+                    time.sleep(self.backoff * 2 ** attempt)
+        raise last
+
+    def _send(self, rows: list[_Row]) -> None:
+        """Route `rows` and send them, rows with equal fields on one server sharing a call (up to
+        `prompts_per_call`); each call's end resolves its rows (`_landed`). A failure to send
+        (every server given up, the policy closed) is the unsent rows' answer."""
         try:
-            for attempt in range(self.retries + 1):
-                if server.down is not None:
-                    raise _Retryable(server.down)
+            route = self._route([r.request for r in rows])
+        except UserError as exc:
+            for r in rows:
+                r.reply.set_exception(exc)
+            return
+        calls: dict[tuple, tuple[Server, list[_Row]]] = {}
+        for server, r in zip(route, rows):
+            calls.setdefault((id(server), r.key), (server, []))[1].append(r)
+        for server, members in calls.values():
+            for start in range(0, len(members), self.prompts_per_call):
+                chunk = members[start:start + self.prompts_per_call]
                 try:
-                    answer = _request_json(server.base + "/completions", body, self.timeout)
-                    choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
-                    if len(choices) != len(prompts):
-                        raise _Retryable(f"{len(choices)} choices for {len(prompts)} prompts")
-                    return [c["text"] for c in choices]
-                except urllib.error.HTTPError as exc:
-                    raise UserError(f"model server {server.url} refused a request: HTTP {exc.code} "
-                                    f"{getattr(exc, 'detail', '')}".strip()) from None
-                except (_Retryable, KeyError, TypeError) as exc:
-                    last = exc if isinstance(exc, _Retryable) else _Retryable(f"malformed answer ({exc})")
-                    if attempt < self.retries:
-                        time.sleep(self.backoff * 2 ** attempt)
-            raise last
-        finally:
-            with self._lock:
-                server.in_flight -= len(prompts)
+                    job = self._pool.submit(self._complete, server, [r.prompt for r in chunk], chunk[0].fields)
+                except RuntimeError as exc:  # the pool is shut down (`close`)
+                    job = Future()
+                    job.set_exception(exc)
+                job.add_done_callback(functools.partial(self._landed, server, chunk))
+
+    def _landed(self, server: Server, chunk: list[_Row], job: Future) -> None:
+        """A call ended: its rows get their replies, or (its server given up) are sent again to
+        the others; an error that another server would not fix (`UserError`) is their answer."""
+        with self._lock:
+            server.in_flight -= len(chunk)
+        try:
+            texts = job.result()
+        except _Retryable as exc:
+            if server.down is None:
+                server.down = str(exc)
+                print(f"model server {server.url} given up ({exc}); its episodes move to the others",
+                      file=sys.stderr, flush=True)
+            self._send(chunk)
+            return
+        except BaseException as exc:  # noqa: BLE001 - the caller gets it from its reply's future
+            for r in chunk:
+                r.reply.set_exception(exc)
+            return
+        for r, text in zip(chunk, texts):
+            r.reply.set_result(parse_reply(text))
+
+    def _ask(self, requests: list[Request]) -> list[Future[str]]:
+        """The one way requests are answered (`act` and `submit`): each row's prompt is built here,
+        in the caller's thread (the tokenizer is not shared between threads), and its reply
+        arrives as a future that the call threads complete."""
+        rows = []
+        for r in requests:
+            viewed = self.view(r)
+            fields = self.fields(viewed)
+            reply: Future[str] = Future()
+            reply.set_running_or_notify_cancel()  # running from now on: a caller cannot cancel it
+            rows.append(_Row(r, self.prompt_ids(viewed), fields, json.dumps(fields, sort_keys=True), reply))
+        if rows:
+            self._send(rows)
+        return [r.reply for r in rows]
 
     def act(self, requests: list[Request]) -> list[str]:
         """One reply per request: rows routed to servers, calls sent concurrently; the rows of a
         server given up are routed again (module docstring)."""
-        viewed = [self.view(r) for r in requests]
-        prompts = [self.prompt_ids(r) for r in viewed]
-        fields = [self.fields(r) for r in viewed]
-        replies: list[str | None] = [None] * len(requests)
-        pending = list(range(len(requests)))
-        while pending:
-            route = self._route(requests, pending)
-            calls: dict[tuple, list[int]] = {}
-            for i in pending:
-                calls.setdefault((id(route[i]), json.dumps(fields[i], sort_keys=True)), []).append(i)
-            jobs = []
-            for members in calls.values():
-                for start in range(0, len(members), self.prompts_per_call):
-                    chunk = members[start:start + self.prompts_per_call]
-                    server = route[chunk[0]]
-                    jobs.append((server, chunk, self._pool.submit(
-                        self._complete, server, [prompts[i] for i in chunk], fields[chunk[0]])))
-            pending = []
-            for server, chunk, future in jobs:
-                try:
-                    texts = future.result()
-                except _Retryable as exc:
-                    if server.down is None:
-                        server.down = str(exc)
-                        print(f"model server {server.url} given up ({exc}); its episodes move to the others",
-                              file=sys.stderr, flush=True)
-                    pending.extend(chunk)
-                    continue
-                for i, text in zip(chunk, texts):
-                    replies[i] = parse_reply(text)
-            pending.sort()
-        return [r or "" for r in replies]
+        return [f.result() for f in self._ask(requests)]
+
+    def submit(self, request: Request) -> Future[str]:
+        """One reply to `request`, sent on its own (one call), routed and retried as in `act`."""
+        return self._ask([request])[0]
 
     def run_settings(self) -> dict[str, Any]:
         """The servers this policy calls: {"servers": {URL: the model id it is called under there}}."""
