@@ -8,10 +8,9 @@ ends when its env says done or at its step limit. Two drivers, chosen by the pol
 * Lockstep (the default: the in-process model, the scripted policies): each round every live
   episode waits, ONE `policy.act` call answers them all (what makes batched in-process
   generation fast), and the actions are played in their slots in one `slots.step` call.
-* Independent (a policy whose `independent` is true: a model server, `core.agents.server`): the
-  requests of the episodes that became ready together are handed over at once (`policy.submit`,
-  one future each: a server groups equal decoding fields into one call, which saves a request per
-  row), and each reply may arrive on its own, so up to `width` are in flight; the runner waits for the first replies in (`FIRST_COMPLETED`), plays those episodes'
+* Independent (a policy whose `independent` is true: a model server, `core.agents.server`): each
+  waiting episode's request is sent on its own (`policy.submit`, a future), so up to `width` are
+  in flight; the runner waits for the first replies in (`FIRST_COMPLETED`), plays those episodes'
   actions together in one `slots.step` call and sends their next requests at once, so a slow
   reply (a long generation, a retry) holds only its own episode. Only the runner's thread
   touches the env slots and `on_end` (slots are not thread-safe); the policy's threads only
@@ -260,12 +259,10 @@ def run_episodes(policy: Policy, env: str, episodes: Iterable[Episode], slots: E
         return list(zip(waiting, replies))
 
     def independently(waiting: list[int]) -> list[tuple[int, str]]:
-        """The replies in so far (at least one): the waiting episodes not asked yet are asked
-        together (a server policy groups rows with equal decoding fields into one call, which
-        saves a request per row: greedy rows ready together share one), each reply a future."""
-        fresh = [s for s in waiting if s not in asked]
-        if fresh:
-            asked.update(zip(fresh, policy.submit([run.live[s].request(env) for s in fresh])))
+        """The replies in so far (at least one), each waiting episode's request sent on its own."""
+        for s in waiting:
+            if s not in asked:
+                asked[s] = policy.submit(run.live[s].request(env))
         done, _ = wait(asked.values(), return_when=FIRST_COMPLETED)
         return [(s, asked.pop(s).result()) for s in sorted(s for s, f in asked.items() if f in done)]
 

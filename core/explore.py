@@ -5,7 +5,7 @@ trajectory through it) in fresh envs of the same task and checks that every obse
 the stored one: a mismatch stops with `ReplayMismatch`, naming the step (the env is not
 deterministic there). Then K continuations run with the policy in the episode runner
 (`core.episodes.run_episodes`, as in `core.collect`: one batched `policy.act` call per step, or
-each continuation on its own reply through a model server), are
+each continuation on its own through a model server), are
 stored as whole trajectories (the prefix plus the continuation) with their provenance (run,
 source `explore`, `meta.explore` = tree, node, the prefix's trajectory; policy and sampling as
 collected trajectories carry them), and `grow_tree` puts them into the tree and reruns its MCTS.

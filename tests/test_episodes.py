@@ -117,10 +117,7 @@ class HeldExpert(ExpertPolicy):
         self.submitted: list[str] = []
         self._pool = ThreadPoolExecutor(1)
 
-    def submit(self, requests: list[Request]) -> list[Future]:
-        return [self._one(r) for r in requests]
-
-    def _one(self, request: Request) -> Future:
+    def submit(self, request: Request) -> Future:
         self.submitted.append(request.task_id)
         reply = self.act([request])[0]
         if request.task_id == self.held and self.held_future is None:

@@ -2,7 +2,7 @@
 --test` makes `.venv-vllm`; `W2STREE_VLLM_PYTHON` names another interpreter). The tiny strong model,
 trained briefly on expert demonstrations so that its greedy choices are clear, plays the same
 greedy episodes through vLLM as in this process, token for token, with episodes advancing
-independently (the rows ready together in one call, each reply taken as it comes).
+independently (one row per call, batched by vLLM as they arrive).
 
 Only greedy decoding is compared: vLLM draws sampled tokens with its own generator, so a sampled
 row's seed cannot reproduce the in-process sampler's draw (the `w2stree serve` tests cover the
@@ -75,7 +75,7 @@ def test_vllm_plays_the_in_process_greedy_episodes(store, tmp_path):
         served = evaluate(store, "strong-sft", env, "dev", tasks=tasks, label="vllm", server=url)
     finally:
         stop(proc)
-    assert ServerPolicy.independent  # the episodes advanced on their own replies
+    assert ServerPolicy.independent  # the episodes went out one row per call, as they were ready
 
     def episodes(run_id: str) -> dict[str, tuple]:
         return {t.task_id: (t.actions, [s.thought for s in t.steps], [s.observation for s in t.steps], t.reward)

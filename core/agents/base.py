@@ -92,10 +92,9 @@ class Policy(ABC):
         a server policy its servers."""
         return {}
 
-    def submit(self, requests: list[Request]) -> list[Future[str]]:
-        """One reply per request, each as a future that another thread completes: the requests are
-        those ready at one moment, so a policy may answer some of them together, but each reply
-        may arrive on its own (only a policy with `independent` True answers this way)."""
+    def submit(self, request: Request) -> Future[str]:
+        """One reply to `request`, as a future that another thread completes (only a policy with
+        `independent` True answers this way)."""
         raise NotImplementedError(f"policy {self.name!r} answers batches only (independent is False)")
 
     def close(self) -> None:

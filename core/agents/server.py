@@ -12,10 +12,9 @@
 * Calls: rows with equal fields share one call (greedy rows all ignore the seed, so they are sent
   with seed 0 and share one; sampled rows have their own seed, one call each), up to
   `prompts_per_call` prompts; a batch's calls go out concurrently from a thread pool.
-* Independent episodes (`independent`): `submit` sends the requests that became ready together
-  (grouped into calls as in `act`) and returns one future per row, completed when its own call
-  ends, so the episode runner keeps many episodes in flight and steps each as soon as its own
-  reply is in (`core.episodes`); a server batches concurrent calls itself (vLLM and
+* Independent episodes (`independent`): `submit` sends one request on its own and returns its
+  reply as a future, so the episode runner keeps many episodes in flight and steps each as soon
+  as its own reply is in (`core.episodes`); a server batches concurrent calls itself (vLLM and
   SGLang continuously, `w2stree serve` every call waiting). `act` and `submit` are one code path
   (`_ask`): rows become futures that the call threads resolve.
 * Several servers (`URL[,URL...]`): only those that serve the model get calls (`_serving`); an
@@ -294,10 +293,9 @@ class ServerPolicy(TokenizedPolicy):
         server given up are routed again (module docstring)."""
         return [f.result() for f in self._ask(requests)]
 
-    def submit(self, requests: list[Request]) -> list[Future[str]]:
-        """The replies to the requests ready at one moment, routed, grouped into calls and retried
-        as in `act`; each call's replies complete when it ends, whatever the other calls do."""
-        return self._ask(requests)
+    def submit(self, request: Request) -> Future[str]:
+        """One reply to `request`, sent on its own (one call), routed and retried as in `act`."""
+        return self._ask([request])[0]
 
     def run_settings(self) -> dict[str, Any]:
         """The servers this policy calls: {"servers": {URL: the model id it is called under there}}."""
