@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -198,8 +199,17 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
     if adapter_path:
         from peft import PeftModel
 
+        quiet_checkpointing_deprecation()
         model = PeftModel.from_pretrained(model, adapter_path)
         if merge:
             model = model.merge_and_unload()
     model.to(device).eval()
     return model, tokenizer
+
+
+def quiet_checkpointing_deprecation() -> None:
+    """Ignore transformers' FutureWarning that `is_gradient_checkpointing` is deprecated: TRL's
+    DPO trainer (every step) and PEFT (wrapping a LoRA model, loading an adapter) read that
+    property, not this project, so the warning says nothing a user can act on. Only that message
+    is ignored."""
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 
 from core.agents.prompt import DECISION_FLAG, ONE_SHOT_FLAG, decision_rows, merge_user_turns, strip_one_shot
 from core.errors import UserError
-from core.models.loading import load_model
+from core.models.loading import load_model, quiet_checkpointing_deprecation
 from core.train.config import TrainConfig, micro_split
 from core.train.tensorboard import report_to
 
@@ -180,13 +179,6 @@ def lora_config(cfg: TrainConfig) -> Any:
     modules: str | list[str] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=modules, task_type="CAUSAL_LM")
-
-
-def quiet_checkpointing_deprecation() -> None:
-    """Ignore transformers' FutureWarning that `is_gradient_checkpointing` is deprecated: TRL's
-    DPO trainer (every step) and PEFT (wrapping a LoRA model) read that property, not this
-    project, so the warning says nothing a user can act on. Only that message is ignored."""
-    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def trainer_kwargs(cfg: TrainConfig, out_dir: Path, arg_cls: type, max_length: int) -> dict[str, Any]:
