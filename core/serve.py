@@ -210,10 +210,11 @@ class CompletionsHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Quiet: one line per request would drown a collect run's output."""
 
-    def _send(self, code: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
+    def _send(self, code: int, payload: Any, content_type: str = "application/json") -> None:
+        """`payload` as JSON, or as it is (a str) for another content type."""
+        data = (json.dumps(payload) if content_type == "application/json" else payload).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -248,18 +249,8 @@ class CompletionsHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - a failed generate: the client may retry
             self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "InternalServerError"}})
         else:
-            if isinstance(answer, str):  # a load's plain-text line, as vLLM answers
-                self._send_text(answer)
-            else:
-                self._send(200, answer)
-
-    def _send_text(self, text: str) -> None:
-        data = text.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            # a load's answer is a plain-text line, as vLLM's
+            self._send(200, answer, "text/plain; charset=utf-8" if isinstance(answer, str) else "application/json")
 
 
 def make_server(policy: HFPolicy, port: int = 0, *, name: str | None = None,

@@ -22,11 +22,12 @@ from core.train.data import build_rows
 ENV = "shop"
 
 
-def _randomised(path, out) -> str:
+def randomised(path, out, seed: int = 1) -> str:
     """The model at `path` with its matrices re-drawn at std 0.3 (an untrained preset gives nearly
-    equal log-probabilities everywhere, which would make every comparison trivially true)."""
+    equal log-probabilities everywhere, which would make every comparison trivially true), saved
+    with its tokenizer to `out`."""
     model, tok = load_model(str(path), device="cpu")
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -54,8 +55,8 @@ def world(tmp_path_factory):
         ids = store.trees()["tree_id"].tolist()
         for gran in ("step", "continuation"):
             cut_pairs_stored(store, ids, PairSettings(gran, min_margin=0.0))
-        yield {"store": store, "weak": _randomised(paths["weak"], root / "weak-random"),
-               "ref": str(paths["weak"]), "full": _randomised(full["weak"], root / "full-random")}
+        yield {"store": store, "weak": randomised(paths["weak"], root / "weak-random"),
+               "ref": str(paths["weak"]), "full": randomised(full["weak"], root / "full-random")}
 
 
 def _by_hand(model_path: str, env: str, before, turn) -> float:

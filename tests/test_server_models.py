@@ -17,6 +17,7 @@ import pytest
 import torch
 from servers import w2stree_serve
 from test_hf_policy import _requests, weak  # noqa: F401 - `weak` is the module-scoped model fixture
+from test_pair_ranking import randomised
 
 from core.agents.base import Sampling
 from core.agents.hf import HFPolicy
@@ -47,18 +48,7 @@ def adapter(weak, tmp_path_factory):  # noqa: F811 - the imported fixture
 @pytest.fixture(scope="module")
 def full(weak, tmp_path_factory):  # noqa: F811
     """A full model folder: the weak model with its matrices drawn again (another seed)."""
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("full") / "weak-redrawn"
-    shutil.copytree(weak, out)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    model.save_pretrained(out)
-    return str(out)
+    return randomised(weak, tmp_path_factory.mktemp("full") / "weak-redrawn", seed=2)
 
 
 @pytest.fixture(scope="module")
